@@ -1,0 +1,69 @@
+/* cmicro: codecs, chosen by exact Content-Type.
+ *
+ * A codec turns a protobuf-c message into bytes and back. Every codec also handles raw frames:
+ * when the descriptor is NULL the message is a ProtobufCBinaryData and its bytes pass through
+ * unchanged (go-micro's codec.Frame), which is what proxies and raw-bytes endpoints use.
+ *
+ * The table is process-wide. The built-in codecs are application/protobuf,
+ * application/json and application/octet-stream; cm_codec_register() adds more.
+ */
+#ifndef CMICRO_CODEC_H
+#define CMICRO_CODEC_H
+
+#include <cmicro/error.h>
+#include <protobuf-c/protobuf-c.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define CM_CT_PROTOBUF "application/protobuf"
+#define CM_CT_JSON "application/json"
+#define CM_CT_BYTES "application/octet-stream"
+
+/* A growable byte buffer. Zero-initialise it ({0}) before first use; cm_buf_free releases it. */
+typedef struct cm_buf {
+    uint8_t *data;
+    size_t len;
+    size_t cap;
+} cm_buf;
+
+/* Makes room for extra more bytes. 0 or CM_ENOMEM (the buffer is unchanged then). */
+CM_EXTERN int cm_buf_reserve(cm_buf *b, size_t extra);
+/* Appends n bytes. 0 or CM_ENOMEM. */
+CM_EXTERN int cm_buf_append(cm_buf *b, const void *p, size_t n);
+CM_EXTERN void cm_buf_free(cm_buf *b);
+
+typedef struct cm_codec_ops {
+    int abi_version;          /* CM_ABI_VERSION */
+    const char *name;         /* "proto", "json", "bytes" */
+    const char *content_type; /* exact string matched against Content-Type */
+    /* Appends the encoding of msg to out. desc NULL: msg is a ProtobufCBinaryData.
+     * Returns 0, CM_ECODEC (msg cannot be encoded by this codec) or CM_ENOMEM. */
+    int (*marshal)(const ProtobufCMessageDescriptor *desc, const void *msg, cm_buf *out);
+    /* Decodes data into a new message of type desc allocated with alloc (NULL: malloc), stored
+     * in *out; free it with protobuf_c_message_free_unpacked(*out, alloc). len 0 gives the
+     * default message. desc NULL: *out is a ProtobufCBinaryData (struct and bytes from alloc).
+     * Returns 0, CM_ECODEC (with a one-line reason in err, which may be NULL) or CM_ENOMEM. */
+    int (*unmarshal)(const ProtobufCMessageDescriptor *desc, const uint8_t *data, size_t len,
+                     ProtobufCAllocator *alloc, void **out, char *err, size_t errlen);
+} cm_codec_ops;
+
+/* The codec for an exact content type, or NULL when none is registered. Any thread. */
+CM_EXTERN const cm_codec_ops *cm_codec_find(const char *content_type);
+/* Same, for a string of known length (need not be NUL-terminated). */
+CM_EXTERN const cm_codec_ops *cm_codec_findn(const char *content_type, size_t len);
+/* Adds or replaces the codec for ops->content_type. ops is borrowed for the life of the
+ * process (a static const table). Returns 0, CM_EINVAL (bad abi_version or missing slots) or
+ * CM_ENOMEM. Call before starting servers and clients (not synchronised with lookups). */
+CM_EXTERN int cm_codec_register(const cm_codec_ops *ops);
+
+/* The built-in codecs. */
+CM_EXTERN extern const cm_codec_ops cm_codec_proto;
+CM_EXTERN extern const cm_codec_ops cm_codec_json;
+CM_EXTERN extern const cm_codec_ops cm_codec_bytes;
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,671 @@
+/* The RPC client: encodes a call once, sends it to a node over the transport, retries what may
+ * be retried, decodes the response or the go-micro error. */
+#include "framework_int.h"
+
+#include <inttypes.h>
+#include <math.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+/* Content-Type, Accept, Micro-Id, Micro-Service, Micro-Method, Micro-Endpoint, Timeout. */
+#define FIXED_HDRS 7
+
+typedef struct call call;
+
+struct cm_client {
+    cm_loop *loop;
+    int own_loop;
+    char *content_type;
+    uint64_t request_timeout_ms;
+    uint64_t attempt_timeout_ms;
+    int max_attempts;
+    char *transport_name;
+    cm_transport_opts topts;
+    cm_transport *transport; /* made on the loop thread at first use */
+    atomic_uint_fast64_t seq;
+    atomic_uint rr;
+    call *calls; /* in flight, doubly linked */
+    int closing;
+};
+
+struct call {
+    call *prev, *next;
+    cm_client *client;
+    const cm_codec_ops *codec;
+    const ProtobufCMessageDescriptor *rsp_desc;
+    cm_call_cb cb;
+    void *user;
+    cm_buf body;
+    cm_hdr *hdrs;
+    size_t nhdrs;
+    char **owned; /* strings owned by the call (header keys and values) */
+    size_t nowned;
+    char *addrs;       /* copy of the address list, NUL-separated */
+    const char **addr; /* pointers into addrs */
+    size_t naddr;
+    unsigned addr_start;
+    int attempt;       /* attempts made so far */
+    int max_attempts;
+    int idempotent;
+    uint64_t attempt_timeout_ms;
+    uint64_t deadline_ms; /* absolute */
+    uint64_t start_ms;
+    char timeout_val[24];
+    char id_val[24];
+    uv_timer_t backoff;
+    int backoff_active;
+    cm_roundtrip *rt;
+    const char *cur_addr;
+};
+
+void
+cm_client_opts_init(cm_client_opts *o)
+{
+    memset(o, 0, sizeof(*o));
+    o->content_type = CM_CT_PROTOBUF;
+    o->request_timeout_ms = 30000;
+    o->attempt_timeout_ms = 5000;
+    o->max_attempts = 6;
+    o->transport = "http";
+    cm_transport_opts_init(&o->transport_opts);
+}
+
+void
+cm_call_opts_init(cm_call_opts *o)
+{
+    memset(o, 0, sizeof(*o));
+}
+
+int
+cm_client_new(cm_loop *loop, const cm_client_opts *o, cm_client **out)
+{
+    cm_client_opts def;
+    if (o == NULL) {
+        cm_client_opts_init(&def);
+        o = &def;
+    }
+    if (out == NULL) {
+        return CM_EINVAL;
+    }
+    cm_client *c = calloc(1, sizeof(*c));
+    if (c == NULL) {
+        return CM_ENOMEM;
+    }
+    c->content_type = strdup(o->content_type ? o->content_type : CM_CT_PROTOBUF);
+    c->transport_name = strdup(o->transport ? o->transport : "http");
+    c->request_timeout_ms = o->request_timeout_ms ? o->request_timeout_ms : 30000;
+    c->attempt_timeout_ms = o->attempt_timeout_ms ? o->attempt_timeout_ms : 5000;
+    c->max_attempts = o->max_attempts > 0 ? o->max_attempts : 6;
+    c->topts = o->transport_opts;
+    if (c->topts.max_body_bytes == 0) {
+        cm_transport_opts_init(&c->topts);
+    }
+    atomic_init(&c->rr, (unsigned)uv_hrtime());
+    if (c->content_type == NULL || c->transport_name == NULL) {
+        cm_client_free(c);
+        return CM_ENOMEM;
+    }
+    if (loop == NULL) {
+        int rc = cm_loop_new(&c->loop);
+        if (rc == 0) {
+            c->own_loop = 1;
+            rc = cm_loop_start(c->loop);
+        }
+        if (rc < 0) {
+            cm_client_free(c);
+            return rc;
+        }
+    } else {
+        c->loop = loop;
+    }
+    *out = c;
+    return 0;
+}
+
+cm_loop *
+cm_client_loop(cm_client *c)
+{
+    return c->loop;
+}
+
+/* ---- call state ---- */
+
+static void
+call_free(call *k)
+{
+    cm_buf_free(&k->body);
+    for (size_t i = 0; i < k->nowned; i++) {
+        free(k->owned[i]);
+    }
+    free(k->owned);
+    free(k->hdrs);
+    free(k->addrs);
+    free(k->addr);
+    free(k);
+}
+
+static void
+unlink_call(call *k)
+{
+    cm_client *c = k->client;
+    if (k->prev) {
+        k->prev->next = k->next;
+    } else if (c->calls == k) {
+        c->calls = k->next;
+    }
+    if (k->next) {
+        k->next->prev = k->prev;
+    }
+    k->prev = k->next = NULL;
+}
+
+static void
+on_backoff_closed(uv_handle_t *h)
+{
+    call_free(h->data);
+}
+
+static void
+call_finish(call *k, int status, void *rsp, const cm_error *err)
+{
+    unlink_call(k);
+    k->cb(status, rsp, err, k->user);
+    if (k->backoff_active) {
+        uv_close((uv_handle_t *)&k->backoff, on_backoff_closed);
+    } else {
+        call_free(k);
+    }
+}
+
+static void
+call_fail(call *k, int status, int32_t code, const char *fmt, ...) CM_PRINTF(4, 5);
+
+static void
+call_fail(call *k, int status, int32_t code, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    cm_error *e = cm_error_newv(CM__CLIENT_ERROR_ID, code, fmt, ap);
+    va_end(ap);
+    call_finish(k, status, NULL, e);
+    cm_error_free(e);
+}
+
+static char *
+own(call *k, char *s)
+{
+    if (s == NULL) {
+        return NULL;
+    }
+    char **o = realloc(k->owned, (k->nowned + 1) * sizeof(char *));
+    if (o == NULL) {
+        free(s);
+        return NULL;
+    }
+    k->owned = o;
+    k->owned[k->nowned++] = s;
+    return s;
+}
+
+static int
+add_hdr(call *k, size_t cap, const char *key, const char *val)
+{
+    if (k->nhdrs == cap) {
+        return CM_ENOMEM;
+    }
+    k->hdrs[k->nhdrs].key = key;
+    k->hdrs[k->nhdrs].val = val;
+    k->nhdrs++;
+    return 0;
+}
+
+/* Metadata as request headers: canonical keys, framework keys dropped, later sources win. */
+static int
+add_md(call *k, size_t cap, const char *key, const char *val)
+{
+    char canon[256];
+    if (cm__canonical_key(key, canon, sizeof(canon)) < 0 || cm__is_framework_header(canon)) {
+        return 0;
+    }
+    for (size_t i = FIXED_HDRS; i < k->nhdrs; i++) {
+        if (strcasecmp(k->hdrs[i].key, canon) == 0) {
+            k->hdrs[i].val = val;
+            return 0;
+        }
+    }
+    char *ck = own(k, strdup(canon));
+    if (ck == NULL) {
+        return CM_ENOMEM;
+    }
+    return add_hdr(k, cap, ck, val);
+}
+
+static int
+split_addrs(call *k, const char *list)
+{
+    k->addrs = strdup(list);
+    if (k->addrs == NULL) {
+        return CM_ENOMEM;
+    }
+    size_t n = 1;
+    for (const char *p = list; *p; p++) {
+        n += *p == ',';
+    }
+    k->addr = calloc(n, sizeof(char *));
+    if (k->addr == NULL) {
+        return CM_ENOMEM;
+    }
+    char *save = NULL;
+    for (char *t = strtok_r(k->addrs, ", ", &save); t; t = strtok_r(NULL, ", ", &save)) {
+        k->addr[k->naddr++] = t;
+    }
+    return k->naddr ? 0 : CM_EADDR;
+}
+
+/* ---- attempts ---- */
+
+static void attempt(call *k);
+
+static uint64_t
+backoff_ms(int i)
+{
+    /* go-micro's exponential back-off: floor(i^e) x 100 ms. */
+    return (uint64_t)floor(pow((double)i, M_E)) * 100u;
+}
+
+static void
+on_backoff(uv_timer_t *t)
+{
+    call *k = t->data;
+    attempt(k);
+}
+
+static void
+retry_or_fail(call *k, int status, int32_t code, const char *what)
+{
+    uint64_t now = cm_now_ms();
+    if (k->attempt < k->max_attempts && !k->client->closing) {
+        uint64_t wait = backoff_ms(k->attempt);
+        if (now + wait < k->deadline_ms) {
+            if (!k->backoff_active) {
+                uv_timer_init(cm_loop_uv(k->client->loop), &k->backoff);
+                k->backoff.data = k;
+                k->backoff_active = 1;
+            }
+            uv_timer_start(&k->backoff, on_backoff, wait, 0);
+            return;
+        }
+    }
+    call_fail(k, status, code, "%s (attempt %d of %d to %s after %" PRIu64 " ms)", what,
+              k->attempt, k->max_attempts, k->cur_addr ? k->cur_addr : "?", now - k->start_ms);
+}
+
+static void
+on_response(int status, unsigned flags, const cm_msg *rsp, void *user)
+{
+    call *k = user;
+    k->rt = NULL;
+    char what[256];
+    if (status == CM_ECANCELED) {
+        call_fail(k, CM_ECANCELED, 499, "call canceled");
+        return;
+    }
+    if (status == CM_ETIMEDOUT) {
+        snprintf(what, sizeof(what), "call timeout");
+        if (k->idempotent && cm_now_ms() < k->deadline_ms) {
+            retry_or_fail(k, CM_ETIMEDOUT, 408, what);
+        } else {
+            call_fail(k, CM_ETIMEDOUT, 408, "%s (attempt %d of %d to %s after %" PRIu64 " ms)",
+                      what, k->attempt, k->max_attempts, k->cur_addr,
+                      cm_now_ms() - k->start_ms);
+        }
+        return;
+    }
+    if (status < 0) {
+        if (status == CM_EPROTO && rsp != NULL) {
+            const char *code = cm_msg_header(rsp, ":status");
+            snprintf(what, sizeof(what), "transport error: %s: %.*s", code ? code : "?",
+                     (int)(rsp->body_len > 160 ? 160 : rsp->body_len), (const char *)rsp->body);
+        } else {
+            snprintf(what, sizeof(what), "connection error: %s", cm_strerror(status));
+        }
+        if ((flags & CM_RT_UNSENT) || k->idempotent) {
+            retry_or_fail(k, status, 500, what);
+        } else {
+            call_fail(k, status, 500, "%s (attempt %d of %d to %s)", what, k->attempt,
+                      k->max_attempts, k->cur_addr);
+        }
+        return;
+    }
+    const char *merr = cm_msg_header(rsp, "Micro-Error");
+    if (merr != NULL && merr[0] != '\0' && strcmp(merr, "EOS") != 0) {
+        cm_error *e = cm_error_parse(merr, strlen(merr));
+        if (e != NULL && e->code == 408 && k->attempt < k->max_attempts &&
+            cm_now_ms() < k->deadline_ms) {
+            cm_error_free(e);
+            retry_or_fail(k, CM_EREMOTE, 408, merr);
+            return;
+        }
+        call_finish(k, CM_EREMOTE, NULL, e);
+        cm_error_free(e);
+        return;
+    }
+    const char *rct = cm_msg_header(rsp, "Content-Type");
+    if (rct != NULL && strcmp(rct, "text/plain") == 0 && rsp->body_len > 0) {
+        /* A go-micro server's answer to a content type it has no codec for. */
+        call_fail(k, CM_ECONTENTTYPE, 415, "%.*s",
+                  (int)(rsp->body_len > 200 ? 200 : rsp->body_len), (const char *)rsp->body);
+        return;
+    }
+    void *msg = NULL;
+    char reason[160] = "";
+    int rc = k->codec->unmarshal(k->rsp_desc, rsp->body, rsp->body_len, NULL, &msg, reason,
+                                 sizeof(reason));
+    if (rc < 0) {
+        call_fail(k, rc, 500, "unable to decode response as %s: %s", k->codec->content_type,
+                  reason[0] ? reason : cm_strerror(rc));
+        return;
+    }
+    call_finish(k, 0, msg, NULL);
+}
+
+static void
+attempt(call *k)
+{
+    cm_client *c = k->client;
+    uint64_t now = cm_now_ms();
+    if (now >= k->deadline_ms) {
+        call_fail(k, CM_ETIMEDOUT, 408, "call timeout: deadline passed before attempt %d of %d",
+                  k->attempt + 1, k->max_attempts);
+        return;
+    }
+    if (k->naddr == 0) {
+        call_fail(k, CM_ENONODE, 500, "no address for the call: set cm_call_opts.address");
+        return;
+    }
+    uint64_t left = k->deadline_ms - now;
+    uint64_t to = k->attempt_timeout_ms < left ? k->attempt_timeout_ms : left;
+    snprintf(k->timeout_val, sizeof(k->timeout_val), "%" PRIu64, to * 1000000u);
+    snprintf(k->id_val, sizeof(k->id_val), "%" PRIu64, (uint64_t)atomic_fetch_add(&c->seq, 1));
+    k->cur_addr = k->addr[(k->addr_start + (unsigned)k->attempt) % k->naddr];
+    k->attempt++;
+    cm_msg m = {k->hdrs, k->nhdrs, k->body.data, k->body.len};
+    int rc = cm_transport_roundtrip(c->transport, k->cur_addr, &m, to, on_response, k, &k->rt);
+    if (rc < 0) {
+        call_fail(k, rc, 500, "cannot send to %s: %s", k->cur_addr, cm_strerror(rc));
+    }
+}
+
+static void
+start_on_loop(void *arg)
+{
+    call *k = arg;
+    cm_client *c = k->client;
+    if (c->closing) {
+        call_fail(k, CM_ECANCELED, 499, "client closed");
+        return;
+    }
+    if (c->transport == NULL) {
+        int rc = cm_transport_new(cm_loop_uv(c->loop), c->transport_name, &c->topts,
+                                  &c->transport);
+        if (rc < 0) {
+            call_fail(k, rc, 500, "cannot create transport %s: %s", c->transport_name,
+                      cm_strerror(rc));
+            return;
+        }
+    }
+    k->next = c->calls;
+    if (c->calls) {
+        c->calls->prev = k;
+    }
+    c->calls = k;
+    k->start_ms = cm_now_ms();
+    k->deadline_ms += k->start_ms;
+    attempt(k);
+}
+
+static uint64_t
+pick(uint64_t call_val, uint64_t client_val)
+{
+    return call_val ? call_val : client_val;
+}
+
+int
+cm_client_call_async(cm_client *c, const char *service, const char *endpoint,
+                     const ProtobufCMessageDescriptor *req_desc, const void *req,
+                     const ProtobufCMessageDescriptor *rsp_desc, const cm_call_opts *opts,
+                     cm_call_cb cb, void *user)
+{
+    cm_call_opts none;
+    if (opts == NULL) {
+        cm_call_opts_init(&none);
+        opts = &none;
+    }
+    if (c == NULL || service == NULL || endpoint == NULL || req == NULL || cb == NULL) {
+        return CM_EINVAL;
+    }
+    const char *ct = opts->content_type ? opts->content_type : c->content_type;
+    const cm_codec_ops *codec = cm_codec_find(ct);
+    if (codec == NULL) {
+        return CM_ECONTENTTYPE;
+    }
+    call *k = calloc(1, sizeof(*k));
+    if (k == NULL) {
+        return CM_ENOMEM;
+    }
+    k->client = c;
+    k->codec = codec;
+    k->rsp_desc = rsp_desc;
+    k->cb = cb;
+    k->user = user;
+    k->idempotent = opts->idempotent;
+    k->max_attempts = opts->max_attempts > 0 ? opts->max_attempts : c->max_attempts;
+    k->attempt_timeout_ms = pick(opts->attempt_timeout_ms, c->attempt_timeout_ms);
+    k->deadline_ms = pick(opts->timeout_ms, c->request_timeout_ms); /* relative until start */
+    if (opts->parent != NULL) {
+        int64_t left = cm_ctx_remaining_ms(opts->parent);
+        if (left >= 0 && (uint64_t)left < k->deadline_ms) {
+            k->deadline_ms = (uint64_t)left;
+        }
+    }
+    int rc = codec->marshal(req_desc, req, &k->body);
+    if (rc < 0) {
+        call_free(k);
+        return rc;
+    }
+    size_t cap = FIXED_HDRS + cm_md_count(opts->md);
+    const cm_msg *pm = opts->parent ? cm_ctx_headers(opts->parent) : NULL;
+    if (pm != NULL) {
+        cap += pm->nhdrs;
+    }
+    k->hdrs = calloc(cap, sizeof(cm_hdr));
+    char *svc = own(k, strdup(service));
+    char *ep = own(k, strdup(endpoint));
+    char *cts = own(k, strdup(ct));
+    if (k->hdrs == NULL || svc == NULL || ep == NULL || cts == NULL) {
+        call_free(k);
+        return CM_ENOMEM;
+    }
+    /* The header set of a go-micro v4 client (spec 5.2). */
+    add_hdr(k, cap, "Content-Type", cts);
+    add_hdr(k, cap, "Accept", cts);
+    add_hdr(k, cap, "Micro-Id", k->id_val);
+    add_hdr(k, cap, "Micro-Service", svc);
+    add_hdr(k, cap, "Micro-Method", ep);
+    add_hdr(k, cap, "Micro-Endpoint", ep);
+    add_hdr(k, cap, "Timeout", k->timeout_val);
+    rc = 0;
+    for (size_t i = 0; pm != NULL && i < pm->nhdrs && rc == 0; i++) {
+        char *v = own(k, strdup(pm->hdrs[i].val));
+        rc = v ? add_md(k, cap, pm->hdrs[i].key, v) : CM_ENOMEM;
+    }
+    for (size_t i = 0; i < cm_md_count(opts->md) && rc == 0; i++) {
+        const char *key, *val;
+        cm_md_at(opts->md, i, &key, &val);
+        char *v = own(k, strdup(val));
+        rc = v ? add_md(k, cap, key, v) : CM_ENOMEM;
+    }
+    if (rc == 0 && opts->address != NULL) {
+        rc = split_addrs(k, opts->address);
+        k->addr_start = atomic_fetch_add(&c->rr, 1);
+    }
+    if (rc < 0) {
+        call_free(k);
+        return rc;
+    }
+    /* Posted even on the loop thread, so that the callback never runs inside this call. */
+    rc = cm_loop_post(c->loop, start_on_loop, k);
+    if (rc < 0) {
+        call_free(k);
+    }
+    return rc;
+}
+
+/* ---- sync calls ---- */
+
+typedef struct waiter {
+    uv_mutex_t mu;
+    uv_cond_t cv;
+    int done;
+    int status;
+    void *rsp;
+    cm_error *err;
+} waiter;
+
+static void
+on_sync_done(int status, void *rsp, const cm_error *err, void *user)
+{
+    waiter *w = user;
+    cm_error *e = err ? cm_error_dup(err) : NULL;
+    uv_mutex_lock(&w->mu);
+    w->status = status;
+    w->rsp = rsp;
+    w->err = e;
+    w->done = 1;
+    uv_cond_signal(&w->cv);
+    uv_mutex_unlock(&w->mu);
+}
+
+int
+cm_client_call(cm_client *c, const char *service, const char *endpoint,
+               const ProtobufCMessageDescriptor *req_desc, const void *req,
+               const ProtobufCMessageDescriptor *rsp_desc, void **rsp, const cm_call_opts *opts,
+               cm_error **err)
+{
+    if (rsp == NULL) {
+        return CM_EINVAL;
+    }
+    *rsp = NULL;
+    if (err != NULL) {
+        *err = NULL;
+    }
+    if (c != NULL && cm_loop_on_loop_thread(c->loop)) {
+        return CM_ESTATE;
+    }
+    waiter w;
+    memset(&w, 0, sizeof(w));
+    uv_mutex_init(&w.mu);
+    uv_cond_init(&w.cv);
+    int rc = cm_client_call_async(c, service, endpoint, req_desc, req, rsp_desc, opts,
+                                  on_sync_done, &w);
+    if (rc == 0) {
+        uv_mutex_lock(&w.mu);
+        while (!w.done) {
+            uv_cond_wait(&w.cv, &w.mu);
+        }
+        uv_mutex_unlock(&w.mu);
+        rc = w.status;
+        *rsp = w.rsp;
+        if (err != NULL) {
+            *err = w.err;
+        } else {
+            cm_error_free(w.err);
+        }
+    }
+    uv_cond_destroy(&w.cv);
+    uv_mutex_destroy(&w.mu);
+    return rc;
+}
+
+/* ---- shutdown ---- */
+
+typedef struct closer {
+    cm_client *c;
+    int wait; /* a thread waits for the transport to close */
+    uv_mutex_t mu;
+    uv_cond_t cv;
+    int done;
+} closer;
+
+static void
+on_transport_closed(void *arg)
+{
+    closer *z = arg;
+    uv_mutex_lock(&z->mu);
+    z->done = 1;
+    uv_cond_signal(&z->cv);
+    uv_mutex_unlock(&z->mu);
+}
+
+static void
+close_on_loop(void *arg)
+{
+    closer *z = arg;
+    cm_client *c = z->c;
+    c->closing = 1;
+    /* Calls waiting in back-off end now; calls on the wire end through the transport's
+     * cancellation. */
+    call *k = c->calls;
+    while (k != NULL) {
+        call *next = k->next;
+        if (k->rt == NULL) {
+            if (k->backoff_active) {
+                uv_timer_stop(&k->backoff);
+            }
+            call_fail(k, CM_ECANCELED, 499, "client closed");
+        }
+        k = next;
+    }
+    if (c->transport != NULL) {
+        cm_transport_close(c->transport, z->wait ? on_transport_closed : NULL, z);
+        c->transport = NULL;
+    } else {
+        on_transport_closed(z);
+    }
+}
+
+void
+cm_client_free(cm_client *c)
+{
+    if (c == NULL) {
+        return;
+    }
+    if (c->loop != NULL && (c->own_loop || c->transport != NULL || c->calls != NULL)) {
+        closer z;
+        memset(&z, 0, sizeof(z));
+        z.c = c;
+        uv_mutex_init(&z.mu);
+        uv_cond_init(&z.cv);
+        if (cm_loop_on_loop_thread(c->loop) || !cm__loop_running(c->loop)) {
+            /* The transport finishes closing on later turns of the loop (or in cm_loop_free). */
+            close_on_loop(&z);
+        } else if ((z.wait = 1, cm_loop_post(c->loop, close_on_loop, &z)) == 0) {
+            uv_mutex_lock(&z.mu);
+            while (!z.done) {
+                uv_cond_wait(&z.cv, &z.mu);
+            }
+            uv_mutex_unlock(&z.mu);
+        }
+        uv_cond_destroy(&z.cv);
+        uv_mutex_destroy(&z.mu);
+    }
+    if (c->own_loop) {
+        cm_loop_free(c->loop);
+    }
+    free(c->content_type);
+    free(c->transport_name);
+    free(c);
+}

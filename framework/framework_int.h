@@ -1,0 +1,56 @@
+/* cmicro framework internals. Not installed. */
+#ifndef CMICRO_FRAMEWORK_INT_H
+#define CMICRO_FRAMEWORK_INT_H
+
+#include <cmicro/cmicro.h>
+
+/* Non-zero while some thread runs the loop. */
+int cm__loop_running(const cm_loop *l);
+
+/* ---- worker pool: handlers that may block run here ---- */
+
+typedef struct cm__job {
+    struct cm__job *next;
+    void (*work)(struct cm__job *job); /* on a worker thread */
+    void (*done)(struct cm__job *job); /* on the loop thread, after work */
+} cm__job;
+
+typedef struct cm__workers cm__workers;
+
+/* Starts n threads. The completions are delivered on loop. 0, CM_ENOMEM or a libuv error. */
+int cm__workers_new(uv_loop_t *loop, unsigned n, cm__workers **out);
+/* Queues job (any thread). */
+void cm__workers_submit(cm__workers *w, cm__job *job);
+/* Waits for queued and running jobs, runs their done callbacks on the calling thread (the loop
+ * thread or any thread once the loop no longer runs), joins the threads, frees. */
+void cm__workers_free(cm__workers *w);
+
+/* ---- per-call arena: bump allocation, freed (reset) when the call completes ---- */
+
+typedef struct cm__chunk cm__chunk;
+typedef struct cm__arena {
+    cm__chunk *head;
+    ProtobufCAllocator pbc; /* allocates from the arena; free is a no-op */
+} cm__arena;
+
+void cm__arena_init(cm__arena *a);
+void *cm__arena_alloc(cm__arena *a, size_t n);
+/* Releases everything but the first chunk, which is kept for the next call. */
+void cm__arena_reset(cm__arena *a);
+void cm__arena_fini(cm__arena *a);
+
+/* ---- headers ---- */
+
+/* Writes the canonical MIME form of key ("x-user-id" -> "X-User-Id") into out (len bytes with
+ * the NUL); keys with characters outside token chars are copied unchanged. 0 or CM_EINVAL. */
+int cm__canonical_key(const char *key, char *out, size_t len);
+/* Non-zero for headers that belong to the framework and are never forwarded as metadata. */
+int cm__is_framework_header(const char *key);
+
+/* The id used in the errors made by the client. */
+#define CM__CLIENT_ERROR_ID "cmicro.client"
+
+/* Frees a raw frame or a protobuf message decoded by a codec with allocator alloc (NULL: malloc). */
+void cm__message_free(const ProtobufCMessageDescriptor *desc, void *msg, ProtobufCAllocator *alloc);
+
+#endif

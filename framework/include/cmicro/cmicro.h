@@ -1,0 +1,13 @@
+/* cmicro: the umbrella header. */
+#ifndef CMICRO_H
+#define CMICRO_H
+
+#include <cmicro/client.h>
+#include <cmicro/codec.h>
+#include <cmicro/error.h>
+#include <cmicro/loop.h>
+#include <cmicro/md.h>
+#include <cmicro/server.h>
+#include <cmicro/transport.h>
+
+#endif

@@ -1,0 +1,121 @@
+/* cmicro: the RPC server. It routes go-micro requests ("Service.Method" in Micro-Endpoint) to
+ * handlers, decodes the request with the codec of its Content-Type, runs the handler and
+ * answers with the response or a go-micro error (Micro-Error header).
+ *
+ * Threads: cm_server_* functions run on the loop thread, or on any thread before the loop
+ * runs. Handlers run on the server's worker pool (they may block) unless registered with
+ * CM_HANDLER_INLINE, which runs them on the loop thread (they must not block).
+ */
+#ifndef CMICRO_SERVER_H
+#define CMICRO_SERVER_H
+
+#include <cmicro/codec.h>
+#include <cmicro/loop.h>
+#include <cmicro/md.h>
+#include <cmicro/transport.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct cm_server cm_server;
+/* The context of one call being served. Valid until the handler returns. */
+typedef struct cm_ctx cm_ctx;
+
+/* A handler. req is the decoded request (borrowed), rsp the response to fill, initialised to
+ * its defaults. With a NULL descriptor both are ProtobufCBinaryData (raw bytes). Memory stored
+ * into rsp must outlive the call: use cm_ctx_alloc()/cm_ctx_strdup() or static storage.
+ * Returns 0 on success; CM_EREMOTE after cm_ctx_error()/cm_ctx_set_error() to answer with that
+ * go-micro error; any other negative code answers 500 with its cm_strerror() text. */
+typedef int (*cm_handler_fn)(cm_ctx *ctx, const void *req, void *rsp, void *user);
+
+/* The handler never blocks: run it on the loop thread, with no thread hand-off. */
+#define CM_HANDLER_INLINE 1u
+
+/* The shape of a message as go-micro's registry publishes it (spec 1.3: a Value tree named
+ * after the Go types, fields by their JSON names, depth limit 3). Static; generated code emits
+ * these tables. */
+typedef struct cm_value_desc {
+    const char *name;
+    const char *type;
+    size_t nvalues;
+    const struct cm_value_desc *values;
+} cm_value_desc;
+
+typedef struct cm_handler {
+    const char *endpoint;                        /* "Hello.Say" */
+    const ProtobufCMessageDescriptor *request;   /* NULL: raw bytes */
+    const ProtobufCMessageDescriptor *response;  /* NULL: raw bytes */
+    cm_handler_fn fn;
+    unsigned flags;                              /* CM_HANDLER_INLINE */
+    const cm_value_desc *request_value;          /* published endpoint shape; may be NULL */
+    const cm_value_desc *response_value;
+} cm_handler;
+
+typedef struct cm_server_opts {
+    const char *name;          /* service name, the id of the server's errors; default
+                                  "go.micro.server" */
+    const char *address;       /* listen address; default ":0" (all interfaces, any port) */
+    const char *transport;     /* transport backend; default "http" */
+    cm_transport_opts transport_opts;
+    unsigned workers;          /* threads for blocking handlers; default 8 */
+    uint64_t drain_timeout_ms; /* how long cm_server_stop() waits for calls in flight;
+                                  default 10000 */
+} cm_server_opts;
+
+CM_EXTERN void cm_server_opts_init(cm_server_opts *o);
+
+/* Creates a server on loop. o NULL: defaults; strings are copied. 0, CM_EINVAL or CM_ENOMEM. */
+CM_EXTERN int cm_server_new(cm_loop *loop, const cm_server_opts *o, cm_server **out);
+/* Installs a handler for h->endpoint (copied). user is borrowed while the server lives.
+ * 0, CM_EINVAL (endpoint not "Service.Method", no fn), CM_EEXIST or CM_ENOMEM. */
+CM_EXTERN int cm_server_handle(cm_server *s, const cm_handler *h, void *user);
+/* Listens. 0, CM_ESTATE (already started), CM_EADDR or a libuv error (UV_EADDRINUSE). */
+CM_EXTERN int cm_server_start(cm_server *s);
+/* The real listen address after start ("127.0.0.1:43567", "[::]:8001"), else NULL. */
+CM_EXTERN const char *cm_server_address(const cm_server *s);
+/* Graceful stop: stops accepting, answers requests that arrive from now on with a 503 error,
+ * waits for calls in flight up to the drain timeout, closes every connection, then runs
+ * done(arg) on the loop. 0 or CM_ESTATE (not started, or already stopping). */
+CM_EXTERN int cm_server_stop(cm_server *s, void (*done)(void *arg), void *arg);
+/* Frees a server that was never started or whose stop has completed. On the loop thread, or
+ * once no thread runs the loop (before cm_loop_free). Waits for handlers still running. */
+CM_EXTERN void cm_server_free(cm_server *s);
+
+typedef struct cm_server_stats {
+    uint64_t accepted; /* connections accepted */
+    uint64_t active;   /* connections open */
+    uint64_t calls;    /* requests dispatched to a handler */
+    uint64_t errors;   /* replies carrying an error (handler, routing, codec) */
+    uint64_t inflight; /* calls not yet answered */
+} cm_server_stats;
+CM_EXTERN void cm_server_get_stats(const cm_server *s, cm_server_stats *st);
+
+/* ---- the call context, for handlers ---- */
+
+/* A request header / metadata value (case-insensitive key), or NULL. Borrowed for the call. */
+CM_EXTERN const char *cm_ctx_get(const cm_ctx *ctx, const char *key);
+/* The request's metadata: every request header, as go-micro's server context has them. */
+CM_EXTERN const cm_msg *cm_ctx_headers(const cm_ctx *ctx);
+CM_EXTERN const char *cm_ctx_endpoint(const cm_ctx *ctx);
+CM_EXTERN const char *cm_ctx_service(const cm_ctx *ctx);
+CM_EXTERN const char *cm_ctx_content_type(const cm_ctx *ctx);
+CM_EXTERN const char *cm_ctx_peer(const cm_ctx *ctx);
+/* Milliseconds left before the caller's deadline (Timeout header); -1 when it sent none;
+ * 0 when it has passed. */
+CM_EXTERN int64_t cm_ctx_remaining_ms(const cm_ctx *ctx);
+/* Memory freed when the call completes. NULL on out of memory. */
+CM_EXTERN void *cm_ctx_alloc(cm_ctx *ctx, size_t n);
+CM_EXTERN char *cm_ctx_strdup(cm_ctx *ctx, const char *s);
+/* Sets a response header (copied). 0, CM_EINVAL or CM_ENOMEM. */
+CM_EXTERN int cm_ctx_set_header(cm_ctx *ctx, const char *key, const char *val);
+/* Sets the go-micro error the call answers with (id = the server's name). Returns CM_EREMOTE,
+ * for `return cm_ctx_error(ctx, 400, "name required");`. */
+CM_EXTERN int cm_ctx_error(cm_ctx *ctx, int32_t code, const char *fmt, ...) CM_PRINTF(3, 4);
+/* Same with a ready error value. Takes e (even on failure). Returns CM_EREMOTE. */
+CM_EXTERN int cm_ctx_set_error(cm_ctx *ctx, cm_error *e);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,217 @@
+/* The event loop: a uv_loop_t, a queue of closures posted from other threads, and optionally a
+ * thread of its own. */
+#include "framework_int.h"
+
+#include <assert.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+
+typedef struct post {
+    struct post *next;
+    void (*fn)(void *arg);
+    void *arg;
+} post;
+
+struct cm_loop {
+    uv_loop_t uv;
+    uv_async_t async;
+    uv_mutex_t mu;
+    post *head, *tail;
+    atomic_int stop;
+    int has_thread;
+    uv_thread_t thread;
+    atomic_ulong runner; /* uv_thread_t of the thread running the loop, as integer; 0 when none */
+    int running;
+};
+
+static void
+drain_posts(uv_async_t *a)
+{
+    cm_loop *l = a->data;
+    uv_mutex_lock(&l->mu);
+    post *p = l->head;
+    l->head = l->tail = NULL;
+    uv_mutex_unlock(&l->mu);
+    while (p != NULL) {
+        post *next = p->next;
+        p->fn(p->arg);
+        free(p);
+        p = next;
+    }
+    if (atomic_load(&l->stop)) {
+        uv_stop(&l->uv);
+    }
+}
+
+int
+cm_loop_new(cm_loop **out)
+{
+    cm_loop *l = calloc(1, sizeof(*l));
+    if (l == NULL) {
+        return CM_ENOMEM;
+    }
+    int rc = uv_loop_init(&l->uv);
+    if (rc < 0) {
+        free(l);
+        return rc;
+    }
+    uv_mutex_init(&l->mu);
+    rc = uv_async_init(&l->uv, &l->async, drain_posts);
+    if (rc < 0) {
+        uv_mutex_destroy(&l->mu);
+        uv_loop_close(&l->uv);
+        free(l);
+        return rc;
+    }
+    l->async.data = l;
+    /* The async handle must not keep cm_loop_run() alive by itself. */
+    uv_unref((uv_handle_t *)&l->async);
+    l->uv.data = l;
+    *out = l;
+    return 0;
+}
+
+uv_loop_t *
+cm_loop_uv(cm_loop *l)
+{
+    return &l->uv;
+}
+
+static unsigned long
+self_id(void)
+{
+    uv_thread_t t = uv_thread_self();
+    return (unsigned long)t;
+}
+
+static void
+run(cm_loop *l)
+{
+    atomic_store(&l->runner, self_id());
+    uv_ref((uv_handle_t *)&l->async);
+    while (!atomic_load(&l->stop)) {
+        uv_run(&l->uv, UV_RUN_DEFAULT);
+    }
+    uv_unref((uv_handle_t *)&l->async);
+    atomic_store(&l->runner, 0);
+}
+
+int
+cm_loop_run(cm_loop *l)
+{
+    if (atomic_load(&l->runner) != 0 || l->has_thread) {
+        return CM_ESTATE;
+    }
+    atomic_store(&l->stop, 0);
+    run(l);
+    return 0;
+}
+
+static void
+thread_main(void *arg)
+{
+    run(arg);
+}
+
+int
+cm_loop_start(cm_loop *l)
+{
+    if (atomic_load(&l->runner) != 0 || l->has_thread) {
+        return CM_ESTATE;
+    }
+    atomic_store(&l->stop, 0);
+    int rc = uv_thread_create(&l->thread, thread_main, l);
+    if (rc < 0) {
+        return rc;
+    }
+    l->has_thread = 1;
+    return 0;
+}
+
+void
+cm_loop_stop(cm_loop *l)
+{
+    atomic_store(&l->stop, 1);
+    uv_async_send(&l->async);
+}
+
+int
+cm_loop_post(cm_loop *l, void (*fn)(void *arg), void *arg)
+{
+    post *p = malloc(sizeof(*p));
+    if (p == NULL) {
+        return CM_ENOMEM;
+    }
+    p->next = NULL;
+    p->fn = fn;
+    p->arg = arg;
+    uv_mutex_lock(&l->mu);
+    if (l->tail) {
+        l->tail->next = p;
+    } else {
+        l->head = p;
+    }
+    l->tail = p;
+    uv_mutex_unlock(&l->mu);
+    uv_async_send(&l->async);
+    return 0;
+}
+
+int
+cm_loop_on_loop_thread(const cm_loop *l)
+{
+    unsigned long r = atomic_load(&((cm_loop *)l)->runner);
+    return r != 0 && r == self_id();
+}
+
+static void
+close_walk(uv_handle_t *h, void *arg)
+{
+    (void)arg;
+    if (!uv_is_closing(h)) {
+        uv_close(h, NULL);
+    }
+}
+
+void
+cm_loop_free(cm_loop *l)
+{
+    if (l == NULL) {
+        return;
+    }
+    if (l->has_thread) {
+        cm_loop_stop(l);
+        uv_thread_join(&l->thread);
+        l->has_thread = 0;
+    }
+    /* Run what is still posted, then close every handle left open. */
+    drain_posts(&l->async);
+    uv_walk(&l->uv, close_walk, NULL);
+    /* A stop request may end the first run early; run until every close callback ran. */
+    while (uv_run(&l->uv, UV_RUN_DEFAULT) != 0) {
+    }
+    uv_run(&l->uv, UV_RUN_NOWAIT);
+    post *p = l->head;
+    while (p != NULL) {
+        post *next = p->next;
+        free(p);
+        p = next;
+    }
+    int rc = uv_loop_close(&l->uv);
+    (void)rc;
+    assert(rc == 0);
+    uv_mutex_destroy(&l->mu);
+    free(l);
+}
+
+uint64_t
+cm_now_ms(void)
+{
+    return uv_hrtime() / 1000000u;
+}
+
+int
+cm__loop_running(const cm_loop *l)
+{
+    return atomic_load(&((cm_loop *)l)->runner) != 0;
+}

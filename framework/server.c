@@ -1,0 +1,702 @@
+/* The RPC server: routing, decoding, dispatch to handlers (worker pool or inline), replies and
+ * graceful stop. */
+#include "framework_int.h"
+
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#define MAX_RSP_HDRS 16
+
+typedef struct route {
+    char *endpoint;
+    size_t service_len; /* length of the part before '.' */
+    cm_handler h;
+    void *user;
+} route;
+
+struct cm_ctx {
+    cm__job job; /* first: the worker pool hands it back */
+    cm_server *srv;
+    cm_ctx *next_free;
+    cm_tconn *conn;
+    const cm_msg *req;
+    const route *rt;
+    const cm_codec_ops *codec;
+    const char *content_type;
+    const char *service;
+    const char *endpoint;
+    int64_t deadline_ms; /* absolute, cm_now_ms() clock; -1 none */
+    void *req_msg;
+    void *rsp_msg;
+    int status;
+    cm_error *error;
+    cm__arena arena;
+    cm_buf out;
+    cm_hdr rsp_hdrs[MAX_RSP_HDRS];
+    size_t nrsp_hdrs;
+    int close_after;
+};
+
+struct cm_server {
+    cm_loop *loop;
+    char *name;
+    char *address;
+    char *transport_name;
+    cm_transport_opts topts;
+    unsigned nworkers;
+    uint64_t drain_timeout_ms;
+
+    route *routes; /* sorted by endpoint */
+    size_t nroutes;
+
+    cm_transport *transport;
+    cm_listener *listener;
+    cm__workers *workers;
+    char bound[128];
+    int started;
+    int stopping;
+    int stopped;
+    uv_timer_t drain_timer;
+    void (*stop_done)(void *arg);
+    void *stop_arg;
+
+    cm_ctx *free_ctx;
+    uint64_t calls, errors, inflight;
+};
+
+void
+cm_server_opts_init(cm_server_opts *o)
+{
+    memset(o, 0, sizeof(*o));
+    o->name = "go.micro.server";
+    o->address = ":0";
+    o->transport = "http";
+    cm_transport_opts_init(&o->transport_opts);
+    o->workers = 8;
+    o->drain_timeout_ms = 10000;
+}
+
+int
+cm_server_new(cm_loop *loop, const cm_server_opts *o, cm_server **out)
+{
+    cm_server_opts def;
+    if (o == NULL) {
+        cm_server_opts_init(&def);
+        o = &def;
+    }
+    if (loop == NULL || out == NULL) {
+        return CM_EINVAL;
+    }
+    cm_server *s = calloc(1, sizeof(*s));
+    if (s == NULL) {
+        return CM_ENOMEM;
+    }
+    s->loop = loop;
+    s->name = strdup(o->name ? o->name : "go.micro.server");
+    s->address = strdup(o->address ? o->address : ":0");
+    s->transport_name = strdup(o->transport ? o->transport : "http");
+    s->topts = o->transport_opts;
+    s->nworkers = o->workers ? o->workers : 8;
+    s->drain_timeout_ms = o->drain_timeout_ms;
+    if (s->name == NULL || s->address == NULL || s->transport_name == NULL) {
+        cm_server_free(s);
+        return CM_ENOMEM;
+    }
+    *out = s;
+    return 0;
+}
+
+static int
+route_cmp(const void *a, const void *b)
+{
+    return strcmp(((const route *)a)->endpoint, ((const route *)b)->endpoint);
+}
+
+int
+cm_server_handle(cm_server *s, const cm_handler *h, void *user)
+{
+    if (s == NULL || h == NULL || h->fn == NULL || h->endpoint == NULL) {
+        return CM_EINVAL;
+    }
+    const char *dot = strchr(h->endpoint, '.');
+    if (dot == NULL || dot == h->endpoint || dot[1] == '\0' || strchr(dot + 1, '.') != NULL) {
+        return CM_EINVAL;
+    }
+    for (size_t i = 0; i < s->nroutes; i++) {
+        if (strcmp(s->routes[i].endpoint, h->endpoint) == 0) {
+            return CM_EEXIST;
+        }
+    }
+    route *r = realloc(s->routes, (s->nroutes + 1) * sizeof(route));
+    if (r == NULL) {
+        return CM_ENOMEM;
+    }
+    s->routes = r;
+    route *nr = &r[s->nroutes];
+    nr->endpoint = strdup(h->endpoint);
+    if (nr->endpoint == NULL) {
+        return CM_ENOMEM;
+    }
+    nr->service_len = (size_t)(dot - h->endpoint);
+    nr->h = *h;
+    nr->h.endpoint = nr->endpoint;
+    nr->user = user;
+    s->nroutes++;
+    qsort(s->routes, s->nroutes, sizeof(route), route_cmp);
+    return 0;
+}
+
+static const route *
+find_route(const cm_server *s, const char *endpoint)
+{
+    size_t lo = 0, hi = s->nroutes;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        int c = strcmp(s->routes[mid].endpoint, endpoint);
+        if (c == 0) {
+            return &s->routes[mid];
+        }
+        if (c < 0) {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    return NULL;
+}
+
+static int
+has_service(const cm_server *s, const char *service, size_t len)
+{
+    for (size_t i = 0; i < s->nroutes; i++) {
+        if (s->routes[i].service_len == len && strncmp(s->routes[i].endpoint, service, len) == 0) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* ---- contexts ---- */
+
+static cm_ctx *
+ctx_get(cm_server *s)
+{
+    cm_ctx *c = s->free_ctx;
+    if (c != NULL) {
+        s->free_ctx = c->next_free;
+    } else {
+        c = calloc(1, sizeof(*c));
+        if (c == NULL) {
+            return NULL;
+        }
+        cm__arena_init(&c->arena);
+    }
+    c->srv = s;
+    return c;
+}
+
+static void
+ctx_put(cm_ctx *c)
+{
+    cm_server *s = c->srv;
+    cm_error_free(c->error);
+    c->error = NULL;
+    c->status = 0;
+    c->req_msg = c->rsp_msg = NULL;
+    c->nrsp_hdrs = 0;
+    c->close_after = 0;
+    c->out.len = 0;
+    cm__arena_reset(&c->arena);
+    /* Keep a large response buffer from pinning memory. */
+    if (c->out.cap > 256 * 1024) {
+        cm_buf_free(&c->out);
+    }
+    c->next_free = s->free_ctx;
+    s->free_ctx = c;
+}
+
+static void
+ctx_destroy(cm_ctx *c)
+{
+    cm_error_free(c->error);
+    cm__arena_fini(&c->arena);
+    cm_buf_free(&c->out);
+    free(c);
+}
+
+static int
+add_rsp_hdr(cm_ctx *c, const char *key, const char *val)
+{
+    for (size_t i = 0; i < c->nrsp_hdrs; i++) {
+        if (strcasecmp(c->rsp_hdrs[i].key, key) == 0) {
+            c->rsp_hdrs[i].val = val;
+            return 0;
+        }
+    }
+    if (c->nrsp_hdrs == MAX_RSP_HDRS) {
+        return CM_ENOMEM;
+    }
+    c->rsp_hdrs[c->nrsp_hdrs].key = key;
+    c->rsp_hdrs[c->nrsp_hdrs].val = val;
+    c->nrsp_hdrs++;
+    return 0;
+}
+
+/* ---- replies ---- */
+
+static void
+send_reply(cm_ctx *c, const uint8_t *body, size_t len)
+{
+    cm_msg m = {c->rsp_hdrs, c->nrsp_hdrs, body, len};
+    cm_tconn_reply(c->conn, &m, c->close_after);
+}
+
+static void
+finish(cm_ctx *c)
+{
+    cm_server *s = c->srv;
+    s->inflight--;
+    ctx_put(c);
+    if (s->stopping && s->inflight == 0 && !s->stopped) {
+        uv_timer_stop(&s->drain_timer);
+        uv_close((uv_handle_t *)&s->drain_timer, NULL);
+        s->stopped = 1;
+        cm_listener_close(s->listener, s->stop_done, s->stop_arg);
+        s->listener = NULL;
+    }
+}
+
+/* Answers with c->error, or with text as go-micro's bare (non-JSON) error. */
+static void
+reply_error(cm_ctx *c, const char *text)
+{
+    char *json = NULL;
+    if (text == NULL) {
+        json = cm_error_to_json(c->error);
+        text = json ? json : "internal error";
+    }
+    c->srv->errors++;
+    c->nrsp_hdrs = 0;
+    if (c->content_type) {
+        add_rsp_hdr(c, "Content-Type", c->content_type);
+    }
+    add_rsp_hdr(c, "Micro-Error", text);
+    send_reply(c, NULL, 0);
+    free(json);
+    finish(c);
+}
+
+static void
+reply_errorf(cm_ctx *c, int32_t code, const char *fmt, ...) CM_PRINTF(3, 4);
+
+static void
+reply_errorf(cm_ctx *c, int32_t code, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    cm_error_free(c->error);
+    c->error = cm_error_newv(c->srv->name, code, fmt, ap);
+    va_end(ap);
+    reply_error(c, c->error ? NULL : "internal error: out of memory");
+}
+
+static void
+complete(cm_ctx *c)
+{
+    if (c->status != 0) {
+        if (c->error == NULL) {
+            c->error = cm_error_internal(c->srv->name, "%s", cm_strerror(c->status));
+        }
+        reply_error(c, c->error ? NULL : "internal error: out of memory");
+        return;
+    }
+    int rc = c->codec->marshal(c->rt->h.response, c->rsp_msg, &c->out);
+    if (rc < 0) {
+        cm_error_free(c->error);
+        c->error = NULL;
+        char text[160];
+        snprintf(text, sizeof(text), "Unable to encode body: %s", cm_strerror(rc));
+        reply_error(c, text);
+        return;
+    }
+    if (c->out.len > 0) {
+        add_rsp_hdr(c, "Content-Type", c->content_type);
+    }
+    send_reply(c, c->out.data, c->out.len);
+    finish(c);
+}
+
+static void
+run_handler(cm_ctx *c)
+{
+    c->status = c->rt->h.fn(c, c->req_msg, c->rsp_msg, c->rt->user);
+    if (c->status == CM_EREMOTE && c->error == NULL) {
+        c->status = CM_EINVAL;
+    }
+}
+
+static void
+job_work(cm__job *j)
+{
+    run_handler((cm_ctx *)j);
+}
+
+static void
+job_done(cm__job *j)
+{
+    complete((cm_ctx *)j);
+}
+
+/* ---- dispatch ---- */
+
+static const char *
+header2(const cm_msg *m, const char *a, const char *b)
+{
+    const char *v = cm_msg_header(m, a);
+    return v && v[0] ? v : cm_msg_header(m, b);
+}
+
+static void
+on_request(cm_tconn *conn, const cm_msg *req, void *user)
+{
+    cm_server *s = user;
+    cm_ctx *c = ctx_get(s);
+    if (c == NULL) {
+        static const cm_hdr h[] = {{"Micro-Error", "internal error: out of memory"}};
+        cm_msg m = {h, 1, NULL, 0};
+        cm_tconn_reply(conn, &m, 1);
+        return;
+    }
+    s->inflight++;
+    c->conn = conn;
+    c->req = req;
+    c->deadline_ms = -1;
+    const char *conn_hdr = cm_msg_header(req, "Connection");
+    c->close_after = conn_hdr != NULL && strcasecmp(conn_hdr, "close") == 0;
+
+    const char *ct = cm_msg_header(req, "Content-Type");
+    c->content_type = ct && ct[0] ? ct : CM_CT_PROTOBUF;
+    c->service = header2(req, "Micro-Service", "X-Micro-Service");
+    const char *ep = header2(req, "Micro-Endpoint", "X-Micro-Endpoint");
+    if (ep == NULL || ep[0] == '\0') {
+        ep = header2(req, "Micro-Method", "X-Micro-Method");
+    }
+    c->endpoint = ep ? ep : "";
+
+    if (s->stopping) {
+        c->close_after = 1;
+        reply_errorf(c, 503, "server is stopping");
+        return;
+    }
+    c->codec = cm_codec_find(c->content_type);
+    if (c->codec == NULL) {
+        /* go-micro answers an unknown content type with a text body and no Micro-Error. */
+        char *body = cm__arena_alloc(&c->arena, strlen(c->content_type) + 40);
+        if (body != NULL) {
+            int n = sprintf(body, "unsupported Content-Type: %s", c->content_type);
+            add_rsp_hdr(c, "Content-Type", "text/plain");
+            send_reply(c, (const uint8_t *)body, (size_t)n);
+        } else {
+            send_reply(c, NULL, 0);
+        }
+        s->errors++;
+        finish(c);
+        return;
+    }
+    const char *dot = strchr(c->endpoint, '.');
+    if (dot == NULL || dot == c->endpoint || strchr(dot + 1, '.') != NULL) {
+        char *text = cm__arena_alloc(&c->arena, strlen(c->endpoint) + 48);
+        if (text != NULL) {
+            sprintf(text, "rpc: service/endpoint request ill-formed: %s", c->endpoint);
+        }
+        reply_error(c, text ? text : "rpc: service/endpoint request ill-formed");
+        return;
+    }
+    c->rt = find_route(s, c->endpoint);
+    if (c->rt == NULL) {
+        size_t n = strlen(c->endpoint) + 32;
+        char *text = cm__arena_alloc(&c->arena, n);
+        if (text == NULL) {
+            reply_error(c, "rpc: can't find service");
+        } else if (has_service(s, c->endpoint, (size_t)(dot - c->endpoint))) {
+            snprintf(text, n, "rpc: can't find method %s", dot + 1);
+            reply_error(c, text);
+        } else {
+            snprintf(text, n, "rpc: can't find service %.*s", (int)(dot - c->endpoint),
+                     c->endpoint);
+            reply_error(c, text);
+        }
+        return;
+    }
+    const char *to = cm_msg_header(req, "Timeout");
+    if (to != NULL && to[0] != '\0') {
+        char *end = NULL;
+        unsigned long long ns = strtoull(to, &end, 10);
+        if (end != NULL && *end == '\0') {
+            c->deadline_ms = (int64_t)(cm_now_ms() + ns / 1000000u);
+        }
+    }
+    char reason[160] = "";
+    int rc = c->codec->unmarshal(c->rt->h.request, req->body, req->body_len, &c->arena.pbc,
+                                 &c->req_msg, reason, sizeof(reason));
+    if (rc < 0) {
+        reply_errorf(c, 400, "unable to decode request body as %s: %s", c->content_type,
+                     reason[0] ? reason : cm_strerror(rc));
+        return;
+    }
+    const ProtobufCMessageDescriptor *rd = c->rt->h.response;
+    c->rsp_msg = cm__arena_alloc(&c->arena, rd ? rd->sizeof_message : sizeof(ProtobufCBinaryData));
+    if (c->rsp_msg == NULL) {
+        reply_errorf(c, 500, "out of memory");
+        return;
+    }
+    if (rd != NULL) {
+        rd->message_init(c->rsp_msg);
+    } else {
+        memset(c->rsp_msg, 0, sizeof(ProtobufCBinaryData));
+    }
+    s->calls++;
+    if (c->rt->h.flags & CM_HANDLER_INLINE) {
+        run_handler(c);
+        complete(c);
+        return;
+    }
+    c->job.work = job_work;
+    c->job.done = job_done;
+    cm__workers_submit(s->workers, &c->job);
+}
+
+/* ---- lifecycle ---- */
+
+int
+cm_server_start(cm_server *s)
+{
+    if (s == NULL) {
+        return CM_EINVAL;
+    }
+    if (s->started) {
+        return CM_ESTATE;
+    }
+    uv_loop_t *uv = cm_loop_uv(s->loop);
+    int rc = cm_transport_new(uv, s->transport_name, &s->topts, &s->transport);
+    if (rc < 0) {
+        return rc;
+    }
+    rc = cm__workers_new(uv, s->nworkers, &s->workers);
+    if (rc < 0) {
+        cm_transport_close(s->transport, NULL, NULL);
+        s->transport = NULL;
+        return rc;
+    }
+    rc = cm_transport_listen(s->transport, s->address, on_request, s, &s->listener);
+    if (rc < 0) {
+        cm__workers_free(s->workers);
+        s->workers = NULL;
+        cm_transport_close(s->transport, NULL, NULL);
+        s->transport = NULL;
+        return rc;
+    }
+    cm_listener_addr(s->listener, s->bound, sizeof(s->bound));
+    s->started = 1;
+    return 0;
+}
+
+const char *
+cm_server_address(const cm_server *s)
+{
+    return s && s->started ? s->bound : NULL;
+}
+
+static void
+on_drain_timeout(uv_timer_t *t)
+{
+    cm_server *s = t->data;
+    if (s->stopped) {
+        return;
+    }
+    s->stopped = 1;
+    uv_close((uv_handle_t *)&s->drain_timer, NULL);
+    cm_listener_close(s->listener, s->stop_done, s->stop_arg);
+    s->listener = NULL;
+}
+
+int
+cm_server_stop(cm_server *s, void (*done)(void *arg), void *arg)
+{
+    if (s == NULL || !s->started || s->stopping) {
+        return CM_ESTATE;
+    }
+    s->stopping = 1;
+    s->stop_done = done;
+    s->stop_arg = arg;
+    cm_listener_stop_accepting(s->listener);
+    uv_timer_init(cm_loop_uv(s->loop), &s->drain_timer);
+    s->drain_timer.data = s;
+    if (s->inflight == 0) {
+        on_drain_timeout(&s->drain_timer);
+    } else {
+        uv_timer_start(&s->drain_timer, on_drain_timeout, s->drain_timeout_ms, 0);
+    }
+    return 0;
+}
+
+void
+cm_server_free(cm_server *s)
+{
+    if (s == NULL) {
+        return;
+    }
+    if (s->workers != NULL) {
+        /* Handlers still running past the drain timeout finish here; their replies find the
+         * connection closed. */
+        cm__workers_free(s->workers);
+    }
+    if (s->listener != NULL) {
+        cm_listener_close(s->listener, NULL, NULL);
+    }
+    if (s->transport != NULL) {
+        cm_transport_close(s->transport, NULL, NULL);
+    }
+    while (s->free_ctx != NULL) {
+        cm_ctx *c = s->free_ctx;
+        s->free_ctx = c->next_free;
+        ctx_destroy(c);
+    }
+    for (size_t i = 0; i < s->nroutes; i++) {
+        free(s->routes[i].endpoint);
+    }
+    free(s->routes);
+    free(s->name);
+    free(s->address);
+    free(s->transport_name);
+    free(s);
+}
+
+void
+cm_server_get_stats(const cm_server *s, cm_server_stats *st)
+{
+    memset(st, 0, sizeof(*st));
+    if (s->listener != NULL) {
+        cm_listener_stats ls;
+        cm_listener_get_stats(s->listener, &ls);
+        st->accepted = ls.accepted;
+        st->active = ls.active;
+    }
+    st->calls = s->calls;
+    st->errors = s->errors;
+    st->inflight = s->inflight;
+}
+
+/* ---- context accessors ---- */
+
+const char *
+cm_ctx_get(const cm_ctx *ctx, const char *key)
+{
+    if (strcasecmp(key, "Remote") == 0) {
+        return cm_tconn_peer(ctx->conn);
+    }
+    if (strcasecmp(key, "Local") == 0) {
+        return cm_tconn_local(ctx->conn);
+    }
+    return cm_msg_header(ctx->req, key);
+}
+
+const cm_msg *
+cm_ctx_headers(const cm_ctx *ctx)
+{
+    return ctx->req;
+}
+
+const char *
+cm_ctx_endpoint(const cm_ctx *ctx)
+{
+    return ctx->endpoint;
+}
+
+const char *
+cm_ctx_service(const cm_ctx *ctx)
+{
+    return ctx->service ? ctx->service : "";
+}
+
+const char *
+cm_ctx_content_type(const cm_ctx *ctx)
+{
+    return ctx->content_type;
+}
+
+const char *
+cm_ctx_peer(const cm_ctx *ctx)
+{
+    return cm_tconn_peer(ctx->conn);
+}
+
+int64_t
+cm_ctx_remaining_ms(const cm_ctx *ctx)
+{
+    if (ctx->deadline_ms < 0) {
+        return -1;
+    }
+    int64_t left = ctx->deadline_ms - (int64_t)cm_now_ms();
+    return left > 0 ? left : 0;
+}
+
+void *
+cm_ctx_alloc(cm_ctx *ctx, size_t n)
+{
+    return cm__arena_alloc(&ctx->arena, n);
+}
+
+char *
+cm_ctx_strdup(cm_ctx *ctx, const char *s)
+{
+    size_t n = strlen(s) + 1;
+    char *p = cm__arena_alloc(&ctx->arena, n);
+    if (p != NULL) {
+        memcpy(p, s, n);
+    }
+    return p;
+}
+
+int
+cm_ctx_set_header(cm_ctx *ctx, const char *key, const char *val)
+{
+    if (key == NULL || val == NULL || key[0] == '\0' || strpbrk(key, "\r\n:") != NULL ||
+        cm__is_framework_header(key)) {
+        return CM_EINVAL;
+    }
+    char *k = cm_ctx_strdup(ctx, key);
+    char *v = cm_ctx_strdup(ctx, val);
+    if (k == NULL || v == NULL) {
+        return CM_ENOMEM;
+    }
+    for (char *p = v; *p; p++) {
+        if (*p == '\r' || *p == '\n') {
+            *p = ' ';
+        }
+    }
+    return add_rsp_hdr(ctx, k, v);
+}
+
+int
+cm_ctx_error(cm_ctx *ctx, int32_t code, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    cm_error_free(ctx->error);
+    ctx->error = cm_error_newv(ctx->srv->name, code, fmt, ap);
+    va_end(ap);
+    return ctx->error ? CM_EREMOTE : CM_ENOMEM;
+}
+
+int
+cm_ctx_set_error(cm_ctx *ctx, cm_error *e)
+{
+    cm_error_free(ctx->error);
+    ctx->error = e;
+    return e ? CM_EREMOTE : CM_ENOMEM;
+}

@@ -1,0 +1,546 @@
+/* The server and the client together over real sockets on 127.0.0.1. */
+#include "rpctest.pb-c.h"
+#include "test.h"
+
+#include <cmicro/cmicro.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <unistd.h>
+
+/* ---- the service under test ---- */
+
+static atomic_int running, max_running;
+
+static int
+echo(cm_ctx *ctx, const void *vreq, void *vrsp, void *user)
+{
+    (void)user;
+    const Rpctest__Req *req = vreq;
+    Rpctest__Rsp *rsp = vrsp;
+    if (req->sleep_ms > 0) {
+        int now = atomic_fetch_add(&running, 1) + 1;
+        int seen = atomic_load(&max_running);
+        while (now > seen && !atomic_compare_exchange_weak(&max_running, &seen, now)) {
+        }
+        usleep((useconds_t)req->sleep_ms * 1000);
+        atomic_fetch_sub(&running, 1);
+    }
+    if (req->fail_code != 0) {
+        return cm_ctx_error(ctx, req->fail_code, "failed on purpose for %s", req->name);
+    }
+    size_t n = strlen(req->name) + 7;
+    rsp->msg = cm_ctx_alloc(ctx, n);
+    snprintf(rsp->msg, n, "Hello %s", req->name);
+    rsp->n = req->n * 2;
+    if (req->echo_header[0] != '\0') {
+        const char *v = cm_ctx_get(ctx, req->echo_header);
+        rsp->header = cm_ctx_strdup(ctx, v ? v : "(none)");
+    }
+    return 0;
+}
+
+static int
+raw_reverse(cm_ctx *ctx, const void *vreq, void *vrsp, void *user)
+{
+    (void)user;
+    const ProtobufCBinaryData *req = vreq;
+    ProtobufCBinaryData *rsp = vrsp;
+    rsp->data = cm_ctx_alloc(ctx, req->len + 1);
+    for (size_t i = 0; i < req->len; i++) {
+        rsp->data[i] = req->data[req->len - 1 - i];
+    }
+    rsp->len = req->len;
+    return 0;
+}
+
+static int
+fail_plain(cm_ctx *ctx, const void *req, void *rsp, void *user)
+{
+    (void)ctx;
+    (void)req;
+    (void)rsp;
+    (void)user;
+    return CM_ENOTSUP;
+}
+
+typedef struct srv {
+    cm_loop *loop;
+    cm_server *s;
+    char addr[128];
+    uv_mutex_t mu;
+    uv_cond_t cv;
+    int stopped;
+} srv;
+
+static void
+srv_start(srv *t, unsigned drain_ms)
+{
+    memset(t, 0, sizeof(*t));
+    uv_mutex_init(&t->mu);
+    uv_cond_init(&t->cv);
+    CHECK_EQ_INT(cm_loop_new(&t->loop), 0);
+    cm_server_opts o;
+    cm_server_opts_init(&o);
+    o.name = "rpctest";
+    o.address = "127.0.0.1:0";
+    o.workers = 4;
+    o.drain_timeout_ms = drain_ms;
+    CHECK_EQ_INT(cm_server_new(t->loop, &o, &t->s), 0);
+    cm_handler h = {"Test.Echo", &rpctest__req__descriptor, &rpctest__rsp__descriptor, echo, 0,
+                    NULL, NULL};
+    CHECK_EQ_INT(cm_server_handle(t->s, &h, NULL), 0);
+    CHECK_EQ_INT(cm_server_handle(t->s, &h, NULL), CM_EEXIST);
+    h.endpoint = "Test.Inline";
+    h.flags = CM_HANDLER_INLINE;
+    CHECK_EQ_INT(cm_server_handle(t->s, &h, NULL), 0);
+    cm_handler raw = {"Raw.Reverse", NULL, NULL, raw_reverse, CM_HANDLER_INLINE, NULL, NULL};
+    CHECK_EQ_INT(cm_server_handle(t->s, &raw, NULL), 0);
+    cm_handler plain = {"Test.Plain", NULL, NULL, fail_plain, 0, NULL, NULL};
+    CHECK_EQ_INT(cm_server_handle(t->s, &plain, NULL), 0);
+    cm_handler bad = {"NoDot", NULL, NULL, fail_plain, 0, NULL, NULL};
+    CHECK_EQ_INT(cm_server_handle(t->s, &bad, NULL), CM_EINVAL);
+    CHECK_EQ_INT(cm_server_start(t->s), 0);
+    snprintf(t->addr, sizeof(t->addr), "%s", cm_server_address(t->s));
+    CHECK(strncmp(t->addr, "127.0.0.1:", 10) == 0);
+    CHECK_EQ_INT(cm_loop_start(t->loop), 0);
+}
+
+static void
+on_stopped(void *arg)
+{
+    srv *t = arg;
+    uv_mutex_lock(&t->mu);
+    t->stopped = 1;
+    uv_cond_signal(&t->cv);
+    uv_mutex_unlock(&t->mu);
+}
+
+static void
+do_stop(void *arg)
+{
+    srv *t = arg;
+    CHECK_EQ_INT(cm_server_stop(t->s, on_stopped, t), 0);
+}
+
+static void
+srv_stop_async(srv *t)
+{
+    CHECK_EQ_INT(cm_loop_post(t->loop, do_stop, t), 0);
+}
+
+static void
+srv_wait_stopped(srv *t)
+{
+    uv_mutex_lock(&t->mu);
+    while (!t->stopped) {
+        uv_cond_wait(&t->cv, &t->mu);
+    }
+    uv_mutex_unlock(&t->mu);
+}
+
+static void
+free_server(void *arg)
+{
+    cm_server_free(arg);
+}
+
+static void
+srv_free(srv *t)
+{
+    if (!t->stopped) {
+        srv_stop_async(t);
+        srv_wait_stopped(t);
+    }
+    /* The server is freed on its loop thread; the loop finishes closing its handles. */
+    CHECK_EQ_INT(cm_loop_post(t->loop, free_server, t->s), 0);
+    cm_loop_stop(t->loop);
+    cm_loop_free(t->loop);
+    uv_cond_destroy(&t->cv);
+    uv_mutex_destroy(&t->mu);
+}
+
+/* ---- helpers ---- */
+
+static cm_client *client;
+
+static int
+call(const char *addr, const char *endpoint, const char *ct, Rpctest__Req *req, Rpctest__Rsp **rsp,
+     cm_error **err, const cm_call_opts *extra)
+{
+    cm_call_opts o;
+    if (extra) {
+        o = *extra;
+    } else {
+        cm_call_opts_init(&o);
+    }
+    o.address = addr;
+    o.content_type = ct;
+    return cm_client_call(client, "rpctest", endpoint, &rpctest__req__descriptor, req,
+                          &rpctest__rsp__descriptor, (void **)rsp, &o, err);
+}
+
+/* ---- tests ---- */
+
+static srv S;
+
+static void
+test_round_trips(void)
+{
+    const char *cts[] = {CM_CT_PROTOBUF, CM_CT_JSON};
+    const char *eps[] = {"Test.Echo", "Test.Inline"};
+    for (int i = 0; i < 2; i++) {
+        for (int j = 0; j < 2; j++) {
+            Rpctest__Req req = RPCTEST__REQ__INIT;
+            req.name = "BOSSMA";
+            req.n = 1234567890123LL;
+            Rpctest__Rsp *rsp = NULL;
+            cm_error *err = NULL;
+            int rc = call(S.addr, eps[j], cts[i], &req, &rsp, &err, NULL);
+            if (rc != 0) {
+                fprintf(stderr, "%s %s: %s %s\n", cts[i], eps[j], cm_err_name(rc),
+                            err ? err->detail : "");
+            }
+            CHECK_EQ_INT(rc, 0);
+            CHECK(err == NULL);
+            CHECK_EQ_STR(rsp->msg, "Hello BOSSMA");
+            CHECK_EQ_INT(rsp->n, 2469135780246LL);
+            cm_message_free(&rpctest__rsp__descriptor, rsp);
+        }
+    }
+    /* An empty request (zero bytes of protobuf) is the default message. */
+    Rpctest__Req empty = RPCTEST__REQ__INIT;
+    Rpctest__Rsp *rsp = NULL;
+    CHECK_EQ_INT(call(S.addr, "Test.Echo", CM_CT_PROTOBUF, &empty, &rsp, NULL, NULL), 0);
+    CHECK_EQ_STR(rsp->msg, "Hello ");
+    cm_message_free(&rpctest__rsp__descriptor, rsp);
+
+    /* Raw bytes. */
+    ProtobufCBinaryData in = {5, (uint8_t *)"abcde"};
+    ProtobufCBinaryData *out = NULL;
+    cm_call_opts o;
+    cm_call_opts_init(&o);
+    o.address = S.addr;
+    o.content_type = CM_CT_BYTES;
+    CHECK_EQ_INT(cm_client_call(client, "rpctest", "Raw.Reverse", NULL, &in, NULL, (void **)&out,
+                                &o, NULL),
+                 0);
+    CHECK_EQ_INT(out->len, 5);
+    CHECK(memcmp(out->data, "edcba", 5) == 0);
+    cm_message_free(NULL, out);
+}
+
+static void
+test_errors(void)
+{
+    Rpctest__Req req = RPCTEST__REQ__INIT;
+    req.name = "x";
+    req.fail_code = 409;
+    Rpctest__Rsp *rsp = NULL;
+    cm_error *err = NULL;
+    CHECK_EQ_INT(call(S.addr, "Test.Echo", CM_CT_JSON, &req, &rsp, &err, NULL), CM_EREMOTE);
+    CHECK(rsp == NULL);
+    CHECK_EQ_STR(err->id, "rpctest");
+    CHECK_EQ_INT(err->code, 409);
+    CHECK_EQ_STR(err->detail, "failed on purpose for x");
+    CHECK_EQ_STR(err->status, "Conflict");
+    cm_error_free(err);
+
+    /* A handler's plain error code becomes a 500 with its text. */
+    req.fail_code = 0;
+    CHECK_EQ_INT(call(S.addr, "Test.Plain", CM_CT_PROTOBUF, &req, &rsp, &err, NULL), CM_EREMOTE);
+    CHECK_EQ_INT(err->code, 500);
+    CHECK_EQ_STR(err->detail, cm_strerror(CM_ENOTSUP));
+    cm_error_free(err);
+
+    /* Routing errors are worded as go-micro's. */
+    struct {
+        const char *ep;
+        const char *detail;
+    } cases[] = {
+        {"Test.Nope", "rpc: can't find method Nope"},
+        {"Nope.Echo", "rpc: can't find service Nope"},
+        {"Nope", "rpc: service/endpoint request ill-formed: Nope"},
+        {"A.B.C", "rpc: service/endpoint request ill-formed: A.B.C"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        CHECK_EQ_INT(call(S.addr, cases[i].ep, CM_CT_PROTOBUF, &req, &rsp, &err, NULL),
+                     CM_EREMOTE);
+        CHECK_EQ_STR(err->detail, cases[i].detail);
+        cm_error_free(err);
+    }
+}
+
+static void
+test_deadline(void)
+{
+    Rpctest__Req req = RPCTEST__REQ__INIT;
+    req.name = "slow";
+    req.sleep_ms = 800;
+    Rpctest__Rsp *rsp = NULL;
+    cm_error *err = NULL;
+    cm_call_opts o;
+    cm_call_opts_init(&o);
+    o.attempt_timeout_ms = 200;
+    uint64_t t0 = cm_now_ms();
+    CHECK_EQ_INT(call(S.addr, "Test.Echo", CM_CT_PROTOBUF, &req, &rsp, &err, &o), CM_ETIMEDOUT);
+    uint64_t took = cm_now_ms() - t0;
+    CHECK(took >= 190 && took < 700);
+    CHECK_EQ_INT(err->code, 408);
+    CHECK(strstr(err->detail, "attempt 1 of 6") != NULL);
+    cm_error_free(err);
+    /* The whole-call deadline bounds the attempt too. */
+    o.attempt_timeout_ms = 0;
+    o.timeout_ms = 150;
+    t0 = cm_now_ms();
+    CHECK_EQ_INT(call(S.addr, "Test.Echo", CM_CT_PROTOBUF, &req, &rsp, &err, &o), CM_ETIMEDOUT);
+    CHECK(cm_now_ms() - t0 < 600);
+    cm_error_free(err);
+    /* The server survives and serves the next call. */
+    req.sleep_ms = 0;
+    CHECK_EQ_INT(call(S.addr, "Test.Echo", CM_CT_PROTOBUF, &req, &rsp, &err, NULL), 0);
+    CHECK_EQ_STR(rsp->msg, "Hello slow");
+    cm_message_free(&rpctest__rsp__descriptor, rsp);
+}
+
+static void
+test_retry_to_live_address(void)
+{
+    /* A port nobody listens on: bind one, close it. */
+    uv_loop_t l;
+    uv_loop_init(&l);
+    uv_tcp_t t;
+    uv_tcp_init(&l, &t);
+    struct sockaddr_in sa;
+    uv_ip4_addr("127.0.0.1", 0, &sa);
+    CHECK_EQ_INT(uv_tcp_bind(&t, (struct sockaddr *)&sa, 0), 0);
+    struct sockaddr_storage ss;
+    int len = sizeof(ss);
+    uv_tcp_getsockname(&t, (struct sockaddr *)&ss, &len);
+    int port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
+    uv_close((uv_handle_t *)&t, NULL);
+    uv_run(&l, UV_RUN_DEFAULT);
+    uv_loop_close(&l);
+
+    char addrs[256];
+    snprintf(addrs, sizeof(addrs), "127.0.0.1:%d,%s", port, S.addr);
+    Rpctest__Req req = RPCTEST__REQ__INIT;
+    req.name = "retry";
+    for (int i = 0; i < 4; i++) {
+        Rpctest__Rsp *rsp = NULL;
+        cm_error *err = NULL;
+        cm_call_opts o;
+        cm_call_opts_init(&o);
+        o.max_attempts = 2;
+        CHECK_EQ_INT(call(addrs, "Test.Echo", CM_CT_PROTOBUF, &req, &rsp, &err, &o), 0);
+        CHECK_EQ_STR(rsp->msg, "Hello retry");
+        cm_message_free(&rpctest__rsp__descriptor, rsp);
+    }
+    /* With one attempt, the dead address fails the call with a connection error. */
+    snprintf(addrs, sizeof(addrs), "127.0.0.1:%d", port);
+    cm_call_opts o;
+    cm_call_opts_init(&o);
+    o.max_attempts = 1;
+    Rpctest__Rsp *rsp = NULL;
+    cm_error *err = NULL;
+    CHECK_EQ_INT(call(addrs, "Test.Echo", CM_CT_PROTOBUF, &req, &rsp, &err, &o), UV_ECONNREFUSED);
+    CHECK(strstr(err->detail, "connection error") != NULL);
+    cm_error_free(err);
+}
+
+static void
+test_pooling(void)
+{
+    cm_server_stats before, after;
+    cm_server_get_stats(S.s, &before);
+    Rpctest__Req req = RPCTEST__REQ__INIT;
+    req.name = "pool";
+    for (int i = 0; i < 1000; i++) {
+        Rpctest__Rsp *rsp = NULL;
+        CHECK_EQ_INT(call(S.addr, "Test.Inline", CM_CT_PROTOBUF, &req, &rsp, NULL, NULL), 0);
+        cm_message_free(&rpctest__rsp__descriptor, rsp);
+    }
+    cm_server_get_stats(S.s, &after);
+    /* The client already holds pooled connections from earlier tests: no new ones. */
+    CHECK(after.calls - before.calls == 1000);
+    CHECK(after.accepted - before.accepted <= 1);
+}
+
+static void
+test_metadata(void)
+{
+    cm_md *md = cm_md_new();
+    cm_md_set(md, "x-user-id", "42");
+    cm_md_set(md, "Micro-Endpoint", "Evil.Override");
+    Rpctest__Req req = RPCTEST__REQ__INIT;
+    req.name = "md";
+    req.echo_header = "X-User-Id";
+    cm_call_opts o;
+    cm_call_opts_init(&o);
+    o.md = md;
+    Rpctest__Rsp *rsp = NULL;
+    CHECK_EQ_INT(call(S.addr, "Test.Echo", CM_CT_PROTOBUF, &req, &rsp, NULL, &o), 0);
+    CHECK_EQ_STR(rsp->header, "42");
+    cm_message_free(&rpctest__rsp__descriptor, rsp);
+    /* Framework headers in metadata are not sent: the endpoint was not overridden. */
+    req.echo_header = "Micro-Endpoint";
+    CHECK_EQ_INT(call(S.addr, "Test.Echo", CM_CT_PROTOBUF, &req, &rsp, NULL, &o), 0);
+    CHECK_EQ_STR(rsp->header, "Test.Echo");
+    cm_message_free(&rpctest__rsp__descriptor, rsp);
+    /* The Timeout header carries the attempt's budget in nanoseconds. */
+    req.echo_header = "Timeout";
+    CHECK_EQ_INT(call(S.addr, "Test.Echo", CM_CT_PROTOBUF, &req, &rsp, NULL, NULL), 0);
+    CHECK_EQ_STR(rsp->header, "5000000000");
+    cm_message_free(&rpctest__rsp__descriptor, rsp);
+    cm_md_free(md);
+}
+
+static void
+test_bad_bodies(void)
+{
+    /* Raw bytes sent to a typed endpoint as protobuf: garbage protobuf. */
+    static const uint8_t garbage[] = {0xff, 0xff, 0xff, 0xff, 0x0f, 0x01};
+    ProtobufCBinaryData in = {sizeof(garbage), (uint8_t *)garbage};
+    Rpctest__Rsp *rsp = NULL;
+    cm_error *err = NULL;
+    cm_call_opts o;
+    cm_call_opts_init(&o);
+    o.address = S.addr;
+    o.content_type = CM_CT_PROTOBUF;
+    CHECK_EQ_INT(cm_client_call(client, "rpctest", "Test.Echo", NULL, &in,
+                                &rpctest__rsp__descriptor, (void **)&rsp, &o, &err),
+                 CM_EREMOTE);
+    CHECK_EQ_INT(err->code, 400);
+    cm_error_free(err);
+    /* Invalid JSON. */
+    ProtobufCBinaryData js = {9, (uint8_t *)"{\"name\":1"};
+    o.content_type = CM_CT_JSON;
+    CHECK_EQ_INT(cm_client_call(client, "rpctest", "Test.Echo", NULL, &js,
+                                &rpctest__rsp__descriptor, (void **)&rsp, &o, &err),
+                 CM_EREMOTE);
+    CHECK_EQ_INT(err->code, 400);
+    cm_error_free(err);
+    /* A content type with no codec is refused before anything is sent. */
+    o.content_type = "application/xml";
+    CHECK_EQ_INT(cm_client_call(client, "rpctest", "Test.Echo", NULL, &in,
+                                &rpctest__rsp__descriptor, (void **)&rsp, &o, &err),
+                 CM_ECONTENTTYPE);
+}
+
+typedef struct async_res {
+    uv_mutex_t mu;
+    uv_cond_t cv;
+    int n;
+    int status[8];
+    char msg[8][64];
+} async_res;
+
+static void
+on_async(int status, void *rsp, const cm_error *err, void *user)
+{
+    (void)err;
+    async_res *r = user;
+    uv_mutex_lock(&r->mu);
+    r->status[r->n] = status;
+    if (status == 0) {
+        snprintf(r->msg[r->n], 64, "%s", ((Rpctest__Rsp *)rsp)->msg);
+        cm_message_free(&rpctest__rsp__descriptor, rsp);
+    }
+    r->n++;
+    uv_cond_signal(&r->cv);
+    uv_mutex_unlock(&r->mu);
+}
+
+static void
+test_graceful_stop(void)
+{
+    srv t;
+    srv_start(&t, 5000);
+    async_res r;
+    memset(&r, 0, sizeof(r));
+    uv_mutex_init(&r.mu);
+    uv_cond_init(&r.cv);
+    Rpctest__Req req = RPCTEST__REQ__INIT;
+    req.name = "inflight";
+    req.sleep_ms = 300;
+    cm_call_opts o;
+    cm_call_opts_init(&o);
+    o.address = t.addr;
+    o.max_attempts = 1;
+    CHECK_EQ_INT(cm_client_call_async(client, "rpctest", "Test.Echo", &rpctest__req__descriptor,
+                                      &req, &rpctest__rsp__descriptor, &o, on_async, &r),
+                 0);
+    usleep(100 * 1000); /* the call is now running in a worker */
+    srv_stop_async(&t);
+    usleep(50 * 1000);
+    /* A new call is refused while the first drains. */
+    req.sleep_ms = 0;
+    Rpctest__Rsp *rsp = NULL;
+    cm_error *err = NULL;
+    int rc = call(t.addr, "Test.Echo", CM_CT_PROTOBUF, &req, &rsp, &err, &o);
+    CHECK(rc != 0);
+    cm_error_free(err);
+    srv_wait_stopped(&t);
+    uv_mutex_lock(&r.mu);
+    while (r.n < 1) {
+        uv_cond_wait(&r.cv, &r.mu);
+    }
+    uv_mutex_unlock(&r.mu);
+    CHECK_EQ_INT(r.status[0], 0);
+    CHECK_EQ_STR(r.msg[0], "Hello inflight");
+    srv_free(&t);
+    uv_cond_destroy(&r.cv);
+    uv_mutex_destroy(&r.mu);
+}
+
+static void
+test_async_many(void)
+{
+    async_res r;
+    memset(&r, 0, sizeof(r));
+    uv_mutex_init(&r.mu);
+    uv_cond_init(&r.cv);
+    Rpctest__Req req = RPCTEST__REQ__INIT;
+    req.name = "par";
+    req.sleep_ms = 100;
+    cm_call_opts o;
+    cm_call_opts_init(&o);
+    o.address = S.addr;
+    atomic_store(&max_running, 0);
+    for (int i = 0; i < 4; i++) {
+        CHECK_EQ_INT(cm_client_call_async(client, "rpctest", "Test.Echo",
+                                          &rpctest__req__descriptor, &req,
+                                          &rpctest__rsp__descriptor, &o, on_async, &r),
+                     0);
+    }
+    uv_mutex_lock(&r.mu);
+    while (r.n < 4) {
+        uv_cond_wait(&r.cv, &r.mu);
+    }
+    uv_mutex_unlock(&r.mu);
+    /* The blocking handlers ran side by side on the worker pool. */
+    CHECK(atomic_load(&max_running) >= 2);
+    for (int i = 0; i < 4; i++) {
+        CHECK_EQ_INT(r.status[i], 0);
+    }
+    uv_cond_destroy(&r.cv);
+    uv_mutex_destroy(&r.mu);
+}
+
+int
+main(void)
+{
+    srv_start(&S, 2000);
+    CHECK_EQ_INT(cm_client_new(NULL, NULL, &client), 0);
+    RUN(test_round_trips);
+    RUN(test_errors);
+    RUN(test_deadline);
+    RUN(test_retry_to_live_address);
+    RUN(test_pooling);
+    RUN(test_metadata);
+    RUN(test_bad_bodies);
+    RUN(test_async_many);
+    RUN(test_graceful_stop);
+    cm_client_free(client);
+    srv_free(&S);
+    TEST_DONE();
+}

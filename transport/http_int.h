@@ -1,0 +1,151 @@
+/* cmicro: internals shared by the HTTP/1.1 transport's server side (http_server.c) and client
+ * side (http_client.c). Not installed. */
+#ifndef CMICRO_HTTP_INT_H
+#define CMICRO_HTTP_INT_H
+
+#include "transport_int.h"
+
+#include <http_parser.h>
+
+/* A growable byte buffer, reused across messages. */
+typedef struct cm__http_buf {
+    char *p;
+    size_t len;
+    size_t cap;
+} cm__http_buf;
+
+/* Makes room for n more bytes. 0 or CM_ENOMEM. */
+int cm__http_buf_reserve(cm__http_buf *b, size_t n);
+int cm__http_buf_append(cm__http_buf *b, const void *p, size_t n);
+void cm__http_buf_free(cm__http_buf *b);
+
+/* Offsets of one header's key and value in cm__http_in.strs (pointers are made at the end,
+ * once the buffer stops moving). */
+typedef struct cm__http_hoff {
+    size_t key;
+    size_t val;
+} cm__http_hoff;
+
+/* One incoming message (request or response) being parsed by http_parser into a cm_msg. The
+ * buffers are kept from message to message of a connection. */
+typedef struct cm__http_in {
+    http_parser parser;
+    cm__http_buf strs;   /* "key\0value\0" for every header */
+    cm__http_hoff *offs; /* nhdrs entries */
+    cm_hdr *hdrs;        /* hcap entries, filled when the message completes */
+    size_t nhdrs;
+    size_t hcap;
+    cm__http_buf body;
+    size_t hdr_bytes; /* header block bytes seen so far (approximately the wire count) */
+    size_t max_hdr;
+    size_t max_body;
+    int hstate;      /* 0: no header yet, 1: in a key, 2: in a value */
+    int in_body;     /* the header block is complete; trailers are ignored */
+    int limit;       /* 431 or 413 when a limit stopped the parser, else 0 */
+    uint64_t limit_size; /* the body size that broke the body limit */
+    int limit_chunked;   /* the body size is a running total of chunks (a lower bound) */
+    int keep_alive;      /* http_should_keep_alive() of the completed message */
+    int oom;             /* a callback ran out of memory */
+    cm_msg msg;          /* the completed message */
+} cm__http_in;
+
+void cm__http_in_init(cm__http_in *in, enum http_parser_type type, size_t max_hdr,
+                      size_t max_body);
+void cm__http_in_free(cm__http_in *in);
+/* Runs http_parser over data. The parser pauses when a message completes: then *complete is
+ * set, in->msg holds the message and the return value counts the bytes used, so the caller
+ * keeps the rest for the next message. On a parse error (or a limit, see in->limit) the return
+ * value is < 0. A message with a non-200 status gets a ":status" pseudo header when
+ * status_header is set. len 0 signals EOF to the parser (a body delimited by the close). */
+ptrdiff_t cm__http_in_execute(cm__http_in *in, const char *data, size_t len, int *complete,
+                              int status_header);
+/* The http_parser error description of the last failed execute. */
+const char *cm__http_in_error(const cm__http_in *in);
+/* Releases memory a big message left behind, keeping the buffers of ordinary sizes. */
+void cm__http_in_trim(cm__http_in *in);
+
+/* Header keys the writers never copy from a message (they write their own). */
+enum {
+    CM__HTTP_SKIP_HOST = 1,
+    CM__HTTP_SKIP_CLEN = 2,
+    CM__HTTP_SKIP_TE = 4,
+    CM__HTTP_SKIP_CONN = 8,
+    CM__HTTP_SKIP_UA = 16,
+    CM__HTTP_SKIP_TRAILER = 32,
+};
+/* Appends "Key: Value\r\n" for every header of m except the skipped ones and keys that are not
+ * HTTP tokens; CR and LF in values become spaces. 0 or CM_ENOMEM. */
+int cm__http_put_headers(cm__http_buf *b, const cm_msg *m, unsigned skip);
+/* Appends the decimal form of v. 0 or CM_ENOMEM. */
+int cm__http_put_u64(cm__http_buf *b, uint64_t v);
+
+/* Writes b->p[0..hlen) and then body: uv_try_write first, and what it could not take is
+ * copied to the front of b and queued with uv_write(req, cb). Returns 1 when everything was
+ * written at once (cb will not run), 0 when a write was queued, or a libuv error (nothing
+ * queued). *sent receives the bytes written at once. */
+int cm__http_send(uv_stream_t *s, uv_write_t *req, cm__http_buf *b, size_t hlen,
+                  const uint8_t *body, size_t blen, uv_write_cb cb, size_t *sent);
+
+/* A read buffer: bytes [pos, len) are received but not parsed yet. */
+typedef struct cm__http_rbuf {
+    char *p;
+    size_t pos;
+    size_t len;
+    size_t cap;
+    int grow; /* the last read filled the buffer: offer a bigger one next time */
+} cm__http_rbuf;
+
+/* The uv_alloc_cb body: compacts or grows rb and offers its free tail. */
+void cm__http_rbuf_alloc(cm__http_rbuf *rb, uv_buf_t *buf);
+/* Accounts for nread bytes received into the offered tail (size offered). */
+void cm__http_rbuf_filled(cm__http_rbuf *rb, size_t nread, size_t offered);
+void cm__http_rbuf_free(cm__http_rbuf *rb);
+
+/* "1.2.3.4:80" or "[::1]:80". 0 or CM_EINVAL (does not fit). */
+int cm__http_format_addr(const struct sockaddr *sa, char *buf, size_t len);
+/* Splits "host:port", "[v6]:port" or ":port" into host (brackets removed, "" for none) and
+ * port. *bracketed tells that the host was written in brackets. 0 or CM_EADDR. */
+int cm__http_split_addr(const char *addr, char *host, size_t hostlen, int *port, int *bracketed);
+/* Fills ss from an IP literal host and a port. 0, or CM_EADDR when host is not an IP literal. */
+int cm__http_ip_addr(const char *host, int port, struct sockaddr_storage *ss);
+
+/* Releases a buffer that grew past max, so that one big message does not pin its memory. */
+void cm__http_buf_trim(cm__http_buf *b, size_t max);
+
+/* The client side's state: the transport's private part. */
+typedef struct cm__http_pool cm__http_pool;   /* idle connections of one address */
+typedef struct cm__http_cconn cm__http_cconn; /* one client connection */
+#define CM__HTTP_POOL_BUCKETS 64
+typedef struct cm__http_client {
+    cm__http_pool *buckets[CM__HTTP_POOL_BUCKETS];
+    cm__http_cconn *conns; /* every connection not freed yet */
+    size_t nconns;
+    uint64_t dialed;
+    uint64_t reused;
+    uint64_t idle;
+    uv_idle_t close_tick; /* closed by cm_transport_close so that it completes on a later turn */
+    int closing;
+    int tick_open;
+} cm__http_client;
+
+/* ops slots implemented by http_server.c and http_client.c. */
+int cm__http_listen(cm_transport *t, const char *addr, cm_request_cb cb, void *user,
+                    cm_listener **out);
+int cm__http_listener_addr(const cm_listener *l, char *buf, size_t len);
+void cm__http_listener_stop_accepting(cm_listener *l);
+void cm__http_listener_close(cm_listener *l, void (*done)(void *arg), void *arg);
+void cm__http_listener_stats(const cm_listener *l, cm_listener_stats *st);
+int cm__http_reply(cm_tconn *c, const cm_msg *rsp, int close_after);
+const char *cm__http_peer(const cm_tconn *c);
+const char *cm__http_local(const cm_tconn *c);
+
+int cm__http_client_init(cm_transport *t);
+void cm__http_client_close(cm_transport *t);
+int cm__http_roundtrip(cm_transport *t, const char *addr, const cm_msg *req, uint64_t timeout_ms,
+                       cm_roundtrip_cb cb, void *user, cm_roundtrip **handle);
+void cm__http_cancel(cm_roundtrip *rt);
+void cm__http_pool_stats(const cm_transport *t, cm_pool_stats *st);
+
+#define CM__HTTP_CONTAINER(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
+
+#endif

@@ -1,0 +1,142 @@
+/* cmicro: transports. A transport moves framed messages (headers + body) between a client and
+ * a server: one request, one response. The default backend is go-micro's HTTP/1.1 transport
+ * ("http"); others (TLS, gRPC) are one more backend behind the same ops table.
+ *
+ * Threads: every function here runs on the loop thread of the uv_loop_t the transport was
+ * created with, and every callback is called there. A callback is never called from inside the
+ * function that started the operation; a function that returns < 0 never calls its callback.
+ */
+#ifndef CMICRO_TRANSPORT_H
+#define CMICRO_TRANSPORT_H
+
+#include <cmicro/error.h>
+#include <uv.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* One header: key and value NUL-terminated. Keys compare case-insensitively. */
+typedef struct cm_hdr {
+    const char *key;
+    const char *val;
+} cm_hdr;
+
+/* A message: headers and body, all borrowed views. */
+typedef struct cm_msg {
+    const cm_hdr *hdrs;
+    size_t nhdrs;
+    const uint8_t *body;
+    size_t body_len;
+} cm_msg;
+
+/* The first value of header key (case-insensitive), or NULL. */
+CM_EXTERN const char *cm_msg_header(const cm_msg *m, const char *key);
+
+typedef struct cm_transport_opts {
+    size_t max_header_bytes;  /* request/response header block limit; default 64 KiB */
+    size_t max_body_bytes;    /* body limit; default 4 MiB */
+    unsigned pool_size;       /* idle client connections kept per address; default 100 */
+    uint64_t pool_ttl_ms;     /* a pooled connection older than this (since creation) is
+                                 closed instead of reused; default 60000 */
+    uint64_t dial_timeout_ms; /* default 5000 */
+} cm_transport_opts;
+
+CM_EXTERN void cm_transport_opts_init(cm_transport_opts *o);
+
+typedef struct cm_transport cm_transport;
+typedef struct cm_listener cm_listener;   /* server side: a listening socket and its conns */
+typedef struct cm_tconn cm_tconn;         /* server side: one accepted connection */
+typedef struct cm_roundtrip cm_roundtrip; /* client side: one request in flight */
+
+/* Creates a transport by backend name ("http"; NULL means "http"). opts NULL: defaults; it is
+ * copied. Returns 0, CM_ENOTFOUND (no such backend), CM_EINVAL or CM_ENOMEM. */
+CM_EXTERN int cm_transport_new(uv_loop_t *loop, const char *name, const cm_transport_opts *opts,
+                               cm_transport **out);
+/* Closes pooled connections and cancels every round trip in flight (their callbacks run with
+ * CM_ECANCELED); listeners must have been closed before. done (may be NULL) runs on the loop
+ * when all handles are closed; the transport is freed then. */
+CM_EXTERN void cm_transport_close(cm_transport *t, void (*done)(void *arg), void *arg);
+CM_EXTERN const char *cm_transport_name(const cm_transport *t);
+
+/* ---- server side ---- */
+
+/* Called for each complete request. req and every string in it are borrowed until
+ * cm_tconn_reply() is called for it; the transport delivers no further request on that
+ * connection before then (requests are served one at a time per connection, as go-micro
+ * clients never pipeline). Requests the transport rejects itself (over a limit, malformed) never
+ * reach this callback: the transport answers them with a go-micro error and closes. */
+typedef void (*cm_request_cb)(cm_tconn *conn, const cm_msg *req, void *user);
+
+/* Listens on "host:port" (":0", "0.0.0.0:0", "127.0.0.1:8001", "[::1]:0"). Returns 0,
+ * CM_EADDR (unparsable address) or a libuv error (UV_EADDRINUSE, ...). */
+CM_EXTERN int cm_transport_listen(cm_transport *t, const char *addr, cm_request_cb cb, void *user,
+                                  cm_listener **out);
+/* The bound address, with the real port ("127.0.0.1:43567", "[::]:43567"). 0 or CM_EINVAL
+ * when it does not fit in len. */
+CM_EXTERN int cm_listener_addr(const cm_listener *l, char *buf, size_t len);
+/* Stops accepting new connections; open connections go on being served. */
+CM_EXTERN void cm_listener_stop_accepting(cm_listener *l);
+/* Closes the listening socket and every connection. A connection whose request has not been
+ * replied yet stays valid until cm_tconn_reply(), which then returns CM_ECLOSED. done (may be
+ * NULL) runs on the loop when everything is closed; the listener is freed then. */
+CM_EXTERN void cm_listener_close(cm_listener *l, void (*done)(void *arg), void *arg);
+
+typedef struct cm_listener_stats {
+    uint64_t accepted; /* connections accepted since listen */
+    uint64_t active;   /* connections open now */
+    uint64_t requests; /* requests delivered to the callback */
+    uint64_t rejected; /* requests answered by the transport itself (limits, malformed) */
+} cm_listener_stats;
+CM_EXTERN void cm_listener_get_stats(const cm_listener *l, cm_listener_stats *st);
+
+/* Sends the reply to the request last delivered on conn: HTTP/1.1 200 OK with Content-Length.
+ * rsp is borrowed during the call (the transport copies what it cannot write at once); NULL
+ * sends an empty reply. With close_after (or when the request said "Connection: close") the
+ * connection is closed once the reply is written. After this call conn must not be used again
+ * until the next request callback for it (which never runs from inside this call). Returns 0,
+ * CM_ECLOSED (the peer went away; the reply is dropped), CM_ENOMEM (the connection is closed)
+ * or CM_ESTATE (no request waits for a reply on conn). */
+CM_EXTERN int cm_tconn_reply(cm_tconn *conn, const cm_msg *rsp, int close_after);
+/* Peer and local addresses of the connection ("127.0.0.1:5555"); never NULL. */
+CM_EXTERN const char *cm_tconn_peer(const cm_tconn *conn);
+CM_EXTERN const char *cm_tconn_local(const cm_tconn *conn);
+
+/* ---- client side ---- */
+
+/* Set in flags when no byte of the request reached the peer (connect refused, dial failed),
+ * so the request was provably not processed and may be retried. */
+#define CM_RT_UNSENT 1u
+
+/* status 0: rsp (borrowed during the callback) holds the peer's response (HTTP status 200).
+ * status CM_EPROTO with rsp non-NULL: the peer answered with another HTTP status; rsp (borrowed
+ * during the callback) holds that response's headers and body plus a pseudo header ":status"
+ * whose value is the status code as text ("404").
+ * Any other status < 0: rsp is NULL; CM_ETIMEDOUT, CM_ECANCELED, CM_ECLOSED (peer closed before
+ * a full response), CM_EPROTO (malformed response), CM_ETOOBIG (response over a limit),
+ * CM_ENOMEM, or a libuv error (UV_ECONNREFUSED, UV_EAI_NONAME, ...). */
+typedef void (*cm_roundtrip_cb)(int status, unsigned flags, const cm_msg *rsp, void *user);
+
+/* Sends req to addr ("host:port", an IP literal or a name) over a pooled connection (LIFO
+ * reuse; one request in flight per connection) and calls cb once with the response. req is
+ * borrowed during the call. timeout_ms (0: none) bounds the whole round trip including the dial;
+ * on expiry the connection is closed, not pooled. handle (may be NULL) receives a handle valid
+ * until cb runs. Returns 0, CM_EADDR, CM_EINVAL, CM_ENOMEM or CM_ESTATE (the transport is
+ * closing). */
+CM_EXTERN int cm_transport_roundtrip(cm_transport *t, const char *addr, const cm_msg *req,
+                                     uint64_t timeout_ms, cm_roundtrip_cb cb, void *user,
+                                     cm_roundtrip **handle);
+/* Cancels a round trip: its callback runs later on the loop with CM_ECANCELED. */
+CM_EXTERN void cm_roundtrip_cancel(cm_roundtrip *rt);
+
+typedef struct cm_pool_stats {
+    uint64_t dialed; /* connections opened */
+    uint64_t reused; /* round trips served by a pooled connection */
+    uint64_t idle;   /* idle connections in the pool now */
+} cm_pool_stats;
+CM_EXTERN void cm_transport_get_pool_stats(const cm_transport *t, cm_pool_stats *st);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

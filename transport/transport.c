@@ -1,0 +1,224 @@
+/* cmicro: the generic transport functions; each dispatches to the backend's ops table. */
+#include "transport_int.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+/* Every backend, found by name. */
+static const cm_transport_ops *const backends[] = {
+    &cm__transport_http,
+};
+
+const char *
+cm_msg_header(const cm_msg *m, const char *key)
+{
+    if (!m || !key) {
+        return NULL;
+    }
+    for (size_t i = 0; i < m->nhdrs; i++) {
+        const char *k = m->hdrs[i].key;
+        if (k && strcasecmp(k, key) == 0) {
+            return m->hdrs[i].val;
+        }
+    }
+    return NULL;
+}
+
+void
+cm_transport_opts_init(cm_transport_opts *o)
+{
+    memset(o, 0, sizeof(*o));
+    o->max_header_bytes = 64 * 1024;
+    o->max_body_bytes = 4 * 1024 * 1024;
+    o->pool_size = 100;
+    o->pool_ttl_ms = 60000;
+    o->dial_timeout_ms = 5000;
+}
+
+int
+cm_transport_new(uv_loop_t *loop, const char *name, const cm_transport_opts *opts,
+                 cm_transport **out)
+{
+    if (!loop || !out) {
+        return CM_EINVAL;
+    }
+    if (!name) {
+        name = "http";
+    }
+    const cm_transport_ops *ops = NULL;
+    for (size_t i = 0; i < sizeof(backends) / sizeof(backends[0]); i++) {
+        if (strcmp(backends[i]->name, name) == 0) {
+            ops = backends[i];
+            break;
+        }
+    }
+    if (!ops) {
+        return CM_ENOTFOUND;
+    }
+    if (ops->abi_version != CM_ABI_VERSION) {
+        return CM_EINVAL;
+    }
+    cm_transport_opts o;
+    if (opts) {
+        o = *opts;
+    } else {
+        cm_transport_opts_init(&o);
+    }
+    if (o.max_header_bytes == 0 || o.max_header_bytes > UINT32_MAX / 2) {
+        return CM_EINVAL;
+    }
+    cm_transport *t = calloc(1, sizeof(*t) + ops->priv_size);
+    if (!t) {
+        return CM_ENOMEM;
+    }
+    t->ops = ops;
+    t->loop = loop;
+    t->opts = o;
+    if (ops->init) {
+        int r = ops->init(t);
+        if (r < 0) {
+            free(t);
+            return r;
+        }
+    }
+    *out = t;
+    return 0;
+}
+
+void
+cm__transport_closed(cm_transport *t)
+{
+    void (*done)(void *arg) = t->close_done;
+    void *arg = t->close_arg;
+    free(t);
+    if (done) {
+        done(arg);
+    }
+}
+
+void
+cm_transport_close(cm_transport *t, void (*done)(void *arg), void *arg)
+{
+    if (!t) {
+        return;
+    }
+    t->close_done = done;
+    t->close_arg = arg;
+    t->ops->close(t);
+}
+
+const char *
+cm_transport_name(const cm_transport *t)
+{
+    return t->ops->name;
+}
+
+int
+cm_transport_listen(cm_transport *t, const char *addr, cm_request_cb cb, void *user,
+                    cm_listener **out)
+{
+    if (!t || !cb || !out) {
+        return CM_EINVAL;
+    }
+    if (!addr) {
+        return CM_EADDR;
+    }
+    if (!t->ops->listen) {
+        return CM_ENOTSUP;
+    }
+    return t->ops->listen(t, addr, cb, user, out);
+}
+
+int
+cm_listener_addr(const cm_listener *l, char *buf, size_t len)
+{
+    if (!l || !buf || !l->ops->listener_addr) {
+        return CM_EINVAL;
+    }
+    return l->ops->listener_addr(l, buf, len);
+}
+
+void
+cm_listener_stop_accepting(cm_listener *l)
+{
+    if (l && l->ops->listener_stop_accepting) {
+        l->ops->listener_stop_accepting(l);
+    }
+}
+
+void
+cm_listener_close(cm_listener *l, void (*done)(void *arg), void *arg)
+{
+    if (l) {
+        l->ops->listener_close(l, done, arg);
+    }
+}
+
+void
+cm_listener_get_stats(const cm_listener *l, cm_listener_stats *st)
+{
+    memset(st, 0, sizeof(*st));
+    if (l && l->ops->listener_stats) {
+        l->ops->listener_stats(l, st);
+    }
+}
+
+int
+cm_tconn_reply(cm_tconn *conn, const cm_msg *rsp, int close_after)
+{
+    if (!conn) {
+        return CM_EINVAL;
+    }
+    if (!conn->ops->reply) {
+        return CM_ENOTSUP;
+    }
+    return conn->ops->reply(conn, rsp, close_after);
+}
+
+const char *
+cm_tconn_peer(const cm_tconn *conn)
+{
+    const char *s = conn && conn->ops->peer ? conn->ops->peer(conn) : NULL;
+    return s ? s : "";
+}
+
+const char *
+cm_tconn_local(const cm_tconn *conn)
+{
+    const char *s = conn && conn->ops->local ? conn->ops->local(conn) : NULL;
+    return s ? s : "";
+}
+
+int
+cm_transport_roundtrip(cm_transport *t, const char *addr, const cm_msg *req, uint64_t timeout_ms,
+                       cm_roundtrip_cb cb, void *user, cm_roundtrip **handle)
+{
+    if (!t || !req || !cb || (req->nhdrs && !req->hdrs) || (req->body_len && !req->body)) {
+        return CM_EINVAL;
+    }
+    if (!addr) {
+        return CM_EADDR;
+    }
+    if (!t->ops->roundtrip) {
+        return CM_ENOTSUP;
+    }
+    return t->ops->roundtrip(t, addr, req, timeout_ms, cb, user, handle);
+}
+
+void
+cm_roundtrip_cancel(cm_roundtrip *rt)
+{
+    if (rt && rt->ops->cancel) {
+        rt->ops->cancel(rt);
+    }
+}
+
+void
+cm_transport_get_pool_stats(const cm_transport *t, cm_pool_stats *st)
+{
+    memset(st, 0, sizeof(*st));
+    if (t && t->ops->pool_stats) {
+        t->ops->pool_stats(t, st);
+    }
+}
