@@ -9,6 +9,13 @@
  * NaN/Inf are written as "NaN"/"Infinity"/"-Infinity" (encoding/json fails on them). The
  * reader follows jsonpb and also accepts Go's oneof wrapper.
  *
+ * Details: a set oneof member comes after the other fields (where protobuf-c puts the union);
+ * control characters other than \n \r \t are written as \u00XX (Go before 1.22; later Go
+ * writes \b and \f, the same string); map keys are sorted by their text; a proto2 optional
+ * field is written when present, even when zero. Well-known types (Timestamp, Struct, ...)
+ * are plain messages here, as they are to encoding/json. Numbers are parsed with strtod(), so
+ * the process must keep the "C" LC_NUMERIC locale.
+ *
  * Limits that come from protobuf-c's descriptors: a custom json_name option is not known (the
  * lowerCamel name protoc derives is used), oneof names are not known (so the wrapper is matched
  * by its inner member), and maps are recognised by the shape of their entry type.
@@ -117,6 +124,35 @@ cm__json_field_order(const ProtobufCMessageDescriptor *desc, unsigned *order)
             order[j] = order[j - 1];
         }
         order[j] = i;
+    }
+}
+
+size_t
+cm__json_value_size(ProtobufCType t)
+{
+    switch (t) {
+    case PROTOBUF_C_TYPE_INT64:
+    case PROTOBUF_C_TYPE_SINT64:
+    case PROTOBUF_C_TYPE_SFIXED64:
+    case PROTOBUF_C_TYPE_UINT64:
+    case PROTOBUF_C_TYPE_FIXED64:
+        return sizeof(uint64_t);
+    case PROTOBUF_C_TYPE_DOUBLE:
+        return sizeof(double);
+    case PROTOBUF_C_TYPE_FLOAT:
+        return sizeof(float);
+    case PROTOBUF_C_TYPE_BOOL:
+        return sizeof(protobuf_c_boolean);
+    case PROTOBUF_C_TYPE_ENUM:
+        return sizeof(int); /* protobuf-c forces enums to int size */
+    case PROTOBUF_C_TYPE_STRING:
+        return sizeof(char *);
+    case PROTOBUF_C_TYPE_BYTES:
+        return sizeof(ProtobufCBinaryData);
+    case PROTOBUF_C_TYPE_MESSAGE:
+        return sizeof(ProtobufCMessage *);
+    default:
+        return sizeof(uint32_t);
     }
 }
 

@@ -12,8 +12,6 @@
  */
 #include "json_int.h"
 
-#include <errno.h>
-#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -159,292 +157,14 @@ resolve(const msg_info *mi, const cm__json_value *c, int *via_json)
     return -1;
 }
 
-/* Checks the JSON number grammar on text that came from a string. */
+/* Turns a json_scalar.c result into the decoder's error. */
 static int
-is_number_text(const char *s, size_t n)
+scalar_done(dec *d, const where *w, int rc, const char *why)
 {
-    size_t i = 0, start;
-
-    if (i < n && s[i] == '-') {
-        i++;
-    }
-    if (i >= n || s[i] < '0' || s[i] > '9') {
-        return 0;
-    }
-    if (s[i] == '0') {
-        i++;
-    } else {
-        while (i < n && s[i] >= '0' && s[i] <= '9') {
-            i++;
-        }
-    }
-    if (i < n && s[i] == '.') {
-        start = ++i;
-        while (i < n && s[i] >= '0' && s[i] <= '9') {
-            i++;
-        }
-        if (i == start) {
-            return 0;
-        }
-    }
-    if (i < n && (s[i] == 'e' || s[i] == 'E')) {
-        i++;
-        if (i < n && (s[i] == '+' || s[i] == '-')) {
-            i++;
-        }
-        start = i;
-        while (i < n && s[i] >= '0' && s[i] <= '9') {
-            i++;
-        }
-        if (i == start) {
-            return 0;
-        }
-    }
-    return i == n;
-}
-
-/* The exact value of a JSON number literal that must be an integer: magnitude and sign.
- * Returns NULL or the reason it is not an integer that fits in 64 bits. */
-static const char *
-number_to_integer(const char *s, uint64_t *mag, int *neg)
-{
-    const char *p = s;
-    uint64_t v = 0;
-    long exp = 0, e = 0;
-    int nz = 0, eneg = 0, ndigits = 0;
-    long trailing = 0;
-
-    *neg = *p == '-';
-    if (*neg) {
-        p++;
-    }
-    /* The digits with the decimal point removed; exp is the power of ten they are scaled by. */
-    for (; (*p >= '0' && *p <= '9') || *p == '.'; p++) {
-        if (*p == '.') {
-            exp = -1;
-            continue;
-        }
-        if (exp < 0) {
-            exp--;
-        }
-        if (*p == '0' && !nz) {
-            continue;
-        }
-        nz = 1;
-        if (*p == '0') {
-            trailing++;
-            continue;
-        }
-        /* Flush the zeros seen since the last non-zero digit. */
-        for (; trailing > 0; trailing--) {
-            if (v > UINT64_MAX / 10 || ++ndigits > 20) {
-                return "integer out of range";
-            }
-            v *= 10;
-        }
-        if (v > (UINT64_MAX - (uint64_t)(*p - '0')) / 10 || ++ndigits > 20) {
-            return "integer out of range";
-        }
-        v = v * 10 + (uint64_t)(*p - '0');
-    }
-    if (exp < 0) {
-        exp++; /* exp counted the point itself */
-    }
-    if (*p == 'e' || *p == 'E') {
-        p++;
-        eneg = *p == '-';
-        if (*p == '+' || *p == '-') {
-            p++;
-        }
-        for (; *p >= '0' && *p <= '9'; p++) {
-            if (e < 100000) {
-                e = e * 10 + (*p - '0');
-            }
-        }
-    }
-    exp += trailing + (eneg ? -e : e);
-    if (!nz) {
-        *mag = 0;
-        return NULL;
-    }
-    if (exp < 0) {
-        return "not an integer";
-    }
-    for (; exp > 0; exp--) {
-        if (v > UINT64_MAX / 10) {
-            return "integer out of range";
-        }
-        v *= 10;
-    }
-    *mag = v;
-    return NULL;
-}
-
-/* Reads an integer field value: a JSON number or a string holding one. */
-static int
-get_integer(dec *d, const where *w, const cm__json_value *v, int is_signed, int bits,
-            uint64_t *out)
-{
-    const char *why;
-    uint64_t mag, max;
-    int neg;
-
-    if (v->type != CM__JSON_NUMBER &&
-        (v->type != CM__JSON_STRING || !is_number_text(v->str, v->len))) {
-        return fail(d, w, "expected an integer, got %s", cm__json_type_name(v->type));
-    }
-    why = number_to_integer(v->str, &mag, &neg);
-    if (why != NULL) {
-        return fail(d, w, "%s: %.40s", why, v->str);
-    }
-    max = bits == 64 ? UINT64_MAX : UINT32_MAX;
-    if (is_signed) {
-        max = max >> 1;
-        if (neg) {
-            max++;
-        }
-    } else if (neg && mag != 0) {
-        max = 0;
-    }
-    if (mag > max) {
-        return fail(d, w, "value out of range for %s%d: %.40s", is_signed ? "int" : "uint", bits,
-                    v->str);
-    }
-    *out = neg ? (uint64_t)0 - mag : mag;
-    return 0;
-}
-
-static int
-get_float(dec *d, const where *w, const cm__json_value *v, int is_float32, double *out)
-{
-    if (v->type == CM__JSON_STRING) {
-        if (strcmp(v->str, "NaN") == 0) {
-            *out = NAN;
-            return 0;
-        }
-        if (strcmp(v->str, "Infinity") == 0 || strcmp(v->str, "-Infinity") == 0) {
-            *out = v->str[0] == '-' ? -INFINITY : INFINITY;
-            return 0;
-        }
-        if (!is_number_text(v->str, v->len)) {
-            return fail(d, w, "expected a number, got string");
-        }
-    } else if (v->type != CM__JSON_NUMBER) {
-        return fail(d, w, "expected a number, got %s", cm__json_type_name(v->type));
-    }
-    *out = is_float32 ? (double)strtof(v->str, NULL) : strtod(v->str, NULL);
-    if (isinf(*out)) {
-        return fail(d, w, "value out of range for %s: %.40s", is_float32 ? "float" : "double",
-                    v->str);
-    }
-    return 0;
-}
-
-static int
-get_enum(dec *d, const where *w, const cm__json_value *v, int *out)
-{
-    const ProtobufCEnumDescriptor *ed = w->field->descriptor;
-    unsigned lo = 0, hi = ed->n_value_names;
-    uint64_t u;
-
-    if (v->type == CM__JSON_NUMBER) {
-        if (get_integer(d, w, v, 1, 32, &u) < 0) {
-            return -1;
-        }
-        *out = (int)(int32_t)(uint32_t)u;
-        return 0;
-    }
-    if (v->type != CM__JSON_STRING) {
-        return fail(d, w, "expected an enum name or number, got %s",
-                    cm__json_type_name(v->type));
-    }
-    while (strlen(v->str) == v->len && lo < hi) {
-        unsigned mid = lo + (hi - lo) / 2;
-        int cmp = strcmp(v->str, ed->values_by_name[mid].name);
-
-        if (cmp == 0) {
-            *out = ed->values[ed->values_by_name[mid].index].value;
-            return 0;
-        }
-        if (cmp < 0) {
-            hi = mid;
-        } else {
-            lo = mid + 1;
-        }
-    }
-    return fail(d, w, "unknown value \"%.60s\" for enum %s", v->str, ed->name);
-}
-
-static int
-b64_value(uint8_t c)
-{
-    if (c >= 'A' && c <= 'Z') {
-        return c - 'A';
-    }
-    if (c >= 'a' && c <= 'z') {
-        return c - 'a' + 26;
-    }
-    if (c >= '0' && c <= '9') {
-        return c - '0' + 52;
-    }
-    if (c == '+' || c == '-') {
-        return 62;
-    }
-    if (c == '/' || c == '_') {
-        return 63;
-    }
-    return -1;
-}
-
-/* Standard or URL-safe base64, padded or not; line breaks are skipped as Go does. */
-static int
-get_bytes(dec *d, const where *w, const cm__json_value *v, ProtobufCBinaryData *out)
-{
-    const uint8_t *s = (const uint8_t *)v->str;
-    size_t i, k = 0, pad = 0, n = 0;
-    uint32_t acc = 0;
-    int bits = 0;
-
-    if (v->type != CM__JSON_STRING) {
-        return fail(d, w, "expected a base64 string, got %s", cm__json_type_name(v->type));
-    }
-    for (i = 0; i < v->len; i++) {
-        if (s[i] == '\r' || s[i] == '\n') {
-            continue;
-        }
-        if (s[i] == '=') {
-            pad++;
-        } else if (pad > 0 || b64_value(s[i]) < 0) {
-            return fail(d, w, "invalid base64 data");
-        } else {
-            k++;
-        }
-    }
-    if (k % 4 == 1 || pad > 2 || (pad > 0 && (k + pad) % 4 != 0)) {
-        return fail(d, w, "invalid base64 data");
-    }
-    if (k * 3 / 4 == 0) {
-        return 0;
-    }
-    out->data = cm__codec_alloc(d->alloc, k * 3 / 4);
-    if (out->data == NULL) {
+    if (rc == CM_ENOMEM) {
         return nomem(d);
     }
-    for (i = 0; i < v->len; i++) {
-        int x = b64_value(s[i]);
-
-        if (x < 0) {
-            continue;
-        }
-        acc = (acc << 6) | (uint32_t)x;
-        bits += 6;
-        if (bits >= 8) {
-            bits -= 8;
-            out->data[n++] = (uint8_t)(acc >> bits);
-        }
-    }
-    out->len = n;
-    return 0;
+    return rc == 0 ? 0 : fail(d, w, "%s", why);
 }
 
 static int decode_message(dec *d, const ProtobufCMessageDescriptor *desc,
@@ -471,69 +191,38 @@ get_string(dec *d, const where *w, const cm__json_value *v, char **slot)
     return 0;
 }
 
+/* null as an array element or a map value: the zero value (present for strings and
+ * messages, which must not be NULL there). */
+static int
+set_null(dec *d, const ProtobufCFieldDescriptor *f, void *p)
+{
+    if (f->type == PROTOBUF_C_TYPE_MESSAGE) {
+        *(ProtobufCMessage **)p = cm__codec_message_new(f->descriptor, d->alloc);
+        return *(ProtobufCMessage **)p == NULL ? nomem(d) : 0;
+    }
+    if (f->type == PROTOBUF_C_TYPE_STRING && *(char **)p == NULL) {
+        *(char **)p = cm__codec_alloc(d->alloc, 1);
+        if (*(char **)p == NULL) {
+            return nomem(d);
+        }
+        **(char **)p = '\0';
+    }
+    return 0;
+}
+
 /* Stores one value of field w->field at p, which holds a value owning no memory. keep_empty:
  * an empty string must still be allocated (presence matters: oneofs, proto2, elements). */
 static int
 set_value(dec *d, const where *w, void *p, const cm__json_value *v, int keep_empty)
 {
     const ProtobufCFieldDescriptor *f = w->field;
-    uint64_t u;
-    double x;
+    char why[CM__JSON_WHY];
+    int rc;
 
     if (v->type == CM__JSON_NULL) {
-        /* Only array elements and map values get here: null is the zero value. */
-        if (f->type == PROTOBUF_C_TYPE_MESSAGE) {
-            *(ProtobufCMessage **)p = cm__codec_message_new(f->descriptor, d->alloc);
-            return *(ProtobufCMessage **)p == NULL ? nomem(d) : 0;
-        }
-        if (f->type == PROTOBUF_C_TYPE_STRING && *(char **)p == NULL) {
-            *(char **)p = cm__codec_alloc(d->alloc, 1);
-            if (*(char **)p == NULL) {
-                return nomem(d);
-            }
-            **(char **)p = '\0';
-        }
-        return 0;
+        return set_null(d, f, p);
     }
     switch (f->type) {
-    case PROTOBUF_C_TYPE_INT32:
-    case PROTOBUF_C_TYPE_SINT32:
-    case PROTOBUF_C_TYPE_SFIXED32:
-    case PROTOBUF_C_TYPE_UINT32:
-    case PROTOBUF_C_TYPE_FIXED32: {
-        int is_signed = f->type != PROTOBUF_C_TYPE_UINT32 && f->type != PROTOBUF_C_TYPE_FIXED32;
-
-        if (get_integer(d, w, v, is_signed, 32, &u) < 0) {
-            return -1;
-        }
-        *(uint32_t *)p = (uint32_t)u;
-        return 0;
-    }
-    case PROTOBUF_C_TYPE_INT64:
-    case PROTOBUF_C_TYPE_SINT64:
-    case PROTOBUF_C_TYPE_SFIXED64:
-    case PROTOBUF_C_TYPE_UINT64:
-    case PROTOBUF_C_TYPE_FIXED64: {
-        int is_signed = f->type != PROTOBUF_C_TYPE_UINT64 && f->type != PROTOBUF_C_TYPE_FIXED64;
-
-        if (get_integer(d, w, v, is_signed, 64, &u) < 0) {
-            return -1;
-        }
-        *(uint64_t *)p = u;
-        return 0;
-    }
-    case PROTOBUF_C_TYPE_FLOAT:
-        if (get_float(d, w, v, 1, &x) < 0) {
-            return -1;
-        }
-        *(float *)p = (float)x;
-        return 0;
-    case PROTOBUF_C_TYPE_DOUBLE:
-        if (get_float(d, w, v, 0, &x) < 0) {
-            return -1;
-        }
-        *(double *)p = x;
-        return 0;
     case PROTOBUF_C_TYPE_BOOL:
         if (v->type != CM__JSON_TRUE && v->type != CM__JSON_FALSE) {
             return fail(d, w, "expected a bool, got %s", cm__json_type_name(v->type));
@@ -541,49 +230,26 @@ set_value(dec *d, const where *w, void *p, const cm__json_value *v, int keep_emp
         *(protobuf_c_boolean *)p = v->type == CM__JSON_TRUE;
         return 0;
     case PROTOBUF_C_TYPE_ENUM:
-        return get_enum(d, w, v, (int *)p);
+        rc = cm__json_get_enum(v, f->descriptor, (int *)p, why);
+        break;
     case PROTOBUF_C_TYPE_STRING:
         if (v->type == CM__JSON_STRING && v->len == 0 && !keep_empty) {
             return 0; /* Keep the default "" pointer. */
         }
         return get_string(d, w, v, (char **)p);
     case PROTOBUF_C_TYPE_BYTES:
-        return get_bytes(d, w, v, (ProtobufCBinaryData *)p);
+        rc = cm__json_get_bytes(v, d->alloc, (ProtobufCBinaryData *)p, why);
+        break;
     case PROTOBUF_C_TYPE_MESSAGE:
         if (v->type != CM__JSON_OBJECT) {
             return fail(d, w, "expected an object, got %s", cm__json_type_name(v->type));
         }
         return decode_message(d, f->descriptor, v, (ProtobufCMessage **)p);
     default:
-        return fail(d, w, "unsupported field type");
+        rc = cm__json_get_number(f->type, v, p, why);
+        break;
     }
-}
-
-static size_t
-value_size(ProtobufCType t)
-{
-    switch (t) {
-    case PROTOBUF_C_TYPE_INT64:
-    case PROTOBUF_C_TYPE_SINT64:
-    case PROTOBUF_C_TYPE_SFIXED64:
-    case PROTOBUF_C_TYPE_UINT64:
-    case PROTOBUF_C_TYPE_FIXED64:
-        return 8;
-    case PROTOBUF_C_TYPE_DOUBLE:
-        return sizeof(double);
-    case PROTOBUF_C_TYPE_BOOL:
-        return sizeof(protobuf_c_boolean);
-    case PROTOBUF_C_TYPE_ENUM:
-        return sizeof(int);
-    case PROTOBUF_C_TYPE_STRING:
-        return sizeof(char *);
-    case PROTOBUF_C_TYPE_BYTES:
-        return sizeof(ProtobufCBinaryData);
-    case PROTOBUF_C_TYPE_MESSAGE:
-        return sizeof(ProtobufCMessage *);
-    default:
-        return 4;
-    }
+    return scalar_done(d, w, rc, why);
 }
 
 /* Allocates a zeroed array for a repeated field and stores it with its count. */
@@ -610,7 +276,7 @@ new_array(dec *d, ProtobufCMessage *m, const ProtobufCFieldDescriptor *f, size_t
 static int
 set_array(dec *d, const where *w, ProtobufCMessage *m, const cm__json_value *v)
 {
-    size_t size = value_size(w->field->type), i = 0;
+    size_t size = cm__json_value_size(w->field->type), i = 0;
     const cm__json_value *c;
     uint8_t *arr;
 
@@ -648,13 +314,14 @@ set_map_key(dec *d, const ProtobufCMessageDescriptor *entry, void *p, const cm__
         return c->keylen == 0 ? 0 : get_string(d, &kw, &k, (char **)p);
     }
     if (kf->type == PROTOBUF_C_TYPE_BOOL) {
-        if (strcmp(c->key, "true") != 0 && strcmp(c->key, "false") != 0) {
+        if (strlen(c->key) != c->keylen ||
+            (strcmp(c->key, "true") != 0 && strcmp(c->key, "false") != 0)) {
             return fail(d, &kw, "invalid bool map key \"%.40s\"", c->key);
         }
         *(protobuf_c_boolean *)p = c->key[0] == 't';
         return 0;
     }
-    if (strlen(k.str) != k.len || !is_number_text(k.str, k.len)) {
+    if (strlen(k.str) != k.len || !cm__json_is_number_text(k.str, k.len)) {
         return fail(d, &kw, "invalid integer map key \"%.40s\"", c->key);
     }
     return set_value(d, &kw, p, &k, 0);
@@ -716,7 +383,12 @@ clear_oneof(dec *d, const ProtobufCMessageDescriptor *desc, ProtobufCMessage *m,
                 cm__codec_free(d->alloc, s);
             }
         } else if (g->type == PROTOBUF_C_TYPE_BYTES) {
-            cm__codec_free(d->alloc, ((ProtobufCBinaryData *)p)->data);
+            const ProtobufCBinaryData *def = g->default_value;
+            uint8_t *data = ((ProtobufCBinaryData *)p)->data;
+
+            if (data != NULL && (def == NULL || def->data != data)) {
+                cm__codec_free(d->alloc, data);
+            }
         } else if (g->type == PROTOBUF_C_TYPE_MESSAGE) {
             protobuf_c_message_free_unpacked(*(ProtobufCMessage **)p, d->alloc);
         }
@@ -724,7 +396,7 @@ clear_oneof(dec *d, const ProtobufCMessageDescriptor *desc, ProtobufCMessage *m,
     }
     *which = 0;
     /* The union is as wide as its widest member; clearing f's own width is what f needs. */
-    memset(p, 0, value_size(f->type));
+    memset(p, 0, cm__json_value_size(f->type));
 }
 
 static int
@@ -887,6 +559,7 @@ cm__json_unmarshal(const ProtobufCMessageDescriptor *desc, const uint8_t *data, 
     cm__json_arena arena = {NULL};
     cm__json_value *root = NULL;
     ProtobufCMessage *m = NULL;
+    unsigned i;
     dec d;
     int rc;
 
@@ -907,10 +580,17 @@ cm__json_unmarshal(const ProtobufCMessageDescriptor *desc, const uint8_t *data, 
         }
     }
     if (root == NULL || root->type == CM__JSON_NULL) {
-        /* An empty body or null: the default message, as go-micro and jsonpb leave it. */
+        /* An empty body or null: the default message, as go-micro and jsonpb leave it (a
+         * proto2 message with required fields is incomplete then, as protobuf-c says too). */
         m = cm__codec_message_new(desc, alloc);
         if (m == NULL) {
             nomem(&d);
+        }
+        for (i = 0; m != NULL && i < desc->n_fields; i++) {
+            if (desc->fields[i].label == PROTOBUF_C_LABEL_REQUIRED) {
+                fail(&d, NULL, "required field %s.%s not set", desc->name, desc->fields[i].name);
+                break;
+            }
         }
     } else if (root->type != CM__JSON_OBJECT) {
         fail(&d, NULL, "expected a JSON object for %s, got %s", desc->name,

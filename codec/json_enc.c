@@ -283,33 +283,6 @@ write_value(enc *e, const ProtobufCFieldDescriptor *f, const void *p)
     put(e, buf, (size_t)n);
 }
 
-static size_t
-value_size(ProtobufCType t)
-{
-    switch (t) {
-    case PROTOBUF_C_TYPE_INT64:
-    case PROTOBUF_C_TYPE_SINT64:
-    case PROTOBUF_C_TYPE_SFIXED64:
-    case PROTOBUF_C_TYPE_UINT64:
-    case PROTOBUF_C_TYPE_FIXED64:
-        return 8;
-    case PROTOBUF_C_TYPE_DOUBLE:
-        return sizeof(double);
-    case PROTOBUF_C_TYPE_BOOL:
-        return sizeof(protobuf_c_boolean);
-    case PROTOBUF_C_TYPE_ENUM:
-        return sizeof(int);
-    case PROTOBUF_C_TYPE_STRING:
-        return sizeof(char *);
-    case PROTOBUF_C_TYPE_BYTES:
-        return sizeof(ProtobufCBinaryData);
-    case PROTOBUF_C_TYPE_MESSAGE:
-        return sizeof(ProtobufCMessage *);
-    default:
-        return 4;
-    }
-}
-
 static int
 enter(enc *e)
 {
@@ -323,7 +296,7 @@ enter(enc *e)
 static void
 write_array(enc *e, const ProtobufCFieldDescriptor *f, const uint8_t *arr, size_t n)
 {
-    size_t i, size = value_size(f->type);
+    size_t i, size = cm__json_value_size(f->type);
 
     if (enter(e) < 0) {
         return;
@@ -421,7 +394,7 @@ write_map(enc *e, const ProtobufCMessageDescriptor *entry, ProtobufCMessage *con
     if (enter(e) < 0) {
         return;
     }
-    keys = malloc(n * sizeof(*keys));
+    keys = malloc((n > 0 ? n : 1) * sizeof(*keys));
     if (keys == NULL) {
         e->rc = e->rc ? e->rc : CM_ENOMEM;
         return;

@@ -4,6 +4,7 @@
  * json_enc.c   protobuf-c message -> JSON text, as Go's encoding/json writes it
  * json_parse.c JSON text -> a small tree (exact number text kept, strings decoded)
  * json_dec.c   tree -> protobuf-c message, with jsonpb's rules
+ * json_scalar.c one tree value -> one scalar (integers, floats, enums, bytes)
  */
 #ifndef CMICRO_JSON_INT_H
 #define CMICRO_JSON_INT_H
@@ -27,6 +28,9 @@ void cm__json_field_order(const ProtobufCMessageDescriptor *desc, unsigned *orde
  * "MyKind"). out needs strlen(name) + 1 bytes; the length written is returned. */
 size_t cm__json_lower_camel(const char *name, char *out);
 size_t cm__json_go_camel(const char *name, char *out);
+
+/* Bytes one value of type t takes in a message, a repeated array or a oneof. */
+size_t cm__json_value_size(ProtobufCType t);
 
 /* Decodes one UTF-8 sequence with Go's rules (no overlongs, surrogates or values above
  * U+10FFFF). Returns its length (1..4) and stores the code point, or 0 when invalid. */
@@ -86,5 +90,23 @@ int cm__json_parse(const uint8_t *data, size_t len, cm__json_arena *arena, cm__j
 
 /* The name of a JSON type for error messages ("string", "object", ...). */
 const char *cm__json_type_name(cm__json_type t);
+
+/* ---- json_scalar.c ---- */
+
+/* Each returns 0, CM_ECODEC with a reason in why (CM__JSON_WHY bytes), or CM_ENOMEM. */
+#define CM__JSON_WHY 128
+
+/* Whether s is exactly a JSON number literal. */
+int cm__json_is_number_text(const char *s, size_t n);
+int cm__json_get_integer(const cm__json_value *v, int is_signed, int bits, uint64_t *out,
+                         char *why);
+int cm__json_get_float(const cm__json_value *v, int is_float32, double *out, char *why);
+/* Any integer or floating type, stored at p in the C type protobuf-c uses for it. */
+int cm__json_get_number(ProtobufCType type, const cm__json_value *v, void *p, char *why);
+int cm__json_get_enum(const cm__json_value *v, const ProtobufCEnumDescriptor *ed, int *out,
+                      char *why);
+/* Allocates the decoded bytes from alloc (data stays NULL when there are none). */
+int cm__json_get_bytes(const cm__json_value *v, ProtobufCAllocator *alloc,
+                       ProtobufCBinaryData *out, char *why);
 
 #endif

@@ -29,6 +29,9 @@ cm__json_arena_alloc(cm__json_arena *a, size_t size)
     size_t cap;
     void *p;
 
+    if (size > SIZE_MAX / 2) {
+        return NULL;
+    }
     size = (size + ARENA_ALIGN - 1) & ~(ARENA_ALIGN - 1);
     if (size == 0) {
         size = ARENA_ALIGN;

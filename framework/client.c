@@ -25,6 +25,8 @@ struct cm_client {
     char *transport_name;
     cm_transport_opts topts;
     cm_transport *transport; /* made on the loop thread at first use */
+    cm_selector *selector;
+    int autostart; /* start the loop's thread at the first call if nobody runs it */
     atomic_uint_fast64_t seq;
     atomic_uint rr;
     call *calls; /* in flight, doubly linked */
@@ -59,6 +61,11 @@ struct call {
     int backoff_active;
     cm_roundtrip *rt;
     const char *cur_addr;
+    char *service;
+    const cm_select_filter *filter; /* copied: the caller's filter lives only during the call */
+    cm_select_filter filter_copy;
+    char pick_addr[256]; /* the node picked by the selector for this attempt */
+    int resolving;
 };
 
 void
@@ -100,6 +107,7 @@ cm_client_new(cm_loop *loop, const cm_client_opts *o, cm_client **out)
     c->attempt_timeout_ms = o->attempt_timeout_ms ? o->attempt_timeout_ms : 5000;
     c->max_attempts = o->max_attempts > 0 ? o->max_attempts : 6;
     c->topts = o->transport_opts;
+    c->selector = o->selector;
     if (c->topts.max_body_bytes == 0) {
         cm_transport_opts_init(&c->topts);
     }
@@ -144,6 +152,10 @@ call_free(call *k)
     free(k->hdrs);
     free(k->addrs);
     free(k->addr);
+    free(k->service);
+    free((char *)k->filter_copy.version);
+    free((char *)k->filter_copy.endpoint);
+    cm_md_free((cm_md *)k->filter_copy.labels);
     free(k);
 }
 
@@ -304,10 +316,19 @@ retry_or_fail(call *k, int status, int32_t code, const char *what)
 }
 
 static void
+mark(call *k, int status)
+{
+    if (k->naddr == 0 && k->client->selector != NULL && status != CM_ECANCELED) {
+        cm_selector_mark(k->client->selector, k->service, k->cur_addr, status);
+    }
+}
+
+static void
 on_response(int status, unsigned flags, const cm_msg *rsp, void *user)
 {
     call *k = user;
     k->rt = NULL;
+    mark(k, status);
     char what[256];
     if (status == CM_ECANCELED) {
         call_fail(k, CM_ECANCELED, 499, "call canceled");
@@ -373,6 +394,19 @@ on_response(int status, unsigned flags, const cm_msg *rsp, void *user)
 }
 
 static void
+on_resolved(int status, void *user)
+{
+    call *k = user;
+    if (status < 0 && status != CM_ENOTFOUND) {
+        call_fail(k, status, 500, "service %s: registry lookup failed: %s", k->service,
+                  cm_strerror(status));
+        return;
+    }
+    /* Picks again: CM_ENOTFOUND now ends the call (resolving is set). */
+    attempt(k);
+}
+
+static void
 attempt(call *k)
 {
     cm_client *c = k->client;
@@ -383,14 +417,40 @@ attempt(call *k)
         return;
     }
     if (k->naddr == 0) {
-        call_fail(k, CM_ENONODE, 500, "no address for the call: set cm_call_opts.address");
-        return;
+        if (c->selector == NULL) {
+            call_fail(k, CM_ENONODE, 500,
+                      "no address for the call to %s and no selector: set cm_call_opts.address",
+                      k->service);
+            return;
+        }
+        const char *addr = NULL;
+        int rc = cm_selector_pick(c->selector, k->service, k->filter, &addr, NULL);
+        if (rc == CM_ENOTFOUND && !k->resolving) {
+            k->resolving = 1;
+            rc = cm_selector_resolve(c->selector, k->service, on_resolved, k);
+            if (rc == 0) {
+                return;
+            }
+        }
+        if (rc == CM_ENOTFOUND) {
+            call_fail(k, CM_ENOTFOUND, 500, "service %s: not found", k->service);
+            return;
+        }
+        if (rc < 0) {
+            call_fail(k, rc == CM_ENONODE ? CM_ENONODE : rc, 500,
+                      "error getting next %s node: %s", k->service,
+                      rc == CM_ENONODE ? "none available" : cm_strerror(rc));
+            return;
+        }
+        snprintf(k->pick_addr, sizeof(k->pick_addr), "%s", addr);
+        k->cur_addr = k->pick_addr;
+    } else {
+        k->cur_addr = k->addr[(k->addr_start + (unsigned)k->attempt) % k->naddr];
     }
     uint64_t left = k->deadline_ms - now;
     uint64_t to = k->attempt_timeout_ms < left ? k->attempt_timeout_ms : left;
     snprintf(k->timeout_val, sizeof(k->timeout_val), "%" PRIu64, to * 1000000u);
     snprintf(k->id_val, sizeof(k->id_val), "%" PRIu64, (uint64_t)atomic_fetch_add(&c->seq, 1));
-    k->cur_addr = k->addr[(k->addr_start + (unsigned)k->attempt) % k->naddr];
     k->attempt++;
     cm_msg m = {k->hdrs, k->nhdrs, k->body.data, k->body.len};
     int rc = cm_transport_roundtrip(c->transport, k->cur_addr, &m, to, on_response, k, &k->rt);
@@ -425,6 +485,36 @@ start_on_loop(void *arg)
     k->start_ms = cm_now_ms();
     k->deadline_ms += k->start_ms;
     attempt(k);
+}
+
+static int
+copy_filter(call *k, const cm_select_filter *f)
+{
+    if (f == NULL) {
+        return 0;
+    }
+    k->filter = &k->filter_copy;
+    if (f->version && (k->filter_copy.version = strdup(f->version)) == NULL) {
+        return CM_ENOMEM;
+    }
+    if (f->endpoint && (k->filter_copy.endpoint = strdup(f->endpoint)) == NULL) {
+        return CM_ENOMEM;
+    }
+    if (f->labels != NULL) {
+        cm_md *md = cm_md_new();
+        k->filter_copy.labels = md;
+        if (md == NULL) {
+            return CM_ENOMEM;
+        }
+        for (size_t i = 0; i < cm_md_count(f->labels); i++) {
+            const char *key, *val;
+            cm_md_at(f->labels, i, &key, &val);
+            if (cm_md_set(md, key, val) < 0) {
+                return CM_ENOMEM;
+            }
+        }
+    }
+    return 0;
 }
 
 static uint64_t
@@ -462,6 +552,11 @@ cm_client_call_async(cm_client *c, const char *service, const char *endpoint,
     k->cb = cb;
     k->user = user;
     k->idempotent = opts->idempotent;
+    k->service = strdup(service);
+    if (k->service == NULL || copy_filter(k, opts->filter) < 0) {
+        call_free(k);
+        return CM_ENOMEM;
+    }
     k->max_attempts = opts->max_attempts > 0 ? opts->max_attempts : c->max_attempts;
     k->attempt_timeout_ms = pick(opts->attempt_timeout_ms, c->attempt_timeout_ms);
     k->deadline_ms = pick(opts->timeout_ms, c->request_timeout_ms); /* relative until start */
@@ -520,8 +615,14 @@ cm_client_call_async(cm_client *c, const char *service, const char *endpoint,
     rc = cm_loop_post(c->loop, start_on_loop, k);
     if (rc < 0) {
         call_free(k);
+        return rc;
     }
-    return rc;
+    if (c->autostart && !cm__loop_running(c->loop)) {
+        /* A client-only program: the loop gets a thread of its own at the first call. A
+         * concurrent start by another caller answers CM_ESTATE, which is fine. */
+        cm_loop_start(c->loop);
+    }
+    return 0;
 }
 
 /* ---- sync calls ---- */
@@ -668,4 +769,10 @@ cm_client_free(cm_client *c)
     free(c->content_type);
     free(c->transport_name);
     free(c);
+}
+
+void
+cm__client_set_autostart(cm_client *c, int on)
+{
+    c->autostart = on;
 }

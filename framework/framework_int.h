@@ -6,6 +6,15 @@
 
 /* Non-zero while some thread runs the loop. */
 int cm__loop_running(const cm_loop *l);
+/* Stops and joins the loop's own thread, if cm_loop_start() started one; the loop can then be
+ * run again on another thread. Not on the loop thread. */
+void cm__loop_stop_join(cm_loop *l);
+
+/* A client-only service: the client starts its loop's thread at the first call. */
+void cm__client_set_autostart(cm_client *c, int on);
+
+/* The server's handlers, sorted by endpoint (go-micro's endpoint order). */
+size_t cm__server_handlers(const cm_server *s, const cm_handler **out, size_t max);
 
 /* ---- worker pool: handlers that may block run here ---- */
 

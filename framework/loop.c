@@ -18,7 +18,7 @@ struct cm_loop {
     uv_mutex_t mu;
     post *head, *tail;
     atomic_int stop;
-    int has_thread;
+    atomic_int has_thread;
     uv_thread_t thread;
     atomic_ulong runner; /* uv_thread_t of the thread running the loop, as integer; 0 when none */
     int running;
@@ -99,7 +99,7 @@ run(cm_loop *l)
 int
 cm_loop_run(cm_loop *l)
 {
-    if (atomic_load(&l->runner) != 0 || l->has_thread) {
+    if (atomic_load(&l->runner) != 0 || atomic_load(&l->has_thread)) {
         return CM_ESTATE;
     }
     atomic_store(&l->stop, 0);
@@ -116,16 +116,28 @@ thread_main(void *arg)
 int
 cm_loop_start(cm_loop *l)
 {
-    if (atomic_load(&l->runner) != 0 || l->has_thread) {
+    int expected = 0;
+    if (atomic_load(&l->runner) != 0 || !atomic_compare_exchange_strong(&l->has_thread,
+                                                                         &expected, 1)) {
         return CM_ESTATE;
     }
     atomic_store(&l->stop, 0);
     int rc = uv_thread_create(&l->thread, thread_main, l);
     if (rc < 0) {
+        atomic_store(&l->has_thread, 0);
         return rc;
     }
-    l->has_thread = 1;
     return 0;
+}
+
+void
+cm__loop_stop_join(cm_loop *l)
+{
+    if (atomic_load(&l->has_thread)) {
+        cm_loop_stop(l);
+        uv_thread_join(&l->thread);
+        atomic_store(&l->has_thread, 0);
+    }
 }
 
 void
@@ -179,11 +191,7 @@ cm_loop_free(cm_loop *l)
     if (l == NULL) {
         return;
     }
-    if (l->has_thread) {
-        cm_loop_stop(l);
-        uv_thread_join(&l->thread);
-        l->has_thread = 0;
-    }
+    cm__loop_stop_join(l);
     /* Run what is still posted, then close every handle left open. */
     drain_posts(&l->async);
     uv_walk(&l->uv, close_walk, NULL);

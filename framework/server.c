@@ -700,3 +700,12 @@ cm_ctx_set_error(cm_ctx *ctx, cm_error *e)
     ctx->error = e;
     return e ? CM_EREMOTE : CM_ENOMEM;
 }
+
+size_t
+cm__server_handlers(const cm_server *s, const cm_handler **out, size_t max)
+{
+    for (size_t i = 0; i < s->nroutes && i < max; i++) {
+        out[i] = &s->routes[i].h;
+    }
+    return s->nroutes;
+}

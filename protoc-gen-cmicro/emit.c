@@ -178,12 +178,21 @@ plan_build(const gen_index *ix, const gen_file *f, plan *p, char *err, size_t er
     return rc;
 }
 
+/* Adds name to the names taken so far; 0, or -1 when it is taken or not an identifier. */
+static int
+claim(strlist *taken, const char *name)
+{
+    int ok = c_is_ident(name) && !strlist_has(taken, name);
+
+    strlist_add(taken, name);
+    return ok ? 0 : -1;
+}
+
 /* Refuses names that would not compile or would collide. */
 static int
 plan_check(const plan *p, char *err, size_t errlen)
 {
     static const char *const method_suffixes[] = {"", "_async", "_cb", "_free"};
-    static const char *const service_suffixes[] = {"_handlers", "_register"};
     strlist names = {0};
     int rc = GEN_OK;
 
@@ -194,38 +203,38 @@ plan_check(const plan *p, char *err, size_t errlen)
     for (size_t i = 0; i < p->n && rc == GEN_OK; i++) {
         const svc *sv = &p->svcs[i];
         strlist slots = {0};
+        char *reg = xasprintf("%s_register", sv->prefix);
+        char *tab = xasprintf("%s_handlers", sv->prefix);
 
-        for (size_t k = 0; k < sv->n && rc == GEN_OK; k++) {
-            if (!c_is_ident(sv->sd->name) || !c_is_ident(sv->meths[k].md->name)) {
-                snprintf(err, errlen, "%s: a service or method name is not an identifier",
-                         p->shown);
-                rc = GEN_MALFORMED;
-            }
+        if (!c_is_ident(sv->sd->name) || claim(&names, reg) < 0 || claim(&names, tab) < 0) {
+            snprintf(err, errlen, "%s: service %s gives the C names %s and %s, taken or not "
+                     "identifiers; rename it", p->f->name, sv->sd->name, reg, tab);
+            rc = GEN_UNSUPPORTED;
         }
+        free(reg);
+        free(tab);
+        for (size_t k = 0; k < sv->n && rc == GEN_OK; k++) {
+            const meth *mt = &sv->meths[k];
 
-        for (size_t k = 0; k < 2 + sv->n * 4 && rc == GEN_OK; k++) {
-            const meth *mt = k < 2 ? NULL : &sv->meths[(k - 2) / 4];
-            char *name = mt == NULL ? xasprintf("%s%s", sv->prefix, service_suffixes[k])
-                                    : xasprintf("%s%s", mt->prefix, method_suffixes[(k - 2) % 4]);
+            for (size_t s = 0; s < 4 && rc == GEN_OK; s++) {
+                char *name = xasprintf("%s%s", mt->prefix, method_suffixes[s]);
 
-            if (!c_is_ident(name) || strlist_has(&names, name)) {
-                snprintf(err, errlen, "%s: service %s gives the C name %s %s; rename a service "
-                         "or method", p->f->name, sv->sd->name, name,
-                         c_is_ident(name) ? "twice" : "that is not an identifier");
-                rc = GEN_UNSUPPORTED;
-            }
-            strlist_add(&names, name);
-            free(name);
-            if (mt != NULL && k % 4 == 2 && rc == GEN_OK) {
-                if (!c_is_ident(mt->slot) || strlist_has(&slots, mt->slot) ||
-                    !c_is_ident(mt->in->c_name) || !c_is_ident(mt->out->c_name) ||
-                    !c_is_ident(mt->in->lc_name) || !c_is_ident(mt->out->lc_name)) {
-                    snprintf(err, errlen, "%s: method %s.%s gives a C name that is not an "
-                             "identifier or is used twice (%s)", p->f->name, sv->sd->name,
-                             mt->md->name, mt->slot);
+                if (claim(&names, name) < 0) {
+                    snprintf(err, errlen, "%s: method %s.%s gives the C name %s twice (or not "
+                             "an identifier); rename a service or method", p->f->name,
+                             sv->sd->name, mt->md->name, name);
                     rc = GEN_UNSUPPORTED;
                 }
-                strlist_add(&slots, mt->slot);
+                free(name);
+            }
+            if (rc == GEN_OK &&
+                (!c_is_ident(mt->md->name) || claim(&slots, mt->slot) < 0 ||
+                 !c_is_ident(mt->in->c_name) || !c_is_ident(mt->out->c_name) ||
+                 !c_is_ident(mt->in->lc_name) || !c_is_ident(mt->out->lc_name))) {
+                snprintf(err, errlen, "%s: method %s.%s: its handler slot %s is taken or a C "
+                         "name is not an identifier", p->f->name, sv->sd->name, mt->md->name,
+                         mt->slot);
+                rc = GEN_UNSUPPORTED;
             }
         }
         strlist_free(&slots);
@@ -245,13 +254,6 @@ put_comment(sbuf *b, size_t indent, const char *fmt, ...)
     va_end(ap);
     sb_comment(b, indent, sb_str(&text));
     sb_free(&text);
-}
-
-static void
-put_params(sbuf *b, size_t indent, const char *head, const char *tail, const char *const *params,
-           size_t n)
-{
-    sb_wrap_call(b, indent, head, params, n, tail);
 }
 
 /* ---- the header ---- */
@@ -276,7 +278,7 @@ header_method(sbuf *h, const meth *mt)
     const char *sync[] = {"cm_client *c", "const char *service", p_req, p_rsp,
                           "const cm_call_opts *opts", "cm_error **err"};
     head = xasprintf("int %s(", mt->prefix);
-    put_params(h, 0, head, ");\n\n", sync, 6);
+    sb_wrap_call(h, 0, head, sync, 6, ");\n\n");
     free(head);
 
     put_comment(h, 0,
@@ -286,7 +288,7 @@ header_method(sbuf *h, const meth *mt)
                 mt->prefix, mt->prefix);
     const char *cb[] = {"int status", p_rsp1, "const cm_error *err", "void *user"};
     head = xasprintf("typedef void (*%s_cb)(", mt->prefix);
-    put_params(h, 0, head, ");\n\n", cb, 4);
+    sb_wrap_call(h, 0, head, cb, 4, ");\n\n");
     free(head);
 
     put_comment(h, 0,
@@ -297,7 +299,7 @@ header_method(sbuf *h, const meth *mt)
     const char *async[] = {"cm_client *c", "const char *service", p_req,
                            "const cm_call_opts *opts", p_cb, "void *user"};
     head = xasprintf("int %s_async(", mt->prefix);
-    put_params(h, 0, head, ");\n\n", async, 6);
+    sb_wrap_call(h, 0, head, async, 6, ");\n\n");
     free(head);
 
     put_comment(h, 0, "Frees a response of %s; NULL is ignored.", mt->endpoint);
@@ -334,7 +336,7 @@ header_service(sbuf *h, const svc *sv)
         sb_puts(h, "    ");
         put_comment(h, 4, "%s", mt->endpoint);
         sb_puts(h, "    ");
-        put_params(h, 4, head, ");\n", params, 4);
+        sb_wrap_call(h, 4, head, params, 4, ");\n");
         free(head);
         free(p_req);
         free(p_rsp);
@@ -397,11 +399,11 @@ source_client(sbuf *c, const meth *mt)
                           "const cm_call_opts *opts", "cm_error **err"};
     head = xasprintf("%s(", mt->prefix);
     sb_puts(c, "int\n");
-    put_params(c, 0, head, ")\n{\n", sync, 6);
+    sb_wrap_call(c, 0, head, sync, 6, ")\n{\n");
     free(head);
     sb_puts(c, "    void *out = NULL;\n    int rc;\n\n    rc = ");
     const char *call[] = {"c", "service", ep, d_in, "req", d_out, "&out", "opts", "err"};
-    put_params(c, 9, "cm_client_call(", ");\n", call, 9);
+    sb_wrap_call(c, 9, "cm_client_call(", call, 9, ");\n");
     sb_puts(c, "    if (rsp != NULL) {\n        *rsp = rc == 0 ? out : NULL;\n");
     sb_printf(c, "    } else if (rc == 0) {\n        %s_free(out);\n    }\n", mt->prefix);
     sb_puts(c, "    return rc;\n}\n\n");
@@ -415,7 +417,7 @@ source_client(sbuf *c, const meth *mt)
     sb_puts(c, "static void\n");
     const char *dparams[] = {"int status", "void *rsp", "const cm_error *err", "void *user"};
     head = xasprintf("%s(", done);
-    put_params(c, 0, head, ")\n{\n", dparams, 4);
+    sb_wrap_call(c, 0, head, dparams, 4, ")\n{\n");
     free(head);
     sb_printf(c, "    cm__closure_%s *cl = user;\n", mt->prefix);
     sb_printf(c, "    %s_cb cb = cl->cb;\n    void *cb_user = cl->user;\n\n", mt->prefix);
@@ -426,14 +428,14 @@ source_client(sbuf *c, const meth *mt)
                            "const cm_call_opts *opts", p_cb, "void *user"};
     head = xasprintf("%s_async(", mt->prefix);
     sb_puts(c, "int\n");
-    put_params(c, 0, head, ")\n{\n", async, 6);
+    sb_wrap_call(c, 0, head, async, 6, ")\n{\n");
     free(head);
     sb_printf(c, "    cm__closure_%s *cl;\n    int rc;\n\n", mt->prefix);
     sb_puts(c, "    if (cb == NULL) {\n        return CM_EINVAL;\n    }\n");
     sb_puts(c, "    cl = malloc(sizeof(*cl));\n    if (cl == NULL) {\n        return CM_ENOMEM;\n"
                "    }\n    cl->cb = cb;\n    cl->user = user;\n    rc = ");
     const char *acall[] = {"c", "service", ep, d_in, "req", d_out, "opts", done, "cl"};
-    put_params(c, 9, "cm_client_call_async(", ");\n", acall, 9);
+    sb_wrap_call(c, 9, "cm_client_call_async(", acall, 9, ");\n");
     sb_puts(c, "    if (rc < 0) {\n        free(cl);\n    }\n    return rc;\n}\n\n");
     free(p_req);
     free(p_rsp);
@@ -458,7 +460,7 @@ source_service(sbuf *c, const svc *sv)
         char *head = xasprintf("cm__thunk_%s(", mt->prefix);
 
         sb_puts(c, "static int\n");
-        put_params(c, 0, head, ")\n{\n", params, 4);
+        sb_wrap_call(c, 0, head, params, 4, ")\n{\n");
         free(head);
         sb_printf(c, "    const %s_handlers *h = user;\n\n", sv->prefix);
         sb_printf(c, "    return h->%s(ctx, req, rsp, h->user);\n}\n\n", mt->slot);
@@ -485,7 +487,7 @@ source_service(sbuf *c, const svc *sv)
         const char *params[] = {"cm_server *s", p_h, "size_t i"};
 
         sb_puts(c, "static int\n");
-        put_params(c, 0, head, ")\n{\n", params, 3);
+        sb_wrap_call(c, 0, head, params, 3, ")\n{\n");
         free(head);
         free(p_h);
         sb_printf(c, "    cm_handler hd = cm__handlers_%s[i];\n\n", sv->prefix);

@@ -171,7 +171,8 @@ scalar_go_type(int type)
 static int
 field_type(const gen_index *ix, const gen_field *f, vfield *v, char *err, size_t errlen)
 {
-    int repeated = f->has_label && f->label == GOOGLE__PROTOBUF__FIELD_DESCRIPTOR_PROTO__LABEL__LABEL_REPEATED;
+    int repeated =
+        f->has_label && f->label == GOOGLE__PROTOBUF__FIELD_DESCRIPTOR_PROTO__LABEL__LABEL_REPEATED;
     const gen_type *ref = NULL;
     const char *elem;
 
@@ -385,7 +386,6 @@ gen_values_emit(const gen_index *ix, const gen_file *f, sbuf *src, char *err, si
     for (size_t s = 0; s < f->n_service; s++) {
         for (size_t m = 0; m < f->service[s]->n_method; m++) {
             const gen_method *md = f->service[s]->method[m];
-
             const gen_type *in = gen_index_find(ix, md->input_type);
             const gen_type *out = gen_index_find(ix, md->output_type);
 

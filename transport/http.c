@@ -410,14 +410,13 @@ finish_message(cm__http_in *in, int status_header)
     }
     in->msg.hdrs = in->hdrs;
     in->msg.nhdrs = in->nhdrs;
-    in->msg.body = (const uint8_t *)in->body.p;
+    in->msg.body = in->body.p ? (const uint8_t *)in->body.p : (const uint8_t *)"";
     in->msg.body_len = in->body.len;
     return 0;
 }
 
 ptrdiff_t
-cm__http_in_execute(cm__http_in *in, const char *data, size_t len, int *complete,
-                    int status_header)
+cm__http_in_execute(cm__http_in *in, const char *data, size_t len, int *complete, int status_header)
 {
     *complete = 0;
     size_t n = http_parser_execute(&in->parser, &settings, data, len);
@@ -536,11 +535,14 @@ cm__http_put_u64(cm__http_buf *b, uint64_t v)
 }
 
 int
-cm__http_send(uv_stream_t *s, uv_write_t *req, cm__http_buf *b, size_t hlen,
-              const uint8_t *body, size_t blen, uv_write_cb cb, size_t *sent)
+cm__http_send(uv_stream_t *s, uv_write_t *req, cm__http_buf *b, size_t hlen, const uint8_t *body,
+              size_t blen, uv_write_cb cb, size_t *sent)
 {
-    uv_buf_t bufs[2] = {uv_buf_init(b->p, (unsigned)hlen),
-                        uv_buf_init((char *)(uintptr_t)body, (unsigned)blen)};
+    uv_buf_t bufs[2];
+    bufs[0].base = b->p;
+    bufs[0].len = hlen;
+    bufs[1].base = (char *)(uintptr_t)body;
+    bufs[1].len = blen;
     *sent = 0;
     int n = uv_try_write(s, bufs, blen ? 2 : 1);
     if (n < 0 && n != UV_EAGAIN) {
@@ -564,7 +566,9 @@ cm__http_send(uv_stream_t *s, uv_write_t *req, cm__http_buf *b, size_t hlen,
             return CM_ENOMEM;
         }
     }
-    uv_buf_t rest = uv_buf_init(b->p, (unsigned)b->len);
+    uv_buf_t rest;
+    rest.base = b->p;
+    rest.len = b->len;
     int err = uv_write(req, s, &rest, 1, cb);
     return err < 0 ? err : 0;
 }

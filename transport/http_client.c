@@ -20,7 +20,7 @@ enum {
 };
 
 struct cm__http_pool {
-    cm__http_pool *next; /* hash chain */
+    cm__http_pool *next;  /* hash chain */
     cm__http_cconn *idle; /* most recently used first */
     size_t nidle;
     size_t nconns; /* connections of this address, in any state */
@@ -157,6 +157,7 @@ idle_remove(cm__http_client *cl, cm__http_cconn *c)
     c->iprev = c->inext = NULL;
     p->nidle--;
     cl->idle--;
+    uv_ref((uv_handle_t *)&c->tcp);
 }
 
 static void
@@ -172,6 +173,8 @@ idle_push(cm__http_client *cl, cm__http_cconn *c)
     p->nidle++;
     cl->idle++;
     c->state = C_IDLE;
+    /* An idle connection does not keep the loop alive (it still reads, to see a close). */
+    uv_unref((uv_handle_t *)&c->tcp);
 }
 
 /* ---- connection lifetime ---- */
@@ -407,8 +410,8 @@ on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     }
     while (c->rb.pos < c->rb.len) {
         int complete;
-        ptrdiff_t n = cm__http_in_execute(&c->in, c->rb.p + c->rb.pos, c->rb.len - c->rb.pos,
-                                          &complete, 1);
+        ptrdiff_t n =
+            cm__http_in_execute(&c->in, c->rb.p + c->rb.pos, c->rb.len - c->rb.pos, &complete, 1);
         if (n < 0) {
             fail_now(c, n == CM_ETOOBIG || n == CM_ENOMEM ? (int)n : CM_EPROTO, 0);
             return;
@@ -426,8 +429,8 @@ static int
 send_request(cm__http_cconn *c, size_t hlen, const uint8_t *body, size_t blen)
 {
     size_t sent;
-    int r = cm__http_send((uv_stream_t *)&c->tcp, &c->wreq, &c->wb, hlen, body, blen, on_write,
-                          &sent);
+    int r =
+        cm__http_send((uv_stream_t *)&c->tcp, &c->wreq, &c->wb, hlen, body, blen, on_write, &sent);
     if (r < 0) {
         return r;
     }
@@ -436,8 +439,7 @@ send_request(cm__http_cconn *c, size_t hlen, const uint8_t *body, size_t blen)
     return 0;
 }
 
-static void
-on_timeout(uv_timer_t *h);
+static void on_timeout(uv_timer_t *h);
 
 static void
 on_connect(uv_connect_t *req, int status)
@@ -563,6 +565,66 @@ build_request(cm__http_cconn *c, const char *addr, const cm_msg *req)
     return 0;
 }
 
+/* Takes addr's most recently used idle connection that is young enough (NULL: none) and finds
+ * or makes addr's pool. 0, CM_EADDR or CM_ENOMEM. */
+static int
+take_idle(cm_transport *t, const char *addr, uint64_t now, cm__http_pool **pool,
+          cm__http_cconn **out)
+{
+    cm__http_client *cl = client_of(t);
+    for (;;) {
+        /* Looked up again after a close: the pool goes with its last connection. */
+        int r = pool_get(cl, addr, pool);
+        if (r < 0) {
+            return r;
+        }
+        cm__http_cconn *c = (*pool)->idle;
+        if (!c) {
+            *out = NULL;
+            return 0;
+        }
+        idle_remove(cl, c);
+        c->state = C_BUSY;
+        if (!t->opts.pool_ttl_ms || now - c->created < t->opts.pool_ttl_ms) {
+            *out = c;
+            return 0;
+        }
+        conn_close(c); /* too old: closed when taken, as go-micro's pool does */
+    }
+}
+
+/* Sends the request on a pooled connection. */
+static void
+start_pooled(cm__http_cconn *c, const cm_msg *req, uint64_t timeout_ms)
+{
+    client_of(c->t)->reused++;
+    c->sent = 0;
+    if (timeout_ms) {
+        uv_timer_start(&c->timer, on_timeout, timeout_ms, 0);
+    }
+    int r = send_request(c, c->wb.len, req->body, req->body_len);
+    if (r < 0) {
+        fail_later(c, r == CM_ENOMEM ? CM_ENOMEM : CM_ECLOSED, CM_RT_UNSENT);
+    }
+}
+
+/* Dials a new connection; the request (all in c->wb) goes out once connected. */
+static void
+start_dial(cm__http_cconn *c, uint64_t timeout_ms)
+{
+    uint64_t dial_ms = c->t->opts.dial_timeout_ms;
+    if (timeout_ms && (!dial_ms || timeout_ms < dial_ms)) {
+        dial_ms = timeout_ms;
+    }
+    if (dial_ms) {
+        uv_timer_start(&c->timer, on_timeout, dial_ms, 0);
+    }
+    int r = dial(c);
+    if (r < 0) {
+        fail_later(c, r, CM_RT_UNSENT);
+    }
+}
+
 int
 cm__http_roundtrip(cm_transport *t, const char *addr, const cm_msg *req, uint64_t timeout_ms,
                    cm_roundtrip_cb cb, void *user, cm_roundtrip **handle)
@@ -571,28 +633,15 @@ cm__http_roundtrip(cm_transport *t, const char *addr, const cm_msg *req, uint64_
     if (cl->closing) {
         return CM_ESTATE;
     }
+    uint64_t now = uv_now(t->loop);
     cm__http_pool *p;
-    int r = pool_get(cl, addr, &p);
+    cm__http_cconn *c;
+    int r = take_idle(t, addr, now, &p, &c);
     if (r < 0) {
         return r;
     }
-    uint64_t now = uv_now(t->loop);
-    cm__http_cconn *c;
-    while ((c = p->idle) != NULL) {
-        idle_remove(cl, c);
-        if (t->opts.pool_ttl_ms && now - c->created >= t->opts.pool_ttl_ms) {
-            c->state = C_BUSY;
-            conn_close(c); /* too old: closed when taken, as go-micro's pool does */
-            continue;
-        }
-        break;
-    }
-    /* p may have been freed with its last connection. */
-    if (!c && (r = pool_get(cl, addr, &p)) < 0) {
-        return r;
-    }
     int reused = c != NULL;
-    if (!c) {
+    if (!reused) {
         c = conn_new(t, p);
         if (!c) {
             if (p->nconns == 0) {
@@ -602,16 +651,13 @@ cm__http_roundtrip(cm_transport *t, const char *addr, const cm_msg *req, uint64_
             return CM_ENOMEM;
         }
     }
+    /* A new connection sends later: the borrowed body is copied behind the header block. */
     r = build_request(c, addr, req);
     if (r == 0 && !reused) {
         r = cm__http_buf_append(&c->wb, req->body, req->body_len);
     }
     if (r < 0) {
-        if (reused) {
-            c->state = C_BUSY;
-        } else {
-            cl->dialed--;
-        }
+        cl->dialed -= !reused;
         conn_close(c);
         return r;
     }
@@ -623,28 +669,9 @@ cm__http_roundtrip(cm_transport *t, const char *addr, const cm_msg *req, uint64_
         *handle = &c->rt;
     }
     if (reused) {
-        cl->reused++;
-        c->state = C_BUSY;
-        c->sent = 0;
-        if (timeout_ms) {
-            uv_timer_start(&c->timer, on_timeout, timeout_ms, 0);
-        }
-        r = send_request(c, c->wb.len, req->body, req->body_len);
-        if (r < 0) {
-            fail_later(c, r == CM_ENOMEM ? CM_ENOMEM : CM_ECLOSED, CM_RT_UNSENT);
-        }
-        return 0;
-    }
-    uint64_t dial_ms = t->opts.dial_timeout_ms;
-    if (timeout_ms && (!dial_ms || timeout_ms < dial_ms)) {
-        dial_ms = timeout_ms;
-    }
-    if (dial_ms) {
-        uv_timer_start(&c->timer, on_timeout, dial_ms, 0);
-    }
-    r = dial(c);
-    if (r < 0) {
-        fail_later(c, r, CM_RT_UNSENT);
+        start_pooled(c, req, timeout_ms);
+    } else {
+        start_dial(c, timeout_ms);
     }
     return 0;
 }

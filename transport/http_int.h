@@ -39,9 +39,9 @@ typedef struct cm__http_in {
     size_t hdr_bytes; /* header block bytes seen so far (approximately the wire count) */
     size_t max_hdr;
     size_t max_body;
-    int hstate;      /* 0: no header yet, 1: in a key, 2: in a value */
-    int in_body;     /* the header block is complete; trailers are ignored */
-    int limit;       /* 431 or 413 when a limit stopped the parser, else 0 */
+    int hstate;          /* 0: no header yet, 1: in a key, 2: in a value */
+    int in_body;         /* the header block is complete; trailers are ignored */
+    int limit;           /* 431 or 413 when a limit stopped the parser, else 0 */
     uint64_t limit_size; /* the body size that broke the body limit */
     int limit_chunked;   /* the body size is a running total of chunks (a lower bound) */
     int keep_alive;      /* http_should_keep_alive() of the completed message */
@@ -49,8 +49,7 @@ typedef struct cm__http_in {
     cm_msg msg;          /* the completed message */
 } cm__http_in;
 
-void cm__http_in_init(cm__http_in *in, enum http_parser_type type, size_t max_hdr,
-                      size_t max_body);
+void cm__http_in_init(cm__http_in *in, enum http_parser_type type, size_t max_hdr, size_t max_body);
 void cm__http_in_free(cm__http_in *in);
 /* Runs http_parser over data. The parser pauses when a message completes: then *complete is
  * set, in->msg holds the message and the return value counts the bytes used, so the caller

@@ -15,7 +15,7 @@
  * long (and this many bytes) before it is closed, so that the peer reads the reply instead of
  * a reset. */
 #define LINGER_MS 2000
-#define LINGER_BYTES (1024 * 1024)
+#define LINGER_BYTES (16 * 1024 * 1024)
 /* Buffers bigger than this are freed after their message. */
 #define KEEP_WBUF_MAX (1024 * 1024)
 
@@ -59,7 +59,9 @@ struct listener {
     struct cm_listener base;
     cm_transport *t;
     uv_tcp_t server;
-    uv_idle_t idle; /* parses bytes left behind by pipelining; see resume() */
+    uv_idle_t idle; /* parses bytes left behind by pipelining; see on_idle() */
+    uv_tcp_t spare; /* takes and closes a connection when memory for it runs out */
+    int spare_busy;
     cm_request_cb cb;
     void *user;
     sconn *conns;
@@ -102,8 +104,7 @@ conn_unlink(listener *l, sconn *c)
     c->prev = c->next = NULL;
 }
 
-static void
-on_idle(uv_idle_t *h);
+static void on_idle(uv_idle_t *h);
 
 static void
 enqueue(sconn *c)
@@ -235,10 +236,8 @@ on_shutdown(uv_shutdown_t *req, int status)
     }
 }
 
-static void
-on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
-static void
-on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
 
 /* Sends FIN after the queued writes and drains the peer until it closes (or a deadline), so that
  * the peer reads a final reply rather than a reset caused by unread bytes. */
@@ -299,8 +298,8 @@ send_reply(sconn *c, const uint8_t *body, size_t blen, int final)
 {
     size_t sent;
     c->wreq.data = c;
-    int r = cm__http_send((uv_stream_t *)&c->tcp, &c->wreq, &c->wb, c->wb.len, body, blen,
-                          on_write, &sent);
+    int r = cm__http_send((uv_stream_t *)&c->tcp, &c->wreq, &c->wb, c->wb.len, body, blen, on_write,
+                          &sent);
     if (r < 0) {
         conn_close(c);
         return r;
@@ -352,8 +351,8 @@ reject(sconn *c, int err)
     } else {
         e = cm_error_new("cmicro.transport", 413,
                          "request body of %s%llu bytes exceeds %zu bytes (max_body_bytes)",
-                         in->limit_chunked ? "at least " : "",
-                         (unsigned long long)in->limit_size, o->max_body_bytes);
+                         in->limit_chunked ? "at least " : "", (unsigned long long)in->limit_size,
+                         o->max_body_bytes);
     }
     char *json = e ? cm_error_to_json(e) : NULL;
     cm_error_free(e);
@@ -389,7 +388,6 @@ cm__http_reply(cm_tconn *base, const cm_msg *rsp, int close_after)
         }
         return CM_ECLOSED;
     }
-    cm__http_in_trim(&c->in);
     static const cm_msg empty = {NULL, 0, NULL, 0};
     if (!rsp) {
         rsp = &empty;
@@ -405,7 +403,10 @@ cm__http_reply(cm_tconn *base, const cm_msg *rsp, int close_after)
         conn_close(c);
         return CM_ENOMEM;
     }
-    if (send_reply(c, rsp->body, rsp->body_len, 0) < 0) {
+    /* rsp may point into the request (an echo): the request's buffers go only now. */
+    int r = send_reply(c, rsp->body, rsp->body_len, 0);
+    cm__http_in_trim(&c->in);
+    if (r < 0) {
         return CM_ECLOSED;
     }
     if (c->state == S_READ) {
@@ -445,8 +446,8 @@ process(sconn *c)
     c->parsing = 1;
     while (c->state == S_READ && c->rb.pos < c->rb.len) {
         int complete;
-        ptrdiff_t n = cm__http_in_execute(&c->in, c->rb.p + c->rb.pos, c->rb.len - c->rb.pos,
-                                          &complete, 0);
+        ptrdiff_t n =
+            cm__http_in_execute(&c->in, c->rb.p + c->rb.pos, c->rb.len - c->rb.pos, &complete, 0);
         if (n < 0) {
             reject(c, (int)n);
             break;
@@ -511,6 +512,15 @@ on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 }
 
 static void
+on_spare_closed(uv_handle_t *h)
+{
+    listener *l = h->data;
+    l->spare_busy = 0;
+    l->nhandles--;
+    listener_maybe_done(l);
+}
+
+static void
 on_connection(uv_stream_t *server, int status)
 {
     listener *l = server->data;
@@ -519,7 +529,14 @@ on_connection(uv_stream_t *server, int status)
     }
     sconn *c = calloc(1, sizeof(*c));
     if (!c) {
-        /* Leave the connection in the backlog; libuv offers it again. */
+        /* Out of memory: the peer is refused (libuv stops accepting until one is taken). */
+        if (!l->spare_busy && uv_tcp_init(server->loop, &l->spare) == 0) {
+            l->spare_busy = 1;
+            l->spare.data = l;
+            l->nhandles++;
+            uv_accept(server, (uv_stream_t *)&l->spare);
+            uv_close((uv_handle_t *)&l->spare, on_spare_closed);
+        }
         return;
     }
     c->base.ops = &cm__transport_http;
@@ -546,8 +563,7 @@ on_connection(uv_stream_t *server, int status)
         cm__http_format_addr((struct sockaddr *)&ss, c->local, sizeof(c->local)) < 0) {
         c->local[0] = '\0';
     }
-    cm__http_in_init(&c->in, HTTP_REQUEST, l->t->opts.max_header_bytes,
-                     l->t->opts.max_body_bytes);
+    cm__http_in_init(&c->in, HTTP_REQUEST, l->t->opts.max_header_bytes, l->t->opts.max_body_bytes);
     if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) < 0) {
         conn_close(c);
     }
@@ -570,8 +586,7 @@ on_bind_failed_closed(uv_handle_t *h)
 }
 
 int
-cm__http_listen(cm_transport *t, const char *addr, cm_request_cb cb, void *user,
-                cm_listener **out)
+cm__http_listen(cm_transport *t, const char *addr, cm_request_cb cb, void *user, cm_listener **out)
 {
     char host[128];
     int port, bracketed;

@@ -103,6 +103,8 @@ test_json_round_trip(void)
         char err[200];
 
         fill_rich(&r, which);
+        /* Valid UTF-8 only: invalid bytes are written as U+FFFD and cannot come back. */
+        r.message = "h\xc3\xa9llo <b>&\t\"q\"\\ \xe2\x80\xa8\x01\x7f";
         want = pack_msg(&r.base);
         CHECK_EQ_INT(marshal_str(ECHO_DESC, &r, &js), 0);
         CHECK_EQ_INT(decode(ECHO_DESC, (char *)js.data, &got, err, sizeof(err)), 0);
@@ -111,6 +113,40 @@ test_json_round_trip(void)
         cm_buf_free(&js);
         cm_buf_free(&got);
     }
+}
+
+/* Map keys are sorted by their text as Go sorts them (so 10 before 2), and when the entries
+ * repeat a key the last one is written, as Go keeps the last when it decodes them. */
+static void
+test_map_order(void)
+{
+    Cmicro__Test__V1__EchoRequest__StrMapEntry sm[4], *smp[4];
+    Cmicro__Test__V1__EchoRequest__IntMapEntry im[4], *imp[4];
+    static const char *sk[] = {"b", "a", "\xc3\xa9", "a"}, *sv[] = {"1", "2", "3", "4"};
+    static const int32_t ik[] = {2, 10, -1, 2};
+    EchoRequest r;
+    cm_buf b = {0};
+    int i;
+
+    cmicro__test__v1__echo_request__init(&r);
+    for (i = 0; i < 4; i++) {
+        cmicro__test__v1__echo_request__str_map_entry__init(&sm[i]);
+        sm[i].key = (char *)sk[i];
+        sm[i].value = (char *)sv[i];
+        smp[i] = &sm[i];
+        cmicro__test__v1__echo_request__int_map_entry__init(&im[i]);
+        im[i].key = ik[i];
+        im[i].value = (char *)sv[i];
+        imp[i] = &im[i];
+    }
+    r.n_str_map = 4;
+    r.str_map = smp;
+    r.n_int_map = 4;
+    r.int_map = imp;
+    CHECK_EQ_INT(marshal_str(ECHO_DESC, &r, &b), 0);
+    CHECK_EQ_STR((char *)b.data, "{\"str_map\":{\"a\":\"4\",\"b\":\"1\",\"\xc3\xa9\":\"3\"},"
+                                 "\"int_map\":{\"-1\":\"3\",\"10\":\"2\",\"2\":\"4\"}}\n");
+    cm_buf_free(&b);
 }
 
 static void
@@ -277,6 +313,14 @@ test_name_precedence(void)
     protobuf_c_message_free_unpacked(&r->base, &ca.base);
     CHECK_EQ_INT(ca.live, 0);
 
+    /* A message member replaced through the wrapper form is freed. */
+    r = decode_echo("{\"nested\":{\"name\":\"x\",\"tags\":[\"a\"]},\"MyKind\":{\"Text\":\"t\"}}",
+                    &ca);
+    CHECK_EQ_INT(r->my_kind_case, CMICRO__TEST__V1__ECHO_REQUEST__MY_KIND_TEXT);
+    CHECK_EQ_STR(r->text, "t");
+    protobuf_c_message_free_unpacked(&r->base, &ca.base);
+    CHECK_EQ_INT(ca.live, 0);
+
     /* Go writes "MyKind":null for an unset oneof. */
     r = decode_echo("{\"MyKind\":null,\"text\":\"\"}", &ca);
     CHECK_EQ_INT(r->my_kind_case, CMICRO__TEST__V1__ECHO_REQUEST__MY_KIND_TEXT);
@@ -302,13 +346,14 @@ test_go_writer_form(void)
 
     CHECK(at_split != NULL && at_tail != NULL && at_split < at_tail);
     CHECK_EQ_INT(cm_buf_append(&go, rich_json, (size_t)(at_split - rich_json)), 0);
-    CHECK_EQ_INT(cm_buf_append(&go, ",\"MyKind\":{\"Number\":0}", 23), 0);
+    CHECK_EQ_INT(cm_buf_append(&go, ",\"MyKind\":{\"Number\":0}", 22), 0);
     CHECK_EQ_INT(cm_buf_append(&go, at_split, (size_t)(at_tail - at_split)), 0);
     CHECK_EQ_INT(cm_buf_append(&go, "}\n", 3), 0);
     CHECK(strstr((char *)go.data, "\"int_map\":{\"-1\":\"neg\",\"10\":\"ten\",\"2\":\"two\"},"
                                   "\"MyKind\":{\"Number\":0},\"bool_map\"") != NULL);
     CHECK(strstr((char *)go.data, "\"number\"") == NULL);
     fill_rich(&r, 2);
+    r.message = "h\xc3\xa9llo <b>&\t\"q\"\\ \xe2\x80\xa8\xef\xbf\xbd\x01"; /* \xff read as U+FFFD */
     want = pack_msg(&r.base);
     CHECK_EQ_INT(decode(ECHO_DESC, (char *)go.data, &got, err, sizeof(err)), 0);
     CHECK(buf_eq(&want, &got));
@@ -393,7 +438,11 @@ test_rejects(void)
     expect_reject(ECHO_DESC, "{\"i32\":1e-1}", "not an integer");
     expect_reject(ECHO_DESC, "{\"flt\":1e39}", "out of range for float");
     expect_reject(ECHO_DESC, "{\"dbl\":1e999}", "out of range for double");
+}
 
+static void
+test_rejects_syntax(void)
+{
     /* Not JSON, or not one object. */
     expect_reject(ECHO_DESC, "{\"message\":\"abc", "unterminated string");
     expect_reject(ECHO_DESC, "{\"message\":\"abc\"", "expected ',' or '}'");
@@ -515,9 +564,13 @@ test_proto2_presence(void)
 
     /* Decoding keeps the defaults of absent fields and sets has_ for present ones. */
     count_alloc_init(&ca);
-    CHECK_EQ_INT(cm_codec_json.unmarshal(LEGACY_DESC, (const uint8_t *)"{\"id\":\"\",\"blob\":\"\"}",
-                                         20, &ca.base, &out, err, sizeof(err)),
-                 0);
+    {
+        static const char in[] = "{\"id\":\"\",\"blob\":\"\"}";
+
+        CHECK_EQ_INT(cm_codec_json.unmarshal(LEGACY_DESC, (const uint8_t *)in, strlen(in),
+                                             &ca.base, &out, err, sizeof(err)),
+                     0);
+    }
     d = out;
     CHECK_EQ_STR(d->id, "");
     CHECK_EQ_INT(d->has_count, 0);
@@ -612,12 +665,14 @@ main(void)
 {
     RUN(test_exact_output);
     RUN(test_json_round_trip);
+    RUN(test_map_order);
     RUN(test_go_float_format);
     RUN(test_string_escapes);
     RUN(test_jsonpb_inputs);
     RUN(test_name_precedence);
     RUN(test_go_writer_form);
     RUN(test_rejects);
+    RUN(test_rejects_syntax);
     RUN(test_accepts);
     RUN(test_depth);
     RUN(test_proto2_presence);

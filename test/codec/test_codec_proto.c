@@ -76,7 +76,7 @@ test_proto_garbage(void)
         size_t len;
     } cases[] = {
         {"\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff", 11}, /* varint too long */
-        {"\x0a\x05ab", 4},                                    /* length beyond the end */
+        {"\x0a\x05" "ab", 4},                                 /* length beyond the end */
         {"\x0a", 1},                                          /* tag without value */
         {"\x0f", 1},                                          /* wire type 7 */
         {"\x0b\x0c", 2},                                      /* groups are unsupported */

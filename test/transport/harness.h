@@ -13,18 +13,21 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+/* Helpers each test program may or may not use. */
+#define HARNESS static __attribute__((unused))
+
 static uv_loop_t *L;
 
 /* ---- running the loop ---- */
 
-static void
+HARNESS void
 on_guard(uv_timer_t *h)
 {
     *(int *)h->data = 1;
 }
 
 /* Turns the loop until *flag becomes non-zero; fails the test after ms. */
-static void
+HARNESS void
 run_until(volatile int *flag, uint64_t ms)
 {
     int expired = 0;
@@ -41,7 +44,7 @@ run_until(volatile int *flag, uint64_t ms)
 }
 
 /* Turns the loop for ms. */
-static void
+HARNESS void
 run_for(uint64_t ms)
 {
     int never = 0, expired = 0;
@@ -66,13 +69,13 @@ typedef struct worker {
     void *arg;
 } worker;
 
-static void
+HARNESS void
 on_worker_async(uv_async_t *a)
 {
     ((worker *)a->data)->finished = 1;
 }
 
-static void
+HARNESS void
 worker_main(void *p)
 {
     worker *w = p;
@@ -80,7 +83,7 @@ worker_main(void *p)
     uv_async_send(&w->async);
 }
 
-static void
+HARNESS void
 worker_start(worker *w, void (*fn)(void *), void *arg)
 {
     memset(w, 0, sizeof(*w));
@@ -92,7 +95,7 @@ worker_start(worker *w, void (*fn)(void *), void *arg)
 }
 
 /* Turns the loop until the thread is done, then joins it. */
-static void
+HARNESS void
 worker_wait(worker *w, uint64_t ms)
 {
     run_until(&w->finished, ms);
@@ -102,7 +105,7 @@ worker_wait(worker *w, uint64_t ms)
 }
 
 /* Runs fn on a thread while the loop turns. */
-static void
+HARNESS void
 in_thread(void (*fn)(void *), void *arg)
 {
     worker w;
@@ -112,7 +115,7 @@ in_thread(void (*fn)(void *), void *arg)
 
 /* ---- raw blocking sockets (helper thread only) ---- */
 
-static int
+HARNESS int
 raw_connect(int port)
 {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
@@ -131,7 +134,7 @@ raw_connect(int port)
 }
 
 /* Sends everything; returns 0, or -1 when the peer is gone. */
-static int
+HARNESS int
 raw_send(int fd, const void *p, size_t n)
 {
     const char *c = p;
@@ -149,14 +152,14 @@ raw_send(int fd, const void *p, size_t n)
     return 0;
 }
 
-static void
+HARNESS void
 raw_send_str(int fd, const char *s)
 {
     CHECK(raw_send(fd, s, strlen(s)) == 0);
 }
 
 /* Reads until EOF (returns the length, *eof = 1) or error/timeout (*eof = 0). */
-static size_t
+HARNESS size_t
 raw_read_all(int fd, char *buf, size_t cap, int *eof)
 {
     size_t len = 0;
@@ -180,7 +183,7 @@ raw_read_all(int fd, char *buf, size_t cap, int *eof)
 }
 
 /* Finds a header's value in a raw response head (case-insensitive key). */
-static const char *
+HARNESS const char *
 raw_header(const char *head, const char *key, char *val, size_t cap)
 {
     size_t kn = strlen(key);
@@ -206,7 +209,7 @@ raw_header(const char *head, const char *key, char *val, size_t cap)
 
 /* Reads one response delimited by Content-Length; returns its total length, 0 on EOF or
  * timeout before a full response. Bytes past it stay in buf at [ret, *have). */
-static size_t
+HARNESS size_t
 raw_read_response(int fd, char *buf, size_t cap, size_t *have)
 {
     for (;;) {
@@ -235,7 +238,7 @@ raw_read_response(int fd, char *buf, size_t cap, size_t *have)
 }
 
 /* Drops the first n bytes of buf. */
-static void
+HARNESS void
 raw_consume(char *buf, size_t *have, size_t n)
 {
     memmove(buf, buf + n, *have - n);
@@ -243,7 +246,7 @@ raw_consume(char *buf, size_t *have, size_t n)
     buf[*have] = '\0';
 }
 
-static char *
+HARNESS char *
 strdupf(const char *fmt, ...)
 {
     va_list ap;
@@ -270,8 +273,8 @@ typedef struct server {
     int port;
     char addr[64];
     int mode;
-    int seen;        /* requests delivered */
-    char *last;      /* the last request, rendered */
+    int seen;                 /* requests delivered */
+    char *last;               /* the last request, rendered */
     cm_tconn *held[MAX_HELD]; /* requests not replied yet (REPLY_LATER, REPLY_NEVER) */
     const cm_msg *held_req[MAX_HELD];
     int held_seq[MAX_HELD];
@@ -280,7 +283,7 @@ typedef struct server {
     int reply_rc;     /* the last cm_tconn_reply() result */
 } server;
 
-static char *
+HARNESS char *
 render(const cm_msg *m)
 {
     cm__http_buf b = {0};
@@ -299,7 +302,7 @@ render(const cm_msg *m)
 /* Echo: the body back, plus X-Seq (the request's number on the server), X-Echo (the request's
  * x-test header, looked up in another case), Content-Type and X-Render (the whole request as
  * render() writes it, its newlines sent as spaces). */
-static void
+HARNESS void
 echo_reply(server *s, cm_tconn *c, const cm_msg *req, int seq)
 {
     char sq[16];
@@ -318,7 +321,7 @@ echo_reply(server *s, cm_tconn *c, const cm_msg *req, int seq)
     free(r);
 }
 
-static void
+HARNESS void
 on_later(uv_timer_t *h)
 {
     server *s = h->data;
@@ -329,7 +332,7 @@ on_later(uv_timer_t *h)
     }
 }
 
-static void
+HARNESS void
 on_request(cm_tconn *c, const cm_msg *req, void *user)
 {
     server *s = user;
@@ -352,7 +355,7 @@ on_request(cm_tconn *c, const cm_msg *req, void *user)
     }
 }
 
-static void
+HARNESS void
 server_start(server *s, const cm_transport_opts *o)
 {
     memset(s, 0, sizeof(*s));
@@ -366,7 +369,7 @@ server_start(server *s, const cm_transport_opts *o)
     s->later.data = s;
 }
 
-static void
+HARNESS void
 set_flag(void *arg)
 {
     (*(int *)arg)++;
@@ -374,7 +377,7 @@ set_flag(void *arg)
 
 /* Replies what is still held (the results are those of closed connections), closes all and
  * checks that everything went away. */
-static void
+HARNESS void
 server_stop(server *s)
 {
     int ldone = 0, tdone = 0;
@@ -393,7 +396,7 @@ server_stop(server *s)
     free(s->last);
 }
 
-static void
+HARNESS void
 harness_init(void)
 {
     static uv_loop_t loop;
@@ -403,7 +406,7 @@ harness_init(void)
 }
 
 /* Every handle was closed: the loop closes cleanly. */
-static void
+HARNESS void
 harness_done(void)
 {
     uv_run(L, UV_RUN_DEFAULT);

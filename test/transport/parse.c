@@ -55,27 +55,26 @@ parse_pieces(cm__http_in *in, const char *data, size_t len, const size_t *cuts, 
     return nmsg;
 }
 
-static const char two_requests[] =
-    "POST / HTTP/1.1\r\n"
-    "Host: 127.0.0.1:8080\r\n"
-    "User-Agent: Go-http-client/1.1\r\n"
-    "Transfer-Encoding: chunked\r\n"
-    "Content-Type: application/json\r\n"
-    "Micro-Endpoint: Greeter.Hello\r\n"
-    "X-Empty:\r\n"
-    "X-Dup: one\r\n"
-    "X-Dup: two\r\n"
-    "\r\n"
-    "5\r\nhello\r\n"
-    "7;ext=1\r\n, world\r\n"
-    "0\r\n"
-    "X-Trailer: dropped\r\n"
-    "\r\n"
-    "PUT /any/path?q=1 HTTP/1.1\r\n"
-    "host: x\r\n"
-    "content-length: 3\r\n"
-    "\r\n"
-    "abc";
+static const char two_requests[] = "POST / HTTP/1.1\r\n"
+                                   "Host: 127.0.0.1:8080\r\n"
+                                   "User-Agent: Go-http-client/1.1\r\n"
+                                   "Transfer-Encoding: chunked\r\n"
+                                   "Content-Type: application/json\r\n"
+                                   "Micro-Endpoint: Greeter.Hello\r\n"
+                                   "X-Empty:\r\n"
+                                   "X-Dup: one\r\n"
+                                   "X-Dup: two\r\n"
+                                   "\r\n"
+                                   "5\r\nhello\r\n"
+                                   "7;ext=1\r\n, world\r\n"
+                                   "0\r\n"
+                                   "X-Trailer: dropped\r\n"
+                                   "\r\n"
+                                   "PUT /any/path?q=1 HTTP/1.1\r\n"
+                                   "host: x\r\n"
+                                   "content-length: 3\r\n"
+                                   "\r\n"
+                                   "abc";
 
 static const char *expect_first = "Host=127.0.0.1:8080\n"
                                   "User-Agent=Go-http-client/1.1\n"
@@ -239,9 +238,9 @@ test_writers(void)
     };
     cm_msg m = {h, sizeof(h) / sizeof(h[0]), NULL, 0};
     cm__http_buf b = {0};
-    CHECK(cm__http_put_headers(&b, &m, CM__HTTP_SKIP_HOST | CM__HTTP_SKIP_CLEN |
-                                           CM__HTTP_SKIP_TE | CM__HTTP_SKIP_UA |
-                                           CM__HTTP_SKIP_TRAILER) == 0);
+    CHECK(cm__http_put_headers(&b, &m,
+                               CM__HTTP_SKIP_HOST | CM__HTTP_SKIP_CLEN | CM__HTTP_SKIP_TE |
+                                   CM__HTTP_SKIP_UA | CM__HTTP_SKIP_TRAILER) == 0);
     CHECK(cm__http_buf_append(&b, "", 1) == 0);
     CHECK_EQ_STR(b.p, "Content-Type: application/json\r\nConnection: close\r\n"
                       "X-Multi: a  Injected: yes b\r\n");
@@ -269,8 +268,8 @@ test_addresses(void)
     CHECK_EQ_INT(cm__http_split_addr(":65535", host, sizeof(host), &port, &br), 0);
     CHECK_EQ_STR(host, "");
     CHECK_EQ_INT(port, 65535);
-    const char *bad[] = {"", "1.2.3.4", "1.2.3.4:", "1.2.3.4:65536", "1.2.3.4:8x", "::1:80",
-                         "[::1:80", "host:-1", "h:123456"};
+    const char *bad[] = {"",       "1.2.3.4", "1.2.3.4:", "1.2.3.4:65536", "1.2.3.4:8x",
+                         "::1:80", "[::1:80", "host:-1",  "h:123456"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         CHECK_EQ_INT(cm__http_split_addr(bad[i], host, sizeof(host), &port, &br), CM_EADDR);
     }

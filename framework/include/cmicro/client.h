@@ -13,6 +13,7 @@
 #include <cmicro/codec.h>
 #include <cmicro/loop.h>
 #include <cmicro/md.h>
+#include <cmicro/selector.h>
 #include <cmicro/transport.h>
 
 #ifdef __cplusplus
@@ -29,6 +30,8 @@ typedef struct cm_client_opts {
     int max_attempts;            /* default 6 (go-micro v4.10+: 5 retries) */
     const char *transport;       /* default "http" */
     cm_transport_opts transport_opts;
+    cm_selector *selector;       /* borrowed, on the client's loop: resolves service names for
+                                    calls without an address; NULL: calls need an address */
 } cm_client_opts;
 
 CM_EXTERN void cm_client_opts_init(cm_client_opts *o);
@@ -46,6 +49,7 @@ typedef struct cm_call_opts {
     const cm_ctx *parent;        /* a call being served: its metadata (not Micro-* framework
                                     headers) is forwarded and its deadline bounds this call */
     int idempotent;              /* retry transport errors too */
+    const cm_select_filter *filter; /* narrows the selector's nodes (version, labels) */
 } cm_call_opts;
 
 CM_EXTERN void cm_call_opts_init(cm_call_opts *o);

@@ -22,7 +22,8 @@ typedef struct cm_hdr {
     const char *val;
 } cm_hdr;
 
-/* A message: headers and body, all borrowed views. */
+/* A message: headers and body, all borrowed views. In a message the transport delivers, body
+ * is never NULL (an empty body is ""). */
 typedef struct cm_msg {
     const cm_hdr *hdrs;
     size_t nhdrs;
@@ -65,11 +66,15 @@ CM_EXTERN const char *cm_transport_name(const cm_transport *t);
  * cm_tconn_reply() is called for it; the transport delivers no further request on that
  * connection before then (requests are served one at a time per connection, as go-micro
  * clients never pipeline). Requests the transport rejects itself (over a limit, malformed) never
- * reach this callback: the transport answers them with a go-micro error and closes. */
+ * reach this callback: the transport answers them itself (a 200 with a go-micro error in
+ * Micro-Error for a limit, a plain 400 for malformed HTTP) and closes. A connection the
+ * transport closes after a final reply is shut down for writing and drained for up to 2 s first,
+ * so that the peer reads the reply rather than a reset. Idle connections are never closed. */
 typedef void (*cm_request_cb)(cm_tconn *conn, const cm_msg *req, void *user);
 
-/* Listens on "host:port" (":0", "0.0.0.0:0", "127.0.0.1:8001", "[::1]:0"). Returns 0,
- * CM_EADDR (unparsable address) or a libuv error (UV_EADDRINUSE, ...). */
+/* Listens on "host:port" (":0", "0.0.0.0:0", "127.0.0.1:8001", "[::1]:0"; the host is an IP
+ * literal, "localhost" or empty for all IPv4 interfaces). Returns 0, CM_EADDR (unparsable
+ * address) or a libuv error (UV_EADDRINUSE, ...). */
 CM_EXTERN int cm_transport_listen(cm_transport *t, const char *addr, cm_request_cb cb, void *user,
                                   cm_listener **out);
 /* The bound address, with the real port ("127.0.0.1:43567", "[::]:43567"). 0 or CM_EINVAL
@@ -121,8 +126,9 @@ typedef void (*cm_roundtrip_cb)(int status, unsigned flags, const cm_msg *rsp, v
  * reuse; one request in flight per connection) and calls cb once with the response. req is
  * borrowed during the call. timeout_ms (0: none) bounds the whole round trip including the dial;
  * on expiry the connection is closed, not pooled. handle (may be NULL) receives a handle valid
- * until cb runs. Returns 0, CM_EADDR, CM_EINVAL, CM_ENOMEM or CM_ESTATE (the transport is
- * closing). */
+ * until cb runs. A name is resolved with uv_getaddrinfo on every dial (its first IPv4 address is
+ * preferred). Idle pooled connections do not keep the loop alive (they are unref'd). Returns 0,
+ * CM_EADDR, CM_EINVAL, CM_ENOMEM or CM_ESTATE (the transport is closing). */
 CM_EXTERN int cm_transport_roundtrip(cm_transport *t, const char *addr, const cm_msg *req,
                                      uint64_t timeout_ms, cm_roundtrip_cb cb, void *user,
                                      cm_roundtrip **handle);

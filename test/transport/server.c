@@ -1,0 +1,729 @@
+/* The HTTP transport's server side over real sockets on 127.0.0.1: framing, keep-alive,
+ * pipelining, limits and malformed input, closing. */
+#include "harness.h"
+
+/* ---- a client transport for the good-path tests ---- */
+
+typedef struct result {
+    int done;
+    int status;
+    unsigned flags;
+    char *rendered; /* the response, rendered */
+    size_t body_len;
+    char *body;
+} result;
+
+static void
+on_result(int status, unsigned flags, const cm_msg *rsp, void *user)
+{
+    result *r = user;
+    r->done++;
+    r->status = status;
+    r->flags = flags;
+    if (rsp) {
+        r->rendered = render(rsp);
+        r->body_len = rsp->body_len;
+        r->body = malloc(rsp->body_len + 1);
+        CHECK(r->body != NULL);
+        memcpy(r->body, rsp->body, rsp->body_len);
+        r->body[rsp->body_len] = '\0';
+    }
+}
+
+static void
+result_free(result *r)
+{
+    free(r->rendered);
+    free(r->body);
+    memset(r, 0, sizeof(*r));
+}
+
+static void
+client_close(cm_transport *t)
+{
+    int done = 0;
+    cm_transport_close(t, set_flag, &done);
+    run_until(&done, 5000);
+}
+
+static void
+test_roundtrip(void)
+{
+    server s;
+    server_start(&s, NULL);
+    cm_transport *c;
+    CHECK_EQ_INT(cm_transport_new(L, NULL, NULL, &c), 0);
+
+    cm_hdr h[] = {{"X-Test", "hello"}, {"Content-Type", "application/json"}, {"Micro-Id", "7"}};
+    cm_msg req = {h, 3, (const uint8_t *)"{\"a\":1}", 7};
+    result r = {0};
+    CHECK_EQ_INT(cm_transport_roundtrip(c, s.addr, &req, 5000, on_result, &r, NULL), 0);
+    CHECK_EQ_INT(r.done, 0);
+    run_until(&r.done, 5000);
+    CHECK_EQ_INT(r.status, 0);
+    CHECK_EQ_STR(r.body, "{\"a\":1}");
+
+    /* The server got exactly what Go's http.Request.Write sends, headers as given. */
+    char *want = strdupf("Host=%s\nUser-Agent=cmicro/0.1\nContent-Length=7\nX-Test=hello\n"
+                         "Content-Type=application/json\nMicro-Id=7\nbody={\"a\":1}",
+                         s.addr);
+    CHECK_EQ_STR(s.last, want);
+    free(want);
+    /* The reply: Content-Length first and exact, the message's own Content-Length and
+     * Connection dropped, lookups case-insensitive on both ends. */
+    CHECK(strncmp(r.rendered,
+                  "Content-Length=7\nX-Seq=1\nX-Echo=hello\n"
+                  "Content-Type=application/json\nX-Render=",
+                  strlen("Content-Length=7\nX-Seq=1\nX-Echo=hello\n"
+                         "Content-Type=application/json\nX-Render=")) == 0);
+    CHECK(strstr(r.rendered, "Connection") == NULL);
+    CHECK(strstr(r.rendered, "999") == NULL);
+    result_free(&r);
+
+    /* An empty body still carries Content-Length: 0. */
+    cm_msg empty = {NULL, 0, NULL, 0};
+    CHECK_EQ_INT(cm_transport_roundtrip(c, s.addr, &empty, 5000, on_result, &r, NULL), 0);
+    run_until(&r.done, 5000);
+    CHECK_EQ_INT(r.status, 0);
+    CHECK_EQ_INT(r.body_len, 0);
+    CHECK(strstr(s.last, "Content-Length=0\n") != NULL);
+    CHECK(strstr(r.rendered, "Content-Length=0\n") != NULL);
+    result_free(&r);
+
+    cm_pool_stats ps;
+    cm_transport_get_pool_stats(c, &ps);
+    CHECK_EQ_INT(ps.dialed, 1);
+    CHECK_EQ_INT(ps.reused, 1);
+    CHECK_EQ_INT(ps.idle, 1);
+
+    /* Once the listener stops accepting, open connections are still served; new ones are
+     * refused. */
+    cm_listener_stop_accepting(s.l);
+    run_for(10);
+    CHECK_EQ_INT(cm_transport_roundtrip(c, s.addr, &req, 5000, on_result, &r, NULL), 0);
+    run_until(&r.done, 5000);
+    CHECK_EQ_INT(r.status, 0);
+    CHECK_EQ_STR(r.body, "{\"a\":1}");
+    result_free(&r);
+    cm_transport *c2;
+    CHECK_EQ_INT(cm_transport_new(L, NULL, NULL, &c2), 0);
+    CHECK_EQ_INT(cm_transport_roundtrip(c2, s.addr, &req, 5000, on_result, &r, NULL), 0);
+    run_until(&r.done, 5000);
+    CHECK_EQ_INT(r.status, UV_ECONNREFUSED);
+    CHECK(r.flags & CM_RT_UNSENT);
+    result_free(&r);
+    client_close(c2);
+    char a[64];
+    CHECK_EQ_INT(cm_listener_addr(s.l, a, sizeof(a)), 0);
+    CHECK_EQ_STR(a, s.addr);
+    cm_listener_stats st;
+    cm_listener_get_stats(s.l, &st);
+    CHECK_EQ_INT(st.accepted, 1);
+    CHECK_EQ_INT(st.requests, 3);
+    client_close(c);
+    server_stop(&s);
+}
+
+/* ---- raw requests ---- */
+
+typedef struct rawjob {
+    int port;
+    int fail; /* set by the thread: which step went wrong */
+} rawjob;
+
+#define T_CHECK(j, cond, step)                                                                     \
+    do {                                                                                           \
+        if (!(cond) && !(j)->fail) {                                                               \
+            fprintf(stderr, "%s:%d: thread check failed: %s\n", __FILE__, __LINE__, #cond);        \
+            (j)->fail = (step);                                                                    \
+        }                                                                                          \
+    } while (0)
+
+static void
+job_chunked_empty(void *arg)
+{
+    rawjob *j = arg;
+    int fd = raw_connect(j->port);
+    /* Go sends an empty body as chunked. */
+    raw_send_str(fd, "POST / HTTP/1.1\r\nHost: x\r\nUser-Agent: Go-http-client/1.1\r\n"
+                     "Transfer-Encoding: chunked\r\nX-Test: go\r\n\r\n0\r\n\r\n");
+    char buf[4096];
+    size_t have = 0;
+    size_t n = raw_read_response(fd, buf, sizeof(buf), &have);
+    T_CHECK(j, n == have, 1);
+    const char *want = "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nX-Seq: 1\r\nX-Echo: go\r\n"
+                       "Content-Type: \r\nX-Render: Host=x User-Agent=Go-http-client/1.1 "
+                       "Transfer-Encoding=chunked X-Test=go body=\r\n\r\n";
+    T_CHECK(j, strcmp(buf, want) == 0, 2);
+    raw_consume(buf, &have, n);
+    /* The connection stays open for the next request. */
+    raw_send_str(fd, "POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nX-Test: again\r\n\r\nhi");
+    n = raw_read_response(fd, buf, sizeof(buf), &have);
+    T_CHECK(j, n > 0, 3);
+    T_CHECK(j, strstr(buf, "X-Seq: 2\r\n") != NULL, 4);
+    T_CHECK(j, strstr(buf, "X-Echo: again\r\n") != NULL, 5);
+    T_CHECK(j, strcmp(buf + n - 6, "\r\n\r\nhi") == 0, 6);
+    close(fd);
+}
+
+static void
+test_chunked_empty(void)
+{
+    server s;
+    server_start(&s, NULL);
+    rawjob j = {s.port, 0};
+    in_thread(job_chunked_empty, &j);
+    CHECK_EQ_INT(j.fail, 0);
+    cm_listener_stats st;
+    cm_listener_get_stats(s.l, &st);
+    CHECK_EQ_INT(st.accepted, 1);
+    CHECK_EQ_INT(st.requests, 2);
+    CHECK_EQ_INT(st.rejected, 0);
+    server_stop(&s);
+}
+
+static const char split_req[] = "POST /split HTTP/1.1\r\n"
+                                "Host: 127.0.0.1\r\n"
+                                "Transfer-Encoding: chunked\r\n"
+                                "X-Test: split\r\n"
+                                "Micro-Endpoint: Say.Hello\r\n"
+                                "\r\n"
+                                "3\r\nabc\r\n"
+                                "4\r\ndefg\r\n"
+                                "0\r\n\r\n";
+
+static void
+job_split(void *arg)
+{
+    rawjob *j = arg;
+    size_t len = sizeof(split_req) - 1;
+    const char *render_want = "X-Render: Host=127.0.0.1 Transfer-Encoding=chunked X-Test=split "
+                              "Micro-Endpoint=Say.Hello body=abcdefg\r\n";
+    int fd = raw_connect(j->port);
+    char buf[4096];
+    size_t have = 0;
+    for (size_t i = 1; i < len && !j->fail; i++) {
+        /* Every few splits on a new connection, the others on one kept connection. */
+        if (i % 16 == 0) {
+            close(fd);
+            fd = raw_connect(j->port);
+            have = 0;
+        }
+        T_CHECK(j, raw_send(fd, split_req, i) == 0, 1);
+        usleep(1000);
+        T_CHECK(j, raw_send(fd, split_req + i, len - i) == 0, 2);
+        size_t n = raw_read_response(fd, buf, sizeof(buf), &have);
+        T_CHECK(j, n > 0, 3);
+        T_CHECK(j, strstr(buf, render_want) != NULL, 4);
+        T_CHECK(j, strcmp(buf + n - 11, "\r\n\r\nabcdefg") == 0, 5);
+        raw_consume(buf, &have, n);
+    }
+    close(fd);
+}
+
+static void
+test_split(void)
+{
+    server s;
+    server_start(&s, NULL);
+    rawjob j = {s.port, 0};
+    in_thread(job_split, &j);
+    CHECK_EQ_INT(j.fail, 0);
+    cm_listener_stats st;
+    cm_listener_get_stats(s.l, &st);
+    CHECK_EQ_INT(st.requests, sizeof(split_req) - 2);
+    CHECK_EQ_INT(st.rejected, 0);
+    server_stop(&s);
+}
+
+/* ---- 1,000 sequential round trips on one connection ---- */
+
+typedef struct chain {
+    cm_transport *t;
+    const char *addr;
+    int left;
+    int ok;
+    int failed;
+    int done;
+    int stop; /* set: no new round trip after the current one */
+} chain;
+
+static void chain_next(chain *ch);
+
+static void
+on_chain(int status, unsigned flags, const cm_msg *rsp, void *user)
+{
+    (void)flags;
+    chain *ch = user;
+    if (status == 0 && rsp->body_len == 4 && memcmp(rsp->body, "ping", 4) == 0) {
+        ch->ok++;
+    } else {
+        fprintf(stderr, "chain: status %d (%s)\n", status, cm_strerror(status));
+        ch->failed++;
+    }
+    chain_next(ch);
+}
+
+static void
+chain_next(chain *ch)
+{
+    if (ch->left == 0 || ch->stop) {
+        ch->done = 1;
+        return;
+    }
+    ch->left--;
+    cm_hdr h[] = {{"Content-Type", "application/octet-stream"}};
+    cm_msg req = {h, 1, (const uint8_t *)"ping", 4};
+    CHECK_EQ_INT(cm_transport_roundtrip(ch->t, ch->addr, &req, 5000, on_chain, ch, NULL), 0);
+}
+
+static void
+test_sequential(void)
+{
+    server s;
+    server_start(&s, NULL);
+    chain ch = {0};
+    CHECK_EQ_INT(cm_transport_new(L, NULL, NULL, &ch.t), 0);
+    ch.addr = s.addr;
+    ch.left = 1000;
+    chain_next(&ch);
+    run_until(&ch.done, 30000);
+    CHECK_EQ_INT(ch.ok, 1000);
+    CHECK_EQ_INT(ch.failed, 0);
+    cm_listener_stats st;
+    cm_listener_get_stats(s.l, &st);
+    CHECK_EQ_INT(st.accepted, 1);
+    CHECK_EQ_INT(st.active, 1);
+    CHECK_EQ_INT(st.requests, 1000);
+    cm_pool_stats ps;
+    cm_transport_get_pool_stats(ch.t, &ps);
+    CHECK_EQ_INT(ps.dialed, 1);
+    CHECK_EQ_INT(ps.reused, 999);
+    CHECK_EQ_INT(ps.idle, 1);
+    client_close(ch.t);
+    run_for(50);
+    cm_listener_get_stats(s.l, &st);
+    CHECK_EQ_INT(st.active, 0);
+    server_stop(&s);
+}
+
+/* ---- bad input, while a good client keeps being served ---- */
+
+static void
+expect_final(rawjob *j, int fd, const char *want, int step)
+{
+    static char buf[1 << 16];
+    int eof;
+    raw_read_all(fd, buf, sizeof(buf), &eof);
+    if (strcmp(buf, want) != 0) {
+        fprintf(stderr, "got:  [%s]\nwant: [%s]\n", buf, want);
+    }
+    T_CHECK(j, strcmp(buf, want) == 0, step);
+    T_CHECK(j, eof, step + 100);
+    close(fd);
+}
+
+static void
+job_bad_inputs(void *arg)
+{
+    rawjob *j = arg;
+
+    /* A header block over 64 KiB. */
+    int fd = raw_connect(j->port);
+    size_t big = 70000;
+    char *hdr = malloc(big + 64);
+    memcpy(hdr, "POST / HTTP/1.1\r\nHost: x\r\nX-Big: ", 33);
+    memset(hdr + 33, 'a', big);
+    memcpy(hdr + 33 + big, "\r\n\r\n", 4);
+    T_CHECK(j, raw_send(fd, hdr, 33 + big + 4) == 0, 1);
+    free(hdr);
+    expect_final(j, fd,
+                 "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nMicro-Error: "
+                 "{\"id\":\"cmicro.transport\",\"code\":431,\"detail\":\"request header block "
+                 "exceeds 65536 bytes (max_header_bytes)\",\"status\":\"Request Header Fields "
+                 "Too Large\"}\r\n\r\n",
+                 2);
+
+    /* A Content-Length over 4 MiB, refused before the body. */
+    fd = raw_connect(j->port);
+    raw_send_str(fd, "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5242880\r\n\r\n");
+    expect_final(j, fd,
+                 "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nMicro-Error: "
+                 "{\"id\":\"cmicro.transport\",\"code\":413,\"detail\":\"request body of 5242880 "
+                 "bytes exceeds 4194304 bytes (max_body_bytes)\",\"status\":\"Request Entity "
+                 "Too Large\"}\r\n\r\n",
+                 3);
+
+    /* Chunks that add up past 4 MiB: 3 MiB, then a 2 MiB chunk header. */
+    fd = raw_connect(j->port);
+    raw_send_str(fd, "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n300000\r\n");
+    size_t three = 3 * 1024 * 1024;
+    char *chunk = malloc(three);
+    memset(chunk, 'c', three);
+    T_CHECK(j, raw_send(fd, chunk, three) == 0, 4);
+    free(chunk);
+    raw_send_str(fd, "\r\n200000\r\n");
+    expect_final(j, fd,
+                 "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nMicro-Error: "
+                 "{\"id\":\"cmicro.transport\",\"code\":413,\"detail\":\"request body of at least "
+                 "5242880 bytes exceeds 4194304 bytes (max_body_bytes)\",\"status\":\"Request "
+                 "Entity Too Large\"}\r\n\r\n",
+                 5);
+
+    /* A bad chunk size. */
+    fd = raw_connect(j->port);
+    raw_send_str(fd, "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n");
+    expect_final(j, fd,
+                 "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nConnection: close\r\n"
+                 "Content-Length: 38\r\n\r\ninvalid character in chunk size header",
+                 6);
+
+    /* Garbage. */
+    fd = raw_connect(j->port);
+    raw_send_str(fd, "\x01\x02\x03 garbage\r\n\r\n");
+    expect_final(j, fd,
+                 "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nConnection: close\r\n"
+                 "Content-Length: 19\r\n\r\ninvalid HTTP method",
+                 7);
+
+    /* A body cut short by the close: nothing is delivered. */
+    fd = raw_connect(j->port);
+    raw_send_str(fd, "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc");
+    usleep(20000);
+    close(fd);
+
+    /* Headers cut short by the close. */
+    fd = raw_connect(j->port);
+    raw_send_str(fd, "POST / HTTP/1.1\r\nHost: x\r\nX-Hal");
+    usleep(20000);
+    close(fd);
+
+    /* And the server still answers a good request. */
+    fd = raw_connect(j->port);
+    raw_send_str(fd, "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nX-Test: fine\r\n\r\nok");
+    char buf[4096];
+    size_t have = 0;
+    T_CHECK(j, raw_read_response(fd, buf, sizeof(buf), &have) > 0, 8);
+    T_CHECK(j, strstr(buf, "X-Echo: fine\r\n") != NULL, 9);
+    close(fd);
+}
+
+static void
+test_bad_inputs(void)
+{
+    server s;
+    server_start(&s, NULL);
+    chain ch = {0};
+    CHECK_EQ_INT(cm_transport_new(L, NULL, NULL, &ch.t), 0);
+    ch.addr = s.addr;
+    ch.left = 1 << 30;
+
+    rawjob j = {s.port, 0};
+    worker w;
+    worker_start(&w, job_bad_inputs, &j);
+    chain_next(&ch);
+    run_until(&w.finished, 30000);
+    ch.stop = 1;
+    run_until(&ch.done, 5000);
+    uv_thread_join(&w.th);
+    uv_close((uv_handle_t *)&w.async, NULL);
+    CHECK_EQ_INT(j.fail, 0);
+    CHECK_EQ_INT(ch.failed, 0);
+    CHECK(ch.ok > 10); /* the good client was served all along */
+    fprintf(stderr, "good round trips during bad input: %d\n", ch.ok);
+
+    run_for(50);
+    cm_listener_stats st;
+    cm_listener_get_stats(s.l, &st);
+    CHECK_EQ_INT(st.rejected, 5);
+    CHECK_EQ_INT(st.requests, (uint64_t)ch.ok + 1);
+    CHECK_EQ_INT(st.accepted, 9); /* eight raw connections and the good client's one */
+    CHECK_EQ_INT(st.active, 1);
+    client_close(ch.t);
+    server_stop(&s);
+}
+
+/* ---- pipelining and Connection: close ---- */
+
+static void
+job_pipelined(void *arg)
+{
+    rawjob *j = arg;
+    int fd = raw_connect(j->port);
+    raw_send_str(fd, "POST / HTTP/1.1\r\nHost: x\r\nX-Test: p1\r\nContent-Length: 1\r\n\r\nA"
+                     "POST / HTTP/1.1\r\nHost: x\r\nX-Test: p2\r\nContent-Length: 1\r\n\r\nB"
+                     "POST / HTTP/1.1\r\nHost: x\r\nX-Test: p3\r\nTransfer-Encoding: chunked"
+                     "\r\n\r\n1\r\nC\r\n0\r\n\r\n");
+    char buf[8192];
+    size_t have = 0;
+    const char *order[] = {"X-Echo: p1\r\n", "X-Echo: p2\r\n", "X-Echo: p3\r\n"};
+    const char *bodies[] = {"A", "B", "C"};
+    for (int i = 0; i < 3; i++) {
+        size_t n = raw_read_response(fd, buf, sizeof(buf), &have);
+        T_CHECK(j, n > 0, 1 + i);
+        char save = buf[n];
+        buf[n] = '\0';
+        T_CHECK(j, strstr(buf, order[i]) != NULL, 10 + i);
+        T_CHECK(j, buf[n - 1] == bodies[i][0], 20 + i);
+        buf[n] = save;
+        raw_consume(buf, &have, n);
+    }
+    close(fd);
+}
+
+static void
+test_pipelined(void)
+{
+    for (int mode = REPLY_NOW; mode <= REPLY_LATER; mode++) {
+        server s;
+        server_start(&s, NULL);
+        s.mode = mode;
+        rawjob j = {s.port, 0};
+        in_thread(job_pipelined, &j);
+        CHECK_EQ_INT(j.fail, 0);
+        CHECK_EQ_INT(s.seen, 3);
+        server_stop(&s);
+    }
+}
+
+static void
+job_conn_close(void *arg)
+{
+    rawjob *j = arg;
+    /* Connection: close, then HTTP/1.0 without keep-alive: both answered, then closed. */
+    const char *reqs[] = {
+        "POST / HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 1\r\n\r\nZ",
+        "POST / HTTP/1.0\r\nContent-Length: 1\r\n\r\nY",
+    };
+    for (int i = 0; i < 2; i++) {
+        int fd = raw_connect(j->port);
+        raw_send_str(fd, reqs[i]);
+        char buf[4096];
+        int eof;
+        size_t n = raw_read_all(fd, buf, sizeof(buf), &eof);
+        T_CHECK(j, eof, 1 + i);
+        T_CHECK(j, strncmp(buf, "HTTP/1.1 200 OK\r\nContent-Length: 1\r\n", 36) == 0, 3 + i);
+        T_CHECK(j, n > 0 && buf[n - 1] == reqs[i][strlen(reqs[i]) - 1], 5 + i);
+        close(fd);
+    }
+}
+
+static void
+test_conn_close(void)
+{
+    server s;
+    server_start(&s, NULL);
+    rawjob j = {s.port, 0};
+    in_thread(job_conn_close, &j);
+    CHECK_EQ_INT(j.fail, 0);
+    run_for(50);
+    cm_listener_stats st;
+    cm_listener_get_stats(s.l, &st);
+    CHECK_EQ_INT(st.requests, 2);
+    CHECK_EQ_INT(st.active, 0);
+    server_stop(&s);
+}
+
+/* An idle keep-alive connection stays open (longer than the linger time) and still works. */
+static void
+job_idle(void *arg)
+{
+    rawjob *j = arg;
+    int fd = raw_connect(j->port);
+    raw_send_str(fd, "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\n1");
+    char buf[4096];
+    size_t have = 0;
+    size_t n = raw_read_response(fd, buf, sizeof(buf), &have);
+    T_CHECK(j, n > 0, 1);
+    raw_consume(buf, &have, n);
+    struct timeval tv = {2, 500000};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    char c;
+    ssize_t r = recv(fd, &c, 1, 0);
+    T_CHECK(j, r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK), 2);
+    raw_send_str(fd, "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\n2");
+    n = raw_read_response(fd, buf, sizeof(buf), &have);
+    T_CHECK(j, n > 0 && buf[n - 1] == '2', 3);
+    close(fd);
+}
+
+static void
+test_idle_kept(void)
+{
+    server s;
+    server_start(&s, NULL);
+    rawjob j = {s.port, 0};
+    in_thread(job_idle, &j);
+    CHECK_EQ_INT(j.fail, 0);
+    CHECK_EQ_INT(s.seen, 2);
+    server_stop(&s);
+}
+
+/* ---- a peer that leaves while its request is handled; closing with requests in flight ---- */
+
+static void
+job_send_and_leave(void *arg)
+{
+    rawjob *j = arg;
+    int fd = raw_connect(j->port);
+    raw_send_str(fd, "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\nL");
+    usleep(20000);
+    close(fd);
+}
+
+static void
+test_peer_leaves(void)
+{
+    server s;
+    server_start(&s, NULL);
+    s.mode = REPLY_NEVER;
+    rawjob j = {s.port, 0};
+    in_thread(job_send_and_leave, &j);
+    run_for(50);
+    CHECK_EQ_INT(s.nheld, 1);
+    cm_listener_stats st;
+    cm_listener_get_stats(s.l, &st);
+    CHECK_EQ_INT(st.active, 0); /* the socket is gone; the tconn waits for its reply */
+    cm_msg rsp = {NULL, 0, (const uint8_t *)"late", 4};
+    CHECK_EQ_INT(cm_tconn_reply(s.held[0], &rsp, 0), CM_ECLOSED);
+    s.nheld = 0;
+    server_stop(&s);
+}
+
+static void
+test_close_in_flight(void)
+{
+    server s;
+    server_start(&s, NULL);
+    s.mode = REPLY_NEVER;
+    cm_transport *c;
+    CHECK_EQ_INT(cm_transport_new(L, NULL, NULL, &c), 0);
+    result r[3] = {{0}};
+    cm_msg req = {NULL, 0, (const uint8_t *)"x", 1};
+    for (int i = 0; i < 3; i++) {
+        CHECK_EQ_INT(cm_transport_roundtrip(c, s.addr, &req, 0, on_result, &r[i], NULL), 0);
+    }
+    while (s.seen < 3) {
+        uv_run(L, UV_RUN_ONCE);
+    }
+    /* server_stop closes the listener, then replies: each reply returns CM_ECLOSED. */
+    server_stop(&s);
+    for (int i = 0; i < 3; i++) {
+        run_until(&r[i].done, 5000);
+        CHECK_EQ_INT(r[i].status, CM_ECLOSED);
+        CHECK_EQ_INT(r[i].flags, 0);
+        result_free(&r[i]);
+    }
+    client_close(c);
+}
+
+/* ---- big bodies: partial writes on both sides ---- */
+
+static void
+test_big_bodies(void)
+{
+    server s;
+    server_start(&s, NULL);
+    cm_transport *c;
+    CHECK_EQ_INT(cm_transport_new(L, NULL, NULL, &c), 0);
+    size_t n = 4 * 1024 * 1024;
+    uint8_t *body = malloc(n);
+    for (size_t i = 0; i < n; i++) {
+        body[i] = (uint8_t)(i * 7 + (i >> 12));
+    }
+    for (int k = 0; k < 3; k++) {
+        result r = {0};
+        cm_msg req = {NULL, 0, body, n - (size_t)k};
+        CHECK_EQ_INT(cm_transport_roundtrip(c, s.addr, &req, 10000, on_result, &r, NULL), 0);
+        run_until(&r.done, 15000);
+        CHECK_EQ_INT(r.status, 0);
+        CHECK_EQ_INT(r.body_len, n - (size_t)k);
+        CHECK(memcmp(r.body, body, n - (size_t)k) == 0);
+        result_free(&r);
+    }
+    /* One byte over the limit is refused by the server: the client sees the Micro-Error. */
+    uint8_t *over = malloc(n + 1);
+    memcpy(over, body, n);
+    over[n] = 0;
+    result r = {0};
+    cm_msg req = {NULL, 0, over, n + 1};
+    CHECK_EQ_INT(cm_transport_roundtrip(c, s.addr, &req, 10000, on_result, &r, NULL), 0);
+    run_until(&r.done, 15000);
+    CHECK_EQ_INT(r.status, 0);
+    CHECK(strstr(r.rendered, "Micro-Error={\"id\":\"cmicro.transport\",\"code\":413") != NULL);
+    result_free(&r);
+    free(over);
+    free(body);
+    cm_pool_stats ps;
+    cm_transport_get_pool_stats(c, &ps);
+    CHECK_EQ_INT(ps.dialed, 1);
+    CHECK_EQ_INT(ps.idle, 0); /* the refused connection was closed, not pooled */
+    client_close(c);
+    server_stop(&s);
+}
+
+/* ---- addresses ---- */
+
+static void
+test_listen_addresses(void)
+{
+    cm_transport *t;
+    CHECK_EQ_INT(cm_transport_new(L, NULL, NULL, &t), 0);
+    cm_listener *l;
+    char a[64];
+    const char *any[] = {":0", "0.0.0.0:0"};
+    for (int i = 0; i < 2; i++) {
+        CHECK_EQ_INT(cm_transport_listen(t, any[i], on_request, NULL, &l), 0);
+        CHECK_EQ_INT(cm_listener_addr(l, a, sizeof(a)), 0);
+        CHECK(strncmp(a, "0.0.0.0:", 8) == 0 && atoi(a + 8) > 0);
+        CHECK_EQ_INT(cm_listener_addr(l, a, 5), CM_EINVAL);
+        int done = 0;
+        cm_listener_close(l, set_flag, &done);
+        run_until(&done, 5000);
+    }
+    int r = cm_transport_listen(t, "[::1]:0", on_request, NULL, &l);
+    if (r == 0) {
+        CHECK_EQ_INT(cm_listener_addr(l, a, sizeof(a)), 0);
+        CHECK(strncmp(a, "[::1]:", 6) == 0 && atoi(a + 6) > 0);
+        int done = 0;
+        cm_listener_stop_accepting(l);
+        cm_listener_close(l, set_flag, &done);
+        run_until(&done, 5000);
+    } else {
+        fprintf(stderr, "no IPv6 loopback here (%s); skipped\n", cm_strerror(r));
+    }
+    const char *bad[] = {
+        "", "8080", "1.2.3.4", "example.com:80", "[1.2.3.4]:80", "1.2.3.4:70000", "::1:80"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        CHECK_EQ_INT(cm_transport_listen(t, bad[i], on_request, NULL, &l), CM_EADDR);
+    }
+    /* A port in use. */
+    CHECK_EQ_INT(cm_transport_listen(t, "127.0.0.1:0", on_request, NULL, &l), 0);
+    CHECK_EQ_INT(cm_listener_addr(l, a, sizeof(a)), 0);
+    cm_listener *l2;
+    CHECK_EQ_INT(cm_transport_listen(t, a, on_request, NULL, &l2), UV_EADDRINUSE);
+    int done = 0;
+    cm_listener_close(l, set_flag, &done);
+    run_until(&done, 5000);
+    client_close(t);
+}
+
+int
+main(void)
+{
+    harness_init();
+    RUN(test_roundtrip);
+    RUN(test_chunked_empty);
+    RUN(test_split);
+    RUN(test_sequential);
+    RUN(test_bad_inputs);
+    RUN(test_pipelined);
+    RUN(test_conn_close);
+    RUN(test_idle_kept);
+    RUN(test_peer_leaves);
+    RUN(test_close_in_flight);
+    RUN(test_big_bodies);
+    RUN(test_listen_addresses);
+    harness_done();
+    TEST_DONE();
+}
