@@ -277,7 +277,7 @@ op_new(cm__consul *c, const char *id, char *body, cm_registry_cb cb, void *user)
 }
 
 static int
-consul_register(cm_registry *r, const cm_service *svc, uint64_t ttl_ms, cm_registry_cb cb,
+consul_register(cm_registry *r, const cm_reg_service *svc, uint64_t ttl_ms, cm_registry_cb cb,
                 void *user)
 {
     cm__consul *c = cm__consul_of(r);
@@ -358,7 +358,7 @@ dereg_done(void *ctx, const cm__consul_result *res)
 }
 
 static int
-consul_deregister(cm_registry *r, const cm_service *svc, cm_registry_cb cb, void *user)
+consul_deregister(cm_registry *r, const cm_reg_service *svc, cm_registry_cb cb, void *user)
 {
     cm__consul *c = cm__consul_of(r);
     if (svc->nnodes == 0 || svc->nodes[0].id == NULL || svc->nodes[0].id[0] == '\0') {
@@ -404,10 +404,10 @@ consul_deregister(cm_registry *r, const cm_service *svc, cm_registry_cb cb, void
 /* ---- get_service, list_services ---- */
 
 static void
-list_reply(simple_op *op, int status, cm_service_list *l)
+list_reply(simple_op *op, int status, cm_reg_service_list *l)
 {
     op->list_cb(status, status == 0 ? l : NULL, op->user);
-    cm_service_list_free(l);
+    cm_reg_service_list_free(l);
     free(op->name);
     free(op);
 }
@@ -416,7 +416,7 @@ static void
 get_done(void *ctx, const cm__consul_result *res)
 {
     simple_op *op = ctx;
-    cm_service_list *l = NULL;
+    cm_reg_service_list *l = NULL;
     int status = res->err;
     if (status == 0) {
         status = cm__consul_parse_health(op->name, res->body, res->len, &l);
@@ -432,7 +432,7 @@ static void
 list_done(void *ctx, const cm__consul_result *res)
 {
     simple_op *op = ctx;
-    cm_service_list *l = NULL;
+    cm_reg_service_list *l = NULL;
     int status = res->err;
     if (status == 0) {
         cJSON *root = cJSON_ParseWithLength(res->body, res->len);
@@ -447,9 +447,9 @@ list_done(void *ctx, const cm__consul_result *res)
         const cJSON *names = status == 0 ? root : NULL;
         cJSON_ArrayForEach(kv, names)
         {
-            cm_service *s = cm_service_new(kv->string, "");
+            cm_reg_service *s = cm_reg_service_new(kv->string, "");
             if (s == NULL || cm__consul_list_push(l, s) < 0) {
-                cm_service_free(s);
+                cm_reg_service_free(s);
                 status = CM_ENOMEM;
                 break;
             }

@@ -148,7 +148,7 @@ add_json_tag(cJSON *tags, char prefix, cJSON *j)
 }
 
 static cJSON *
-build_tags(const cm_service *svc, const cm_node *node)
+build_tags(const cm_reg_service *svc, const cm_node *node)
 {
     cJSON *tags = cJSON_CreateArray();
     int rc = tags != NULL ? 0 : CM_ENOMEM;
@@ -231,7 +231,7 @@ build_check(const cm_node *node, uint64_t ttl_ms, uint64_t tcp_ms)
 }
 
 int
-cm__consul_register_body(const cm_service *svc, uint64_t ttl_ms, uint64_t tcp_ms, char **out)
+cm__consul_register_body(const cm_reg_service *svc, uint64_t ttl_ms, uint64_t tcp_ms, char **out)
 {
     if (svc->nnodes == 0 || svc->nodes[0].id == NULL || svc->nodes[0].id[0] == '\0') {
         return CM_EINVAL;
@@ -424,18 +424,18 @@ cm__consul_decode_metadata(const cJSON *tags, cm_md **out)
 static int
 add_endpoint(const cJSON *j, void *arg)
 {
-    cm_service *s = arg;
+    cm_reg_service *s = arg;
     cm_endpoint e;
     if (!cJSON_IsObject(j) || cm__endpoint_from_json(j, &e) < 0) {
         return 0;
     }
-    cm_endpoint *added = cm_service_add_endpoint(s, e.name, e.request, e.response, e.metadata);
+    cm_endpoint *added = cm_reg_service_add_endpoint(s, e.name, e.request, e.response, e.metadata);
     cm__endpoint_fini(&e);
     return added != NULL ? 0 : CM_ENOMEM;
 }
 
 int
-cm__consul_decode_endpoints(const cJSON *tags, cm_service *s)
+cm__consul_decode_endpoints(const cJSON *tags, cm_reg_service *s)
 {
     return walk_tags(tags, 'e', add_endpoint, s);
 }
@@ -464,9 +464,9 @@ any_critical(const cJSON *entry)
 }
 
 int
-cm__consul_list_push(cm_service_list *l, cm_service *s)
+cm__consul_list_push(cm_reg_service_list *l, cm_reg_service *s)
 {
-    cm_service **items = realloc(l->items, (l->n + 1) * sizeof(*items));
+    cm_reg_service **items = realloc(l->items, (l->n + 1) * sizeof(*items));
     if (items == NULL) {
         return CM_ENOMEM;
     }
@@ -477,8 +477,8 @@ cm__consul_list_push(cm_service_list *l, cm_service *s)
 
 /* The service of that version in l, created (with the entry's endpoints) when missing. */
 static int
-service_for(cm_service_list *l, const char *name, const char *version, const cJSON *tags,
-            cm_service **out)
+service_for(cm_reg_service_list *l, const char *name, const char *version, const cJSON *tags,
+            cm_reg_service **out)
 {
     for (size_t i = 0; i < l->n; i++) {
         if (strcmp(l->items[i]->version, version) == 0) {
@@ -486,9 +486,9 @@ service_for(cm_service_list *l, const char *name, const char *version, const cJS
             return 0;
         }
     }
-    cm_service *s = cm_service_new(name, version);
+    cm_reg_service *s = cm_reg_service_new(name, version);
     if (s == NULL || cm__consul_decode_endpoints(tags, s) < 0 || cm__consul_list_push(l, s) < 0) {
-        cm_service_free(s);
+        cm_reg_service_free(s);
         return CM_ENOMEM;
     }
     *out = s;
@@ -496,7 +496,7 @@ service_for(cm_service_list *l, const char *name, const char *version, const cJS
 }
 
 static int
-add_entry(cm_service_list *l, const char *name, const cJSON *entry)
+add_entry(cm_reg_service_list *l, const char *name, const cJSON *entry)
 {
     const cJSON *svc = cJSON_GetObjectItemCaseSensitive(entry, "Service");
     if (!cJSON_IsObject(svc) || strcmp(str_at(svc, "Service"), name) != 0) {
@@ -504,7 +504,7 @@ add_entry(cm_service_list *l, const char *name, const cJSON *entry)
     }
     const cJSON *tags = cJSON_GetObjectItemCaseSensitive(svc, "Tags");
     char *version = cm__consul_decode_version(tags);
-    cm_service *s = NULL;
+    cm_reg_service *s = NULL;
     int rc = version != NULL ? service_for(l, name, version, tags, &s) : CM_ENOMEM;
     free(version);
     if (rc < 0 || any_critical(entry)) {
@@ -528,21 +528,21 @@ add_entry(cm_service_list *l, const char *name, const cJSON *entry)
     } else {
         snprintf(hp, n, "%s:%ld", addr, port);
     }
-    rc = cm_service_add_node(s, str_at(svc, "ID"), hp, md) != NULL ? 0 : CM_ENOMEM;
+    rc = cm_reg_service_add_node(s, str_at(svc, "ID"), hp, md) != NULL ? 0 : CM_ENOMEM;
     free(hp);
     cm_md_free(md);
     return rc;
 }
 
 int
-cm__consul_parse_health(const char *name, const char *json, size_t len, cm_service_list **out)
+cm__consul_parse_health(const char *name, const char *json, size_t len, cm_reg_service_list **out)
 {
     cJSON *root = cJSON_ParseWithLength(json, len);
     if (root == NULL || !(cJSON_IsArray(root) || cJSON_IsNull(root))) {
         cJSON_Delete(root);
         return CM_EPROTO;
     }
-    cm_service_list *l = calloc(1, sizeof(*l));
+    cm_reg_service_list *l = calloc(1, sizeof(*l));
     int rc = l != NULL ? 0 : CM_ENOMEM;
     const cJSON *entry;
     cJSON_ArrayForEach(entry, root)
@@ -553,7 +553,7 @@ cm__consul_parse_health(const char *name, const char *json, size_t len, cm_servi
     }
     cJSON_Delete(root);
     if (rc < 0) {
-        cm_service_list_free(l);
+        cm_reg_service_list_free(l);
         return rc;
     }
     *out = l;

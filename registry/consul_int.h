@@ -132,18 +132,18 @@ int cm__consul_meta_ok(const char *key, const char *val);
 /* The JSON body of PUT /v1/agent/service/register for svc's first node (spec 2.2). tcp_ms > 0
  * gives a TCP check, else ttl_ms > 0 a TTL check, else none. Returns owned (free()) in *out.
  * 0, CM_EINVAL (no node, no node id), CM_EADDR (bad port) or CM_ENOMEM. */
-int cm__consul_register_body(const cm_service *svc, uint64_t ttl_ms, uint64_t tcp_ms, char **out);
+int cm__consul_register_body(const cm_reg_service *svc, uint64_t ttl_ms, uint64_t tcp_ms, char **out);
 
 /* Appends s to l. 0 or CM_ENOMEM. */
-int cm__consul_list_push(cm_service_list *l, cm_service *s);
+int cm__consul_list_push(cm_reg_service_list *l, cm_reg_service *s);
 /* go-micro's tag decoders (spec 2.3) over a JSON array of tags (non-strings are skipped). */
 char *cm__consul_decode_version(const cJSON *tags); /* returns owned; "" when none */
 int cm__consul_decode_metadata(const cJSON *tags, cm_md **out);
 /* Adds the endpoints of tags to s. 0 or CM_ENOMEM. */
-int cm__consul_decode_endpoints(const cJSON *tags, cm_service *s);
+int cm__consul_decode_endpoints(const cJSON *tags, cm_reg_service *s);
 /* Turns a /v1/health/service/<name> reply into go-micro services (one per version, nodes with
  * a critical check left out, spec 2.5). Returns owned in *out. 0, CM_EPROTO or CM_ENOMEM. */
-int cm__consul_parse_health(const char *name, const char *json, size_t len, cm_service_list **out);
+int cm__consul_parse_health(const char *name, const char *json, size_t len, cm_reg_service_list **out);
 
 /* ---- watchers (consul_watch.c) ---- */
 
@@ -174,8 +174,8 @@ uint64_t cm__consul_wstate_timeout(const cm__consul_wstate *s);
 
 /* Events from the previous snapshot old (may be NULL) to cur (spec 2.8): emit runs for each
  * and returns non-zero to stop early. Returns 0, 1 when stopped, or CM_ENOMEM. */
-int cm__consul_diff(const cm_service_list *old, const cm_service_list *cur,
-                    int (*emit)(void *arg, cm_watch_action a, const cm_service *svc), void *arg);
+int cm__consul_diff(const cm_reg_service_list *old, const cm_reg_service_list *cur,
+                    int (*emit)(void *arg, cm_watch_action a, const cm_reg_service *svc), void *arg);
 
 int cm__consul_watch_start(cm_registry *r, cm_watcher *w);
 void cm__consul_watch_stop(cm_registry *r, cm_watcher *w);
@@ -185,8 +185,5 @@ void cm__consul_watch_stop_all(cm__consul *c);
 /* The wait new watchers send with their blocking queries, in ms (60 s). */
 extern uint64_t cm__consul_watch_wait_ms;
 
-/* Declared here until registry_int.h carries it: notify only the watchers want accepts. */
-void cm__registry_notify_if(cm_registry *r, cm_watch_action action, const cm_service *svc,
-                            int (*want)(const cm_watcher *w, void *arg), void *arg);
 
 #endif

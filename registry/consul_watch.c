@@ -36,7 +36,7 @@ struct cm__consul_watch {
     uint64_t started_ms;
     uint32_t rng;
     int erroring;
-    cm_service_list *snap; /* the last reply, as services */
+    cm_reg_service_list *snap; /* the last reply, as services */
 };
 
 /* ---- the loop's arithmetic ---- */
@@ -115,8 +115,8 @@ cm__consul_wstate_timeout(const cm__consul_wstate *s)
 
 /* ---- snapshots → events ---- */
 
-static const cm_service *
-find_version(const cm_service_list *l, const char *version)
+static const cm_reg_service *
+find_version(const cm_reg_service_list *l, const char *version)
 {
     for (size_t i = 0; l != NULL && i < l->n; i++) {
         if (strcmp(l->items[i]->version, version) == 0) {
@@ -127,7 +127,7 @@ find_version(const cm_service_list *l, const char *version)
 }
 
 static int
-has_node(const cm_service *s, const char *id)
+has_node(const cm_reg_service *s, const char *id)
 {
     for (size_t i = 0; i < s->nnodes; i++) {
         if (strcmp(s->nodes[i].id, id) == 0) {
@@ -139,7 +139,7 @@ has_node(const cm_service *s, const char *id)
 
 /* 1 equal, 0 different, CM_ENOMEM. */
 static int
-same_service(const cm_service *a, const cm_service *b)
+same_service(const cm_reg_service *a, const cm_reg_service *b)
 {
     cJSON *ja = cm__service_to_json(a), *jb = cm__service_to_json(b);
     int rc = ja != NULL && jb != NULL ? cJSON_Compare(ja, jb, 1) != 0 : CM_ENOMEM;
@@ -150,7 +150,7 @@ same_service(const cm_service *a, const cm_service *b)
 
 /* A copy of old holding only the nodes cur no longer has; NULL in *out when there are none. */
 static int
-vanished(const cm_service *old, const cm_service *cur, cm_service **out)
+vanished(const cm_reg_service *old, const cm_reg_service *cur, cm_reg_service **out)
 {
     *out = NULL;
     for (size_t i = 0; i < old->nnodes; i++) {
@@ -159,11 +159,11 @@ vanished(const cm_service *old, const cm_service *cur, cm_service **out)
             continue;
         }
         if (*out == NULL) {
-            *out = cm_service_new(old->name, old->version);
+            *out = cm_reg_service_new(old->name, old->version);
             for (size_t k = 0; *out != NULL && k < old->nendpoints; k++) {
                 const cm_endpoint *e = &old->endpoints[k];
-                if (!cm_service_add_endpoint(*out, e->name, e->request, e->response, e->metadata)) {
-                    cm_service_free(*out);
+                if (!cm_reg_service_add_endpoint(*out, e->name, e->request, e->response, e->metadata)) {
+                    cm_reg_service_free(*out);
                     *out = NULL;
                 }
             }
@@ -171,8 +171,8 @@ vanished(const cm_service *old, const cm_service *cur, cm_service **out)
                 return CM_ENOMEM;
             }
         }
-        if (cm_service_add_node(*out, n->id, n->address, n->metadata) == NULL) {
-            cm_service_free(*out);
+        if (cm_reg_service_add_node(*out, n->id, n->address, n->metadata) == NULL) {
+            cm_reg_service_free(*out);
             *out = NULL;
             return CM_ENOMEM;
         }
@@ -181,12 +181,12 @@ vanished(const cm_service *old, const cm_service *cur, cm_service **out)
 }
 
 int
-cm__consul_diff(const cm_service_list *old, const cm_service_list *cur,
-                int (*emit)(void *arg, cm_watch_action a, const cm_service *svc), void *arg)
+cm__consul_diff(const cm_reg_service_list *old, const cm_reg_service_list *cur,
+                int (*emit)(void *arg, cm_watch_action a, const cm_reg_service *svc), void *arg)
 {
     for (size_t i = 0; cur != NULL && i < cur->n; i++) {
-        const cm_service *n = cur->items[i];
-        const cm_service *o = find_version(old, n->version);
+        const cm_reg_service *n = cur->items[i];
+        const cm_reg_service *o = find_version(old, n->version);
         if (o == NULL) {
             if (emit(arg, CM_WATCH_CREATE, n)) {
                 return 1;
@@ -200,12 +200,12 @@ cm__consul_diff(const cm_service_list *old, const cm_service_list *cur,
         if (same) {
             continue;
         }
-        cm_service *gone = NULL;
+        cm_reg_service *gone = NULL;
         if (vanished(o, n, &gone) < 0) {
             return CM_ENOMEM;
         }
         int stop = gone != NULL && emit(arg, CM_WATCH_DELETE, gone);
-        cm_service_free(gone);
+        cm_reg_service_free(gone);
         if (stop || emit(arg, CM_WATCH_UPDATE, n)) {
             return 1;
         }
@@ -245,7 +245,7 @@ want_this(const cm_watcher *w, void *arg)
 }
 
 static int
-emit_event(void *arg, cm_watch_action a, const cm_service *svc)
+emit_event(void *arg, cm_watch_action a, const cm_reg_service *svc)
 {
     cm__consul_watch *ws = arg;
     cm__registry_notify_if(ws->c->reg, a, svc, want_this, ws->w);
@@ -325,7 +325,7 @@ query_done(void *ctx, const cm__consul_result *res)
         return;
     }
     uint64_t now = cm_now_ms();
-    cm_service_list *cur = NULL;
+    cm_reg_service_list *cur = NULL;
     int rc = res->err;
     if (rc == 0 && !res->has_index) {
         rc = CM_EPROTO; /* not a Consul agent */
@@ -346,9 +346,9 @@ query_done(void *ctx, const cm__consul_result *res)
         if (changed || ws->snap == NULL) {
             int stopped = cm__consul_diff(ws->snap, cur, emit_event, ws);
             if (stopped < 0) {
-                cm_service_list_free(cur); /* out of memory: diff again next time */
+                cm_reg_service_list_free(cur); /* out of memory: diff again next time */
             } else {
-                cm_service_list_free(ws->snap);
+                cm_reg_service_list_free(ws->snap);
                 ws->snap = cur;
             }
             cur = NULL;
@@ -356,7 +356,7 @@ query_done(void *ctx, const cm__consul_result *res)
                 return;
             }
         }
-        cm_service_list_free(cur);
+        cm_reg_service_list_free(cur);
     }
     uv_timer_start(&ws->timer, on_timer,
                    cm__consul_wstate_delay(&ws->st, ws->started_ms, now, next_rand(ws)), 0);
@@ -367,7 +367,7 @@ ws_closed(uv_handle_t *h)
 {
     cm__consul_watch *ws = h->data;
     cm__consul *c = ws->c;
-    cm_service_list_free(ws->snap);
+    cm_reg_service_list_free(ws->snap);
     free(ws->name);
     free(ws);
     cm__consul_handle_gone(c);

@@ -115,7 +115,7 @@ node_to_json(const cm_node *n)
 }
 
 cJSON *
-cm__service_to_json(const cm_service *s)
+cm__service_to_json(const cm_reg_service *s)
 {
     cJSON *o = cJSON_CreateObject();
     if (o == NULL || add_str(o, "name", s->name) < 0 || add_str(o, "version", s->version) < 0 ||
@@ -302,7 +302,7 @@ cm__endpoint_from_json(const cJSON *j, cm_endpoint *out)
 }
 
 static int
-node_from_json(const cJSON *j, cm_service *s)
+node_from_json(const cJSON *j, cm_reg_service *s)
 {
     if (!cJSON_IsObject(j)) {
         return CM_EPROTO;
@@ -325,13 +325,13 @@ node_from_json(const cJSON *j, cm_service *s)
 }
 
 int
-cm__service_from_json(const cJSON *j, cm_service **out)
+cm__service_from_json(const cJSON *j, cm_reg_service **out)
 {
     *out = NULL;
     if (!cJSON_IsObject(j)) {
         return CM_EPROTO;
     }
-    cm_service *s = calloc(1, sizeof(*s));
+    cm_reg_service *s = calloc(1, sizeof(*s));
     if (s == NULL) {
         return CM_ENOMEM;
     }
@@ -386,7 +386,7 @@ cm__service_from_json(const cJSON *j, cm_service **out)
         }
     }
     if (rc < 0) {
-        cm_service_free(s);
+        cm_reg_service_free(s);
         return rc;
     }
     *out = s;

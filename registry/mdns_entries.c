@@ -370,7 +370,7 @@ cm__mdns_strip_suffix(const char *name, const char *suffix)
 /* ---- TXT payload ---- */
 
 int
-cm__mdns_txt_encode(const cm_service *svc, const cm_node *node, char **hex, size_t *len)
+cm__mdns_txt_encode(const cm_reg_service *svc, const cm_node *node, char **hex, size_t *len)
 {
     *hex = NULL;
     *len = 0;
@@ -422,7 +422,7 @@ done:
 }
 
 static int
-endpoints_from_json(const cJSON *eps, cm_service *s)
+endpoints_from_json(const cJSON *eps, cm_reg_service *s)
 {
     if (eps == NULL || cJSON_IsNull(eps)) {
         return 0;
@@ -442,7 +442,7 @@ endpoints_from_json(const cJSON *eps, cm_service *s)
         if (rc != 0) {
             return rc;
         }
-        cm_endpoint *added = cm_service_add_endpoint(s, ep.name ? ep.name : "", ep.request,
+        cm_endpoint *added = cm_reg_service_add_endpoint(s, ep.name ? ep.name : "", ep.request,
                                                      ep.response, ep.metadata);
         cm__endpoint_fini(&ep);
         if (added == NULL) {
@@ -453,7 +453,7 @@ endpoints_from_json(const cJSON *eps, cm_service *s)
 }
 
 int
-cm__mdns_txt_decode(const char *hex, size_t len, cm_service **svc, cm_md **md)
+cm__mdns_txt_decode(const char *hex, size_t len, cm_reg_service **svc, cm_md **md)
 {
     *svc = NULL;
     *md = NULL;
@@ -474,8 +474,8 @@ cm__mdns_txt_decode(const char *hex, size_t len, cm_service **svc, cm_md **md)
         cJSON_Delete(o);
         return CM_EPROTO;
     }
-    cm_service *s =
-        cm_service_new(name->valuestring, cJSON_IsString(version) ? version->valuestring : "");
+    cm_reg_service *s =
+        cm_reg_service_new(name->valuestring, cJSON_IsString(version) ? version->valuestring : "");
     rc = s == NULL ? CM_ENOMEM : endpoints_from_json(cJSON_GetObjectItem(o, "Endpoints"), s);
     cm_md *m = NULL;
     if (rc == 0) {
@@ -483,7 +483,7 @@ cm__mdns_txt_decode(const char *hex, size_t len, cm_service **svc, cm_md **md)
     }
     cJSON_Delete(o);
     if (rc != 0) {
-        cm_service_free(s);
+        cm_reg_service_free(s);
         return rc;
     }
     *svc = s;

@@ -116,11 +116,11 @@ char *cm__mdns_strip_suffix(const char *name, const char *suffix);
 
 /* Encodes svc's name, version, endpoints and node's metadata. *hex is NUL-terminated, freed
  * with free(). 0 or CM_ENOMEM. */
-int cm__mdns_txt_encode(const cm_service *svc, const cm_node *node, char **hex, size_t *len);
+int cm__mdns_txt_encode(const cm_reg_service *svc, const cm_node *node, char **hex, size_t *len);
 /* Decodes a payload into *svc (name = Service, version = Version, the endpoints; no nodes) and
  * *md (the node metadata). 0, CM_EPROTO (bad hex, zlib, JSON or types) or CM_ENOMEM; nothing
  * is left allocated on error. */
-int cm__mdns_txt_decode(const char *hex, size_t len, cm_service **svc, cm_md **md);
+int cm__mdns_txt_decode(const char *hex, size_t len, cm_reg_service **svc, cm_md **md);
 
 /* ---- the backend: mdns.c (sockets, interfaces, init, close), mdns_responder.c and
  * mdns_lookup.c ---- */
@@ -215,9 +215,9 @@ void cm__mdns_send(cm__mdns_state *st, uv_udp_t *sock, const uint8_t *data, size
 void cm__mdns_multicast(cm__mdns_state *st, uv_udp_t *sock, const uint8_t *data, size_t len);
 
 /* Responder (mdns_responder.c). */
-int cm__mdns_reg(cm_registry *r, const cm_service *svc, uint64_t ttl_ms, cm_registry_cb cb,
+int cm__mdns_reg(cm_registry *r, const cm_reg_service *svc, uint64_t ttl_ms, cm_registry_cb cb,
                  void *user);
-int cm__mdns_dereg(cm_registry *r, const cm_service *svc, cm_registry_cb cb, void *user);
+int cm__mdns_dereg(cm_registry *r, const cm_reg_service *svc, cm_registry_cb cb, void *user);
 /* Unlinks n, says goodbye for it and frees it (its timer closes first). */
 void cm__mdns_node_remove(cm__mdns_state *st, cm__mdns_node *n);
 /* Answers a query: one unicast datagram to from per node or wildcard that has answers. */

@@ -12,10 +12,10 @@
 
 /* The service one complete entry describes (name, version, endpoints, the one node), or NULL
  * when its TXT does not decode or its name does not fit. */
-static cm_service *
+static cm_reg_service *
 entry_service(const cm__mdns_entry *e, const char *want)
 {
-    cm_service *svc;
+    cm_reg_service *svc;
     cm_md *md;
     int rc = cm__mdns_txt_decode(e->txt, e->txtlen, &svc, &md);
     if (rc != 0) {
@@ -28,8 +28,8 @@ entry_service(const cm__mdns_entry *e, const char *want)
     char address[INET6_ADDRSTRLEN + 16];
     cm__mdns_entry_address(e, address, sizeof address);
     if (id == NULL || (want != NULL && strcmp(svc->name, want) != 0) ||
-        cm_service_add_node(svc, id, address, md) == NULL) {
-        cm_service_free(svc);
+        cm_reg_service_add_node(svc, id, address, md) == NULL) {
+        cm_reg_service_free(svc);
         svc = NULL;
     }
     free(id);
@@ -50,14 +50,14 @@ cm__mdns_notify_watchers(cm__mdns_state *st, const ldns_pkt *pkt)
         if (!cm__mdns_entry_complete(e)) {
             continue;
         }
-        cm_service *svc = entry_service(e, NULL);
+        cm_reg_service *svc = entry_service(e, NULL);
         if (svc == NULL) {
             continue;
         }
         if (svc->name[0] != '\0' && svc->version != NULL && svc->version[0] != '\0') {
             cm__registry_notify(st->r, e->ttl == 0 ? CM_WATCH_DELETE : CM_WATCH_CREATE, svc);
         }
-        cm_service_free(svc);
+        cm_reg_service_free(svc);
     }
     cm__mdns_entries_fini(&set);
 }
@@ -136,11 +136,11 @@ cm__mdns_query_feed(cm__mdns_query *q, const ldns_pkt *pkt)
 
 /* Appends svc to l, taking it (freed on failure). */
 static int
-list_append(cm_service_list *l, cm_service *svc)
+list_append(cm_reg_service_list *l, cm_reg_service *svc)
 {
-    cm_service **items = realloc(l->items, (l->n + 1) * sizeof *items);
+    cm_reg_service **items = realloc(l->items, (l->n + 1) * sizeof *items);
     if (items == NULL) {
-        cm_service_free(svc);
+        cm_reg_service_free(svc);
         return CM_ENOMEM;
     }
     l->items = items;
@@ -150,14 +150,14 @@ list_append(cm_service_list *l, cm_service *svc)
 
 /* Adds the one node of svc to the service of its version, or appends svc; takes svc. */
 static int
-group_by_version(cm_service_list *l, cm_service *svc)
+group_by_version(cm_reg_service_list *l, cm_reg_service *svc)
 {
     for (size_t i = 0; i < l->n; i++) {
-        cm_service *g = l->items[i];
+        cm_reg_service *g = l->items[i];
         if (strcmp(g->version, svc->version) == 0) {
             const cm_node *n = &svc->nodes[0];
-            int rc = cm_service_add_node(g, n->id, n->address, n->metadata) ? 0 : CM_ENOMEM;
-            cm_service_free(svc);
+            int rc = cm_reg_service_add_node(g, n->id, n->address, n->metadata) ? 0 : CM_ENOMEM;
+            cm_reg_service_free(svc);
             return rc;
         }
     }
@@ -165,19 +165,19 @@ group_by_version(cm_service_list *l, cm_service *svc)
 }
 
 static int
-list_add_name(cm_service_list *l, const char *name)
+list_add_name(cm_reg_service_list *l, const char *name)
 {
     for (size_t i = 0; i < l->n; i++) {
         if (strcmp(l->items[i]->name, name) == 0) {
             return 0;
         }
     }
-    cm_service *s = cm_service_new(name, "");
+    cm_reg_service *s = cm_reg_service_new(name, "");
     return s == NULL ? CM_ENOMEM : list_append(l, s);
 }
 
 static int
-query_result(cm__mdns_query *q, cm_service_list *l)
+query_result(cm__mdns_query *q, cm_reg_service_list *l)
 {
     cm__mdns_entries_resolve(&q->entries);
     int rc = 0;
@@ -199,7 +199,7 @@ query_result(cm__mdns_query *q, cm_service_list *l)
         if (!cm__mdns_entry_complete(e)) {
             continue;
         }
-        cm_service *svc = entry_service(e, q->name);
+        cm_reg_service *svc = entry_service(e, q->name);
         if (svc != NULL) {
             rc = group_by_version(l, svc);
         }
@@ -212,7 +212,7 @@ query_window_end(uv_timer_t *t)
 {
     cm__mdns_query *q = t->data;
     cm__mdns_state *st = q->st;
-    cm_service_list l = {NULL, 0};
+    cm_reg_service_list l = {NULL, 0};
     int rc = query_result(q, &l);
     if (rc == 0 && l.n == 0 && q->replies == 0) {
         cm__mdns_log("0 answers for %s in %llu ms on interfaces [%s]; multicast may be blocked",
@@ -224,7 +224,7 @@ query_window_end(uv_timer_t *t)
     q->cb = NULL;
     cb(rc, rc == 0 ? &l : NULL, q->user);
     for (size_t i = 0; i < l.n; i++) {
-        cm_service_free(l.items[i]);
+        cm_reg_service_free(l.items[i]);
     }
     free(l.items);
 }

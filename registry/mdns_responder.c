@@ -157,7 +157,7 @@ parse_address(const char *addr, int *family, uint8_t ip[16], uint16_t *port, con
 
 /* A node ready to be linked: zone built, nothing announced yet. */
 static int
-node_prepare(cm__mdns_state *st, const cm_service *svc, const cm_node *node, cm__mdns_node **out)
+node_prepare(cm__mdns_state *st, const cm_reg_service *svc, const cm_node *node, cm__mdns_node **out)
 {
     int family;
     uint8_t ip[16];
@@ -287,7 +287,7 @@ wild_new(cm__mdns_state *st, const char *service)
 }
 
 int
-cm__mdns_reg(cm_registry *r, const cm_service *svc, uint64_t ttl_ms, cm_registry_cb cb, void *user)
+cm__mdns_reg(cm_registry *r, const cm_reg_service *svc, uint64_t ttl_ms, cm_registry_cb cb, void *user)
 {
     (void)ttl_ms; /* mDNS records carry their own TTL (120 s) */
     cm__mdns_state *st = cm__mdns_state_of(r);
@@ -332,7 +332,7 @@ cm__mdns_reg(cm_registry *r, const cm_service *svc, uint64_t ttl_ms, cm_registry
 }
 
 int
-cm__mdns_dereg(cm_registry *r, const cm_service *svc, cm_registry_cb cb, void *user)
+cm__mdns_dereg(cm_registry *r, const cm_reg_service *svc, cm_registry_cb cb, void *user)
 {
     cm__mdns_state *st = cm__mdns_state_of(r);
     if (st->closing) {

@@ -12,9 +12,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* In registry.c: cm__registry_notify restricted to the watchers that want accepts. */
-void cm__registry_notify_if(cm_registry *r, cm_watch_action action, const cm_service *svc,
-                            int (*want)(const cm_watcher *w, void *arg), void *arg);
 
 typedef enum { MAIL_DONE, MAIL_LIST, MAIL_EVENT } mail_kind;
 
@@ -26,16 +23,16 @@ typedef struct mail {
     cm_registry_cb done_cb;
     cm_registry_list_cb list_cb;
     void *user;
-    cm_service_list *list;
+    cm_reg_service_list *list;
     cm_watch_action action;
-    cm_service *svc;
+    cm_reg_service *svc;
     uint64_t seq; /* events: the registry's event number */
 } mail;
 
 /* The nodes of one service name and version. */
 typedef struct record {
     struct record *next;
-    cm_service *svc;     /* owned; svc->nodes are the live nodes */
+    cm_reg_service *svc;     /* owned; svc->nodes are the live nodes */
     uint64_t *deadlines; /* per node: cm_now_ms() time of expiry, 0 for none */
 } record;
 
@@ -131,7 +128,7 @@ value_equal(const cm_value *a, const cm_value *b)
 }
 
 static int
-endpoints_equal(const cm_service *a, const cm_service *b)
+endpoints_equal(const cm_reg_service *a, const cm_reg_service *b)
 {
     if (a->nendpoints != b->nendpoints) {
         return 0;
@@ -168,7 +165,7 @@ node_clear(cm_node *n)
 static void
 record_free(record *rec)
 {
-    cm_service_free(rec->svc);
+    cm_reg_service_free(rec->svc);
     free(rec->deadlines);
     free(rec);
 }
@@ -178,7 +175,7 @@ record_find(space *sp, const char *name, const char *version, record ***link)
 {
     record **pp = &sp->records;
     for (; *pp != NULL; pp = &(*pp)->next) {
-        const cm_service *s = (*pp)->svc;
+        const cm_reg_service *s = (*pp)->svc;
         if (strcmp(s->name, name) == 0 && strcmp(s->version, str_or_empty(version)) == 0) {
             break;
         }
@@ -190,7 +187,7 @@ record_find(space *sp, const char *name, const char *version, record ***link)
 }
 
 static ptrdiff_t
-node_find(const cm_service *s, const char *id)
+node_find(const cm_reg_service *s, const char *id)
 {
     for (size_t i = 0; i < s->nnodes; i++) {
         if (strcmp(s->nodes[i].id, id) == 0) {
@@ -232,14 +229,14 @@ enqueue(mem *m, mail *x)
 /* Queues a copy of svc as an event for every registry of sp that has watchers. An event that
  * cannot be copied for lack of memory is lost. */
 static void
-broadcast(space *sp, cm_watch_action action, const cm_service *svc)
+broadcast(space *sp, cm_watch_action action, const cm_reg_service *svc)
 {
     for (mem *m = sp->regs; m != NULL; m = m->next) {
         if (m->nwatch == 0) {
             continue;
         }
         mail *x = calloc(1, sizeof(*x));
-        if (x == NULL || (x->svc = cm_service_dup(svc)) == NULL) {
+        if (x == NULL || (x->svc = cm_reg_service_dup(svc)) == NULL) {
             free(x);
             continue;
         }
@@ -277,7 +274,7 @@ update_deadline(space *sp)
 static void
 take_node(record *rec, size_t i, cm_node *out)
 {
-    cm_service *s = rec->svc;
+    cm_reg_service *s = rec->svc;
     *out = s->nodes[i];
     memmove(&s->nodes[i], &s->nodes[i + 1], (s->nnodes - i - 1) * sizeof(cm_node));
     memmove(&rec->deadlines[i], &rec->deadlines[i + 1], (s->nnodes - i - 1) * sizeof(uint64_t));
@@ -291,7 +288,7 @@ removed(space *sp, record **link, cm_node *gone, size_t ngone)
 {
     record *rec = *link;
     if (ngone > 0) {
-        cm_service view = *rec->svc;
+        cm_reg_service view = *rec->svc;
         view.nodes = gone;
         view.nnodes = ngone;
         broadcast(sp, CM_WATCH_DELETE, &view);
@@ -335,20 +332,20 @@ sweep(space *sp, uint64_t now)
 /* Merges in (taken; freed here) into sp: nodes by id, while the service metadata and endpoints
  * of the latest registration win. 0 or CM_ENOMEM (the store unchanged). */
 static int
-store_register(space *sp, cm_service *in, uint64_t ttl_ms, uint64_t now)
+store_register(space *sp, cm_reg_service *in, uint64_t ttl_ms, uint64_t now)
 {
     record **link;
     record *rec = record_find(sp, in->name, in->version, &link);
     int created = rec == NULL;
     if (created) {
         rec = calloc(1, sizeof(*rec));
-        if (rec == NULL || (rec->svc = cm_service_new(in->name, in->version)) == NULL) {
+        if (rec == NULL || (rec->svc = cm_reg_service_new(in->name, in->version)) == NULL) {
             free(rec);
-            cm_service_free(in);
+            cm_reg_service_free(in);
             return CM_ENOMEM;
         }
     }
-    cm_service *s = rec->svc;
+    cm_reg_service *s = rec->svc;
     size_t cap = s->nnodes + in->nnodes;
     cm_node *nodes = realloc(s->nodes, cap * sizeof(cm_node));
     if (nodes != NULL) {
@@ -359,7 +356,7 @@ store_register(space *sp, cm_service *in, uint64_t ttl_ms, uint64_t now)
         if (created) {
             record_free(rec);
         }
-        cm_service_free(in);
+        cm_reg_service_free(in);
         return CM_ENOMEM;
     }
     rec->deadlines = dls;
@@ -391,7 +388,7 @@ store_register(space *sp, cm_service *in, uint64_t ttl_ms, uint64_t now)
         }
         rec->deadlines[j] = dl;
     }
-    cm_service_free(in);
+    cm_reg_service_free(in);
     if (created) {
         *link = rec;
     }
@@ -404,7 +401,7 @@ store_register(space *sp, cm_service *in, uint64_t ttl_ms, uint64_t now)
 
 /* Removes the nodes of svc (by id) from its name and version, into gone (svc->nnodes long). */
 static void
-store_deregister(space *sp, const cm_service *svc, cm_node *gone)
+store_deregister(space *sp, const cm_reg_service *svc, cm_node *gone)
 {
     record **link;
     record *rec = record_find(sp, svc->name, svc->version, &link);
@@ -481,8 +478,8 @@ deliver(mem *m, mail *x, int cancel)
         }
         break;
     }
-    cm_service_list_free(x->list);
-    cm_service_free(x->svc);
+    cm_reg_service_list_free(x->list);
+    cm_reg_service_free(x->svc);
     free(x);
 }
 
@@ -634,7 +631,7 @@ mem_close(cm_registry *r)
 }
 
 static int
-valid_service(const cm_service *svc)
+valid_service(const cm_reg_service *svc)
 {
     for (size_t i = 0; i < svc->nnodes; i++) {
         if (svc->nodes[i].id == NULL || svc->nodes[i].id[0] == '\0') {
@@ -645,7 +642,7 @@ valid_service(const cm_service *svc)
 }
 
 static int
-mem_register(cm_registry *r, const cm_service *svc, uint64_t ttl_ms, cm_registry_cb cb,
+mem_register(cm_registry *r, const cm_reg_service *svc, uint64_t ttl_ms, cm_registry_cb cb,
              void *user)
 {
     mem *m = mem_of(r);
@@ -653,7 +650,7 @@ mem_register(cm_registry *r, const cm_service *svc, uint64_t ttl_ms, cm_registry
         return CM_EINVAL;
     }
     mail *x = calloc(1, sizeof(*x));
-    cm_service *copy = x != NULL ? cm_service_dup(svc) : NULL;
+    cm_reg_service *copy = x != NULL ? cm_reg_service_dup(svc) : NULL;
     if (copy == NULL) {
         free(x);
         return CM_ENOMEM;
@@ -664,7 +661,7 @@ mem_register(cm_registry *r, const cm_service *svc, uint64_t ttl_ms, cm_registry
     uv_mutex_lock(&store_lock);
     if (ensure_posted(m) < 0) {
         uv_mutex_unlock(&store_lock);
-        cm_service_free(copy);
+        cm_reg_service_free(copy);
         free(x);
         return CM_ENOMEM;
     }
@@ -677,7 +674,7 @@ mem_register(cm_registry *r, const cm_service *svc, uint64_t ttl_ms, cm_registry
 }
 
 static int
-mem_deregister(cm_registry *r, const cm_service *svc, cm_registry_cb cb, void *user)
+mem_deregister(cm_registry *r, const cm_reg_service *svc, cm_registry_cb cb, void *user)
 {
     mem *m = mem_of(r);
     if (!valid_service(svc)) {
@@ -713,7 +710,7 @@ query(cm_registry *r, const char *name, cm_registry_list_cb cb, void *user)
 {
     mem *m = mem_of(r);
     mail *x = calloc(1, sizeof(*x));
-    cm_service_list *l = x != NULL ? calloc(1, sizeof(*l)) : NULL;
+    cm_reg_service_list *l = x != NULL ? calloc(1, sizeof(*l)) : NULL;
     if (l == NULL) {
         free(x);
         return CM_ENOMEM;
@@ -734,14 +731,14 @@ query(cm_registry *r, const char *name, cm_registry_list_cb cb, void *user)
     for (record *rec = m->sp->records; rec != NULL; rec = rec->next) {
         n += name == NULL || strcmp(rec->svc->name, name) == 0;
     }
-    if (n > 0 && (l->items = calloc(n, sizeof(cm_service *))) == NULL) {
+    if (n > 0 && (l->items = calloc(n, sizeof(cm_reg_service *))) == NULL) {
         x->status = CM_ENOMEM;
     }
     for (record *rec = m->sp->records; rec != NULL && x->status == 0; rec = rec->next) {
         if (name != NULL && strcmp(rec->svc->name, name) != 0) {
             continue;
         }
-        if ((l->items[l->n] = cm_service_dup(rec->svc)) == NULL) {
+        if ((l->items[l->n] = cm_reg_service_dup(rec->svc)) == NULL) {
             x->status = CM_ENOMEM;
             break;
         }

@@ -136,24 +136,24 @@ node_fini(cm_node *n)
     memset(n, 0, sizeof(*n));
 }
 
-cm_service *
-cm_service_new(const char *name, const char *version)
+cm_reg_service *
+cm_reg_service_new(const char *name, const char *version)
 {
-    cm_service *s = calloc(1, sizeof(*s));
+    cm_reg_service *s = calloc(1, sizeof(*s));
     if (s == NULL) {
         return NULL;
     }
     s->name = dup_str(name);
     s->version = dup_str(version);
     if (s->name == NULL || s->version == NULL) {
-        cm_service_free(s);
+        cm_reg_service_free(s);
         return NULL;
     }
     return s;
 }
 
 void
-cm_service_free(cm_service *s)
+cm_reg_service_free(cm_reg_service *s)
 {
     if (s == NULL) {
         return;
@@ -173,7 +173,7 @@ cm_service_free(cm_service *s)
 }
 
 cm_node *
-cm_service_add_node(cm_service *s, const char *id, const char *address, const cm_md *md)
+cm_reg_service_add_node(cm_reg_service *s, const char *id, const char *address, const cm_md *md)
 {
     if (s == NULL) {
         return NULL;
@@ -193,7 +193,7 @@ cm_service_add_node(cm_service *s, const char *id, const char *address, const cm
 }
 
 cm_endpoint *
-cm_service_add_endpoint(cm_service *s, const char *name, const cm_value *request,
+cm_reg_service_add_endpoint(cm_reg_service *s, const char *name, const cm_value *request,
                         const cm_value *response, const cm_md *md)
 {
     if (s == NULL) {
@@ -215,13 +215,13 @@ cm_service_add_endpoint(cm_service *s, const char *name, const cm_value *request
     return &s->endpoints[s->nendpoints++];
 }
 
-cm_service *
-cm_service_dup(const cm_service *s)
+cm_reg_service *
+cm_reg_service_dup(const cm_reg_service *s)
 {
     if (s == NULL) {
         return NULL;
     }
-    cm_service *d = cm_service_new(s->name, s->version);
+    cm_reg_service *d = cm_reg_service_new(s->name, s->version);
     if (d == NULL) {
         return NULL;
     }
@@ -230,43 +230,43 @@ cm_service_dup(const cm_service *s)
     }
     for (size_t i = 0; i < s->nendpoints; i++) {
         const cm_endpoint *e = &s->endpoints[i];
-        if (cm_service_add_endpoint(d, e->name, e->request, e->response, e->metadata) == NULL) {
+        if (cm_reg_service_add_endpoint(d, e->name, e->request, e->response, e->metadata) == NULL) {
             goto oom;
         }
     }
     for (size_t i = 0; i < s->nnodes; i++) {
         const cm_node *n = &s->nodes[i];
-        if (cm_service_add_node(d, n->id, n->address, n->metadata) == NULL) {
+        if (cm_reg_service_add_node(d, n->id, n->address, n->metadata) == NULL) {
             goto oom;
         }
     }
     return d;
 oom:
-    cm_service_free(d);
+    cm_reg_service_free(d);
     return NULL;
 }
 
-cm_service_list *
-cm_service_list_dup(const cm_service_list *l)
+cm_reg_service_list *
+cm_reg_service_list_dup(const cm_reg_service_list *l)
 {
     if (l == NULL) {
         return NULL;
     }
-    cm_service_list *d = calloc(1, sizeof(*d));
+    cm_reg_service_list *d = calloc(1, sizeof(*d));
     if (d == NULL) {
         return NULL;
     }
     if (l->n > 0) {
-        d->items = calloc(l->n, sizeof(cm_service *));
+        d->items = calloc(l->n, sizeof(cm_reg_service *));
         if (d->items == NULL) {
             free(d);
             return NULL;
         }
     }
     for (size_t i = 0; i < l->n; i++) {
-        d->items[i] = cm_service_dup(l->items[i]);
+        d->items[i] = cm_reg_service_dup(l->items[i]);
         if (d->items[i] == NULL) {
-            cm_service_list_free(d);
+            cm_reg_service_list_free(d);
             return NULL;
         }
         d->n = i + 1;
@@ -275,13 +275,13 @@ cm_service_list_dup(const cm_service_list *l)
 }
 
 void
-cm_service_list_free(cm_service_list *l)
+cm_reg_service_list_free(cm_reg_service_list *l)
 {
     if (l == NULL) {
         return;
     }
     for (size_t i = 0; i < l->n; i++) {
-        cm_service_free(l->items[i]);
+        cm_reg_service_free(l->items[i]);
     }
     free(l->items);
     free(l);
@@ -513,7 +513,7 @@ usable(const cm_registry *r)
 }
 
 int
-cm_registry_register(cm_registry *r, const cm_service *svc, uint64_t ttl_ms, cm_registry_cb cb,
+cm_registry_register(cm_registry *r, const cm_reg_service *svc, uint64_t ttl_ms, cm_registry_cb cb,
                      void *user)
 {
     int rc = usable(r);
@@ -530,7 +530,7 @@ cm_registry_register(cm_registry *r, const cm_service *svc, uint64_t ttl_ms, cm_
 }
 
 int
-cm_registry_deregister(cm_registry *r, const cm_service *svc, cm_registry_cb cb, void *user)
+cm_registry_deregister(cm_registry *r, const cm_reg_service *svc, cm_registry_cb cb, void *user)
 {
     int rc = usable(r);
     if (rc < 0) {
@@ -631,7 +631,7 @@ cm_watcher_stop(cm_watcher *w)
  * (want NULL: all). Callbacks may stop any watcher, start new ones (they get later events
  * only) or close r. */
 void
-cm__registry_notify_if(cm_registry *r, cm_watch_action action, const cm_service *svc,
+cm__registry_notify_if(cm_registry *r, cm_watch_action action, const cm_reg_service *svc,
                        int (*want)(const cm_watcher *w, void *arg), void *arg)
 {
     reg_state *st = state_of(r);
@@ -657,7 +657,7 @@ cm__registry_notify_if(cm_registry *r, cm_watch_action action, const cm_service 
 }
 
 void
-cm__registry_notify(cm_registry *r, cm_watch_action action, const cm_service *svc)
+cm__registry_notify(cm_registry *r, cm_watch_action action, const cm_reg_service *svc)
 {
     cm__registry_notify_if(r, action, svc, NULL, NULL);
 }

@@ -37,9 +37,9 @@ typedef struct cm_registry_ops {
     /* Cancels everything (callbacks with CM_ECANCELED), closes handles, then calls
      * cm__registry_closed(r). */
     void (*close)(cm_registry *r);
-    int (*reg)(cm_registry *r, const cm_service *svc, uint64_t ttl_ms, cm_registry_cb cb,
+    int (*reg)(cm_registry *r, const cm_reg_service *svc, uint64_t ttl_ms, cm_registry_cb cb,
                void *user);
-    int (*dereg)(cm_registry *r, const cm_service *svc, cm_registry_cb cb, void *user);
+    int (*dereg)(cm_registry *r, const cm_reg_service *svc, cm_registry_cb cb, void *user);
     int (*get_service)(cm_registry *r, const char *name, cm_registry_list_cb cb, void *user);
     int (*list_services)(cm_registry *r, cm_registry_list_cb cb, void *user);
     /* w is allocated and linked by the framework; the backend starts what it needs. */
@@ -51,7 +51,10 @@ typedef struct cm_registry_ops {
 /* Called by a backend's close when everything is closed: frees r, runs done. */
 void cm__registry_closed(cm_registry *r);
 /* Delivers an event to every watcher of r whose name matches svc->name (or watches all). */
-void cm__registry_notify(cm_registry *r, cm_watch_action action, const cm_service *svc);
+void cm__registry_notify(cm_registry *r, cm_watch_action action, const cm_reg_service *svc);
+/* The same, restricted to the watchers that want accepts. */
+void cm__registry_notify_if(cm_registry *r, cm_watch_action action, const cm_reg_service *svc,
+                            int (*want)(const cm_watcher *w, void *arg), void *arg);
 
 /* Backends, listed in registry.c's table. */
 extern const cm_registry_ops cm__registry_memory;
@@ -66,13 +69,13 @@ extern const cm_registry_ops *const cm__registry_backends[];
 cJSON *cm__value_to_json(const cm_value *v);
 cJSON *cm__endpoint_to_json(const cm_endpoint *e);
 cJSON *cm__md_to_json(const cm_md *md); /* NULL md: JSON null */
-cJSON *cm__service_to_json(const cm_service *s);
+cJSON *cm__service_to_json(const cm_reg_service *s);
 /* The reverse; key order does not matter, unknown keys are ignored, wrong types are errors.
  * 0, CM_EPROTO (with nothing allocated) or CM_ENOMEM. */
 int cm__value_from_json(const cJSON *j, cm_value *out);
 int cm__endpoint_from_json(const cJSON *j, cm_endpoint *out);
 int cm__md_from_json(const cJSON *j, cm_md **out); /* null: an empty md */
-int cm__service_from_json(const cJSON *j, cm_service **out);
+int cm__service_from_json(const cJSON *j, cm_reg_service **out);
 void cm__endpoint_fini(cm_endpoint *e);
 
 /* go-micro's registry payload encoding: lower-case hex of a zlib stream. Appends to out.

@@ -27,7 +27,7 @@ void
 cm__scache_free(cm__scache *c)
 {
     for (size_t i = 0; i < c->nsvcs; i++) {
-        cm_service_free(c->svcs[i]);
+        cm_reg_service_free(c->svcs[i]);
     }
     free_arrays(c);
     memset(c, 0, sizeof(*c));
@@ -51,7 +51,7 @@ old_state(const cm__scache *old, const char *address, size_t hint)
 /* Builds the flattened node list of svcs (taken only on success) into *out, carrying over the
  * state of old's nodes by address. Nodes without an address are left out. 0 or CM_ENOMEM. */
 static int
-build(cm__scache *out, cm_service **svcs, size_t nsvcs, const cm__scache *old)
+build(cm__scache *out, cm_reg_service **svcs, size_t nsvcs, const cm__scache *old)
 {
     size_t total = 0;
     for (size_t i = 0; i < nsvcs; i++) {
@@ -98,15 +98,15 @@ build(cm__scache *out, cm_service **svcs, size_t nsvcs, const cm__scache *old)
 }
 
 int
-cm__scache_set(cm__scache *c, const cm_service_list *l)
+cm__scache_set(cm__scache *c, const cm_reg_service_list *l)
 {
-    cm_service **svcs = calloc(l->n ? l->n : 1, sizeof(*svcs));
+    cm_reg_service **svcs = calloc(l->n ? l->n : 1, sizeof(*svcs));
     if (svcs == NULL) {
         return CM_ENOMEM;
     }
     size_t n = 0;
     for (; n < l->n; n++) {
-        svcs[n] = cm_service_dup(l->items[n]);
+        svcs[n] = cm_reg_service_dup(l->items[n]);
         if (svcs[n] == NULL) {
             break;
         }
@@ -114,7 +114,7 @@ cm__scache_set(cm__scache *c, const cm_service_list *l)
     cm__scache next;
     if (n < l->n || build(&next, svcs, n, c) < 0) {
         for (size_t i = 0; i < n; i++) {
-            cm_service_free(svcs[i]);
+            cm_reg_service_free(svcs[i]);
         }
         free(svcs);
         return CM_ENOMEM;
@@ -126,7 +126,7 @@ cm__scache_set(cm__scache *c, const cm_service_list *l)
 
 /* Non-zero when svc lists a node with that id. */
 static int
-has_node(const cm_service *svc, const char *id)
+has_node(const cm_reg_service *svc, const char *id)
 {
     for (size_t i = 0; i < svc->nnodes; i++) {
         if (same(svc->nodes[i].id, id)) {
@@ -138,18 +138,18 @@ has_node(const cm_service *svc, const char *id)
 
 /* The event's service with the nodes of cur it does not list appended (go-micro's merge: the
  * event's endpoints and metadata win). Returns owned, NULL on out of memory. */
-static cm_service *
-merged(const cm_service *cur, const cm_service *ev)
+static cm_reg_service *
+merged(const cm_reg_service *cur, const cm_reg_service *ev)
 {
-    cm_service *ns = cm_service_dup(ev);
+    cm_reg_service *ns = cm_reg_service_dup(ev);
     if (ns == NULL || cur == NULL) {
         return ns;
     }
     for (size_t i = 0; i < cur->nnodes; i++) {
         const cm_node *n = &cur->nodes[i];
         if (!has_node(ev, n->id) &&
-            cm_service_add_node(ns, n->id, n->address, n->metadata) == NULL) {
-            cm_service_free(ns);
+            cm_reg_service_add_node(ns, n->id, n->address, n->metadata) == NULL) {
+            cm_reg_service_free(ns);
             return NULL;
         }
     }
@@ -157,10 +157,10 @@ merged(const cm_service *cur, const cm_service *ev)
 }
 
 /* cur without the nodes del lists. Returns owned, NULL on out of memory. */
-static cm_service *
-without(const cm_service *cur, const cm_service *del)
+static cm_reg_service *
+without(const cm_reg_service *cur, const cm_reg_service *del)
 {
-    cm_service *ns = cm_service_new(cur->name, cur->version);
+    cm_reg_service *ns = cm_reg_service_new(cur->name, cur->version);
     if (ns == NULL) {
         return NULL;
     }
@@ -178,30 +178,30 @@ without(const cm_service *cur, const cm_service *del)
     }
     for (size_t i = 0; i < cur->nendpoints; i++) {
         const cm_endpoint *e = &cur->endpoints[i];
-        if (cm_service_add_endpoint(ns, e->name, e->request, e->response, e->metadata) == NULL) {
+        if (cm_reg_service_add_endpoint(ns, e->name, e->request, e->response, e->metadata) == NULL) {
             goto oom;
         }
     }
     for (size_t i = 0; i < cur->nnodes; i++) {
         const cm_node *n = &cur->nodes[i];
         if (!has_node(del, n->id) &&
-            cm_service_add_node(ns, n->id, n->address, n->metadata) == NULL) {
+            cm_reg_service_add_node(ns, n->id, n->address, n->metadata) == NULL) {
             goto oom;
         }
     }
     return ns;
 oom:
-    cm_service_free(ns);
+    cm_reg_service_free(ns);
     return NULL;
 }
 
 /* Installs a new service list made of c's services where the one at index at is replaced by
  * ns (at == nsvcs: appended; ns NULL: removed). Takes ns on success. 0 or CM_ENOMEM. */
 static int
-commit(cm__scache *c, size_t at, cm_service *ns)
+commit(cm__scache *c, size_t at, cm_reg_service *ns)
 {
     size_t n = c->nsvcs + (at == c->nsvcs ? 1 : 0) - (ns == NULL ? 1 : 0);
-    cm_service **svcs = calloc(n ? n : 1, sizeof(*svcs));
+    cm_reg_service **svcs = calloc(n ? n : 1, sizeof(*svcs));
     if (svcs == NULL) {
         return CM_ENOMEM;
     }
@@ -222,7 +222,7 @@ commit(cm__scache *c, size_t at, cm_service *ns)
         return CM_ENOMEM;
     }
     if (at < c->nsvcs) {
-        cm_service_free(c->svcs[at]);
+        cm_reg_service_free(c->svcs[at]);
     }
     free_arrays(c);
     *c = next;
@@ -230,14 +230,14 @@ commit(cm__scache *c, size_t at, cm_service *ns)
 }
 
 int
-cm__scache_apply(cm__scache *c, cm_watch_action action, const cm_service *svc)
+cm__scache_apply(cm__scache *c, cm_watch_action action, const cm_reg_service *svc)
 {
     size_t at = 0;
     while (at < c->nsvcs && !same(c->svcs[at]->version, svc->version)) {
         at++;
     }
-    const cm_service *cur = at < c->nsvcs ? c->svcs[at] : NULL;
-    cm_service *ns = NULL;
+    const cm_reg_service *cur = at < c->nsvcs ? c->svcs[at] : NULL;
+    cm_reg_service *ns = NULL;
     if (action == CM_WATCH_CREATE || action == CM_WATCH_UPDATE) {
         ns = merged(cur, svc);
         if (ns == NULL) {
@@ -268,7 +268,7 @@ cm__scache_apply(cm__scache *c, cm_watch_action action, const cm_service *svc)
     }
     int rc = commit(c, at, ns);
     if (rc < 0 && ns != NULL) {
-        cm_service_free(ns);
+        cm_reg_service_free(ns);
     }
     return rc;
 }

@@ -257,7 +257,7 @@ drop_cache(entry *e)
 }
 
 static void
-on_watch(cm_watch_action action, const cm_service *svc, void *user)
+on_watch(cm_watch_action action, const cm_reg_service *svc, void *user)
 {
     entry *e = user;
     if (!e->cached || svc == NULL || svc->name == NULL || strcmp(svc->name, e->name) != 0) {
@@ -274,7 +274,7 @@ on_watch(cm_watch_action action, const cm_service *svc, void *user)
 
 /* Applies a lookup's answer to the cache; returns what the resolve callbacks get. */
 static int
-apply_answer(cm_selector *s, const char *name, int status, const cm_service_list *list)
+apply_answer(cm_selector *s, const char *name, int status, const cm_reg_service_list *list)
 {
     entry *e = entry_find(s, name);
     if (status < 0) {
@@ -316,7 +316,7 @@ apply_answer(cm_selector *s, const char *name, int status, const cm_service_list
 /* ---- resolving: one lookup per name in flight ---- */
 
 static void
-on_lookup(int status, const cm_service_list *list, void *arg)
+on_lookup(int status, const cm_reg_service_list *list, void *arg)
 {
     flight *f = arg;
     cm_selector *s = f->sel;
@@ -484,7 +484,7 @@ cm_selector_mark(cm_selector *s, const char *service, const char *address, int s
 /* ---- the hot path ---- */
 
 static int
-has_endpoint(const cm_service *svc, const char *name)
+has_endpoint(const cm_reg_service *svc, const char *name)
 {
     for (size_t i = 0; i < svc->nendpoints; i++) {
         if (svc->endpoints[i].name != NULL && strcmp(svc->endpoints[i].name, name) == 0) {
@@ -495,7 +495,7 @@ has_endpoint(const cm_service *svc, const char *name)
 }
 
 static int
-service_passes(const cm_service *svc, const cm_select_filter *f)
+service_passes(const cm_reg_service *svc, const cm_select_filter *f)
 {
     if (f->version != NULL && strcmp(svc->version ? svc->version : "", f->version) != 0) {
         return 0;

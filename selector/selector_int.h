@@ -21,7 +21,7 @@ typedef struct cm__srange {
 
 /* What a resolve or a watch event installs, all or nothing. */
 typedef struct cm__scache {
-    cm_service **svcs; /* owned, one per version */
+    cm_reg_service **svcs; /* owned, one per version */
     size_t nsvcs;
     cm__srange *ranges; /* nsvcs */
     cm__snode *nodes;
@@ -32,13 +32,13 @@ typedef struct cm__scache {
 
 /* Replaces *c with the services of l (deep copies); per-node state is kept for the addresses
  * that persist. 0, or CM_ENOMEM with *c unchanged. */
-int cm__scache_set(cm__scache *c, const cm_service_list *l);
+int cm__scache_set(cm__scache *c, const cm_reg_service_list *l);
 
 /* Applies a watch event to *c: create/update merge svc's nodes by id into the service of the
  * same version (or add the version); delete removes the listed nodes and drops a version left
  * without nodes. 0 when applied, 1 when the service is gone (a delete with no nodes, or the last
  * node removed: the caller drops the cache), CM_ENOMEM with *c unchanged. */
-int cm__scache_apply(cm__scache *c, cm_watch_action action, const cm_service *svc);
+int cm__scache_apply(cm__scache *c, cm_watch_action action, const cm_reg_service *svc);
 
 /* Frees the services and arrays of c and zeroes it. */
 void cm__scache_free(cm__scache *c);

@@ -217,7 +217,7 @@ static int in_call;
 typedef struct result {
     int done;
     int status;
-    cm_service_list *list; /* owned copy */
+    cm_reg_service_list *list; /* owned copy */
 } result;
 
 static void
@@ -231,7 +231,7 @@ on_status(int status, void *user)
 }
 
 static void
-on_list(int status, const cm_service_list *l, void *user)
+on_list(int status, const cm_reg_service_list *l, void *user)
 {
     result *r = user;
     CHECK(!in_call);
@@ -239,11 +239,11 @@ on_list(int status, const cm_service_list *l, void *user)
     CHECK((status == 0) == (l != NULL));
     r->done = 1;
     r->status = status;
-    r->list = l != NULL ? cm_service_list_dup(l) : NULL;
+    r->list = l != NULL ? cm_reg_service_list_dup(l) : NULL;
 }
 
 static int
-reg_sync(cm_loop *l, cm_registry *r, const cm_service *s, uint64_t ttl_ms)
+reg_sync(cm_loop *l, cm_registry *r, const cm_reg_service *s, uint64_t ttl_ms)
 {
     result res = {0};
     in_call = 1;
@@ -257,7 +257,7 @@ reg_sync(cm_loop *l, cm_registry *r, const cm_service *s, uint64_t ttl_ms)
 }
 
 static int
-dereg_sync(cm_loop *l, cm_registry *r, const cm_service *s)
+dereg_sync(cm_loop *l, cm_registry *r, const cm_reg_service *s)
 {
     result res = {0};
     in_call = 1;
@@ -272,7 +272,7 @@ dereg_sync(cm_loop *l, cm_registry *r, const cm_service *s)
 
 /* get_service (name) or list_services (NULL); *out owned when status 0. */
 static int
-get_sync(cm_loop *l, cm_registry *r, const char *name, cm_service_list **out)
+get_sync(cm_loop *l, cm_registry *r, const char *name, cm_reg_service_list **out)
 {
     result res = {0};
     in_call = 1;
@@ -288,7 +288,7 @@ get_sync(cm_loop *l, cm_registry *r, const char *name, cm_service_list **out)
 }
 
 static size_t
-count_nodes(const cm_service_list *l)
+count_nodes(const cm_reg_service_list *l)
 {
     size_t n = 0;
     for (size_t i = 0; l != NULL && i < l->n; i++) {
@@ -298,7 +298,7 @@ count_nodes(const cm_service_list *l)
 }
 
 static const cm_node *
-find_node(const cm_service_list *l, const char *id)
+find_node(const cm_reg_service_list *l, const char *id)
 {
     for (size_t i = 0; l != NULL && i < l->n; i++) {
         for (size_t k = 0; k < l->items[i]->nnodes; k++) {

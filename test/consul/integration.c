@@ -18,18 +18,18 @@ new_id(const char *name, char *out, size_t len)
 }
 
 /* A go-micro-like service: two endpoints, node metadata with keys Consul rejects as Meta. */
-static cm_service *
+static cm_reg_service *
 make_svc(const char *name, const char *version, const char *id, const char *address)
 {
-    cm_service *s = cm_service_new(name, version);
+    cm_reg_service *s = cm_reg_service_new(name, version);
     cm_value leaf = {.name = "name", .type = "string"};
     cm_value req = {.name = "HelloRequest", .type = "HelloRequest", .values = &leaf, .nvalues = 1};
     cm_value msg = {.name = "msg", .type = "string"};
     cm_value rsp = {.name = "HelloResponse", .type = "HelloResponse", .values = &msg, .nvalues = 1};
     cm_md *stream = cm_md_new();
     cm_md_set(stream, "stream", "true");
-    CHECK(cm_service_add_endpoint(s, "Greeter.Hello", &req, &rsp, NULL) != NULL);
-    CHECK(cm_service_add_endpoint(s, "Greeter.Stream", &req, &rsp, stream) != NULL);
+    CHECK(cm_reg_service_add_endpoint(s, "Greeter.Hello", &req, &rsp, NULL) != NULL);
+    CHECK(cm_reg_service_add_endpoint(s, "Greeter.Stream", &req, &rsp, stream) != NULL);
     cm_md_free(stream);
     cm_md *md = cm_md_new();
     cm_md_set(md, "protocol", "mucp");
@@ -38,7 +38,7 @@ make_svc(const char *name, const char *version, const char *id, const char *addr
     cm_md_set(md, "a.b", "dotted");
     cm_md_set(md, "consul-x", "reserved");
     cm_md_set(md, "ok_key", "v");
-    CHECK(cm_service_add_node(s, id, address, md) != NULL);
+    CHECK(cm_reg_service_add_node(s, id, address, md) != NULL);
     cm_md_free(md);
     return s;
 }
@@ -185,7 +185,7 @@ test_register_body(void)
     char id[128];
     new_id("cm.test.body", id, sizeof(id));
     cm_registry *r = new_registry(loop, agent.addr, NULL, 0);
-    cm_service *s = make_svc("cm.test.body", "1.2.3", id, "127.0.0.1:9090");
+    cm_reg_service *s = make_svc("cm.test.body", "1.2.3", id, "127.0.0.1:9090");
     CHECK_EQ_INT(reg_sync(loop, r, s, 90000), 0);
     if (agent.real) {
         printf("SKIP: captured register body (real agent)\n");
@@ -246,7 +246,7 @@ test_register_body(void)
     if (!agent.real) {
         char id2[128];
         new_id("cm.test.body", id2, sizeof(id2));
-        cm_service *s2 = make_svc("cm.test.body", "1.2.3", id2, "127.0.0.1:9091");
+        cm_reg_service *s2 = make_svc("cm.test.body", "1.2.3", id2, "127.0.0.1:9091");
         uint64_t ttls[] = {60000, 30000};
         const char *want[][2] = {{"1m0s", "1m5s"}, {"30s", "1m5s"}};
         for (int i = 0; i < 2; i++) {
@@ -261,10 +261,10 @@ test_register_body(void)
             cJSON_Delete(last);
         }
         CHECK_EQ_INT(dereg_sync(loop, r, s2), 0);
-        cm_service_free(s2);
+        cm_reg_service_free(s2);
     }
     CHECK_EQ_INT(dereg_sync(loop, r, s), 0);
-    cm_service_free(s);
+    cm_reg_service_free(s);
     close_registry(loop, r);
 }
 
@@ -278,9 +278,9 @@ test_get_service(void)
     new_id("cm.test.get", id2, sizeof(id2));
     new_id("cm.test.get", id3, sizeof(id3));
     cm_registry *r = new_registry(loop, agent.addr, NULL, 0);
-    cm_service *s1 = make_svc("cm.test.get", "1.2.3", id1, "127.0.0.1:9090");
-    cm_service *s2 = make_svc("cm.test.get", "1.2.3", id2, "[::1]:9091");
-    cm_service *s3 = make_svc("cm.test.get", "2.0.0", id3, "127.0.0.2:9092");
+    cm_reg_service *s1 = make_svc("cm.test.get", "1.2.3", id1, "127.0.0.1:9090");
+    cm_reg_service *s2 = make_svc("cm.test.get", "1.2.3", id2, "[::1]:9091");
+    cm_reg_service *s3 = make_svc("cm.test.get", "2.0.0", id3, "127.0.0.2:9092");
     CHECK_EQ_INT(reg_sync(loop, r, s1, 30000), 0);
     CHECK_EQ_INT(reg_sync(loop, r, s2, 30000), 0);
     CHECK_EQ_INT(reg_sync(loop, r, s3, 30000), 0);
@@ -292,11 +292,11 @@ test_get_service(void)
         cJSON_Delete(last);
     }
 
-    cm_service_list *l = NULL;
+    cm_reg_service_list *l = NULL;
     CHECK_EQ_INT(get_sync(loop, r, "cm.test.get", &l), 0);
     CHECK_EQ_INT(l->n, 2); /* grouped by version */
-    const cm_service *v1 = strcmp(l->items[0]->version, "1.2.3") == 0 ? l->items[0] : l->items[1];
-    const cm_service *v2 = v1 == l->items[0] ? l->items[1] : l->items[0];
+    const cm_reg_service *v1 = strcmp(l->items[0]->version, "1.2.3") == 0 ? l->items[0] : l->items[1];
+    const cm_reg_service *v2 = v1 == l->items[0] ? l->items[1] : l->items[0];
     CHECK_EQ_STR(v1->name, "cm.test.get");
     CHECK_EQ_STR(v1->version, "1.2.3");
     CHECK_EQ_STR(v2->version, "2.0.0");
@@ -319,12 +319,12 @@ test_get_service(void)
     CHECK_EQ_STR(cm_md_get(n1->metadata, "a.b"), "dotted");
     CHECK_EQ_STR(cm_md_get(n1->metadata, "consul-x"), "reserved");
     CHECK_EQ_STR(cm_md_get(n1->metadata, "protocol"), "mucp");
-    cm_service_list_free(l);
+    cm_reg_service_list_free(l);
 
     /* An unknown service: an empty list, no error. */
     CHECK_EQ_INT(get_sync(loop, r, "cm.test.nosuch", &l), 0);
     CHECK_EQ_INT(l->n, 0);
-    cm_service_list_free(l);
+    cm_reg_service_list_free(l);
 
     /* list_services: names, "consul" included. */
     CHECK_EQ_INT(get_sync(loop, r, NULL, &l), 0);
@@ -334,19 +334,19 @@ test_get_service(void)
         ours += strcmp(l->items[i]->name, "cm.test.get") == 0;
     }
     CHECK(consul == 1 && ours == 1);
-    cm_service_list_free(l);
+    cm_reg_service_list_free(l);
 
     CHECK_EQ_INT(dereg_sync(loop, r, s1), 0);
     CHECK_EQ_INT(dereg_sync(loop, r, s2), 0);
     CHECK_EQ_INT(dereg_sync(loop, r, s3), 0);
     CHECK_EQ_INT(get_sync(loop, r, "cm.test.get", &l), 0);
     CHECK_EQ_INT(l->n, 0); /* deregister removes */
-    cm_service_list_free(l);
+    cm_reg_service_list_free(l);
     /* Deregistering what is gone: the agent's 404 counts as done. */
     CHECK_EQ_INT(dereg_sync(loop, r, s1), 0);
-    cm_service_free(s1);
-    cm_service_free(s2);
-    cm_service_free(s3);
+    cm_reg_service_free(s1);
+    cm_reg_service_free(s2);
+    cm_reg_service_free(s3);
     close_registry(loop, r);
 }
 
@@ -358,24 +358,24 @@ test_ttl_lapse(void)
     char id[128];
     new_id("cm.test.ttl", id, sizeof(id));
     cm_registry *r = new_registry(loop, agent.addr, NULL, 0);
-    cm_service *s = make_svc("cm.test.ttl", "1.0.0", id, "127.0.0.1:9090");
+    cm_reg_service *s = make_svc("cm.test.ttl", "1.0.0", id, "127.0.0.1:9090");
     CHECK_EQ_INT(reg_sync(loop, r, s, 1000), 0);
-    cm_service_list *l = NULL;
+    cm_reg_service_list *l = NULL;
     CHECK_EQ_INT(get_sync(loop, r, "cm.test.ttl", &l), 0);
     CHECK_EQ_INT(count_nodes(l), 1);
-    cm_service_list_free(l);
+    cm_reg_service_list_free(l);
     /* A real agent checks TTLs with the same 1 s resolution. */
     run_for(loop, 2000);
     CHECK_EQ_INT(get_sync(loop, r, "cm.test.ttl", &l), 0);
     CHECK_EQ_INT(count_nodes(l), 0);
-    cm_service_list_free(l);
+    cm_reg_service_list_free(l);
     /* A refresh brings it back. */
     CHECK_EQ_INT(reg_sync(loop, r, s, 1000), 0);
     CHECK_EQ_INT(get_sync(loop, r, "cm.test.ttl", &l), 0);
     CHECK_EQ_INT(count_nodes(l), 1);
-    cm_service_list_free(l);
+    cm_reg_service_list_free(l);
     CHECK_EQ_INT(dereg_sync(loop, r, s), 0);
-    cm_service_free(s);
+    cm_reg_service_free(s);
     close_registry(loop, r);
 }
 
@@ -393,7 +393,7 @@ test_tcp_check(void)
     o.tcp_check_interval_ms = 10000;
     cm_registry *r = NULL;
     CHECK_EQ_INT(cm_registry_new(loop, "consul", &o, &r), 0);
-    cm_service *s = make_svc("cm.test.tcp", "1.0.0", id, "127.0.0.1:9");
+    cm_reg_service *s = make_svc("cm.test.tcp", "1.0.0", id, "127.0.0.1:9");
     agent_control(&agent, "/_test/clear");
     CHECK_EQ_INT(reg_sync(loop, r, s, 90000), 0);
     cJSON *last = agent_json(&agent, "/_test/last?path=/v1/agent/service/register");
@@ -416,7 +416,7 @@ test_tcp_check(void)
     CHECK_EQ_INT(count_requests(log, path), 1);
     cJSON_Delete(log);
     CHECK_EQ_INT(dereg_sync(loop, r, s), 0);
-    cm_service_free(s);
+    cm_reg_service_free(s);
     close_registry(loop, r);
 }
 
@@ -429,7 +429,7 @@ test_restart(void)
     char id[128], path[512];
     new_id("cm.test.restart", id, sizeof(id));
     cm_registry *r = new_registry(loop, agent.addr, NULL, 0);
-    cm_service *s = make_svc("cm.test.restart", "1.0.0", id, "127.0.0.1:9090");
+    cm_reg_service *s = make_svc("cm.test.restart", "1.0.0", id, "127.0.0.1:9090");
     CHECK_EQ_INT(reg_sync(loop, r, s, 30000), 0);
     /* Same content: a refresh is one TTL pass, no register. */
     agent_control(&agent, "/_test/clear");
@@ -460,7 +460,7 @@ test_restart(void)
     CHECK_EQ_INT(last_request(log, "PUT", "/v1/agent/service/register"), 0);
     cJSON_Delete(log);
     CHECK_EQ_INT(dereg_sync(loop, r, s), 0);
-    cm_service_free(s);
+    cm_reg_service_free(s);
     close_registry(loop, r);
 }
 
@@ -475,7 +475,7 @@ test_agent_down(void)
     int port = free_port();
     snprintf(addr, sizeof(addr), "127.0.0.1:%d", port);
     cm_registry *r = new_registry(loop, addr, NULL, 2000);
-    cm_service *s = make_svc("cm.test.down", "1.0.0", id, "127.0.0.1:9090");
+    cm_reg_service *s = make_svc("cm.test.down", "1.0.0", id, "127.0.0.1:9090");
     capture cap;
     capture_start(&cap);
     int rc = reg_sync(loop, r, s, 30000);
@@ -483,7 +483,7 @@ test_agent_down(void)
     CHECK_EQ_INT(rc, UV_ECONNREFUSED);
     CHECK(strstr(log, "cmicro: consul: PUT /v1/agent/service/register: http://127.0.0.1:") != NULL);
     free(log);
-    cm_service_list *l = NULL;
+    cm_reg_service_list *l = NULL;
     CHECK_EQ_INT(get_sync(loop, r, "cm.test.down", &l), UV_ECONNREFUSED);
 
     test_agent late;
@@ -491,8 +491,8 @@ test_agent_down(void)
     CHECK_EQ_INT(reg_sync(loop, r, s, 30000), 0);
     CHECK_EQ_INT(get_sync(loop, r, "cm.test.down", &l), 0);
     CHECK_EQ_INT(count_nodes(l), 1);
-    cm_service_list_free(l);
-    cm_service_free(s);
+    cm_reg_service_list_free(l);
+    cm_reg_service_free(s);
     close_registry(loop, r);
     agent_stop(&late);
 }
@@ -510,7 +510,7 @@ test_failover(void)
     snprintf(addrs, sizeof(addrs), "%s, http://%s", b.addr, c.addr);
     new_id("cm.test.failover", id, sizeof(id));
     cm_registry *r = new_registry(loop, addrs, NULL, 2000);
-    cm_service *s = make_svc("cm.test.failover", "1.0.0", id, "127.0.0.1:9090");
+    cm_reg_service *s = make_svc("cm.test.failover", "1.0.0", id, "127.0.0.1:9090");
     CHECK_EQ_INT(reg_sync(loop, r, s, 30000), 0);
     char *st = check_status(&b, "cm.test.failover", id);
     CHECK_EQ_STR(st, "passing");
@@ -525,10 +525,10 @@ test_failover(void)
     st = check_status(&c, "cm.test.failover", id);
     CHECK_EQ_STR(st, "passing");
     free(st);
-    cm_service_list *l = NULL;
+    cm_reg_service_list *l = NULL;
     CHECK_EQ_INT(get_sync(loop, r, "cm.test.failover", &l), 0);
     CHECK_EQ_INT(count_nodes(l), 1);
-    cm_service_list_free(l);
+    cm_reg_service_list_free(l);
     CHECK_EQ_INT(dereg_sync(loop, r, s), 0);
     st = check_status(&c, "cm.test.failover", id);
     CHECK_EQ_STR(st, "");
@@ -547,7 +547,7 @@ test_failover(void)
     free(st);
     agent_stop(&d);
     CHECK_EQ_INT(get_sync(loop, r, "cm.test.failover", &l), 0);
-    cm_service_list_free(l);
+    cm_reg_service_list_free(l);
     /* The get moved to c, which starts registering s there in the background. */
     for (int i = 0; i < 100; i++) {
         st = check_status(&c, "cm.test.failover", id);
@@ -562,7 +562,7 @@ test_failover(void)
     CHECK_EQ_STR(st, "passing");
     free(st);
     CHECK_EQ_INT(dereg_sync(loop, r, s), 0);
-    cm_service_free(s);
+    cm_reg_service_free(s);
     close_registry(loop, r);
     agent_stop(&c);
 }
@@ -571,20 +571,20 @@ test_failover(void)
 
 typedef struct event {
     cm_watch_action action;
-    cm_service *svc;
+    cm_reg_service *svc;
 } event;
 
 static event events[32];
 static int nevents;
 
 static void
-on_event(cm_watch_action action, const cm_service *svc, void *user)
+on_event(cm_watch_action action, const cm_reg_service *svc, void *user)
 {
     (void)user;
     CHECK(!in_call);
     CHECK(nevents < 32);
     events[nevents].action = action;
-    events[nevents].svc = cm_service_dup(svc);
+    events[nevents].svc = cm_reg_service_dup(svc);
     nevents++;
 }
 
@@ -592,7 +592,7 @@ static void
 clear_events(void)
 {
     for (int i = 0; i < nevents; i++) {
-        cm_service_free(events[i].svc);
+        cm_reg_service_free(events[i].svc);
     }
     nevents = 0;
 }
@@ -643,14 +643,14 @@ test_watch(void)
         agent_control(&agent, "/_test/clear");
     }
 
-    cm_service *s1 = make_svc("cm.test.watch", "1.0.0", id1, "127.0.0.1:9001");
-    cm_service *s2 = make_svc("cm.test.watch", "1.0.0", id2, "127.0.0.1:9002");
+    cm_reg_service *s1 = make_svc("cm.test.watch", "1.0.0", id1, "127.0.0.1:9001");
+    cm_reg_service *s2 = make_svc("cm.test.watch", "1.0.0", id2, "127.0.0.1:9002");
     CHECK_EQ_INT(reg_sync(loop, other, s1, 30000), 0);
     wait_nodes(1);
     CHECK(nevents <= 2);
     CHECK_EQ_INT(events[0].action, CM_WATCH_CREATE);
     CHECK_EQ_INT(events[nevents - 1].action, nevents == 1 ? CM_WATCH_CREATE : CM_WATCH_UPDATE);
-    const cm_service *ev = events[nevents - 1].svc;
+    const cm_reg_service *ev = events[nevents - 1].svc;
     CHECK_EQ_STR(ev->name, "cm.test.watch");
     CHECK_EQ_STR(ev->version, "1.0.0");
     CHECK_EQ_STR(ev->nodes[0].id, id1);
@@ -717,8 +717,8 @@ test_watch(void)
     /* A watcher still running when its registry closes. */
     CHECK_EQ_INT(cm_registry_watch(watching, "cm.test.watch", on_event, NULL, &w), 0);
     run_for(loop, 100);
-    cm_service_free(s1);
-    cm_service_free(s2);
+    cm_reg_service_free(s1);
+    cm_reg_service_free(s2);
     close_registry(loop, other);
     close_registry(loop, watching);
     clear_events();
@@ -735,7 +735,7 @@ test_acl(void)
     agent_spawn(&a, 0, args);
     char id[128];
     new_id("cm.test.acl", id, sizeof(id));
-    cm_service *s = make_svc("cm.test.acl", "1.0.0", id, "127.0.0.1:9090");
+    cm_reg_service *s = make_svc("cm.test.acl", "1.0.0", id, "127.0.0.1:9090");
 
     cm_registry *r = new_registry(loop, a.addr, "s3cret", 0);
     CHECK_EQ_INT(reg_sync(loop, r, s, 30000), 0);
@@ -752,10 +752,10 @@ test_acl(void)
     /* From the environment: CONSUL_HTTP_TOKEN, and CONSUL_HTTP_TOKEN_FILE which wins. */
     setenv("CONSUL_HTTP_TOKEN", "s3cret", 1);
     r = new_registry(loop, a.addr, NULL, 0);
-    cm_service_list *l = NULL;
+    cm_reg_service_list *l = NULL;
     CHECK_EQ_INT(get_sync(loop, r, "cm.test.acl", &l), 0);
     CHECK_EQ_INT(count_nodes(l), 1);
-    cm_service_list_free(l);
+    cm_reg_service_list_free(l);
     close_registry(loop, r);
     char path[] = "/tmp/cm-consul-token-XXXXXX";
     int fd = mkstemp(path);
@@ -766,7 +766,7 @@ test_acl(void)
     setenv("CONSUL_HTTP_TOKEN_FILE", path, 1);
     r = new_registry(loop, a.addr, NULL, 0);
     CHECK_EQ_INT(get_sync(loop, r, "cm.test.acl", &l), 0);
-    cm_service_list_free(l);
+    cm_reg_service_list_free(l);
     close_registry(loop, r);
     unsetenv("CONSUL_HTTP_TOKEN_FILE");
     unlink(path);
@@ -795,7 +795,7 @@ test_acl(void)
     CHECK(strstr(log, ": 403 Permission denied") != NULL);
     free(log);
     close_registry(loop, r);
-    cm_service_free(s);
+    cm_reg_service_free(s);
     agent_stop(&a);
 }
 
@@ -819,9 +819,9 @@ static int
 get_with_env(const char *addresses)
 {
     cm_registry *r = new_registry(loop, addresses, NULL, 5000);
-    cm_service_list *l = NULL;
+    cm_reg_service_list *l = NULL;
     int rc = get_sync(loop, r, "cm.test.tls", &l);
-    cm_service_list_free(l);
+    cm_reg_service_list_free(l);
     close_registry(loop, r);
     return rc;
 }
@@ -921,7 +921,7 @@ test_slow_agent(void)
     char id[128];
     new_id("cm.test.slow", id, sizeof(id));
     cm_registry *r = new_registry(loop, agent.addr, NULL, 0);
-    cm_service *s = make_svc("cm.test.slow", "1.0.0", id, "127.0.0.1:9090");
+    cm_reg_service *s = make_svc("cm.test.slow", "1.0.0", id, "127.0.0.1:9090");
     agent_control(&agent, "/_test/delay?ms=2000");
     ticker k = {0};
     uv_timer_init(cm_loop_uv(loop), &k.t);
@@ -944,7 +944,7 @@ test_slow_agent(void)
 
     /* opts.timeout_ms bounds a request: CM_ETIMEDOUT. */
     r = new_registry(loop, agent.addr, NULL, 500);
-    cm_service_list *l = NULL;
+    cm_reg_service_list *l = NULL;
     capture cap;
     capture_start(&cap);
     t0 = cm_now_ms();
@@ -970,7 +970,7 @@ test_slow_agent(void)
 
     r = new_registry(loop, agent.addr, NULL, 0);
     CHECK_EQ_INT(dereg_sync(loop, r, s), 0);
-    cm_service_free(s);
+    cm_reg_service_free(s);
     close_registry(loop, r);
 }
 
@@ -981,8 +981,8 @@ test_agent_errors(void)
     char id[128];
     new_id("cm.test.err", id, sizeof(id));
     cm_registry *r = new_registry(loop, agent.addr, NULL, 0);
-    cm_service *s = make_svc("cm.test.err", "1.0.0", id, "127.0.0.1:9090");
-    cm_service_list *l = NULL;
+    cm_reg_service *s = make_svc("cm.test.err", "1.0.0", id, "127.0.0.1:9090");
+    cm_reg_service_list *l = NULL;
     capture cap;
     capture_start(&cap);
     agent_control(&agent, "/_test/fail?status=500&count=1&prefix=/v1/health/service&body=No+"
@@ -1004,9 +1004,9 @@ test_agent_errors(void)
                       "exceeded\n") != NULL);
     free(log);
     /* A bad address is refused at once. */
-    cm_service *bad = make_svc("cm.test.err", "1.0.0", id, "127.0.0.1:http");
+    cm_reg_service *bad = make_svc("cm.test.err", "1.0.0", id, "127.0.0.1:http");
     CHECK_EQ_INT(cm_registry_register(r, bad, 30000, NULL, NULL), CM_EADDR);
-    cm_service_free(bad);
+    cm_reg_service_free(bad);
     /* A metadata value too long for Meta is left out of it; registration succeeds. */
     char big[600];
     memset(big, 'x', sizeof(big) - 1);
@@ -1016,9 +1016,9 @@ test_agent_errors(void)
     CHECK_EQ_INT(get_sync(loop, r, "cm.test.err", &l), 0);
     CHECK_EQ_INT(count_nodes(l), 1);
     CHECK_EQ_INT(strlen(cm_md_get(l->items[0]->nodes[0].metadata, "big")), 599);
-    cm_service_list_free(l);
+    cm_reg_service_list_free(l);
     CHECK_EQ_INT(dereg_sync(loop, r, s), 0);
-    cm_service_free(s);
+    cm_reg_service_free(s);
     close_registry(loop, r);
 }
 

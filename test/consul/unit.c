@@ -94,22 +94,22 @@ test_meta_rules(void)
 static void
 test_register_body(void)
 {
-    cm_service *s = cm_service_new("svc", "v1");
+    cm_reg_service *s = cm_reg_service_new("svc", "v1");
     char *body = NULL;
     CHECK_EQ_INT(cm__consul_register_body(s, 1000, 0, &body), CM_EINVAL); /* no node */
     cm_md *md = cm_md_new();
-    CHECK(cm_service_add_node(s, "", "1.2.3.4:5", md) != NULL);
+    CHECK(cm_reg_service_add_node(s, "", "1.2.3.4:5", md) != NULL);
     CHECK_EQ_INT(cm__consul_register_body(s, 1000, 0, &body), CM_EINVAL); /* no id */
-    cm_service_free(s);
+    cm_reg_service_free(s);
 
     /* 70 acceptable keys: Meta keeps 64; no port, no address, no check. */
-    s = cm_service_new("svc", "v1");
+    s = cm_reg_service_new("svc", "v1");
     for (int i = 0; i < 70; i++) {
         char k[16];
         snprintf(k, sizeof(k), "k%02d", i);
         cm_md_set(md, k, "v");
     }
-    CHECK(cm_service_add_node(s, "svc-1", "", md) != NULL);
+    CHECK(cm_reg_service_add_node(s, "svc-1", "", md) != NULL);
     CHECK_EQ_INT(cm__consul_register_body(s, 0, 0, &body), 0);
     cJSON *j = cJSON_Parse(body);
     const char *order[] = {"ID", "Name", "Tags", "Meta", "Check", "Checks"};
@@ -127,14 +127,14 @@ test_register_body(void)
     CHECK(cJSON_IsNull(cJSON_GetObjectItem(j, "Check")));
     cJSON_Delete(j);
     free(body);
-    cm_service_free(s);
+    cm_reg_service_free(s);
 
     /* No acceptable key: no Meta; with a port: Port before Address, as the Go struct. */
     cm_md_free(md);
     md = cm_md_new();
     cm_md_set(md, "a.b", "x");
-    s = cm_service_new("svc", NULL);
-    CHECK(cm_service_add_node(s, "svc-1", "[fe80::1]:80", md) != NULL);
+    s = cm_reg_service_new("svc", NULL);
+    CHECK(cm_reg_service_add_node(s, "svc-1", "[fe80::1]:80", md) != NULL);
     CHECK_EQ_INT(cm__consul_register_body(s, 0, 2000, &body), 0);
     j = cJSON_Parse(body);
     const char *order2[] = {"ID", "Name", "Tags", "Port", "Address", "Check", "Checks"};
@@ -152,7 +152,7 @@ test_register_body(void)
     CHECK_EQ_STR(cJSON_GetObjectItem(chk, "DeregisterCriticalServiceAfter")->valuestring, "1m5s");
     cJSON_Delete(j);
     free(body);
-    cm_service_free(s);
+    cm_reg_service_free(s);
     cm_md_free(md);
 }
 
@@ -236,7 +236,7 @@ test_tag_decoders(void)
     char *e1 = enc('e', "{\"name\":\"Greeter.Hello\",\"request\":{\"name\":\"Req\",\"type\":"
                         "\"Req\",\"values\":null},\"response\":null,\"metadata\":{}}");
     char *ebad = enc('e', "[1,2]");
-    cm_service *s = cm_service_new("x", "");
+    cm_reg_service *s = cm_reg_service_new("x", "");
     cJSON *tags = tags_of(5, "e", ebad, e1, "e=not json", "e-");
     CHECK_EQ_INT(cm__consul_decode_endpoints(tags, s), 0);
     CHECK_EQ_INT(s->nendpoints, 1);
@@ -244,7 +244,7 @@ test_tag_decoders(void)
     CHECK_EQ_STR(s->endpoints[0].request->type, "Req");
     CHECK(s->endpoints[0].response == NULL);
     cJSON_Delete(tags);
-    cm_service_free(s);
+    cm_reg_service_free(s);
     free(v2);
     free(ta);
     free(tb);
@@ -272,7 +272,7 @@ test_parse_health(void)
              "\"Address\":\"::1\",\"Port\":5},\"Checks\":[]},"
              "7, {}, {\"Service\":{\"ID\":\"f\",\"Service\":\"s\",\"Tags\":null,\"Port\":6}}]",
              v1, tm, v1, v2, v1);
-    cm_service_list *l = NULL;
+    cm_reg_service_list *l = NULL;
     CHECK_EQ_INT(cm__consul_parse_health("s", json, strlen(json), &l), 0);
     CHECK_EQ_INT(l->n, 3); /* versions "1", "2" (no nodes) and "" */
     CHECK_EQ_STR(l->items[0]->version, "1");
@@ -285,10 +285,10 @@ test_parse_health(void)
     CHECK_EQ_INT(l->items[1]->nnodes, 0);
     CHECK_EQ_STR(l->items[2]->version, "");
     CHECK_EQ_STR(l->items[2]->nodes[0].address, ":6");
-    cm_service_list_free(l);
+    cm_reg_service_list_free(l);
     CHECK_EQ_INT(cm__consul_parse_health("s", "null", 4, &l), 0);
     CHECK_EQ_INT(l->n, 0);
-    cm_service_list_free(l);
+    cm_reg_service_list_free(l);
     CHECK_EQ_INT(cm__consul_parse_health("s", "{}", 2, &l), CM_EPROTO);
     CHECK_EQ_INT(cm__consul_parse_health("s", "[", 1, &l), CM_EPROTO);
     free(v1);
@@ -359,25 +359,25 @@ test_wstate(void)
 
 /* ---- diffs ---- */
 
-static cm_service *
+static cm_reg_service *
 svc_with(const char *version, const char *ids)
 {
-    cm_service *s = cm_service_new("s", version);
+    cm_reg_service *s = cm_reg_service_new("s", version);
     char buf[64];
     snprintf(buf, sizeof(buf), "%s", ids);
     for (char *tok = strtok(buf, ","); tok != NULL; tok = strtok(NULL, ",")) {
-        CHECK(cm_service_add_node(s, tok, "1.1.1.1:1", NULL) != NULL);
+        CHECK(cm_reg_service_add_node(s, tok, "1.1.1.1:1", NULL) != NULL);
     }
     return s;
 }
 
-static cm_service_list *
+static cm_reg_service_list *
 list_of(int n, ...)
 {
     va_list ap;
     va_start(ap, n);
-    cm_service_list *l = calloc(1, sizeof(*l));
-    l->items = calloc((size_t)n + 1, sizeof(cm_service *));
+    cm_reg_service_list *l = calloc(1, sizeof(*l));
+    l->items = calloc((size_t)n + 1, sizeof(cm_reg_service *));
     for (int i = 0; i < n; i++) {
         const char *v = va_arg(ap, const char *);
         const char *ids = va_arg(ap, const char *);
@@ -391,7 +391,7 @@ static char got[256];
 static int stop_after;
 
 static int
-record(void *arg, cm_watch_action a, const cm_service *svc)
+record(void *arg, cm_watch_action a, const cm_reg_service *svc)
 {
     (void)arg;
     char one[64];
@@ -406,14 +406,14 @@ record(void *arg, cm_watch_action a, const cm_service *svc)
 }
 
 static void
-check_diff(cm_service_list *old, cm_service_list *cur, const char *want)
+check_diff(cm_reg_service_list *old, cm_reg_service_list *cur, const char *want)
 {
     got[0] = '\0';
     stop_after = -1;
     CHECK_EQ_INT(cm__consul_diff(old, cur, record, NULL), 0);
     CHECK_EQ_STR(got, want);
-    cm_service_list_free(old);
-    cm_service_list_free(cur);
+    cm_reg_service_list_free(old);
+    cm_reg_service_list_free(cur);
 }
 
 static void
@@ -431,17 +431,17 @@ test_diff(void)
     /* A callback that stops the watcher ends the walk. */
     got[0] = '\0';
     stop_after = 1;
-    cm_service_list *old = list_of(1, "1", "a,b"), *cur = list_of(1, "1", "c");
+    cm_reg_service_list *old = list_of(1, "1", "a,b"), *cur = list_of(1, "1", "c");
     CHECK_EQ_INT(cm__consul_diff(old, cur, record, NULL), 1);
     CHECK_EQ_STR(got, "delete 1 [a,b]; ");
-    cm_service_list_free(old);
-    cm_service_list_free(cur);
+    cm_reg_service_list_free(old);
+    cm_reg_service_list_free(cur);
 }
 
 /* ---- configuration ---- */
 
 static void
-on_canceled(int status, const cm_service_list *l, void *user)
+on_canceled(int status, const cm_reg_service_list *l, void *user)
 {
     CHECK_EQ_INT(status, CM_ECANCELED);
     CHECK(l == NULL);
@@ -449,7 +449,7 @@ on_canceled(int status, const cm_service_list *l, void *user)
 }
 
 static void
-no_event(cm_watch_action a, const cm_service *svc, void *user)
+no_event(cm_watch_action a, const cm_reg_service *svc, void *user)
 {
     (void)a;
     (void)svc;

@@ -19,7 +19,7 @@ static event events[EVENTS_MAX];
 static int nevents;
 
 static void
-on_event(cm_watch_action action, const cm_service *svc, void *user)
+on_event(cm_watch_action action, const cm_reg_service *svc, void *user)
 {
     (void)user;
     CHECK_EQ_INT(svc->nnodes, 1);
@@ -66,7 +66,7 @@ typedef struct result {
     int status;
     int order;
     uint64_t at;
-    cm_service_list *list;
+    cm_reg_service_list *list;
 } result;
 
 static void
@@ -80,18 +80,18 @@ on_status(int status, void *user)
 }
 
 static void
-on_list(int status, const cm_service_list *l, void *user)
+on_list(int status, const cm_reg_service_list *l, void *user)
 {
     result *r = user;
     r->status = status;
     r->at = now_ms();
-    r->list = l != NULL ? cm_service_list_dup(l) : NULL;
+    r->list = l != NULL ? cm_reg_service_list_dup(l) : NULL;
     CHECK((status == 0) == (l != NULL));
     r->order = ++seq;
     r->done = 1;
 }
 
-static cm_service_list *
+static cm_reg_service_list *
 lookup(cm_loop *loop, cm_registry *r, const char *name)
 {
     result res = {0};
@@ -106,22 +106,22 @@ lookup(cm_loop *loop, cm_registry *r, const char *name)
     return res.list;
 }
 
-static cm_service *
+static cm_reg_service *
 make_service(const char *color)
 {
-    cm_service *s = cm_service_new("six", "1.0");
+    cm_reg_service *s = cm_reg_service_new("six", "1.0");
     cm_md *md = cm_md_new();
     CHECK(s != NULL && md != NULL);
     CHECK(cm_md_set(md, "color", color) == 0);
-    CHECK(cm_service_add_node(s, "six-v6", "[::1]:8081", md) != NULL);
-    CHECK(cm_service_add_node(s, "six-v4", "127.0.0.1:8080", md) != NULL);
+    CHECK(cm_reg_service_add_node(s, "six-v6", "[::1]:8081", md) != NULL);
+    CHECK(cm_reg_service_add_node(s, "six-v4", "127.0.0.1:8080", md) != NULL);
     cm_md_free(md);
     gen_endpoints(s, 3);
     return s;
 }
 
 static const cm_node *
-find_node(const cm_service_list *l, const char *id)
+find_node(const cm_reg_service_list *l, const char *id)
 {
     for (size_t i = 0; l != NULL && i < l->n; i++) {
         for (size_t j = 0; j < l->items[i]->nnodes; j++) {
@@ -166,57 +166,57 @@ test_bad_registrations(cm_loop *loop, cm_registry *r)
                                 "127.0.0.1:70000", "::1:8080",  "[::1:8080",
                                 "[127.0.0.1]:80",  ":8080",     "1.2.3.4:x"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-        cm_service *s = cm_service_new("bad", "1");
-        CHECK(cm_service_add_node(s, "bad-1", bad[i], NULL) != NULL);
+        cm_reg_service *s = cm_reg_service_new("bad", "1");
+        CHECK(cm_reg_service_add_node(s, "bad-1", bad[i], NULL) != NULL);
         result res = {0};
         CHECK_EQ_INT(cm_registry_register(r, s, 0, on_status, &res), CM_EINVAL);
-        cm_service_free(s);
+        cm_reg_service_free(s);
         run_for(loop, 1);
         CHECK(!res.done); /* an error return never calls back */
     }
-    cm_service *s = cm_service_new("bad", "1");
+    cm_reg_service *s = cm_reg_service_new("bad", "1");
     CHECK_EQ_INT(cm_registry_register(r, s, 0, NULL, NULL), CM_EINVAL); /* no nodes */
-    CHECK(cm_service_add_node(s, "", "127.0.0.1:80", NULL) != NULL);
+    CHECK(cm_reg_service_add_node(s, "", "127.0.0.1:80", NULL) != NULL);
     CHECK_EQ_INT(cm_registry_register(r, s, 0, NULL, NULL), CM_EINVAL); /* no id */
-    cm_service_free(s);
+    cm_reg_service_free(s);
     /* All or nothing: one bad node refuses the whole service. */
-    s = cm_service_new("bad", "1");
-    CHECK(cm_service_add_node(s, "bad-ok", "127.0.0.1:80", NULL) != NULL);
-    CHECK(cm_service_add_node(s, "bad-no", "example.com:80", NULL) != NULL);
+    s = cm_reg_service_new("bad", "1");
+    CHECK(cm_reg_service_add_node(s, "bad-ok", "127.0.0.1:80", NULL) != NULL);
+    CHECK(cm_reg_service_add_node(s, "bad-no", "example.com:80", NULL) != NULL);
     CHECK_EQ_INT(cm_registry_register(r, s, 0, NULL, NULL), CM_EINVAL);
-    cm_service_free(s);
+    cm_reg_service_free(s);
     /* A payload that cannot fit one datagram is refused at once. */
-    s = cm_service_new("bad", "1");
-    CHECK(cm_service_add_node(s, "bad-big", "127.0.0.1:80", NULL) != NULL);
+    s = cm_reg_service_new("bad", "1");
+    CHECK(cm_reg_service_add_node(s, "bad-big", "127.0.0.1:80", NULL) != NULL);
     gen_endpoints(s, 3000);
     CHECK_EQ_INT(cm_registry_register(r, s, 0, NULL, NULL), CM_ETOOBIG);
-    cm_service_free(s);
-    cm_service_list *l = lookup(loop, r, "bad");
+    cm_reg_service_free(s);
+    cm_reg_service_list *l = lookup(loop, r, "bad");
     CHECK_EQ_INT(l->n, 0);
-    cm_service_list_free(l);
+    cm_reg_service_list_free(l);
 }
 
 static void
 test_txt_round_trip(void)
 {
-    cm_service *s = make_service("red");
+    cm_reg_service *s = make_service("red");
     char *hex;
     size_t len;
     CHECK_EQ_INT(cm__mdns_txt_encode(s, &s->nodes[0], &hex, &len), 0);
     CHECK_EQ_INT(strlen(hex), len);
-    cm_service *d;
+    cm_reg_service *d;
     cm_md *md;
     CHECK_EQ_INT(cm__mdns_txt_decode(hex, len, &d, &md), 0);
     CHECK_EQ_STR(d->name, "six");
     CHECK_EQ_STR(d->version, "1.0");
     CHECK_EQ_INT(d->nendpoints, 3);
     CHECK_EQ_STR(cm_md_get(md, "color"), "red");
-    cm_service_free(d);
+    cm_reg_service_free(d);
     cm_md_free(md);
     CHECK_EQ_INT(cm__mdns_txt_decode(hex, len - 1, &d, &md), CM_EPROTO);
     CHECK(d == NULL && md == NULL);
     free(hex);
-    cm_service_free(s);
+    cm_reg_service_free(s);
 }
 
 int
@@ -241,7 +241,7 @@ main(void)
     test_bad_registrations(loop, r1);
 
     fprintf(stderr, "-- register: deferred callback, IPv4 and IPv6 nodes\n");
-    cm_service *s = make_service("red");
+    cm_reg_service *s = make_service("red");
     result reg = {0};
     CHECK_EQ_INT(cm_registry_register(r1, s, 30000, on_status, &reg), 0);
     CHECK(!reg.done);
@@ -255,14 +255,14 @@ main(void)
     }
     CHECK_EQ_INT(count_events(CM_WATCH_CREATE, "six-v4"), 1);
     CHECK_EQ_INT(count_events(CM_WATCH_CREATE, "six-v6"), 1);
-    cm_service_list *l = lookup(loop, r2, "six");
+    cm_reg_service_list *l = lookup(loop, r2, "six");
     CHECK_EQ_INT(l->n, 1);
     CHECK_EQ_INT(l->items[0]->nnodes, 2);
     CHECK_EQ_INT(l->items[0]->nendpoints, 3);
     CHECK_EQ_STR(find_node(l, "six-v6")->address, "[::1]:8081");
     CHECK_EQ_STR(find_node(l, "six-v4")->address, "127.0.0.1:8080");
     CHECK_EQ_STR(cm_md_get(find_node(l, "six-v4")->metadata, "color"), "red");
-    cm_service_list_free(l);
+    cm_reg_service_list_free(l);
 
     fprintf(stderr, "-- registering again unchanged is a quiet refresh\n");
     int before = nevents;
@@ -273,7 +273,7 @@ main(void)
     CHECK_EQ_INT(nevents, before);
 
     fprintf(stderr, "-- registering again changed re-announces at once\n");
-    cm_service_free(s);
+    cm_reg_service_free(s);
     s = make_service("blue");
     uint64_t t0 = now_ms();
     CHECK_EQ_INT(cm_registry_register(r1, s, 30000, NULL, NULL), 0);
@@ -291,15 +291,15 @@ main(void)
     CHECK(events[got].at - t0 < 300);
     l = lookup(loop, r2, "six");
     CHECK_EQ_STR(cm_md_get(find_node(l, "six-v6")->metadata, "color"), "blue");
-    cm_service_list_free(l);
+    cm_reg_service_list_free(l);
 
     fprintf(stderr, "-- deregister: goodbye, delete event\n");
-    cm_service *one = cm_service_new("six", "1.0");
-    CHECK(cm_service_add_node(one, "six-v6", "[::1]:8081", NULL) != NULL);
+    cm_reg_service *one = cm_reg_service_new("six", "1.0");
+    CHECK(cm_reg_service_add_node(one, "six-v6", "[::1]:8081", NULL) != NULL);
     result dereg = {0};
     CHECK_EQ_INT(cm_registry_deregister(r1, one, on_status, &dereg), 0);
     CHECK(!dereg.done);
-    cm_service_free(one);
+    cm_reg_service_free(one);
     end = now_ms() + 1000;
     while (count_events(CM_WATCH_DELETE, "six-v6") == 0 && now_ms() < end) {
         run_for(loop, 10);
@@ -309,19 +309,19 @@ main(void)
     CHECK_EQ_INT(count_events(CM_WATCH_DELETE, "six-v4"), 0);
     l = lookup(loop, r2, "six");
     CHECK(find_node(l, "six-v6") == NULL && find_node(l, "six-v4") != NULL);
-    cm_service_list_free(l);
+    cm_reg_service_list_free(l);
     l = lookup(loop, r2, NULL);
     CHECK_EQ_INT(l->n, 1);
     CHECK_EQ_STR(l->items[0]->name, "six");
-    cm_service_list_free(l);
+    cm_reg_service_list_free(l);
 
     fprintf(stderr, "-- close: goodbye for what is left, pending lookups canceled first\n");
     result pending = {0}, reg2 = {0};
     CHECK_EQ_INT(cm_registry_get_service(r1, "six", on_list, &pending), 0);
-    cm_service *other = cm_service_new("other", "1");
-    CHECK(cm_service_add_node(other, "other-1", "127.0.0.1:1", NULL) != NULL);
+    cm_reg_service *other = cm_reg_service_new("other", "1");
+    CHECK(cm_reg_service_add_node(other, "other-1", "127.0.0.1:1", NULL) != NULL);
     CHECK_EQ_INT(cm_registry_register(r1, other, 0, on_status, &reg2), 0);
-    cm_service_free(other);
+    cm_reg_service_free(other);
     int closed = 0;
     cm_registry_close(r1, set_closed, &closed);
     CHECK(!pending.done && !closed);
@@ -342,9 +342,9 @@ main(void)
     CHECK_EQ_INT(count_events(CM_WATCH_DELETE, "six-v4"), 1);
     l = lookup(loop, r2, "six");
     CHECK_EQ_INT(l->n, 0);
-    cm_service_list_free(l);
+    cm_reg_service_list_free(l);
 
-    cm_service_free(s);
+    cm_reg_service_free(s);
     cm_watcher_stop(w);
     closed = 0;
     cm_registry_close(r2, set_flag, &closed);

@@ -18,7 +18,7 @@ static event events[EVENTS_MAX];
 static int nevents;
 
 static void
-on_event(cm_watch_action action, const cm_service *svc, void *user)
+on_event(cm_watch_action action, const cm_reg_service *svc, void *user)
 {
     (void)user;
     CHECK_EQ_STR(svc->name, "greeter");
@@ -50,21 +50,21 @@ find_event(cm_watch_action action, const char *id)
 typedef struct lookup {
     int done;
     int status;
-    cm_service_list *list;
+    cm_reg_service_list *list;
     uint64_t started, took;
 } lookup;
 
 static void
-on_list(int status, const cm_service_list *l, void *user)
+on_list(int status, const cm_reg_service_list *l, void *user)
 {
     lookup *lk = user;
     lk->status = status;
-    lk->list = status == 0 ? cm_service_list_dup(l) : NULL;
+    lk->list = status == 0 ? cm_reg_service_list_dup(l) : NULL;
     lk->took = now_ms() - lk->started;
     lk->done = 1;
 }
 
-static cm_service_list *
+static cm_reg_service_list *
 get_service(cm_loop *loop, cm_registry *r, const char *name, uint64_t *took)
 {
     lookup lk = {0};
@@ -80,7 +80,7 @@ get_service(cm_loop *loop, cm_registry *r, const char *name, uint64_t *took)
     return lk.list;
 }
 
-static cm_service_list *
+static cm_reg_service_list *
 list_services(cm_loop *loop, cm_registry *r)
 {
     lookup lk = {0};
@@ -91,8 +91,8 @@ list_services(cm_loop *loop, cm_registry *r)
     return lk.list;
 }
 
-static const cm_service *
-find_version(const cm_service_list *l, const char *version)
+static const cm_reg_service *
+find_version(const cm_reg_service_list *l, const char *version)
 {
     for (size_t i = 0; i < l->n; i++) {
         if (strcmp(l->items[i]->version, version) == 0) {
@@ -103,7 +103,7 @@ find_version(const cm_service_list *l, const char *version)
 }
 
 static int
-has_name(const cm_service_list *l, const char *name)
+has_name(const cm_reg_service_list *l, const char *name)
 {
     int n = 0;
     for (size_t i = 0; i < l->n; i++) {
@@ -113,7 +113,7 @@ has_name(const cm_service_list *l, const char *name)
 }
 
 static size_t
-count_nodes(const cm_service_list *l)
+count_nodes(const cm_reg_service_list *l)
 {
     size_t n = 0;
     for (size_t i = 0; i < l->n; i++) {
@@ -123,7 +123,7 @@ count_nodes(const cm_service_list *l)
 }
 
 static void
-check_endpoints(const cm_service *s, unsigned n)
+check_endpoints(const cm_reg_service *s, unsigned n)
 {
     CHECK_EQ_INT(s->nendpoints, n);
     for (unsigned i = 0; i < n; i++) {
@@ -219,10 +219,10 @@ main(int argc, char **argv)
     CHECK_EQ_INT(find_event(CM_WATCH_CREATE, "billing-c"), -1); /* filtered by name */
 
     fprintf(stderr, "-- get_service finds both nodes, grouped by version\n");
-    cm_service_list *l = get_service(loop, r, "greeter", NULL);
+    cm_reg_service_list *l = get_service(loop, r, "greeter", NULL);
     CHECK_EQ_INT(l->n, 2);
-    const cm_service *v1 = find_version(l, "1.0.0");
-    const cm_service *v2 = find_version(l, "2.0.0");
+    const cm_reg_service *v1 = find_version(l, "1.0.0");
+    const cm_reg_service *v2 = find_version(l, "2.0.0");
     CHECK(v1 != NULL && v2 != NULL);
     CHECK_EQ_STR(v1->name, "greeter");
     CHECK_EQ_INT(v1->nnodes, 1);
@@ -236,21 +236,21 @@ main(int argc, char **argv)
     CHECK_EQ_STR(v2->nodes[0].address, "127.0.0.2:9002");
     CHECK_EQ_STR(cm_md_get(v2->nodes[0].metadata, "zone"), "b");
     check_endpoints(v2, 40); /* a TXT record of many 255-character strings */
-    cm_service_list_free(l);
+    cm_reg_service_list_free(l);
 
     l = get_service(loop, r, "billing", NULL);
     CHECK_EQ_INT(l->n, 1);
     CHECK_EQ_INT(l->items[0]->nnodes, 1);
     CHECK_EQ_STR(l->items[0]->nodes[0].address, "127.0.0.3:9003");
     CHECK_EQ_INT(l->items[0]->nendpoints, 0);
-    cm_service_list_free(l);
+    cm_reg_service_list_free(l);
 
     fprintf(stderr, "-- list_services sees both names, once each\n");
     l = list_services(loop, r);
     CHECK_EQ_INT(has_name(l, "greeter"), 1);
     CHECK_EQ_INT(has_name(l, "billing"), 1);
     CHECK_EQ_INT(l->n, 2);
-    cm_service_list_free(l);
+    cm_reg_service_list_free(l);
 
     fprintf(stderr, "-- SIGTERM: goodbye, delete event, gone from lookups\n");
     int status = stop_child(&a, SIGTERM);
@@ -267,7 +267,7 @@ main(int argc, char **argv)
     CHECK_EQ_INT(count_nodes(l), 1);
     CHECK_EQ_INT(l->n, 1);
     CHECK_EQ_STR(l->items[0]->nodes[0].id, "greeter-b");
-    cm_service_list_free(l);
+    cm_reg_service_list_free(l);
 
     fprintf(stderr, "-- SIGKILL: no goodbye, but no answer either\n");
     int before = nevents;
@@ -278,7 +278,7 @@ main(int argc, char **argv)
     char err[1024];
     capture_end(err, sizeof err);
     CHECK_EQ_INT(l->n, 0);
-    cm_service_list_free(l);
+    cm_reg_service_list_free(l);
     CHECK(strstr(err, "0 answers for greeter") != NULL);
     for (int i = before; i < nevents; i++) {
         CHECK(events[i].action != CM_WATCH_DELETE); /* killed: nothing was said */
@@ -286,7 +286,7 @@ main(int argc, char **argv)
     l = list_services(loop, r);
     CHECK_EQ_INT(l->n, 1);
     CHECK_EQ_STR(l->items[0]->name, "billing");
-    cm_service_list_free(l);
+    cm_reg_service_list_free(l);
 
     fprintf(stderr, "-- no answer: an empty list after the window, and one diagnostic line\n");
     capture_start();
@@ -294,7 +294,7 @@ main(int argc, char **argv)
     l = get_service(loop, r, "nobody.here", &took);
     capture_end(err, sizeof err);
     CHECK_EQ_INT(l->n, 0);
-    cm_service_list_free(l);
+    cm_reg_service_list_free(l);
     fprintf(stderr, "   (took %llu ms; said: %s)\n", (unsigned long long)took, err);
     CHECK(took >= 95 && took < 600);
     CHECK(strstr(err, "cmicro: mdns: 0 answers for nobody.here in 100 ms on interfaces [lo]; "

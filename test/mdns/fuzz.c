@@ -82,7 +82,7 @@ hexzlib(const char *s)
 }
 
 static void
-make_seeds(const cm_service *svc)
+make_seeds(const cm_reg_service *svc)
 {
     uint8_t *q_svc, *q_list, *q_multi;
     size_t q_svc_len, q_list_len, q_multi_len;
@@ -254,7 +254,7 @@ static cm_registry *reg;
 static void start_lookup(int list);
 
 static void
-on_list(int status, const cm_service_list *l, void *user)
+on_list(int status, const cm_reg_service_list *l, void *user)
 {
     int list = (int)(intptr_t)user;
     if (status == CM_ECANCELED) {
@@ -280,7 +280,7 @@ start_lookup(int list)
 static int nevents;
 
 static void
-on_event(cm_watch_action action, const cm_service *svc, void *user)
+on_event(cm_watch_action action, const cm_reg_service *svc, void *user)
 {
     (void)user;
     CHECK(action == CM_WATCH_CREATE || action == CM_WATCH_DELETE);
@@ -307,7 +307,7 @@ typedef struct found {
 } found;
 
 static void
-on_found(int status, const cm_service_list *l, void *user)
+on_found(int status, const cm_reg_service_list *l, void *user)
 {
     found *f = user;
     CHECK_EQ_INT(status, 0);
@@ -339,10 +339,10 @@ main(int argc, char **argv)
     cm_watcher *w;
     CHECK_EQ_INT(cm_registry_watch(reg, NULL, on_event, NULL, &w), 0);
 
-    cm_service *svc = cm_service_new("fuzz.svc", "1.0");
+    cm_reg_service *svc = cm_reg_service_new("fuzz.svc", "1.0");
     cm_md *md = cm_md_new();
     CHECK(cm_md_set(md, "protocol", "mucp") == 0);
-    CHECK(cm_service_add_node(svc, "fuzz-1", "127.0.0.1:4000", md) != NULL);
+    CHECK(cm_reg_service_add_node(svc, "fuzz-1", "127.0.0.1:4000", md) != NULL);
     cm_md_free(md);
     gen_endpoints(svc, 20);
     int registered = 0;
@@ -386,7 +386,7 @@ main(int argc, char **argv)
     CHECK(run_until(loop, &closed2, 2000));
     CHECK(lookups_canceled <= 1);
     (void)w;
-    cm_service_free(svc);
+    cm_reg_service_free(svc);
     for (int i = 0; i < nseeds; i++) {
         free(seeds[i].data);
     }

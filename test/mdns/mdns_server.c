@@ -9,7 +9,7 @@
 typedef struct server {
     cm_loop *loop;
     cm_registry *reg;
-    cm_service *svc;
+    cm_reg_service *svc;
     uv_signal_t sig;
     int exit_code;
 } server;
@@ -78,7 +78,7 @@ main(int argc, char **argv)
     server s = {0};
     CHECK(cm_loop_new(&s.loop) == 0);
     CHECK(cm_registry_new(s.loop, "mdns", NULL, &s.reg) == 0);
-    s.svc = cm_service_new(argv[1], argv[2]);
+    s.svc = cm_reg_service_new(argv[1], argv[2]);
     cm_md *md = cm_md_new();
     CHECK(s.svc != NULL && md != NULL);
     for (int i = 5; i < argc; i++) {
@@ -91,14 +91,14 @@ main(int argc, char **argv)
         *eq = '\0';
         CHECK(cm_md_set(md, argv[i], eq + 1) == 0);
     }
-    CHECK(cm_service_add_node(s.svc, argv[3], argv[4], md) != NULL);
+    CHECK(cm_reg_service_add_node(s.svc, argv[3], argv[4], md) != NULL);
     cm_md_free(md);
     uv_signal_init(cm_loop_uv(s.loop), &s.sig);
     s.sig.data = &s;
     uv_signal_start(&s.sig, on_term, SIGTERM);
     CHECK(cm_registry_register(s.reg, s.svc, 0, registered, &s) == 0);
     cm_loop_run(s.loop);
-    cm_service_free(s.svc);
+    cm_reg_service_free(s.svc);
     cm_loop_free(s.loop);
     return s.exit_code;
 }

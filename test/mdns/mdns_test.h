@@ -87,7 +87,7 @@ gen_endpoint_name(unsigned i, char *out, size_t len)
 
 /* Adds n generated endpoints to svc (request with two fields, response with one). */
 static inline void
-gen_endpoints(cm_service *svc, unsigned n)
+gen_endpoints(cm_reg_service *svc, unsigned n)
 {
     for (unsigned i = 0; i < n; i++) {
         char name[64], f1[32], f2[32];
@@ -103,7 +103,7 @@ gen_endpoints(cm_service *svc, unsigned n)
         if (i % 3 == 0) {
             CHECK(cm_md_set(md, "stream", "true") == 0);
         }
-        CHECK(cm_service_add_endpoint(svc, name, &req, &rsp, md) != NULL);
+        CHECK(cm_reg_service_add_endpoint(svc, name, &req, &rsp, md) != NULL);
         cm_md_free(md);
     }
 }

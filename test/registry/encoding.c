@@ -55,20 +55,20 @@ add_kv(cm_md *md, const char *k, const char *v)
 }
 
 /* The service of go411_json, built through the data model. */
-static cm_service *
+static cm_reg_service *
 go_service(void)
 {
-    cm_service *s = cm_service_new("helloworld", "latest");
+    cm_reg_service *s = cm_reg_service_new("helloworld", "latest");
     cm_value name = {"name", "string", NULL, 0}, msg = {"msg", "string", NULL, 0};
     cm_value tags = {"tags", "[]string", NULL, 0};
     cm_value req = {"CallRequest", "CallRequest", &name, 1};
     cm_value rsp = {"CallResponse", "CallResponse", &msg, 1};
     cm_value ev = {"Event", "Event", &tags, 1};
-    CHECK(cm_service_add_endpoint(s, "Helloworld.Call", &req, &rsp, NULL) != NULL);
+    CHECK(cm_reg_service_add_endpoint(s, "Helloworld.Call", &req, &rsp, NULL) != NULL);
     cm_md *md = cm_md_new();
     add_kv(md, "topic", "a<b>&c");
     add_kv(md, "subscriber", "true");
-    CHECK(cm_service_add_endpoint(s, "Func", &ev, NULL, md) != NULL);
+    CHECK(cm_reg_service_add_endpoint(s, "Func", &ev, NULL, md) != NULL);
     cm_md_free(md);
     md = cm_md_new();
     add_kv(md, "transport", "http");
@@ -76,7 +76,7 @@ go_service(void)
     add_kv(md, "server", "mucp");
     add_kv(md, "registry", "mdns");
     add_kv(md, "protocol", "mucp");
-    CHECK(cm_service_add_node(s, "helloworld-2d0f6c2a-1111-4c8e-9a55-0a6b1c1e2f3d",
+    CHECK(cm_reg_service_add_node(s, "helloworld-2d0f6c2a-1111-4c8e-9a55-0a6b1c1e2f3d",
                               "192.168.1.10:38463", md) != NULL);
     cm_md_free(md);
     return s;
@@ -95,18 +95,18 @@ print(cJSON *j)
 static void
 test_encode_exact(void)
 {
-    cm_service *s = cm_service_new("helloworld", "latest");
+    cm_reg_service *s = cm_reg_service_new("helloworld", "latest");
     cm_value name = {"name", "string", NULL, 0}, msg = {"msg", "string", NULL, 0};
     cm_value req = {"CallRequest", "CallRequest", &name, 1};
     cm_value rsp = {"CallResponse", "CallResponse", &msg, 1};
-    CHECK(cm_service_add_endpoint(s, "Helloworld.Call", &req, &rsp, NULL) != NULL);
+    CHECK(cm_reg_service_add_endpoint(s, "Helloworld.Call", &req, &rsp, NULL) != NULL);
     cm_md *md = cm_md_new();
     add_kv(md, "topic", "news");
-    CHECK(cm_service_add_endpoint(s, "Func", &name, NULL, md) != NULL);
+    CHECK(cm_reg_service_add_endpoint(s, "Func", &name, NULL, md) != NULL);
     cm_md_free(md);
     md = cm_md_new();
     add_kv(md, "protocol", "mucp");
-    CHECK(cm_service_add_node(s, "helloworld-1", "10.0.0.1:8080", md) != NULL);
+    CHECK(cm_reg_service_add_node(s, "helloworld-1", "10.0.0.1:8080", md) != NULL);
     cm_md_free(md);
 
     char *txt = print(cm__service_to_json(s));
@@ -132,22 +132,22 @@ test_encode_exact(void)
     txt = print(cm__md_to_json(NULL));
     CHECK_EQ_STR(txt, "null");
     free(txt);
-    cm_service_free(s);
+    cm_reg_service_free(s);
 
     /* An empty service: nil slices and maps are null, as encoding/json writes them. */
-    s = cm_service_new("x", "");
+    s = cm_reg_service_new("x", "");
     txt = print(cm__service_to_json(s));
     CHECK_EQ_STR(txt, "{\"name\":\"x\",\"version\":\"\",\"metadata\":null,\"endpoints\":null,"
                       "\"nodes\":null}");
     free(txt);
-    cm_service_free(s);
+    cm_reg_service_free(s);
 }
 
 /* Our encoding of the service Go encoded is the same JSON value (key order aside). */
 static void
 test_encode_matches_go(void)
 {
-    cm_service *s = go_service();
+    cm_reg_service *s = go_service();
     cJSON *ours = cm__service_to_json(s);
     cJSON *theirs = cJSON_Parse(go411_json);
     CHECK(ours != NULL && theirs != NULL);
@@ -159,11 +159,11 @@ test_encode_matches_go(void)
     CHECK(!cJSON_Compare(ours, theirs, 1));
     cJSON_Delete(ours);
     cJSON_Delete(theirs);
-    cm_service_free(s);
+    cm_reg_service_free(s);
 }
 
 static void
-check_go_service(const cm_service *s)
+check_go_service(const cm_reg_service *s)
 {
     CHECK_EQ_STR(s->name, "helloworld");
     CHECK_EQ_STR(s->version, "latest");
@@ -194,12 +194,12 @@ check_go_service(const cm_service *s)
     CHECK_EQ_STR(cm_md_get(s->nodes[0].metadata, "registry"), "mdns");
 }
 
-static cm_service *
+static cm_reg_service *
 decode(const char *txt, int expect)
 {
     cJSON *j = cJSON_Parse(txt);
     CHECK(j != NULL);
-    cm_service *s = (cm_service *)1;
+    cm_reg_service *s = (cm_reg_service *)1;
     int rc = cm__service_from_json(j, &s);
     cJSON_Delete(j);
     if (rc != expect) {
@@ -215,12 +215,12 @@ decode(const char *txt, int expect)
 static void
 test_decode_go(void)
 {
-    cm_service *s = decode(go411_json, 0);
+    cm_reg_service *s = decode(go411_json, 0);
     check_go_service(s);
-    cm_service_free(s);
+    cm_reg_service_free(s);
     s = decode(go49_json, 0);
     check_go_service(s);
-    cm_service_free(s);
+    cm_reg_service_free(s);
 
     /* Missing keys, nulls and unknown keys are Go's zero values. */
     s = decode("{\"nodes\":[{\"id\":\"n\"},null],\"endpoints\":[null,{\"name\":\"E\","
@@ -238,23 +238,23 @@ test_decode_go(void)
     CHECK(s->endpoints[0].metadata != NULL);
     CHECK_EQ_INT(s->endpoints[0].request->nvalues, 1);
     CHECK_EQ_STR(s->endpoints[0].request->values[0].name, "");
-    cm_service_free(s);
+    cm_reg_service_free(s);
 
     /* Service metadata is kept when present; odd keys cm_md cannot hold are skipped. */
     s = decode("{\"name\":\"a\",\"metadata\":{\"k\":\"v\",\"\":\"x\",\"a:b\":\"y\"}}", 0);
     CHECK(s->metadata != NULL);
     CHECK_EQ_INT(cm_md_count(s->metadata), 1);
     CHECK_EQ_STR(cm_md_get(s->metadata, "k"), "v");
-    cm_service_free(s);
+    cm_reg_service_free(s);
 
     /* Decode then encode then decode: the same value. */
     s = decode(go411_json, 0);
     char *txt = print(cm__service_to_json(s));
-    cm_service *t = decode(txt, 0);
+    cm_reg_service *t = decode(txt, 0);
     check_go_service(t);
     free(txt);
-    cm_service_free(s);
-    cm_service_free(t);
+    cm_reg_service_free(s);
+    cm_reg_service_free(t);
 }
 
 static void

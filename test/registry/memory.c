@@ -62,13 +62,13 @@ close_reg(cm_registry *r)
     CHECK(wait_until(&closed, before + 1, 2000));
 }
 
-static cm_service *
+static cm_reg_service *
 svc(const char *name, const char *version, const char *id, const char *addr)
 {
-    cm_service *s = cm_service_new(name, version);
+    cm_reg_service *s = cm_reg_service_new(name, version);
     cm_md *md = cm_md_new();
     CHECK(cm_md_set(md, "protocol", "mucp") == 0);
-    CHECK(cm_service_add_node(s, id, addr, md) != NULL);
+    CHECK(cm_reg_service_add_node(s, id, addr, md) != NULL);
     cm_md_free(md);
     return s;
 }
@@ -76,7 +76,7 @@ svc(const char *name, const char *version, const char *id, const char *addr)
 /* ---- operation results ---- */
 
 static int in_call, done_count, last_status;
-static cm_service_list *last_list;
+static cm_reg_service_list *last_list;
 
 static void
 on_done(int status, void *user)
@@ -88,19 +88,19 @@ on_done(int status, void *user)
 }
 
 static void
-on_list(int status, const cm_service_list *l, void *user)
+on_list(int status, const cm_reg_service_list *l, void *user)
 {
     CHECK(!in_call);
     CHECK(user == &done_count);
     last_status = status;
-    cm_service_list_free(last_list);
-    last_list = status == 0 ? cm_service_list_dup(l) : NULL;
+    cm_reg_service_list_free(last_list);
+    last_list = status == 0 ? cm_reg_service_list_dup(l) : NULL;
     CHECK(status != 0 || last_list != NULL);
     done_count++;
 }
 
 static void
-do_register(cm_registry *r, const cm_service *s, uint64_t ttl)
+do_register(cm_registry *r, const cm_reg_service *s, uint64_t ttl)
 {
     int before = done_count;
     in_call = 1;
@@ -112,7 +112,7 @@ do_register(cm_registry *r, const cm_service *s, uint64_t ttl)
 }
 
 static void
-do_deregister(cm_registry *r, const cm_service *s)
+do_deregister(cm_registry *r, const cm_reg_service *s)
 {
     int before = done_count;
     in_call = 1;
@@ -123,7 +123,7 @@ do_deregister(cm_registry *r, const cm_service *s)
 }
 
 /* The services named name (NULL: all), as the registry reports them. */
-static cm_service_list *
+static cm_reg_service_list *
 do_get(cm_registry *r, const char *name)
 {
     int before = done_count;
@@ -139,8 +139,8 @@ do_get(cm_registry *r, const char *name)
     return last_list;
 }
 
-static const cm_service *
-find_version(const cm_service_list *l, const char *name, const char *version)
+static const cm_reg_service *
+find_version(const cm_reg_service_list *l, const char *name, const char *version)
 {
     for (size_t i = 0; i < l->n; i++) {
         if (strcmp(l->items[i]->name, name) == 0 && strcmp(l->items[i]->version, version) == 0) {
@@ -165,7 +165,7 @@ typedef struct evlog {
 } evlog;
 
 static void
-on_event(cm_watch_action a, const cm_service *s, void *user)
+on_event(cm_watch_action a, const cm_reg_service *s, void *user)
 {
     evlog *g = user;
     CHECK(!in_call);
@@ -219,16 +219,16 @@ test_new_errors(void)
     unsetenv("MICRO_REGISTRY");
 
     r = new_reg(NULL);
-    cm_service *s = cm_service_new("a", "1");
+    cm_reg_service *s = cm_reg_service_new("a", "1");
     CHECK_EQ_INT(cm_registry_register(r, s, 0, NULL, NULL), CM_EINVAL); /* no node */
-    CHECK(cm_service_add_node(s, "", "1.2.3.4:1", NULL) != NULL);
+    CHECK(cm_reg_service_add_node(s, "", "1.2.3.4:1", NULL) != NULL);
     CHECK_EQ_INT(cm_registry_register(r, s, 0, NULL, NULL), CM_EINVAL); /* empty id */
     CHECK_EQ_INT(cm_registry_register(r, NULL, 0, NULL, NULL), CM_EINVAL);
     CHECK_EQ_INT(cm_registry_get_service(r, NULL, on_list, NULL), CM_EINVAL);
     CHECK_EQ_INT(cm_registry_get_service(r, "a", NULL, NULL), CM_EINVAL);
     cm_watcher *w = NULL;
     CHECK_EQ_INT(cm_registry_watch(r, "a", NULL, NULL, &w), CM_EINVAL);
-    cm_service_free(s);
+    cm_reg_service_free(s);
     close_reg(r);
 }
 
@@ -236,12 +236,12 @@ static void
 test_register_get_list(void)
 {
     cm_registry *r = new_reg(NULL);
-    cm_service_list *l = do_get(r, "greeter");
+    cm_reg_service_list *l = do_get(r, "greeter");
     CHECK_EQ_INT(l->n, 0);
 
-    cm_service *s1 = svc("greeter", "v1", "greeter-1", "10.0.0.1:1");
+    cm_reg_service *s1 = svc("greeter", "v1", "greeter-1", "10.0.0.1:1");
     cm_value req = {"Req", "Req", NULL, 0};
-    CHECK(cm_service_add_endpoint(s1, "Greeter.Hello", &req, NULL, NULL) != NULL);
+    CHECK(cm_reg_service_add_endpoint(s1, "Greeter.Hello", &req, NULL, NULL) != NULL);
     do_register(r, s1, 0);
     l = do_get(r, "greeter");
     CHECK_EQ_INT(l->n, 1);
@@ -253,11 +253,11 @@ test_register_get_list(void)
     CHECK_EQ_STR(l->items[0]->endpoints[0].request->name, "Req");
 
     /* A second node merges into the same version; another version is another service. */
-    cm_service *s2 = svc("greeter", "v1", "greeter-2", "10.0.0.2:1");
+    cm_reg_service *s2 = svc("greeter", "v1", "greeter-2", "10.0.0.2:1");
     do_register(r, s2, 0);
-    cm_service *s3 = svc("greeter", "v2", "greeter-3", "10.0.0.3:1");
+    cm_reg_service *s3 = svc("greeter", "v2", "greeter-3", "10.0.0.3:1");
     do_register(r, s3, 0);
-    cm_service *o = svc("other", "", "other-1", "10.0.0.9:1");
+    cm_reg_service *o = svc("other", "", "other-1", "10.0.0.9:1");
     do_register(r, o, 0);
     l = do_get(r, "greeter");
     CHECK_EQ_INT(l->n, 2);
@@ -272,7 +272,7 @@ test_register_get_list(void)
     s2->nodes[0].address = strdup("10.0.0.22:1");
     do_register(r, s2, 0);
     l = do_get(r, "greeter");
-    const cm_service *v1 = find_version(l, "greeter", "v1");
+    const cm_reg_service *v1 = find_version(l, "greeter", "v1");
     CHECK_EQ_INT(v1->nnodes, 2);
     CHECK_EQ_STR(v1->nodes[1].address, "10.0.0.22:1");
 
@@ -281,8 +281,8 @@ test_register_get_list(void)
     l = do_get(r, "greeter");
     CHECK_EQ_INT(find_version(l, "greeter", "v1")->nnodes, 1);
     do_deregister(r, s1); /* not there any more: still fine */
-    cm_service *bare = cm_service_new("greeter", "v1");
-    CHECK(cm_service_add_node(bare, "greeter-2", "", NULL) != NULL);
+    cm_reg_service *bare = cm_reg_service_new("greeter", "v1");
+    CHECK(cm_reg_service_add_node(bare, "greeter-2", "", NULL) != NULL);
     do_deregister(r, bare);
     l = do_get(r, "greeter");
     CHECK_EQ_INT(l->n, 1);
@@ -306,11 +306,11 @@ test_register_get_list(void)
     do_deregister(r, o);
     close_reg(r);
 
-    cm_service_free(s1);
-    cm_service_free(s2);
-    cm_service_free(s3);
-    cm_service_free(o);
-    cm_service_free(bare);
+    cm_reg_service_free(s1);
+    cm_reg_service_free(s2);
+    cm_reg_service_free(s3);
+    cm_reg_service_free(o);
+    cm_reg_service_free(bare);
 }
 
 static void
@@ -324,7 +324,7 @@ test_watch(void)
     watch(r, "b", &b);
     watch(r2, "a", &a2);
 
-    cm_service *s = svc("a", "1", "a-1", "10.0.0.1:1");
+    cm_reg_service *s = svc("a", "1", "a-1", "10.0.0.1:1");
     do_register(r, s, 0);
     CHECK(wait_until(&a2.n, 1, 2000));
     CHECK(wait_until(&all.n, 1, 2000));
@@ -346,7 +346,7 @@ test_watch(void)
     do_register(r, s, 0);
     CHECK(wait_until(&a2.n, 2, 2000));
     CHECK_EQ_INT(a.updates, 1);
-    cm_service *s2 = svc("a", "1", "a-2", "10.0.0.2:1");
+    cm_reg_service *s2 = svc("a", "1", "a-2", "10.0.0.2:1");
     do_register(r2, s2, 0);
     CHECK(wait_until(&a.n, 3, 2000));
     CHECK(wait_until(&a2.n, 3, 2000));
@@ -362,7 +362,7 @@ test_watch(void)
     CHECK_EQ_STR(a.last_node, "a-1");
     CHECK_EQ_INT(a2.deletes, 1);
 
-    cm_service *sb = svc("b", "", "b-1", "10.0.0.3:1");
+    cm_reg_service *sb = svc("b", "", "b-1", "10.0.0.3:1");
     do_register(r, sb, 0);
     CHECK(wait_until(&b.n, 1, 2000));
     CHECK_EQ_STR(b.last_name, "b");
@@ -380,16 +380,16 @@ test_watch(void)
     cm_watcher_stop(a.self);
     close_reg(r2); /* stops a2's watcher */
     close_reg(r);
-    cm_service_free(s);
-    cm_service_free(s2);
-    cm_service_free(sb);
+    cm_reg_service_free(s);
+    cm_reg_service_free(s2);
+    cm_reg_service_free(sb);
 }
 
 static void
 test_watch_stops(void)
 {
     cm_registry *r = new_reg(NULL);
-    cm_service *s = svc("w", "1", "w-1", "10.0.0.1:1");
+    cm_reg_service *s = svc("w", "1", "w-1", "10.0.0.1:1");
 
     /* Stopped before the delivery: nothing. */
     evlog gone = {0}, keep = {0};
@@ -447,7 +447,7 @@ test_watch_stops(void)
     CHECK_EQ_INT(closer.n, 1);
 
     close_reg(r);
-    cm_service_free(s);
+    cm_reg_service_free(s);
 }
 
 static void
@@ -458,13 +458,13 @@ test_ttl(void)
     watch(r, NULL, &g);
 
     /* No refresh: the node lapses and a delete arrives without anyone asking. */
-    cm_service *s = svc("ttl", "1", "ttl-1", "10.0.0.1:1");
+    cm_reg_service *s = svc("ttl", "1", "ttl-1", "10.0.0.1:1");
     uint64_t t0 = cm_now_ms();
     do_register(r, s, 100);
     CHECK(wait_until(&g.deletes, 1, 2000));
     CHECK(cm_now_ms() - t0 >= 100);
     CHECK_EQ_STR(g.last_node, "ttl-1");
-    cm_service_list *l = do_get(r, "ttl");
+    cm_reg_service_list *l = do_get(r, "ttl");
     CHECK_EQ_INT(l->n, 0);
 
     /* Refreshed every 60 ms with a 200 ms TTL: still there after 600 ms. */
@@ -489,7 +489,7 @@ test_ttl(void)
 
     /* A TTL of 0 never lapses; a shorter TTL on another node lapses alone. */
     do_register(r, s, 0);
-    cm_service *s2 = svc("ttl", "1", "ttl-2", "10.0.0.2:1");
+    cm_reg_service *s2 = svc("ttl", "1", "ttl-2", "10.0.0.2:1");
     do_register(r, s2, 50);
     int dels = g.deletes;
     CHECK(wait_until(&g.deletes, dels + 1, 2000));
@@ -500,8 +500,8 @@ test_ttl(void)
     CHECK_EQ_STR(l->items[0]->nodes[0].id, "ttl-1");
     do_deregister(r, s);
     close_reg(r);
-    cm_service_free(s);
-    cm_service_free(s2);
+    cm_reg_service_free(s);
+    cm_reg_service_free(s2);
 }
 
 static int cancelled, finished_before_done;
@@ -516,7 +516,7 @@ on_cancel_done(int status, void *user)
 }
 
 static void
-on_cancel_list(int status, const cm_service_list *l, void *user)
+on_cancel_list(int status, const cm_reg_service_list *l, void *user)
 {
     (void)user;
     CHECK_EQ_INT(status, CM_ECANCELED);
@@ -533,7 +533,7 @@ test_close_in_flight(void)
     evlog g = {0}, g2 = {0};
     watch(r, NULL, &g);
     watch(r2, NULL, &g2);
-    cm_service *s = svc("fly", "1", "fly-1", "10.0.0.1:1");
+    cm_reg_service *s = svc("fly", "1", "fly-1", "10.0.0.1:1");
     closed = 0;
     CHECK_EQ_INT(cm_registry_register(r, s, 0, on_cancel_done, NULL), 0);
     CHECK_EQ_INT(cm_registry_get_service(r, "fly", on_cancel_list, NULL), 0);
@@ -562,7 +562,7 @@ test_close_in_flight(void)
     wait_until(NULL, 0, 20);
     CHECK_EQ_INT(g3.n, 0);
     close_reg(r2);
-    cm_service_free(s);
+    cm_reg_service_free(s);
 }
 
 int
@@ -576,18 +576,18 @@ main(void)
     RUN(test_watch_stops);
     RUN(test_ttl);
     RUN(test_close_in_flight);
-    cm_service_list_free(last_list);
+    cm_reg_service_list_free(last_list);
 
     /* Closed with work queued and never run again: freeing the loop completes the close. */
     cm_registry *r = new_reg(NULL);
     evlog g = {0};
     watch(r, NULL, &g);
-    cm_service *s = svc("end", "1", "end-1", "10.0.0.1:1");
+    cm_reg_service *s = svc("end", "1", "end-1", "10.0.0.1:1");
     closed = cancelled = 0;
     CHECK_EQ_INT(cm_registry_register(r, s, 0, on_cancel_done, NULL), 0);
     CHECK_EQ_INT(cm_registry_list_services(r, on_cancel_list, NULL), 0);
     cm_registry_close(r, on_closed, NULL);
-    cm_service_free(s);
+    cm_reg_service_free(s);
     cm_loop_free(L);
     CHECK_EQ_INT(cancelled, 2);
     CHECK_EQ_INT(closed, 1);

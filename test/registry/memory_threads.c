@@ -97,7 +97,7 @@ typedef struct evlog {
 } evlog;
 
 static void
-on_event(cm_watch_action a, const cm_service *svc, void *user)
+on_event(cm_watch_action a, const cm_reg_service *svc, void *user)
 {
     evlog *g = user;
     uv_mutex_lock(&mu);
@@ -137,7 +137,7 @@ on_done(int status, void *user)
 }
 
 static void
-on_get(int status, const cm_service_list *l, void *user)
+on_get(int status, const cm_reg_service_list *l, void *user)
 {
     side *s = user;
     uv_mutex_lock(&mu);
@@ -170,15 +170,15 @@ run_op(void *p)
     op *o = p;
     char id[32];
     for (int i = o->first; o->kind < 2 && i < o->first + o->count; i++) {
-        cm_service *svc = cm_service_new(o->name, "1");
+        cm_reg_service *svc = cm_reg_service_new(o->name, "1");
         snprintf(id, sizeof(id), "%s-%d", o->name, i);
-        LOOP_CHECK(cm_service_add_node(svc, id, "127.0.0.1:1", NULL) != NULL);
+        LOOP_CHECK(cm_reg_service_add_node(svc, id, "127.0.0.1:1", NULL) != NULL);
         if (o->kind == 0) {
             LOOP_CHECK(cm_registry_register(o->s->reg, svc, o->ttl, on_done, o->s) == 0);
         } else {
             LOOP_CHECK(cm_registry_deregister(o->s->reg, svc, on_done, o->s) == 0);
         }
-        cm_service_free(svc);
+        cm_reg_service_free(svc);
     }
     if (o->kind == 2) {
         LOOP_CHECK(cm_registry_get_service(o->s->reg, o->name, on_get, o->s) == 0);
@@ -325,16 +325,16 @@ static void
 churn_step(void *p)
 {
     churn *c = p;
-    cm_service *svc = cm_service_new("churn", "1");
+    cm_reg_service *svc = cm_reg_service_new("churn", "1");
     char id[32];
     snprintf(id, sizeof(id), "churn-%d", (c->i / 2) % 4);
-    LOOP_CHECK(cm_service_add_node(svc, id, "127.0.0.1:1", NULL) != NULL);
+    LOOP_CHECK(cm_reg_service_add_node(svc, id, "127.0.0.1:1", NULL) != NULL);
     if (c->i++ % 2 == 0) {
         LOOP_CHECK(cm_registry_register(c->s->reg, svc, 0, churn_done, c) == 0);
     } else {
         LOOP_CHECK(cm_registry_deregister(c->s->reg, svc, churn_done, c) == 0);
     }
-    cm_service_free(svc);
+    cm_reg_service_free(svc);
 }
 
 static void

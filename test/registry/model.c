@@ -3,10 +3,10 @@
 #include "test.h"
 
 /* A service with every part filled: nested values, endpoints, nodes, service metadata. */
-static cm_service *
+static cm_reg_service *
 sample(void)
 {
-    cm_service *s = cm_service_new("helloworld", "latest");
+    cm_reg_service *s = cm_reg_service_new("helloworld", "latest");
     CHECK(s != NULL);
     s->metadata = cm_md_new();
     CHECK(cm_md_set(s->metadata, "owner", "team-a") == 0);
@@ -17,13 +17,13 @@ sample(void)
     cm_value rsp = {"CallResponse", "CallResponse", NULL, 0};
     cm_md *emd = cm_md_new();
     CHECK(cm_md_set(emd, "stream", "true") == 0);
-    cm_endpoint *e = cm_service_add_endpoint(s, "Helloworld.Call", &req, &rsp, NULL);
+    cm_endpoint *e = cm_reg_service_add_endpoint(s, "Helloworld.Call", &req, &rsp, NULL);
     CHECK(e != NULL);
     CHECK(e->metadata != NULL);
     CHECK_EQ_INT(cm_md_count(e->metadata), 0);
     CHECK(e->request != &req);
     CHECK_EQ_STR(e->request->values[0].values[0].type, "int64");
-    e = cm_service_add_endpoint(s, "Helloworld.Stream", NULL, NULL, emd);
+    e = cm_reg_service_add_endpoint(s, "Helloworld.Stream", NULL, NULL, emd);
     CHECK(e != NULL);
     CHECK(e->request == NULL && e->response == NULL);
     CHECK_EQ_STR(cm_md_get(e->metadata, "stream"), "true");
@@ -32,12 +32,12 @@ sample(void)
 
     cm_md *nmd = cm_md_new();
     CHECK(cm_md_set(nmd, "protocol", "mucp") == 0);
-    cm_node *n = cm_service_add_node(s, "helloworld-1", "10.0.0.1:8080", nmd);
+    cm_node *n = cm_reg_service_add_node(s, "helloworld-1", "10.0.0.1:8080", nmd);
     CHECK(n != NULL);
     CHECK_EQ_STR(n->id, "helloworld-1");
     CHECK_EQ_STR(cm_md_get(n->metadata, "protocol"), "mucp");
     cm_md_free(nmd);
-    n = cm_service_add_node(s, "helloworld-2", "10.0.0.2:8080", NULL);
+    n = cm_reg_service_add_node(s, "helloworld-2", "10.0.0.2:8080", NULL);
     CHECK(n != NULL);
     CHECK(n->metadata != NULL);
     CHECK_EQ_INT(s->nnodes, 2);
@@ -47,7 +47,7 @@ sample(void)
 
 /* Deep equality through the JSON form, which carries every field. */
 static char *
-json_of(const cm_service *s)
+json_of(const cm_reg_service *s)
 {
     cJSON *j = cm__service_to_json(s);
     CHECK(j != NULL);
@@ -60,23 +60,23 @@ json_of(const cm_service *s)
 static void
 test_new_free(void)
 {
-    cm_service *s = cm_service_new("a", NULL);
+    cm_reg_service *s = cm_reg_service_new("a", NULL);
     CHECK(s != NULL);
     CHECK_EQ_STR(s->name, "a");
     CHECK_EQ_STR(s->version, "");
     CHECK(s->metadata == NULL);
     CHECK_EQ_INT(s->nnodes, 0);
     CHECK_EQ_INT(s->nendpoints, 0);
-    cm_service_free(s);
-    cm_service_free(NULL);
-    CHECK(cm_service_add_node(NULL, "x", "y", NULL) == NULL);
+    cm_reg_service_free(s);
+    cm_reg_service_free(NULL);
+    CHECK(cm_reg_service_add_node(NULL, "x", "y", NULL) == NULL);
 }
 
 static void
 test_dup_round_trip(void)
 {
-    cm_service *s = sample();
-    cm_service *d = cm_service_dup(s);
+    cm_reg_service *s = sample();
+    cm_reg_service *d = cm_reg_service_dup(s);
     CHECK(d != NULL);
     char *a = json_of(s), *b = json_of(d);
     CHECK_EQ_STR(a, b);
@@ -88,7 +88,7 @@ test_dup_round_trip(void)
     CHECK(d->endpoints[0].request != s->endpoints[0].request);
     CHECK(d->endpoints[0].request->values != s->endpoints[0].request->values);
     /* The copy outlives the original (ASan would catch a shared pointer). */
-    cm_service_free(s);
+    cm_reg_service_free(s);
     char *c = json_of(d);
     CHECK_EQ_STR(a, c);
     CHECK_EQ_STR(d->endpoints[0].request->values[0].values[0].name, "id");
@@ -97,13 +97,13 @@ test_dup_round_trip(void)
     free(c);
 
     /* A NULL service metadata stays NULL. */
-    cm_service *bare = cm_service_new("b", "1");
-    cm_service *bd = cm_service_dup(bare);
+    cm_reg_service *bare = cm_reg_service_new("b", "1");
+    cm_reg_service *bd = cm_reg_service_dup(bare);
     CHECK(bd->metadata == NULL);
-    cm_service_free(bare);
-    cm_service_free(bd);
-    CHECK(cm_service_dup(NULL) == NULL);
-    cm_service_free(d);
+    cm_reg_service_free(bare);
+    cm_reg_service_free(bd);
+    CHECK(cm_reg_service_dup(NULL) == NULL);
+    cm_reg_service_free(d);
 }
 
 static void
@@ -129,26 +129,26 @@ test_value_copy(void)
 static void
 test_list_dup(void)
 {
-    cm_service *items[2] = {sample(), cm_service_new("other", "v2")};
-    cm_service_list l = {items, 2};
-    cm_service_list *d = cm_service_list_dup(&l);
+    cm_reg_service *items[2] = {sample(), cm_reg_service_new("other", "v2")};
+    cm_reg_service_list l = {items, 2};
+    cm_reg_service_list *d = cm_reg_service_list_dup(&l);
     CHECK(d != NULL);
     CHECK_EQ_INT(d->n, 2);
     CHECK(d->items[0] != items[0]);
     CHECK_EQ_STR(d->items[1]->version, "v2");
     CHECK_EQ_INT(d->items[0]->nnodes, 2);
-    cm_service_free(items[0]);
-    cm_service_free(items[1]);
+    cm_reg_service_free(items[0]);
+    cm_reg_service_free(items[1]);
     CHECK_EQ_STR(d->items[0]->nodes[1].id, "helloworld-2");
-    cm_service_list_free(d);
+    cm_reg_service_list_free(d);
 
-    cm_service_list empty = {NULL, 0};
-    d = cm_service_list_dup(&empty);
+    cm_reg_service_list empty = {NULL, 0};
+    d = cm_reg_service_list_dup(&empty);
     CHECK(d != NULL);
     CHECK_EQ_INT(d->n, 0);
-    cm_service_list_free(d);
-    cm_service_list_free(NULL);
-    CHECK(cm_service_list_dup(NULL) == NULL);
+    cm_reg_service_list_free(d);
+    cm_reg_service_list_free(NULL);
+    CHECK(cm_reg_service_list_dup(NULL) == NULL);
 }
 
 static void

@@ -350,19 +350,19 @@ test_reset(void)
 
 /* The cache's event handling on its own, for backends whose events carry only the nodes that
  * changed (mDNS, Consul) rather than the whole version as the memory registry's do. */
-static cm_service *
+static cm_reg_service *
 svc_nodes(const char *version, const char *ids, const char *endpoint)
 {
-    cm_service *svc = cm_service_new("ev", version);
+    cm_reg_service *svc = cm_reg_service_new("ev", version);
     CHECK(svc != NULL);
     for (const char *p = ids; *p != '\0'; p++) {
         char id[8], addr[32];
         snprintf(id, sizeof(id), "ev-%c", *p);
         snprintf(addr, sizeof(addr), "10.3.0.%d:1", *p);
-        CHECK(cm_service_add_node(svc, id, addr, NULL) != NULL);
+        CHECK(cm_reg_service_add_node(svc, id, addr, NULL) != NULL);
     }
     if (endpoint != NULL) {
-        CHECK(cm_service_add_endpoint(svc, endpoint, NULL, NULL, NULL) != NULL);
+        CHECK(cm_reg_service_add_endpoint(svc, endpoint, NULL, NULL, NULL) != NULL);
     }
     return svc;
 }
@@ -392,9 +392,9 @@ ids_of(const cm__scache *c, const char *version)
 static void
 apply(cm__scache *c, cm_watch_action action, const char *version, const char *ids, int want)
 {
-    cm_service *svc = svc_nodes(version, ids, NULL);
+    cm_reg_service *svc = svc_nodes(version, ids, NULL);
     CHECK_EQ_INT(cm__scache_apply(c, action, svc), want);
-    cm_service_free(svc);
+    cm_reg_service_free(svc);
 }
 
 static void
@@ -402,23 +402,23 @@ test_cache_events(void)
 {
     cm__scache c;
     memset(&c, 0, sizeof(c));
-    cm_service *v1 = svc_nodes("1.0", "ab", "Old.Endpoint");
-    cm_service *items[] = {v1};
-    cm_service_list l = {items, 1};
+    cm_reg_service *v1 = svc_nodes("1.0", "ab", "Old.Endpoint");
+    cm_reg_service *items[] = {v1};
+    cm_reg_service_list l = {items, 1};
     CHECK_EQ_INT(cm__scache_set(&c, &l), 0);
-    cm_service_free(v1);
+    cm_reg_service_free(v1);
     CHECK_EQ_STR(ids_of(&c, "1.0"), "ab");
 
     /* Partial create/update events merge by id; the event's endpoints win. */
-    cm_service *ev = svc_nodes("1.0", "c", "New.Endpoint");
+    cm_reg_service *ev = svc_nodes("1.0", "c", "New.Endpoint");
     CHECK_EQ_INT(cm__scache_apply(&c, CM_WATCH_UPDATE, ev), 0);
-    cm_service_free(ev);
+    cm_reg_service_free(ev);
     CHECK_EQ_STR(ids_of(&c, "1.0"), "cab");
     CHECK_EQ_INT(c.svcs[0]->nendpoints, 1);
     CHECK_EQ_STR(c.svcs[0]->endpoints[0].name, "New.Endpoint");
     ev = svc_nodes("1.0", "a", "Newer.Endpoint");
     CHECK_EQ_INT(cm__scache_apply(&c, CM_WATCH_CREATE, ev), 0);
-    cm_service_free(ev);
+    cm_reg_service_free(ev);
     CHECK_EQ_STR(ids_of(&c, "1.0"), "acb");
     CHECK_EQ_STR(c.svcs[0]->endpoints[0].name, "Newer.Endpoint");
     apply(&c, CM_WATCH_CREATE, "2.0", "d", 0);

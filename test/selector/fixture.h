@@ -192,11 +192,11 @@ on_status(int status, void *user)
 }
 
 /* A service with one node; label is "key=value" node metadata or NULL; endpoint may be NULL. */
-FIXTURE cm_service *
+FIXTURE cm_reg_service *
 service_make(const char *name, const char *version, const char *id, const char *address,
              const char *label, const char *endpoint)
 {
-    cm_service *svc = cm_service_new(name, version);
+    cm_reg_service *svc = cm_reg_service_new(name, version);
     CHECK(svc != NULL);
     cm_md *md = cm_md_new();
     CHECK(md != NULL);
@@ -208,10 +208,10 @@ service_make(const char *name, const char *version, const char *id, const char *
         key[eq - label] = '\0';
         CHECK_EQ_INT(cm_md_set(md, key, eq + 1), 0);
     }
-    CHECK(cm_service_add_node(svc, id, address, md) != NULL);
+    CHECK(cm_reg_service_add_node(svc, id, address, md) != NULL);
     cm_md_free(md);
     if (endpoint != NULL) {
-        CHECK(cm_service_add_endpoint(svc, endpoint, NULL, NULL, NULL) != NULL);
+        CHECK(cm_reg_service_add_endpoint(svc, endpoint, NULL, NULL, NULL) != NULL);
     }
     return svc;
 }
@@ -221,7 +221,7 @@ FIXTURE void
 node_op(cm_registry *r, int dereg, const char *name, const char *version, const char *id,
         const char *address, const char *label, const char *endpoint)
 {
-    cm_service *svc = service_make(name, version, id, address, label, endpoint);
+    cm_reg_service *svc = service_make(name, version, id, address, label, endpoint);
     status_cb c = {0, 1};
     if (dereg) {
         CHECK_EQ_INT(cm_registry_deregister(r, svc, on_status, &c), 0);
@@ -230,7 +230,7 @@ node_op(cm_registry *r, int dereg, const char *name, const char *version, const 
     }
     run_until(&c.done, 2000);
     CHECK_EQ_INT(c.status, 0);
-    cm_service_free(svc);
+    cm_reg_service_free(svc);
 }
 
 FIXTURE void

@@ -7,7 +7,10 @@
 #include <cmicro/error.h>
 #include <cmicro/loop.h>
 #include <cmicro/md.h>
+#include <cmicro/registry.h>
+#include <cmicro/selector.h>
 #include <cmicro/server.h>
+#include <cmicro/service.h>
 #include <cmicro/transport.h>
 
 #endif

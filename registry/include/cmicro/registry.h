@@ -7,7 +7,7 @@
  * No backend blocks the loop.
  *
  * Ownership: values passed in are borrowed during the call (backends copy what they keep);
- * values passed to callbacks are borrowed during the callback (cm_service_dup to keep one).
+ * values passed to callbacks are borrowed during the callback (cm_reg_service_dup to keep one).
  */
 #ifndef CMICRO_REGISTRY_H
 #define CMICRO_REGISTRY_H
@@ -40,7 +40,7 @@ typedef struct cm_node {
     cm_md *metadata; /* never NULL */
 } cm_node;
 
-typedef struct cm_service {
+typedef struct cm_reg_service {
     char *name;
     char *version;
     cm_md *metadata; /* may be NULL (go-micro never sets it) */
@@ -48,21 +48,21 @@ typedef struct cm_service {
     size_t nendpoints;
     cm_node *nodes;
     size_t nnodes;
-} cm_service;
+} cm_reg_service;
 
-/* Returns owned (cm_service_free): name and version copied, no nodes or endpoints. NULL on
+/* Returns owned (cm_reg_service_free): name and version copied, no nodes or endpoints. NULL on
  * out of memory. */
-CM_EXTERN cm_service *cm_service_new(const char *name, const char *version);
+CM_EXTERN cm_reg_service *cm_reg_service_new(const char *name, const char *version);
 /* Deep copy; returns owned, NULL on out of memory. */
-CM_EXTERN cm_service *cm_service_dup(const cm_service *s);
-CM_EXTERN void cm_service_free(cm_service *s);
+CM_EXTERN cm_reg_service *cm_reg_service_dup(const cm_reg_service *s);
+CM_EXTERN void cm_reg_service_free(cm_reg_service *s);
 /* Appends a node (id and address copied, metadata md copied; md may be NULL). Returns the new
  * node (borrowed from s) or NULL on out of memory. */
-CM_EXTERN cm_node *cm_service_add_node(cm_service *s, const char *id, const char *address,
+CM_EXTERN cm_node *cm_reg_service_add_node(cm_reg_service *s, const char *id, const char *address,
                                        const cm_md *md);
 /* Appends an endpoint (deep copies of request/response/md; each may be NULL). Returns the new
  * endpoint (borrowed from s) or NULL on out of memory. */
-CM_EXTERN cm_endpoint *cm_service_add_endpoint(cm_service *s, const char *name,
+CM_EXTERN cm_endpoint *cm_reg_service_add_endpoint(cm_reg_service *s, const char *name,
                                                const cm_value *request, const cm_value *response,
                                                const cm_md *md);
 /* Deep copy of a value tree into dst (which is overwritten). 0 or CM_ENOMEM. */
@@ -70,10 +70,10 @@ CM_EXTERN int cm_value_copy(cm_value *dst, const cm_value *src);
 CM_EXTERN void cm_value_fini(cm_value *v);
 
 /* A list of services, as get_service and list_services return them. */
-typedef struct cm_service_list {
-    cm_service **items;
+typedef struct cm_reg_service_list {
+    cm_reg_service **items;
     size_t n;
-} cm_service_list;
+} cm_reg_service_list;
 
 typedef enum { CM_WATCH_CREATE = 1, CM_WATCH_UPDATE = 2, CM_WATCH_DELETE = 3 } cm_watch_action;
 CM_EXTERN const char *cm_watch_action_name(cm_watch_action a); /* "create", "update", "delete" */
@@ -110,14 +110,14 @@ CM_EXTERN void cm_registry_close(cm_registry *r, void (*done)(void *arg), void *
 
 typedef void (*cm_registry_cb)(int status, void *user);
 /* status 0 with the services (borrowed), or < 0 with list NULL. */
-typedef void (*cm_registry_list_cb)(int status, const cm_service_list *list, void *user);
-typedef void (*cm_watch_cb)(cm_watch_action action, const cm_service *svc, void *user);
+typedef void (*cm_registry_list_cb)(int status, const cm_reg_service_list *list, void *user);
+typedef void (*cm_watch_cb)(cm_watch_action action, const cm_reg_service *svc, void *user);
 
 /* Registers svc (its nodes; a backend may register only nodes[0] as go-micro does) with a TTL
  * (0: none). Registering again refreshes (Consul: a TTL pass). cb may be NULL. */
-CM_EXTERN int cm_registry_register(cm_registry *r, const cm_service *svc, uint64_t ttl_ms,
+CM_EXTERN int cm_registry_register(cm_registry *r, const cm_reg_service *svc, uint64_t ttl_ms,
                                    cm_registry_cb cb, void *user);
-CM_EXTERN int cm_registry_deregister(cm_registry *r, const cm_service *svc, cm_registry_cb cb,
+CM_EXTERN int cm_registry_deregister(cm_registry *r, const cm_reg_service *svc, cm_registry_cb cb,
                                      void *user);
 /* The services of that name, one per version; an empty list (status 0) when none. */
 CM_EXTERN int cm_registry_get_service(cm_registry *r, const char *name, cm_registry_list_cb cb,
@@ -131,10 +131,10 @@ CM_EXTERN int cm_registry_watch(cm_registry *r, const char *name, cm_watch_cb cb
 /* Stops a watcher: no callback runs after this returns. */
 CM_EXTERN void cm_watcher_stop(cm_watcher *w);
 
-/* Lists passed to callbacks are borrowed; cm_service_list_dup makes an owned copy (NULL on out
- * of memory), freed with cm_service_list_free. */
-CM_EXTERN cm_service_list *cm_service_list_dup(const cm_service_list *l);
-CM_EXTERN void cm_service_list_free(cm_service_list *l);
+/* Lists passed to callbacks are borrowed; cm_reg_service_list_dup makes an owned copy (NULL on out
+ * of memory), freed with cm_reg_service_list_free. */
+CM_EXTERN cm_reg_service_list *cm_reg_service_list_dup(const cm_reg_service_list *l);
+CM_EXTERN void cm_reg_service_list_free(cm_reg_service_list *l);
 
 #ifdef __cplusplus
 }

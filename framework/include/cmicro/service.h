@@ -1,0 +1,98 @@
+/* cmicro: the service object. It wires a server, a client, a registry, a selector and a
+ * transport on one loop, registers the service's node, keeps the registration fresh and takes
+ * it down on a graceful stop.
+ *
+ * Configuration, highest precedence first: a field set in the options struct, then go-micro's
+ * environment variables, then the defaults. Nothing resets a value set earlier:
+ *   name            MICRO_SERVER_NAME          "go.micro.server"
+ *   version                                    "latest"
+ *   address         MICRO_SERVER_ADDRESS       ":0"
+ *   advertise       MICRO_SERVER_ADVERTISE     the listen address with a usable IP
+ *   registry        MICRO_REGISTRY             "mdns" (also "consul", "memory")
+ *   registry addr   MICRO_REGISTRY_ADDRESS     the backend's default
+ *   register TTL    MICRO_REGISTER_TTL (s)     90 s
+ *   interval        MICRO_REGISTER_INTERVAL (s) TTL/3; an interval above TTL/2 is refused
+ *   client retries  MICRO_CLIENT_RETRIES       5 (6 attempts)
+ *   call timeout    MICRO_CLIENT_REQUEST_TIMEOUT (Go duration "30s" or ms) 30 s
+ *   selector        MICRO_SELECTOR             "random" ("roundrobin")
+ *
+ * Threads: cm_service_run() runs the loop on the calling thread; cm_service_stop() may be called
+ * from any thread. A client-only program never calls run: its first call starts the loop on a
+ * thread of its own, joined by cm_service_free().
+ */
+#ifndef CMICRO_SERVICE_H
+#define CMICRO_SERVICE_H
+
+#include <cmicro/client.h>
+#include <cmicro/registry.h>
+#include <cmicro/selector.h>
+#include <cmicro/server.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct cm_service cm_service;
+
+/* A RegisterCheck: 0 when the service may stay registered. Runs on the loop thread before
+ * each refresh; it must not block. */
+typedef int (*cm_register_check_fn)(void *user);
+
+typedef struct cm_service_opts {
+    const char *name;
+    const char *version;
+    const char *address;   /* listen address */
+    const char *advertise; /* address published in the registry */
+    const cm_md *metadata; /* node metadata (copied) */
+    const char *registry;  /* backend name */
+    const char *registry_address;
+    cm_registry *registry_instance; /* borrowed; wins over registry/registry_address */
+    cm_strategy strategy;           /* selector strategy */
+    int strategy_set;               /* strategy was set in code */
+    uint64_t register_ttl_ms;
+    uint64_t register_interval_ms;
+    cm_register_check_fn register_check;
+    void *register_check_user;
+    unsigned workers;
+    uint64_t drain_timeout_ms;      /* default 10 s */
+    int max_attempts;               /* client, including the first */
+    uint64_t request_timeout_ms;    /* client */
+    const char *content_type;       /* client; default application/protobuf */
+    int log_config;                 /* print the effective configuration once at start; default
+                                       on unless CMICRO_QUIET is set */
+} cm_service_opts;
+
+/* Zeroes o: every field unset, so env and defaults apply. */
+CM_EXTERN void cm_service_opts_init(cm_service_opts *o);
+
+/* Creates a service: loop, registry, selector, client and server (not yet listening).
+ * o NULL: env and defaults. Returns 0, CM_EINVAL (with a log line saying which option),
+ * CM_ENOTFOUND (unknown registry backend), CM_ENOMEM or a libuv error. */
+CM_EXTERN int cm_service_new(const cm_service_opts *o, cm_service **out);
+CM_EXTERN cm_server *cm_service_server(cm_service *s);
+/* The client, resolving service names through the selector. */
+CM_EXTERN cm_client *cm_service_client(cm_service *s);
+CM_EXTERN cm_registry *cm_service_registry(cm_service *s);
+CM_EXTERN cm_loop *cm_service_loop(cm_service *s);
+/* The effective name / node id / published address (address after run started, else NULL). */
+CM_EXTERN const char *cm_service_name(const cm_service *s);
+CM_EXTERN const char *cm_service_node_id(const cm_service *s);
+CM_EXTERN const char *cm_service_advertised(const cm_service *s);
+CM_EXTERN uint64_t cm_service_register_ttl_ms(const cm_service *s);
+CM_EXTERN uint64_t cm_service_register_interval_ms(const cm_service *s);
+
+/* Serves until SIGINT/SIGTERM or cm_service_stop(): listens, registers (retrying with back-off
+ * while the registry is down; the server serves meanwhile), refreshes every interval after the
+ * RegisterCheck (a failing check deregisters, a passing one registers again), and on stop:
+ * deregisters, stops accepting, drains calls in flight, closes. Returns 0 after a graceful stop,
+ * or the error that prevented listening. A second signal during the drain forces the exit. */
+CM_EXTERN int cm_service_run(cm_service *s);
+/* Asks run() to stop gracefully. Any thread. */
+CM_EXTERN void cm_service_stop(cm_service *s);
+/* Frees the service (after run returned, or for a client-only service). */
+CM_EXTERN void cm_service_free(cm_service *s);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,831 @@
+/* The service object: configuration, registration loop, signals and the ordered shutdown. */
+#include "framework_int.h"
+
+#include <cmicro/service.h>
+#include <ctype.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <uuid/uuid.h>
+
+struct cm_service {
+    cm_loop *loop;
+    char *name;
+    char *version;
+    char *address;
+    char *advertise;
+    char *node_id;
+    cm_md *metadata;
+    cm_registry *reg;
+    int own_reg;
+    cm_selector *sel;
+    cm_client *client;
+    cm_server *server;
+    uint64_t ttl_ms;
+    uint64_t interval_ms;
+    cm_register_check_fn check;
+    void *check_user;
+    int log_config;
+
+    char advertised[160];
+    cm_reg_service *svc; /* what is registered */
+    uv_timer_t reg_timer;
+    uv_timer_t retry_timer;
+    uv_signal_t sigint, sigterm;
+    int registered;       /* the registry holds our node */
+    int reg_inflight;     /* a register or deregister is pending */
+    unsigned reg_failures;
+    int stopping;
+    int run_rc;
+    int handles_open;
+};
+
+void
+cm_service_opts_init(cm_service_opts *o)
+{
+    memset(o, 0, sizeof(*o));
+}
+
+/* ---- configuration ---- */
+
+static const char *
+env(const char *name)
+{
+    const char *v = getenv(name);
+    return v && v[0] ? v : NULL;
+}
+
+static const char *
+choose(const char *code, const char *env_name, const char *def)
+{
+    if (code != NULL) {
+        return code;
+    }
+    const char *e = env_name ? env(env_name) : NULL;
+    return e ? e : def;
+}
+
+/* Go duration ("1m30s", "500ms", "2h") or plain milliseconds. 0 or CM_EINVAL. */
+static int
+parse_duration_ms(const char *s, uint64_t *out)
+{
+    char *end;
+    double total = 0;
+    if (s == NULL || *s == '\0') {
+        return CM_EINVAL;
+    }
+    unsigned long long plain = strtoull(s, &end, 10);
+    if (*end == '\0') {
+        *out = plain;
+        return 0;
+    }
+    const char *p = s;
+    while (*p) {
+        double v = strtod(p, &end);
+        if (end == p) {
+            return CM_EINVAL;
+        }
+        p = end;
+        double unit;
+        if (strncmp(p, "ns", 2) == 0) {
+            unit = 1e-6, p += 2;
+        } else if (strncmp(p, "us", 2) == 0 || strncmp(p, "\xc2\xb5s", 3) == 0) {
+            unit = 1e-3, p += (*p == 'u') ? 2 : 3;
+        } else if (strncmp(p, "ms", 2) == 0) {
+            unit = 1, p += 2;
+        } else if (*p == 's') {
+            unit = 1000, p += 1;
+        } else if (*p == 'm') {
+            unit = 60000, p += 1;
+        } else if (*p == 'h') {
+            unit = 3600000, p += 1;
+        } else {
+            return CM_EINVAL;
+        }
+        total += v * unit;
+    }
+    if (total < 0) {
+        return CM_EINVAL;
+    }
+    *out = (uint64_t)total;
+    return 0;
+}
+
+static int
+env_seconds(const char *name, uint64_t *out_ms)
+{
+    const char *v = env(name);
+    if (v == NULL) {
+        return 0;
+    }
+    char *end;
+    unsigned long long n = strtoull(v, &end, 10);
+    if (*end != '\0') {
+        uint64_t ms;
+        if (parse_duration_ms(v, &ms) < 0) {
+            fprintf(stderr, "cmicro: service: %s=%s is not a number of seconds\n", name, v);
+            return CM_EINVAL;
+        }
+        *out_ms = ms;
+        return 1;
+    }
+    *out_ms = (uint64_t)n * 1000u;
+    return 1;
+}
+
+static int
+configure(cm_service *s, const cm_service_opts *o, cm_client_opts *co, cm_selector_opts *so,
+          const char **reg_name, const char **reg_addr)
+{
+    s->name = strdup(choose(o->name, "MICRO_SERVER_NAME", "go.micro.server"));
+    s->version = strdup(choose(o->version, NULL, "latest"));
+    s->address = strdup(choose(o->address, "MICRO_SERVER_ADDRESS", ":0"));
+    const char *adv = choose(o->advertise, "MICRO_SERVER_ADVERTISE", NULL);
+    s->advertise = adv ? strdup(adv) : NULL;
+    if (s->name == NULL || s->version == NULL || s->address == NULL || (adv && !s->advertise)) {
+        return CM_ENOMEM;
+    }
+    *reg_name = choose(o->registry, "MICRO_REGISTRY", "mdns");
+    *reg_addr = choose(o->registry_address, "MICRO_REGISTRY_ADDRESS", NULL);
+
+    s->ttl_ms = o->register_ttl_ms;
+    int rc;
+    if (s->ttl_ms == 0 && (rc = env_seconds("MICRO_REGISTER_TTL", &s->ttl_ms)) <= 0) {
+        if (rc < 0) {
+            return rc;
+        }
+        s->ttl_ms = 90000;
+    }
+    s->interval_ms = o->register_interval_ms;
+    if (s->interval_ms == 0 &&
+        (rc = env_seconds("MICRO_REGISTER_INTERVAL", &s->interval_ms)) <= 0) {
+        if (rc < 0) {
+            return rc;
+        }
+        s->interval_ms = s->ttl_ms / 3;
+    }
+    if (s->interval_ms == 0 || s->interval_ms > s->ttl_ms / 2) {
+        fprintf(stderr,
+                "cmicro: service: register interval %" PRIu64 " ms must be above 0 and at most "
+                "half the register TTL (%" PRIu64 " ms), or the registration flaps\n",
+                s->interval_ms, s->ttl_ms);
+        return CM_EINVAL;
+    }
+
+    cm_client_opts_init(co);
+    co->max_attempts = o->max_attempts;
+    const char *retries = env("MICRO_CLIENT_RETRIES");
+    if (co->max_attempts <= 0 && retries != NULL) {
+        char *end;
+        long n = strtol(retries, &end, 10);
+        if (*end != '\0' || n < 0 || n > 100) {
+            fprintf(stderr, "cmicro: service: MICRO_CLIENT_RETRIES=%s is not a count\n", retries);
+            return CM_EINVAL;
+        }
+        co->max_attempts = (int)n + 1;
+    }
+    if (co->max_attempts <= 0) {
+        co->max_attempts = 6;
+    }
+    co->request_timeout_ms = o->request_timeout_ms;
+    const char *rt = env("MICRO_CLIENT_REQUEST_TIMEOUT");
+    if (co->request_timeout_ms == 0 && rt != NULL &&
+        parse_duration_ms(rt, &co->request_timeout_ms) < 0) {
+        fprintf(stderr, "cmicro: service: MICRO_CLIENT_REQUEST_TIMEOUT=%s is not a duration\n",
+                rt);
+        return CM_EINVAL;
+    }
+    if (co->request_timeout_ms == 0) {
+        co->request_timeout_ms = 30000;
+    }
+    if (o->content_type != NULL) {
+        co->content_type = o->content_type;
+    }
+
+    cm_selector_opts_init(so);
+    if (o->strategy_set) {
+        so->strategy = o->strategy;
+    } else {
+        const char *sel = env("MICRO_SELECTOR");
+        if (sel != NULL) {
+            if (strcmp(sel, "roundrobin") == 0 || strcmp(sel, "round_robin") == 0) {
+                so->strategy = CM_STRATEGY_ROUND_ROBIN;
+            } else if (strcmp(sel, "random") == 0) {
+                so->strategy = CM_STRATEGY_RANDOM;
+            } else {
+                fprintf(stderr, "cmicro: service: MICRO_SELECTOR=%s: use random or roundrobin\n",
+                        sel);
+                return CM_EINVAL;
+            }
+        }
+    }
+    s->check = o->register_check;
+    s->check_user = o->register_check_user;
+    s->log_config = o->log_config || env("CMICRO_QUIET") == NULL;
+
+    uuid_t u;
+    char us[37];
+    uuid_generate_random(u);
+    uuid_unparse_lower(u, us);
+    size_t n = strlen(s->name) + 38;
+    s->node_id = malloc(n);
+    if (s->node_id == NULL) {
+        return CM_ENOMEM;
+    }
+    snprintf(s->node_id, n, "%s-%s", s->name, us);
+
+    s->metadata = cm_md_new();
+    if (s->metadata == NULL) {
+        return CM_ENOMEM;
+    }
+    for (size_t i = 0; i < cm_md_count(o->metadata); i++) {
+        const char *k, *v;
+        cm_md_at(o->metadata, i, &k, &v);
+        if (cm_md_set(s->metadata, k, v) < 0) {
+            return CM_ENOMEM;
+        }
+    }
+    return 0;
+}
+
+int
+cm_service_new(const cm_service_opts *o, cm_service **out)
+{
+    cm_service_opts none;
+    if (o == NULL) {
+        cm_service_opts_init(&none);
+        o = &none;
+    }
+    if (out == NULL) {
+        return CM_EINVAL;
+    }
+    cm_service *s = calloc(1, sizeof(*s));
+    if (s == NULL) {
+        return CM_ENOMEM;
+    }
+    cm_client_opts co;
+    cm_selector_opts so;
+    const char *reg_name = NULL, *reg_addr = NULL;
+    int rc = configure(s, o, &co, &so, &reg_name, &reg_addr);
+    if (rc == 0) {
+        rc = cm_loop_new(&s->loop);
+    }
+    if (rc == 0) {
+        if (o->registry_instance != NULL) {
+            s->reg = o->registry_instance;
+        } else {
+            cm_registry_opts ro;
+            cm_registry_opts_init(&ro);
+            ro.addresses = reg_addr;
+            rc = cm_registry_new(s->loop, reg_name, &ro, &s->reg);
+            s->own_reg = rc == 0;
+            if (rc < 0) {
+                fprintf(stderr, "cmicro: service: registry %s: %s\n", reg_name, cm_strerror(rc));
+            }
+        }
+    }
+    if (rc == 0) {
+        rc = cm_selector_new(s->loop, s->reg, &so, &s->sel);
+    }
+    if (rc == 0) {
+        co.selector = s->sel;
+        rc = cm_client_new(s->loop, &co, &s->client);
+    }
+    if (rc == 0) {
+        cm__client_set_autostart(s->client, 1);
+        cm_server_opts sv;
+        cm_server_opts_init(&sv);
+        sv.name = s->name;
+        sv.address = s->address;
+        if (o->workers) {
+            sv.workers = o->workers;
+        }
+        if (o->drain_timeout_ms) {
+            sv.drain_timeout_ms = o->drain_timeout_ms;
+        }
+        rc = cm_server_new(s->loop, &sv, &s->server);
+    }
+    if (rc < 0) {
+        cm_service_free(s);
+        return rc;
+    }
+    *out = s;
+    return 0;
+}
+
+cm_server *
+cm_service_server(cm_service *s)
+{
+    return s->server;
+}
+
+cm_client *
+cm_service_client(cm_service *s)
+{
+    return s->client;
+}
+
+cm_registry *
+cm_service_registry(cm_service *s)
+{
+    return s->reg;
+}
+
+cm_loop *
+cm_service_loop(cm_service *s)
+{
+    return s->loop;
+}
+
+const char *
+cm_service_name(const cm_service *s)
+{
+    return s->name;
+}
+
+const char *
+cm_service_node_id(const cm_service *s)
+{
+    return s->node_id;
+}
+
+const char *
+cm_service_advertised(const cm_service *s)
+{
+    return s->advertised[0] ? s->advertised : NULL;
+}
+
+uint64_t
+cm_service_register_ttl_ms(const cm_service *s)
+{
+    return s->ttl_ms;
+}
+
+uint64_t
+cm_service_register_interval_ms(const cm_service *s)
+{
+    return s->interval_ms;
+}
+
+/* ---- the published node ---- */
+
+/* Splits "host:port" / "[v6]:port" / ":port". 0 or CM_EADDR. */
+static int
+split_hostport(const char *addr, char *host, size_t hlen, char *port, size_t plen)
+{
+    const char *colon;
+    const char *h = addr;
+    size_t n;
+    if (addr[0] == '[') {
+        const char *rb = strchr(addr, ']');
+        if (rb == NULL || rb[1] != ':') {
+            return CM_EADDR;
+        }
+        h = addr + 1;
+        n = (size_t)(rb - h);
+        colon = rb + 1;
+    } else {
+        colon = strrchr(addr, ':');
+        if (colon == NULL) {
+            return CM_EADDR;
+        }
+        n = (size_t)(colon - addr);
+    }
+    if (n >= hlen || strlen(colon + 1) >= plen) {
+        return CM_EADDR;
+    }
+    memcpy(host, h, n);
+    host[n] = '\0';
+    snprintf(port, plen, "%s", colon + 1);
+    return 0;
+}
+
+static int
+is_private4(const struct sockaddr_in *a)
+{
+    uint32_t ip = ntohl(a->sin_addr.s_addr);
+    return (ip >> 24) == 10 || (ip >> 20) == (172u << 4 | 1) || (ip >> 16) == (192u << 8 | 168);
+}
+
+/* go-micro's addr.Extract: a private IP of a non-loopback interface, else a public one, else
+ * loopback (with a warning). */
+static int
+extract_ip(char *out, size_t len)
+{
+    uv_interface_address_t *ifs;
+    int n;
+    if (uv_interface_addresses(&ifs, &n) < 0) {
+        n = 0;
+        ifs = NULL;
+    }
+    const char *kinds[] = {"private", "public"};
+    for (int pass = 0; pass < 2; pass++) {
+        for (int i = 0; i < n; i++) {
+            if (ifs[i].is_internal || ifs[i].address.address4.sin_family != AF_INET) {
+                continue;
+            }
+            if (is_private4(&ifs[i].address.address4) == (pass == 0)) {
+                uv_ip4_name(&ifs[i].address.address4, out, len);
+                uv_free_interface_addresses(ifs, n);
+                (void)kinds;
+                return 0;
+            }
+        }
+    }
+    uv_free_interface_addresses(ifs, n);
+    snprintf(out, len, "127.0.0.1");
+    fprintf(stderr, "cmicro: service: no non-loopback interface address; advertising 127.0.0.1 "
+                    "(set MICRO_SERVER_ADVERTISE to choose one)\n");
+    return 0;
+}
+
+static int
+compute_advertised(cm_service *s)
+{
+    char host[128], port[16], bhost[128], bport[16];
+    const char *bound = cm_server_address(s->server);
+    if (split_hostport(bound, bhost, sizeof(bhost), bport, sizeof(bport)) < 0) {
+        return CM_EADDR;
+    }
+    if (s->advertise != NULL) {
+        if (split_hostport(s->advertise, host, sizeof(host), port, sizeof(port)) < 0) {
+            /* An advertise address without a port takes the listener's. */
+            snprintf(host, sizeof(host), "%s", s->advertise);
+            snprintf(port, sizeof(port), "%s", bport);
+        }
+    } else {
+        snprintf(host, sizeof(host), "%s", bhost);
+        snprintf(port, sizeof(port), "%s", bport);
+    }
+    if (host[0] == '\0' || strcmp(host, "0.0.0.0") == 0 || strcmp(host, "::") == 0) {
+        extract_ip(host, sizeof(host));
+    }
+    if (strchr(host, ':') != NULL) {
+        snprintf(s->advertised, sizeof(s->advertised), "[%s]:%s", host, port);
+    } else {
+        snprintf(s->advertised, sizeof(s->advertised), "%s:%s", host, port);
+    }
+    return 0;
+}
+
+static int
+value_from_desc(cm_value *dst, const cm_value_desc *d)
+{
+    memset(dst, 0, sizeof(*dst));
+    dst->name = strdup(d->name ? d->name : "");
+    dst->type = strdup(d->type ? d->type : "");
+    if (dst->name == NULL || dst->type == NULL) {
+        return CM_ENOMEM;
+    }
+    if (d->nvalues > 0) {
+        dst->values = calloc(d->nvalues, sizeof(cm_value));
+        if (dst->values == NULL) {
+            return CM_ENOMEM;
+        }
+        dst->nvalues = d->nvalues;
+        for (size_t i = 0; i < d->nvalues; i++) {
+            if (value_from_desc(&dst->values[i], &d->values[i]) < 0) {
+                return CM_ENOMEM;
+            }
+        }
+    }
+    return 0;
+}
+
+static int
+build_registration(cm_service *s)
+{
+    cm_reg_service *svc = cm_reg_service_new(s->name, s->version);
+    if (svc == NULL) {
+        return CM_ENOMEM;
+    }
+    const cm_handler *hs[256];
+    size_t n = cm__server_handlers(s->server, hs, 256);
+    if (n > 256) {
+        n = 256;
+    }
+    cm_md *empty = cm_md_new();
+    int rc = empty ? 0 : CM_ENOMEM;
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        cm_value req, rsp;
+        int have_req = hs[i]->request_value != NULL, have_rsp = hs[i]->response_value != NULL;
+        if ((have_req && value_from_desc(&req, hs[i]->request_value) < 0) ||
+            (have_rsp && value_from_desc(&rsp, hs[i]->response_value) < 0)) {
+            rc = CM_ENOMEM;
+        } else if (cm_reg_service_add_endpoint(svc, hs[i]->endpoint, have_req ? &req : NULL,
+                                               have_rsp ? &rsp : NULL, empty) == NULL) {
+            rc = CM_ENOMEM;
+        }
+        if (have_req) {
+            cm_value_fini(&req);
+        }
+        if (have_rsp) {
+            cm_value_fini(&rsp);
+        }
+    }
+    cm_md *md = cm_md_new();
+    for (size_t i = 0; md && rc == 0 && i < cm_md_count(s->metadata); i++) {
+        const char *k, *v;
+        cm_md_at(s->metadata, i, &k, &v);
+        rc = cm_md_set(md, k, v);
+    }
+    /* The keys every go-micro node carries (spec 1.2); protocol=mucp keeps Go clients on the
+     * plain codecs. */
+    if (md == NULL || rc < 0 || cm_md_set(md, "transport", "http") < 0 ||
+        cm_md_set(md, "broker", "http") < 0 || cm_md_set(md, "server", "mucp") < 0 ||
+        cm_md_set(md, "registry", cm_registry_name(s->reg)) < 0 ||
+        cm_md_set(md, "protocol", "mucp") < 0 ||
+        cm_reg_service_add_node(svc, s->node_id, s->advertised, md) == NULL) {
+        rc = CM_ENOMEM;
+    }
+    cm_md_free(md);
+    cm_md_free(empty);
+    if (rc < 0) {
+        cm_reg_service_free(svc);
+        return rc;
+    }
+    s->svc = svc;
+    return 0;
+}
+
+/* ---- registration ---- */
+
+static void do_register(cm_service *s);
+static void finish_stop(cm_service *s);
+
+static uint64_t
+retry_delay_ms(unsigned failures)
+{
+    /* 100 ms, 600 ms, 1.9 s, 4.3 s, then every 10 s at most. */
+    static const uint64_t steps[] = {100, 600, 1900, 4300, 7900};
+    return failures <= 5 ? steps[failures - 1] : 10000;
+}
+
+static void
+on_retry(uv_timer_t *t)
+{
+    cm_service *s = t->data;
+    if (!s->stopping && !s->registered) {
+        do_register(s);
+    }
+}
+
+static void
+on_registered(int status, void *user)
+{
+    cm_service *s = user;
+    s->reg_inflight = 0;
+    if (s->stopping) {
+        s->registered = status == 0;
+        finish_stop(s);
+        return;
+    }
+    if (status < 0) {
+        s->reg_failures++;
+        uint64_t d = retry_delay_ms(s->reg_failures);
+        fprintf(stderr, "cmicro: service: register %s with %s failed: %s; retrying in %" PRIu64
+                        " ms\n",
+                s->node_id, cm_registry_name(s->reg), cm_strerror(status), d);
+        uv_timer_start(&s->retry_timer, on_retry, d, 0);
+        return;
+    }
+    if (!s->registered || s->reg_failures > 0) {
+        fprintf(stderr, "cmicro: service: registered %s at %s with %s\n", s->node_id,
+                s->advertised, cm_registry_name(s->reg));
+    }
+    s->registered = 1;
+    s->reg_failures = 0;
+}
+
+static void
+do_register(cm_service *s)
+{
+    if (s->reg_inflight) {
+        return;
+    }
+    s->reg_inflight = 1;
+    int rc = cm_registry_register(s->reg, s->svc, s->ttl_ms, on_registered, s);
+    if (rc < 0) {
+        s->reg_inflight = 0;
+        s->reg_failures++;
+        fprintf(stderr, "cmicro: service: register failed: %s\n", cm_strerror(rc));
+        uv_timer_start(&s->retry_timer, on_retry, retry_delay_ms(s->reg_failures), 0);
+    }
+}
+
+static void
+on_deregistered_by_check(int status, void *user)
+{
+    cm_service *s = user;
+    s->reg_inflight = 0;
+    if (status == 0) {
+        s->registered = 0;
+    }
+    if (s->stopping) {
+        finish_stop(s);
+    }
+}
+
+static void
+on_interval(uv_timer_t *t)
+{
+    cm_service *s = t->data;
+    if (s->stopping || s->reg_inflight) {
+        return;
+    }
+    if (s->check != NULL) {
+        int rc = s->check(s->check_user);
+        if (rc != 0) {
+            fprintf(stderr, "cmicro: service: register check failed (%d): deregistering %s\n",
+                    rc, s->node_id);
+            if (s->registered) {
+                s->reg_inflight = 1;
+                if (cm_registry_deregister(s->reg, s->svc, on_deregistered_by_check, s) < 0) {
+                    s->reg_inflight = 0;
+                }
+            }
+            uv_timer_stop(&s->retry_timer);
+            return;
+        }
+    }
+    do_register(s);
+}
+
+/* ---- stop ---- */
+
+static void
+on_handle_closed(uv_handle_t *h)
+{
+    cm_service *s = h->data;
+    if (--s->handles_open == 0) {
+        cm_loop_stop(s->loop);
+    }
+}
+
+static void
+close_handle(cm_service *s, uv_handle_t *h)
+{
+    if (!uv_is_closing(h)) {
+        s->handles_open++;
+        uv_close(h, on_handle_closed);
+    }
+}
+
+static void
+on_server_stopped(void *arg)
+{
+    cm_service *s = arg;
+    s->handles_open++; /* held until the handles below are closed */
+    close_handle(s, (uv_handle_t *)&s->reg_timer);
+    close_handle(s, (uv_handle_t *)&s->retry_timer);
+    close_handle(s, (uv_handle_t *)&s->sigint);
+    close_handle(s, (uv_handle_t *)&s->sigterm);
+    if (--s->handles_open == 0) {
+        cm_loop_stop(s->loop);
+    }
+}
+
+static void
+finish_stop(cm_service *s)
+{
+    if (s->reg_inflight) {
+        return; /* its callback comes back here */
+    }
+    if (s->registered) {
+        s->reg_inflight = 1;
+        if (cm_registry_deregister(s->reg, s->svc, on_deregistered_by_check, s) == 0) {
+            s->registered = 0;
+            return;
+        }
+        s->reg_inflight = 0;
+    }
+    s->registered = 0;
+    if (cm_server_stop(s->server, on_server_stopped, s) < 0) {
+        on_server_stopped(s);
+    }
+}
+
+static void
+begin_stop(void *arg)
+{
+    cm_service *s = arg;
+    if (s->stopping) {
+        return;
+    }
+    s->stopping = 1;
+    uv_timer_stop(&s->reg_timer);
+    uv_timer_stop(&s->retry_timer);
+    /* Deregister first, so callers stop choosing this node, then drain. */
+    finish_stop(s);
+}
+
+static void
+on_signal(uv_signal_t *h, int signum)
+{
+    cm_service *s = h->data;
+    if (s->stopping) {
+        fprintf(stderr, "cmicro: service: second signal %d: exiting now\n", signum);
+        s->run_rc = CM_ECANCELED;
+        cm_loop_stop(s->loop);
+        return;
+    }
+    fprintf(stderr, "cmicro: service: signal %d: deregistering, then draining\n", signum);
+    begin_stop(s);
+}
+
+void
+cm_service_stop(cm_service *s)
+{
+    cm_loop_post(s->loop, begin_stop, s);
+}
+
+static void
+start_on_loop(cm_service *s)
+{
+    uv_loop_t *uv = cm_loop_uv(s->loop);
+    uv_timer_init(uv, &s->reg_timer);
+    uv_timer_init(uv, &s->retry_timer);
+    uv_signal_init(uv, &s->sigint);
+    uv_signal_init(uv, &s->sigterm);
+    s->reg_timer.data = s->retry_timer.data = s->sigint.data = s->sigterm.data = s;
+    uv_signal_start(&s->sigint, on_signal, SIGINT);
+    uv_signal_start(&s->sigterm, on_signal, SIGTERM);
+    uv_timer_start(&s->reg_timer, on_interval, s->interval_ms, s->interval_ms);
+    if (s->check == NULL || s->check(s->check_user) == 0) {
+        do_register(s);
+    } else {
+        fprintf(stderr, "cmicro: service: register check failed at start: not registering yet\n");
+    }
+}
+
+int
+cm_service_run(cm_service *s)
+{
+    /* A client call made before run() may have started the loop on a thread of its own. */
+    cm__loop_stop_join(s->loop);
+    int rc = cm_server_start(s->server);
+    if (rc < 0) {
+        fprintf(stderr, "cmicro: service: cannot listen on %s: %s\n", s->address,
+                cm_strerror(rc));
+        return rc;
+    }
+    rc = compute_advertised(s);
+    if (rc == 0) {
+        rc = build_registration(s);
+    }
+    if (rc < 0) {
+        return rc;
+    }
+    if (s->log_config) {
+        fprintf(stderr,
+                "cmicro: service %s version %s listening on %s, advertising %s; registry %s, "
+                "register ttl %" PRIu64 " ms, interval %" PRIu64 " ms; node %s\n",
+                s->name, s->version, cm_server_address(s->server), s->advertised,
+                cm_registry_name(s->reg), s->ttl_ms, s->interval_ms, s->node_id);
+    }
+    s->run_rc = 0;
+    start_on_loop(s);
+    cm_loop_run(s->loop);
+    return s->run_rc;
+}
+
+static void
+free_on_loop(void *arg)
+{
+    cm_service *s = arg;
+    cm_client_free(s->client);
+    s->client = NULL;
+    cm_server_free(s->server);
+    s->server = NULL;
+    cm_selector_free(s->sel);
+    s->sel = NULL;
+    if (s->own_reg) {
+        cm_registry_close(s->reg, NULL, NULL);
+    }
+    s->reg = NULL;
+}
+
+void
+cm_service_free(cm_service *s)
+{
+    if (s == NULL) {
+        return;
+    }
+    if (s->loop != NULL) {
+        cm__loop_stop_join(s->loop);
+        /* The loop runs no more: free the parts as if on its thread; cm_loop_free then runs
+         * the loop until every handle is closed. */
+        free_on_loop(s);
+        cm_loop_free(s->loop);
+    }
+    cm_reg_service_free(s->svc);
+    cm_md_free(s->metadata);
+    free(s->name);
+    free(s->version);
+    free(s->address);
+    free(s->advertise);
+    free(s->node_id);
+    free(s);
+}

@@ -1,0 +1,317 @@
+/* The service object: configuration precedence, registration with RegisterCheck, discovery by
+ * name through the memory registry, and the SIGTERM path (deregister, then drain). */
+#include "rpctest.pb-c.h"
+#include "test.h"
+
+#include <cmicro/cmicro.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <unistd.h>
+
+static int
+echo(cm_ctx *ctx, const void *vreq, void *vrsp, void *user)
+{
+    const Rpctest__Req *req = vreq;
+    Rpctest__Rsp *rsp = vrsp;
+    rsp->msg = cm_ctx_strdup(ctx, (const char *)user);
+    rsp->n = req->n;
+    return 0;
+}
+
+typedef struct runner {
+    cm_service *svc;
+    uv_thread_t thread;
+    int rc;
+} runner;
+
+static void
+run_main(void *arg)
+{
+    runner *r = arg;
+    r->rc = cm_service_run(r->svc);
+}
+
+static cm_service *
+make_service(const char *name, const char *answer)
+{
+    cm_service_opts o;
+    cm_service_opts_init(&o);
+    o.name = name;
+    o.address = "127.0.0.1:0";
+    o.registry = "memory";
+    o.register_ttl_ms = 2000;
+    o.register_interval_ms = 100;
+    o.drain_timeout_ms = 2000;
+    cm_service *s;
+    CHECK_EQ_INT(cm_service_new(&o, &s), 0);
+    cm_handler h = {"Echo.Call", &rpctest__req__descriptor, &rpctest__rsp__descriptor, echo, 0,
+                    NULL, NULL};
+    CHECK_EQ_INT(cm_server_handle(cm_service_server(s), &h, (void *)answer), 0);
+    return s;
+}
+
+/* ---- observing the memory registry from outside the service ---- */
+
+typedef struct probe {
+    cm_loop *loop;
+    cm_registry *reg;
+    uv_mutex_t mu;
+    uv_cond_t cv;
+    int done;
+    size_t nodes;
+    char name[64];
+} probe;
+
+static void
+on_list(int status, const cm_reg_service_list *l, void *user)
+{
+    probe *p = user;
+    size_t n = 0;
+    for (size_t i = 0; status == 0 && i < l->n; i++) {
+        n += l->items[i]->nnodes;
+    }
+    uv_mutex_lock(&p->mu);
+    p->nodes = n;
+    p->done = 1;
+    uv_cond_signal(&p->cv);
+    uv_mutex_unlock(&p->mu);
+}
+
+static void
+do_get(void *arg)
+{
+    probe *p = arg;
+    CHECK_EQ_INT(cm_registry_get_service(p->reg, p->name, on_list, p), 0);
+}
+
+static size_t
+count_nodes(probe *p, const char *name)
+{
+    uv_mutex_lock(&p->mu);
+    p->done = 0;
+    snprintf(p->name, sizeof(p->name), "%s", name);
+    uv_mutex_unlock(&p->mu);
+    CHECK_EQ_INT(cm_loop_post(p->loop, do_get, p), 0);
+    uv_mutex_lock(&p->mu);
+    while (!p->done) {
+        uv_cond_wait(&p->cv, &p->mu);
+    }
+    size_t n = p->nodes;
+    uv_mutex_unlock(&p->mu);
+    return n;
+}
+
+static size_t
+wait_nodes(probe *p, const char *name, size_t want, int max_ms)
+{
+    size_t n = 0;
+    for (int waited = 0; waited <= max_ms; waited += 20) {
+        n = count_nodes(p, name);
+        if (n == want) {
+            break;
+        }
+        usleep(20 * 1000);
+    }
+    return n;
+}
+
+static void
+probe_open(probe *p)
+{
+    memset(p, 0, sizeof(*p));
+    uv_mutex_init(&p->mu);
+    uv_cond_init(&p->cv);
+    CHECK_EQ_INT(cm_loop_new(&p->loop), 0);
+    CHECK_EQ_INT(cm_registry_new(p->loop, "memory", NULL, &p->reg), 0);
+    CHECK_EQ_INT(cm_loop_start(p->loop), 0);
+}
+
+static void
+close_reg(void *arg)
+{
+    cm_registry_close(arg, NULL, NULL);
+}
+
+static void
+probe_close(probe *p)
+{
+    cm_loop_post(p->loop, close_reg, p->reg);
+    cm_loop_stop(p->loop);
+    cm_loop_free(p->loop);
+    uv_cond_destroy(&p->cv);
+    uv_mutex_destroy(&p->mu);
+}
+
+/* ---- tests ---- */
+
+static void
+test_precedence(void)
+{
+    setenv("MICRO_REGISTER_TTL", "60", 1);
+    setenv("MICRO_REGISTER_INTERVAL", "30", 1);
+    setenv("MICRO_SERVER_NAME", "from-env", 1);
+    cm_service_opts o;
+    cm_service_opts_init(&o);
+    o.registry = "memory";
+    o.register_ttl_ms = 20000;
+    o.register_interval_ms = 10000;
+    cm_service *s;
+    CHECK_EQ_INT(cm_service_new(&o, &s), 0);
+    /* Code wins over env. */
+    CHECK_EQ_INT(cm_service_register_ttl_ms(s), 20000);
+    CHECK_EQ_INT(cm_service_register_interval_ms(s), 10000);
+    /* Env wins over defaults. */
+    CHECK_EQ_STR(cm_service_name(s), "from-env");
+    CHECK(strncmp(cm_service_node_id(s), "from-env-", 9) == 0);
+    CHECK_EQ_INT(strlen(cm_service_node_id(s)), 9 + 36);
+    cm_service_free(s);
+
+    o.register_ttl_ms = 0;
+    o.register_interval_ms = 0;
+    CHECK_EQ_INT(cm_service_new(&o, &s), 0);
+    CHECK_EQ_INT(cm_service_register_ttl_ms(s), 60000);
+    CHECK_EQ_INT(cm_service_register_interval_ms(s), 30000);
+    cm_service_free(s);
+
+    /* Defaults: 90 s TTL, interval TTL/3. */
+    unsetenv("MICRO_REGISTER_TTL");
+    unsetenv("MICRO_REGISTER_INTERVAL");
+    unsetenv("MICRO_SERVER_NAME");
+    CHECK_EQ_INT(cm_service_new(&o, &s), 0);
+    CHECK_EQ_INT(cm_service_register_ttl_ms(s), 90000);
+    CHECK_EQ_INT(cm_service_register_interval_ms(s), 30000);
+    CHECK_EQ_STR(cm_service_name(s), "go.micro.server");
+    cm_service_free(s);
+
+    /* An interval above TTL/2 makes the registration flap: refused. */
+    o.register_ttl_ms = 20000;
+    o.register_interval_ms = 15000;
+    CHECK_EQ_INT(cm_service_new(&o, &s), CM_EINVAL);
+    /* Unknown backends and malformed env are errors, not silent defaults. */
+    o.register_interval_ms = 0;
+    o.registry = "nope";
+    CHECK_EQ_INT(cm_service_new(&o, &s), CM_ENOTFOUND);
+    o.registry = "memory";
+    setenv("MICRO_CLIENT_RETRIES", "many", 1);
+    CHECK_EQ_INT(cm_service_new(&o, &s), CM_EINVAL);
+    unsetenv("MICRO_CLIENT_RETRIES");
+}
+
+static atomic_int check_result;
+static atomic_int check_calls;
+
+static int
+register_check(void *user)
+{
+    (void)user;
+    atomic_fetch_add(&check_calls, 1);
+    return atomic_load(&check_result);
+}
+
+static void
+test_register_check(void)
+{
+    probe p;
+    probe_open(&p);
+    cm_service_opts o;
+    cm_service_opts_init(&o);
+    o.name = "checked";
+    o.address = "127.0.0.1:0";
+    o.registry = "memory";
+    o.register_ttl_ms = 2000;
+    o.register_interval_ms = 100;
+    o.register_check = register_check;
+    runner r = {0};
+    CHECK_EQ_INT(cm_service_new(&o, &r.svc), 0);
+    CHECK_EQ_INT(uv_thread_create(&r.thread, run_main, &r), 0);
+    CHECK_EQ_INT(wait_nodes(&p, "checked", 1, 2000), 1);
+    /* A failing check deregisters within one interval (plus slack), the server stays up. */
+    atomic_store(&check_result, -1);
+    CHECK_EQ_INT(wait_nodes(&p, "checked", 0, 1000), 0);
+    CHECK(cm_service_advertised(r.svc) != NULL);
+    /* Recovery registers again. */
+    atomic_store(&check_result, 0);
+    CHECK_EQ_INT(wait_nodes(&p, "checked", 1, 1000), 1);
+    CHECK(atomic_load(&check_calls) >= 3);
+    cm_service_stop(r.svc);
+    uv_thread_join(&r.thread);
+    CHECK_EQ_INT(r.rc, 0);
+    CHECK_EQ_INT(count_nodes(&p, "checked"), 0);
+    cm_service_free(r.svc);
+    probe_close(&p);
+}
+
+static void
+test_discovery_and_sigterm(void)
+{
+    probe p;
+    probe_open(&p);
+    runner a = {0}, b = {0};
+    a.svc = make_service("greeter", "from-a");
+    b.svc = make_service("greeter", "from-b");
+    CHECK_EQ_INT(uv_thread_create(&a.thread, run_main, &a), 0);
+    CHECK_EQ_INT(uv_thread_create(&b.thread, run_main, &b), 0);
+    CHECK_EQ_INT(wait_nodes(&p, "greeter", 2, 2000), 2);
+
+    /* A client-only service calls by name; round robin alternates between the two nodes. */
+    cm_service_opts o;
+    cm_service_opts_init(&o);
+    o.name = "caller";
+    o.registry = "memory";
+    o.strategy = CM_STRATEGY_ROUND_ROBIN;
+    o.strategy_set = 1;
+    cm_service *c;
+    CHECK_EQ_INT(cm_service_new(&o, &c), 0);
+    int from_a = 0, from_b = 0;
+    for (int i = 0; i < 10; i++) {
+        Rpctest__Req req = RPCTEST__REQ__INIT;
+        req.n = i;
+        Rpctest__Rsp *rsp = NULL;
+        cm_error *err = NULL;
+        int rc = cm_client_call(cm_service_client(c), "greeter", "Echo.Call",
+                                &rpctest__req__descriptor, &req, &rpctest__rsp__descriptor,
+                                (void **)&rsp, NULL, &err);
+        if (rc != 0) {
+            fprintf(stderr, "call: %s %s\n", cm_err_name(rc), err ? err->detail : "");
+        }
+        CHECK_EQ_INT(rc, 0);
+        CHECK_EQ_INT(rsp->n, i);
+        from_a += strcmp(rsp->msg, "from-a") == 0;
+        from_b += strcmp(rsp->msg, "from-b") == 0;
+        cm_message_free(&rpctest__rsp__descriptor, rsp);
+    }
+    CHECK_EQ_INT(from_a, 5);
+    CHECK_EQ_INT(from_b, 5);
+
+    /* An unknown name is a clear error. */
+    Rpctest__Req req = RPCTEST__REQ__INIT;
+    Rpctest__Rsp *rsp = NULL;
+    cm_error *err = NULL;
+    CHECK_EQ_INT(cm_client_call(cm_service_client(c), "nobody", "Echo.Call",
+                                &rpctest__req__descriptor, &req, &rpctest__rsp__descriptor,
+                                (void **)&rsp, NULL, &err),
+                 CM_ENOTFOUND);
+    CHECK_EQ_STR(err->detail, "service nobody: not found");
+    cm_error_free(err);
+
+    /* SIGTERM: both services' signal watchers see it; each deregisters before it exits. */
+    kill(getpid(), SIGTERM);
+    uv_thread_join(&a.thread);
+    uv_thread_join(&b.thread);
+    CHECK_EQ_INT(a.rc, 0);
+    CHECK_EQ_INT(b.rc, 0);
+    CHECK_EQ_INT(count_nodes(&p, "greeter"), 0);
+    cm_service_free(a.svc);
+    cm_service_free(b.svc);
+    cm_service_free(c);
+    probe_close(&p);
+}
+
+int
+main(void)
+{
+    RUN(test_precedence);
+    RUN(test_register_check);
+    RUN(test_discovery_and_sigterm);
+    TEST_DONE();
+}
