@@ -56,6 +56,49 @@ proto_marshal(const ProtobufCMessageDescriptor *desc, const void *msg, cm_buf *o
     return 0;
 }
 
+/* Whether m or a message inside it kept an unknown field numbered 0. protobuf-c 1.4 refuses a
+ * tag 0 written in one byte but takes one written in more (0x80 0x00) as an unknown field, which
+ * it then packs in one byte, so the message would not decode again; Go refuses both. */
+static int
+has_field_zero(const ProtobufCMessage *m)
+{
+    const ProtobufCMessageDescriptor *d = m->descriptor;
+    const char *base = (const char *)m;
+
+    for (unsigned i = 0; i < m->n_unknown_fields; i++) {
+        if (m->unknown_fields[i].tag == 0) {
+            return 1;
+        }
+    }
+    for (unsigned i = 0; i < d->n_fields; i++) {
+        const ProtobufCFieldDescriptor *f = &d->fields[i];
+
+        if (f->type != PROTOBUF_C_TYPE_MESSAGE) {
+            continue;
+        }
+        if (f->label == PROTOBUF_C_LABEL_REPEATED) {
+            const void *at = base + f->offset;
+            size_t n = *(const size_t *)(const void *)(base + f->quantifier_offset);
+            ProtobufCMessage *const *v = *(ProtobufCMessage *const *const *)at;
+            for (size_t k = 0; k < n; k++) {
+                if (v[k] != NULL && has_field_zero(v[k])) {
+                    return 1;
+                }
+            }
+            continue;
+        }
+        if ((f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF) &&
+            *(const uint32_t *)(const void *)(base + f->quantifier_offset) != f->id) {
+            continue;
+        }
+        const ProtobufCMessage *sub = *(ProtobufCMessage *const *)(const void *)(base + f->offset);
+        if (sub != NULL && has_field_zero(sub)) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
 static int
 proto_unmarshal(const ProtobufCMessageDescriptor *desc, const uint8_t *data, size_t len,
                 ProtobufCAllocator *alloc, void **out, char *err, size_t errlen)
@@ -78,6 +121,11 @@ proto_unmarshal(const ProtobufCMessageDescriptor *desc, const uint8_t *data, siz
         }
         cm__codec_errf(err, errlen, "malformed protobuf data for %s (%zu bytes)", desc->name,
                        len);
+        return CM_ECODEC;
+    }
+    if (has_field_zero(m)) {
+        protobuf_c_message_free_unpacked(m, &t.base);
+        cm__codec_errf(err, errlen, "malformed protobuf data for %s: field number 0", desc->name);
         return CM_ECODEC;
     }
     *out = m;

@@ -41,7 +41,7 @@ struct call {
     cm_call_cb cb;
     void *user;
     cm_buf body;
-    cm_hdr *hdrs;
+    cm_hdr *hdrs; /* in the call's own block, after the struct */
     size_t nhdrs;
     char **owned; /* strings owned by the call (header keys and values) */
     size_t nowned;
@@ -61,7 +61,7 @@ struct call {
     int backoff_active;
     cm_roundtrip *rt;
     const char *cur_addr;
-    char *service;
+    char *service; /* in the call's own block, after the headers */
     const cm_select_filter *filter; /* copied: the caller's filter lives only during the call */
     cm_select_filter filter_copy;
     char pick_addr[256]; /* the node picked by the selector for this attempt */
@@ -149,10 +149,8 @@ call_free(call *k)
         free(k->owned[i]);
     }
     free(k->owned);
-    free(k->hdrs);
     free(k->addrs);
     free(k->addr);
-    free(k->service);
     free((char *)k->filter_copy.version);
     free((char *)k->filter_copy.endpoint);
     cm_md_free((cm_md *)k->filter_copy.labels);
@@ -542,18 +540,32 @@ cm_client_call_async(cm_client *c, const char *service, const char *endpoint,
     if (codec == NULL) {
         return CM_ECONTENTTYPE;
     }
-    call *k = calloc(1, sizeof(*k));
+    size_t cap = FIXED_HDRS + cm_md_count(opts->md);
+    const cm_msg *pm = opts->parent ? cm_ctx_headers(opts->parent) : NULL;
+    if (pm != NULL) {
+        cap += pm->nhdrs;
+    }
+    /* One block: the call, its header table, then service, endpoint and content type. */
+    size_t sn = strlen(service) + 1, en = strlen(endpoint) + 1, cn = strlen(ct) + 1;
+    call *k = calloc(1, sizeof(*k) + cap * sizeof(cm_hdr) + sn + en + cn);
     if (k == NULL) {
         return CM_ENOMEM;
     }
+    k->hdrs = (cm_hdr *)(void *)(k + 1);
+    char *svc = (char *)(k->hdrs + cap);
+    char *ep = svc + sn;
+    char *cts = ep + en;
+    memcpy(svc, service, sn);
+    memcpy(ep, endpoint, en);
+    memcpy(cts, ct, cn);
+    k->service = svc;
     k->client = c;
     k->codec = codec;
     k->rsp_desc = rsp_desc;
     k->cb = cb;
     k->user = user;
     k->idempotent = opts->idempotent;
-    k->service = strdup(service);
-    if (k->service == NULL || copy_filter(k, opts->filter) < 0) {
+    if (copy_filter(k, opts->filter) < 0) {
         call_free(k);
         return CM_ENOMEM;
     }
@@ -570,19 +582,6 @@ cm_client_call_async(cm_client *c, const char *service, const char *endpoint,
     if (rc < 0) {
         call_free(k);
         return rc;
-    }
-    size_t cap = FIXED_HDRS + cm_md_count(opts->md);
-    const cm_msg *pm = opts->parent ? cm_ctx_headers(opts->parent) : NULL;
-    if (pm != NULL) {
-        cap += pm->nhdrs;
-    }
-    k->hdrs = calloc(cap, sizeof(cm_hdr));
-    char *svc = own(k, strdup(service));
-    char *ep = own(k, strdup(endpoint));
-    char *cts = own(k, strdup(ct));
-    if (k->hdrs == NULL || svc == NULL || ep == NULL || cts == NULL) {
-        call_free(k);
-        return CM_ENOMEM;
     }
     /* The header set of a go-micro v4 client (spec 5.2). */
     add_hdr(k, cap, "Content-Type", cts);

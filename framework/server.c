@@ -353,11 +353,91 @@ job_done(cm__job *j)
 
 /* ---- dispatch ---- */
 
-static const char *
-header2(const cm_msg *m, const char *a, const char *b)
+/* The request headers the dispatcher reads, found in one pass (first occurrence of each, as
+ * cm_msg_header() gives). */
+typedef struct req_hdrs {
+    const char *connection, *content_type, *timeout;
+    const char *service, *endpoint, *method;          /* Micro-* */
+    const char *x_service, *x_endpoint, *x_method;    /* X-Micro-* */
+} req_hdrs;
+
+/* Keeps v in *slot when it is the first value of key name (case-insensitive). */
+static void
+take(const char **slot, const char *key, const char *name, const char *v)
 {
-    const char *v = cm_msg_header(m, a);
-    return v && v[0] ? v : cm_msg_header(m, b);
+    if (*slot == NULL && strcasecmp(key, name) == 0) {
+        *slot = v;
+    }
+}
+
+static void
+scan_headers(const cm_msg *m, req_hdrs *h)
+{
+    memset(h, 0, sizeof(*h));
+    for (size_t i = 0; i < m->nhdrs; i++) {
+        const char *k = m->hdrs[i].key;
+        const char *v = m->hdrs[i].val;
+        /* By length, so that each key is compared with at most two names. */
+        switch (strlen(k)) {
+        case 7:
+            take(&h->timeout, k, "Timeout", v);
+            break;
+        case 10:
+            take(&h->connection, k, "Connection", v);
+            break;
+        case 12:
+            if ((k[0] | 0x20) == 'c') {
+                take(&h->content_type, k, "Content-Type", v);
+            } else {
+                take(&h->method, k, "Micro-Method", v);
+            }
+            break;
+        case 13:
+            take(&h->service, k, "Micro-Service", v);
+            break;
+        case 14:
+            if ((k[0] | 0x20) == 'm') {
+                take(&h->endpoint, k, "Micro-Endpoint", v);
+            } else {
+                take(&h->x_method, k, "X-Micro-Method", v);
+            }
+            break;
+        case 15:
+            take(&h->x_service, k, "X-Micro-Service", v);
+            break;
+        case 16:
+            take(&h->x_endpoint, k, "X-Micro-Endpoint", v);
+            break;
+        default:
+            break;
+        }
+    }
+}
+
+/* a when it is set and not empty, else b (go-micro's Micro-X, then X-Micro-X). */
+static const char *
+either(const char *a, const char *b)
+{
+    return a && a[0] ? a : b;
+}
+
+/* Parses the Timeout header: unsigned decimal nanoseconds. 0 or -1 (not a number). */
+static int
+parse_timeout_ns(const char *s, uint64_t *ns)
+{
+    uint64_t v = 0;
+    if (*s == '\0') {
+        return -1;
+    }
+    for (; *s; s++) {
+        unsigned d = (unsigned)(*s - '0');
+        if (d >= 10u) {
+            return -1;
+        }
+        v = v > (UINT64_MAX - d) / 10 ? UINT64_MAX : v * 10 + d; /* saturates */
+    }
+    *ns = v;
+    return 0;
 }
 
 static void
@@ -375,15 +455,16 @@ on_request(cm_tconn *conn, const cm_msg *req, void *user)
     c->conn = conn;
     c->req = req;
     c->deadline_ms = -1;
-    const char *conn_hdr = cm_msg_header(req, "Connection");
-    c->close_after = conn_hdr != NULL && strcasecmp(conn_hdr, "close") == 0;
+    req_hdrs rh;
+    scan_headers(req, &rh);
+    c->close_after = rh.connection != NULL && strcasecmp(rh.connection, "close") == 0;
 
-    const char *ct = cm_msg_header(req, "Content-Type");
+    const char *ct = rh.content_type;
     c->content_type = ct && ct[0] ? ct : CM_CT_PROTOBUF;
-    c->service = header2(req, "Micro-Service", "X-Micro-Service");
-    const char *ep = header2(req, "Micro-Endpoint", "X-Micro-Endpoint");
+    c->service = either(rh.service, rh.x_service);
+    const char *ep = either(rh.endpoint, rh.x_endpoint);
     if (ep == NULL || ep[0] == '\0') {
-        ep = header2(req, "Micro-Method", "X-Micro-Method");
+        ep = either(rh.method, rh.x_method);
     }
     c->endpoint = ep ? ep : "";
 
@@ -432,13 +513,9 @@ on_request(cm_tconn *conn, const cm_msg *req, void *user)
         }
         return;
     }
-    const char *to = cm_msg_header(req, "Timeout");
-    if (to != NULL && to[0] != '\0') {
-        char *end = NULL;
-        unsigned long long ns = strtoull(to, &end, 10);
-        if (end != NULL && *end == '\0') {
-            c->deadline_ms = (int64_t)(cm_now_ms() + ns / 1000000u);
-        }
+    uint64_t ns;
+    if (rh.timeout != NULL && parse_timeout_ns(rh.timeout, &ns) == 0) {
+        c->deadline_ms = (int64_t)(cm_now_ms() + ns / 1000000u);
     }
     char reason[160] = "";
     int rc = c->codec->unmarshal(c->rt->h.request, req->body, req->body_len, &c->arena.pbc,

@@ -28,6 +28,7 @@ struct cm_service {
     cm_register_check_fn check;
     void *check_user;
     int log_config;
+    uint64_t dereg_wait_ms;
 
     char advertised[160];
     cm_reg_service *svc; /* what is registered */
@@ -38,6 +39,8 @@ struct cm_service {
     int reg_inflight;     /* a register or deregister is pending */
     unsigned reg_failures;
     int stopping;
+    int stop_dereg;       /* the stop deregistered (or tried to): wait before stopping */
+    int stop_waiting;     /* the deregister wait runs */
     int run_rc;
     int handles_open;
 };
@@ -223,6 +226,7 @@ configure(cm_service *s, const cm_service_opts *o, cm_client_opts *co, cm_select
     }
     s->check = o->register_check;
     s->check_user = o->register_check_user;
+    s->dereg_wait_ms = o->deregister_wait_ms ? o->deregister_wait_ms : 1000;
     s->log_config = o->log_config || env("CMICRO_QUIET") == NULL;
 
     uuid_t u;
@@ -567,9 +571,13 @@ static void
 on_retry(uv_timer_t *t)
 {
     cm_service *s = t->data;
-    if (!s->stopping && !s->registered) {
-        do_register(s);
+    /* Armed only after a failed register or refresh. A failed refresh leaves registered set (the
+     * registry may still hold the node) and is retried all the same; a failing RegisterCheck is
+     * left to the next interval. */
+    if (s->stopping || (s->check != NULL && s->check(s->check_user) != 0)) {
+        return;
     }
+    do_register(s);
 }
 
 static void
@@ -688,13 +696,28 @@ on_server_stopped(void *arg)
 }
 
 static void
+stop_server(cm_service *s)
+{
+    if (cm_server_stop(s->server, on_server_stopped, s) < 0) {
+        on_server_stopped(s);
+    }
+}
+
+static void
+on_dereg_waited(uv_timer_t *t)
+{
+    stop_server(t->data);
+}
+
+static void
 finish_stop(cm_service *s)
 {
-    if (s->reg_inflight) {
-        return; /* its callback comes back here */
+    if (s->reg_inflight || s->stop_waiting) {
+        return; /* its callback (or the wait) comes back here */
     }
     if (s->registered) {
         s->reg_inflight = 1;
+        s->stop_dereg = 1;
         if (cm_registry_deregister(s->reg, s->svc, on_deregistered_by_check, s) == 0) {
             s->registered = 0;
             return;
@@ -702,9 +725,14 @@ finish_stop(cm_service *s)
         s->reg_inflight = 0;
     }
     s->registered = 0;
-    if (cm_server_stop(s->server, on_server_stopped, s) < 0) {
-        on_server_stopped(s);
+    if (s->stop_dereg) {
+        /* Callers learn of the deregistration through their watches: serve them meanwhile
+         * rather than have their calls refused or cut. */
+        s->stop_waiting = 1;
+        uv_timer_start(&s->reg_timer, on_dereg_waited, s->dereg_wait_ms, 0);
+        return;
     }
+    stop_server(s);
 }
 
 static void

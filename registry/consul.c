@@ -435,26 +435,10 @@ list_done(void *ctx, const cm__consul_result *res)
     cm_reg_service_list *l = NULL;
     int status = res->err;
     if (status == 0) {
-        cJSON *root = cJSON_ParseWithLength(res->body, res->len);
-        l = calloc(1, sizeof(*l));
-        if (root == NULL || !cJSON_IsObject(root)) {
+        status = cm__consul_parse_catalog(res->body, res->len, &l);
+        if (status == CM_EPROTO) {
             fprintf(stderr, "cmicro: consul: GET /v1/catalog/services: malformed reply\n");
-            status = CM_EPROTO;
-        } else if (l == NULL) {
-            status = CM_ENOMEM;
         }
-        const cJSON *kv;
-        const cJSON *names = status == 0 ? root : NULL;
-        cJSON_ArrayForEach(kv, names)
-        {
-            cm_reg_service *s = cm_reg_service_new(kv->string, "");
-            if (s == NULL || cm__consul_list_push(l, s) < 0) {
-                cm_reg_service_free(s);
-                status = CM_ENOMEM;
-                break;
-            }
-        }
-        cJSON_Delete(root);
     }
     list_reply(op, status, l);
 }

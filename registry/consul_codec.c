@@ -515,7 +515,10 @@ add_entry(cm_reg_service_list *l, const char *name, const cJSON *entry)
         addr = str_at(cJSON_GetObjectItemCaseSensitive(entry, "Node"), "Address");
     }
     const cJSON *pj = cJSON_GetObjectItemCaseSensitive(svc, "Port");
-    long port = cJSON_IsNumber(pj) ? (long)pj->valuedouble : 0;
+    /* Out of range (1e999 is inf to cJSON) or NaN: 0, as when it is missing (found by
+     * test/fuzz consul-json: the cast was undefined). */
+    double pd = cJSON_IsNumber(pj) ? pj->valuedouble : 0;
+    long port = pd >= 0 && pd <= 65535 ? (long)pd : 0;
     size_t n = strlen(addr) + 32;
     char *hp = malloc(n);
     cm_md *md = NULL;
@@ -549,6 +552,36 @@ cm__consul_parse_health(const char *name, const char *json, size_t len, cm_reg_s
     {
         if (rc == 0 && cJSON_IsObject(entry)) {
             rc = add_entry(l, name, entry);
+        }
+    }
+    cJSON_Delete(root);
+    if (rc < 0) {
+        cm_reg_service_list_free(l);
+        return rc;
+    }
+    *out = l;
+    return 0;
+}
+
+int
+cm__consul_parse_catalog(const char *json, size_t len, cm_reg_service_list **out)
+{
+    cJSON *root = cJSON_ParseWithLength(json, len);
+    if (root == NULL || !cJSON_IsObject(root)) {
+        cJSON_Delete(root);
+        return CM_EPROTO;
+    }
+    cm_reg_service_list *l = calloc(1, sizeof(*l));
+    int rc = l != NULL ? 0 : CM_ENOMEM;
+    const cJSON *kv;
+    const cJSON *names = rc == 0 ? root : NULL;
+    cJSON_ArrayForEach(kv, names)
+    {
+        cm_reg_service *s = cm_reg_service_new(kv->string, "");
+        if (s == NULL || cm__consul_list_push(l, s) < 0) {
+            cm_reg_service_free(s);
+            rc = CM_ENOMEM;
+            break;
         }
     }
     cJSON_Delete(root);

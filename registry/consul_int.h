@@ -144,6 +144,10 @@ int cm__consul_decode_endpoints(const cJSON *tags, cm_reg_service *s);
 /* Turns a /v1/health/service/<name> reply into go-micro services (one per version, nodes with
  * a critical check left out, spec 2.5). Returns owned in *out. 0, CM_EPROTO or CM_ENOMEM. */
 int cm__consul_parse_health(const char *name, const char *json, size_t len, cm_reg_service_list **out);
+/* Turns a /v1/catalog/services reply (an object whose keys are the service names) into one
+ * service per name, without version or nodes (spec 2.6). Returns owned in *out. 0, CM_EPROTO
+ * or CM_ENOMEM. */
+int cm__consul_parse_catalog(const char *json, size_t len, cm_reg_service_list **out);
 
 /* ---- watchers (consul_watch.c) ---- */
 

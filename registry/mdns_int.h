@@ -230,6 +230,13 @@ int cm__mdns_watch(cm_registry *r, cm_watcher *w);
 void cm__mdns_watch_stop(cm_registry *r, cm_watcher *w);
 /* Takes a response into q if it answers q's question. */
 void cm__mdns_query_feed(cm__mdns_query *q, const ldns_pkt *pkt);
+/* The services of q's entries so far (the lookup's result; for a list, the service names):
+ * appended to l, owned by the caller. 0 or CM_ENOMEM. Exposed for the fuzz harness. */
+int cm__mdns_query_result(cm__mdns_query *q, cm_reg_service_list *l);
+/* The service one complete entry describes (name, version, endpoints, the one node), or NULL
+ * when its TXT does not decode, its name does not fit or (want not NULL) the service is not
+ * want. Returns owned (cm_reg_service_free). */
+cm_reg_service *cm__mdns_entry_service(const cm__mdns_entry *e, const char *want);
 /* Unlinks q and closes it; its callback runs with CM_ECANCELED once its handles are closed. */
 void cm__mdns_query_cancel(cm__mdns_query *q);
 /* Turns the complete entries of a response heard on port 5353 into watch events. */

@@ -10,10 +10,8 @@
 
 /* ---- watch ---- */
 
-/* The service one complete entry describes (name, version, endpoints, the one node), or NULL
- * when its TXT does not decode or its name does not fit. */
-static cm_reg_service *
-entry_service(const cm__mdns_entry *e, const char *want)
+cm_reg_service *
+cm__mdns_entry_service(const cm__mdns_entry *e, const char *want)
 {
     cm_reg_service *svc;
     cm_md *md;
@@ -50,7 +48,7 @@ cm__mdns_notify_watchers(cm__mdns_state *st, const ldns_pkt *pkt)
         if (!cm__mdns_entry_complete(e)) {
             continue;
         }
-        cm_reg_service *svc = entry_service(e, NULL);
+        cm_reg_service *svc = cm__mdns_entry_service(e, NULL);
         if (svc == NULL) {
             continue;
         }
@@ -176,8 +174,8 @@ list_add_name(cm_reg_service_list *l, const char *name)
     return s == NULL ? CM_ENOMEM : list_append(l, s);
 }
 
-static int
-query_result(cm__mdns_query *q, cm_reg_service_list *l)
+int
+cm__mdns_query_result(cm__mdns_query *q, cm_reg_service_list *l)
 {
     cm__mdns_entries_resolve(&q->entries);
     int rc = 0;
@@ -199,7 +197,7 @@ query_result(cm__mdns_query *q, cm_reg_service_list *l)
         if (!cm__mdns_entry_complete(e)) {
             continue;
         }
-        cm_reg_service *svc = entry_service(e, q->name);
+        cm_reg_service *svc = cm__mdns_entry_service(e, q->name);
         if (svc != NULL) {
             rc = group_by_version(l, svc);
         }
@@ -213,7 +211,7 @@ query_window_end(uv_timer_t *t)
     cm__mdns_query *q = t->data;
     cm__mdns_state *st = q->st;
     cm_reg_service_list l = {NULL, 0};
-    int rc = query_result(q, &l);
+    int rc = cm__mdns_query_result(q, &l);
     if (rc == 0 && l.n == 0 && q->replies == 0) {
         cm__mdns_log("0 answers for %s in %llu ms on interfaces [%s]; multicast may be blocked",
                      q->list ? "_services" : q->name, (unsigned long long)st->window_ms,

@@ -8,6 +8,7 @@ pkgs=(
   libuv1-dev libprotobuf-c-dev protobuf-c-compiler libprotoc-dev protobuf-compiler
   libcurl4-openssl-dev libcjson-dev zlib1g-dev libhttp-parser-dev uuid-dev libldns-dev
   iproute2 python3
+  libclang-rt-dev valgrind libc6-dbg
 )
 
 missing=()

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Sets up a Debian machine, builds cmicro twice (plain, and with AddressSanitizer +
-# UndefinedBehaviorSanitizer) and runs every test suite in both builds.
+# UndefinedBehaviorSanitizer) and runs every test suite in both builds, then the fuzz smoke
+# (scripts/fuzz-smoke.sh) and the unit tests under valgrind (scripts/valgrind.sh).
 #   scripts/test.sh            everything
 #   scripts/test.sh --quick    the plain build only
 set -euo pipefail
@@ -26,5 +27,9 @@ run_build build
 if [ $quick -eq 0 ]; then
   echo "== sanitizer build (clang, address + undefined)"
   CC=clang run_build build-asan -Db_sanitize=address,undefined -Db_lundef=false -Dbuildtype=debug
+  echo "== fuzz smoke (clang, libFuzzer + address + undefined)"
+  bash scripts/fuzz-smoke.sh
+  echo "== unit tests under valgrind (plain build)"
+  bash scripts/valgrind.sh
 fi
 echo "== all tests passed"

@@ -136,8 +136,22 @@ has_node(const cm_reg_service *svc, const char *id)
     return 0;
 }
 
-/* The event's service with the nodes of cur it does not list appended (go-micro's merge: the
- * event's endpoints and metadata win). Returns owned, NULL on out of memory. */
+/* Where node id sits in svc, or svc->nnodes when it is not there. */
+static size_t
+node_index(const cm_reg_service *svc, const char *id)
+{
+    size_t i = 0;
+    while (i < svc->nnodes && !same(svc->nodes[i].id, id)) {
+        i++;
+    }
+    return i;
+}
+
+/* The event's service merged with cur by node id (go-micro's merge: the event's endpoints,
+ * metadata and node contents win; cur's other nodes stay). The nodes cur lists keep their
+ * places and new ones follow in the event's order: a node announced again (mDNS announces
+ * three times) must not move, or round robin, which turns across calls, skews. Returns owned,
+ * NULL on out of memory. */
 static cm_reg_service *
 merged(const cm_reg_service *cur, const cm_reg_service *ev)
 {
@@ -153,6 +167,27 @@ merged(const cm_reg_service *cur, const cm_reg_service *ev)
             return NULL;
         }
     }
+    /* A stable insertion sort by place in cur: new nodes share the last key, so they keep the
+     * event's order. Events rarely move anything, and then little. */
+    size_t *keys = malloc((ns->nnodes ? ns->nnodes : 1) * sizeof(*keys));
+    if (keys == NULL) {
+        cm_reg_service_free(ns);
+        return NULL;
+    }
+    for (size_t i = 0; i < ns->nnodes; i++) {
+        keys[i] = node_index(cur, ns->nodes[i].id);
+    }
+    for (size_t i = 1; i < ns->nnodes; i++) {
+        cm_node n = ns->nodes[i];
+        size_t key = keys[i], j = i;
+        for (; j > 0 && keys[j - 1] > key; j--) {
+            ns->nodes[j] = ns->nodes[j - 1];
+            keys[j] = keys[j - 1];
+        }
+        ns->nodes[j] = n;
+        keys[j] = key;
+    }
+    free(keys);
     return ns;
 }
 

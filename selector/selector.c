@@ -4,7 +4,8 @@
  *
  * Option values of 0 mean the default: cache_ttl_ms 60000, eject_failures 1, eject_backoff_ms
  * 1000. A resolve always asks the registry (joining a lookup already in flight); the client
- * calls it only when a pick finds nothing cached.
+ * calls it only when a pick finds nothing cached. A pick of an entry past its TTL serves it and
+ * refreshes it in the background.
  */
 #include "selector_int.h"
 
@@ -562,12 +563,11 @@ cm_selector_pick(cm_selector *s, const char *service, const cm_select_filter *f,
     }
     uint64_t now = cm_now_ms();
     if (now - e->refreshed >= s->o.cache_ttl_ms) {
-        if (!e->failing) {
-            return CM_ENOTFOUND;
-        }
-        /* Stale-if-error: serve what we have and ask the registry again in the background. */
+        /* Expired: serve what we have and ask the registry in the background, so that a slow
+         * registry never holds a call up (stale-while-revalidate; a lookup in flight is joined).
+         * After a failed lookup (stale-if-error), at most once per retry interval. */
         uint64_t retry = s->o.cache_ttl_ms < RETRY_MAX_MS ? s->o.cache_ttl_ms : RETRY_MAX_MS;
-        if (now - e->attempted >= retry) {
+        if (!e->failing || now - e->attempted >= retry) {
             int rc;
             e->attempted = now;
             (void)flight_start(s, service, &rc);

@@ -53,7 +53,10 @@ void cm__http_in_init(cm__http_in *in, enum http_parser_type type, size_t max_hd
 void cm__http_in_free(cm__http_in *in);
 /* Runs http_parser over data. The parser pauses when a message completes: then *complete is
  * set, in->msg holds the message and the return value counts the bytes used, so the caller
- * keeps the rest for the next message. On a parse error (or a limit, see in->limit) the return
+ * keeps the rest for the next message. A whole ordinary message at the start of data (a
+ * go-micro call: "POST / HTTP/1.1" or "HTTP/1.1 200", token keys, Content-Length, no
+ * Connection/Transfer-Encoding/Upgrade header, within the limits) takes a fast path that gives
+ * the same result without http_parser's per-byte callbacks; anything else goes to http_parser. On a parse error (or a limit, see in->limit) the return
  * value is < 0. A message with a non-200 status gets a ":status" pseudo header when
  * status_header is set. len 0 signals EOF to the parser (a body delimited by the close). */
 ptrdiff_t cm__http_in_execute(cm__http_in *in, const char *data, size_t len, int *complete,
@@ -73,7 +76,9 @@ enum {
     CM__HTTP_SKIP_TRAILER = 32,
 };
 /* Appends "Key: Value\r\n" for every header of m except the skipped ones and keys that are not
- * HTTP tokens; CR and LF in values become spaces. 0 or CM_ENOMEM. */
+ * HTTP tokens; CR and LF in values become spaces. A key that starts with Transfer-Encoding
+ * ("Transfer-Encoding-Hint") is skipped with CM__HTTP_SKIP_TE: http_parser takes it for
+ * Transfer-Encoding. 0 or CM_ENOMEM. */
 int cm__http_put_headers(cm__http_buf *b, const cm_msg *m, unsigned skip);
 /* Appends the decimal form of v. 0 or CM_ENOMEM. */
 int cm__http_put_u64(cm__http_buf *b, uint64_t v);

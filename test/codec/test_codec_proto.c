@@ -82,6 +82,14 @@ test_proto_garbage(void)
         {"\x0b\x0c", 2},                                      /* groups are unsupported */
         {"\x92\x01\x03\x0a\x05x", 6},                         /* bad nested message */
         {"\x00\x01", 2},                                      /* field number 0 */
+        /* Field number 0 in a two-byte tag, which protobuf-c 1.4 takes as an unknown field
+         * (found by test/fuzz codec-proto): at the top, in a message, a repeated message, a
+         * oneof member and a map value. */
+        {"\x80\x00\x05", 3},
+        {"\x92\x01\x03\x80\x00\x05", 6},
+        {"\xaa\x01\x03\x80\x00\x05", 6},
+        {"\xf2\x01\x03\x80\x00\x05", 6},
+        {"\xd2\x01\x05\x12\x03\x80\x00\x05", 8},
     };
     count_alloc ca;
     size_t i;

@@ -170,6 +170,9 @@ def main():
     check(st == 200, text)
     st, _, text = a.call("PUT", "/v1/agent/service/deregister/w1")
     check(st == 404 and text.startswith('Unknown service ID "w1"'), text)
+    # The request log says how each request was answered.
+    log, _ = a.json("/_test/requests?prefix=/v1/agent/service/deregister/")
+    check([r["status"] for r in log] == [200, 404], log)
     a.stop()
 
     # ACL.

@@ -56,7 +56,8 @@ ports.https set); --tls-ca also requires a client certificate signed by that CA
 Test control (never logged, never under ACL):
   GET /_test/last?path=P      the last request to path P: {"method","path","query","headers"
                               (lower-case names),"body"}; 404 when none
-  GET /_test/requests[?prefix=P]  every logged request (method, path, query, headers, time)
+  GET /_test/requests[?prefix=P]  every logged request (method, path, query, headers, time,
+                              and the status it was answered with)
   PUT /_test/clear            forgets the request log
   GET /_test/state            index, services and checks as stored
   PUT /_test/restart          as a dev agent restarting: every service and check is gone and
@@ -580,6 +581,9 @@ class Handler(BaseHTTPRequestHandler):
         return self.rfile.read(n) if n > 0 else b""
 
     def reply(self, status, body=b"", ctype=None, headers=None):
+        entry = getattr(self, "log_entry", None)
+        if entry is not None:
+            entry["status"] = status
         if isinstance(body, str):
             body = body.encode("utf-8")
         self.send_response(status)
@@ -601,6 +605,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def handle_any(self):
         agent = self.agent
+        self.log_entry = None
         parts = urlsplit(self.path)
         self.raw_path = parts.path
         self.path_only = unquote(parts.path)
@@ -616,7 +621,8 @@ class Handler(BaseHTTPRequestHandler):
             return
         entry = {"method": self.command, "path": self.path_only, "query": self.query_raw,
                  "headers": {k.lower(): v for k, v in self.headers.items()},
-                 "body": body.decode("utf-8", "replace"), "time": time.time()}
+                 "body": body.decode("utf-8", "replace"), "time": time.time(), "status": None}
+        self.log_entry = entry
         with agent.cond:
             agent.reqlog.append(entry)
             del agent.reqlog[:-5000]

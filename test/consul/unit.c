@@ -291,6 +291,20 @@ test_parse_health(void)
     cm_reg_service_list_free(l);
     CHECK_EQ_INT(cm__consul_parse_health("s", "{}", 2, &l), CM_EPROTO);
     CHECK_EQ_INT(cm__consul_parse_health("s", "[", 1, &l), CM_EPROTO);
+    /* A port out of range is 0, never an undefined conversion (found by test/fuzz
+     * consul-json; UBSan checks the cast in the sanitizer build). */
+    const char *ports = "[{\"Service\":{\"ID\":\"a\",\"Service\":\"s\",\"Port\":1e999}},"
+                        "{\"Service\":{\"ID\":\"b\",\"Service\":\"s\",\"Port\":-1e300}},"
+                        "{\"Service\":{\"ID\":\"c\",\"Service\":\"s\",\"Port\":65536}},"
+                        "{\"Service\":{\"ID\":\"d\",\"Service\":\"s\",\"Port\":80.5}}]";
+    CHECK_EQ_INT(cm__consul_parse_health("s", ports, strlen(ports), &l), 0);
+    CHECK_EQ_INT(l->n, 1);
+    CHECK_EQ_INT(l->items[0]->nnodes, 4);
+    CHECK_EQ_STR(l->items[0]->nodes[0].address, ":0");
+    CHECK_EQ_STR(l->items[0]->nodes[1].address, ":0");
+    CHECK_EQ_STR(l->items[0]->nodes[2].address, ":0");
+    CHECK_EQ_STR(l->items[0]->nodes[3].address, ":80");
+    cm_reg_service_list_free(l);
     free(v1);
     free(v2);
     free(tm);

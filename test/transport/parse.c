@@ -131,6 +131,42 @@ test_every_split(void)
     cm__http_in_free(&kept);
 }
 
+/* A message parses alike whole and cut anywhere, including header names that only start with
+ * Transfer-Encoding, which http_parser takes for one. */
+static void
+test_whole_and_cut_agree(void)
+{
+    static const char *const msgs[] = {
+        "POST / HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encodingx: y\r\n\r\nabc",
+        "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding-X: chunked\r\nContent-Length: 1\r\n\r\nz",
+        "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nTRANSFER-ENCODINGS: gzip\r\n\r\nhi",
+        "POST / HTTP/1.1\r\nContent-Length: 3\r\nX-Transfer-Encoding: y\r\n\r\nabc",
+    };
+    for (size_t m = 0; m < sizeof(msgs) / sizeof(msgs[0]); m++) {
+        size_t len = strlen(msgs[m]);
+        int rsp = msgs[m][0] == 'H';
+        enum http_parser_type type = rsp ? HTTP_RESPONSE : HTTP_REQUEST;
+        cm__http_in in;
+        char *got[2];
+        cm__http_in_init(&in, type, 65536, 1 << 20);
+        int whole = parse_pieces(&in, msgs[m], len, NULL, 0, got, 2, rsp);
+        cm__http_in_free(&in);
+        for (int i = 0; i < whole; i++) {
+            free(got[i]);
+        }
+        CHECK_EQ_INT(whole, m == 3 ? 1 : CM_EPROTO);
+        for (size_t cut = 1; cut < len; cut++) {
+            cm__http_in_init(&in, type, 65536, 1 << 20);
+            int n = parse_pieces(&in, msgs[m], len, &cut, 1, got, 2, rsp);
+            cm__http_in_free(&in);
+            for (int i = 0; i < n; i++) {
+                free(got[i]);
+            }
+            CHECK_EQ_INT(n, whole);
+        }
+    }
+}
+
 static void
 test_limits(void)
 {
@@ -235,6 +271,9 @@ test_writers(void)
         {"Bad Key", "v"},
         {":status", "404"},
         {"", "v"},
+        /* http_parser would take it for Transfer-Encoding (found by test/fuzz http-request) */
+        {"Transfer-Encoding-Hint", "x"},
+        {"X-Transfer-Encoding", "kept"},
     };
     cm_msg m = {h, sizeof(h) / sizeof(h[0]), NULL, 0};
     cm__http_buf b = {0};
@@ -243,7 +282,7 @@ test_writers(void)
                                    CM__HTTP_SKIP_UA | CM__HTTP_SKIP_TRAILER) == 0);
     CHECK(cm__http_buf_append(&b, "", 1) == 0);
     CHECK_EQ_STR(b.p, "Content-Type: application/json\r\nConnection: close\r\n"
-                      "X-Multi: a  Injected: yes b\r\n");
+                      "X-Multi: a  Injected: yes b\r\nX-Transfer-Encoding: kept\r\n");
     b.len = 0;
     CHECK(cm__http_put_u64(&b, 0) == 0);
     CHECK(cm__http_put_u64(&b, 18446744073709551615ull) == 0);
@@ -322,12 +361,129 @@ test_generic(void)
     CHECK(uv_loop_close(&loop) == 0);
 }
 
+/* A whole message in one buffer against the same bytes fed one at a time: same messages, same
+ * errors, same limits, same keep-alive. */
+static void
+same_as_parser(const char *msg, size_t len, enum http_parser_type type, size_t max_hdr,
+               size_t max_body)
+{
+    cm__http_in whole, bytes;
+    char *a[4] = {0}, *b[4] = {0};
+    size_t cuts[4096];
+    CHECK(len < sizeof(cuts));
+    for (size_t i = 0; i + 1 < len; i++) {
+        cuts[i] = i + 1;
+    }
+    int sh = type == HTTP_RESPONSE;
+    cm__http_in_init(&whole, type, max_hdr, max_body);
+    cm__http_in_init(&bytes, type, max_hdr, max_body);
+    int na = parse_pieces(&whole, msg, len, NULL, 0, a, 4, sh);
+    int nb = parse_pieces(&bytes, msg, len, cuts, len ? len - 1 : 0, b, 4, sh);
+    if (na != nb) {
+        fprintf(stderr, "whole and byte-wise parses differ on: %.*s\n", (int)len, msg);
+    }
+    CHECK_EQ_INT(na, nb);
+    for (int i = 0; i < na && i < nb; i++) {
+        CHECK_EQ_STR(a[i], b[i]);
+    }
+    for (int i = 0; i < 4; i++) {
+        free(a[i]);
+        free(b[i]);
+    }
+    CHECK_EQ_INT(whole.limit, bytes.limit);
+    if (na > 0) {
+        CHECK_EQ_INT(whole.keep_alive, bytes.keep_alive);
+        CHECK_EQ_INT(whole.parser.status_code, bytes.parser.status_code);
+    }
+    cm__http_in_free(&whole);
+    cm__http_in_free(&bytes);
+}
+
+#define GM_REQ                                                                                     \
+    "POST / HTTP/1.1\r\n"                                                                          \
+    "Host: 127.0.0.1:8080\r\n"                                                                     \
+    "User-Agent: Go-http-client/1.1\r\n"                                                           \
+    "Content-Length: 5\r\n"                                                                        \
+    "Accept: application/protobuf\r\n"                                                             \
+    "Content-Type: application/protobuf\r\n"                                                       \
+    "Micro-Endpoint: Bench.Echo\r\n"                                                               \
+    "Micro-Id: 1\r\n"                                                                              \
+    "Micro-Method: Bench.Echo\r\n"                                                                 \
+    "Micro-Service: bench\r\n"                                                                     \
+    "Timeout: 5000000000\r\n"                                                                      \
+    "\r\n"                                                                                         \
+    "\n\003abc"
+
+static void
+test_whole_and_bytewise(void)
+{
+    static const char pipelined[] = GM_REQ GM_REQ;
+    static const char *const requests[] = {
+        GM_REQ,
+        pipelined,
+        "POST / HTTP/1.1\r\nContent-Length: 0\r\n\r\n",
+        "POST / HTTP/1.1\r\nHost: x\r\n\r\n",
+        "POST / HTTP/1.1\r\ncontent-length: 3\r\nX-Utf8: \xc3\xa9t\xc3\xa9\r\n\r\nabc",
+        "POST / HTTP/1.1\r\nX-Tab: a\tb\r\nX-Ows:  \t v\r\nContent-Length: 1\r\n\r\nz",
+        "POST / HTTP/1.1\r\nConnection: close\r\nContent-Length: 1\r\n\r\nz",
+        "POST / HTTP/1.1\r\nConnection: keep-alive\r\n\r\n",
+        "POST / HTTP/1.1\r\nProxy-Connection: close\r\n\r\n",
+        "POST / HTTP/1.1\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\n",
+        "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+        "POST / HTTP/1.1\r\nX-Empty:\r\nX-B: b\r\n\r\n",
+        "POST / HTTP/1.1\r\nX-Trailing: b \r\n\r\n",
+        "POST / HTTP/1.1\r\nX-Ctl: a\001b\r\n\r\n",
+        "POST / HTTP/1.1\r\nX-Del: a\177b\r\n\r\n",
+        "POST / HTTP/1.1\r\nX-Cr: a\rb\r\n\r\n",
+        "POST / HTTP/1.1\r\nX Space: b\r\n\r\n",
+        "POST / HTTP/1.1\r\n: novalue\r\n\r\n",
+        "POST / HTTP/1.1\r\nX-Fold: a\r\n  b\r\n\r\n",
+        "POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab",
+        "POST / HTTP/1.1\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nab",
+        "POST / HTTP/1.1\r\nContent-Length: +2\r\n\r\nab",
+        "POST / HTTP/1.1\r\nContent-Length: 2x\r\n\r\nab",
+        "POST / HTTP/1.1\r\nContent-Length: 99999999999999999999\r\n\r\nab",
+        "POST / HTTP/1.1\nHost: x\n\n",
+        "POST /path HTTP/1.1\r\nContent-Length: 1\r\n\r\nz",
+        "POST / HTTP/1.0\r\nContent-Length: 1\r\n\r\nz",
+        "GET / HTTP/1.1\r\n\r\n",
+    };
+    for (size_t i = 0; i < sizeof(requests) / sizeof(requests[0]); i++) {
+        same_as_parser(requests[i], strlen(requests[i]), HTTP_REQUEST, 65536, 1 << 20);
+    }
+    /* The header limit at its edge, and the body limit at its edge. */
+    const char *edge = "POST / HTTP/1.1\r\nX-A: 0123456789\r\nContent-Length: 4\r\n\r\nabcd";
+    for (size_t max = 40; max < 80; max++) {
+        same_as_parser(edge, strlen(edge), HTTP_REQUEST, max, 1000);
+    }
+    for (size_t max = 2; max < 6; max++) {
+        same_as_parser(edge, strlen(edge), HTTP_REQUEST, 1000, max);
+    }
+    static const char *const responses[] = {
+        "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Type: application/protobuf\r\n\r\nabc",
+        "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nMicro-Error: {\"code\":500}\r\n\r\n",
+        /* Two responses back to back in one buffer. */
+        ("HTTP/1.1 200 Fine by me\r\nContent-Length: 1\r\n\r\nz"
+         "HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\ny"),
+        "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nConnection: close\r\n\r\nz",
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nz\r\n0\r\n\r\n",
+        "HTTP/1.1 404 Not Found\r\nContent-Length: 1\r\n\r\nz",
+        "HTTP/1.1 200 OK\r\nX-Ctl: \x02\r\nContent-Length: 1\r\n\r\nz",
+        "HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\nz",
+    };
+    for (size_t i = 0; i < sizeof(responses) / sizeof(responses[0]); i++) {
+        same_as_parser(responses[i], strlen(responses[i]), HTTP_RESPONSE, 65536, 1 << 20);
+    }
+}
+
 int
 main(void)
 {
     RUN(test_every_split);
+    RUN(test_whole_and_cut_agree);
     RUN(test_limits);
     RUN(test_responses);
+    RUN(test_whole_and_bytewise);
     RUN(test_writers);
     RUN(test_addresses);
     RUN(test_generic);

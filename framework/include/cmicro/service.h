@@ -15,6 +15,7 @@
  *   client retries  MICRO_CLIENT_RETRIES       5 (6 attempts)
  *   call timeout    MICRO_CLIENT_REQUEST_TIMEOUT (Go duration "30s" or ms) 30 s
  *   selector        MICRO_SELECTOR             "random" ("roundrobin")
+ *   deregister wait (option only)              1 s
  *
  * Threads: cm_service_run() runs the loop on the calling thread; cm_service_stop() may be called
  * from any thread. A client-only program never calls run: its first call starts the loop on a
@@ -60,6 +61,9 @@ typedef struct cm_service_opts {
     const char *content_type;       /* client; default application/protobuf */
     int log_config;                 /* print the effective configuration once at start; default
                                        on unless CMICRO_QUIET is set */
+    uint64_t deregister_wait_ms;    /* on stop, how long to go on serving after deregistering, so
+                                       that callers' watches drop the node before it stops
+                                       accepting; default 1 s */
 } cm_service_opts;
 
 /* Zeroes o: every field unset, so env and defaults apply. */
@@ -84,8 +88,9 @@ CM_EXTERN uint64_t cm_service_register_interval_ms(const cm_service *s);
 /* Serves until SIGINT/SIGTERM or cm_service_stop(): listens, registers (retrying with back-off
  * while the registry is down; the server serves meanwhile), refreshes every interval after the
  * RegisterCheck (a failing check deregisters, a passing one registers again), and on stop:
- * deregisters, stops accepting, drains calls in flight, closes. Returns 0 after a graceful stop,
- * or the error that prevented listening. A second signal during the drain forces the exit. */
+ * deregisters, goes on serving for the deregister wait (callers drop the node meanwhile), stops
+ * accepting, drains calls in flight, closes. Returns 0 after a graceful stop, or the error that
+ * prevented listening. A second signal during the wait or the drain forces the exit. */
 CM_EXTERN int cm_service_run(cm_service *s);
 /* Asks run() to stop gracefully. Any thread. */
 CM_EXTERN void cm_service_stop(cm_service *s);

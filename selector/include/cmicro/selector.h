@@ -6,7 +6,7 @@
  * cm_selector_mark() take a node out of rotation for a back-off period (never every node);
  * when the registry errors, the last known nodes keep serving (stale-if-error) and the error is
  * logged, not returned; only an authoritative empty answer empties the cache; refreshes are
- * single-flight.
+ * single-flight, and an expired entry keeps serving while it is refreshed in the background.
  *
  * Threads: the loop thread of the selector's loop, like the registry.
  */
@@ -45,11 +45,13 @@ CM_EXTERN int cm_selector_new(cm_loop *loop, cm_registry *reg, const cm_selector
                               cm_selector **out);
 CM_EXTERN void cm_selector_free(cm_selector *s);
 
-/* The hot path: picks a node of a cached service without any I/O or allocation. On 0 *address
- * (and *node_id, may be NULL) point into the cache: valid until control returns to the loop.
- * CM_ENOTFOUND when the service is not cached (or its entry expired): call
- * cm_selector_resolve() and pick again in its callback. CM_ENONODE when the cache has the service
- * but no node passes the filter. */
+/* The hot path: picks a node of a cached service, never waiting for I/O (no allocation either,
+ * except when it starts a background lookup, below). On 0 *address (and *node_id, may be NULL)
+ * point into the cache: valid until control returns to the loop. CM_ENOTFOUND when the service
+ * is not cached: call cm_selector_resolve() and pick again in its callback. An entry past its
+ * TTL is still picked, and the pick starts a lookup in the background (stale-while-revalidate: a
+ * slow registry never holds a call up). CM_ENONODE when the cache has the service but no node
+ * passes the filter. */
 CM_EXTERN int cm_selector_pick(cm_selector *s, const char *service, const cm_select_filter *f,
                                const char **address, const char **node_id);
 

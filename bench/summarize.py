@@ -1,0 +1,201 @@
+#!/usr/bin/env python3
+"""Prints bench/run.sh's tables (markdown) from its raw results file."""
+import statistics
+import sys
+from collections import defaultdict
+
+NAMES = {"cmicro": "cmicro", "raw": "raw libuv echo", "gomicro": "go-micro v4.11",
+         "grpc": "gRPC C++ (own client)"}
+ORDER = ["cmicro", "raw", "grpc", "gomicro"]
+
+
+def parse(path):
+    rows = []
+    meta = []
+    for line in open(path):
+        line = line.strip()
+        if not line:
+            continue
+        kind, _, rest = line.partition(" ")
+        if kind in ("machine:", "run:"):
+            meta.append(line)
+            continue
+        d = {"kind": kind, "_raw": rest}
+        for tok in rest.split():
+            k, eq, v = tok.partition("=")
+            if eq:
+                d[k] = v
+        rows.append(d)
+    return rows, meta
+
+
+def num(d, k):
+    try:
+        return float(d[k])
+    except (KeyError, ValueError):
+        return float("nan")
+
+
+def med(xs):
+    xs = [x for x in xs if x == x]
+    return statistics.median(xs) if xs else float("nan")
+
+
+def rng(xs):
+    xs = [x for x in xs if x == x]
+    if not xs:
+        return "n/a"
+    return f"{med(xs):,.0f} ({min(xs):,.0f}–{max(xs):,.0f})"
+
+
+def f1(x):
+    return "n/a" if x != x else (f"{x:,.0f}" if x >= 100 else f"{x:.1f}")
+
+
+def main():
+    rows, meta = parse(sys.argv[1])
+    for m in meta:
+        print(m)
+    print()
+    closed = [r for r in rows if r["kind"] == "closed"]
+    peers = [p for p in ORDER if any(r["peer"] == p for r in closed)]
+    by = defaultdict(list)
+    for r in closed:
+        by[(r["payload"], r["conns"], r["peer"])].append(r)
+    payloads = sorted({r["payload"] for r in closed}, key=int)
+    concs = sorted({r["conns"] for r in closed}, key=int)
+    print("| payload | conns | peer | req/s median (min–max) | p50 µs | p99 µs | p99.9 µs "
+          "| CPU s / 100k calls | peak RSS MiB | cmicro/peer req/s (same rounds) |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    ratios = {}
+    for pl in payloads:
+        for c in concs:
+            cm = {r["round"]: num(r, "rps") for r in by[(pl, c, "cmicro")]}
+            for p in peers:
+                rs = by[(pl, c, p)]
+                if not rs:
+                    continue
+                rps = [num(r, "rps") for r in rs]
+                rat = [cm[r["round"]] / num(r, "rps") for r in rs
+                       if r["round"] in cm and num(r, "rps") > 0]
+                ratios[(pl, c, p)] = rat
+                rtxt = "—" if p == "cmicro" or not rat else \
+                    f"{med(rat):.2f} ({min(rat):.2f}–{max(rat):.2f})"
+                errs = sum(int(r.get("errors", "0")) + int(r.get("bad", "0")) for r in rs)
+                flag = f" ⚠ {errs} errors" if errs else ""
+                peak = max(num(r, "peak_rss_kb") for r in rs) / 1024
+                print(f"| {pl} B | {c} | {NAMES[p]}{flag} | {rng(rps)} "
+                      f"| {f1(med([num(r, 'p50_us') for r in rs]))} "
+                      f"| {f1(med([num(r, 'p99_us') for r in rs]))} "
+                      f"| {f1(med([num(r, 'p999_us') for r in rs]))} "
+                      f"| {med([num(r, 'cpu_per_100k') for r in rs]):.2f} "
+                      f"| {peak:.1f} | {rtxt} |")
+    print()
+
+    idle = {r["peer"]: num(r, "rss_kb") for r in rows if r["kind"] == "idle"}
+    if idle:
+        print("Idle server RSS: " + ", ".join(
+            f"{NAMES[p]} {idle[p] / 1024:.1f} MiB" for p in ORDER if p in idle))
+        print()
+
+    flat = [r for r in rows if r["kind"] == "flat"]
+    if flat:
+        print("Per-call server CPU from 1 to 1000 connections (64 B, closed loop, median of 3):")
+        print()
+        print("| peer | conns | req/s | CPU s / 100k calls | p99 µs |")
+        print("|---|---|---|---|---|")
+        for p in ORDER:
+            for c in sorted({r["conns"] for r in flat if r["peer"] == p}, key=int):
+                rs = [r for r in flat if r["peer"] == p and r["conns"] == c]
+                print(f"| {NAMES[p]} | {c} | {med([num(r, 'rps') for r in rs]):,.0f} "
+                      f"| {med([num(r, 'cpu_per_100k') for r in rs]):.2f} "
+                      f"| {f1(med([num(r, 'p99_us') for r in rs]))} |")
+        print()
+
+    op = [r for r in rows if r["kind"] == "open"]
+    if op:
+        print("Open loop (64 B, 64 connections, latency from the scheduled send time, median "
+              "of 3):")
+        print()
+        print("| load | rate req/s | peer | achieved req/s | p50 µs | p99 µs | p99.9 µs "
+              "| max queued |")
+        print("|---|---|---|---|---|---|---|---|")
+        for pct in sorted({r["pct"] for r in op}, key=int):
+            for p in ORDER:
+                rs = [r for r in op if r["pct"] == pct and r["peer"] == p]
+                if not rs:
+                    continue
+                ok = all(r.get("calls") for r in rs)
+                if not ok:
+                    print(f"| {pct}% of cmicro's peak | — | {NAMES[p]} | cannot keep up "
+                          f"| | | | |")
+                    continue
+                print(f"| {pct}% of cmicro's peak | {num(rs[0], 'rate'):,.0f} | {NAMES[p]} "
+                      f"| {med([num(r, 'rps') for r in rs]):,.0f} "
+                      f"| {f1(med([num(r, 'p50_us') for r in rs]))} "
+                      f"| {f1(med([num(r, 'p99_us') for r in rs]))} "
+                      f"| {f1(med([num(r, 'p999_us') for r in rs]))} "
+                      f"| {max(num(r, 'queued_max') for r in rs):,.0f} |")
+        print()
+
+    cg = [r for r in rows if r["kind"] == "callgrind"]
+    if cg:
+        print("Callgrind, server side, instructions per call (user space; 64 B, 16 "
+              "connections; difference of two runs): " + ", ".join(
+                  f"{NAMES[r['peer']]} {int(r['per_call']):,}" for r in cg))
+        print()
+
+    al = [r for r in rows if r["kind"] == "alloc"]
+    if al:
+        print("Heap allocations per call in the measured window (LD_PRELOAD counter; "
+              "malloc + calloc + realloc + memalign):")
+        print()
+        print("| process | conns | payload | calls | allocations / call |")
+        print("|---|---|---|---|---|")
+        for r in al:
+            # Two snapshots, "allocs=A frees=F allocs=B frees=G": read from the raw tokens.
+            vals = [int(t.split("=")[1]) for t in r["_raw"].split() if t.startswith("allocs=")]
+            calls = int(r.get("calls", "0"))
+            if len(vals) >= 2 and calls:
+                per = (vals[-1] - vals[0]) / calls
+                txt = f"{per:.2f}"
+            else:
+                txt = "n/a"
+            name = "cmicro client (cached path)" if r["peer"] == "client-cmicro" else \
+                f"{NAMES.get(r['peer'], r['peer'])} server"
+            print(f"| {name} | {r.get('conns')} | {r.get('payload')} B | {calls:,} | {txt} |")
+        print()
+
+    # The targets of the issue, from the same run.
+    print("Targets (64 B payload, same run):")
+    print()
+
+    def closed_med(p, c, k):
+        return med([num(r, k) for r in by[("64", c, p)]])
+
+    def chk(ok):
+        return "met" if ok else "NOT met"
+    for p, want in (("raw", 0.75), ("grpc", 2.0), ("gomicro", 4.0)):
+        rat = ratios.get(("64", "64", p))
+        if rat:
+            print(f"- req/s at 64 conns, cmicro/{p}: {med(rat):.2f} (target ≥ {want}): "
+                  f"{chk(med(rat) >= want)}")
+    if by[("64", "1", "raw")] and by[("64", "1", "cmicro")]:
+        x = closed_med("cmicro", "1", "p50_us") / closed_med("raw", "1", "p50_us")
+        print(f"- p50 at 1 conn, cmicro/raw: {x:.2f} (target ≤ 1.25): {chk(x <= 1.25)}")
+    if by[("64", "64", "gomicro")]:
+        x = closed_med("cmicro", "64", "p99_us") / closed_med("gomicro", "64", "p99_us")
+        print(f"- p99 at 64 conns, cmicro/go-micro: {x:.3f} (target ≤ 0.25): {chk(x <= 0.25)}")
+    if "cmicro" in idle:
+        print(f"- idle RSS of the cmicro server: {idle['cmicro'] / 1024:.1f} MiB (target ≤ 4): "
+              f"{chk(idle['cmicro'] <= 4096)}")
+    fl = {c: med([num(r, "cpu_per_100k") for r in flat if r["peer"] == "cmicro" and
+                  r["conns"] == c]) for c in ("64", "1000")}
+    if fl.get("64") == fl.get("64") and fl.get("1000") == fl.get("1000"):
+        x = fl["1000"] / fl["64"]
+        print(f"- per-call CPU at 1000 vs 64 connections: {x:.2f}× (flat: ≤ 1.25×): "
+              f"{chk(x <= 1.25)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,5 @@
+
+
+Hello John
+John’
+John
