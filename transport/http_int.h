@@ -53,11 +53,8 @@ void cm__http_in_init(cm__http_in *in, enum http_parser_type type, size_t max_hd
 void cm__http_in_free(cm__http_in *in);
 /* Runs http_parser over data. The parser pauses when a message completes: then *complete is
  * set, in->msg holds the message and the return value counts the bytes used, so the caller
- * keeps the rest for the next message. A whole ordinary message at the start of data (a
- * go-micro call: "POST / HTTP/1.1" or "HTTP/1.1 200", token keys, Content-Length, no
- * Connection/Transfer-Encoding/Upgrade header, within the limits) takes a fast path that gives
- * the same result without http_parser's per-byte callbacks; anything else goes to http_parser. On a parse error (or a limit, see in->limit) the return
- * value is < 0. A message with a non-200 status gets a ":status" pseudo header when
+ * keeps the rest for the next message. On a parse error (or a limit, see in->limit) the
+ * return value is < 0. A message with a non-200 status gets a ":status" pseudo header when
  * status_header is set. len 0 signals EOF to the parser (a body delimited by the close). */
 ptrdiff_t cm__http_in_execute(cm__http_in *in, const char *data, size_t len, int *complete,
                               int status_header);
