@@ -431,7 +431,9 @@ attempt(call *k)
             }
         }
         if (rc == CM_ENOTFOUND) {
-            call_fail(k, CM_ENOTFOUND, 500, "service %s: not found", k->service);
+            const char *why = cm_selector_why(c->selector, k->service);
+            call_fail(k, CM_ENOTFOUND, 500, "service %s: not found%s%s%s", k->service,
+                      why ? " (" : "", why ? why : "", why ? ")" : "");
             return;
         }
         if (rc < 0) {

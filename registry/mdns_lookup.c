@@ -212,10 +212,21 @@ query_window_end(uv_timer_t *t)
     cm__mdns_state *st = q->st;
     cm_reg_service_list l = {NULL, 0};
     int rc = cm__mdns_query_result(q, &l);
-    if (rc == 0 && l.n == 0 && q->replies == 0) {
-        cm__mdns_log("0 answers for %s in %llu ms on interfaces [%s]; multicast may be blocked",
-                     q->list ? "_services" : q->name, (unsigned long long)st->window_ms,
-                     st->ifnames);
+    if (rc == 0 && l.n == 0) {
+        const char *what = q->list ? "_services" : q->name;
+        if (q->replies == 0) {
+            cm__mdns_log("0 answers for %s in %llu ms on interfaces [%s]; multicast may be blocked",
+                         what, (unsigned long long)st->window_ms, st->ifnames);
+            cm__registry_why(st->r, what,
+                             "mdns: 0 answers in %llu ms on interfaces [%s]; multicast may be "
+                             "blocked",
+                             (unsigned long long)st->window_ms, st->ifnames);
+        } else {
+            cm__registry_why(st->r, what,
+                             "mdns: %zu answers in %llu ms on interfaces [%s], none usable "
+                             "(incomplete records or a bad TXT payload)",
+                             q->replies, (unsigned long long)st->window_ms, st->ifnames);
+        }
     }
     query_close(q);
     cm_registry_list_cb cb = q->cb;

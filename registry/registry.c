@@ -3,6 +3,7 @@
 #include "registry_int.h"
 
 #include <stdalign.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -558,7 +559,29 @@ cm_registry_get_service(cm_registry *r, const char *name, cm_registry_list_cb cb
     if (name == NULL || cb == NULL) {
         return CM_EINVAL;
     }
+    if (strcmp(r->why_name, name) == 0) {
+        r->why_name[0] = '\0';
+    }
     return r->ops->get_service(r, name, cb, user);
+}
+
+void
+cm__registry_why(cm_registry *r, const char *name, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(r->why, sizeof(r->why), fmt, ap);
+    va_end(ap);
+    snprintf(r->why_name, sizeof(r->why_name), "%s", name);
+}
+
+const char *
+cm_registry_why(const cm_registry *r, const char *name)
+{
+    if (r == NULL || name == NULL || r->why_name[0] == '\0' || strcmp(r->why_name, name) != 0) {
+        return NULL;
+    }
+    return r->why;
 }
 
 int

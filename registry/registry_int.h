@@ -24,6 +24,9 @@ struct cm_registry {
     cm_watcher *watchers;
     void (*close_done)(void *arg);
     void *close_arg;
+    /* Why the last lookup of why_name found nothing (cm__registry_why); "" when unknown. */
+    char why_name[128];
+    char why[320];
     /* the backend's private state (ops->priv_size bytes) follows */
     max_align_t priv[];
 };
@@ -55,6 +58,10 @@ void cm__registry_notify(cm_registry *r, cm_watch_action action, const cm_reg_se
 /* The same, restricted to the watchers that want accepts. */
 void cm__registry_notify_if(cm_registry *r, cm_watch_action action, const cm_reg_service *svc,
                             int (*want)(const cm_watcher *w, void *arg), void *arg);
+
+/* Records why a lookup of name found nothing, before its callback runs with the empty list;
+ * cm_registry_why() answers it. */
+void cm__registry_why(cm_registry *r, const char *name, const char *fmt, ...) CM_PRINTF(3, 4);
 
 /* Backends, listed in registry.c's table. */
 extern const cm_registry_ops cm__registry_memory;

@@ -395,6 +395,12 @@ flight_start(cm_selector *s, const char *name, int *rc)
     return f;
 }
 
+const char *
+cm_selector_why(const cm_selector *s, const char *service)
+{
+    return s == NULL ? NULL : cm_registry_why(s->reg, service);
+}
+
 int
 cm_selector_resolve(cm_selector *s, const char *service, cm_registry_cb cb, void *user)
 {

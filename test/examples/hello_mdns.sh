@@ -38,5 +38,8 @@ if out=$("$client_bin" 2>&1); then
     fail "client still reached a stopped server: $out"
 fi
 echo "$out" | grep -q "not found" || fail "unexpected client error: $out"
+# ... and the error says what the lookup saw.
+echo "$out" | grep -q "0 answers in [0-9]* ms on interfaces \[.*\]; multicast may be blocked" ||
+    fail "the not-found error lacks the mDNS diagnostic: $out"
 rm -f "$log"
 echo "ok: hello over mDNS"

@@ -194,6 +194,12 @@ test_bad_registrations(cm_loop *loop, cm_registry *r)
     cm_reg_service_list *l = lookup(loop, r, "bad");
     CHECK_EQ_INT(l->n, 0);
     cm_reg_service_list_free(l);
+    /* The empty answer says why: no answers, the window, the interfaces. */
+    const char *why = cm_registry_why(r, "bad");
+    CHECK(why != NULL);
+    CHECK(strstr(why, "mdns: 0 answers in 100 ms on interfaces [lo") != NULL);
+    CHECK(strstr(why, "multicast may be blocked") != NULL);
+    CHECK(cm_registry_why(r, "other") == NULL);
 }
 
 static void

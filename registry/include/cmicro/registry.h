@@ -122,6 +122,10 @@ CM_EXTERN int cm_registry_deregister(cm_registry *r, const cm_reg_service *svc, 
 /* The services of that name, one per version; an empty list (status 0) when none. */
 CM_EXTERN int cm_registry_get_service(cm_registry *r, const char *name, cm_registry_list_cb cb,
                                       void *user);
+/* Why the last lookup of name came back empty, in the backend's words (mDNS: how many answers in
+ * how many ms on which interfaces), or NULL when the backend said nothing. Loop thread only; valid
+ * until the next lookup on r. */
+CM_EXTERN const char *cm_registry_why(const cm_registry *r, const char *name);
 /* Every service name (items carry names; versions and nodes when the backend has them). */
 CM_EXTERN int cm_registry_list_services(cm_registry *r, cm_registry_list_cb cb, void *user);
 /* Watches changes of one service (name) or of all (NULL, where the backend can). cb runs for

@@ -62,6 +62,10 @@ CM_EXTERN int cm_selector_pick(cm_selector *s, const char *service, const cm_sel
 CM_EXTERN int cm_selector_resolve(cm_selector *s, const char *service, cm_registry_cb cb,
                                   void *user);
 
+/* After a resolve ended with CM_ENOTFOUND: why, in the registry's words (cm_registry_why), or
+ * NULL. */
+CM_EXTERN const char *cm_selector_why(const cm_selector *s, const char *service);
+
 /* Reports an attempt's outcome for a node address: 0 success, < 0 a transport failure.
  * eject_failures consecutive failures take the node out of rotation for a back-off; a success
  * brings it back and resets the count. */
