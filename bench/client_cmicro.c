@@ -3,9 +3,10 @@
  * client's cached hot path. Bounded like loadgen (a warm-up, then --duration seconds or
  * --max-requests answers) and printing the same key=value line. With --snap 1 it sends itself
  * SIGUSR2 at the start and the end of the window, for the malloc_count preload library.
+ * Responses are borrowed (cm_call_opts.borrow_response) unless --owned 1 asks for owned ones.
  *
  *   client-cmicro --addr 127.0.0.1:PORT [--conns N] [--payload B] [--warmup S] [--duration S]
- *                 [--max-requests N] [--snap 0|1] [--label NAME]
+ *                 [--max-requests N] [--snap 0|1] [--owned 0|1] [--label NAME]
  */
 #include "echo.pb-c.h"
 
@@ -29,6 +30,7 @@ typedef struct bench {
     double warmup_s, duration_s;
     uint64_t max_requests;
     int snap;
+    cm_call_opts opts;
     const char *label;
     int phase; /* 1 warm-up, 2 measuring, 3 stopping */
     uint64_t t_phase, t_end;
@@ -77,7 +79,9 @@ on_done(int status, void *rsp, const cm_error *err, void *user)
         if (m->payload.len != b->payload) {
             b->bad++;
         }
-        cm_message_free(&bench__echo_msg__descriptor, rsp);
+        if (!b->opts.borrow_response) {
+            cm_message_free(&bench__echo_msg__descriptor, rsp);
+        }
     }
     if (b->phase == 2 && s->t0 >= b->t_phase) {
         uint64_t d = now - s->t0;
@@ -104,7 +108,7 @@ start_call(slot *s)
     bench *b = s->b;
     s->t0 = uv_hrtime();
     int rc = cm_client_call_async(b->client, "bench", "Bench.Echo", &bench__echo_msg__descriptor,
-                                  &b->req, &bench__echo_msg__descriptor, NULL, on_done, s);
+                                  &b->req, &bench__echo_msg__descriptor, &b->opts, on_done, s);
     if (rc < 0) {
         fprintf(stderr, "client-cmicro: call: %s\n", cm_strerror(rc));
         exit(2);
@@ -184,6 +188,8 @@ main(int argc, char **argv)
     b.duration_s = 3;
     b.max_requests = 10000000;
     b.label = "client-cmicro";
+    cm_call_opts_init(&b.opts);
+    b.opts.borrow_response = 1;
     for (int i = 1; i + 1 < argc; i += 2) {
         const char *a = argv[i], *v = argv[i + 1];
         if (!strcmp(a, "--addr")) {
@@ -200,6 +206,8 @@ main(int argc, char **argv)
             b.max_requests = strtoull(v, NULL, 10);
         } else if (!strcmp(a, "--snap")) {
             b.snap = atoi(v);
+        } else if (!strcmp(a, "--owned")) {
+            b.opts.borrow_response = !atoi(v);
         } else if (!strcmp(a, "--label")) {
             b.label = v;
         }
@@ -207,7 +215,8 @@ main(int argc, char **argv)
     if (!addr || strncmp(addr, "127.", 4) != 0 || b.nconns < 1 || b.duration_s <= 0 ||
         b.duration_s > 600 || b.warmup_s < 0 || b.warmup_s > 600 || b.max_requests == 0) {
         fprintf(stderr, "usage: client-cmicro --addr 127.x.x.x:PORT [--conns N] [--payload B] "
-                        "[--warmup S] [--duration S] [--max-requests N] [--snap 0|1]\n");
+                        "[--warmup S] [--duration S] [--max-requests N] [--snap 0|1]\n"
+                        "       [--owned 0|1] [--label NAME]\n");
         return 2;
     }
     struct sigaction old;

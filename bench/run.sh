@@ -210,13 +210,17 @@ for p in cmicro raw grpc; do
   done
 done
 if have_peer cmicro; then
-  for c in 1 64; do
-    cnt="$WORK/malloc-client-$c.txt"
-    rm -f "$cnt"
-    line=$(MALLOC_COUNT_OUT="$cnt" LD_PRELOAD="$B/libmalloc_count.so" taskset -c 1 \
-      "$B/client-cmicro" --addr "${ADDR[cmicro]}" --conns "$c" --payload 64 --warmup "$WARMUP" \
-      --duration "$DURATION" --snap 1 --label client-cmicro) || true
-    echo "alloc peer=client-cmicro $line $(tr '\n' ' ' < "$cnt")" >> "$res"
+  for owned in 0 1; do
+    label=client-cmicro
+    [ "$owned" = 1 ] && label=client-cmicro-owned
+    for c in 1 64; do
+      cnt="$WORK/malloc-$label-$c.txt"
+      rm -f "$cnt"
+      line=$(MALLOC_COUNT_OUT="$cnt" LD_PRELOAD="$B/libmalloc_count.so" taskset -c 1 \
+        "$B/client-cmicro" --addr "${ADDR[cmicro]}" --conns "$c" --payload 64 --warmup "$WARMUP" \
+        --duration "$DURATION" --snap 1 --owned "$owned" --label "$label") || true
+      echo "alloc peer=$label $line $(tr '\n' ' ' < "$cnt")" >> "$res"
+    done
   done
 fi
 log "allocation counts: done"

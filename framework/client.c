@@ -13,6 +13,14 @@
 /* Content-Type, Accept, Micro-Id, Micro-Service, Micro-Method, Micro-Endpoint, Timeout. */
 #define FIXED_HDRS 7
 
+/* Finished calls are kept for reuse (the block, its body buffer and its arena), so that a steady
+ * stream of calls allocates nothing: blocks with room for this many headers and bytes of names,
+ * at most POOL_MAX of them, buffers up to POOL_KEEP bytes. */
+#define POOL_HDRS 24
+#define POOL_NAMES 320
+#define POOL_MAX 1024
+#define POOL_KEEP (64u * 1024u)
+
 typedef struct call call;
 
 struct cm_client {
@@ -31,11 +39,18 @@ struct cm_client {
     atomic_uint rr;
     call *calls; /* in flight, doubly linked */
     int closing;
+    uv_mutex_t pool_mu; /* calls start on any thread and end on the loop thread */
+    call *pool;
+    size_t npool;
 };
 
 struct call {
     call *prev, *next;
     cm_client *client;
+    cm__post post;
+    int pooled;       /* a block of the pool's size */
+    int borrow;       /* the response is decoded into arena: the callback borrows it */
+    cm__arena arena;
     const cm_codec_ops *codec;
     const ProtobufCMessageDescriptor *rsp_desc;
     cm_call_cb cb;
@@ -101,6 +116,7 @@ cm_client_new(cm_loop *loop, const cm_client_opts *o, cm_client **out)
     if (c == NULL) {
         return CM_ENOMEM;
     }
+    uv_mutex_init(&c->pool_mu);
     c->content_type = strdup(o->content_type ? o->content_type : CM_CT_PROTOBUF);
     c->transport_name = strdup(o->transport ? o->transport : "http");
     c->request_timeout_ms = o->request_timeout_ms ? o->request_timeout_ms : 30000;
@@ -141,10 +157,47 @@ cm_client_loop(cm_client *c)
 
 /* ---- call state ---- */
 
+/* A call block with room for cap headers and names bytes of strings: from the pool when it
+ * fits a pool block. Zeroed but for its body buffer and arena, kept from the last use. */
+static call *
+call_alloc(cm_client *c, size_t cap, size_t names)
+{
+    call *k = NULL;
+    int pooled = cap <= POOL_HDRS && names <= POOL_NAMES;
+    if (pooled) {
+        uv_mutex_lock(&c->pool_mu);
+        if ((k = c->pool) != NULL) {
+            c->pool = k->next;
+            c->npool--;
+        }
+        uv_mutex_unlock(&c->pool_mu);
+        cap = POOL_HDRS;
+        names = POOL_NAMES;
+    }
+    if (k != NULL) {
+        cm_buf body = k->body;
+        cm__arena arena = k->arena;
+        memset(k, 0, sizeof(*k));
+        k->body = body;
+        k->arena = arena;
+        k->arena.pbc.allocator_data = &k->arena;
+    } else {
+        k = calloc(1, sizeof(*k) + cap * sizeof(cm_hdr) + names);
+        if (k == NULL) {
+            return NULL;
+        }
+        cm__arena_init(&k->arena);
+    }
+    k->pooled = pooled;
+    k->client = c;
+    k->hdrs = (cm_hdr *)(void *)(k + 1);
+    k->service = (char *)(k->hdrs + cap);
+    return k;
+}
+
 static void
 call_free(call *k)
 {
-    cm_buf_free(&k->body);
     for (size_t i = 0; i < k->nowned; i++) {
         free(k->owned[i]);
     }
@@ -154,6 +207,27 @@ call_free(call *k)
     free((char *)k->filter_copy.version);
     free((char *)k->filter_copy.endpoint);
     cm_md_free((cm_md *)k->filter_copy.labels);
+    cm_client *c = k->client;
+    if (k->pooled && !c->closing) {
+        if (k->body.cap > POOL_KEEP) {
+            cm_buf_free(&k->body);
+        }
+        k->body.len = 0;
+        cm__arena_reset(&k->arena);
+        uv_mutex_lock(&c->pool_mu);
+        if (c->npool < POOL_MAX) {
+            k->next = c->pool;
+            c->pool = k;
+            c->npool++;
+            k = NULL;
+        }
+        uv_mutex_unlock(&c->pool_mu);
+        if (k == NULL) {
+            return;
+        }
+    }
+    cm_buf_free(&k->body);
+    cm__arena_fini(&k->arena);
     free(k);
 }
 
@@ -381,8 +455,8 @@ on_response(int status, unsigned flags, const cm_msg *rsp, void *user)
     }
     void *msg = NULL;
     char reason[160] = "";
-    int rc = k->codec->unmarshal(k->rsp_desc, rsp->body, rsp->body_len, NULL, &msg, reason,
-                                 sizeof(reason));
+    int rc = k->codec->unmarshal(k->rsp_desc, rsp->body, rsp->body_len,
+                                 k->borrow ? &k->arena.pbc : NULL, &msg, reason, sizeof(reason));
     if (rc < 0) {
         call_fail(k, rc, 500, "unable to decode response as %s: %s", k->codec->content_type,
                   reason[0] ? reason : cm_strerror(rc));
@@ -549,24 +623,22 @@ cm_client_call_async(cm_client *c, const char *service, const char *endpoint,
     }
     /* One block: the call, its header table, then service, endpoint and content type. */
     size_t sn = strlen(service) + 1, en = strlen(endpoint) + 1, cn = strlen(ct) + 1;
-    call *k = calloc(1, sizeof(*k) + cap * sizeof(cm_hdr) + sn + en + cn);
+    call *k = call_alloc(c, cap, sn + en + cn);
     if (k == NULL) {
         return CM_ENOMEM;
     }
-    k->hdrs = (cm_hdr *)(void *)(k + 1);
-    char *svc = (char *)(k->hdrs + cap);
+    char *svc = k->service;
     char *ep = svc + sn;
     char *cts = ep + en;
     memcpy(svc, service, sn);
     memcpy(ep, endpoint, en);
     memcpy(cts, ct, cn);
-    k->service = svc;
-    k->client = c;
     k->codec = codec;
     k->rsp_desc = rsp_desc;
     k->cb = cb;
     k->user = user;
     k->idempotent = opts->idempotent;
+    k->borrow = opts->borrow_response;
     if (copy_filter(k, opts->filter) < 0) {
         call_free(k);
         return CM_ENOMEM;
@@ -613,11 +685,7 @@ cm_client_call_async(cm_client *c, const char *service, const char *endpoint,
         return rc;
     }
     /* Posted even on the loop thread, so that the callback never runs inside this call. */
-    rc = cm_loop_post(c->loop, start_on_loop, k);
-    if (rc < 0) {
-        call_free(k);
-        return rc;
-    }
+    cm__loop_post_node(c->loop, &k->post, start_on_loop, k);
     if (c->autostart && !cm__loop_running(c->loop)) {
         /* A client-only program: the loop gets a thread of its own at the first call. A
          * concurrent start by another caller answers CM_ESTATE, which is fine. */
@@ -666,6 +734,12 @@ cm_client_call(cm_client *c, const char *service, const char *endpoint,
     }
     if (c != NULL && cm_loop_on_loop_thread(c->loop)) {
         return CM_ESTATE;
+    }
+    cm_call_opts owned;
+    if (opts != NULL && opts->borrow_response) {
+        owned = *opts;
+        owned.borrow_response = 0;
+        opts = &owned;
     }
     waiter w;
     memset(&w, 0, sizeof(w));
@@ -767,6 +841,13 @@ cm_client_free(cm_client *c)
     if (c->own_loop) {
         cm_loop_free(c->loop);
     }
+    for (call *k = c->pool, *next; k != NULL; k = next) {
+        next = k->next;
+        cm_buf_free(&k->body);
+        cm__arena_fini(&k->arena);
+        free(k);
+    }
+    uv_mutex_destroy(&c->pool_mu);
     free(c->content_type);
     free(c->transport_name);
     free(c);

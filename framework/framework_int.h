@@ -10,6 +10,19 @@ int cm__loop_running(const cm_loop *l);
  * run again on another thread. Not on the loop thread. */
 void cm__loop_stop_join(cm_loop *l);
 
+/* A closure posted to a loop, in storage of the caller's (a node embedded in an object posts it
+ * without allocating). The node must stay valid until fn runs; fn may free it. */
+typedef struct cm__post {
+    struct cm__post *next;
+    void (*fn)(void *arg);
+    void *arg;
+    int owned; /* malloc'ed by cm_loop_post: freed before fn runs */
+} cm__post;
+
+/* Runs fn(arg) on the loop thread, later (never inside this call). Any thread. From the loop
+ * thread it takes no lock and no system call: the closure runs at the loop's next turn. */
+void cm__loop_post_node(cm_loop *l, cm__post *p, void (*fn)(void *arg), void *arg);
+
 /* A client-only service: the client starts its loop's thread at the first call. */
 void cm__client_set_autostart(cm_client *c, int on);
 

@@ -6,23 +6,36 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 
-typedef struct post {
-    struct post *next;
-    void (*fn)(void *arg);
-    void *arg;
-} post;
+typedef cm__post post;
 
 struct cm_loop {
     uv_loop_t uv;
     uv_async_t async;
     uv_mutex_t mu;
-    post *head, *tail;
+    post *head, *tail; /* posted from other threads, under mu */
+    uv_idle_t idle;     /* active while local posts wait: the loop then polls without sleeping */
+    post *lhead, *ltail; /* posted on the loop thread */
     atomic_int stop;
     atomic_int has_thread;
     uv_thread_t thread;
     atomic_ulong runner; /* uv_thread_t of the thread running the loop, as integer; 0 when none */
     int running;
 };
+
+static void
+run_posts(post *p)
+{
+    while (p != NULL) {
+        post *next = p->next;
+        void (*fn)(void *) = p->fn;
+        void *arg = p->arg;
+        if (p->owned) {
+            free(p);
+        }
+        fn(arg);
+        p = next;
+    }
+}
 
 static void
 drain_posts(uv_async_t *a)
@@ -32,14 +45,22 @@ drain_posts(uv_async_t *a)
     post *p = l->head;
     l->head = l->tail = NULL;
     uv_mutex_unlock(&l->mu);
-    while (p != NULL) {
-        post *next = p->next;
-        p->fn(p->arg);
-        free(p);
-        p = next;
-    }
+    run_posts(p);
     if (atomic_load(&l->stop)) {
         uv_stop(&l->uv);
+    }
+}
+
+/* Runs the local posts made before this turn; those they make run at the next one. */
+static void
+drain_local(uv_idle_t *h)
+{
+    cm_loop *l = h->data;
+    post *p = l->lhead;
+    l->lhead = l->ltail = NULL;
+    run_posts(p);
+    if (l->lhead == NULL) {
+        uv_idle_stop(&l->idle);
     }
 }
 
@@ -64,6 +85,8 @@ cm_loop_new(cm_loop **out)
         return rc;
     }
     l->async.data = l;
+    uv_idle_init(&l->uv, &l->idle);
+    l->idle.data = l;
     /* The async handle must not keep cm_loop_run() alive by itself. */
     uv_unref((uv_handle_t *)&l->async);
     l->uv.data = l;
@@ -147,16 +170,22 @@ cm_loop_stop(cm_loop *l)
     uv_async_send(&l->async);
 }
 
-int
-cm_loop_post(cm_loop *l, void (*fn)(void *arg), void *arg)
+void
+cm__loop_post_node(cm_loop *l, post *p, void (*fn)(void *arg), void *arg)
 {
-    post *p = malloc(sizeof(*p));
-    if (p == NULL) {
-        return CM_ENOMEM;
-    }
     p->next = NULL;
     p->fn = fn;
     p->arg = arg;
+    if (cm_loop_on_loop_thread(l)) {
+        if (l->ltail) {
+            l->ltail->next = p;
+        } else {
+            l->lhead = p;
+            uv_idle_start(&l->idle, drain_local);
+        }
+        l->ltail = p;
+        return;
+    }
     uv_mutex_lock(&l->mu);
     if (l->tail) {
         l->tail->next = p;
@@ -166,6 +195,17 @@ cm_loop_post(cm_loop *l, void (*fn)(void *arg), void *arg)
     l->tail = p;
     uv_mutex_unlock(&l->mu);
     uv_async_send(&l->async);
+}
+
+int
+cm_loop_post(cm_loop *l, void (*fn)(void *arg), void *arg)
+{
+    post *p = malloc(sizeof(*p));
+    if (p == NULL) {
+        return CM_ENOMEM;
+    }
+    p->owned = 1;
+    cm__loop_post_node(l, p, fn, arg);
     return 0;
 }
 
@@ -174,6 +214,18 @@ cm_loop_on_loop_thread(const cm_loop *l)
 {
     unsigned long r = atomic_load(&((cm_loop *)l)->runner);
     return r != 0 && r == self_id();
+}
+
+static void
+free_posts(post *p)
+{
+    while (p != NULL) {
+        post *next = p->next;
+        if (p->owned) {
+            free(p);
+        }
+        p = next;
+    }
 }
 
 static void
@@ -194,17 +246,17 @@ cm_loop_free(cm_loop *l)
     cm__loop_stop_join(l);
     /* Run what is still posted, then close every handle left open. */
     drain_posts(&l->async);
+    while (l->lhead != NULL) {
+        drain_local(&l->idle);
+    }
     uv_walk(&l->uv, close_walk, NULL);
     /* A stop request may end the first run early; run until every close callback ran. */
     while (uv_run(&l->uv, UV_RUN_DEFAULT) != 0) {
     }
     uv_run(&l->uv, UV_RUN_NOWAIT);
-    post *p = l->head;
-    while (p != NULL) {
-        post *next = p->next;
-        free(p);
-        p = next;
-    }
+    /* Posted while closing: never run; the nodes of cm_loop_post are freed. */
+    free_posts(l->head);
+    free_posts(l->lhead);
     int rc = uv_loop_close(&l->uv);
     (void)rc;
     assert(rc == 0);

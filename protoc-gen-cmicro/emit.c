@@ -283,8 +283,8 @@ header_method(sbuf *h, const meth *mt)
 
     put_comment(h, 0,
                 "The callback of %s_async: on the client's loop thread, exactly once. status 0: "
-                "rsp is the response (returns owned: %s_free); otherwise err (borrowed during the "
-                "callback) says why.",
+                "rsp is the response (returns owned: %s_free; borrowed during the callback with "
+                "opts->borrow_response); otherwise err (borrowed during the callback) says why.",
                 mt->prefix, mt->prefix);
     const char *cb[] = {"int status", p_rsp1, "const cm_error *err", "void *user"};
     head = xasprintf("typedef void (*%s_cb)(", mt->prefix);

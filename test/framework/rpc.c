@@ -526,6 +526,109 @@ test_async_many(void)
     uv_mutex_destroy(&r.mu);
 }
 
+/* A chain of calls made from the callbacks (the loop thread), borrowing their responses: every
+ * response is the one asked for although call blocks, bodies and arenas are reused; blocks too
+ * big for the pool (many headers) and bodies too big to keep take the other path. */
+typedef struct chain {
+    int i, n, bad;
+    char name[80 * 1024];
+    cm_md *md;
+    uv_mutex_t mu;
+    uv_cond_t cv;
+    int done;
+} chain;
+
+static void chain_next(chain *ch);
+
+static void
+on_chain(int status, void *rsp, const cm_error *err, void *user)
+{
+    chain *ch = user;
+    const Rpctest__Rsp *r = rsp;
+    if (status != 0 || r == NULL || strncmp(r->msg, "Hello ", 6) != 0 ||
+        strcmp(r->msg + 6, ch->name) != 0) {
+        fprintf(stderr, "chain call %d: status %d (%s)\n", ch->i, status,
+                err && err->detail ? err->detail : "");
+        ch->bad++;
+    }
+    if (++ch->i == ch->n) {
+        uv_mutex_lock(&ch->mu);
+        ch->done = 1;
+        uv_cond_signal(&ch->cv);
+        uv_mutex_unlock(&ch->mu);
+        return;
+    }
+    chain_next(ch);
+}
+
+static void
+chain_next(chain *ch)
+{
+    int i = ch->i;
+    size_t len = (size_t)snprintf(ch->name, 64, "borrowed-%d-", i);
+    size_t want = i % 50 == 7 ? 70 * 1024 : (size_t)(i % 13) * 37;
+    for (; len < want; len++) {
+        ch->name[len] = (char)('a' + len % 26);
+    }
+    ch->name[len] = '\0';
+    Rpctest__Req req = RPCTEST__REQ__INIT;
+    req.name = ch->name;
+    cm_call_opts o;
+    cm_call_opts_init(&o);
+    o.address = S.addr;
+    o.borrow_response = 1;
+    o.md = i % 10 == 3 ? ch->md : NULL;
+    int rc = cm_client_call_async(client, "rpctest", "Test.Echo", &rpctest__req__descriptor, &req,
+                                  &rpctest__rsp__descriptor, &o, on_chain, ch);
+    if (rc != 0) {
+        fprintf(stderr, "chain call %d: %s\n", i, cm_strerror(rc));
+        ch->bad++;
+        ch->i = ch->n - 1;
+        on_chain(-1, NULL, NULL, ch);
+    }
+}
+
+static void
+test_borrowed_responses(void)
+{
+    chain *ch = calloc(1, sizeof(*ch));
+    CHECK(ch != NULL);
+    ch->n = 300;
+    ch->md = cm_md_new();
+    char key[16];
+    for (int k = 0; k < 40; k++) { /* more headers than a pooled block holds */
+        snprintf(key, sizeof(key), "x-k%d", k);
+        CHECK_EQ_INT(cm_md_set(ch->md, key, "v"), 0);
+    }
+    uv_mutex_init(&ch->mu);
+    uv_cond_init(&ch->cv);
+    chain_next(ch); /* the first from this thread, the rest from the loop thread */
+    uv_mutex_lock(&ch->mu);
+    while (!ch->done) {
+        uv_cond_wait(&ch->cv, &ch->mu);
+    }
+    uv_mutex_unlock(&ch->mu);
+    CHECK_EQ_INT(ch->bad, 0);
+    CHECK_EQ_INT(ch->i, 300);
+    /* A blocking call ignores the option: its response is owned. */
+    Rpctest__Req req = RPCTEST__REQ__INIT;
+    req.name = "sync";
+    cm_call_opts o;
+    cm_call_opts_init(&o);
+    o.address = S.addr;
+    o.borrow_response = 1;
+    void *rsp = NULL;
+    CHECK_EQ_INT(cm_client_call(client, "rpctest", "Test.Echo", &rpctest__req__descriptor, &req,
+                                &rpctest__rsp__descriptor, &rsp, &o, NULL),
+                 0);
+    CHECK_EQ_STR(((Rpctest__Rsp *)rsp)->msg, "Hello sync");
+    cm_message_free(&rpctest__rsp__descriptor, rsp);
+    cm_md_free(ch->md);
+    uv_cond_destroy(&ch->cv);
+    uv_mutex_destroy(&ch->mu);
+    free(ch);
+}
+
 int
 main(void)
 {
@@ -539,6 +642,7 @@ main(void)
     RUN(test_metadata);
     RUN(test_bad_bodies);
     RUN(test_async_many);
+    RUN(test_borrowed_responses);
     RUN(test_graceful_stop);
     cm_client_free(client);
     srv_free(&S);

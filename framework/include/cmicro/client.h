@@ -50,6 +50,10 @@ typedef struct cm_call_opts {
                                     headers) is forwarded and its deadline bounds this call */
     int idempotent;              /* retry transport errors too */
     const cm_select_filter *filter; /* narrows the selector's nodes (version, labels) */
+    int borrow_response;         /* cm_client_call_async: the response is decoded into the
+                                    call's own memory and borrowed by the callback (valid until
+                                    it returns; never freed by the caller): no allocation per
+                                    call. Ignored by cm_client_call. */
 } cm_call_opts;
 
 CM_EXTERN void cm_call_opts_init(cm_call_opts *o);
@@ -69,6 +73,7 @@ CM_EXTERN cm_loop *cm_client_loop(cm_client *c);
  * status < 0: the callee's error, or one made by the client (id "cmicro.client") saying which
  * attempt, node and time. */
 typedef void (*cm_call_cb)(int status, void *rsp, const cm_error *err, void *user);
+/* With cm_call_opts.borrow_response, rsp is borrowed instead: valid during the callback only. */
 
 /* Starts a call. req (of type req_desc; NULL descriptor: a ProtobufCBinaryData) is encoded
  * before this returns and stays the caller's. rsp_desc NULL: the response is raw bytes

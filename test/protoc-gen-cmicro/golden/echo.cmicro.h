@@ -32,8 +32,8 @@ int cmicro_test_v1_echo_call(cm_client *c, const char *service,
                              cm_error **err);
 
 /* The callback of cmicro_test_v1_echo_call_async: on the client's loop thread, exactly once. status
- * 0: rsp is the response (returns owned: cmicro_test_v1_echo_call_free); otherwise err (borrowed
- * during the callback) says why. */
+ * 0: rsp is the response (returns owned: cmicro_test_v1_echo_call_free; borrowed during the
+ * callback with opts->borrow_response); otherwise err (borrowed during the callback) says why. */
 typedef void (*cmicro_test_v1_echo_call_cb)(int status, Cmicro__Test__V1__EchoResponse *rsp,
                                             const cm_error *err, void *user);
 
@@ -65,8 +65,8 @@ int cmicro_test_v1_echo_fail(cm_client *c, const char *service,
                              cm_error **err);
 
 /* The callback of cmicro_test_v1_echo_fail_async: on the client's loop thread, exactly once. status
- * 0: rsp is the response (returns owned: cmicro_test_v1_echo_fail_free); otherwise err (borrowed
- * during the callback) says why. */
+ * 0: rsp is the response (returns owned: cmicro_test_v1_echo_fail_free; borrowed during the
+ * callback with opts->borrow_response); otherwise err (borrowed during the callback) says why. */
 typedef void (*cmicro_test_v1_echo_fail_cb)(int status, Cmicro__Test__V1__EchoResponse *rsp,
                                             const cm_error *err, void *user);
 
@@ -98,8 +98,8 @@ int cmicro_test_v1_echo_empty(cm_client *c, const char *service,
                               cm_error **err);
 
 /* The callback of cmicro_test_v1_echo_empty_async: on the client's loop thread, exactly once.
- * status 0: rsp is the response (returns owned: cmicro_test_v1_echo_empty_free); otherwise err
- * (borrowed during the callback) says why. */
+ * status 0: rsp is the response (returns owned: cmicro_test_v1_echo_empty_free; borrowed during the
+ * callback with opts->borrow_response); otherwise err (borrowed during the callback) says why. */
 typedef void (*cmicro_test_v1_echo_empty_cb)(int status, Cmicro__Test__V1__EmptyResponse *rsp,
                                              const cm_error *err, void *user);
 

@@ -29,8 +29,8 @@ int hello_say(cm_client *c, const char *service, const SayRequest *req, SayRespo
               const cm_call_opts *opts, cm_error **err);
 
 /* The callback of hello_say_async: on the client's loop thread, exactly once. status 0: rsp is the
- * response (returns owned: hello_say_free); otherwise err (borrowed during the callback) says why.
- */
+ * response (returns owned: hello_say_free; borrowed during the callback with
+ * opts->borrow_response); otherwise err (borrowed during the callback) says why. */
 typedef void (*hello_say_cb)(int status, SayResponse *rsp, const cm_error *err, void *user);
 
 /* Starts a call of Hello.Say; req is encoded before this returns. Any thread. Returns 0 (cb will

@@ -32,8 +32,9 @@ int acme_shop_v2_order_book_place_order(cm_client *c, const char *service,
                                         const cm_call_opts *opts, cm_error **err);
 
 /* The callback of acme_shop_v2_order_book_place_order_async: on the client's loop thread, exactly
- * once. status 0: rsp is the response (returns owned: acme_shop_v2_order_book_place_order_free);
- * otherwise err (borrowed during the callback) says why. */
+ * once. status 0: rsp is the response (returns owned: acme_shop_v2_order_book_place_order_free;
+ * borrowed during the callback with opts->borrow_response); otherwise err (borrowed during the
+ * callback) says why. */
 typedef void (*acme_shop_v2_order_book_place_order_cb)(int status,
                                                        Acme__ShopV2__PlaceOrderResponse *rsp,
                                                        const cm_error *err, void *user);
@@ -68,8 +69,8 @@ int acme_shop_v2_order_book_get_httpstatus(cm_client *c, const char *service,
 
 /* The callback of acme_shop_v2_order_book_get_httpstatus_async: on the client's loop thread,
  * exactly once. status 0: rsp is the response (returns owned:
- * acme_shop_v2_order_book_get_httpstatus_free); otherwise err (borrowed during the callback) says
- * why. */
+ * acme_shop_v2_order_book_get_httpstatus_free; borrowed during the callback with
+ * opts->borrow_response); otherwise err (borrowed during the callback) says why. */
 typedef void (*acme_shop_v2_order_book_get_httpstatus_cb)(int status,
                                                           Acme__ShopV2__Order__LineItem *rsp,
                                                           const cm_error *err, void *user);
@@ -102,8 +103,9 @@ int acme_shop_v2_order_book_flags(cm_client *c, const char *service, const Acme_
                                   cm_error **err);
 
 /* The callback of acme_shop_v2_order_book_flags_async: on the client's loop thread, exactly once.
- * status 0: rsp is the response (returns owned: acme_shop_v2_order_book_flags_free); otherwise err
- * (borrowed during the callback) says why. */
+ * status 0: rsp is the response (returns owned: acme_shop_v2_order_book_flags_free; borrowed during
+ * the callback with opts->borrow_response); otherwise err (borrowed during the callback) says why.
+ */
 typedef void (*acme_shop_v2_order_book_flags_cb)(int status, Acme__ShopV2__Order *rsp,
                                                  const cm_error *err, void *user);
 
@@ -133,8 +135,9 @@ int acme_shop_v2_order_book_user(cm_client *c, const char *service, const Acme__
                                  cm_error **err);
 
 /* The callback of acme_shop_v2_order_book_user_async: on the client's loop thread, exactly once.
- * status 0: rsp is the response (returns owned: acme_shop_v2_order_book_user_free); otherwise err
- * (borrowed during the callback) says why. */
+ * status 0: rsp is the response (returns owned: acme_shop_v2_order_book_user_free; borrowed during
+ * the callback with opts->borrow_response); otherwise err (borrowed during the callback) says why.
+ */
 typedef void (*acme_shop_v2_order_book_user_cb)(int status, Google__Protobuf__Empty *rsp,
                                                 const cm_error *err, void *user);
 
@@ -164,8 +167,9 @@ int acme_shop_v2_order_book_lower_case(cm_client *c, const char *service,
                                        const cm_call_opts *opts, cm_error **err);
 
 /* The callback of acme_shop_v2_order_book_lower_case_async: on the client's loop thread, exactly
- * once. status 0: rsp is the response (returns owned: acme_shop_v2_order_book_lower_case_free);
- * otherwise err (borrowed during the callback) says why. */
+ * once. status 0: rsp is the response (returns owned: acme_shop_v2_order_book_lower_case_free;
+ * borrowed during the callback with opts->borrow_response); otherwise err (borrowed during the
+ * callback) says why. */
 typedef void (*acme_shop_v2_order_book_lower_case_cb)(int status, Acme__ShopV2__Planet *rsp,
                                                       const cm_error *err, void *user);
 

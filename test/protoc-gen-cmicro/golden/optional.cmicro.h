@@ -29,8 +29,8 @@ int opt_v1_opt_do(cm_client *c, const char *service, const Opt__V1__Msg *req,
                   Opt__V1__Msg__Sub **rsp, const cm_call_opts *opts, cm_error **err);
 
 /* The callback of opt_v1_opt_do_async: on the client's loop thread, exactly once. status 0: rsp is
- * the response (returns owned: opt_v1_opt_do_free); otherwise err (borrowed during the callback)
- * says why. */
+ * the response (returns owned: opt_v1_opt_do_free; borrowed during the callback with
+ * opts->borrow_response); otherwise err (borrowed during the callback) says why. */
 typedef void (*opt_v1_opt_do_cb)(int status, Opt__V1__Msg__Sub *rsp, const cm_error *err,
                                  void *user);
 
