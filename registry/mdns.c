@@ -1,19 +1,21 @@
 /* cmicro: the mDNS registry backend (go-micro's default registry), on the registry's loop.
  *
- * One UDP socket on 0.0.0.0:5353 (SO_REUSEADDR and SO_REUSEPORT, so it coexists with go-micro
- * and other responders; joined to 224.0.0.251 on the chosen interfaces, multicast loopback on)
- * answers queries for the registered nodes and hears the announcements and goodbyes that feed
- * the watchers. Each lookup sends one PTR query from a socket of its own on an ephemeral port
- * (go-micro's responders answer by unicast to the query's source) and collects replies for the
- * query window. Registering announces the node three times (t, t+1 s, t+3 s); deregistering and
- * closing send goodbyes (TTL 0).
+ * A UDP socket on 0.0.0.0:5353 and one on [::]:5353 (SO_REUSEADDR and SO_REUSEPORT, so they
+ * coexist with go-micro and other responders; joined to 224.0.0.251 and ff02::fb on the chosen
+ * interfaces, multicast loopback on) answer queries for the registered nodes, by unicast over the
+ * query's family, and hear the announcements and goodbyes that feed the watchers. Each lookup
+ * sends one PTR query to both groups from sockets of its own on ephemeral ports (go-micro's
+ * responders answer by unicast to the query's source) and collects the replies of both for the
+ * query window. Registering announces the node three times (t, t+1 s, t+3 s) on both groups;
+ * deregistering and closing send goodbyes (TTL 0) likewise.
  *
  * Files: mdns.c (this: sockets, interfaces, the packet handler, init and close),
  * mdns_responder.c (registrations and answers), mdns_lookup.c (lookups and watch events),
  * mdns_wire.c (the DNS messages, with ldns), mdns_entries.c (reading replies, TXT payload).
  *
- * The sockets are IPv4: nodes with IPv6 addresses are served with AAAA records and AAAA records
- * are read, but the groups are joined and the queries sent over IPv4 only.
+ * IPv6 is optional: an interface without an IPv6 address is served over IPv4 only, and when
+ * [::]:5353 cannot be bound or ff02::fb joined anywhere the backend runs over IPv4 alone (with a
+ * debug line). A response heard over both families counts once.
  */
 #include "mdns_int.h"
 
@@ -27,7 +29,9 @@
 #include <unistd.h>
 
 #define DEFAULT_WINDOW_MS 100
-#define DRAIN_MS 500 /* at most this long for queued goodbyes before the socket closes */
+#define DRAIN_MS 500 /* at most this long for queued goodbyes before the sockets close */
+#define COPY_MS 500  /* a response's copy over the other family comes within this (< 1 s, the
+                        gap between announcements) */
 
 typedef struct pending_send {
     uv_udp_send_t req;
@@ -134,7 +138,9 @@ static void
 close_own_handles(cm__mdns_state *st)
 {
     st->draining = 0;
-    uv_close((uv_handle_t *)&st->sock, state_handle_closed);
+    for (int f = 0; f < st->nsocks; f++) {
+        uv_close((uv_handle_t *)&st->sock[f], state_handle_closed);
+    }
     uv_close((uv_handle_t *)&st->defer, state_handle_closed);
     uv_close((uv_handle_t *)&st->drain, state_handle_closed);
 }
@@ -200,32 +206,61 @@ cm__mdns_send(cm__mdns_state *st, uv_udp_t *sock, const uint8_t *data, size_t le
     st->nsends++;
 }
 
-static void
-group_addr(struct sockaddr_in *to)
-{
-    memset(to, 0, sizeof *to);
-    to->sin_family = AF_INET;
-    to->sin_port = htons(CM__MDNS_PORT);
-    inet_pton(AF_INET, CM__MDNS_GROUP4, &to->sin_addr);
-}
-
-/* Multicasts a datagram to 224.0.0.251:5353 on every chosen interface. */
+/* Multicasts a datagram to 224.0.0.251:5353 from socks[0] on every chosen interface and, when
+ * nsocks is 2, to [ff02::fb]:5353 from socks[1] on those with IPv6. */
 void
-cm__mdns_multicast(cm__mdns_state *st, uv_udp_t *sock, const uint8_t *data, size_t len)
+cm__mdns_multicast(cm__mdns_state *st, uv_udp_t socks[], int nsocks, const uint8_t *data,
+                   size_t len)
 {
-    struct sockaddr_in to;
-    group_addr(&to);
+    cm__mdns_sockaddr to4, to6;
+    uv_ip4_addr(CM__MDNS_GROUP4, CM__MDNS_PORT, &to4.in);
+    uv_ip6_addr(CM__MDNS_GROUP6, CM__MDNS_PORT, &to6.in6);
     for (size_t i = 0; i < st->nifaces; i++) {
-        int rc = uv_udp_set_multicast_interface(sock, st->ifaces[i].addr);
+        const cm__mdns_iface *f = &st->ifaces[i];
+        int rc = uv_udp_set_multicast_interface(&socks[0], f->addr);
         if (rc < 0) {
-            cm__mdns_debug("multicast interface %s: %s", st->ifaces[i].name, uv_strerror(rc));
-            continue;
+            cm__mdns_debug("multicast interface %s: %s", f->name, uv_strerror(rc));
+        } else {
+            cm__mdns_send(st, &socks[0], data, len, &to4.sa);
         }
-        cm__mdns_send(st, sock, data, len, (const struct sockaddr *)&to);
+        if (nsocks == 2 && f->v6) {
+            to6.in6.sin6_scope_id = f->index; /* the link of the link-local group */
+            cm__mdns_send(st, &socks[1], data, len, &to6.sa);
+        }
     }
 }
 
-/* ---- the 5353 socket ---- */
+/* ---- the 5353 sockets ---- */
+
+/* FNV-1a. */
+static uint64_t
+hash_bytes(const uint8_t *p, size_t len)
+{
+    uint64_t h = 14695981039346656037u;
+    for (size_t i = 0; i < len; i++) {
+        h = (h ^ p[i]) * 1099511628211u;
+    }
+    return h;
+}
+
+/* Whether a response is the copy, over the other family, of one heard within COPY_MS: go-micro
+ * and cmicro send each announcement to both groups at once. Remembers the first copy; it stands
+ * for one copy only, so the next announcement counts again. */
+static int
+copy_over_other_family(cm__mdns_state *st, const uint8_t *data, size_t len, int family)
+{
+    uint64_t h = hash_bytes(data, len), now = uv_now(st->loop);
+    for (size_t i = 0; i < CM__MDNS_RECENT; i++) {
+        cm__mdns_recent *c = &st->recent[i];
+        if (c->family != AF_UNSPEC && c->family != family && c->len == len && c->hash == h &&
+            now - c->at <= COPY_MS) {
+            c->family = AF_UNSPEC;
+            return 1;
+        }
+    }
+    st->recent[st->nrecent++ % CM__MDNS_RECENT] = (cm__mdns_recent){h, now, len, family};
+    return 0;
+}
 
 void
 cm__mdns_handle_packet(cm_registry *r, const uint8_t *data, size_t len, const struct sockaddr *from)
@@ -251,7 +286,7 @@ cm__mdns_handle_packet(cm_registry *r, const uint8_t *data, size_t len, const st
                        cm__mdns_addr_str(from, a, sizeof a));
     } else if (!ldns_pkt_qr(pkt)) {
         cm__mdns_answer(st, pkt, from);
-    } else {
+    } else if (!copy_over_other_family(st, data, len, from->sa_family)) {
         if (st->r->watchers != NULL) {
             cm__mdns_notify_watchers(st, pkt);
         }
@@ -338,28 +373,84 @@ candidate(const struct ifaddrs *i, const char *want)
     return (i->ifa_flags & IFF_UP) && (i->ifa_flags & IFF_MULTICAST);
 }
 
-/* Joins the group on one interface; notes the attempt in tried. */
+/* Whether the interface called name has an IPv6 address. */
+static int
+has_ipv6(const struct ifaddrs *all, const char *name)
+{
+    for (const struct ifaddrs *i = all; i != NULL; i = i->ifa_next) {
+        if (i->ifa_addr != NULL && i->ifa_addr->sa_family == AF_INET6 &&
+            strcmp(i->ifa_name, name) == 0) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* Joins ff02::fb on f when it has IPv6 (by index: libuv names the interface by an address).
+ * 1 when joined. */
+static int
+join_v6(cm__mdns_state *st, cm__mdns_iface *f, const struct ifaddrs *all)
+{
+    if (st->nsocks < 2) {
+        return 0;
+    }
+    if (f->index == 0 || !has_ipv6(all, f->name)) {
+        cm__mdns_debug("no IPv6 on %s: IPv4 only there", f->name);
+        return 0;
+    }
+    struct ipv6_mreq m;
+    memset(&m, 0, sizeof m);
+    inet_pton(AF_INET6, CM__MDNS_GROUP6, &m.ipv6mr_multiaddr);
+    m.ipv6mr_interface = f->index;
+    uv_os_fd_t fd;
+    int rc = uv_fileno((uv_handle_t *)&st->sock[1], &fd);
+    if (rc == 0 && setsockopt(fd, IPPROTO_IPV6, IPV6_JOIN_GROUP, &m, sizeof m) != 0) {
+        rc = -errno;
+    }
+    if (rc != 0) {
+        cm__mdns_debug("cannot join %s on %s: %s; IPv4 only there", CM__MDNS_GROUP6, f->name,
+                       uv_strerror(rc));
+        return 0;
+    }
+    return 1;
+}
+
+/* Joins the groups on one interface; notes the attempt in tried. */
 static void
-join_one(cm__mdns_state *st, const struct ifaddrs *i, char *tried, size_t triedlen)
+join_one(cm__mdns_state *st, const struct ifaddrs *i, const struct ifaddrs *all, char *tried,
+         size_t triedlen)
 {
     cm__mdns_iface *f = &st->ifaces[st->nifaces];
     snprintf(f->name, sizeof f->name, "%s", i->ifa_name);
     const struct sockaddr_in *in = (const struct sockaddr_in *)(const void *)i->ifa_addr;
     inet_ntop(AF_INET, &in->sin_addr, f->addr, sizeof f->addr);
-    int rc = uv_udp_set_membership(&st->sock, CM__MDNS_GROUP4, f->addr, UV_JOIN_GROUP);
+    int rc = uv_udp_set_membership(&st->sock[0], CM__MDNS_GROUP4, f->addr, UV_JOIN_GROUP);
     if (rc != 0) {
         list_add(tried, triedlen, "%s: %s", f->name, uv_err_name(rc));
         cm__mdns_debug("cannot join %s on %s (%s): %s", CM__MDNS_GROUP4, f->name, f->addr,
                        uv_strerror(rc));
         return;
     }
+    f->index = if_nametoindex(f->name);
+    f->v6 = join_v6(st, f, all);
     list_add(tried, triedlen, "%s", f->name);
-    list_add(st->ifnames, sizeof st->ifnames, "%s", f->name);
+    list_add(st->ifnames, sizeof st->ifnames, "%s (%s)", f->name, f->v6 ? "v4+v6" : "v4");
     st->nifaces++;
 }
 
+/* Closes [::]:5353 if it is open: the backend carries on over IPv4. */
+static void
+drop_v6(cm__mdns_state *st)
+{
+    if (st->nsocks == 2) {
+        uv_close((uv_handle_t *)&st->sock[1], state_handle_closed);
+        st->nsocks = 1;
+    }
+}
+
 /* Joins 224.0.0.251 on the wanted interfaces: a comma-separated list of names, or NULL for
- * every IPv4 interface that is up and multicast-capable. 0, CM_EINVAL (none joined, with a log
+ * every IPv4 interface that is up and multicast-capable; and ff02::fb on those of them with
+ * IPv6 (none joined: [::]:5353 is closed). 0, CM_EINVAL (224.0.0.251 joined nowhere, with a log
  * line naming what was tried), CM_ENOMEM or -errno. */
 static int
 join_interfaces(cm__mdns_state *st, const char *want)
@@ -386,7 +477,7 @@ join_interfaces(cm__mdns_state *st, const char *want)
             size_t used = strlen(attempted);
             snprintf(attempted + used, sizeof attempted - used, "%s%s", used ? "," : "",
                      i->ifa_name);
-            join_one(st, i, tried, sizeof tried);
+            join_one(st, i, all, tried, sizeof tried);
         }
     }
     freeifaddrs(all);
@@ -403,44 +494,74 @@ join_interfaces(cm__mdns_state *st, const char *want)
                      CM__MDNS_GROUP4, want ? want : "every multicast-capable interface", tried);
         return CM_EINVAL;
     }
-    cm__mdns_debug("joined %s on [%s]", CM__MDNS_GROUP4, st->ifnames);
+    int joined6 = 0;
+    for (size_t i = 0; i < st->nifaces; i++) {
+        joined6 += st->ifaces[i].v6;
+    }
+    if (st->nsocks == 2 && joined6 == 0) {
+        cm__mdns_debug("%s joined on no interface: IPv4 only", CM__MDNS_GROUP6);
+        drop_v6(st);
+    }
+    cm__mdns_debug("joined on [%s]", st->ifnames);
     return 0;
 }
 
+/* Opens the 5353 socket of one family (IPv6: v6-only), shared with other responders through
+ * SO_REUSEADDR and SO_REUSEPORT. Once the handle exists it counts in nsocks. */
 static int
-open_socket(cm__mdns_state *st, const char *want)
+bind_socket(cm__mdns_state *st, int v6)
 {
-    int rc = uv_udp_init_ex(st->loop, &st->sock, AF_INET);
+    uv_udp_t *s = &st->sock[v6];
+    int rc = uv_udp_init_ex(st->loop, s, v6 ? AF_INET6 : AF_INET);
     if (rc != 0) {
         return rc;
     }
-    st->sock.data = st;
+    s->data = st;
     st->nhandles++;
+    st->nsocks++;
     uv_os_fd_t fd;
     int one = 1;
-    rc = uv_fileno((uv_handle_t *)&st->sock, &fd);
+    rc = uv_fileno((uv_handle_t *)s, &fd);
     if (rc == 0 && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0) {
         rc = -errno;
     }
-    struct sockaddr_in any;
-    uv_ip4_addr("0.0.0.0", CM__MDNS_PORT, &any);
-    if (rc == 0) {
-        rc = uv_udp_bind(&st->sock, (const struct sockaddr *)&any, UV_UDP_REUSEADDR);
+    cm__mdns_sockaddr any;
+    if (v6) {
+        uv_ip6_addr("::", CM__MDNS_PORT, &any.in6);
+    } else {
+        uv_ip4_addr("0.0.0.0", CM__MDNS_PORT, &any.in);
     }
+    if (rc == 0) {
+        rc = uv_udp_bind(s, &any.sa, UV_UDP_REUSEADDR | (v6 ? UV_UDP_IPV6ONLY : 0));
+    }
+    return rc;
+}
+
+static int
+open_sockets(cm__mdns_state *st, const char *want)
+{
+    int rc = bind_socket(st, 0);
     if (rc != 0) {
         cm__mdns_log("cannot bind 0.0.0.0:%d: %s", CM__MDNS_PORT, uv_strerror(rc));
         return rc;
     }
+    if ((rc = bind_socket(st, 1)) != 0) {
+        cm__mdns_debug("cannot bind [::]:%d: %s; IPv4 only", CM__MDNS_PORT, uv_strerror(rc));
+        drop_v6(st);
+    }
     if ((rc = join_interfaces(st, want)) != 0) {
         return rc;
     }
-    uv_udp_set_multicast_loop(&st->sock, 1);
-    uv_udp_set_multicast_ttl(&st->sock, 255);
-    rc = uv_udp_recv_start(&st->sock, sock_alloc, sock_recv);
-    if (rc != 0) {
-        cm__mdns_log("cannot receive on port %d: %s", CM__MDNS_PORT, uv_strerror(rc));
+    for (int f = 0; f < st->nsocks; f++) {
+        uv_udp_set_multicast_loop(&st->sock[f], 1);
+        uv_udp_set_multicast_ttl(&st->sock[f], 255);
+        rc = uv_udp_recv_start(&st->sock[f], sock_alloc, sock_recv);
+        if (rc != 0) {
+            cm__mdns_log("cannot receive on port %d: %s", CM__MDNS_PORT, uv_strerror(rc));
+            return rc;
+        }
     }
-    return rc;
+    return 0;
 }
 
 static int
@@ -479,16 +600,12 @@ mdns_init(cm_registry *r)
     if (want != NULL && want[0] == '\0') {
         want = NULL;
     }
-    int rc = open_socket(st, want);
+    int rc = open_sockets(st, want);
     if (rc != 0) {
         /* The handles close on the loop; the state goes with them, r is the caller's. */
         st->init_failed = 1;
         st->closing = 1;
-        uv_close((uv_handle_t *)&st->defer, state_handle_closed);
-        uv_close((uv_handle_t *)&st->drain, state_handle_closed);
-        if (st->nhandles == 3) {
-            uv_close((uv_handle_t *)&st->sock, state_handle_closed);
-        }
+        close_own_handles(st);
         return rc;
     }
     return 0;
@@ -499,7 +616,9 @@ mdns_close(cm_registry *r)
 {
     cm__mdns_state *st = cm__mdns_state_of(r);
     st->closing = 1;
-    uv_udp_recv_stop(&st->sock);
+    for (int f = 0; f < st->nsocks; f++) {
+        uv_udp_recv_stop(&st->sock[f]);
+    }
     while (st->nodes != NULL) {
         cm__mdns_node_remove(st, st->nodes);
     }

@@ -15,6 +15,7 @@
 
 #define CM__MDNS_PORT 5353
 #define CM__MDNS_GROUP4 "224.0.0.251"
+#define CM__MDNS_GROUP6 "ff02::fb"
 #define CM__MDNS_TTL 120       /* seconds, go-micro's defaultTTL */
 #define CM__MDNS_TXT_CHUNK 255 /* hex characters per TXT string */
 #define CM__MDNS_WILDCARD_PORT 9999
@@ -129,8 +130,26 @@ typedef struct cm__mdns_state cm__mdns_state;
 
 typedef struct cm__mdns_iface {
     char name[IF_NAMESIZE];
-    char addr[INET_ADDRSTRLEN];
+    char addr[INET_ADDRSTRLEN]; /* its IPv4 address, which chooses it for IPv4 multicast */
+    unsigned index;
+    int v6; /* ff02::fb joined on it too */
 } cm__mdns_iface;
+
+/* A socket address of either family. */
+typedef union cm__mdns_sockaddr {
+    struct sockaddr sa;
+    struct sockaddr_in in;
+    struct sockaddr_in6 in6;
+} cm__mdns_sockaddr;
+
+/* Responses heard on port 5353 lately, to drop the copy that arrives over the other family. */
+#define CM__MDNS_RECENT 32
+typedef struct cm__mdns_recent {
+    uint64_t hash; /* of the datagram */
+    uint64_t at;   /* loop time, ms */
+    size_t len;
+    int family; /* AF_UNSPEC once its copy came */
+} cm__mdns_recent;
 
 /* A registered node, keyed by (service name, node id). */
 typedef struct cm__mdns_node {
@@ -156,7 +175,8 @@ typedef struct cm__mdns_wild {
 typedef struct cm__mdns_query {
     struct cm__mdns_query *next;
     cm__mdns_state *st;
-    uv_udp_t sock;
+    uv_udp_t sock[2]; /* IPv4, then IPv6 when nsocks is 2; ephemeral ports */
+    int nsocks;
     uv_timer_t timer;
     int open; /* handles not yet closed */
     int canceled;
@@ -180,7 +200,8 @@ typedef struct cm__mdns_done {
 struct cm__mdns_state {
     cm_registry *r;
     uv_loop_t *loop;
-    uv_udp_t sock;     /* 0.0.0.0:5353 */
+    uv_udp_t sock[2];  /* 0.0.0.0:5353, then [::]:5353 when nsocks is 2 */
+    int nsocks;        /* 2 when IPv6 is joined on at least one interface */
     uv_timer_t defer;  /* runs the completions of register and deregister */
     uv_timer_t drain;  /* bounds the wait for queued goodbyes on close */
     unsigned nhandles; /* open handles, the queries' and nodes' included */
@@ -190,13 +211,15 @@ struct cm__mdns_state {
     int init_failed;
     cm__mdns_iface *ifaces;
     size_t nifaces;
-    char ifnames[256]; /* "lo, eth0", for log lines */
+    char ifnames[256]; /* "lo (v4+v6), eth0 (v4)", for log lines */
     char *host;        /* "<hostname>." */
     uint64_t window_ms;
     cm__mdns_node *nodes;
     cm__mdns_wild *wilds;
     cm__mdns_query *queries;
     cm__mdns_done *done_head, **done_tail;
+    cm__mdns_recent recent[CM__MDNS_RECENT];
+    unsigned nrecent; /* responses remembered so far; the next goes to nrecent % RECENT */
     uint8_t rbuf[CM__MDNS_MAX_DGRAM];
 };
 
@@ -211,8 +234,10 @@ void cm__mdns_complete_later(cm__mdns_state *st, cm__mdns_done *d, cm_registry_c
 /* Sends a datagram now if the socket takes it, else queues a copy. */
 void cm__mdns_send(cm__mdns_state *st, uv_udp_t *sock, const uint8_t *data, size_t len,
                    const struct sockaddr *to);
-/* Multicasts a datagram to 224.0.0.251:5353 on every chosen interface. */
-void cm__mdns_multicast(cm__mdns_state *st, uv_udp_t *sock, const uint8_t *data, size_t len);
+/* Multicasts a datagram to 224.0.0.251:5353 from socks[0] on every chosen interface and, when
+ * nsocks is 2, to [ff02::fb]:5353 from socks[1] on those with IPv6. */
+void cm__mdns_multicast(cm__mdns_state *st, uv_udp_t socks[], int nsocks, const uint8_t *data,
+                        size_t len);
 
 /* Responder (mdns_responder.c). */
 int cm__mdns_reg(cm_registry *r, const cm_reg_service *svc, uint64_t ttl_ms, cm_registry_cb cb,
@@ -220,7 +245,8 @@ int cm__mdns_reg(cm_registry *r, const cm_reg_service *svc, uint64_t ttl_ms, cm_
 int cm__mdns_dereg(cm_registry *r, const cm_reg_service *svc, cm_registry_cb cb, void *user);
 /* Unlinks n, says goodbye for it and frees it (its timer closes first). */
 void cm__mdns_node_remove(cm__mdns_state *st, cm__mdns_node *n);
-/* Answers a query: one unicast datagram to from per node or wildcard that has answers. */
+/* Answers a query: one unicast datagram to from (over the 5353 socket of its family) per node or
+ * wildcard that has answers. */
 void cm__mdns_answer(cm__mdns_state *st, const ldns_pkt *query, const struct sockaddr *from);
 
 /* Lookups and watch (mdns_lookup.c). */
@@ -242,10 +268,11 @@ void cm__mdns_query_cancel(cm__mdns_query *q);
 /* Turns the complete entries of a response heard on port 5353 into watch events. */
 void cm__mdns_notify_watchers(cm__mdns_state *st, const ldns_pkt *pkt);
 
-/* Handles one datagram as it arrived on the 5353 socket of r (an mdns registry): queries are
- * answered (unicast to from), responses feed the watchers and the pending lookups whose
- * question they answer. Malformed datagrams are dropped with a debug line. Exposed for tests
- * (the fuzz test feeds it directly). */
+/* Handles one datagram as it arrived on the 5353 socket of r (an mdns registry) of from's
+ * family: queries are answered (unicast to from), responses feed the watchers and the pending
+ * lookups whose question they answer, except the copy of a response heard over the other family
+ * just before (announcements go to both groups). Malformed datagrams are dropped with a debug
+ * line. Exposed for tests (the fuzz test feeds it directly). */
 void cm__mdns_handle_packet(cm_registry *r, const uint8_t *data, size_t len,
                             const struct sockaddr *from);
 

@@ -1,5 +1,6 @@
 /* cmicro: the querier side of the mDNS registry backend: lookups (get_service, list_services)
- * from sockets of their own, and watch events from announcements and goodbyes. */
+ * from sockets of their own (one per family), and watch events from announcements and
+ * goodbyes. */
 #include "mdns_int.h"
 
 #include <arpa/inet.h>
@@ -105,7 +106,9 @@ query_close(cm__mdns_query *q)
             break;
         }
     }
-    uv_close((uv_handle_t *)&q->sock, query_handle_closed);
+    for (int f = 0; f < q->nsocks; f++) {
+        uv_close((uv_handle_t *)&q->sock[f], query_handle_closed);
+    }
     uv_close((uv_handle_t *)&q->timer, query_handle_closed);
 }
 
@@ -279,6 +282,35 @@ query_recv(uv_udp_t *h, ssize_t nread, const uv_buf_t *buf, const struct sockadd
     ldns_pkt_free(pkt);
 }
 
+/* Opens q's socket of one family on an ephemeral port and starts reading. Once the handle
+ * exists it counts in q->nsocks and closes with q. */
+static int
+query_socket(cm__mdns_query *q, int v6)
+{
+    uv_udp_t *s = &q->sock[v6];
+    int rc = uv_udp_init(q->st->loop, s);
+    if (rc != 0) {
+        return rc;
+    }
+    s->data = q;
+    q->nsocks++;
+    q->open++;
+    q->st->nhandles++;
+    cm__mdns_sockaddr any;
+    if (v6) {
+        uv_ip6_addr("::", 0, &any.in6);
+    } else {
+        uv_ip4_addr("0.0.0.0", 0, &any.in);
+    }
+    rc = uv_udp_bind(s, &any.sa, v6 ? UV_UDP_IPV6ONLY : 0);
+    if (rc == 0) {
+        uv_udp_set_multicast_ttl(s, 255);
+        uv_udp_set_multicast_loop(s, 1);
+        rc = uv_udp_recv_start(s, query_alloc, query_recv);
+    }
+    return rc;
+}
+
 static int
 query_start(cm_registry *r, const char *name, int list, cm_registry_list_cb cb, void *user)
 {
@@ -326,30 +358,28 @@ query_start(cm_registry *r, const char *name, int list, cm_registry_list_cb cb, 
         return rc;
     }
     /* From here on the handles exist: failures close them and free q without a callback. */
-    uv_udp_init(st->loop, &q->sock);
     uv_timer_init(st->loop, &q->timer);
-    q->sock.data = q;
     q->timer.data = q;
-    q->open = 2;
-    st->nhandles += 2;
+    q->open = 1;
+    st->nhandles++;
     q->next = st->queries;
     st->queries = q;
-    struct sockaddr_in any;
-    uv_ip4_addr("0.0.0.0", 0, &any);
-    rc = uv_udp_bind(&q->sock, (const struct sockaddr *)&any, 0);
-    if (rc == 0) {
-        uv_udp_set_multicast_ttl(&q->sock, 255);
-        uv_udp_set_multicast_loop(&q->sock, 1);
-        rc = uv_udp_recv_start(&q->sock, query_alloc, query_recv);
-    }
-    if (rc != 0) {
+    if ((rc = query_socket(q, 0)) != 0) {
         cm__mdns_log("cannot open a query socket for %s: %s", name, uv_strerror(rc));
         free(wire);
         q->cb = NULL;
         query_close(q);
         return rc;
     }
-    cm__mdns_multicast(st, &q->sock, wire, len);
+    if (st->nsocks == 2 && (rc = query_socket(q, 1)) != 0) {
+        cm__mdns_debug("lookup of %s: no IPv6 query socket (%s); IPv4 only", name,
+                       uv_strerror(rc));
+        if (q->nsocks == 2) {
+            uv_close((uv_handle_t *)&q->sock[1], query_handle_closed);
+            q->nsocks = 1;
+        }
+    }
+    cm__mdns_multicast(st, q->sock, q->nsocks, wire, len);
     free(wire);
     uv_timer_start(&q->timer, query_window_end, st->window_ms, 0);
     return 0;

@@ -18,7 +18,7 @@ announce(cm__mdns_node *n, uint32_t ttl)
                      n->id);
         return;
     }
-    cm__mdns_multicast(n->st, &n->st->sock, wire, len);
+    cm__mdns_multicast(n->st, n->st->sock, n->st->nsocks, wire, len);
     free(wire);
 }
 
@@ -358,11 +358,16 @@ cm__mdns_dereg(cm_registry *r, const cm_reg_service *svc, cm_registry_cb cb, voi
 void
 cm__mdns_answer(cm__mdns_state *st, const ldns_pkt *pkt, const struct sockaddr *from)
 {
+    int v6 = from->sa_family == AF_INET6;
+    if (v6 && st->nsocks < 2) {
+        return;
+    }
+    uv_udp_t *sock = &st->sock[v6];
     for (cm__mdns_node *n = st->nodes; n != NULL; n = n->next) {
         uint8_t *wire;
         size_t len;
         if (cm__mdns_zone_answer(&n->zone, pkt, &wire, &len) == 0 && wire != NULL) {
-            cm__mdns_send(st, &st->sock, wire, len, from);
+            cm__mdns_send(st, sock, wire, len, from);
             free(wire);
         }
     }
@@ -370,7 +375,7 @@ cm__mdns_answer(cm__mdns_state *st, const ldns_pkt *pkt, const struct sockaddr *
         uint8_t *wire;
         size_t len;
         if (cm__mdns_zone_answer(&w->zone, pkt, &wire, &len) == 0 && wire != NULL) {
-            cm__mdns_send(st, &st->sock, wire, len, from);
+            cm__mdns_send(st, sock, wire, len, from);
             free(wire);
         }
     }

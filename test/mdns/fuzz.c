@@ -1,8 +1,9 @@
 /* Fuzz smoke test of the mdns backend's packet handling: 100,000 random datagrams and mutations
  * of real ones (queries, replies, announcements, goodbyes, replies with broken TXT payloads)
- * are fed straight into cm__mdns_handle_packet of a registry that has a registered node, a
- * watcher and lookups in flight. Meant for ASan/UBSan builds: no crash, no leak. The registry
- * must still answer afterwards. Runs inside a private network namespace.
+ * are fed straight into cm__mdns_handle_packet (as if heard over IPv4 and IPv6 in turn) of a
+ * registry that has a registered node, a watcher and lookups in flight. Meant for ASan/UBSan
+ * builds: no crash, no leak. The registry must still answer afterwards. Runs inside a private
+ * network namespace.
  *   test-mdns-fuzz [ITERATIONS [SEED]] */
 #include "mdns_test.h"
 
@@ -356,11 +357,17 @@ main(int argc, char **argv)
     from.sin_family = AF_INET;
     from.sin_port = htons(9);
     inet_pton(AF_INET, "127.0.0.1", &from.sin_addr);
+    struct sockaddr_in6 from6 = {0}; /* every other datagram comes over IPv6 */
+    from6.sin6_family = AF_INET6;
+    from6.sin6_port = htons(9);
+    from6.sin6_addr = in6addr_loopback;
     static uint8_t buf[CM__MDNS_MAX_DGRAM];
     uint64_t t0 = now_ms();
     for (long i = 0; i < iterations; i++) {
         size_t len = mutate(buf, sizeof buf);
-        cm__mdns_handle_packet(reg, buf, len, (const struct sockaddr *)&from);
+        cm__mdns_handle_packet(reg, buf, len,
+                               i % 2 ? (const struct sockaddr *)&from6
+                                     : (const struct sockaddr *)&from);
         if (i % 256 == 0) {
             uv_run(cm_loop_uv(loop), UV_RUN_NOWAIT);
         }
