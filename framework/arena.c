@@ -64,18 +64,23 @@ cm__arena_alloc(cm__arena *a, size_t n)
 }
 
 void
-cm__arena_reset(cm__arena *a)
+cm__arena_reset(cm__arena *a, size_t keep)
 {
     cm__chunk *c = a->head;
     if (c == NULL) {
         return;
     }
-    /* Keep the largest (newest) chunk. */
+    /* Keep the largest (newest) chunk, unless it is over keep bytes. */
     cm__chunk *rest = c->next;
     while (rest != NULL) {
         cm__chunk *next = rest->next;
         free(rest);
         rest = next;
+    }
+    if (c->size > keep) {
+        free(c);
+        a->head = NULL;
+        return;
     }
     c->next = NULL;
     c->used = 0;

@@ -15,7 +15,7 @@
 
 /* Finished calls are kept for reuse (the block, its body buffer and its arena), so that a steady
  * stream of calls allocates nothing: blocks with room for this many headers and bytes of names,
- * at most POOL_MAX of them, buffers up to POOL_KEEP bytes. */
+ * at most POOL_MAX of them, body buffers and arenas up to POOL_KEEP bytes each. */
 #define POOL_HDRS 24
 #define POOL_NAMES 320
 #define POOL_MAX 1024
@@ -213,7 +213,7 @@ call_free(call *k)
             cm_buf_free(&k->body);
         }
         k->body.len = 0;
-        cm__arena_reset(&k->arena);
+        cm__arena_reset(&k->arena, POOL_KEEP);
         uv_mutex_lock(&c->pool_mu);
         if (c->npool < POOL_MAX) {
             k->next = c->pool;

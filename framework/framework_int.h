@@ -57,8 +57,9 @@ typedef struct cm__arena {
 
 void cm__arena_init(cm__arena *a);
 void *cm__arena_alloc(cm__arena *a, size_t n);
-/* Releases everything but the first chunk, which is kept for the next call. */
-void cm__arena_reset(cm__arena *a);
+/* Releases everything but the newest (largest) chunk, which is kept for the next call when it
+ * holds at most keep bytes. */
+void cm__arena_reset(cm__arena *a, size_t keep);
 void cm__arena_fini(cm__arena *a);
 
 /* ---- headers ---- */

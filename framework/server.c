@@ -210,8 +210,8 @@ ctx_put(cm_ctx *c)
     c->nrsp_hdrs = 0;
     c->close_after = 0;
     c->out.len = 0;
-    cm__arena_reset(&c->arena);
-    /* Keep a large response buffer from pinning memory. */
+    /* Keep a large request's arena or response buffer from pinning memory. */
+    cm__arena_reset(&c->arena, 256 * 1024);
     if (c->out.cap > 256 * 1024) {
         cm_buf_free(&c->out);
     }

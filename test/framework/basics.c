@@ -183,8 +183,15 @@ test_arena(void)
     char *big = cm__arena_alloc(&a, 100000);
     CHECK(big != NULL);
     memset(big, 1, 100000);
-    cm__arena_reset(&a);
+    /* The big chunk is kept (it is the newest) when keep allows it: the next allocation reuses
+     * it from its start. */
+    cm__arena_reset(&a, 200000);
     char *q = cm__arena_alloc(&a, 10);
+    CHECK(q == big);
+    /* Over keep, it goes: a later allocation gets a new chunk. */
+    cm__arena_reset(&a, 4096);
+    CHECK(a.head == NULL);
+    q = cm__arena_alloc(&a, 10);
     CHECK(q != NULL);
     cm__arena_fini(&a);
 }
