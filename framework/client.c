@@ -39,9 +39,10 @@ struct cm_client {
     atomic_uint rr;
     call *calls; /* in flight, doubly linked */
     int closing;
-    uv_mutex_t pool_mu; /* calls start on any thread and end on the loop thread */
+    uv_mutex_t mu; /* guards pool and queued: calls start on any thread */
     call *pool;
     size_t npool;
+    call *queued; /* posted to the loop, not started yet, doubly linked */
 };
 
 struct call {
@@ -50,6 +51,7 @@ struct call {
     cm__post post;
     int pooled;       /* a block of the pool's size */
     int borrow;       /* the response is decoded into arena: the callback borrows it */
+    int orphan;       /* queued when the client went: it ends canceled, never touching it */
     cm__arena arena;
     const cm_codec_ops *codec;
     const ProtobufCMessageDescriptor *rsp_desc;
@@ -116,7 +118,7 @@ cm_client_new(cm_loop *loop, const cm_client_opts *o, cm_client **out)
     if (c == NULL) {
         return CM_ENOMEM;
     }
-    uv_mutex_init(&c->pool_mu);
+    uv_mutex_init(&c->mu);
     c->content_type = strdup(o->content_type ? o->content_type : CM_CT_PROTOBUF);
     c->transport_name = strdup(o->transport ? o->transport : "http");
     c->request_timeout_ms = o->request_timeout_ms ? o->request_timeout_ms : 30000;
@@ -165,12 +167,12 @@ call_alloc(cm_client *c, size_t cap, size_t names)
     call *k = NULL;
     int pooled = cap <= POOL_HDRS && names <= POOL_NAMES;
     if (pooled) {
-        uv_mutex_lock(&c->pool_mu);
+        uv_mutex_lock(&c->mu);
         if ((k = c->pool) != NULL) {
             c->pool = k->next;
             c->npool--;
         }
-        uv_mutex_unlock(&c->pool_mu);
+        uv_mutex_unlock(&c->mu);
         cap = POOL_HDRS;
         names = POOL_NAMES;
     }
@@ -208,20 +210,20 @@ call_free(call *k)
     free((char *)k->filter_copy.endpoint);
     cm_md_free((cm_md *)k->filter_copy.labels);
     cm_client *c = k->client;
-    if (k->pooled && !c->closing) {
+    if (k->pooled && !k->orphan && !c->closing) {
         if (k->body.cap > POOL_KEEP) {
             cm_buf_free(&k->body);
         }
         k->body.len = 0;
         cm__arena_reset(&k->arena, POOL_KEEP);
-        uv_mutex_lock(&c->pool_mu);
+        uv_mutex_lock(&c->mu);
         if (c->npool < POOL_MAX) {
             k->next = c->pool;
             c->pool = k;
             c->npool++;
             k = NULL;
         }
-        uv_mutex_unlock(&c->pool_mu);
+        uv_mutex_unlock(&c->mu);
         if (k == NULL) {
             return;
         }
@@ -537,7 +539,25 @@ static void
 start_on_loop(void *arg)
 {
     call *k = arg;
+    if (k->orphan) {
+        cm_error *e = cm_error_new(CM__CLIENT_ERROR_ID, 499, "client closed");
+        k->cb(CM_ECANCELED, NULL, e, k->user);
+        cm_error_free(e);
+        call_free(k);
+        return;
+    }
     cm_client *c = k->client;
+    uv_mutex_lock(&c->mu);
+    if (k->prev) {
+        k->prev->next = k->next;
+    } else {
+        c->queued = k->next;
+    }
+    if (k->next) {
+        k->next->prev = k->prev;
+    }
+    uv_mutex_unlock(&c->mu);
+    k->prev = k->next = NULL;
     if (c->closing) {
         call_fail(k, CM_ECANCELED, 499, "client closed");
         return;
@@ -685,6 +705,13 @@ cm_client_call_async(cm_client *c, const char *service, const char *endpoint,
         return rc;
     }
     /* Posted even on the loop thread, so that the callback never runs inside this call. */
+    uv_mutex_lock(&c->mu);
+    k->next = c->queued;
+    if (c->queued) {
+        c->queued->prev = k;
+    }
+    c->queued = k;
+    uv_mutex_unlock(&c->mu);
     cm__loop_post_node(c->loop, &k->post, start_on_loop, k);
     if (c->autostart && !cm__loop_running(c->loop)) {
         /* A client-only program: the loop gets a thread of its own at the first call. A
@@ -792,6 +819,13 @@ close_on_loop(void *arg)
     closer *z = arg;
     cm_client *c = z->c;
     c->closing = 1;
+    /* Calls still queued on the loop end canceled when their turn comes, without the client. */
+    uv_mutex_lock(&c->mu);
+    for (call *k = c->queued; k != NULL; k = k->next) {
+        k->orphan = 1;
+    }
+    c->queued = NULL;
+    uv_mutex_unlock(&c->mu);
     /* Calls waiting in back-off end now; calls on the wire end through the transport's
      * cancellation. */
     call *k = c->calls;
@@ -819,7 +853,10 @@ cm_client_free(cm_client *c)
     if (c == NULL) {
         return;
     }
-    if (c->loop != NULL && (c->own_loop || c->transport != NULL || c->calls != NULL)) {
+    uv_mutex_lock(&c->mu);
+    int queued = c->queued != NULL;
+    uv_mutex_unlock(&c->mu);
+    if (c->loop != NULL && (c->own_loop || c->transport != NULL || c->calls != NULL || queued)) {
         closer z;
         memset(&z, 0, sizeof(z));
         z.c = c;
@@ -847,7 +884,7 @@ cm_client_free(cm_client *c)
         cm__arena_fini(&k->arena);
         free(k);
     }
-    uv_mutex_destroy(&c->pool_mu);
+    uv_mutex_destroy(&c->mu);
     free(c->content_type);
     free(c->transport_name);
     free(c);

@@ -629,6 +629,73 @@ test_borrowed_responses(void)
     free(ch);
 }
 
+/* Calls that were started but never ran on their loop when the client goes: their callbacks
+ * still run once, with CM_ECANCELED, and nothing touches the freed client. Both the loop's
+ * cross-thread queue (the loop not running) and its local queue (posted on the loop thread). */
+typedef struct freed {
+    cm_loop *loop;
+    cm_client *c;
+    int cbs, canceled;
+} freed;
+
+static void
+on_freed_call(int status, void *rsp, const cm_error *err, void *user)
+{
+    (void)err;
+    freed *f = user;
+    f->cbs++;
+    f->canceled += status == CM_ECANCELED;
+    if (rsp != NULL) {
+        cm_message_free(&rpctest__rsp__descriptor, rsp);
+    }
+}
+
+static void
+start_then_free(freed *f)
+{
+    Rpctest__Req req = RPCTEST__REQ__INIT;
+    req.name = "never";
+    cm_call_opts o;
+    cm_call_opts_init(&o);
+    o.address = S.addr;
+    for (int i = 0; i < 3; i++) {
+        CHECK_EQ_INT(cm_client_call_async(f->c, "rpctest", "Test.Echo", &rpctest__req__descriptor,
+                                          &req, &rpctest__rsp__descriptor, &o, on_freed_call, f),
+                     0);
+    }
+    cm_client_free(f->c);
+    f->c = NULL;
+}
+
+static void
+on_loop_thread(void *arg)
+{
+    freed *f = arg;
+    start_then_free(f);
+    cm_loop_stop(f->loop);
+}
+
+static void
+test_free_with_unstarted_calls(void)
+{
+    freed f = {0};
+    CHECK_EQ_INT(cm_loop_new(&f.loop), 0);
+    CHECK_EQ_INT(cm_client_new(f.loop, NULL, &f.c), 0);
+    start_then_free(&f); /* the loop is not running */
+    cm_loop_free(f.loop);
+    CHECK_EQ_INT(f.cbs, 3);
+    CHECK_EQ_INT(f.canceled, 3);
+
+    memset(&f, 0, sizeof(f));
+    CHECK_EQ_INT(cm_loop_new(&f.loop), 0);
+    CHECK_EQ_INT(cm_client_new(f.loop, NULL, &f.c), 0);
+    CHECK_EQ_INT(cm_loop_post(f.loop, on_loop_thread, &f), 0);
+    CHECK_EQ_INT(cm_loop_run(f.loop), 0);
+    cm_loop_free(f.loop);
+    CHECK_EQ_INT(f.cbs, 3);
+    CHECK_EQ_INT(f.canceled, 3);
+}
+
 int
 main(void)
 {
@@ -643,6 +710,7 @@ main(void)
     RUN(test_bad_bodies);
     RUN(test_async_many);
     RUN(test_borrowed_responses);
+    RUN(test_free_with_unstarted_calls);
     RUN(test_graceful_stop);
     cm_client_free(client);
     srv_free(&S);
