@@ -15,11 +15,12 @@
 
 /* Finished calls are kept for reuse (the block, its body buffer and its arena), so that a steady
  * stream of calls allocates nothing: blocks with room for this many headers and bytes of names,
- * at most POOL_MAX of them, body buffers and arenas up to POOL_KEEP bytes each. */
+ * at most POOL_MAX of them, body buffers and arenas up to POOL_KEEP bytes each (at most 8 MiB in
+ * all; far less for small calls). */
 #define POOL_HDRS 24
 #define POOL_NAMES 320
-#define POOL_MAX 1024
-#define POOL_KEEP (64u * 1024u)
+#define POOL_MAX 256
+#define POOL_KEEP (16u * 1024u)
 
 typedef struct call call;
 
@@ -38,11 +39,14 @@ struct cm_client {
     atomic_uint_fast64_t seq;
     atomic_uint rr;
     call *calls; /* in flight, doubly linked */
-    int closing;
-    uv_mutex_t mu; /* guards pool and queued: calls start on any thread */
+    atomic_int closing;
+    /* One reference for the owner and one per call block handed out: a call that ends after
+     * cm_client_free (its callback freed the client, or it was still queued on the loop) still
+     * finds the client's memory. The last release frees it. */
+    atomic_int refs;
+    uv_mutex_t mu; /* guards the pool: calls start on any thread */
     call *pool;
     size_t npool;
-    call *queued; /* posted to the loop, not started yet, doubly linked */
 };
 
 struct call {
@@ -51,7 +55,6 @@ struct call {
     cm__post post;
     int pooled;       /* a block of the pool's size */
     int borrow;       /* the response is decoded into arena: the callback borrows it */
-    int orphan;       /* queued when the client went: it ends canceled, never touching it */
     cm__arena arena;
     const cm_codec_ops *codec;
     const ProtobufCMessageDescriptor *rsp_desc;
@@ -119,6 +122,7 @@ cm_client_new(cm_loop *loop, const cm_client_opts *o, cm_client **out)
         return CM_ENOMEM;
     }
     uv_mutex_init(&c->mu);
+    atomic_init(&c->refs, 1);
     c->content_type = strdup(o->content_type ? o->content_type : CM_CT_PROTOBUF);
     c->transport_name = strdup(o->transport ? o->transport : "http");
     c->request_timeout_ms = o->request_timeout_ms ? o->request_timeout_ms : 30000;
@@ -192,9 +196,35 @@ call_alloc(cm_client *c, size_t cap, size_t names)
     }
     k->pooled = pooled;
     k->client = c;
+    atomic_fetch_add(&c->refs, 1);
     k->hdrs = (cm_hdr *)(void *)(k + 1);
     k->service = (char *)(k->hdrs + cap);
     return k;
+}
+
+static void
+block_free(call *k)
+{
+    cm_buf_free(&k->body);
+    cm__arena_fini(&k->arena);
+    free(k);
+}
+
+/* Drops a reference; the last one frees the client (after cm_client_free closed it). */
+static void
+client_release(cm_client *c)
+{
+    if (atomic_fetch_sub(&c->refs, 1) != 1) {
+        return;
+    }
+    for (call *k = c->pool, *next; k != NULL; k = next) {
+        next = k->next;
+        block_free(k);
+    }
+    uv_mutex_destroy(&c->mu);
+    free(c->content_type);
+    free(c->transport_name);
+    free(c);
 }
 
 static void
@@ -210,7 +240,8 @@ call_free(call *k)
     free((char *)k->filter_copy.endpoint);
     cm_md_free((cm_md *)k->filter_copy.labels);
     cm_client *c = k->client;
-    if (k->pooled && !k->orphan && !c->closing) {
+    int kept = 0;
+    if (k->pooled && !atomic_load(&c->closing)) {
         if (k->body.cap > POOL_KEEP) {
             cm_buf_free(&k->body);
         }
@@ -221,16 +252,14 @@ call_free(call *k)
             k->next = c->pool;
             c->pool = k;
             c->npool++;
-            k = NULL;
+            kept = 1;
         }
         uv_mutex_unlock(&c->mu);
-        if (k == NULL) {
-            return;
-        }
     }
-    cm_buf_free(&k->body);
-    cm__arena_fini(&k->arena);
-    free(k);
+    if (!kept) {
+        block_free(k);
+    }
+    client_release(c);
 }
 
 static void
@@ -373,7 +402,7 @@ static void
 retry_or_fail(call *k, int status, int32_t code, const char *what)
 {
     uint64_t now = cm_now_ms();
-    if (k->attempt < k->max_attempts && !k->client->closing) {
+    if (k->attempt < k->max_attempts && !atomic_load(&k->client->closing)) {
         uint64_t wait = backoff_ms(k->attempt);
         if (now + wait < k->deadline_ms) {
             if (!k->backoff_active) {
@@ -539,26 +568,8 @@ static void
 start_on_loop(void *arg)
 {
     call *k = arg;
-    if (k->orphan) {
-        cm_error *e = cm_error_new(CM__CLIENT_ERROR_ID, 499, "client closed");
-        k->cb(CM_ECANCELED, NULL, e, k->user);
-        cm_error_free(e);
-        call_free(k);
-        return;
-    }
     cm_client *c = k->client;
-    uv_mutex_lock(&c->mu);
-    if (k->prev) {
-        k->prev->next = k->next;
-    } else {
-        c->queued = k->next;
-    }
-    if (k->next) {
-        k->next->prev = k->prev;
-    }
-    uv_mutex_unlock(&c->mu);
-    k->prev = k->next = NULL;
-    if (c->closing) {
+    if (atomic_load(&c->closing)) {
         call_fail(k, CM_ECANCELED, 499, "client closed");
         return;
     }
@@ -705,13 +716,6 @@ cm_client_call_async(cm_client *c, const char *service, const char *endpoint,
         return rc;
     }
     /* Posted even on the loop thread, so that the callback never runs inside this call. */
-    uv_mutex_lock(&c->mu);
-    k->next = c->queued;
-    if (c->queued) {
-        c->queued->prev = k;
-    }
-    c->queued = k;
-    uv_mutex_unlock(&c->mu);
     cm__loop_post_node(c->loop, &k->post, start_on_loop, k);
     if (c->autostart && !cm__loop_running(c->loop)) {
         /* A client-only program: the loop gets a thread of its own at the first call. A
@@ -796,6 +800,7 @@ cm_client_call(cm_client *c, const char *service, const char *endpoint,
 /* ---- shutdown ---- */
 
 typedef struct closer {
+    cm__post post;
     cm_client *c;
     int wait; /* a thread waits for the transport to close */
     uv_mutex_t mu;
@@ -818,14 +823,8 @@ close_on_loop(void *arg)
 {
     closer *z = arg;
     cm_client *c = z->c;
-    c->closing = 1;
-    /* Calls still queued on the loop end canceled when their turn comes, without the client. */
-    uv_mutex_lock(&c->mu);
-    for (call *k = c->queued; k != NULL; k = k->next) {
-        k->orphan = 1;
-    }
-    c->queued = NULL;
-    uv_mutex_unlock(&c->mu);
+    /* Calls still queued on the loop end canceled when their turn comes. */
+    atomic_store(&c->closing, 1);
     /* Calls waiting in back-off end now; calls on the wire end through the transport's
      * cancellation. */
     call *k = c->calls;
@@ -853,10 +852,7 @@ cm_client_free(cm_client *c)
     if (c == NULL) {
         return;
     }
-    uv_mutex_lock(&c->mu);
-    int queued = c->queued != NULL;
-    uv_mutex_unlock(&c->mu);
-    if (c->loop != NULL && (c->own_loop || c->transport != NULL || c->calls != NULL || queued)) {
+    if (c->loop != NULL) {
         closer z;
         memset(&z, 0, sizeof(z));
         z.c = c;
@@ -865,7 +861,9 @@ cm_client_free(cm_client *c)
         if (cm_loop_on_loop_thread(c->loop) || !cm__loop_running(c->loop)) {
             /* The transport finishes closing on later turns of the loop (or in cm_loop_free). */
             close_on_loop(&z);
-        } else if ((z.wait = 1, cm_loop_post(c->loop, close_on_loop, &z)) == 0) {
+        } else {
+            z.wait = 1;
+            cm__loop_post_node(c->loop, &z.post, close_on_loop, &z);
             uv_mutex_lock(&z.mu);
             while (!z.done) {
                 uv_cond_wait(&z.cv, &z.mu);
@@ -878,16 +876,7 @@ cm_client_free(cm_client *c)
     if (c->own_loop) {
         cm_loop_free(c->loop);
     }
-    for (call *k = c->pool, *next; k != NULL; k = next) {
-        next = k->next;
-        cm_buf_free(&k->body);
-        cm__arena_fini(&k->arena);
-        free(k);
-    }
-    uv_mutex_destroy(&c->mu);
-    free(c->content_type);
-    free(c->transport_name);
-    free(c);
+    client_release(c);
 }
 
 void

@@ -1,5 +1,9 @@
-/* The event loop: a uv_loop_t, a queue of closures posted from other threads, and optionally a
- * thread of its own. */
+/* The event loop: a uv_loop_t, a queue of posted closures, and optionally a thread of its own.
+ *
+ * One FIFO under a mutex keeps posting order across threads. A post from another thread wakes
+ * the loop through the async handle (a write to its eventfd); a post from the loop thread starts
+ * an idle handle instead, so that the loop's next turn polls without sleeping and runs it: no
+ * system call. */
 #include "framework_int.h"
 
 #include <assert.h>
@@ -12,9 +16,8 @@ struct cm_loop {
     uv_loop_t uv;
     uv_async_t async;
     uv_mutex_t mu;
-    post *head, *tail; /* posted from other threads, under mu */
-    uv_idle_t idle;     /* active while local posts wait: the loop then polls without sleeping */
-    post *lhead, *ltail; /* posted on the loop thread */
+    post *head, *tail; /* under mu */
+    uv_idle_t idle;     /* active after a post from the loop thread, until the queue is empty */
     atomic_int stop;
     atomic_int has_thread;
     uv_thread_t thread;
@@ -37,29 +40,33 @@ run_posts(post *p)
     }
 }
 
-static void
-drain_posts(uv_async_t *a)
+/* Runs what is queued now; what that posts runs at the next drain. 1 when the queue was empty. */
+static int
+drain(cm_loop *l)
 {
-    cm_loop *l = a->data;
     uv_mutex_lock(&l->mu);
     post *p = l->head;
     l->head = l->tail = NULL;
     uv_mutex_unlock(&l->mu);
     run_posts(p);
+    return p == NULL;
+}
+
+static void
+on_async(uv_async_t *a)
+{
+    cm_loop *l = a->data;
+    drain(l);
     if (atomic_load(&l->stop)) {
         uv_stop(&l->uv);
     }
 }
 
-/* Runs the local posts made before this turn; those they make run at the next one. */
 static void
-drain_local(uv_idle_t *h)
+on_idle(uv_idle_t *h)
 {
     cm_loop *l = h->data;
-    post *p = l->lhead;
-    l->lhead = l->ltail = NULL;
-    run_posts(p);
-    if (l->lhead == NULL) {
+    if (drain(l)) {
         uv_idle_stop(&l->idle);
     }
 }
@@ -77,7 +84,7 @@ cm_loop_new(cm_loop **out)
         return rc;
     }
     uv_mutex_init(&l->mu);
-    rc = uv_async_init(&l->uv, &l->async, drain_posts);
+    rc = uv_async_init(&l->uv, &l->async, on_async);
     if (rc < 0) {
         uv_mutex_destroy(&l->mu);
         uv_loop_close(&l->uv);
@@ -176,16 +183,6 @@ cm__loop_post_node(cm_loop *l, post *p, void (*fn)(void *arg), void *arg)
     p->next = NULL;
     p->fn = fn;
     p->arg = arg;
-    if (cm_loop_on_loop_thread(l)) {
-        if (l->ltail) {
-            l->ltail->next = p;
-        } else {
-            l->lhead = p;
-            uv_idle_start(&l->idle, drain_local);
-        }
-        l->ltail = p;
-        return;
-    }
     uv_mutex_lock(&l->mu);
     if (l->tail) {
         l->tail->next = p;
@@ -194,7 +191,11 @@ cm__loop_post_node(cm_loop *l, post *p, void (*fn)(void *arg), void *arg)
     }
     l->tail = p;
     uv_mutex_unlock(&l->mu);
-    uv_async_send(&l->async);
+    if (cm_loop_on_loop_thread(l)) {
+        uv_idle_start(&l->idle, on_idle); /* no-op when active */
+    } else {
+        uv_async_send(&l->async);
+    }
 }
 
 int
@@ -244,19 +245,19 @@ cm_loop_free(cm_loop *l)
         return;
     }
     cm__loop_stop_join(l);
-    /* Run what is still posted, then close every handle left open. */
-    drain_posts(&l->async);
-    while (l->lhead != NULL) {
-        drain_local(&l->idle);
+    /* Run what is posted and what that posts (bounded: a closure that keeps posting itself
+     * does not hold this up), then close every handle left open; twice, for what the close
+     * callbacks post. A stop request may end a run early: run until every close callback ran. */
+    for (int round = 0; round < 2; round++) {
+        for (int i = 0; i < 64 && !drain(l); i++) {
+        }
+        uv_walk(&l->uv, close_walk, NULL);
+        while (uv_run(&l->uv, UV_RUN_DEFAULT) != 0) {
+        }
+        uv_run(&l->uv, UV_RUN_NOWAIT);
     }
-    uv_walk(&l->uv, close_walk, NULL);
-    /* A stop request may end the first run early; run until every close callback ran. */
-    while (uv_run(&l->uv, UV_RUN_DEFAULT) != 0) {
-    }
-    uv_run(&l->uv, UV_RUN_NOWAIT);
-    /* Posted while closing: never run; the nodes of cm_loop_post are freed. */
+    /* Never run: the nodes of cm_loop_post are freed. */
     free_posts(l->head);
-    free_posts(l->lhead);
     int rc = uv_loop_close(&l->uv);
     (void)rc;
     assert(rc == 0);

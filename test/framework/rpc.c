@@ -676,6 +676,56 @@ on_loop_thread(void *arg)
 }
 
 static void
+on_call_then_free(int status, void *rsp, const cm_error *err, void *user)
+{
+    on_freed_call(status, rsp, err, user);
+    freed *f = user;
+    cm_client_free(f->c); /* inside its own call's callback */
+    f->c = NULL;
+    cm_loop_stop(f->loop);
+}
+
+static void
+start_one(void *arg)
+{
+    freed *f = arg;
+    Rpctest__Req req = RPCTEST__REQ__INIT;
+    req.name = "once";
+    cm_call_opts o;
+    cm_call_opts_init(&o);
+    o.address = S.addr;
+    CHECK_EQ_INT(cm_client_call_async(f->c, "rpctest", "Test.Echo", &rpctest__req__descriptor,
+                                      &req, &rpctest__rsp__descriptor, &o, on_call_then_free, f),
+                 0);
+}
+
+static void
+start_refused(void *arg)
+{
+    freed *f = arg;
+    Rpctest__Req req = RPCTEST__REQ__INIT;
+    req.name = "refused";
+    cm_call_opts o;
+    cm_call_opts_init(&o);
+    o.address = "127.0.0.1:1"; /* refused: retried after a 100 ms back-off */
+    o.max_attempts = 3;
+    CHECK_EQ_INT(cm_client_call_async(f->c, "rpctest", "Test.Echo", &rpctest__req__descriptor,
+                                      &req, &rpctest__rsp__descriptor, &o, on_freed_call, f),
+                 0);
+}
+
+static void
+free_in_backoff(uv_timer_t *t)
+{
+    freed *f = t->data;
+    CHECK_EQ_INT(f->cbs, 0); /* the call waits in its back-off */
+    cm_client_free(f->c);
+    f->c = NULL;
+    uv_close((uv_handle_t *)t, NULL);
+    cm_loop_stop(f->loop);
+}
+
+static void
 test_free_with_unstarted_calls(void)
 {
     freed f = {0};
@@ -694,6 +744,30 @@ test_free_with_unstarted_calls(void)
     cm_loop_free(f.loop);
     CHECK_EQ_INT(f.cbs, 3);
     CHECK_EQ_INT(f.canceled, 3);
+
+    /* Freed inside the callback of its own call (on a loop it does not own). */
+    memset(&f, 0, sizeof(f));
+    CHECK_EQ_INT(cm_loop_new(&f.loop), 0);
+    CHECK_EQ_INT(cm_client_new(f.loop, NULL, &f.c), 0);
+    CHECK_EQ_INT(cm_loop_post(f.loop, start_one, &f), 0);
+    CHECK_EQ_INT(cm_loop_run(f.loop), 0);
+    cm_loop_free(f.loop);
+    CHECK_EQ_INT(f.cbs, 1);
+    CHECK_EQ_INT(f.canceled, 0);
+
+    /* Freed on the loop thread while a call waits in its back-off between attempts. */
+    memset(&f, 0, sizeof(f));
+    CHECK_EQ_INT(cm_loop_new(&f.loop), 0);
+    CHECK_EQ_INT(cm_client_new(f.loop, NULL, &f.c), 0);
+    uv_timer_t t;
+    uv_timer_init(cm_loop_uv(f.loop), &t);
+    t.data = &f;
+    uv_timer_start(&t, free_in_backoff, 40, 0);
+    CHECK_EQ_INT(cm_loop_post(f.loop, start_refused, &f), 0);
+    CHECK_EQ_INT(cm_loop_run(f.loop), 0);
+    cm_loop_free(f.loop);
+    CHECK_EQ_INT(f.cbs, 1);
+    CHECK_EQ_INT(f.canceled, 1);
 }
 
 int
