@@ -24,16 +24,6 @@ struct cm__consul_node {
 
 /* ---- registrations ---- */
 
-static uint64_t
-fnv1a(const char *s, size_t n)
-{
-    uint64_t h = 14695981039346656037ull;
-    for (size_t i = 0; i < n; i++) {
-        h = (h ^ (unsigned char)s[i]) * 1099511628211ull;
-    }
-    return h != 0 ? h : 1;
-}
-
 static cm__consul_node *
 node_find(cm__consul *c, const char *id)
 {
@@ -272,7 +262,8 @@ op_new(cm__consul *c, const char *id, char *body, cm_registry_cb cb, void *user)
     op->user = user;
     op->body = body;
     op->body_len = strlen(body);
-    op->hash = fnv1a(body, op->body_len);
+    op->hash = cm__fnv1a(body, op->body_len);
+    op->hash += op->hash == 0; /* 0 stands for "none" */
     return op;
 }
 

@@ -232,24 +232,13 @@ cm__mdns_multicast(cm__mdns_state *st, uv_udp_t socks[], int nsocks, const uint8
 
 /* ---- the 5353 sockets ---- */
 
-/* FNV-1a. */
-static uint64_t
-hash_bytes(const uint8_t *p, size_t len)
-{
-    uint64_t h = 14695981039346656037u;
-    for (size_t i = 0; i < len; i++) {
-        h = (h ^ p[i]) * 1099511628211u;
-    }
-    return h;
-}
-
 /* Whether a response is the copy, over the other family, of one heard within COPY_MS: go-micro
  * and cmicro send each announcement to both groups at once. Remembers the first copy; it stands
  * for one copy only, so the next announcement counts again. */
 static int
 copy_over_other_family(cm__mdns_state *st, const uint8_t *data, size_t len, int family)
 {
-    uint64_t h = hash_bytes(data, len), now = uv_now(st->loop);
+    uint64_t h = cm__fnv1a(data, len), now = uv_now(st->loop);
     for (size_t i = 0; i < CM__MDNS_RECENT; i++) {
         cm__mdns_recent *c = &st->recent[i];
         if (c->family != AF_UNSPEC && c->family != family && c->len == len && c->hash == h &&
@@ -552,11 +541,15 @@ open_sockets(cm__mdns_state *st, const char *want)
     if ((rc = join_interfaces(st, want)) != 0) {
         return rc;
     }
-    for (int f = 0; f < st->nsocks; f++) {
+    for (int f = st->nsocks - 1; f >= 0; f--) {
         uv_udp_set_multicast_loop(&st->sock[f], 1);
         uv_udp_set_multicast_ttl(&st->sock[f], 255);
         rc = uv_udp_recv_start(&st->sock[f], sock_alloc, sock_recv);
-        if (rc != 0) {
+        if (rc != 0 && f == 1) {
+            cm__mdns_debug("cannot receive on [::]:%d: %s; IPv4 only", CM__MDNS_PORT,
+                           uv_strerror(rc));
+            drop_v6(st);
+        } else if (rc != 0) {
             cm__mdns_log("cannot receive on port %d: %s", CM__MDNS_PORT, uv_strerror(rc));
             return rc;
         }

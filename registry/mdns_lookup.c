@@ -226,7 +226,7 @@ query_window_end(uv_timer_t *t)
                              (unsigned long long)st->window_ms, st->ifnames);
         } else {
             cm__registry_why(st->r, what,
-                             "mdns: %zu answers in %llu ms on interfaces [%s], none usable "
+                             "mdns: %zu replies in %llu ms on interfaces [%s], none usable "
                              "(incomplete records or a bad TXT payload)",
                              q->replies, (unsigned long long)st->window_ms, st->ifnames);
         }

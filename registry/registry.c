@@ -572,7 +572,12 @@ cm__registry_why(cm_registry *r, const char *name, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(r->why, sizeof(r->why), fmt, ap);
     va_end(ap);
-    snprintf(r->why_name, sizeof(r->why_name), "%s", name);
+    size_t n = strlen(name);
+    if (n >= sizeof(r->why_name)) { /* not kept: a prefix would match another name */
+        r->why_name[0] = '\0';
+        return;
+    }
+    memcpy(r->why_name, name, n + 1);
 }
 
 const char *

@@ -63,6 +63,18 @@ void cm__registry_notify_if(cm_registry *r, cm_watch_action action, const cm_reg
  * cm_registry_why() answers it. */
 void cm__registry_why(cm_registry *r, const char *name, const char *fmt, ...) CM_PRINTF(3, 4);
 
+/* FNV-1a, 64 bits. */
+static inline uint64_t
+cm__fnv1a(const void *data, size_t n)
+{
+    const unsigned char *p = data;
+    uint64_t h = 14695981039346656037u;
+    for (size_t i = 0; i < n; i++) {
+        h = (h ^ p[i]) * 1099511628211u;
+    }
+    return h;
+}
+
 /* Backends, listed in registry.c's table. */
 extern const cm_registry_ops cm__registry_memory;
 extern const cm_registry_ops cm__registry_mdns;
