@@ -20,7 +20,7 @@ typedef struct cm__post {
 } cm__post;
 
 /* Runs fn(arg) on the loop thread, later (never inside this call). Any thread. From the loop
- * thread it takes no lock and no system call: the closure runs at the loop's next turn. */
+ * thread it makes no system call: the closure runs at the loop's next turn. */
 void cm__loop_post_node(cm_loop *l, cm__post *p, void (*fn)(void *arg), void *arg);
 
 /* A client-only service: the client starts its loop's thread at the first call. */
