@@ -725,49 +725,39 @@ free_in_backoff(uv_timer_t *t)
     cm_loop_stop(f->loop);
 }
 
+/* One case: a client on a loop of the test's, on_loop posted and the loop run (NULL: the calls
+ * are started and the client freed before the loop ever runs), the client freed by a timer
+ * after free_after_ms when non-zero; then the callbacks the calls got. */
 static void
-test_free_with_unstarted_calls(void)
+free_case(void (*on_loop)(void *), uint64_t free_after_ms, int want_cbs, int want_canceled)
 {
     freed f = {0};
     CHECK_EQ_INT(cm_loop_new(&f.loop), 0);
     CHECK_EQ_INT(cm_client_new(f.loop, NULL, &f.c), 0);
-    start_then_free(&f); /* the loop is not running */
-    cm_loop_free(f.loop);
-    CHECK_EQ_INT(f.cbs, 3);
-    CHECK_EQ_INT(f.canceled, 3);
-
-    memset(&f, 0, sizeof(f));
-    CHECK_EQ_INT(cm_loop_new(&f.loop), 0);
-    CHECK_EQ_INT(cm_client_new(f.loop, NULL, &f.c), 0);
-    CHECK_EQ_INT(cm_loop_post(f.loop, on_loop_thread, &f), 0);
-    CHECK_EQ_INT(cm_loop_run(f.loop), 0);
-    cm_loop_free(f.loop);
-    CHECK_EQ_INT(f.cbs, 3);
-    CHECK_EQ_INT(f.canceled, 3);
-
-    /* Freed inside the callback of its own call (on a loop it does not own). */
-    memset(&f, 0, sizeof(f));
-    CHECK_EQ_INT(cm_loop_new(&f.loop), 0);
-    CHECK_EQ_INT(cm_client_new(f.loop, NULL, &f.c), 0);
-    CHECK_EQ_INT(cm_loop_post(f.loop, start_one, &f), 0);
-    CHECK_EQ_INT(cm_loop_run(f.loop), 0);
-    cm_loop_free(f.loop);
-    CHECK_EQ_INT(f.cbs, 1);
-    CHECK_EQ_INT(f.canceled, 0);
-
-    /* Freed on the loop thread while a call waits in its back-off between attempts. */
-    memset(&f, 0, sizeof(f));
-    CHECK_EQ_INT(cm_loop_new(&f.loop), 0);
-    CHECK_EQ_INT(cm_client_new(f.loop, NULL, &f.c), 0);
     uv_timer_t t;
-    uv_timer_init(cm_loop_uv(f.loop), &t);
-    t.data = &f;
-    uv_timer_start(&t, free_in_backoff, 40, 0);
-    CHECK_EQ_INT(cm_loop_post(f.loop, start_refused, &f), 0);
-    CHECK_EQ_INT(cm_loop_run(f.loop), 0);
+    if (free_after_ms > 0) {
+        uv_timer_init(cm_loop_uv(f.loop), &t);
+        t.data = &f;
+        uv_timer_start(&t, free_in_backoff, free_after_ms, 0);
+    }
+    if (on_loop != NULL) {
+        CHECK_EQ_INT(cm_loop_post(f.loop, on_loop, &f), 0);
+        CHECK_EQ_INT(cm_loop_run(f.loop), 0);
+    } else {
+        start_then_free(&f);
+    }
     cm_loop_free(f.loop);
-    CHECK_EQ_INT(f.cbs, 1);
-    CHECK_EQ_INT(f.canceled, 1);
+    CHECK_EQ_INT(f.cbs, want_cbs);
+    CHECK_EQ_INT(f.canceled, want_canceled);
+}
+
+static void
+test_free_with_unstarted_calls(void)
+{
+    free_case(NULL, 0, 3, 3);          /* queued, the loop not running */
+    free_case(on_loop_thread, 0, 3, 3); /* queued from the loop thread */
+    free_case(start_one, 0, 1, 0);      /* freed inside its own call's callback */
+    free_case(start_refused, 40, 1, 1); /* freed while a call waits in its back-off */
 }
 
 int
