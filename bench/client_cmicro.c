@@ -9,6 +9,7 @@
  *                 [--max-requests N] [--snap 0|1] [--owned 0|1] [--label NAME]
  */
 #include "echo.pb-c.h"
+#include <uv.h>
 
 #include <cmicro/cmicro.h>
 #include <inttypes.h>
@@ -239,7 +240,7 @@ main(int argc, char **argv)
     int rc = cm_loop_new(&b.loop);
     cm_registry_opts ro;
     cm_registry_opts_init(&ro);
-    ro.namespace_ = "bench";
+    cm_registry_opts_set(&ro, "namespace", "bench");
     if (rc == 0) {
         rc = cm_registry_new(b.loop, "memory", &ro, &b.reg);
     }
@@ -257,7 +258,7 @@ main(int argc, char **argv)
         rc = CM_ENOMEM;
     }
     if (rc == 0) {
-        rc = cm_registry_register(b.reg, b.svc, 0, on_registered, &b);
+        rc = cm_registry_register_service(b.reg, b.svc, 0, on_registered, &b);
     }
     if (rc < 0) {
         fprintf(stderr, "client-cmicro: setup: %s\n", cm_strerror(rc));

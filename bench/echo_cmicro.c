@@ -6,6 +6,7 @@
  *   echo-cmicro [PORT]   prints "listening 127.0.0.1:PORT" once it accepts
  */
 #include "echo.pb-c.h"
+#include <uv.h>
 
 #include <cmicro/cmicro.h>
 #include <stdio.h>

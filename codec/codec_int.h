@@ -2,6 +2,8 @@
 #ifndef CMICRO_CODEC_INT_H
 #define CMICRO_CODEC_INT_H
 
+#include "core_int.h"
+
 #include <cmicro/codec.h>
 
 /* Memory from a ProtobufCAllocator; NULL means malloc/free, like protobuf-c itself. */

@@ -96,7 +96,7 @@ cm_client_opts_init(cm_client_opts *o)
     o->request_timeout_ms = 30000;
     o->attempt_timeout_ms = 5000;
     o->max_attempts = 6;
-    o->transport = "http";
+    o->transport = CM_TRANSPORT_DEFAULT;
     cm_transport_opts_init(&o->transport_opts);
 }
 
@@ -124,7 +124,7 @@ cm_client_new(cm_loop *loop, const cm_client_opts *o, cm_client **out)
     uv_mutex_init(&c->mu);
     atomic_init(&c->refs, 1);
     c->content_type = strdup(o->content_type ? o->content_type : CM_CT_PROTOBUF);
-    c->transport_name = strdup(o->transport ? o->transport : "http");
+    c->transport_name = strdup(o->transport ? o->transport : CM_TRANSPORT_DEFAULT);
     c->request_timeout_ms = o->request_timeout_ms ? o->request_timeout_ms : 30000;
     c->attempt_timeout_ms = o->attempt_timeout_ms ? o->attempt_timeout_ms : 5000;
     c->max_attempts = o->max_attempts > 0 ? o->max_attempts : 6;
@@ -574,8 +574,7 @@ start_on_loop(void *arg)
         return;
     }
     if (c->transport == NULL) {
-        int rc = cm_transport_new(cm_loop_uv(c->loop), c->transport_name, &c->topts,
-                                  &c->transport);
+        int rc = cm_transport_new(c->loop, c->transport_name, &c->topts, &c->transport);
         if (rc < 0) {
             call_fail(k, rc, 500, "cannot create transport %s: %s", c->transport_name,
                       cm_strerror(rc));
@@ -626,6 +625,35 @@ static uint64_t
 pick(uint64_t call_val, uint64_t client_val)
 {
     return call_val ? call_val : client_val;
+}
+
+/* The header set of a go-micro v4 client (spec 5.2), then the parent call's metadata and the
+ * call's own. k's service, endpoint and content type strings are in place. 0 or CM_ENOMEM. */
+static int
+add_headers(call *k, size_t cap, const cm_msg *pm, const cm_md *md)
+{
+    const char *svc = k->service;
+    const char *ep = svc + strlen(svc) + 1;
+    const char *cts = ep + strlen(ep) + 1;
+    add_hdr(k, cap, "Content-Type", cts);
+    add_hdr(k, cap, "Accept", cts);
+    add_hdr(k, cap, "Micro-Id", k->id_val);
+    add_hdr(k, cap, "Micro-Service", svc);
+    add_hdr(k, cap, "Micro-Method", ep);
+    add_hdr(k, cap, "Micro-Endpoint", ep);
+    add_hdr(k, cap, "Timeout", k->timeout_val);
+    int rc = 0;
+    for (size_t i = 0; pm != NULL && i < pm->nhdrs && rc == 0; i++) {
+        char *v = own(k, strdup(pm->hdrs[i].val));
+        rc = v ? add_md(k, cap, pm->hdrs[i].key, v) : CM_ENOMEM;
+    }
+    for (size_t i = 0; i < cm_md_count(md) && rc == 0; i++) {
+        const char *key, *val;
+        cm_md_at(md, i, &key, &val);
+        char *v = own(k, strdup(val));
+        rc = v ? add_md(k, cap, key, v) : CM_ENOMEM;
+    }
+    return rc;
 }
 
 int
@@ -688,25 +716,7 @@ cm_client_call_async(cm_client *c, const char *service, const char *endpoint,
         call_free(k);
         return rc;
     }
-    /* The header set of a go-micro v4 client (spec 5.2). */
-    add_hdr(k, cap, "Content-Type", cts);
-    add_hdr(k, cap, "Accept", cts);
-    add_hdr(k, cap, "Micro-Id", k->id_val);
-    add_hdr(k, cap, "Micro-Service", svc);
-    add_hdr(k, cap, "Micro-Method", ep);
-    add_hdr(k, cap, "Micro-Endpoint", ep);
-    add_hdr(k, cap, "Timeout", k->timeout_val);
-    rc = 0;
-    for (size_t i = 0; pm != NULL && i < pm->nhdrs && rc == 0; i++) {
-        char *v = own(k, strdup(pm->hdrs[i].val));
-        rc = v ? add_md(k, cap, pm->hdrs[i].key, v) : CM_ENOMEM;
-    }
-    for (size_t i = 0; i < cm_md_count(opts->md) && rc == 0; i++) {
-        const char *key, *val;
-        cm_md_at(opts->md, i, &key, &val);
-        char *v = own(k, strdup(val));
-        rc = v ? add_md(k, cap, key, v) : CM_ENOMEM;
-    }
+    rc = add_headers(k, cap, pm, opts->md);
     if (rc == 0 && opts->address != NULL) {
         rc = split_addrs(k, opts->address);
         k->addr_start = atomic_fetch_add(&c->rr, 1);

@@ -2,26 +2,27 @@
 #ifndef CMICRO_FRAMEWORK_INT_H
 #define CMICRO_FRAMEWORK_INT_H
 
+#include "core_int.h"
+
 #include <cmicro/cmicro.h>
+#include <uv.h>
 
-/* Non-zero while some thread runs the loop. */
-int cm__loop_running(const cm_loop *l);
-/* Stops and joins the loop's own thread, if cm_loop_start() started one; the loop can then be
- * run again on another thread. Not on the loop thread. */
-void cm__loop_stop_join(cm_loop *l);
+/* ---- service configuration ---- */
 
-/* A closure posted to a loop, in storage of the caller's (a node embedded in an object posts it
- * without allocating). The node must stay valid until fn runs; fn may free it. */
-typedef struct cm__post {
-    struct cm__post *next;
-    void (*fn)(void *arg);
-    void *arg;
-    int owned; /* malloc'ed by cm_loop_post: freed before fn runs */
-} cm__post;
+/* A service's resolved configuration; strings are borrowed from the options or the environment. */
+typedef struct cm__svc_config {
+    const char *name, *version, *address, *advertise, *reg_name, *reg_addr;
+    uint64_t ttl_ms, interval_ms, dereg_wait_ms;
+    int log_config;
+    int strategy_set;
+    cm_client_opts client;
+    cm_selector_opts selector;
+} cm__svc_config;
 
-/* Runs fn(arg) on the loop thread, later (never inside this call). Any thread. From the loop
- * thread it makes no system call: the closure runs at the loop's next turn. */
-void cm__loop_post_node(cm_loop *l, cm__post *p, void (*fn)(void *arg), void *arg);
+/* Code, then env, then defaults, then validation. 0 or CM_EINVAL with the reason in why. */
+int cm__service_config(const cm_service_opts *o, cm__svc_config *c, char *why, size_t whylen);
+/* A Go duration ("1m30s", "500ms") or plain milliseconds. 0 or CM_EINVAL. */
+int cm__parse_duration_ms(const char *s, uint64_t *out);
 
 /* A client-only service: the client starts its loop's thread at the first call. */
 void cm__client_set_autostart(cm_client *c, int on);
@@ -47,20 +48,53 @@ void cm__workers_submit(cm__workers *w, cm__job *job);
  * thread or any thread once the loop no longer runs), joins the threads, frees. */
 void cm__workers_free(cm__workers *w);
 
-/* ---- per-call arena: bump allocation, freed (reset) when the call completes ---- */
+/* ---- server requests ---- */
 
-typedef struct cm__chunk cm__chunk;
-typedef struct cm__arena {
-    cm__chunk *head;
-    ProtobufCAllocator pbc; /* allocates from the arena; free is a no-op */
-} cm__arena;
+#define CM__MAX_RSP_HDRS 16
 
-void cm__arena_init(cm__arena *a);
-void *cm__arena_alloc(cm__arena *a, size_t n);
-/* Releases everything but the newest (largest) chunk, which is kept for the next call when it
- * holds at most keep bytes. */
-void cm__arena_reset(cm__arena *a, size_t keep);
-void cm__arena_fini(cm__arena *a);
+typedef struct cm__route {
+    char *endpoint;
+    size_t service_len; /* length of the part before '.' */
+    cm_handler h;
+    void *user;
+} cm__route;
+
+/* One request in the server: pooled, with its arena and reply buffer. */
+struct cm_ctx {
+    cm__job job; /* first: the worker pool hands it back */
+    cm_server *srv;
+    cm_ctx *next_free;
+    cm_tconn *conn;
+    const cm_msg *req;
+    const cm__route *rt;
+    const cm_codec_ops *codec;
+    const char *content_type;
+    const char *service;
+    const char *endpoint;
+    int64_t deadline_ms; /* absolute, cm_now_ms() clock; -1 none */
+    void *req_msg;
+    void *rsp_msg;
+    int status;
+    cm_error *error;
+    cm__arena arena;
+    cm_buf out;
+    cm_hdr rsp_hdrs[CM__MAX_RSP_HDRS];
+    size_t nrsp_hdrs;
+    int close_after;
+};
+
+/* A context from s's pool (or a new one); NULL on out of memory. */
+cm_ctx *cm__ctx_get(cm_server *s);
+/* Back to the pool, its arena and buffers trimmed. */
+void cm__ctx_put(cm_ctx *c);
+void cm__ctx_destroy(cm_ctx *c);
+/* Sets a response header (replacing one of the same key); key and val must outlive the reply.
+ * 0 or CM_ENOMEM (CM__MAX_RSP_HDRS reached). */
+int cm__ctx_add_header(cm_ctx *c, const char *key, const char *val);
+/* The server's name (the id of the errors it makes). */
+const char *cm__server_name(const cm_server *s);
+/* The name of the server's transport ("http"), as node metadata "transport" carries it. */
+const char *cm__server_transport_name(const cm_server *s);
 
 /* ---- headers ---- */
 

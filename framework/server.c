@@ -9,38 +9,6 @@
 #include <string.h>
 #include <strings.h>
 
-#define MAX_RSP_HDRS 16
-
-typedef struct route {
-    char *endpoint;
-    size_t service_len; /* length of the part before '.' */
-    cm_handler h;
-    void *user;
-} route;
-
-struct cm_ctx {
-    cm__job job; /* first: the worker pool hands it back */
-    cm_server *srv;
-    cm_ctx *next_free;
-    cm_tconn *conn;
-    const cm_msg *req;
-    const route *rt;
-    const cm_codec_ops *codec;
-    const char *content_type;
-    const char *service;
-    const char *endpoint;
-    int64_t deadline_ms; /* absolute, cm_now_ms() clock; -1 none */
-    void *req_msg;
-    void *rsp_msg;
-    int status;
-    cm_error *error;
-    cm__arena arena;
-    cm_buf out;
-    cm_hdr rsp_hdrs[MAX_RSP_HDRS];
-    size_t nrsp_hdrs;
-    int close_after;
-};
-
 struct cm_server {
     cm_loop *loop;
     char *name;
@@ -50,7 +18,7 @@ struct cm_server {
     unsigned nworkers;
     uint64_t drain_timeout_ms;
 
-    route *routes; /* sorted by endpoint */
+    cm__route *routes; /* sorted by endpoint */
     size_t nroutes;
 
     cm_transport *transport;
@@ -74,7 +42,7 @@ cm_server_opts_init(cm_server_opts *o)
     memset(o, 0, sizeof(*o));
     o->name = "go.micro.server";
     o->address = ":0";
-    o->transport = "http";
+    o->transport = CM_TRANSPORT_DEFAULT;
     cm_transport_opts_init(&o->transport_opts);
     o->workers = 8;
     o->drain_timeout_ms = 10000;
@@ -98,7 +66,7 @@ cm_server_new(cm_loop *loop, const cm_server_opts *o, cm_server **out)
     s->loop = loop;
     s->name = strdup(o->name ? o->name : "go.micro.server");
     s->address = strdup(o->address ? o->address : ":0");
-    s->transport_name = strdup(o->transport ? o->transport : "http");
+    s->transport_name = strdup(o->transport ? o->transport : CM_TRANSPORT_DEFAULT);
     s->topts = o->transport_opts;
     s->nworkers = o->workers ? o->workers : 8;
     s->drain_timeout_ms = o->drain_timeout_ms;
@@ -113,7 +81,7 @@ cm_server_new(cm_loop *loop, const cm_server_opts *o, cm_server **out)
 static int
 route_cmp(const void *a, const void *b)
 {
-    return strcmp(((const route *)a)->endpoint, ((const route *)b)->endpoint);
+    return strcmp(((const cm__route *)a)->endpoint, ((const cm__route *)b)->endpoint);
 }
 
 int
@@ -131,12 +99,12 @@ cm_server_handle(cm_server *s, const cm_handler *h, void *user)
             return CM_EEXIST;
         }
     }
-    route *r = realloc(s->routes, (s->nroutes + 1) * sizeof(route));
+    cm__route *r = realloc(s->routes, (s->nroutes + 1) * sizeof(cm__route));
     if (r == NULL) {
         return CM_ENOMEM;
     }
     s->routes = r;
-    route *nr = &r[s->nroutes];
+    cm__route *nr = &r[s->nroutes];
     nr->endpoint = strdup(h->endpoint);
     if (nr->endpoint == NULL) {
         return CM_ENOMEM;
@@ -146,11 +114,11 @@ cm_server_handle(cm_server *s, const cm_handler *h, void *user)
     nr->h.endpoint = nr->endpoint;
     nr->user = user;
     s->nroutes++;
-    qsort(s->routes, s->nroutes, sizeof(route), route_cmp);
+    qsort(s->routes, s->nroutes, sizeof(cm__route), route_cmp);
     return 0;
 }
 
-static const route *
+static const cm__route *
 find_route(const cm_server *s, const char *endpoint)
 {
     size_t lo = 0, hi = s->nroutes;
@@ -180,10 +148,10 @@ has_service(const cm_server *s, const char *service, size_t len)
     return 0;
 }
 
-/* ---- contexts ---- */
+/* ---- the context pool ---- */
 
-static cm_ctx *
-ctx_get(cm_server *s)
+cm_ctx *
+cm__ctx_get(cm_server *s)
 {
     cm_ctx *c = s->free_ctx;
     if (c != NULL) {
@@ -199,8 +167,8 @@ ctx_get(cm_server *s)
     return c;
 }
 
-static void
-ctx_put(cm_ctx *c)
+void
+cm__ctx_put(cm_ctx *c)
 {
     cm_server *s = c->srv;
     cm_error_free(c->error);
@@ -219,8 +187,8 @@ ctx_put(cm_ctx *c)
     s->free_ctx = c;
 }
 
-static void
-ctx_destroy(cm_ctx *c)
+void
+cm__ctx_destroy(cm_ctx *c)
 {
     cm_error_free(c->error);
     cm__arena_fini(&c->arena);
@@ -228,22 +196,16 @@ ctx_destroy(cm_ctx *c)
     free(c);
 }
 
-static int
-add_rsp_hdr(cm_ctx *c, const char *key, const char *val)
+const char *
+cm__server_name(const cm_server *s)
 {
-    for (size_t i = 0; i < c->nrsp_hdrs; i++) {
-        if (strcasecmp(c->rsp_hdrs[i].key, key) == 0) {
-            c->rsp_hdrs[i].val = val;
-            return 0;
-        }
-    }
-    if (c->nrsp_hdrs == MAX_RSP_HDRS) {
-        return CM_ENOMEM;
-    }
-    c->rsp_hdrs[c->nrsp_hdrs].key = key;
-    c->rsp_hdrs[c->nrsp_hdrs].val = val;
-    c->nrsp_hdrs++;
-    return 0;
+    return s->name;
+}
+
+const char *
+cm__server_transport_name(const cm_server *s)
+{
+    return s->transport ? cm_transport_name(s->transport) : s->transport_name;
 }
 
 /* ---- replies ---- */
@@ -260,7 +222,7 @@ finish(cm_ctx *c)
 {
     cm_server *s = c->srv;
     s->inflight--;
-    ctx_put(c);
+    cm__ctx_put(c);
     if (s->stopping && s->inflight == 0 && !s->stopped) {
         uv_timer_stop(&s->drain_timer);
         uv_close((uv_handle_t *)&s->drain_timer, NULL);
@@ -282,9 +244,9 @@ reply_error(cm_ctx *c, const char *text)
     c->srv->errors++;
     c->nrsp_hdrs = 0;
     if (c->content_type) {
-        add_rsp_hdr(c, "Content-Type", c->content_type);
+        cm__ctx_add_header(c, "Content-Type", c->content_type);
     }
-    add_rsp_hdr(c, "Micro-Error", text);
+    cm__ctx_add_header(c, "Micro-Error", text);
     send_reply(c, NULL, 0);
     free(json);
     finish(c);
@@ -324,7 +286,7 @@ complete(cm_ctx *c)
         return;
     }
     if (c->out.len > 0) {
-        add_rsp_hdr(c, "Content-Type", c->content_type);
+        cm__ctx_add_header(c, "Content-Type", c->content_type);
     }
     send_reply(c, c->out.data, c->out.len);
     finish(c);
@@ -440,25 +402,15 @@ parse_timeout_ns(const char *s, uint64_t *ns)
     return 0;
 }
 
+/* Reads the headers every reply depends on into c. */
 static void
-on_request(cm_tconn *conn, const cm_msg *req, void *user)
+read_request(cm_ctx *c, const cm_msg *req)
 {
-    cm_server *s = user;
-    cm_ctx *c = ctx_get(s);
-    if (c == NULL) {
-        static const cm_hdr h[] = {{"Micro-Error", "internal error: out of memory"}};
-        cm_msg m = {h, 1, NULL, 0};
-        cm_tconn_reply(conn, &m, 1);
-        return;
-    }
-    s->inflight++;
-    c->conn = conn;
     c->req = req;
     c->deadline_ms = -1;
     req_hdrs rh;
     scan_headers(req, &rh);
     c->close_after = rh.connection != NULL && strcasecmp(rh.connection, "close") == 0;
-
     const char *ct = rh.content_type;
     c->content_type = ct && ct[0] ? ct : CM_CT_PROTOBUF;
     c->service = either(rh.service, rh.x_service);
@@ -467,27 +419,60 @@ on_request(cm_tconn *conn, const cm_msg *req, void *user)
         ep = either(rh.method, rh.x_method);
     }
     c->endpoint = ep ? ep : "";
+    uint64_t ns;
+    if (rh.timeout != NULL && parse_timeout_ns(rh.timeout, &ns) == 0) {
+        c->deadline_ms = (int64_t)(cm_now_ms() + ns / 1000000u);
+    }
+}
 
-    if (s->stopping) {
-        c->close_after = 1;
-        reply_errorf(c, 503, "server is stopping");
-        return;
+/* A request the transport refused over a limit: go-micro's error, then the connection closes. */
+static void
+reply_refused(cm_ctx *c, int status)
+{
+    static const cm_msg none = {NULL, 0, (const uint8_t *)"", 0};
+    c->req = &none;
+    c->content_type = NULL;
+    c->endpoint = "";
+    c->close_after = 1;
+    const cm_transport_opts *o = &c->srv->topts;
+    cm_error_free(c->error);
+    if (status == CM_EHDRTOOBIG) {
+        c->error = cm_error_new("cmicro.transport", 431,
+                                "request header block exceeds %zu bytes (max_header_bytes)",
+                                o->max_header_bytes);
+    } else if (status == CM_ETOOBIG) {
+        c->error =
+            cm_error_new("cmicro.transport", 413, "request body exceeds %zu bytes (max_body_bytes)",
+                         o->max_body_bytes);
+    } else {
+        c->error =
+            cm_error_new("cmicro.transport", 400, "request refused: %s", cm_strerror(status));
     }
-    c->codec = cm_codec_find(c->content_type);
-    if (c->codec == NULL) {
-        /* go-micro answers an unknown content type with a text body and no Micro-Error. */
-        char *body = cm__arena_alloc(&c->arena, strlen(c->content_type) + 40);
-        if (body != NULL) {
-            int n = sprintf(body, "unsupported Content-Type: %s", c->content_type);
-            add_rsp_hdr(c, "Content-Type", "text/plain");
-            send_reply(c, (const uint8_t *)body, (size_t)n);
-        } else {
-            send_reply(c, NULL, 0);
-        }
-        s->errors++;
-        finish(c);
-        return;
+    reply_error(c, c->error ? NULL : "internal error: out of memory");
+}
+
+/* go-micro's answer to a content type no codec serves: a text body and no Micro-Error. */
+static void
+reply_unsupported_type(cm_ctx *c)
+{
+    const char *prefix = "unsupported Content-Type: ";
+    size_t n = strlen(prefix) + strlen(c->content_type);
+    char *body = cm__arena_alloc(&c->arena, n + 1);
+    if (body != NULL) {
+        snprintf(body, n + 1, "%s%s", prefix, c->content_type);
+        cm__ctx_add_header(c, "Content-Type", "text/plain");
+        send_reply(c, (const uint8_t *)body, n);
+    } else {
+        send_reply(c, NULL, 0);
     }
+    c->srv->errors++;
+    finish(c);
+}
+
+/* Finds c's route, or answers with go-micro's routing error. 0 when routed. */
+static int
+route_request(cm_ctx *c)
+{
     const char *dot = strchr(c->endpoint, '.');
     if (dot == NULL || dot == c->endpoint || strchr(dot + 1, '.') != NULL) {
         char *text = cm__arena_alloc(&c->arena, strlen(c->endpoint) + 48);
@@ -495,30 +480,32 @@ on_request(cm_tconn *conn, const cm_msg *req, void *user)
             sprintf(text, "rpc: service/endpoint request ill-formed: %s", c->endpoint);
         }
         reply_error(c, text ? text : "rpc: service/endpoint request ill-formed");
-        return;
+        return -1;
     }
-    c->rt = find_route(s, c->endpoint);
-    if (c->rt == NULL) {
-        size_t n = strlen(c->endpoint) + 32;
-        char *text = cm__arena_alloc(&c->arena, n);
-        if (text == NULL) {
-            reply_error(c, "rpc: can't find service");
-        } else if (has_service(s, c->endpoint, (size_t)(dot - c->endpoint))) {
-            snprintf(text, n, "rpc: can't find method %s", dot + 1);
-            reply_error(c, text);
-        } else {
-            snprintf(text, n, "rpc: can't find service %.*s", (int)(dot - c->endpoint),
-                     c->endpoint);
-            reply_error(c, text);
-        }
-        return;
+    c->rt = find_route(c->srv, c->endpoint);
+    if (c->rt != NULL) {
+        return 0;
     }
-    uint64_t ns;
-    if (rh.timeout != NULL && parse_timeout_ns(rh.timeout, &ns) == 0) {
-        c->deadline_ms = (int64_t)(cm_now_ms() + ns / 1000000u);
+    size_t n = strlen(c->endpoint) + 32;
+    char *text = cm__arena_alloc(&c->arena, n);
+    if (text == NULL) {
+        reply_error(c, "rpc: can't find service");
+    } else if (has_service(c->srv, c->endpoint, (size_t)(dot - c->endpoint))) {
+        snprintf(text, n, "rpc: can't find method %s", dot + 1);
+        reply_error(c, text);
+    } else {
+        snprintf(text, n, "rpc: can't find service %.*s", (int)(dot - c->endpoint), c->endpoint);
+        reply_error(c, text);
     }
+    return -1;
+}
+
+/* Decodes the request, makes the response and runs the handler, inline or on a worker. */
+static void
+dispatch(cm_ctx *c)
+{
     char reason[160] = "";
-    int rc = c->codec->unmarshal(c->rt->h.request, req->body, req->body_len, &c->arena.pbc,
+    int rc = c->codec->unmarshal(c->rt->h.request, c->req->body, c->req->body_len, &c->arena.pbc,
                                  &c->req_msg, reason, sizeof(reason));
     if (rc < 0) {
         reply_errorf(c, 400, "unable to decode request body as %s: %s", c->content_type,
@@ -536,7 +523,7 @@ on_request(cm_tconn *conn, const cm_msg *req, void *user)
     } else {
         memset(c->rsp_msg, 0, sizeof(ProtobufCBinaryData));
     }
-    s->calls++;
+    c->srv->calls++;
     if (c->rt->h.flags & CM_HANDLER_INLINE) {
         run_handler(c);
         complete(c);
@@ -544,7 +531,40 @@ on_request(cm_tconn *conn, const cm_msg *req, void *user)
     }
     c->job.work = job_work;
     c->job.done = job_done;
-    cm__workers_submit(s->workers, &c->job);
+    cm__workers_submit(c->srv->workers, &c->job);
+}
+
+static void
+on_request(cm_tconn *conn, int status, const cm_msg *req, void *user)
+{
+    cm_server *s = user;
+    cm_ctx *c = cm__ctx_get(s);
+    if (c == NULL) {
+        static const cm_hdr h[] = {{"Micro-Error", "internal error: out of memory"}};
+        cm_msg m = {h, 1, NULL, 0};
+        cm_tconn_reply(conn, &m, 1);
+        return;
+    }
+    s->inflight++;
+    c->conn = conn;
+    if (status < 0) {
+        reply_refused(c, status);
+        return;
+    }
+    read_request(c, req);
+    if (s->stopping) {
+        c->close_after = 1;
+        reply_errorf(c, 503, "server is stopping");
+        return;
+    }
+    c->codec = cm_codec_find(c->content_type);
+    if (c->codec == NULL) {
+        reply_unsupported_type(c);
+        return;
+    }
+    if (route_request(c) == 0) {
+        dispatch(c);
+    }
 }
 
 /* ---- lifecycle ---- */
@@ -559,7 +579,7 @@ cm_server_start(cm_server *s)
         return CM_ESTATE;
     }
     uv_loop_t *uv = cm_loop_uv(s->loop);
-    int rc = cm_transport_new(uv, s->transport_name, &s->topts, &s->transport);
+    int rc = cm_transport_new(s->loop, s->transport_name, &s->topts, &s->transport);
     if (rc < 0) {
         return rc;
     }
@@ -641,7 +661,7 @@ cm_server_free(cm_server *s)
     while (s->free_ctx != NULL) {
         cm_ctx *c = s->free_ctx;
         s->free_ctx = c->next_free;
-        ctx_destroy(c);
+        cm__ctx_destroy(c);
     }
     for (size_t i = 0; i < s->nroutes; i++) {
         free(s->routes[i].endpoint);
@@ -666,116 +686,6 @@ cm_server_get_stats(const cm_server *s, cm_server_stats *st)
     st->calls = s->calls;
     st->errors = s->errors;
     st->inflight = s->inflight;
-}
-
-/* ---- context accessors ---- */
-
-const char *
-cm_ctx_get(const cm_ctx *ctx, const char *key)
-{
-    if (strcasecmp(key, "Remote") == 0) {
-        return cm_tconn_peer(ctx->conn);
-    }
-    if (strcasecmp(key, "Local") == 0) {
-        return cm_tconn_local(ctx->conn);
-    }
-    return cm_msg_header(ctx->req, key);
-}
-
-const cm_msg *
-cm_ctx_headers(const cm_ctx *ctx)
-{
-    return ctx->req;
-}
-
-const char *
-cm_ctx_endpoint(const cm_ctx *ctx)
-{
-    return ctx->endpoint;
-}
-
-const char *
-cm_ctx_service(const cm_ctx *ctx)
-{
-    return ctx->service ? ctx->service : "";
-}
-
-const char *
-cm_ctx_content_type(const cm_ctx *ctx)
-{
-    return ctx->content_type;
-}
-
-const char *
-cm_ctx_peer(const cm_ctx *ctx)
-{
-    return cm_tconn_peer(ctx->conn);
-}
-
-int64_t
-cm_ctx_remaining_ms(const cm_ctx *ctx)
-{
-    if (ctx->deadline_ms < 0) {
-        return -1;
-    }
-    int64_t left = ctx->deadline_ms - (int64_t)cm_now_ms();
-    return left > 0 ? left : 0;
-}
-
-void *
-cm_ctx_alloc(cm_ctx *ctx, size_t n)
-{
-    return cm__arena_alloc(&ctx->arena, n);
-}
-
-char *
-cm_ctx_strdup(cm_ctx *ctx, const char *s)
-{
-    size_t n = strlen(s) + 1;
-    char *p = cm__arena_alloc(&ctx->arena, n);
-    if (p != NULL) {
-        memcpy(p, s, n);
-    }
-    return p;
-}
-
-int
-cm_ctx_set_header(cm_ctx *ctx, const char *key, const char *val)
-{
-    if (key == NULL || val == NULL || key[0] == '\0' || strpbrk(key, "\r\n:") != NULL ||
-        cm__is_framework_header(key)) {
-        return CM_EINVAL;
-    }
-    char *k = cm_ctx_strdup(ctx, key);
-    char *v = cm_ctx_strdup(ctx, val);
-    if (k == NULL || v == NULL) {
-        return CM_ENOMEM;
-    }
-    for (char *p = v; *p; p++) {
-        if (*p == '\r' || *p == '\n') {
-            *p = ' ';
-        }
-    }
-    return add_rsp_hdr(ctx, k, v);
-}
-
-int
-cm_ctx_error(cm_ctx *ctx, int32_t code, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    cm_error_free(ctx->error);
-    ctx->error = cm_error_newv(ctx->srv->name, code, fmt, ap);
-    va_end(ap);
-    return ctx->error ? CM_EREMOTE : CM_ENOMEM;
-}
-
-int
-cm_ctx_set_error(cm_ctx *ctx, cm_error *e)
-{
-    cm_error_free(ctx->error);
-    ctx->error = e;
-    return e ? CM_EREMOTE : CM_ENOMEM;
 }
 
 size_t

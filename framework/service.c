@@ -49,185 +49,36 @@ void
 cm_service_opts_init(cm_service_opts *o)
 {
     memset(o, 0, sizeof(*o));
+    o->log_config = -1;
 }
 
 /* ---- configuration ---- */
 
-static const char *
-env(const char *name)
+/* Why the last cm_service_new on this thread failed ("" when it did not). */
+static _Thread_local char last_why[256];
+
+const char *
+cm_service_why(void)
 {
-    const char *v = getenv(name);
-    return v && v[0] ? v : NULL;
+    return last_why;
 }
 
-static const char *
-choose(const char *code, const char *env_name, const char *def)
-{
-    if (code != NULL) {
-        return code;
-    }
-    const char *e = env_name ? env(env_name) : NULL;
-    return e ? e : def;
-}
-
-/* Go duration ("1m30s", "500ms", "2h") or plain milliseconds. 0 or CM_EINVAL. */
+/* Copies the resolved configuration into s. 0 or CM_ENOMEM. */
 static int
-parse_duration_ms(const char *s, uint64_t *out)
+adopt(cm_service *s, const cm__svc_config *c, const cm_md *md)
 {
-    char *end;
-    double total = 0;
-    if (s == NULL || *s == '\0') {
-        return CM_EINVAL;
-    }
-    unsigned long long plain = strtoull(s, &end, 10);
-    if (*end == '\0') {
-        *out = plain;
-        return 0;
-    }
-    const char *p = s;
-    while (*p) {
-        double v = strtod(p, &end);
-        if (end == p) {
-            return CM_EINVAL;
-        }
-        p = end;
-        double unit;
-        if (strncmp(p, "ns", 2) == 0) {
-            unit = 1e-6, p += 2;
-        } else if (strncmp(p, "us", 2) == 0 || strncmp(p, "\xc2\xb5s", 3) == 0) {
-            unit = 1e-3, p += (*p == 'u') ? 2 : 3;
-        } else if (strncmp(p, "ms", 2) == 0) {
-            unit = 1, p += 2;
-        } else if (*p == 's') {
-            unit = 1000, p += 1;
-        } else if (*p == 'm') {
-            unit = 60000, p += 1;
-        } else if (*p == 'h') {
-            unit = 3600000, p += 1;
-        } else {
-            return CM_EINVAL;
-        }
-        total += v * unit;
-    }
-    if (total < 0) {
-        return CM_EINVAL;
-    }
-    *out = (uint64_t)total;
-    return 0;
-}
-
-static int
-env_seconds(const char *name, uint64_t *out_ms)
-{
-    const char *v = env(name);
-    if (v == NULL) {
-        return 0;
-    }
-    char *end;
-    unsigned long long n = strtoull(v, &end, 10);
-    if (*end != '\0') {
-        uint64_t ms;
-        if (parse_duration_ms(v, &ms) < 0) {
-            fprintf(stderr, "cmicro: service: %s=%s is not a number of seconds\n", name, v);
-            return CM_EINVAL;
-        }
-        *out_ms = ms;
-        return 1;
-    }
-    *out_ms = (uint64_t)n * 1000u;
-    return 1;
-}
-
-static int
-configure(cm_service *s, const cm_service_opts *o, cm_client_opts *co, cm_selector_opts *so,
-          const char **reg_name, const char **reg_addr)
-{
-    s->name = strdup(choose(o->name, "MICRO_SERVER_NAME", "go.micro.server"));
-    s->version = strdup(choose(o->version, NULL, "latest"));
-    s->address = strdup(choose(o->address, "MICRO_SERVER_ADDRESS", ":0"));
-    const char *adv = choose(o->advertise, "MICRO_SERVER_ADVERTISE", NULL);
-    s->advertise = adv ? strdup(adv) : NULL;
-    if (s->name == NULL || s->version == NULL || s->address == NULL || (adv && !s->advertise)) {
+    s->name = strdup(c->name);
+    s->version = strdup(c->version);
+    s->address = strdup(c->address);
+    s->advertise = c->advertise ? strdup(c->advertise) : NULL;
+    if (s->name == NULL || s->version == NULL || s->address == NULL ||
+        (c->advertise && !s->advertise)) {
         return CM_ENOMEM;
     }
-    *reg_name = choose(o->registry, "MICRO_REGISTRY", "mdns");
-    *reg_addr = choose(o->registry_address, "MICRO_REGISTRY_ADDRESS", NULL);
-
-    s->ttl_ms = o->register_ttl_ms;
-    int rc;
-    if (s->ttl_ms == 0 && (rc = env_seconds("MICRO_REGISTER_TTL", &s->ttl_ms)) <= 0) {
-        if (rc < 0) {
-            return rc;
-        }
-        s->ttl_ms = 90000;
-    }
-    s->interval_ms = o->register_interval_ms;
-    if (s->interval_ms == 0 &&
-        (rc = env_seconds("MICRO_REGISTER_INTERVAL", &s->interval_ms)) <= 0) {
-        if (rc < 0) {
-            return rc;
-        }
-        s->interval_ms = s->ttl_ms / 3;
-    }
-    if (s->interval_ms == 0 || s->interval_ms > s->ttl_ms / 2) {
-        fprintf(stderr,
-                "cmicro: service: register interval %" PRIu64 " ms must be above 0 and at most "
-                "half the register TTL (%" PRIu64 " ms), or the registration flaps\n",
-                s->interval_ms, s->ttl_ms);
-        return CM_EINVAL;
-    }
-
-    cm_client_opts_init(co);
-    co->max_attempts = o->max_attempts;
-    const char *retries = env("MICRO_CLIENT_RETRIES");
-    if (co->max_attempts <= 0 && retries != NULL) {
-        char *end;
-        long n = strtol(retries, &end, 10);
-        if (*end != '\0' || n < 0 || n > 100) {
-            fprintf(stderr, "cmicro: service: MICRO_CLIENT_RETRIES=%s is not a count\n", retries);
-            return CM_EINVAL;
-        }
-        co->max_attempts = (int)n + 1;
-    }
-    if (co->max_attempts <= 0) {
-        co->max_attempts = 6;
-    }
-    co->request_timeout_ms = o->request_timeout_ms;
-    const char *rt = env("MICRO_CLIENT_REQUEST_TIMEOUT");
-    if (co->request_timeout_ms == 0 && rt != NULL &&
-        parse_duration_ms(rt, &co->request_timeout_ms) < 0) {
-        fprintf(stderr, "cmicro: service: MICRO_CLIENT_REQUEST_TIMEOUT=%s is not a duration\n",
-                rt);
-        return CM_EINVAL;
-    }
-    if (co->request_timeout_ms == 0) {
-        co->request_timeout_ms = 30000;
-    }
-    if (o->content_type != NULL) {
-        co->content_type = o->content_type;
-    }
-
-    cm_selector_opts_init(so);
-    if (o->strategy_set) {
-        so->strategy = o->strategy;
-    } else {
-        const char *sel = env("MICRO_SELECTOR");
-        if (sel != NULL) {
-            if (strcmp(sel, "roundrobin") == 0 || strcmp(sel, "round_robin") == 0) {
-                so->strategy = CM_STRATEGY_ROUND_ROBIN;
-            } else if (strcmp(sel, "random") == 0) {
-                so->strategy = CM_STRATEGY_RANDOM;
-            } else {
-                fprintf(stderr, "cmicro: service: MICRO_SELECTOR=%s: use random or roundrobin\n",
-                        sel);
-                return CM_EINVAL;
-            }
-        }
-    }
-    s->check = o->register_check;
-    s->check_user = o->register_check_user;
-    s->dereg_wait_ms = o->deregister_wait_ms ? o->deregister_wait_ms : 1000;
-    s->log_config = o->log_config || env("CMICRO_QUIET") == NULL;
+    s->ttl_ms = c->ttl_ms;
+    s->interval_ms = c->interval_ms;
+    s->dereg_wait_ms = c->dereg_wait_ms;
+    s->log_config = c->log_config;
 
     uuid_t u;
     char us[37];
@@ -244,14 +95,49 @@ configure(cm_service *s, const cm_service_opts *o, cm_client_opts *co, cm_select
     if (s->metadata == NULL) {
         return CM_ENOMEM;
     }
-    for (size_t i = 0; i < cm_md_count(o->metadata); i++) {
+    for (size_t i = 0; i < cm_md_count(md); i++) {
         const char *k, *v;
-        cm_md_at(o->metadata, i, &k, &v);
+        cm_md_at(md, i, &k, &v);
         if (cm_md_set(s->metadata, k, v) < 0) {
             return CM_ENOMEM;
         }
     }
     return 0;
+}
+
+static int
+open_registry(cm_service *s, const cm_service_opts *o, const cm__svc_config *c)
+{
+    if (o->registry_instance != NULL) {
+        s->reg = o->registry_instance;
+        return 0;
+    }
+    cm_registry_opts ro;
+    cm_registry_opts_init(&ro);
+    ro.addresses = c->reg_addr;
+    int rc = cm_registry_new(s->loop, c->reg_name, &ro, &s->reg);
+    s->own_reg = rc == 0;
+    if (rc < 0) {
+        snprintf(last_why, sizeof last_why, "registry %s: %s",
+                 c->reg_name ? c->reg_name : CM_REGISTRY_DEFAULT, cm_strerror(rc));
+    }
+    return rc;
+}
+
+static int
+open_server(cm_service *s, const cm_service_opts *o)
+{
+    cm_server_opts sv;
+    cm_server_opts_init(&sv);
+    sv.name = s->name;
+    sv.address = s->address;
+    if (o->workers) {
+        sv.workers = o->workers;
+    }
+    if (o->drain_timeout_ms) {
+        sv.drain_timeout_ms = o->drain_timeout_ms;
+    }
+    return cm_server_new(s->loop, &sv, &s->server);
 }
 
 int
@@ -262,6 +148,7 @@ cm_service_new(const cm_service_opts *o, cm_service **out)
         cm_service_opts_init(&none);
         o = &none;
     }
+    last_why[0] = '\0';
     if (out == NULL) {
         return CM_EINVAL;
     }
@@ -269,49 +156,35 @@ cm_service_new(const cm_service_opts *o, cm_service **out)
     if (s == NULL) {
         return CM_ENOMEM;
     }
-    cm_client_opts co;
-    cm_selector_opts so;
-    const char *reg_name = NULL, *reg_addr = NULL;
-    int rc = configure(s, o, &co, &so, &reg_name, &reg_addr);
+    s->check = o->register_check;
+    s->check_user = o->register_check_user;
+    cm__svc_config cfg;
+    int rc = cm__service_config(o, &cfg, last_why, sizeof last_why);
+    if (rc == 0) {
+        rc = adopt(s, &cfg, o->metadata);
+    }
     if (rc == 0) {
         rc = cm_loop_new(&s->loop);
     }
     if (rc == 0) {
-        if (o->registry_instance != NULL) {
-            s->reg = o->registry_instance;
-        } else {
-            cm_registry_opts ro;
-            cm_registry_opts_init(&ro);
-            ro.addresses = reg_addr;
-            rc = cm_registry_new(s->loop, reg_name, &ro, &s->reg);
-            s->own_reg = rc == 0;
-            if (rc < 0) {
-                fprintf(stderr, "cmicro: service: registry %s: %s\n", reg_name, cm_strerror(rc));
-            }
-        }
+        rc = open_registry(s, o, &cfg);
     }
     if (rc == 0) {
-        rc = cm_selector_new(s->loop, s->reg, &so, &s->sel);
+        rc = cm_selector_new(s->loop, s->reg, &cfg.selector, &s->sel);
     }
     if (rc == 0) {
-        co.selector = s->sel;
-        rc = cm_client_new(s->loop, &co, &s->client);
+        cfg.client.selector = s->sel;
+        rc = cm_client_new(s->loop, &cfg.client, &s->client);
     }
     if (rc == 0) {
         cm__client_set_autostart(s->client, 1);
-        cm_server_opts sv;
-        cm_server_opts_init(&sv);
-        sv.name = s->name;
-        sv.address = s->address;
-        if (o->workers) {
-            sv.workers = o->workers;
-        }
-        if (o->drain_timeout_ms) {
-            sv.drain_timeout_ms = o->drain_timeout_ms;
-        }
-        rc = cm_server_new(s->loop, &sv, &s->server);
+        rc = open_server(s, o);
     }
     if (rc < 0) {
+        if (last_why[0] == '\0') {
+            snprintf(last_why, sizeof last_why, "%s", cm_strerror(rc));
+        }
+        cm_log(CM_LOG_DEBUG, "service", "cannot create the service: %s", last_why);
         cm_service_free(s);
         return rc;
     }
@@ -440,8 +313,9 @@ extract_ip(char *out, size_t len)
     }
     uv_free_interface_addresses(ifs, n);
     snprintf(out, len, "127.0.0.1");
-    fprintf(stderr, "cmicro: service: no non-loopback interface address; advertising 127.0.0.1 "
-                    "(set MICRO_SERVER_ADVERTISE to choose one)\n");
+    cm_log(CM_LOG_WARN, "service",
+           "no non-loopback interface address; advertising 127.0.0.1 (set "
+           "MICRO_SERVER_ADVERTISE to choose one)");
     return 0;
 }
 
@@ -537,7 +411,8 @@ build_registration(cm_service *s)
     }
     /* The keys every go-micro node carries (spec 1.2); protocol=mucp keeps Go clients on the
      * plain codecs. */
-    if (md == NULL || rc < 0 || cm_md_set(md, "transport", "http") < 0 ||
+    if (md == NULL || rc < 0 ||
+        cm_md_set(md, "transport", cm__server_transport_name(s->server)) < 0 ||
         cm_md_set(md, "broker", "http") < 0 || cm_md_set(md, "server", "mucp") < 0 ||
         cm_md_set(md, "registry", cm_registry_name(s->reg)) < 0 ||
         cm_md_set(md, "protocol", "mucp") < 0 ||
@@ -593,15 +468,16 @@ on_registered(int status, void *user)
     if (status < 0) {
         s->reg_failures++;
         uint64_t d = retry_delay_ms(s->reg_failures);
-        fprintf(stderr, "cmicro: service: register %s with %s failed: %s; retrying in %" PRIu64
-                        " ms\n",
-                s->node_id, cm_registry_name(s->reg), cm_strerror(status), d);
+        /* Once per change of state: the first failure at warn, the retries at debug. */
+        cm_log(s->reg_failures == 1 ? CM_LOG_WARN : CM_LOG_DEBUG, "service",
+               "register %s with %s failed: %s; retrying in %" PRIu64 " ms", s->node_id,
+               cm_registry_name(s->reg), cm_strerror(status), d);
         uv_timer_start(&s->retry_timer, on_retry, d, 0);
         return;
     }
     if (!s->registered || s->reg_failures > 0) {
-        fprintf(stderr, "cmicro: service: registered %s at %s with %s\n", s->node_id,
-                s->advertised, cm_registry_name(s->reg));
+        cm_log(CM_LOG_INFO, "service", "registered %s at %s with %s", s->node_id, s->advertised,
+               cm_registry_name(s->reg));
     }
     s->registered = 1;
     s->reg_failures = 0;
@@ -614,11 +490,11 @@ do_register(cm_service *s)
         return;
     }
     s->reg_inflight = 1;
-    int rc = cm_registry_register(s->reg, s->svc, s->ttl_ms, on_registered, s);
+    int rc = cm_registry_register_service(s->reg, s->svc, s->ttl_ms, on_registered, s);
     if (rc < 0) {
         s->reg_inflight = 0;
         s->reg_failures++;
-        fprintf(stderr, "cmicro: service: register failed: %s\n", cm_strerror(rc));
+        cm_log(CM_LOG_WARN, "service", "register failed: %s", cm_strerror(rc));
         uv_timer_start(&s->retry_timer, on_retry, retry_delay_ms(s->reg_failures), 0);
     }
 }
@@ -646,11 +522,12 @@ on_interval(uv_timer_t *t)
     if (s->check != NULL) {
         int rc = s->check(s->check_user);
         if (rc != 0) {
-            fprintf(stderr, "cmicro: service: register check failed (%d): deregistering %s\n",
-                    rc, s->node_id);
+            cm_log(CM_LOG_WARN, "service", "register check failed (%d): deregistering %s", rc,
+                   s->node_id);
             if (s->registered) {
                 s->reg_inflight = 1;
-                if (cm_registry_deregister(s->reg, s->svc, on_deregistered_by_check, s) < 0) {
+                if (cm_registry_deregister_service(s->reg, s->svc, on_deregistered_by_check, s) <
+                    0) {
                     s->reg_inflight = 0;
                 }
             }
@@ -718,7 +595,7 @@ finish_stop(cm_service *s)
     if (s->registered) {
         s->reg_inflight = 1;
         s->stop_dereg = 1;
-        if (cm_registry_deregister(s->reg, s->svc, on_deregistered_by_check, s) == 0) {
+        if (cm_registry_deregister_service(s->reg, s->svc, on_deregistered_by_check, s) == 0) {
             s->registered = 0;
             return;
         }
@@ -754,12 +631,12 @@ on_signal(uv_signal_t *h, int signum)
 {
     cm_service *s = h->data;
     if (s->stopping) {
-        fprintf(stderr, "cmicro: service: second signal %d: exiting now\n", signum);
+        cm_log(CM_LOG_WARN, "service", "second signal %d: exiting now", signum);
         s->run_rc = CM_ECANCELED;
         cm_loop_stop(s->loop);
         return;
     }
-    fprintf(stderr, "cmicro: service: signal %d: deregistering, then draining\n", signum);
+    cm_log(CM_LOG_INFO, "service", "signal %d: deregistering, then draining", signum);
     begin_stop(s);
 }
 
@@ -784,7 +661,7 @@ start_on_loop(cm_service *s)
     if (s->check == NULL || s->check(s->check_user) == 0) {
         do_register(s);
     } else {
-        fprintf(stderr, "cmicro: service: register check failed at start: not registering yet\n");
+        cm_log(CM_LOG_WARN, "service", "register check failed at start: not registering yet");
     }
 }
 
@@ -795,8 +672,7 @@ cm_service_run(cm_service *s)
     cm__loop_stop_join(s->loop);
     int rc = cm_server_start(s->server);
     if (rc < 0) {
-        fprintf(stderr, "cmicro: service: cannot listen on %s: %s\n", s->address,
-                cm_strerror(rc));
+        cm_log(CM_LOG_DEBUG, "service", "cannot listen on %s: %s", s->address, cm_strerror(rc));
         return rc;
     }
     rc = compute_advertised(s);
@@ -807,11 +683,11 @@ cm_service_run(cm_service *s)
         return rc;
     }
     if (s->log_config) {
-        fprintf(stderr,
-                "cmicro: service %s version %s listening on %s, advertising %s; registry %s, "
-                "register ttl %" PRIu64 " ms, interval %" PRIu64 " ms; node %s\n",
-                s->name, s->version, cm_server_address(s->server), s->advertised,
-                cm_registry_name(s->reg), s->ttl_ms, s->interval_ms, s->node_id);
+        cm_log(CM_LOG_INFO, "service",
+               "%s version %s listening on %s, advertising %s; registry %s, register ttl %" PRIu64
+               " ms, interval %" PRIu64 " ms; node %s",
+               s->name, s->version, cm_server_address(s->server), s->advertised,
+               cm_registry_name(s->reg), s->ttl_ms, s->interval_ms, s->node_id);
     }
     s->run_rc = 0;
     start_on_loop(s);

@@ -1,8 +1,9 @@
-/* The registry core: go-micro's data model, the backend table lookup, the generic entry points
- * that dispatch through a backend's ops, and watcher bookkeeping. */
+/* The registry object: options, the generic entry points that dispatch through a backend's ops,
+ * and watcher bookkeeping. */
 #include "registry_int.h"
 
 #include <stdalign.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,7 +13,7 @@
 typedef struct reg_state {
     int closing;         /* cm_registry_close was called */
     unsigned notifying;  /* depth of cm__registry_notify calls running on r */
-    int free_pending;    /* cm__registry_closed ran while notifying */
+    int free_pending;    /* cm_registry_closed ran while notifying */
 } reg_state;
 
 #define STATE_SIZE                                                                                 \
@@ -24,284 +25,6 @@ state_of(const cm_registry *r)
     return (reg_state *)(void *)((char *)(uintptr_t)r - STATE_SIZE);
 }
 
-/* ---- data model ---- */
-
-static char *
-dup_str(const char *s)
-{
-    return strdup(s != NULL ? s : "");
-}
-
-/* A copy of md (NULL gives an empty md); NULL on out of memory. */
-static cm_md *
-md_copy(const cm_md *md)
-{
-    cm_md *out = cm_md_new();
-    if (out == NULL) {
-        return NULL;
-    }
-    size_t n = cm_md_count(md);
-    for (size_t i = 0; i < n; i++) {
-        const char *k, *v;
-        cm_md_at(md, i, &k, &v);
-        if (cm_md_set(out, k, v) == CM_ENOMEM) {
-            cm_md_free(out);
-            return NULL;
-        }
-    }
-    return out;
-}
-
-void
-cm_value_fini(cm_value *v)
-{
-    if (v == NULL) {
-        return;
-    }
-    for (size_t i = 0; i < v->nvalues; i++) {
-        cm_value_fini(&v->values[i]);
-    }
-    free(v->values);
-    free(v->name);
-    free(v->type);
-    memset(v, 0, sizeof(*v));
-}
-
-int
-cm_value_copy(cm_value *dst, const cm_value *src)
-{
-    memset(dst, 0, sizeof(*dst));
-    if (src == NULL) {
-        return 0;
-    }
-    dst->name = dup_str(src->name);
-    dst->type = dup_str(src->type);
-    if (dst->name == NULL || dst->type == NULL) {
-        goto oom;
-    }
-    if (src->nvalues > 0) {
-        dst->values = calloc(src->nvalues, sizeof(cm_value));
-        if (dst->values == NULL) {
-            goto oom;
-        }
-        for (size_t i = 0; i < src->nvalues; i++) {
-            if (cm_value_copy(&dst->values[i], &src->values[i]) < 0) {
-                goto oom;
-            }
-            dst->nvalues = i + 1;
-        }
-    }
-    return 0;
-oom:
-    cm_value_fini(dst);
-    return CM_ENOMEM;
-}
-
-/* A heap copy of v, or NULL (v NULL, or out of memory: *err is set then). */
-static cm_value *
-value_dup(const cm_value *v, int *err)
-{
-    if (v == NULL) {
-        return NULL;
-    }
-    cm_value *out = malloc(sizeof(*out));
-    if (out == NULL || cm_value_copy(out, v) < 0) {
-        free(out);
-        *err = CM_ENOMEM;
-        return NULL;
-    }
-    return out;
-}
-
-void
-cm__endpoint_fini(cm_endpoint *e)
-{
-    if (e == NULL) {
-        return;
-    }
-    free(e->name);
-    cm_value_fini(e->request);
-    free(e->request);
-    cm_value_fini(e->response);
-    free(e->response);
-    cm_md_free(e->metadata);
-    memset(e, 0, sizeof(*e));
-}
-
-static void
-node_fini(cm_node *n)
-{
-    free(n->id);
-    free(n->address);
-    cm_md_free(n->metadata);
-    memset(n, 0, sizeof(*n));
-}
-
-cm_reg_service *
-cm_reg_service_new(const char *name, const char *version)
-{
-    cm_reg_service *s = calloc(1, sizeof(*s));
-    if (s == NULL) {
-        return NULL;
-    }
-    s->name = dup_str(name);
-    s->version = dup_str(version);
-    if (s->name == NULL || s->version == NULL) {
-        cm_reg_service_free(s);
-        return NULL;
-    }
-    return s;
-}
-
-void
-cm_reg_service_free(cm_reg_service *s)
-{
-    if (s == NULL) {
-        return;
-    }
-    for (size_t i = 0; i < s->nendpoints; i++) {
-        cm__endpoint_fini(&s->endpoints[i]);
-    }
-    free(s->endpoints);
-    for (size_t i = 0; i < s->nnodes; i++) {
-        node_fini(&s->nodes[i]);
-    }
-    free(s->nodes);
-    cm_md_free(s->metadata);
-    free(s->name);
-    free(s->version);
-    free(s);
-}
-
-cm_node *
-cm_reg_service_add_node(cm_reg_service *s, const char *id, const char *address, const cm_md *md)
-{
-    if (s == NULL) {
-        return NULL;
-    }
-    cm_node n = {dup_str(id), dup_str(address), md_copy(md)};
-    cm_node *nodes = NULL;
-    if (n.id != NULL && n.address != NULL && n.metadata != NULL) {
-        nodes = realloc(s->nodes, (s->nnodes + 1) * sizeof(cm_node));
-    }
-    if (nodes == NULL) {
-        node_fini(&n);
-        return NULL;
-    }
-    s->nodes = nodes;
-    s->nodes[s->nnodes] = n;
-    return &s->nodes[s->nnodes++];
-}
-
-cm_endpoint *
-cm_reg_service_add_endpoint(cm_reg_service *s, const char *name, const cm_value *request,
-                        const cm_value *response, const cm_md *md)
-{
-    if (s == NULL) {
-        return NULL;
-    }
-    int err = 0;
-    cm_endpoint e = {dup_str(name), value_dup(request, &err), value_dup(response, &err),
-                     md_copy(md)};
-    cm_endpoint *eps = NULL;
-    if (err == 0 && e.name != NULL && e.metadata != NULL) {
-        eps = realloc(s->endpoints, (s->nendpoints + 1) * sizeof(cm_endpoint));
-    }
-    if (eps == NULL) {
-        cm__endpoint_fini(&e);
-        return NULL;
-    }
-    s->endpoints = eps;
-    s->endpoints[s->nendpoints] = e;
-    return &s->endpoints[s->nendpoints++];
-}
-
-cm_reg_service *
-cm_reg_service_dup(const cm_reg_service *s)
-{
-    if (s == NULL) {
-        return NULL;
-    }
-    cm_reg_service *d = cm_reg_service_new(s->name, s->version);
-    if (d == NULL) {
-        return NULL;
-    }
-    if (s->metadata != NULL && (d->metadata = md_copy(s->metadata)) == NULL) {
-        goto oom;
-    }
-    for (size_t i = 0; i < s->nendpoints; i++) {
-        const cm_endpoint *e = &s->endpoints[i];
-        if (cm_reg_service_add_endpoint(d, e->name, e->request, e->response, e->metadata) == NULL) {
-            goto oom;
-        }
-    }
-    for (size_t i = 0; i < s->nnodes; i++) {
-        const cm_node *n = &s->nodes[i];
-        if (cm_reg_service_add_node(d, n->id, n->address, n->metadata) == NULL) {
-            goto oom;
-        }
-    }
-    return d;
-oom:
-    cm_reg_service_free(d);
-    return NULL;
-}
-
-cm_reg_service_list *
-cm_reg_service_list_dup(const cm_reg_service_list *l)
-{
-    if (l == NULL) {
-        return NULL;
-    }
-    cm_reg_service_list *d = calloc(1, sizeof(*d));
-    if (d == NULL) {
-        return NULL;
-    }
-    if (l->n > 0) {
-        d->items = calloc(l->n, sizeof(cm_reg_service *));
-        if (d->items == NULL) {
-            free(d);
-            return NULL;
-        }
-    }
-    for (size_t i = 0; i < l->n; i++) {
-        d->items[i] = cm_reg_service_dup(l->items[i]);
-        if (d->items[i] == NULL) {
-            cm_reg_service_list_free(d);
-            return NULL;
-        }
-        d->n = i + 1;
-    }
-    return d;
-}
-
-void
-cm_reg_service_list_free(cm_reg_service_list *l)
-{
-    if (l == NULL) {
-        return;
-    }
-    for (size_t i = 0; i < l->n; i++) {
-        cm_reg_service_free(l->items[i]);
-    }
-    free(l->items);
-    free(l);
-}
-
-const char *
-cm_watch_action_name(cm_watch_action a)
-{
-    switch (a) {
-    case CM_WATCH_CREATE:
-        return "create";
-    case CM_WATCH_UPDATE:
-        return "update";
-    case CM_WATCH_DELETE:
-        return "delete";
-    }
-    return "unknown";
-}
-
 /* ---- registries ---- */
 
 void
@@ -310,46 +33,68 @@ cm_registry_opts_init(cm_registry_opts *o)
     memset(o, 0, sizeof(*o));
 }
 
-static void
-opts_fini(cm_registry_opts *o)
+int
+cm_registry_opts_set(cm_registry_opts *o, const char *key, const char *val)
 {
-    free((char *)(uintptr_t)o->addresses);
-    free((char *)(uintptr_t)o->interface);
-    free((char *)(uintptr_t)o->token);
-    free((char *)(uintptr_t)o->datacenter);
-    free((char *)(uintptr_t)o->namespace_);
-    memset(o, 0, sizeof(*o));
+    if (o == NULL || key == NULL || key[0] == '\0' || val == NULL) {
+        return CM_EINVAL;
+    }
+    size_t i = 0;
+    while (i < o->noptions && strcmp(o->options[i].key, key) != 0) {
+        i++;
+    }
+    if (i == CM_REGISTRY_OPTS_MAX) {
+        return CM_ENOMEM;
+    }
+    o->options[i].key = key;
+    o->options[i].val = val;
+    o->noptions += i == o->noptions;
+    return 0;
 }
 
-/* Copies *src into *dst with every string duplicated. 0 or CM_ENOMEM (dst is empty then). */
 static int
-opts_copy(cm_registry_opts *dst, const cm_registry_opts *src)
+known_key(const cm_registry_ops *ops, const char *key)
 {
-    *dst = *src;
-    const char **strs[] = {&dst->addresses, &dst->interface, &dst->token, &dst->datacenter,
-                           &dst->namespace_};
-    for (size_t i = 0; i < sizeof(strs) / sizeof(strs[0]); i++) {
-        if (*strs[i] != NULL && (*strs[i] = strdup(*strs[i])) == NULL) {
-            /* The strings after i still point at the caller's: clear them before freeing. */
-            for (size_t j = i; j < sizeof(strs) / sizeof(strs[0]); j++) {
-                *strs[j] = NULL;
-            }
-            opts_fini(dst);
-            return CM_ENOMEM;
+    for (size_t i = 0; ops->option_keys != NULL && ops->option_keys[i] != NULL; i++) {
+        if (strcmp(ops->option_keys[i], key) == 0) {
+            return 1;
         }
     }
     return 0;
 }
 
-static const cm_registry_ops *
-find_backend(const char *name)
+/* Copies the options into r. 0, CM_EINVAL (a key the backend does not know) or CM_ENOMEM. */
+static int
+opts_copy(cm_registry *r, const cm_registry_opts *o)
 {
-    for (size_t i = 0; cm__registry_backends[i] != NULL; i++) {
-        if (strcmp(cm__registry_backends[i]->name, name) == 0) {
-            return cm__registry_backends[i];
+    r->timeout_ms = o->timeout_ms;
+    if (o->addresses != NULL && (r->addresses = strdup(o->addresses)) == NULL) {
+        return CM_ENOMEM;
+    }
+    if ((r->options = cm_md_new()) == NULL) {
+        return CM_ENOMEM;
+    }
+    for (size_t i = 0; i < o->noptions && i < CM_REGISTRY_OPTS_MAX; i++) {
+        const cm_registry_opt *kv = &o->options[i];
+        if (!known_key(r->ops, kv->key)) {
+            cm_log(CM_LOG_DEBUG, "registry", "%s: unknown option \"%s\"", r->ops->name, kv->key);
+            return CM_EINVAL;
+        }
+        int rc = cm_md_set(r->options, kv->key, kv->val);
+        if (rc < 0) {
+            return rc;
         }
     }
-    return NULL;
+    return 0;
+}
+
+static void
+opts_fini(cm_registry *r)
+{
+    free(r->addresses);
+    cm_md_free(r->options);
+    r->addresses = NULL;
+    r->options = NULL;
 }
 
 int
@@ -361,15 +106,12 @@ cm_registry_new(cm_loop *loop, const char *name, const cm_registry_opts *o, cm_r
     if (name == NULL || name[0] == '\0') {
         name = getenv("MICRO_REGISTRY");
         if (name == NULL || name[0] == '\0') {
-            name = "mdns";
+            name = CM_REGISTRY_DEFAULT;
         }
     }
-    const cm_registry_ops *ops = find_backend(name);
+    const cm_registry_ops *ops = cm_registry_find(name);
     if (ops == NULL) {
         return CM_ENOTFOUND;
-    }
-    if (ops->abi_version != CM_ABI_VERSION) {
-        return CM_EINVAL;
     }
     if (ops->priv_size > SIZE_MAX / 2) {
         return CM_ENOMEM;
@@ -383,20 +125,59 @@ cm_registry_new(cm_loop *loop, const char *name, const cm_registry_opts *o, cm_r
     r->loop = loop;
     cm_registry_opts defaults;
     cm_registry_opts_init(&defaults);
-    if (opts_copy(&r->opts, o != NULL ? o : &defaults) < 0) {
-        free(block);
-        return CM_ENOMEM;
+    int rc = opts_copy(r, o != NULL ? o : &defaults);
+    if (rc == 0 && ops->init != NULL) {
+        rc = ops->init(r);
     }
-    if (ops->init != NULL) {
-        int rc = ops->init(r);
-        if (rc < 0) {
-            opts_fini(&r->opts);
-            free(block);
-            return rc;
-        }
+    if (rc < 0) {
+        opts_fini(r);
+        free(block);
+        return rc;
     }
     *out = r;
     return 0;
+}
+
+cm_loop *
+cm_registry_loop(const cm_registry *r)
+{
+    return r->loop;
+}
+
+void *
+cm_registry_priv(cm_registry *r)
+{
+    return r->priv;
+}
+
+const char *
+cm_registry_addresses(const cm_registry *r)
+{
+    return r->addresses;
+}
+
+uint64_t
+cm_registry_timeout_ms(const cm_registry *r)
+{
+    return r->timeout_ms;
+}
+
+const char *
+cm_registry_option(const cm_registry *r, const char *key)
+{
+    return cm_md_get(r->options, key);
+}
+
+const char *
+cm_watcher_name(const cm_watcher *w)
+{
+    return w->name;
+}
+
+void *
+cm_watcher_priv(cm_watcher *w)
+{
+    return w->priv;
 }
 
 const char *
@@ -438,7 +219,7 @@ registry_free(cm_registry *r)
     }
     void (*done)(void *) = r->close_done;
     void *arg = r->close_arg;
-    opts_fini(&r->opts);
+    opts_fini(r);
     free(state_of(r));
     if (done != NULL) {
         done(arg);
@@ -446,7 +227,7 @@ registry_free(cm_registry *r)
 }
 
 void
-cm__registry_closed(cm_registry *r)
+cm_registry_closed(cm_registry *r)
 {
     reg_state *st = state_of(r);
     if (st->notifying > 0) {
@@ -460,7 +241,7 @@ cm__registry_closed(cm_registry *r)
 static void
 closed_later(void *arg)
 {
-    cm__registry_closed(arg);
+    cm_registry_closed(arg);
 }
 
 /* A watcher's "stopped" mark is a NULL callback; stopped watchers stay linked (and are skipped)
@@ -499,7 +280,7 @@ cm_registry_close(cm_registry *r, void (*done)(void *arg), void *arg)
         r->ops->close(r);
     } else if (cm_loop_post(r->loop, closed_later, r) < 0) {
         /* No memory to defer: finish now rather than never. */
-        cm__registry_closed(r);
+        cm_registry_closed(r);
     }
 }
 
@@ -514,8 +295,8 @@ usable(const cm_registry *r)
 }
 
 int
-cm_registry_register(cm_registry *r, const cm_reg_service *svc, uint64_t ttl_ms, cm_registry_cb cb,
-                     void *user)
+cm_registry_register_service(cm_registry *r, const cm_reg_service *svc, uint64_t ttl_ms,
+                             cm_registry_cb cb, void *user)
 {
     int rc = usable(r);
     if (rc < 0) {
@@ -531,7 +312,8 @@ cm_registry_register(cm_registry *r, const cm_reg_service *svc, uint64_t ttl_ms,
 }
 
 int
-cm_registry_deregister(cm_registry *r, const cm_reg_service *svc, cm_registry_cb cb, void *user)
+cm_registry_deregister_service(cm_registry *r, const cm_reg_service *svc, cm_registry_cb cb,
+                               void *user)
 {
     int rc = usable(r);
     if (rc < 0) {
@@ -566,7 +348,7 @@ cm_registry_get_service(cm_registry *r, const char *name, cm_registry_list_cb cb
 }
 
 void
-cm__registry_why(cm_registry *r, const char *name, const char *fmt, ...)
+cm_registry_set_why(cm_registry *r, const char *name, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -685,7 +467,7 @@ cm__registry_notify_if(cm_registry *r, cm_watch_action action, const cm_reg_serv
 }
 
 void
-cm__registry_notify(cm_registry *r, cm_watch_action action, const cm_reg_service *svc)
+cm_registry_notify(cm_registry *r, cm_watch_action action, const cm_reg_service *svc)
 {
     cm__registry_notify_if(r, action, svc, NULL, NULL);
 }

@@ -1,11 +1,14 @@
-/* cmicro: what a registry backend implements, and the go-micro encodings backends share.
- * Not installed. */
+/* cmicro: the registry object the generic functions and the built-in backends share, and the
+ * go-micro encodings backends share. Not installed; external backends use the accessors of
+ * <cmicro/registry.h>. */
 #ifndef CMICRO_REGISTRY_INT_H
 #define CMICRO_REGISTRY_INT_H
 
+#include "core_int.h"
+
 #include <cJSON.h>
-#include <cmicro/codec.h>
 #include <cmicro/registry.h>
+#include <uv.h>
 
 struct cm_watcher {
     cm_registry *reg;
@@ -20,7 +23,9 @@ struct cm_watcher {
 struct cm_registry {
     const struct cm_registry_ops *ops;
     cm_loop *loop;
-    cm_registry_opts opts; /* strings owned by the registry */
+    char *addresses;     /* NULL: the backend's env/default */
+    uint64_t timeout_ms; /* 0: the backend's default */
+    cm_md *options;      /* the backend's settings by key; never NULL */
     cm_watcher *watchers;
     void (*close_done)(void *arg);
     void *close_arg;
@@ -31,37 +36,9 @@ struct cm_registry {
     max_align_t priv[];
 };
 
-typedef struct cm_registry_ops {
-    int abi_version; /* CM_ABI_VERSION */
-    const char *name;
-    size_t priv_size;
-    size_t watcher_priv_size;
-    int (*init)(cm_registry *r);
-    /* Cancels everything (callbacks with CM_ECANCELED), closes handles, then calls
-     * cm__registry_closed(r). */
-    void (*close)(cm_registry *r);
-    int (*reg)(cm_registry *r, const cm_reg_service *svc, uint64_t ttl_ms, cm_registry_cb cb,
-               void *user);
-    int (*dereg)(cm_registry *r, const cm_reg_service *svc, cm_registry_cb cb, void *user);
-    int (*get_service)(cm_registry *r, const char *name, cm_registry_list_cb cb, void *user);
-    int (*list_services)(cm_registry *r, cm_registry_list_cb cb, void *user);
-    /* w is allocated and linked by the framework; the backend starts what it needs. */
-    int (*watch)(cm_registry *r, cm_watcher *w);
-    /* Stops w's backend state; the framework unlinks and frees w afterwards. */
-    void (*watch_stop)(cm_registry *r, cm_watcher *w);
-} cm_registry_ops;
-
-/* Called by a backend's close when everything is closed: frees r, runs done. */
-void cm__registry_closed(cm_registry *r);
-/* Delivers an event to every watcher of r whose name matches svc->name (or watches all). */
-void cm__registry_notify(cm_registry *r, cm_watch_action action, const cm_reg_service *svc);
-/* The same, restricted to the watchers that want accepts. */
+/* cm_registry_notify, restricted to the watchers that want accepts. */
 void cm__registry_notify_if(cm_registry *r, cm_watch_action action, const cm_reg_service *svc,
                             int (*want)(const cm_watcher *w, void *arg), void *arg);
-
-/* Records why a lookup of name found nothing, before its callback runs with the empty list;
- * cm_registry_why() answers it. */
-void cm__registry_why(cm_registry *r, const char *name, const char *fmt, ...) CM_PRINTF(3, 4);
 
 /* FNV-1a, 64 bits. */
 static inline uint64_t
@@ -75,12 +52,10 @@ cm__fnv1a(const void *data, size_t n)
     return h;
 }
 
-/* Backends, listed in registry.c's table. */
+/* The built-in backends, registered by the table in backends.c. */
 extern const cm_registry_ops cm__registry_memory;
 extern const cm_registry_ops cm__registry_mdns;
 extern const cm_registry_ops cm__registry_consul;
-/* NULL-terminated, in backends.c. */
-extern const cm_registry_ops *const cm__registry_backends[];
 
 /* ---- go-micro's JSON forms (spec 1.1), shared by the backends ---- */
 

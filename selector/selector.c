@@ -285,9 +285,8 @@ apply_answer(cm_selector *s, const char *name, int status, const cm_reg_service_
         e->failing = 1;
         if (!e->logged) {
             e->logged = 1;
-            fprintf(stderr,
-                    "cmicro: selector: registry error for %s: %s; serving %zu cached nodes\n", name,
-                    cm_strerror(status), e->c.nnodes);
+            cm_log(CM_LOG_WARN, "selector", "registry error for %s: %s; serving %zu cached nodes",
+                   name, cm_strerror(status), e->c.nnodes);
         }
         return 0;
     }

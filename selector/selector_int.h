@@ -2,7 +2,10 @@
 #ifndef CMICRO_SELECTOR_INT_H
 #define CMICRO_SELECTOR_INT_H
 
+#include "core_int.h"
+
 #include <cmicro/selector.h>
+#include <uv.h>
 
 /* One node of the flattened list, with its passive health state. */
 typedef struct cm__snode {

@@ -1,14 +1,70 @@
 /* cmicro: the generic transport functions; each dispatches to the backend's ops table. */
 #include "transport_int.h"
 
+#include <uv.h>
+
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
-/* Every backend, found by name. */
-static const cm_transport_ops *const backends[] = {
+/* Every backend, found by name: the built-ins, then those registered by the application. */
+#define BACKENDS_MAX 16
+static const cm_transport_ops *backends[BACKENDS_MAX] = {
     &cm__transport_http,
 };
+static size_t nbackends = 1;
+static uv_mutex_t backends_mu;
+static uv_once_t backends_once = UV_ONCE_INIT;
+
+static void
+backends_init(void)
+{
+    if (uv_mutex_init(&backends_mu) != 0) {
+        abort();
+    }
+}
+
+int
+cm_transport_register(const cm_transport_ops *ops)
+{
+    if (!ops || ops->abi_version != CM_ABI_VERSION || !ops->name || !*ops->name || !ops->init ||
+        !ops->close || !ops->listen || !ops->reply || !ops->roundtrip) {
+        return CM_EINVAL;
+    }
+    uv_once(&backends_once, backends_init);
+    uv_mutex_lock(&backends_mu);
+    int r = 0;
+    size_t i = 0;
+    while (i < nbackends && strcmp(backends[i]->name, ops->name) != 0) {
+        i++;
+    }
+    if (i == BACKENDS_MAX) {
+        r = CM_ENOMEM;
+    } else {
+        backends[i] = ops;
+        nbackends += i == nbackends;
+    }
+    uv_mutex_unlock(&backends_mu);
+    return r;
+}
+
+const cm_transport_ops *
+cm_transport_find(const char *name)
+{
+    if (!name) {
+        return NULL;
+    }
+    uv_once(&backends_once, backends_init);
+    uv_mutex_lock(&backends_mu);
+    const cm_transport_ops *ops = NULL;
+    for (size_t i = 0; i < nbackends && !ops; i++) {
+        if (strcmp(backends[i]->name, name) == 0) {
+            ops = backends[i];
+        }
+    }
+    uv_mutex_unlock(&backends_mu);
+    return ops;
+}
 
 const char *
 cm_msg_header(const cm_msg *m, const char *key)
@@ -37,27 +93,14 @@ cm_transport_opts_init(cm_transport_opts *o)
 }
 
 int
-cm_transport_new(uv_loop_t *loop, const char *name, const cm_transport_opts *opts,
-                 cm_transport **out)
+cm_transport_new(cm_loop *loop, const char *name, const cm_transport_opts *opts, cm_transport **out)
 {
     if (!loop || !out) {
         return CM_EINVAL;
     }
-    if (!name) {
-        name = "http";
-    }
-    const cm_transport_ops *ops = NULL;
-    for (size_t i = 0; i < sizeof(backends) / sizeof(backends[0]); i++) {
-        if (strcmp(backends[i]->name, name) == 0) {
-            ops = backends[i];
-            break;
-        }
-    }
+    const cm_transport_ops *ops = cm_transport_find(name ? name : CM_TRANSPORT_DEFAULT);
     if (!ops) {
         return CM_ENOTFOUND;
-    }
-    if (ops->abi_version != CM_ABI_VERSION) {
-        return CM_EINVAL;
     }
     cm_transport_opts o;
     if (opts) {
@@ -73,7 +116,8 @@ cm_transport_new(uv_loop_t *loop, const char *name, const cm_transport_opts *opt
         return CM_ENOMEM;
     }
     t->ops = ops;
-    t->loop = loop;
+    t->cloop = loop;
+    t->loop = cm_loop_uv(loop);
     t->opts = o;
     if (ops->init) {
         int r = ops->init(t);
@@ -86,8 +130,26 @@ cm_transport_new(uv_loop_t *loop, const char *name, const cm_transport_opts *opt
     return 0;
 }
 
+cm_loop *
+cm_transport_loop(const cm_transport *t)
+{
+    return t->cloop;
+}
+
+const cm_transport_opts *
+cm_transport_get_opts(const cm_transport *t)
+{
+    return &t->opts;
+}
+
+void *
+cm_transport_priv(cm_transport *t)
+{
+    return t->priv;
+}
+
 void
-cm__transport_closed(cm_transport *t)
+cm_transport_closed(cm_transport *t)
 {
     void (*done)(void *arg) = t->close_done;
     void *arg = t->close_arg;

@@ -4,7 +4,9 @@
 #ifndef CM_TEST_CONSUL_HARNESS_H
 #define CM_TEST_CONSUL_HARNESS_H
 
+#include "logcap.h"
 #include "test.h"
+#include <uv.h>
 
 #include <cmicro/cmicro.h>
 #include <cmicro/registry.h>
@@ -247,7 +249,7 @@ reg_sync(cm_loop *l, cm_registry *r, const cm_reg_service *s, uint64_t ttl_ms)
 {
     result res = {0};
     in_call = 1;
-    int rc = cm_registry_register(r, s, ttl_ms, on_status, &res);
+    int rc = cm_registry_register_service(r, s, ttl_ms, on_status, &res);
     in_call = 0;
     if (rc < 0) {
         return rc;
@@ -261,7 +263,7 @@ dereg_sync(cm_loop *l, cm_registry *r, const cm_reg_service *s)
 {
     result res = {0};
     in_call = 1;
-    int rc = cm_registry_deregister(r, s, on_status, &res);
+    int rc = cm_registry_deregister_service(r, s, on_status, &res);
     in_call = 0;
     if (rc < 0) {
         return rc;
@@ -330,7 +332,7 @@ new_registry(cm_loop *l, const char *addresses, const char *token, uint64_t time
     cm_registry_opts o;
     cm_registry_opts_init(&o);
     o.addresses = addresses;
-    o.token = token;
+    cm_registry_opts_set(&o, "token", token);
     o.timeout_ms = timeout_ms;
     cm_registry *r = NULL;
     CHECK_EQ_INT(cm_registry_new(l, "consul", &o, &r), 0);
@@ -338,41 +340,25 @@ new_registry(cm_loop *l, const char *addresses, const char *token, uint64_t time
     return r;
 }
 
-/* ---- stderr capture ---- */
+/* ---- log capture (test/common/logcap.c) ---- */
 
 typedef struct capture {
-    int saved;
-    char path[64];
+    int unused;
 } capture;
 
 static void
 capture_start(capture *c)
 {
-    fflush(stderr);
-    snprintf(c->path, sizeof(c->path), "/tmp/cm-consul-stderr-XXXXXX");
-    int fd = mkstemp(c->path);
-    CHECK(fd >= 0);
-    c->saved = dup(2);
-    dup2(fd, 2);
-    close(fd);
+    (void)c;
+    logcap_start();
 }
 
-/* Restores stderr, echoes what was caught, returns it (owned). */
+/* Stops capturing, echoes what was caught, returns it (owned). */
 static char *
 capture_end(capture *c)
 {
-    fflush(stderr);
-    dup2(c->saved, 2);
-    close(c->saved);
-    FILE *f = fopen(c->path, "r");
-    CHECK(f != NULL);
-    char *buf = calloc(1, 65536);
-    size_t n = fread(buf, 1, 65535, f);
-    buf[n] = '\0';
-    fclose(f);
-    unlink(c->path);
-    fputs(buf, stderr);
-    return buf;
+    (void)c;
+    return logcap_end();
 }
 
 /* ---- an independent decoder of go-micro's tags: hex, then zlib, then the caller's JSON ---- */

@@ -2,6 +2,7 @@
  * that need the test agent's control endpoints print SKIP), else the Python test agent
  * (consul_agent.py) started on a free port. */
 #include "harness.h"
+#include <uv.h>
 
 #include <uuid/uuid.h>
 
@@ -390,7 +391,7 @@ test_tcp_check(void)
     cm_registry_opts o;
     cm_registry_opts_init(&o);
     o.addresses = agent.addr;
-    o.tcp_check_interval_ms = 10000;
+    cm_registry_opts_set(&o, "tcp_check_interval_ms", "10000");
     cm_registry *r = NULL;
     CHECK_EQ_INT(cm_registry_new(loop, "consul", &o, &r), 0);
     cm_reg_service *s = make_svc("cm.test.tcp", "1.0.0", id, "127.0.0.1:9");
@@ -481,7 +482,8 @@ test_agent_down(void)
     int rc = reg_sync(loop, r, s, 30000);
     char *log = capture_end(&cap);
     CHECK_EQ_INT(rc, UV_ECONNREFUSED);
-    CHECK(strstr(log, "cmicro: consul: PUT /v1/agent/service/register: http://127.0.0.1:") != NULL);
+    CHECK(strstr(log, "[registry.consul] PUT /v1/agent/service/register: http://127.0.0.1:") !=
+          NULL);
     free(log);
     cm_reg_service_list *l = NULL;
     CHECK_EQ_INT(get_sync(loop, r, "cm.test.down", &l), UV_ECONNREFUSED);
@@ -781,9 +783,9 @@ test_acl(void)
     char *log = capture_end(&cap);
     CHECK_EQ_INT(rc, CM_EREGISTRY);
     CHECK_EQ_INT(rc2, CM_EREGISTRY);
-    CHECK(strstr(log, "cmicro: consul: PUT /v1/agent/service/register: 403 ACL not found\n") !=
+    CHECK(strstr(log, "[registry.consul] PUT /v1/agent/service/register: 403 ACL not found\n") !=
           NULL);
-    CHECK(strstr(log, "cmicro: consul: GET /v1/health/service/cm.test.acl: 403 ") != NULL);
+    CHECK(strstr(log, "[registry.consul] GET /v1/health/service/cm.test.acl: 403 ") != NULL);
     free(log);
     close_registry(loop, r);
     /* No token at all. */
@@ -860,7 +862,7 @@ test_tls(void)
     int rc = get_with_env(url);
     char *log = capture_end(&cap);
     CHECK_EQ_INT(rc, CM_EREGISTRY);
-    CHECK(strstr(log, "cmicro: consul: GET /v1/health/service/cm.test.tls: https://") != NULL);
+    CHECK(strstr(log, "[registry.consul] GET /v1/health/service/cm.test.tls: https://") != NULL);
     CHECK(strstr(log, "certificate") != NULL);
     free(log);
     /* Verification off. */
@@ -929,7 +931,7 @@ test_slow_agent(void)
     uint64_t t0 = cm_now_ms();
     result res = {0};
     in_call = 1;
-    CHECK_EQ_INT(cm_registry_register(r, s, 30000, on_status, &res), 0);
+    CHECK_EQ_INT(cm_registry_register_service(r, s, 30000, on_status, &res), 0);
     in_call = 0;
     CHECK(run_until(loop, &res.done, 10000));
     uint64_t took = cm_now_ms() - t0;
@@ -953,7 +955,7 @@ test_slow_agent(void)
     char *log = capture_end(&cap);
     CHECK_EQ_INT(rc, CM_ETIMEDOUT);
     CHECK(took < 1500);
-    CHECK(strstr(log, "cmicro: consul: GET /v1/health/service/cm.test.slow: ") != NULL);
+    CHECK(strstr(log, "[registry.consul] GET /v1/health/service/cm.test.slow: ") != NULL);
     free(log);
 
     /* Closing cancels what is in flight: CM_ECANCELED, after the close call. */
@@ -998,14 +1000,14 @@ test_agent_errors(void)
     CHECK_EQ_INT(rc1, CM_EREGISTRY);
     CHECK_EQ_INT(rc2, CM_EREGISTRY);
     CHECK_EQ_INT(rc3, CM_EPROTO);
-    CHECK(strstr(log, "cmicro: consul: GET /v1/health/service/cm.test.err: 500 No cluster "
+    CHECK(strstr(log, "[registry.consul] GET /v1/health/service/cm.test.err: 500 No cluster "
                       "leader\n") != NULL);
-    CHECK(strstr(log, "cmicro: consul: PUT /v1/agent/service/register: 429 rate limit "
+    CHECK(strstr(log, "[registry.consul] PUT /v1/agent/service/register: 429 rate limit "
                       "exceeded\n") != NULL);
     free(log);
     /* A bad address is refused at once. */
     cm_reg_service *bad = make_svc("cm.test.err", "1.0.0", id, "127.0.0.1:http");
-    CHECK_EQ_INT(cm_registry_register(r, bad, 30000, NULL, NULL), CM_EADDR);
+    CHECK_EQ_INT(cm_registry_register_service(r, bad, 30000, NULL, NULL), CM_EADDR);
     cm_reg_service_free(bad);
     /* A metadata value too long for Meta is left out of it; registration succeeds. */
     char big[600];

@@ -5,6 +5,7 @@
 
 #include "consul_int.h"
 
+#include <stdarg.h>
 #include <stdlib.h>
 
 static void
@@ -494,8 +495,12 @@ make(cm_loop *l, const char *addresses, int consistent, const char *dc, int want
     cm_registry_opts o;
     cm_registry_opts_init(&o);
     o.addresses = addresses;
-    o.consistent = consistent;
-    o.datacenter = dc;
+    if (consistent) {
+        cm_registry_opts_set(&o, "consistent", "true");
+    }
+    if (dc != NULL) {
+        cm_registry_opts_set(&o, "datacenter", dc);
+    }
     cm_registry *r = NULL;
     CHECK_EQ_INT(cm_registry_new(l, "consul", &o, &r), want_rc);
     return r;
@@ -564,7 +569,7 @@ test_config(void)
     close_and_run(l, r);
     cm_registry_opts o;
     cm_registry_opts_init(&o);
-    o.token = "optok";
+    cm_registry_opts_set(&o, "token", "optok");
     CHECK_EQ_INT(cm_registry_new(l, "consul", &o, &r), 0);
     CHECK_EQ_STR(cm__consul_of(r)->hdr_get->data, "X-Consul-Token: optok");
     close_and_run(l, r);

@@ -37,7 +37,7 @@ export MICRO_REGISTRY=consul MICRO_SERVER_ADDRESS=127.0.0.1:0
 "$server_bin" >"$tmp/server.log" 2>&1 &
 server=$!
 i=0
-until grep -q "cmicro: service: registered" "$tmp/server.log"; do
+until grep -q "\[service\] registered" "$tmp/server.log"; do
     i=$((i + 1))
     [ "$i" -le 100 ] || fail "server did not register within 10 s"
     kill -0 "$server" 2>/dev/null || fail "server exited"

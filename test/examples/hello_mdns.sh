@@ -18,7 +18,7 @@ fail() {
     exit 1
 }
 i=0
-until grep -q "cmicro: service: registered" "$log"; do
+until grep -q "\[service\] registered" "$log"; do
     i=$((i + 1))
     [ "$i" -le 100 ] || fail "server did not register within 10 s"
     kill -0 "$server" 2>/dev/null || fail "server exited"

@@ -1,6 +1,7 @@
 /* The server and the client together over real sockets on 127.0.0.1. */
 #include "rpctest.pb-c.h"
 #include "test.h"
+#include <uv.h>
 
 #include <cmicro/cmicro.h>
 #include <stdatomic.h>
@@ -345,6 +346,56 @@ test_retry_to_live_address(void)
     CHECK_EQ_INT(call(addrs, "Test.Echo", CM_CT_PROTOBUF, &req, &rsp, &err, &o), UV_ECONNREFUSED);
     CHECK(strstr(err->detail, "connection error") != NULL);
     cm_error_free(err);
+}
+
+/* Requests the transport refuses over its limits reach the server as codes; the server answers
+ * with go-micro's 431 and 413 errors (the transport knows nothing of cm_error). */
+static void
+test_transport_limits(void)
+{
+    Rpctest__Req req = RPCTEST__REQ__INIT;
+    Rpctest__Rsp *rsp = NULL;
+    cm_error *err = NULL;
+    cm_call_opts o;
+    cm_call_opts_init(&o);
+    o.max_attempts = 1;
+    cm_md *md = cm_md_new();
+    o.md = md;
+    char *big = malloc(70001);
+    memset(big, 'a', 70000);
+    big[70000] = '\0';
+    CHECK_EQ_INT(cm_md_set(md, "X-Big", big), 0);
+    req.name = "limits";
+    CHECK_EQ_INT(call(S.addr, "Test.Echo", CM_CT_PROTOBUF, &req, &rsp, &err, &o), CM_EREMOTE);
+    CHECK_EQ_STR(err->id, "cmicro.transport");
+    CHECK_EQ_INT(err->code, 431);
+    CHECK_EQ_STR(err->detail, "request header block exceeds 65536 bytes (max_header_bytes)");
+    CHECK_EQ_STR(err->status, "Request Header Fields Too Large");
+    cm_error_free(err);
+    err = NULL;
+    cm_md_free(md);
+    o.md = NULL;
+    free(big);
+
+    size_t n = 5u << 20;
+    big = malloc(n + 1);
+    memset(big, 'b', n);
+    big[n] = '\0';
+    req.name = big;
+    CHECK_EQ_INT(call(S.addr, "Test.Echo", CM_CT_PROTOBUF, &req, &rsp, &err, &o), CM_EREMOTE);
+    CHECK_EQ_STR(err->id, "cmicro.transport");
+    CHECK_EQ_INT(err->code, 413);
+    CHECK_EQ_STR(err->detail, "request body exceeds 4194304 bytes (max_body_bytes)");
+    CHECK_EQ_STR(err->status, "Request Entity Too Large");
+    cm_error_free(err);
+    free(big);
+
+    /* The server goes on serving. */
+    req.name = "after";
+    err = NULL;
+    CHECK_EQ_INT(call(S.addr, "Test.Echo", CM_CT_PROTOBUF, &req, &rsp, &err, NULL), 0);
+    CHECK_EQ_STR(rsp->msg, "Hello after");
+    cm_message_free(&rpctest__rsp__descriptor, rsp);
 }
 
 static void
@@ -769,6 +820,7 @@ main(void)
     RUN(test_errors);
     RUN(test_deadline);
     RUN(test_retry_to_live_address);
+    RUN(test_transport_limits);
     RUN(test_pooling);
     RUN(test_metadata);
     RUN(test_bad_bodies);

@@ -2,6 +2,7 @@
  * name through the memory registry, and the SIGTERM path (deregister, then drain). */
 #include "rpctest.pb-c.h"
 #include "test.h"
+#include <uv.h>
 
 #include <cmicro/cmicro.h>
 #include <signal.h>

@@ -5,6 +5,7 @@
  * request's codec. Whole and cut in three reads, the input must parse alike. */
 #include "echo.pb-c.h"
 #include "http_common.h"
+#include <cmicro/rpc_error.h>
 
 #include <cmicro/codec.h>
 

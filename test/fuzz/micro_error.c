@@ -4,7 +4,7 @@
  * value written from it must be one line. */
 #include "fuzz.h"
 
-#include <cmicro/error.h>
+#include <cmicro/rpc_error.h>
 #include <string.h>
 
 static int

@@ -226,7 +226,7 @@ class Ctx:
             if metadata:
                 env["INTEROP_METADATA"] = metadata
             p = Proc(self, label, [self.args.c_echo_server], env)
-            p.wait_for("cmicro: service: registered")
+            p.wait_for("[service] registered")
         else:
             argv = [self.go_bin(peer), "echo-server", "-registry", self.reg, "-name", name,
                     "-instance", instance]
@@ -481,7 +481,7 @@ def hello(ctx):
         p.stop()
         log("   C hello-client -> %s hello-server: %s" % (peer, out))
     p = Proc(ctx, "hello-server-c", [a.c_hello_server], ctx.env)
-    p.wait_for("cmicro: service: registered")
+    p.wait_for("[service] registered")
     for peer in ("go4.11", "go4.9"):
         for ct in ("application/json", "application/protobuf"):
             out = ctx.run_tool([ctx.go_bin(peer), "hello-client", "-registry", ctx.reg,

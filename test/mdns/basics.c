@@ -139,10 +139,10 @@ test_interfaces(cm_loop *loop)
     cm_registry *r = NULL;
     cm_registry_opts o;
     cm_registry_opts_init(&o);
-    o.interface = "nosuchif0";
+    cm_registry_opts_set(&o, "interface", "nosuchif0");
     CHECK_EQ_INT(cm_registry_new(loop, "mdns", &o, &r), CM_EINVAL);
     CHECK(r == NULL);
-    o.interface = "nosuchif0,lo";
+    cm_registry_opts_set(&o, "interface", "nosuchif0,lo");
     CHECK_EQ_INT(cm_registry_new(loop, "mdns", &o, &r), 0);
     int closed = 0;
     cm_registry_close(r, set_flag, &closed);
@@ -169,27 +169,27 @@ test_bad_registrations(cm_loop *loop, cm_registry *r)
         cm_reg_service *s = cm_reg_service_new("bad", "1");
         CHECK(cm_reg_service_add_node(s, "bad-1", bad[i], NULL) != NULL);
         result res = {0};
-        CHECK_EQ_INT(cm_registry_register(r, s, 0, on_status, &res), CM_EINVAL);
+        CHECK_EQ_INT(cm_registry_register_service(r, s, 0, on_status, &res), CM_EINVAL);
         cm_reg_service_free(s);
         run_for(loop, 1);
         CHECK(!res.done); /* an error return never calls back */
     }
     cm_reg_service *s = cm_reg_service_new("bad", "1");
-    CHECK_EQ_INT(cm_registry_register(r, s, 0, NULL, NULL), CM_EINVAL); /* no nodes */
+    CHECK_EQ_INT(cm_registry_register_service(r, s, 0, NULL, NULL), CM_EINVAL); /* no nodes */
     CHECK(cm_reg_service_add_node(s, "", "127.0.0.1:80", NULL) != NULL);
-    CHECK_EQ_INT(cm_registry_register(r, s, 0, NULL, NULL), CM_EINVAL); /* no id */
+    CHECK_EQ_INT(cm_registry_register_service(r, s, 0, NULL, NULL), CM_EINVAL); /* no id */
     cm_reg_service_free(s);
     /* All or nothing: one bad node refuses the whole service. */
     s = cm_reg_service_new("bad", "1");
     CHECK(cm_reg_service_add_node(s, "bad-ok", "127.0.0.1:80", NULL) != NULL);
     CHECK(cm_reg_service_add_node(s, "bad-no", "example.com:80", NULL) != NULL);
-    CHECK_EQ_INT(cm_registry_register(r, s, 0, NULL, NULL), CM_EINVAL);
+    CHECK_EQ_INT(cm_registry_register_service(r, s, 0, NULL, NULL), CM_EINVAL);
     cm_reg_service_free(s);
     /* A payload that cannot fit one datagram is refused at once. */
     s = cm_reg_service_new("bad", "1");
     CHECK(cm_reg_service_add_node(s, "bad-big", "127.0.0.1:80", NULL) != NULL);
     gen_endpoints(s, 3000);
-    CHECK_EQ_INT(cm_registry_register(r, s, 0, NULL, NULL), CM_ETOOBIG);
+    CHECK_EQ_INT(cm_registry_register_service(r, s, 0, NULL, NULL), CM_ETOOBIG);
     cm_reg_service_free(s);
     cm_reg_service_list *l = lookup(loop, r, "bad");
     CHECK_EQ_INT(l->n, 0);
@@ -249,7 +249,7 @@ main(void)
     fprintf(stderr, "-- register: deferred callback, IPv4 and IPv6 nodes\n");
     cm_reg_service *s = make_service("red");
     result reg = {0};
-    CHECK_EQ_INT(cm_registry_register(r1, s, 30000, on_status, &reg), 0);
+    CHECK_EQ_INT(cm_registry_register_service(r1, s, 30000, on_status, &reg), 0);
     CHECK(!reg.done);
     CHECK(run_until(loop, &reg.done, 1000));
     CHECK_EQ_INT(reg.status, 0);
@@ -273,7 +273,7 @@ main(void)
     fprintf(stderr, "-- registering again unchanged is a quiet refresh\n");
     int before = nevents;
     reg.done = 0;
-    CHECK_EQ_INT(cm_registry_register(r1, s, 30000, on_status, &reg), 0);
+    CHECK_EQ_INT(cm_registry_register_service(r1, s, 30000, on_status, &reg), 0);
     CHECK(run_until(loop, &reg.done, 1000));
     run_for(loop, 150);
     CHECK_EQ_INT(nevents, before);
@@ -282,7 +282,7 @@ main(void)
     cm_reg_service_free(s);
     s = make_service("blue");
     uint64_t t0 = now_ms();
-    CHECK_EQ_INT(cm_registry_register(r1, s, 30000, NULL, NULL), 0);
+    CHECK_EQ_INT(cm_registry_register_service(r1, s, 30000, NULL, NULL), 0);
     end = now_ms() + 400;
     int got = -1;
     while (got < 0 && now_ms() < end) {
@@ -303,7 +303,7 @@ main(void)
     cm_reg_service *one = cm_reg_service_new("six", "1.0");
     CHECK(cm_reg_service_add_node(one, "six-v6", "[::1]:8081", NULL) != NULL);
     result dereg = {0};
-    CHECK_EQ_INT(cm_registry_deregister(r1, one, on_status, &dereg), 0);
+    CHECK_EQ_INT(cm_registry_deregister_service(r1, one, on_status, &dereg), 0);
     CHECK(!dereg.done);
     cm_reg_service_free(one);
     end = now_ms() + 1000;
@@ -326,7 +326,7 @@ main(void)
     CHECK_EQ_INT(cm_registry_get_service(r1, "six", on_list, &pending), 0);
     cm_reg_service *other = cm_reg_service_new("other", "1");
     CHECK(cm_reg_service_add_node(other, "other-1", "127.0.0.1:1", NULL) != NULL);
-    CHECK_EQ_INT(cm_registry_register(r1, other, 0, on_status, &reg2), 0);
+    CHECK_EQ_INT(cm_registry_register_service(r1, other, 0, on_status, &reg2), 0);
     cm_reg_service_free(other);
     int closed = 0;
     cm_registry_close(r1, set_closed, &closed);

@@ -1,6 +1,7 @@
 /* Several processes on one host find each other through the mdns backend: three helper servers
  * (mdns-server) and this client. Runs inside a private network namespace (run-netns.sh).
  *   test-mdns-discovery PATH_TO_MDNS_SERVER */
+#include "logcap.h"
 #include "mdns_test.h"
 
 #include <sys/stat.h>
@@ -174,34 +175,19 @@ set_flag(void *arg)
     *(int *)arg = 1;
 }
 
-/* Captures what the next calls write to stderr, into a temporary file. */
-static int saved_stderr = -1;
-static char capture_path[64];
-
+/* Captures the library's log lines of the next calls (test/common/logcap.c). */
 static void
 capture_start(void)
 {
-    snprintf(capture_path, sizeof capture_path, "/tmp/cmicro-mdns-stderr-XXXXXX");
-    int fd = mkstemp(capture_path);
-    CHECK(fd >= 0);
-    fflush(stderr);
-    saved_stderr = dup(2);
-    CHECK(dup2(fd, 2) == 2);
-    close(fd);
+    logcap_start();
 }
 
 static void
 capture_end(char *out, size_t len)
 {
-    fflush(stderr);
-    CHECK(dup2(saved_stderr, 2) == 2);
-    close(saved_stderr);
-    FILE *f = fopen(capture_path, "r");
-    CHECK(f != NULL);
-    size_t n = fread(out, 1, len - 1, f);
-    out[n] = '\0';
-    fclose(f);
-    unlink(capture_path);
+    char *t = logcap_end();
+    snprintf(out, len, "%s", t);
+    free(t);
 }
 
 int
@@ -331,9 +317,9 @@ main(int argc, char **argv)
     CHECK(took >= 95 && took < 600);
     const char *v6 = getenv("CMICRO_TEST_IPV6");
     CHECK(strstr(err, v6 != NULL && strcmp(v6, "1") == 0
-                          ? "cmicro: mdns: 0 answers for nobody.here in 100 ms on interfaces "
+                          ? "[registry.mdns] 0 answers for nobody.here in 100 ms on interfaces "
                             "[lo (v4+v6)]; multicast may be blocked\n"
-                          : "cmicro: mdns: 0 answers for nobody.here in 100 ms on interfaces "
+                          : "[registry.mdns] 0 answers for nobody.here in 100 ms on interfaces "
                             "[lo (v4)]; multicast may be blocked\n") != NULL);
     CHECK(strchr(err, '\n') == err + strlen(err) - 1); /* exactly one line */
 

@@ -347,7 +347,7 @@ main(int argc, char **argv)
     cm_md_free(md);
     gen_endpoints(svc, 20);
     int registered = 0;
-    CHECK_EQ_INT(cm_registry_register(reg, svc, 0, on_status, &registered), 0);
+    CHECK_EQ_INT(cm_registry_register_service(reg, svc, 0, on_status, &registered), 0);
     CHECK(run_until(loop, &registered, 1000));
     make_seeds(svc);
     fprintf(stderr, "fuzz: %d seeds\n", nseeds);

@@ -3,6 +3,7 @@
  *   mdns-server SERVICE VERSION NODE_ID ADDRESS [key=value]... [-e N]
  * -e N adds N generated endpoints (mdns_test.h). */
 #include "mdns_test.h"
+#include <uv.h>
 
 #include <sys/prctl.h>
 
@@ -52,7 +53,7 @@ on_term(uv_signal_t *h, int signum)
     (void)signum;
     server *s = h->data;
     uv_close((uv_handle_t *)&s->sig, NULL);
-    int rc = cm_registry_deregister(s->reg, s->svc, deregistered, s);
+    int rc = cm_registry_deregister_service(s->reg, s->svc, deregistered, s);
     if (rc != 0) {
         fprintf(stderr, "mdns-server: deregister: %s\n", cm_strerror(rc));
         s->exit_code = 1;
@@ -96,7 +97,7 @@ main(int argc, char **argv)
     uv_signal_init(cm_loop_uv(s.loop), &s.sig);
     s.sig.data = &s;
     uv_signal_start(&s.sig, on_term, SIGTERM);
-    CHECK(cm_registry_register(s.reg, s.svc, 0, registered, &s) == 0);
+    CHECK(cm_registry_register_service(s.reg, s.svc, 0, registered, &s) == 0);
     cm_loop_run(s.loop);
     cm_reg_service_free(s.svc);
     cm_loop_free(s.loop);

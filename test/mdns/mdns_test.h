@@ -5,6 +5,7 @@
 #define CM_MDNS_TEST_H
 
 #include "test.h"
+#include <uv.h>
 
 #include <cmicro/registry.h>
 #include <errno.h>

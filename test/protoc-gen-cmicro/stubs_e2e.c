@@ -4,6 +4,7 @@
 #include "echo.cmicro.h"
 #include "hello.cmicro.h"
 #include "test.h"
+#include <uv.h>
 
 #include <stdio.h>
 

@@ -37,7 +37,7 @@ new_reg(const char *ns)
 {
     cm_registry_opts o;
     cm_registry_opts_init(&o);
-    o.namespace_ = ns;
+    cm_registry_opts_set(&o, "namespace", ns);
     cm_registry *r = NULL;
     CHECK_EQ_INT(cm_registry_new(L, "memory", &o, &r), 0);
     CHECK(r != NULL);
@@ -104,7 +104,7 @@ do_register(cm_registry *r, const cm_reg_service *s, uint64_t ttl)
 {
     int before = done_count;
     in_call = 1;
-    CHECK_EQ_INT(cm_registry_register(r, s, ttl, on_done, &done_count), 0);
+    CHECK_EQ_INT(cm_registry_register_service(r, s, ttl, on_done, &done_count), 0);
     in_call = 0;
     CHECK_EQ_INT(done_count, before);
     CHECK(wait_until(&done_count, before + 1, 2000));
@@ -116,7 +116,7 @@ do_deregister(cm_registry *r, const cm_reg_service *s)
 {
     int before = done_count;
     in_call = 1;
-    CHECK_EQ_INT(cm_registry_deregister(r, s, on_done, &done_count), 0);
+    CHECK_EQ_INT(cm_registry_deregister_service(r, s, on_done, &done_count), 0);
     in_call = 0;
     CHECK(wait_until(&done_count, before + 1, 2000));
     CHECK_EQ_INT(last_status, 0);
@@ -220,10 +220,10 @@ test_new_errors(void)
 
     r = new_reg(NULL);
     cm_reg_service *s = cm_reg_service_new("a", "1");
-    CHECK_EQ_INT(cm_registry_register(r, s, 0, NULL, NULL), CM_EINVAL); /* no node */
+    CHECK_EQ_INT(cm_registry_register_service(r, s, 0, NULL, NULL), CM_EINVAL); /* no node */
     CHECK(cm_reg_service_add_node(s, "", "1.2.3.4:1", NULL) != NULL);
-    CHECK_EQ_INT(cm_registry_register(r, s, 0, NULL, NULL), CM_EINVAL); /* empty id */
-    CHECK_EQ_INT(cm_registry_register(r, NULL, 0, NULL, NULL), CM_EINVAL);
+    CHECK_EQ_INT(cm_registry_register_service(r, s, 0, NULL, NULL), CM_EINVAL); /* empty id */
+    CHECK_EQ_INT(cm_registry_register_service(r, NULL, 0, NULL, NULL), CM_EINVAL);
     CHECK_EQ_INT(cm_registry_get_service(r, NULL, on_list, NULL), CM_EINVAL);
     CHECK_EQ_INT(cm_registry_get_service(r, "a", NULL, NULL), CM_EINVAL);
     cm_watcher *w = NULL;
@@ -395,7 +395,7 @@ test_watch_stops(void)
     evlog gone = {0}, keep = {0};
     cm_watcher *w = watch(r, "w", &gone);
     watch(r, "w", &keep);
-    CHECK_EQ_INT(cm_registry_register(r, s, 0, NULL, NULL), 0);
+    CHECK_EQ_INT(cm_registry_register_service(r, s, 0, NULL, NULL), 0);
     cm_watcher_stop(w);
     CHECK(wait_until(&keep.n, 1, 2000));
     wait_until(NULL, 0, 20);
@@ -404,7 +404,7 @@ test_watch_stops(void)
     /* Started after the change but before its delivery: not that event, the next one. */
     evlog late = {0};
     do_deregister(r, s);
-    CHECK_EQ_INT(cm_registry_register(r, s, 0, NULL, NULL), 0);
+    CHECK_EQ_INT(cm_registry_register_service(r, s, 0, NULL, NULL), 0);
     watch(r, "w", &late);
     CHECK(wait_until(&keep.n, 3, 2000));
     wait_until(NULL, 0, 20);
@@ -535,11 +535,11 @@ test_close_in_flight(void)
     watch(r2, NULL, &g2);
     cm_reg_service *s = svc("fly", "1", "fly-1", "10.0.0.1:1");
     closed = 0;
-    CHECK_EQ_INT(cm_registry_register(r, s, 0, on_cancel_done, NULL), 0);
+    CHECK_EQ_INT(cm_registry_register_service(r, s, 0, on_cancel_done, NULL), 0);
     CHECK_EQ_INT(cm_registry_get_service(r, "fly", on_cancel_list, NULL), 0);
     CHECK_EQ_INT(cm_registry_list_services(r, on_cancel_list, NULL), 0);
-    CHECK_EQ_INT(cm_registry_deregister(r, s, on_cancel_done, NULL), 0);
-    CHECK_EQ_INT(cm_registry_register(r, s, 1000, on_cancel_done, NULL), 0);
+    CHECK_EQ_INT(cm_registry_deregister_service(r, s, on_cancel_done, NULL), 0);
+    CHECK_EQ_INT(cm_registry_register_service(r, s, 1000, on_cancel_done, NULL), 0);
     cm_registry_close(r, on_closed, NULL);
     CHECK_EQ_INT(cancelled, 0);
     CHECK_EQ_INT(closed, 0);
@@ -557,7 +557,7 @@ test_close_in_flight(void)
     cm_registry *r3 = new_reg(NULL);
     evlog g3 = {0};
     watch(r3, NULL, &g3);
-    CHECK_EQ_INT(cm_registry_deregister(r2, s, NULL, NULL), 0);
+    CHECK_EQ_INT(cm_registry_deregister_service(r2, s, NULL, NULL), 0);
     close_reg(r3);
     wait_until(NULL, 0, 20);
     CHECK_EQ_INT(g3.n, 0);
@@ -584,7 +584,7 @@ main(void)
     watch(r, NULL, &g);
     cm_reg_service *s = svc("end", "1", "end-1", "10.0.0.1:1");
     closed = cancelled = 0;
-    CHECK_EQ_INT(cm_registry_register(r, s, 0, on_cancel_done, NULL), 0);
+    CHECK_EQ_INT(cm_registry_register_service(r, s, 0, on_cancel_done, NULL), 0);
     CHECK_EQ_INT(cm_registry_list_services(r, on_cancel_list, NULL), 0);
     cm_registry_close(r, on_closed, NULL);
     cm_reg_service_free(s);

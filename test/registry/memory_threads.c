@@ -174,9 +174,9 @@ run_op(void *p)
         snprintf(id, sizeof(id), "%s-%d", o->name, i);
         LOOP_CHECK(cm_reg_service_add_node(svc, id, "127.0.0.1:1", NULL) != NULL);
         if (o->kind == 0) {
-            LOOP_CHECK(cm_registry_register(o->s->reg, svc, o->ttl, on_done, o->s) == 0);
+            LOOP_CHECK(cm_registry_register_service(o->s->reg, svc, o->ttl, on_done, o->s) == 0);
         } else {
-            LOOP_CHECK(cm_registry_deregister(o->s->reg, svc, on_done, o->s) == 0);
+            LOOP_CHECK(cm_registry_deregister_service(o->s->reg, svc, on_done, o->s) == 0);
         }
         cm_reg_service_free(svc);
     }
@@ -221,7 +221,7 @@ setup(side *s)
     CHECK_EQ_INT(cm_loop_new(&s->loop), 0);
     cm_registry_opts o;
     cm_registry_opts_init(&o);
-    o.namespace_ = "threads";
+    cm_registry_opts_set(&o, "namespace", "threads");
     CHECK_EQ_INT(cm_registry_new(s->loop, "memory", &o, &s->reg), 0);
     CHECK_EQ_INT(cm_loop_start(s->loop), 0);
 }
@@ -330,9 +330,9 @@ churn_step(void *p)
     snprintf(id, sizeof(id), "churn-%d", (c->i / 2) % 4);
     LOOP_CHECK(cm_reg_service_add_node(svc, id, "127.0.0.1:1", NULL) != NULL);
     if (c->i++ % 2 == 0) {
-        LOOP_CHECK(cm_registry_register(c->s->reg, svc, 0, churn_done, c) == 0);
+        LOOP_CHECK(cm_registry_register_service(c->s->reg, svc, 0, churn_done, c) == 0);
     } else {
-        LOOP_CHECK(cm_registry_deregister(c->s->reg, svc, churn_done, c) == 0);
+        LOOP_CHECK(cm_registry_deregister_service(c->s->reg, svc, churn_done, c) == 0);
     }
     cm_reg_service_free(svc);
 }

@@ -162,7 +162,20 @@ test_action_names(void)
     cm_registry_opts o;
     memset(&o, 0xff, sizeof(o));
     cm_registry_opts_init(&o);
-    CHECK(o.addresses == NULL && o.namespace_ == NULL && o.timeout_ms == 0 && o.consistent == 0);
+    CHECK(o.addresses == NULL && o.timeout_ms == 0 && o.noptions == 0);
+    /* Backend settings by key: set, replace, refuse empty keys and a full table. */
+    CHECK_EQ_INT(cm_registry_opts_set(&o, "namespace", "a"), 0);
+    CHECK_EQ_INT(cm_registry_opts_set(&o, "namespace", "b"), 0);
+    CHECK_EQ_INT((int)o.noptions, 1);
+    CHECK_EQ_STR(o.options[0].val, "b");
+    CHECK_EQ_INT(cm_registry_opts_set(&o, "", "x"), CM_EINVAL);
+    CHECK_EQ_INT(cm_registry_opts_set(&o, "k", NULL), CM_EINVAL);
+    static char keys[CM_REGISTRY_OPTS_MAX][8];
+    for (int i = 1; i < CM_REGISTRY_OPTS_MAX; i++) {
+        snprintf(keys[i], sizeof keys[i], "k%d", i);
+        CHECK_EQ_INT(cm_registry_opts_set(&o, keys[i], "v"), 0);
+    }
+    CHECK_EQ_INT(cm_registry_opts_set(&o, "one-more", "v"), CM_ENOMEM);
 }
 
 int

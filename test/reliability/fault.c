@@ -12,6 +12,7 @@
  * were on the wire to the node when it died fail (they may have been processed); nothing else
  * does, and no call outlives its deadline. */
 #include "rel.h"
+#include <uv.h>
 
 #define TTL_MS 3000u
 #define SLACK_MS 2500u

@@ -13,6 +13,7 @@
  * call outlived its timeout by more than a second (a hang), else 0.
  */
 #include "rpctest.pb-c.h"
+#include <uv.h>
 
 #include <cmicro/cmicro.h>
 #include <inttypes.h>

@@ -11,6 +11,7 @@
 
 #include "consul/harness.h"
 #include "rpctest.pb-c.h"
+#include <uv.h>
 
 #include <stdatomic.h>
 #include <time.h>

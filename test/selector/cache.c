@@ -1,6 +1,7 @@
 /* The selector's cache: resolve, single flight, stale-if-error, the authoritative empty answer,
  * watch events, reset, and free with resolves pending. */
 #include "fixture.h"
+#include "logcap.h"
 
 #include <stdio.h>
 
@@ -19,55 +20,22 @@ pickable(cm_selector *s, const char *service, const char *address, int k)
     return 0;
 }
 
-/* ---- capturing stderr ---- */
-
-static int saved_stderr = -1;
-static FILE *captured;
-
-/* Restores stderr and returns how many lines of the capture equal line (NULL: none). */
-static int
-capture_end(const char *line)
-{
-    fflush(stderr);
-    dup2(saved_stderr, 2);
-    close(saved_stderr);
-    saved_stderr = -1;
-    rewind(captured);
-    char buf[512];
-    int n = 0;
-    while (fgets(buf, sizeof(buf), captured) != NULL) {
-        fprintf(stderr, "   captured: %s", buf);
-        buf[strcspn(buf, "\n")] = '\0';
-        n += line != NULL && strcmp(buf, line) == 0;
-    }
-    fclose(captured);
-    captured = NULL;
-    return n;
-}
-
-/* A check that fails while stderr is captured still gets its message out. */
-static void
-capture_at_exit(void)
-{
-    if (saved_stderr >= 0) {
-        capture_end(NULL);
-    }
-}
+/* ---- capturing the log ---- */
 
 static void
 capture_start(void)
 {
-    static int registered;
-    if (!registered) {
-        registered = 1;
-        CHECK(atexit(capture_at_exit) == 0);
-    }
-    fflush(stderr);
-    captured = tmpfile();
-    CHECK(captured != NULL);
-    saved_stderr = dup(2);
-    CHECK(saved_stderr >= 0);
-    CHECK(dup2(fileno(captured), 2) == 2);
+    logcap_start();
+}
+
+/* Stops capturing and returns how many captured lines equal line (NULL: none). */
+static int
+capture_end(const char *line)
+{
+    char *t = logcap_end();
+    int n = line != NULL ? logcap_count(t, line) : 0;
+    free(t);
+    return n;
 }
 
 /* ---- tests ---- */
@@ -172,7 +140,7 @@ test_stale_if_error(void)
     capture_start();
     int first = resolve(s, "st");
     int second = resolve(s, "st");
-    int n = capture_end("cmicro: selector: registry error for st: registry error; "
+    int n = capture_end("[selector] registry error for st: registry error; "
                         "serving 2 cached nodes");
     CHECK_EQ_INT(first, 0);
     CHECK_EQ_INT(second, 0);
@@ -195,7 +163,7 @@ test_stale_if_error(void)
     lookup_fail_sync = CM_ECLOSED;
     capture_start();
     first = resolve(s, "st");
-    n = capture_end("cmicro: selector: registry error for st: connection closed; "
+    n = capture_end("[selector] registry error for st: connection closed; "
                     "serving 2 cached nodes");
     CHECK_EQ_INT(first, 0);
     CHECK_EQ_INT(n, 0); /* still the same failure: logged already */
@@ -225,7 +193,7 @@ test_stale_if_error(void)
     lookup_fail = CM_ETIMEDOUT;
     capture_start();
     first = resolve(s, "st");
-    n = capture_end("cmicro: selector: registry error for st: timed out; serving 3 cached nodes");
+    n = capture_end("[selector] registry error for st: timed out; serving 3 cached nodes");
     CHECK_EQ_INT(first, 0);
     CHECK_EQ_INT(n, 1);
     lookup_fail = 0;

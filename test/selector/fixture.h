@@ -158,7 +158,7 @@ registry_new(const char *ns)
 {
     cm_registry_opts o;
     cm_registry_opts_init(&o);
-    o.namespace_ = ns;
+    cm_registry_opts_set(&o, "namespace", ns);
     cm_registry *r = NULL;
     CHECK_EQ_INT(cm_registry_new(L, "memory", &o, &r), 0);
     return r;
@@ -224,9 +224,9 @@ node_op(cm_registry *r, int dereg, const char *name, const char *version, const 
     cm_reg_service *svc = service_make(name, version, id, address, label, endpoint);
     status_cb c = {0, 1};
     if (dereg) {
-        CHECK_EQ_INT(cm_registry_deregister(r, svc, on_status, &c), 0);
+        CHECK_EQ_INT(cm_registry_deregister_service(r, svc, on_status, &c), 0);
     } else {
-        CHECK_EQ_INT(cm_registry_register(r, svc, 0, on_status, &c), 0);
+        CHECK_EQ_INT(cm_registry_register_service(r, svc, 0, on_status, &c), 0);
     }
     run_until(&c.done, 2000);
     CHECK_EQ_INT(c.status, 0);

@@ -194,7 +194,7 @@ static cm_transport *
 client_new(const cm_transport_opts *o)
 {
     cm_transport *t;
-    CHECK_EQ_INT(cm_transport_new(L, "http", o, &t), 0);
+    CHECK_EQ_INT(cm_transport_new(CL, "http", o, &t), 0);
     return t;
 }
 

@@ -16,7 +16,8 @@
 /* Helpers each test program may or may not use. */
 #define HARNESS static __attribute__((unused))
 
-static uv_loop_t *L;
+static cm_loop *CL;
+static uv_loop_t *L; /* cm_loop_uv(CL) */
 
 /* ---- running the loop ---- */
 
@@ -281,6 +282,8 @@ typedef struct server {
     int nheld;
     uv_timer_t later; /* replies held requests in REPLY_LATER mode */
     int reply_rc;     /* the last cm_tconn_reply() result */
+    int refused;      /* requests refused over a limit (status < 0 in the callback) */
+    int last_refusal; /* the last such status */
 } server;
 
 HARNESS char *
@@ -333,9 +336,20 @@ on_later(uv_timer_t *h)
 }
 
 HARNESS void
-on_request(cm_tconn *c, const cm_msg *req, void *user)
+on_request(cm_tconn *c, int status, const cm_msg *req, void *user)
 {
     server *s = user;
+    if (status < 0) {
+        /* A request the transport refused: answer with the code, as the RPC layer would with
+         * its own error; the transport closes after this reply. */
+        CHECK(req == NULL);
+        s->refused++;
+        s->last_refusal = status;
+        cm_hdr h = {"X-Refused", cm_err_name(status)};
+        cm_msg rsp = {&h, 1, NULL, 0};
+        s->reply_rc = cm_tconn_reply(c, &rsp, 0);
+        return;
+    }
     s->seen++;
     free(s->last);
     s->last = render(req);
@@ -359,7 +373,7 @@ HARNESS void
 server_start(server *s, const cm_transport_opts *o)
 {
     memset(s, 0, sizeof(*s));
-    CHECK_EQ_INT(cm_transport_new(L, "http", o, &s->t), 0);
+    CHECK_EQ_INT(cm_transport_new(CL, "http", o, &s->t), 0);
     CHECK_EQ_INT(cm_transport_listen(s->t, "127.0.0.1:0", on_request, s, &s->l), 0);
     CHECK_EQ_INT(cm_listener_addr(s->l, s->addr, sizeof(s->addr)), 0);
     CHECK(strncmp(s->addr, "127.0.0.1:", 10) == 0);
@@ -399,9 +413,8 @@ server_stop(server *s)
 HARNESS void
 harness_init(void)
 {
-    static uv_loop_t loop;
-    CHECK(uv_loop_init(&loop) == 0);
-    L = &loop;
+    CHECK_EQ_INT(cm_loop_new(&CL), 0);
+    L = cm_loop_uv(CL);
     signal(SIGPIPE, SIG_IGN);
 }
 
@@ -409,8 +422,8 @@ harness_init(void)
 HARNESS void
 harness_done(void)
 {
-    uv_run(L, UV_RUN_DEFAULT);
-    CHECK_EQ_INT(uv_loop_close(L), 0);
+    uv_run(L, UV_RUN_NOWAIT);
+    cm_loop_free(CL);
 }
 
 #endif

@@ -10,6 +10,7 @@
 #ifndef CMICRO_CODEC_H
 #define CMICRO_CODEC_H
 
+#include <cmicro/buf.h>
 #include <cmicro/error.h>
 #include <protobuf-c/protobuf-c.h>
 
@@ -20,19 +21,6 @@ extern "C" {
 #define CM_CT_PROTOBUF "application/protobuf"
 #define CM_CT_JSON "application/json"
 #define CM_CT_BYTES "application/octet-stream"
-
-/* A growable byte buffer. Zero-initialise it ({0}) before first use; cm_buf_free releases it. */
-typedef struct cm_buf {
-    uint8_t *data;
-    size_t len;
-    size_t cap;
-} cm_buf;
-
-/* Makes room for extra more bytes. 0 or CM_ENOMEM (the buffer is unchanged then). */
-CM_EXTERN int cm_buf_reserve(cm_buf *b, size_t extra);
-/* Appends n bytes. 0 or CM_ENOMEM. */
-CM_EXTERN int cm_buf_append(cm_buf *b, const void *p, size_t n);
-CM_EXTERN void cm_buf_free(cm_buf *b);
 
 typedef struct cm_codec_ops {
     int abi_version;          /* CM_ABI_VERSION */

@@ -13,6 +13,7 @@
 #include <cmicro/codec.h>
 #include <cmicro/loop.h>
 #include <cmicro/md.h>
+#include <cmicro/rpc_error.h>
 #include <cmicro/selector.h>
 #include <cmicro/transport.h>
 
@@ -28,7 +29,7 @@ typedef struct cm_client_opts {
     uint64_t request_timeout_ms; /* whole call, all attempts; default 30000 */
     uint64_t attempt_timeout_ms; /* one attempt, sent as the Timeout header; default 5000 */
     int max_attempts;            /* default 6 (go-micro v4.10+: 5 retries) */
-    const char *transport;       /* default "http" */
+    const char *transport;       /* default CM_TRANSPORT_DEFAULT ("http") */
     cm_transport_opts transport_opts;
     cm_selector *selector;       /* borrowed, on the client's loop: resolves service names for
                                     calls without an address; NULL: calls need an address */

@@ -12,6 +12,7 @@
 #include <cmicro/codec.h>
 #include <cmicro/loop.h>
 #include <cmicro/md.h>
+#include <cmicro/rpc_error.h>
 #include <cmicro/transport.h>
 
 #ifdef __cplusplus
@@ -56,7 +57,7 @@ typedef struct cm_server_opts {
     const char *name;          /* service name, the id of the server's errors; default
                                   "go.micro.server" */
     const char *address;       /* listen address; default ":0" (all interfaces, any port) */
-    const char *transport;     /* transport backend; default "http" */
+    const char *transport;     /* transport backend; default CM_TRANSPORT_DEFAULT ("http") */
     cm_transport_opts transport_opts;
     unsigned workers;          /* threads for blocking handlers; default 8 */
     uint64_t drain_timeout_ms; /* how long cm_server_stop() waits for calls in flight;

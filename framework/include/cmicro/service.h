@@ -59,20 +59,26 @@ typedef struct cm_service_opts {
     int max_attempts;               /* client, including the first */
     uint64_t request_timeout_ms;    /* client */
     const char *content_type;       /* client; default application/protobuf */
-    int log_config;                 /* print the effective configuration once at start; default
-                                       on unless CMICRO_QUIET is set */
+    int log_config;                 /* log the effective configuration once at start (info):
+                                       1 on, 0 off, -1 (set by cm_service_opts_init) unset: on
+                                       unless CMICRO_QUIET is set */
     uint64_t deregister_wait_ms;    /* on stop, how long to go on serving after deregistering, so
                                        that callers' watches drop the node before it stops
                                        accepting; default 1 s */
 } cm_service_opts;
 
-/* Zeroes o: every field unset, so env and defaults apply. */
+/* Every field unset, so env and defaults apply: zero, and log_config -1. */
 CM_EXTERN void cm_service_opts_init(cm_service_opts *o);
 
 /* Creates a service: loop, registry, selector, client and server (not yet listening).
- * o NULL: env and defaults. Returns 0, CM_EINVAL (with a log line saying which option),
- * CM_ENOTFOUND (unknown registry backend), CM_ENOMEM or a libuv error. */
+ * o NULL: env and defaults. Returns 0, CM_EINVAL (a bad option or environment variable),
+ * CM_ENOTFOUND (unknown registry backend), CM_ENOMEM or a libuv error; cm_service_why() then
+ * says which option and why. An environment variable ignored because code set the option is
+ * logged once (info). */
 CM_EXTERN int cm_service_new(const cm_service_opts *o, cm_service **out);
+/* Why the last cm_service_new on the calling thread failed, in one line ("MICRO_SELECTOR=x: use
+ * random or roundrobin"); "" when it succeeded. Thread-local static storage. */
+CM_EXTERN const char *cm_service_why(void);
 CM_EXTERN cm_server *cm_service_server(cm_service *s);
 /* The client, resolving service names through the selector. */
 CM_EXTERN cm_client *cm_service_client(cm_service *s);

@@ -1,5 +1,6 @@
 /* cmicro: service discovery. The data model is go-micro's (registry.Service, Node, Endpoint,
- * Value); backends (memory, mdns, consul) sit behind one ops table and are chosen by name.
+ * Value); backends (memory, mdns, consul) sit behind one ops table and are chosen by name. An
+ * application adds its own with cm_registry_register() (see "writing a backend" at the end).
  *
  * Threads: a registry belongs to the loop it was created on. Every function here runs on that
  * loop's thread (or before the loop runs); every callback runs there, exactly once, never from
@@ -81,24 +82,46 @@ CM_EXTERN const char *cm_watch_action_name(cm_watch_action a); /* "create", "upd
 typedef struct cm_registry cm_registry;
 typedef struct cm_watcher cm_watcher;
 
+/* One backend setting: both strings borrowed until cm_registry_new copies them. */
+typedef struct cm_registry_opt {
+    const char *key;
+    const char *val;
+} cm_registry_opt;
+
+#define CM_REGISTRY_OPTS_MAX 16
+
+/* Settings every backend reads, then the backend's own by key (cm_registry_opts_set). The keys of
+ * the built-in backends:
+ *   memory  "namespace"   registries with the same namespace share state in the process;
+ *                         default "default"
+ *   mdns    "interface"   interface names, comma separated (else MICRO_MDNS_INTERFACE); all
+ *                         multicast-capable interfaces when unset
+ *   consul  "token"       ACL token (else CONSUL_HTTP_TOKEN_FILE, else CONSUL_HTTP_TOKEN)
+ *           "datacenter"  ?dc= on every read
+ *           "consistent"  "true": consistent reads instead of ?stale
+ *           "tcp_check_interval_ms"  a TCP check at this interval instead of the TTL check
+ * cm_registry_new refuses a key its backend does not know (CM_EINVAL). */
 typedef struct cm_registry_opts {
     const char *addresses; /* backend addresses, comma separated ("127.0.0.1:8500,10.0.0.2");
                               NULL: the backend's env/default */
     uint64_t timeout_ms;   /* one request to the backend / an mDNS query window; 0: default */
-    const char *interface; /* mDNS: interface name (MICRO_MDNS_INTERFACE); NULL: all */
-    const char *token;     /* Consul ACL token (else CONSUL_HTTP_TOKEN[_FILE]) */
-    const char *datacenter;
-    int consistent;        /* Consul: consistent reads instead of ?stale */
-    uint64_t tcp_check_interval_ms; /* Consul: a TCP check instead of the TTL check */
-    const char *namespace_; /* memory: registries with the same namespace share state in the
-                               process; NULL: "default" */
+    size_t noptions;
+    cm_registry_opt options[CM_REGISTRY_OPTS_MAX];
 } cm_registry_opts;
 
 CM_EXTERN void cm_registry_opts_init(cm_registry_opts *o);
+/* Sets a backend setting (replacing one of the same key); key and val are borrowed until
+ * cm_registry_new. 0, CM_EINVAL (empty key, NULL val) or CM_ENOMEM (CM_REGISTRY_OPTS_MAX keys
+ * already set). */
+CM_EXTERN int cm_registry_opts_set(cm_registry_opts *o, const char *key, const char *val);
 
-/* Creates a registry by backend name: "memory", "mdns", "consul"; NULL or "" means the env
- * MICRO_REGISTRY, else "mdns". o may be NULL; strings are copied. Returns 0, CM_ENOTFOUND (no
- * such backend), CM_EINVAL, CM_ENOMEM or a backend error. */
+/* The backend a registry is made of when neither code nor MICRO_REGISTRY names one. */
+#define CM_REGISTRY_DEFAULT "mdns"
+
+/* Creates a registry by backend name: "memory", "mdns", "consul" or one the application
+ * registered; NULL or "" means the env MICRO_REGISTRY, else CM_REGISTRY_DEFAULT. o may be NULL;
+ * strings are copied. Returns 0, CM_ENOTFOUND (no such backend), CM_EINVAL (an option the
+ * backend does not know, or a bad value), CM_ENOMEM or a backend error. */
 CM_EXTERN int cm_registry_new(cm_loop *loop, const char *name, const cm_registry_opts *o,
                               cm_registry **out);
 /* The backend's name ("mdns"), as node metadata "registry" carries it. */
@@ -115,10 +138,10 @@ typedef void (*cm_watch_cb)(cm_watch_action action, const cm_reg_service *svc, v
 
 /* Registers svc (its nodes; a backend may register only nodes[0] as go-micro does) with a TTL
  * (0: none). Registering again refreshes (Consul: a TTL pass). cb may be NULL. */
-CM_EXTERN int cm_registry_register(cm_registry *r, const cm_reg_service *svc, uint64_t ttl_ms,
-                                   cm_registry_cb cb, void *user);
-CM_EXTERN int cm_registry_deregister(cm_registry *r, const cm_reg_service *svc, cm_registry_cb cb,
-                                     void *user);
+CM_EXTERN int cm_registry_register_service(cm_registry *r, const cm_reg_service *svc,
+                                           uint64_t ttl_ms, cm_registry_cb cb, void *user);
+CM_EXTERN int cm_registry_deregister_service(cm_registry *r, const cm_reg_service *svc,
+                                             cm_registry_cb cb, void *user);
 /* The services of that name, one per version; an empty list (status 0) when none. */
 CM_EXTERN int cm_registry_get_service(cm_registry *r, const char *name, cm_registry_list_cb cb,
                                       void *user);
@@ -139,6 +162,64 @@ CM_EXTERN void cm_watcher_stop(cm_watcher *w);
  * of memory), freed with cm_reg_service_list_free. */
 CM_EXTERN cm_reg_service_list *cm_reg_service_list_dup(const cm_reg_service_list *l);
 CM_EXTERN void cm_reg_service_list_free(cm_reg_service_list *l);
+
+/* ---- writing a backend ----
+ *
+ * A backend is a static const cm_registry_ops registered once with cm_registry_register(); the
+ * built-in backends go through the same path. The framework allocates priv_size bytes of private
+ * state with each registry (cm_registry_priv) and watcher_priv_size bytes with each watcher
+ * (cm_watcher_priv), zeroed and aligned for any type. A NULL slot answers CM_ENOTSUP. Every slot
+ * runs on the registry's loop thread and follows the threading contract above. */
+
+typedef struct cm_registry_ops {
+    int abi_version; /* CM_ABI_VERSION */
+    const char *name;
+    size_t priv_size;
+    size_t watcher_priv_size;
+    /* The option keys the backend reads (cm_registry_opts_set), NULL-terminated; NULL: none. */
+    const char *const *option_keys;
+    int (*init)(cm_registry *r);
+    /* Cancels everything (callbacks with CM_ECANCELED), closes handles, then calls
+     * cm_registry_closed(r). */
+    void (*close)(cm_registry *r);
+    int (*reg)(cm_registry *r, const cm_reg_service *svc, uint64_t ttl_ms, cm_registry_cb cb,
+               void *user);
+    int (*dereg)(cm_registry *r, const cm_reg_service *svc, cm_registry_cb cb, void *user);
+    int (*get_service)(cm_registry *r, const char *name, cm_registry_list_cb cb, void *user);
+    int (*list_services)(cm_registry *r, cm_registry_list_cb cb, void *user);
+    /* w is allocated and linked by the framework; the backend starts what it needs. */
+    int (*watch)(cm_registry *r, cm_watcher *w);
+    /* Stops w's backend state; the framework unlinks and frees w afterwards. */
+    void (*watch_stop)(cm_registry *r, cm_watcher *w);
+} cm_registry_ops;
+
+/* Adds or replaces the backend of ops->name. ops is borrowed for the life of the process (a
+ * static const table). Returns 0, CM_EINVAL (wrong abi_version, no name, or no close slot) or
+ * CM_ENOMEM (the table is full: 16 backends). Any thread; call it before registries are
+ * created. */
+CM_EXTERN int cm_registry_register(const cm_registry_ops *ops);
+/* The backend of that name, or NULL. */
+CM_EXTERN const cm_registry_ops *cm_registry_find(const char *name);
+
+/* For backends. All borrowed from r (or w), valid until the registry closes. */
+CM_EXTERN cm_loop *cm_registry_loop(const cm_registry *r);
+CM_EXTERN void *cm_registry_priv(cm_registry *r);
+/* The addresses and timeout of the options, and the value of an option key (NULL: unset). */
+CM_EXTERN const char *cm_registry_addresses(const cm_registry *r);
+CM_EXTERN uint64_t cm_registry_timeout_ms(const cm_registry *r);
+CM_EXTERN const char *cm_registry_option(const cm_registry *r, const char *key);
+/* The call a backend's close makes once everything is closed: frees r, runs the done callback. */
+CM_EXTERN void cm_registry_closed(cm_registry *r);
+/* Delivers an event to every watcher of r whose name matches svc->name (or that watches all). */
+CM_EXTERN void cm_registry_notify(cm_registry *r, cm_watch_action action,
+                                  const cm_reg_service *svc);
+/* Records why a lookup of name found nothing, before its callback runs with the empty list;
+ * cm_registry_why() answers it. */
+CM_EXTERN void cm_registry_set_why(cm_registry *r, const char *name, const char *fmt, ...)
+    CM_PRINTF(3, 4);
+/* The service name a watcher watches (NULL: all), and its private state. */
+CM_EXTERN const char *cm_watcher_name(const cm_watcher *w);
+CM_EXTERN void *cm_watcher_priv(cm_watcher *w);
 
 #ifdef __cplusplus
 }

@@ -1,8 +1,9 @@
 /* cmicro: transports. A transport moves framed messages (headers + body) between a client and
- * a server: one request, one response. The default backend is go-micro's HTTP/1.1 transport
- * ("http"); others (TLS, gRPC) are one more backend behind the same ops table.
+ * a server: one request, one response. The built-in backend is go-micro's HTTP/1.1 transport
+ * ("http"); others are one more backend behind the same ops table, registered with
+ * cm_transport_register() (see "writing a backend" at the end).
  *
- * Threads: every function here runs on the loop thread of the uv_loop_t the transport was
+ * Threads: every function here runs on the loop thread of the cm_loop the transport was
  * created with, and every callback is called there. A callback is never called from inside the
  * function that started the operation; a function that returns < 0 never calls its callback.
  */
@@ -10,7 +11,9 @@
 #define CMICRO_TRANSPORT_H
 
 #include <cmicro/error.h>
-#include <uv.h>
+#include <cmicro/loop.h>
+#include <stddef.h>
+#include <stdint.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -50,9 +53,12 @@ typedef struct cm_listener cm_listener;   /* server side: a listening socket and
 typedef struct cm_tconn cm_tconn;         /* server side: one accepted connection */
 typedef struct cm_roundtrip cm_roundtrip; /* client side: one request in flight */
 
-/* Creates a transport by backend name ("http"; NULL means "http"). opts NULL: defaults; it is
+/* The backend a transport is made of when no name is given: "http". */
+#define CM_TRANSPORT_DEFAULT "http"
+
+/* Creates a transport by backend name (NULL: CM_TRANSPORT_DEFAULT). opts NULL: defaults; it is
  * copied. Returns 0, CM_ENOTFOUND (no such backend), CM_EINVAL or CM_ENOMEM. */
-CM_EXTERN int cm_transport_new(uv_loop_t *loop, const char *name, const cm_transport_opts *opts,
+CM_EXTERN int cm_transport_new(cm_loop *loop, const char *name, const cm_transport_opts *opts,
                                cm_transport **out);
 /* Closes pooled connections and cancels every round trip in flight (their callbacks run with
  * CM_ECANCELED); listeners must have been closed before. done (may be NULL) runs on the loop
@@ -62,15 +68,18 @@ CM_EXTERN const char *cm_transport_name(const cm_transport *t);
 
 /* ---- server side ---- */
 
-/* Called for each complete request. req and every string in it are borrowed until
- * cm_tconn_reply() is called for it; the transport delivers no further request on that
- * connection before then (requests are served one at a time per connection, as go-micro
- * clients never pipeline). Requests the transport rejects itself (over a limit, malformed) never
- * reach this callback: the transport answers them itself (a 200 with a go-micro error in
- * Micro-Error for a limit, a plain 400 for malformed HTTP) and closes. A connection the
- * transport closes after a final reply is shut down for writing and drained for up to 2 s first,
- * so that the peer reads the reply rather than a reset. Idle connections are never closed. */
-typedef void (*cm_request_cb)(cm_tconn *conn, const cm_msg *req, void *user);
+/* Called for each request. status 0: req is a complete request; it and every string in it are
+ * borrowed until cm_tconn_reply() is called for it. The transport delivers no further request on
+ * that connection before then (requests are served one at a time per connection, as go-micro
+ * clients never pipeline).
+ * status < 0: the transport refused a request over a limit, req is NULL: CM_EHDRTOOBIG (header
+ * block over max_header_bytes) or CM_ETOOBIG (body over max_body_bytes). The callback answers it
+ * with cm_tconn_reply() like any request, in its own protocol; the connection closes after that
+ * reply. Malformed requests never reach the callback: the transport answers them with a plain
+ * 400 and closes. A connection the transport closes after a final reply is shut down for writing
+ * and drained for up to 2 s first, so that the peer reads the reply rather than a reset. Idle
+ * connections are never closed. */
+typedef void (*cm_request_cb)(cm_tconn *conn, int status, const cm_msg *req, void *user);
 
 /* Listens on "host:port" (":0", "0.0.0.0:0", "127.0.0.1:8001", "[::1]:0"; the host is an IP
  * literal, "localhost" or empty for all IPv4 interfaces). Returns 0, CM_EADDR (unparsable
@@ -91,7 +100,7 @@ typedef struct cm_listener_stats {
     uint64_t accepted; /* connections accepted since listen */
     uint64_t active;   /* connections open now */
     uint64_t requests; /* requests delivered to the callback */
-    uint64_t rejected; /* requests answered by the transport itself (limits, malformed) */
+    uint64_t rejected; /* requests refused by the transport (limits, malformed) */
 } cm_listener_stats;
 CM_EXTERN void cm_listener_get_stats(const cm_listener *l, cm_listener_stats *st);
 
@@ -141,6 +150,62 @@ typedef struct cm_pool_stats {
     uint64_t idle;   /* idle connections in the pool now */
 } cm_pool_stats;
 CM_EXTERN void cm_transport_get_pool_stats(const cm_transport *t, cm_pool_stats *st);
+
+/* ---- writing a backend ----
+ *
+ * A backend is a static const cm_transport_ops registered once with cm_transport_register(); the
+ * built-in "http" goes through the same path. The framework allocates priv_size bytes of private
+ * state with each transport (cm_transport_priv). A backend's listener, connection and round trip
+ * structs begin with the matching struct below, whose ops the generic functions dispatch on. A
+ * NULL slot answers CM_ENOTSUP (or does nothing, for slots that return nothing). */
+
+struct cm_listener {
+    const struct cm_transport_ops *ops;
+};
+struct cm_tconn {
+    const struct cm_transport_ops *ops;
+};
+struct cm_roundtrip {
+    const struct cm_transport_ops *ops;
+};
+
+typedef struct cm_transport_ops {
+    int abi_version; /* CM_ABI_VERSION */
+    const char *name;
+    size_t priv_size;
+    int (*init)(cm_transport *t);
+    /* Closes everything; must call cm_transport_closed(t) once all is closed. */
+    void (*close)(cm_transport *t);
+    int (*listen)(cm_transport *t, const char *addr, cm_request_cb cb, void *user,
+                  cm_listener **out);
+    int (*listener_addr)(const cm_listener *l, char *buf, size_t len);
+    void (*listener_stop_accepting)(cm_listener *l);
+    void (*listener_close)(cm_listener *l, void (*done)(void *arg), void *arg);
+    void (*listener_stats)(const cm_listener *l, cm_listener_stats *st);
+    int (*reply)(cm_tconn *c, const cm_msg *rsp, int close_after);
+    const char *(*peer)(const cm_tconn *c);
+    const char *(*local)(const cm_tconn *c);
+    int (*roundtrip)(cm_transport *t, const char *addr, const cm_msg *req, uint64_t timeout_ms,
+                     cm_roundtrip_cb cb, void *user, cm_roundtrip **handle);
+    void (*cancel)(cm_roundtrip *rt);
+    void (*pool_stats)(const cm_transport *t, cm_pool_stats *st);
+} cm_transport_ops;
+
+/* Adds or replaces the backend of ops->name. ops is borrowed for the life of the process (a
+ * static const table). Returns 0, CM_EINVAL (wrong abi_version, no name, or no init, close,
+ * listen, reply or roundtrip slot) or CM_ENOMEM (the table is full: 16 backends). Any thread;
+ * call it before transports are created. */
+CM_EXTERN int cm_transport_register(const cm_transport_ops *ops);
+/* The backend of that name, or NULL. */
+CM_EXTERN const cm_transport_ops *cm_transport_find(const char *name);
+
+/* For backends: the loop and options the transport was created with (borrowed), its private
+ * state (priv_size bytes, zeroed, aligned for any type), and the call a backend's close makes
+ * once everything is closed (it frees t and runs the close callback). */
+CM_EXTERN cm_loop *cm_transport_loop(const cm_transport *t);
+CM_EXTERN const cm_transport_opts *cm_transport_get_opts(const cm_transport *t);
+CM_EXTERN void *cm_transport_priv(cm_transport *t);
+CM_EXTERN void cm_transport_closed(cm_transport *t);
 
 #ifdef __cplusplus
 }

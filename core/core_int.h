@@ -1,0 +1,49 @@
+/* cmicro core internals, shared by every module of the library. Not installed. */
+#ifndef CMICRO_CORE_INT_H
+#define CMICRO_CORE_INT_H
+
+#include <cmicro/buf.h>
+#include <cmicro/error.h>
+#include <cmicro/log.h>
+#include <cmicro/loop.h>
+#include <cmicro/md.h>
+#include <protobuf-c/protobuf-c.h>
+#include <stddef.h>
+
+/* ---- loop ---- */
+
+/* Non-zero while some thread runs the loop. */
+int cm__loop_running(const cm_loop *l);
+/* Stops and joins the loop's own thread, if cm_loop_start() started one; the loop can then be
+ * run again on another thread. Not on the loop thread. */
+void cm__loop_stop_join(cm_loop *l);
+
+/* A closure posted to a loop, in storage of the caller's (a node embedded in an object posts it
+ * without allocating). The node must stay valid until fn runs; fn may free it. */
+typedef struct cm__post {
+    struct cm__post *next;
+    void (*fn)(void *arg);
+    void *arg;
+    int owned; /* malloc'ed by cm_loop_post: freed before fn runs */
+} cm__post;
+
+/* Runs fn(arg) on the loop thread, later (never inside this call). Any thread. From the loop
+ * thread it makes no system call: the closure runs at the loop's next turn. */
+void cm__loop_post_node(cm_loop *l, cm__post *p, void (*fn)(void *arg), void *arg);
+
+/* ---- per-call arena: bump allocation, freed (reset) when the call completes ---- */
+
+typedef struct cm__chunk cm__chunk;
+typedef struct cm__arena {
+    cm__chunk *head;
+    ProtobufCAllocator pbc; /* allocates from the arena; free is a no-op */
+} cm__arena;
+
+void cm__arena_init(cm__arena *a);
+void *cm__arena_alloc(cm__arena *a, size_t n);
+/* Releases everything but the newest (largest) chunk, which is kept for the next call when it
+ * holds at most keep bytes. */
+void cm__arena_reset(cm__arena *a, size_t keep);
+void cm__arena_fini(cm__arena *a);
+
+#endif

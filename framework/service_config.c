@@ -1,0 +1,227 @@
+/* A service's configuration: the options set in code, then go-micro's environment variables for
+ * what code left unset, then the defaults; validated last. Each step is its own function. */
+#include "framework_int.h"
+
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char *
+env(const char *name)
+{
+    const char *v = getenv(name);
+    return v && v[0] ? v : NULL;
+}
+
+static int fail(char *why, size_t whylen, const char *fmt, ...) CM_PRINTF(3, 4);
+
+static int
+fail(char *why, size_t whylen, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(why, whylen, fmt, ap);
+    va_end(ap);
+    return CM_EINVAL;
+}
+
+int
+cm__parse_duration_ms(const char *s, uint64_t *out)
+{
+    char *end;
+    double total = 0;
+    if (s == NULL || *s == '\0') {
+        return CM_EINVAL;
+    }
+    unsigned long long plain = strtoull(s, &end, 10);
+    if (*end == '\0' && s[0] >= '0' && s[0] <= '9') {
+        *out = plain;
+        return 0;
+    }
+    static const struct {
+        const char *suffix;
+        double ms;
+    } units[] = {{"ns", 1e-6}, {"us", 1e-3}, {"\xc2\xb5s", 1e-3}, {"ms", 1},
+                 {"s", 1000},  {"m", 60000}, {"h", 3600000}};
+    const char *p = s;
+    while (*p) {
+        double v = strtod(p, &end);
+        if (end == p) {
+            return CM_EINVAL;
+        }
+        p = end;
+        size_t i = 0, n = sizeof units / sizeof units[0];
+        while (i < n && strncmp(p, units[i].suffix, strlen(units[i].suffix)) != 0) {
+            i++;
+        }
+        if (i == n) {
+            return CM_EINVAL;
+        }
+        p += strlen(units[i].suffix);
+        total += v * units[i].ms;
+    }
+    if (total < 0 || total > 1e15) {
+        return CM_EINVAL;
+    }
+    *out = (uint64_t)total;
+    return 0;
+}
+
+/* A plain number of seconds (go-micro's MICRO_REGISTER_TTL) or a Go duration. */
+static int
+parse_seconds(const char *v, uint64_t *out_ms)
+{
+    char *end;
+    unsigned long long n = strtoull(v, &end, 10);
+    if (*end == '\0' && v[0] >= '0' && v[0] <= '9' && n < UINT64_MAX / 1000) {
+        *out_ms = (uint64_t)n * 1000u;
+        return 0;
+    }
+    return cm__parse_duration_ms(v, out_ms);
+}
+
+/* Says once at start that code overrides an environment variable, so that it is never silent. */
+static void
+note_override(const char *name, const char *code_val)
+{
+    const char *e = env(name);
+    if (e != NULL && (code_val == NULL || strcmp(e, code_val) != 0)) {
+        cm_log(CM_LOG_INFO, "service", "%s=%s ignored: the option is set in code", name, e);
+    }
+}
+
+static const char *
+pick_str(const char *code, const char *env_name)
+{
+    if (code != NULL) {
+        note_override(env_name, code);
+        return code;
+    }
+    return env(env_name);
+}
+
+/* Fills what code left unset from the environment. 0 or CM_EINVAL (why says which). */
+static int
+from_env(cm__svc_config *c, char *why, size_t whylen)
+{
+    c->name = pick_str(c->name, "MICRO_SERVER_NAME");
+    c->address = pick_str(c->address, "MICRO_SERVER_ADDRESS");
+    c->advertise = pick_str(c->advertise, "MICRO_SERVER_ADVERTISE");
+    c->reg_name = pick_str(c->reg_name, "MICRO_REGISTRY");
+    c->reg_addr = pick_str(c->reg_addr, "MICRO_REGISTRY_ADDRESS");
+    static const struct {
+        const char *name;
+        size_t off;
+        int seconds;
+    } durations[] = {
+        {"MICRO_REGISTER_TTL", offsetof(cm__svc_config, ttl_ms), 1},
+        {"MICRO_REGISTER_INTERVAL", offsetof(cm__svc_config, interval_ms), 1},
+        {"MICRO_CLIENT_REQUEST_TIMEOUT",
+         offsetof(cm__svc_config, client) + offsetof(cm_client_opts, request_timeout_ms), 0},
+    };
+    for (size_t i = 0; i < sizeof durations / sizeof durations[0]; i++) {
+        uint64_t *dst = (uint64_t *)(void *)((char *)c + durations[i].off);
+        const char *v = env(durations[i].name);
+        if (*dst != 0) {
+            note_override(durations[i].name, NULL);
+        } else if (v != NULL) {
+            int rc = durations[i].seconds ? parse_seconds(v, dst) : cm__parse_duration_ms(v, dst);
+            if (rc < 0) {
+                return fail(why, whylen, "%s=%s is not a %s", durations[i].name, v,
+                            durations[i].seconds ? "number of seconds" : "duration");
+            }
+        }
+    }
+    const char *retries = env("MICRO_CLIENT_RETRIES");
+    if (c->client.max_attempts > 0) {
+        note_override("MICRO_CLIENT_RETRIES", NULL);
+    } else if (retries != NULL) {
+        char *end;
+        long n = strtol(retries, &end, 10);
+        if (*end != '\0' || n < 0 || n > 100) {
+            return fail(why, whylen, "MICRO_CLIENT_RETRIES=%s is not a count (0 to 100)", retries);
+        }
+        c->client.max_attempts = (int)n + 1;
+    }
+    const char *sel = env("MICRO_SELECTOR");
+    if (c->strategy_set) {
+        note_override("MICRO_SELECTOR", NULL);
+    } else if (sel != NULL) {
+        if (strcmp(sel, "roundrobin") == 0 || strcmp(sel, "round_robin") == 0) {
+            c->selector.strategy = CM_STRATEGY_ROUND_ROBIN;
+        } else if (strcmp(sel, "random") == 0) {
+            c->selector.strategy = CM_STRATEGY_RANDOM;
+        } else {
+            return fail(why, whylen, "MICRO_SELECTOR=%s: use random or roundrobin", sel);
+        }
+    }
+    if (c->log_config < 0) {
+        c->log_config = env("CMICRO_QUIET") == NULL;
+    }
+    return 0;
+}
+
+static void
+defaults(cm__svc_config *c)
+{
+    c->name = c->name ? c->name : "go.micro.server";
+    c->version = c->version ? c->version : "latest";
+    c->address = c->address ? c->address : ":0";
+    c->ttl_ms = c->ttl_ms ? c->ttl_ms : 90000;
+    c->interval_ms = c->interval_ms ? c->interval_ms : c->ttl_ms / 3;
+    c->dereg_wait_ms = c->dereg_wait_ms ? c->dereg_wait_ms : 1000;
+    c->client.max_attempts = c->client.max_attempts > 0 ? c->client.max_attempts : 6;
+    if (c->client.request_timeout_ms == 0) {
+        c->client.request_timeout_ms = 30000;
+    }
+}
+
+static int
+validate(const cm__svc_config *c, char *why, size_t whylen)
+{
+    if (c->interval_ms == 0 || c->interval_ms > c->ttl_ms / 2) {
+        return fail(why, whylen,
+                    "register interval %" PRIu64 " ms must be above 0 and at most half the "
+                    "register TTL (%" PRIu64 " ms), or the registration flaps",
+                    c->interval_ms, c->ttl_ms);
+    }
+    if (c->name[0] == '\0') {
+        return fail(why, whylen, "the service name is empty");
+    }
+    return 0;
+}
+
+int
+cm__service_config(const cm_service_opts *o, cm__svc_config *c, char *why, size_t whylen)
+{
+    memset(c, 0, sizeof(*c));
+    c->name = o->name;
+    c->version = o->version;
+    c->address = o->address;
+    c->advertise = o->advertise;
+    c->reg_name = o->registry;
+    c->reg_addr = o->registry_address;
+    c->ttl_ms = o->register_ttl_ms;
+    c->interval_ms = o->register_interval_ms;
+    c->dereg_wait_ms = o->deregister_wait_ms;
+    c->log_config = o->log_config;
+    cm_client_opts_init(&c->client);
+    c->client.max_attempts = o->max_attempts;
+    c->client.request_timeout_ms = o->request_timeout_ms;
+    if (o->content_type != NULL) {
+        c->client.content_type = o->content_type;
+    }
+    cm_selector_opts_init(&c->selector);
+    c->strategy_set = o->strategy_set;
+    if (o->strategy_set) {
+        c->selector.strategy = o->strategy;
+    }
+    int rc = from_env(c, why, whylen);
+    if (rc == 0) {
+        defaults(c);
+        rc = validate(c, why, whylen);
+    }
+    return rc;
+}
