@@ -74,7 +74,9 @@ struct call {
     int idempotent;
     uint64_t attempt_timeout_ms;
     uint64_t deadline_ms; /* absolute */
+    uint64_t timeout_ms;  /* the whole call's timeout, as set (for errors) */
     uint64_t start_ms;
+    int attempt_limited; /* this attempt ends at attempt_timeout_ms, before the deadline */
     char timeout_val[24];
     char id_val[24];
     uv_timer_t backoff;
@@ -87,6 +89,19 @@ struct call {
     char pick_addr[256]; /* the node picked by the selector for this attempt */
     int resolving;
 };
+
+void
+cm_client_get_opts(const cm_client *c, cm_client_opts *out)
+{
+    memset(out, 0, sizeof(*out));
+    out->content_type = c->content_type;
+    out->request_timeout_ms = c->request_timeout_ms;
+    out->attempt_timeout_ms = c->attempt_timeout_ms;
+    out->max_attempts = c->max_attempts;
+    out->transport = c->transport_name;
+    out->transport_opts = c->topts;
+    out->selector = c->selector;
+}
 
 void
 cm_client_opts_init(cm_client_opts *o)
@@ -398,24 +413,53 @@ on_backoff(uv_timer_t *t)
     attempt(k);
 }
 
+/* Retries after go-micro's back-off, or fails the call saying why no retry follows. */
 static void
 retry_or_fail(call *k, int status, int32_t code, const char *what)
 {
     uint64_t now = cm_now_ms();
-    if (k->attempt < k->max_attempts && !atomic_load(&k->client->closing)) {
-        uint64_t wait = backoff_ms(k->attempt);
-        if (now + wait < k->deadline_ms) {
-            if (!k->backoff_active) {
-                uv_timer_init(cm_loop_uv(k->client->loop), &k->backoff);
-                k->backoff.data = k;
-                k->backoff_active = 1;
-            }
-            uv_timer_start(&k->backoff, on_backoff, wait, 0);
-            return;
+    const char *why;
+    if (k->attempt >= k->max_attempts) {
+        why = "attempts used up";
+    } else if (atomic_load(&k->client->closing)) {
+        why = "the client is closing";
+    } else if (now + backoff_ms(k->attempt) >= k->deadline_ms) {
+        why = "the call's timeout passes first";
+    } else {
+        if (!k->backoff_active) {
+            uv_timer_init(cm_loop_uv(k->client->loop), &k->backoff);
+            k->backoff.data = k;
+            k->backoff_active = 1;
         }
+        uv_timer_start(&k->backoff, on_backoff, backoff_ms(k->attempt), 0);
+        return;
     }
-    call_fail(k, status, code, "%s (attempt %d of %d to %s after %" PRIu64 " ms)", what,
-              k->attempt, k->max_attempts, k->cur_addr ? k->cur_addr : "?", now - k->start_ms);
+    call_fail(k, status, code, "%s (attempt %d of %d to %s after %" PRIu64 " ms; no retry: %s)",
+              what, k->attempt, k->max_attempts, k->cur_addr ? k->cur_addr : "?", now - k->start_ms,
+              why);
+}
+
+/* A timed out attempt: names the limit that fired, and retries only an idempotent call (an
+ * attempt of any other call ran to the call's own deadline, see attempt()). */
+static void
+on_timeout(call *k)
+{
+    char what[200];
+    if (k->attempt_limited) {
+        snprintf(what, sizeof(what),
+                 "call timeout: no answer within the attempt timeout of %" PRIu64
+                 " ms (attempt_timeout_ms, MICRO_CLIENT_ATTEMPT_TIMEOUT)",
+                 k->attempt_timeout_ms);
+        retry_or_fail(k, CM_ETIMEDOUT, 408, what);
+        return;
+    }
+    call_fail(
+        k, CM_ETIMEDOUT, 408,
+        "call timeout: no answer within the call's timeout of %" PRIu64
+        " ms (timeout_ms, MICRO_CLIENT_REQUEST_TIMEOUT) (attempt %d of %d to %s after %" PRIu64
+        " ms; no retry)",
+        k->timeout_ms, k->attempt, k->max_attempts, k->cur_addr ? k->cur_addr : "?",
+        cm_now_ms() - k->start_ms);
 }
 
 static void
@@ -438,14 +482,7 @@ on_response(int status, unsigned flags, const cm_msg *rsp, void *user)
         return;
     }
     if (status == CM_ETIMEDOUT) {
-        snprintf(what, sizeof(what), "call timeout");
-        if (k->idempotent && cm_now_ms() < k->deadline_ms) {
-            retry_or_fail(k, CM_ETIMEDOUT, 408, what);
-        } else {
-            call_fail(k, CM_ETIMEDOUT, 408, "%s (attempt %d of %d to %s after %" PRIu64 " ms)",
-                      what, k->attempt, k->max_attempts, k->cur_addr,
-                      cm_now_ms() - k->start_ms);
-        }
+        on_timeout(k);
         return;
     }
     if (status < 0) {
@@ -459,8 +496,10 @@ on_response(int status, unsigned flags, const cm_msg *rsp, void *user)
         if ((flags & CM_RT_UNSENT) || k->idempotent) {
             retry_or_fail(k, status, 500, what);
         } else {
-            call_fail(k, status, 500, "%s (attempt %d of %d to %s)", what, k->attempt,
-                      k->max_attempts, k->cur_addr);
+            call_fail(k, status, 500,
+                      "%s (attempt %d of %d to %s; no retry: the request may have "
+                      "reached the server and the call is not idempotent)",
+                      what, k->attempt, k->max_attempts, k->cur_addr);
         }
         return;
     }
@@ -552,8 +591,13 @@ attempt(call *k)
     } else {
         k->cur_addr = k->addr[(k->addr_start + (unsigned)k->attempt) % k->naddr];
     }
+    /* An attempt ends at the attempt timeout only when a retry can follow its timeout (an
+     * idempotent call with attempts left); otherwise it runs to the call's deadline, and the
+     * Timeout header says so. */
     uint64_t left = k->deadline_ms - now;
-    uint64_t to = k->attempt_timeout_ms < left ? k->attempt_timeout_ms : left;
+    int retry_can_follow = k->idempotent && k->attempt + 1 < k->max_attempts;
+    k->attempt_limited = retry_can_follow && k->attempt_timeout_ms < left;
+    uint64_t to = k->attempt_limited ? k->attempt_timeout_ms : left;
     snprintf(k->timeout_val, sizeof(k->timeout_val), "%" PRIu64, to * 1000000u);
     snprintf(k->id_val, sizeof(k->id_val), "%" PRIu64, (uint64_t)atomic_fetch_add(&c->seq, 1));
     k->attempt++;
@@ -711,6 +755,7 @@ cm_client_call_async(cm_client *c, const char *service, const char *endpoint,
             k->deadline_ms = (uint64_t)left;
         }
     }
+    k->timeout_ms = k->deadline_ms;
     int rc = codec->marshal(req_desc, req, &k->body);
     if (rc < 0) {
         call_free(k);

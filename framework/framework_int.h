@@ -12,6 +12,7 @@
 /* A service's resolved configuration; strings are borrowed from the options or the environment. */
 typedef struct cm__svc_config {
     const char *name, *version, *address, *advertise, *reg_name, *reg_addr;
+    const char *id, *transport, *env_metadata;
     uint64_t ttl_ms, interval_ms, dereg_wait_ms;
     int log_config;
     int strategy_set;
@@ -21,6 +22,9 @@ typedef struct cm__svc_config {
 
 /* Code, then env, then defaults, then validation. 0 or CM_EINVAL with the reason in why. */
 int cm__service_config(const cm_service_opts *o, cm__svc_config *c, char *why, size_t whylen);
+/* The node metadata: code's keys, then those of MICRO_SERVER_METADATA ("k=v,k2=v2") that code did
+ * not set (an overridden key is logged once). 0, CM_EINVAL (why says which entry) or CM_ENOMEM. */
+int cm__service_metadata(const cm_md *code, const char *env, cm_md *out, char *why, size_t whylen);
 /* A Go duration ("1m30s", "500ms") or plain milliseconds. 0 or CM_EINVAL. */
 int cm__parse_duration_ms(const char *s, uint64_t *out);
 

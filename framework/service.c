@@ -80,29 +80,26 @@ adopt(cm_service *s, const cm__svc_config *c, const cm_md *md)
     s->dereg_wait_ms = c->dereg_wait_ms;
     s->log_config = c->log_config;
 
-    uuid_t u;
     char us[37];
-    uuid_generate_random(u);
-    uuid_unparse_lower(u, us);
-    size_t n = strlen(s->name) + 38;
+    const char *id = c->id;
+    if (id == NULL) {
+        uuid_t u;
+        uuid_generate_random(u);
+        uuid_unparse_lower(u, us);
+        id = us;
+    }
+    size_t n = strlen(s->name) + strlen(id) + 2;
     s->node_id = malloc(n);
     if (s->node_id == NULL) {
         return CM_ENOMEM;
     }
-    snprintf(s->node_id, n, "%s-%s", s->name, us);
+    snprintf(s->node_id, n, "%s-%s", s->name, id);
 
     s->metadata = cm_md_new();
     if (s->metadata == NULL) {
         return CM_ENOMEM;
     }
-    for (size_t i = 0; i < cm_md_count(md); i++) {
-        const char *k, *v;
-        cm_md_at(md, i, &k, &v);
-        if (cm_md_set(s->metadata, k, v) < 0) {
-            return CM_ENOMEM;
-        }
-    }
-    return 0;
+    return cm__service_metadata(md, c->env_metadata, s->metadata, last_why, sizeof last_why);
 }
 
 static int
@@ -125,12 +122,13 @@ open_registry(cm_service *s, const cm_service_opts *o, const cm__svc_config *c)
 }
 
 static int
-open_server(cm_service *s, const cm_service_opts *o)
+open_server(cm_service *s, const cm_service_opts *o, const cm__svc_config *c)
 {
     cm_server_opts sv;
     cm_server_opts_init(&sv);
     sv.name = s->name;
     sv.address = s->address;
+    sv.transport = c->transport;
     if (o->workers) {
         sv.workers = o->workers;
     }
@@ -174,11 +172,12 @@ cm_service_new(const cm_service_opts *o, cm_service **out)
     }
     if (rc == 0) {
         cfg.client.selector = s->sel;
+        cfg.client.transport = cfg.transport;
         rc = cm_client_new(s->loop, &cfg.client, &s->client);
     }
     if (rc == 0) {
         cm__client_set_autostart(s->client, 1);
-        rc = open_server(s, o);
+        rc = open_server(s, o, &cfg);
     }
     if (rc < 0) {
         if (last_why[0] == '\0') {
@@ -220,6 +219,12 @@ const char *
 cm_service_name(const cm_service *s)
 {
     return s->name;
+}
+
+const char *
+cm_service_version(const cm_service *s)
+{
+    return s->version;
 }
 
 const char *

@@ -102,11 +102,41 @@ pick_str(const char *code, const char *env_name)
     return env(env_name);
 }
 
+/* The offset of a client transport option in the configuration. */
+#define TOPT(f)                                                                                    \
+    (offsetof(cm__svc_config, client) + offsetof(cm_client_opts, transport_opts) +                 \
+     offsetof(cm_transport_opts, f))
+
+/* A count from the environment into *dst when code left it 0. 0 or CM_EINVAL. */
+static int
+env_count(const char *name, long max, unsigned *dst, char *why, size_t whylen)
+{
+    const char *v = env(name);
+    if (*dst != 0) {
+        note_override(name, NULL);
+        return 0;
+    }
+    if (v == NULL) {
+        return 0;
+    }
+    char *end;
+    long n = strtol(v, &end, 10);
+    if (*end != '\0' || v[0] < '0' || v[0] > '9' || n < 0 || n > max) {
+        return fail(why, whylen, "%s=%s is not a count (0 to %ld)", name, v, max);
+    }
+    *dst = (unsigned)n;
+    return 0;
+}
+
 /* Fills what code left unset from the environment. 0 or CM_EINVAL (why says which). */
 static int
 from_env(cm__svc_config *c, char *why, size_t whylen)
 {
     c->name = pick_str(c->name, "MICRO_SERVER_NAME");
+    c->version = pick_str(c->version, "MICRO_SERVER_VERSION");
+    c->id = pick_str(c->id, "MICRO_SERVER_ID");
+    c->transport = pick_str(c->transport, "MICRO_TRANSPORT");
+    c->env_metadata = env("MICRO_SERVER_METADATA");
     c->address = pick_str(c->address, "MICRO_SERVER_ADDRESS");
     c->advertise = pick_str(c->advertise, "MICRO_SERVER_ADVERTISE");
     c->reg_name = pick_str(c->reg_name, "MICRO_REGISTRY");
@@ -120,6 +150,10 @@ from_env(cm__svc_config *c, char *why, size_t whylen)
         {"MICRO_REGISTER_INTERVAL", offsetof(cm__svc_config, interval_ms), 1},
         {"MICRO_CLIENT_REQUEST_TIMEOUT",
          offsetof(cm__svc_config, client) + offsetof(cm_client_opts, request_timeout_ms), 0},
+        {"MICRO_CLIENT_ATTEMPT_TIMEOUT",
+         offsetof(cm__svc_config, client) + offsetof(cm_client_opts, attempt_timeout_ms), 0},
+        {"MICRO_CLIENT_POOL_TTL", TOPT(pool_ttl_ms), 0},
+        {"MICRO_CLIENT_DIAL_TIMEOUT", TOPT(dial_timeout_ms), 0},
     };
     for (size_t i = 0; i < sizeof durations / sizeof durations[0]; i++) {
         uint64_t *dst = (uint64_t *)(void *)((char *)c + durations[i].off);
@@ -133,6 +167,10 @@ from_env(cm__svc_config *c, char *why, size_t whylen)
                             durations[i].seconds ? "number of seconds" : "duration");
             }
         }
+    }
+    if (env_count("MICRO_CLIENT_POOL_SIZE", 100000, &c->client.transport_opts.pool_size, why,
+                  whylen) < 0) {
+        return CM_EINVAL;
     }
     const char *retries = env("MICRO_CLIENT_RETRIES");
     if (c->client.max_attempts > 0) {
@@ -172,10 +210,18 @@ defaults(cm__svc_config *c)
     c->ttl_ms = c->ttl_ms ? c->ttl_ms : 90000;
     c->interval_ms = c->interval_ms ? c->interval_ms : c->ttl_ms / 3;
     c->dereg_wait_ms = c->dereg_wait_ms ? c->dereg_wait_ms : 1000;
-    c->client.max_attempts = c->client.max_attempts > 0 ? c->client.max_attempts : 6;
-    if (c->client.request_timeout_ms == 0) {
-        c->client.request_timeout_ms = 30000;
-    }
+    c->transport = c->transport ? c->transport : CM_TRANSPORT_DEFAULT;
+    /* The client's own defaults for what neither code nor env set. */
+    cm_client_opts d;
+    cm_client_opts_init(&d);
+    cm_client_opts *o = &c->client;
+    o->max_attempts = o->max_attempts > 0 ? o->max_attempts : d.max_attempts;
+    o->request_timeout_ms = o->request_timeout_ms ? o->request_timeout_ms : d.request_timeout_ms;
+    o->attempt_timeout_ms = o->attempt_timeout_ms ? o->attempt_timeout_ms : d.attempt_timeout_ms;
+    cm_transport_opts *t = &o->transport_opts;
+    t->pool_size = t->pool_size ? t->pool_size : d.transport_opts.pool_size;
+    t->pool_ttl_ms = t->pool_ttl_ms ? t->pool_ttl_ms : d.transport_opts.pool_ttl_ms;
+    t->dial_timeout_ms = t->dial_timeout_ms ? t->dial_timeout_ms : d.transport_opts.dial_timeout_ms;
 }
 
 static int
@@ -190,6 +236,12 @@ validate(const cm__svc_config *c, char *why, size_t whylen)
     if (c->name[0] == '\0') {
         return fail(why, whylen, "the service name is empty");
     }
+    if (cm_transport_find(c->transport) == NULL) {
+        return fail(why, whylen,
+                    "transport %s (MICRO_TRANSPORT or the transport option) is not "
+                    "registered",
+                    c->transport);
+    }
     return 0;
 }
 
@@ -199,6 +251,8 @@ cm__service_config(const cm_service_opts *o, cm__svc_config *c, char *why, size_
     memset(c, 0, sizeof(*c));
     c->name = o->name;
     c->version = o->version;
+    c->id = o->id;
+    c->transport = o->transport;
     c->address = o->address;
     c->advertise = o->advertise;
     c->reg_name = o->registry;
@@ -207,9 +261,14 @@ cm__service_config(const cm_service_opts *o, cm__svc_config *c, char *why, size_
     c->interval_ms = o->register_interval_ms;
     c->dereg_wait_ms = o->deregister_wait_ms;
     c->log_config = o->log_config;
+    /* Client options start unset (0) so that env and defaults can tell what code set. */
     cm_client_opts_init(&c->client);
     c->client.max_attempts = o->max_attempts;
     c->client.request_timeout_ms = o->request_timeout_ms;
+    c->client.attempt_timeout_ms = o->attempt_timeout_ms;
+    c->client.transport_opts.pool_size = o->pool_size;
+    c->client.transport_opts.pool_ttl_ms = o->pool_ttl_ms;
+    c->client.transport_opts.dial_timeout_ms = o->dial_timeout_ms;
     if (o->content_type != NULL) {
         c->client.content_type = o->content_type;
     }
@@ -224,4 +283,48 @@ cm__service_config(const cm_service_opts *o, cm__svc_config *c, char *why, size_
         rc = validate(c, why, whylen);
     }
     return rc;
+}
+
+int
+cm__service_metadata(const cm_md *code, const char *env_val, cm_md *out, char *why, size_t whylen)
+{
+    for (size_t i = 0; i < cm_md_count(code); i++) {
+        const char *k, *v;
+        cm_md_at(code, i, &k, &v);
+        if (cm_md_set(out, k, v) < 0) {
+            return CM_ENOMEM;
+        }
+    }
+    for (const char *p = env_val; p != NULL && *p;) {
+        size_t n = strcspn(p, ",");
+        char entry[512];
+        if (n >= sizeof entry) {
+            return fail(why, whylen, "MICRO_SERVER_METADATA: an entry is over %zu bytes",
+                        sizeof entry - 1);
+        }
+        memcpy(entry, p, n);
+        entry[n] = '\0';
+        p += n + (p[n] == ',');
+        char *eq = strchr(entry, '=');
+        if (n == 0) {
+            continue;
+        }
+        if (eq == NULL || eq == entry) {
+            return fail(why, whylen, "MICRO_SERVER_METADATA: \"%s\" is not key=value", entry);
+        }
+        *eq = '\0';
+        if (cm_md_get(code, entry) != NULL) {
+            cm_log(CM_LOG_INFO, "service",
+                   "MICRO_SERVER_METADATA key %s ignored: the key is set in code", entry);
+            continue;
+        }
+        int rc = cm_md_set(out, entry, eq + 1);
+        if (rc == CM_EINVAL) {
+            return fail(why, whylen, "MICRO_SERVER_METADATA: bad key or value in \"%s\"", entry);
+        }
+        if (rc < 0) {
+            return rc;
+        }
+    }
+    return 0;
 }

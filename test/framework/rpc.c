@@ -271,36 +271,71 @@ test_errors(void)
     }
 }
 
+/* The Timeout header an attempt sent, in ms, as the handler saw it. */
+static uint64_t
+timeout_seen_ms(const Rpctest__Rsp *rsp)
+{
+    return strtoull(rsp->header, NULL, 10) / 1000000u;
+}
+
 static void
 test_deadline(void)
 {
     Rpctest__Req req = RPCTEST__REQ__INIT;
     req.name = "slow";
     req.sleep_ms = 800;
+    req.echo_header = "Timeout";
     Rpctest__Rsp *rsp = NULL;
     cm_error *err = NULL;
     cm_call_opts o;
     cm_call_opts_init(&o);
+
+    /* Not idempotent: no retry could follow an attempt's timeout, so the attempt runs to the
+     * call's deadline (not the 200 ms attempt limit), and the Timeout header says so. */
     o.attempt_timeout_ms = 200;
+    o.timeout_ms = 3000;
+    CHECK_EQ_INT(call(S.addr, "Test.Echo", CM_CT_PROTOBUF, &req, &rsp, &err, &o), 0);
+    CHECK_EQ_STR(rsp->msg, "Hello slow");
+    CHECK(timeout_seen_ms(rsp) > 2500 && timeout_seen_ms(rsp) <= 3000);
+    cm_message_free(&rpctest__rsp__descriptor, rsp);
+
+    /* The call's own timeout fires: the error names it and says no retry follows. */
+    o.timeout_ms = 300;
     uint64_t t0 = cm_now_ms();
     CHECK_EQ_INT(call(S.addr, "Test.Echo", CM_CT_PROTOBUF, &req, &rsp, &err, &o), CM_ETIMEDOUT);
     uint64_t took = cm_now_ms() - t0;
-    CHECK(took >= 190 && took < 700);
+    CHECK(took >= 290 && took < 700);
     CHECK_EQ_INT(err->code, 408);
+    fprintf(stderr, "   %s\n", err->detail);
+    CHECK(strstr(err->detail, "call's timeout of 300 ms") != NULL);
     CHECK(strstr(err->detail, "attempt 1 of 6") != NULL);
+    CHECK(strstr(err->detail, "no retry") != NULL);
     cm_error_free(err);
-    /* The whole-call deadline bounds the attempt too. */
-    o.attempt_timeout_ms = 0;
-    o.timeout_ms = 150;
+
+    /* Idempotent: each attempt is bounded by the attempt timeout and retried after go-micro's
+     * back-off until the next back-off would pass the call's timeout: attempt 1 at 0-200 ms,
+     * 100 ms of back-off, attempt 2 at 300-500 ms, then 600 ms of back-off would end past
+     * 1000 ms. */
+    o.idempotent = 1;
+    o.attempt_timeout_ms = 200;
+    o.timeout_ms = 1000;
     t0 = cm_now_ms();
     CHECK_EQ_INT(call(S.addr, "Test.Echo", CM_CT_PROTOBUF, &req, &rsp, &err, &o), CM_ETIMEDOUT);
-    CHECK(cm_now_ms() - t0 < 600);
+    took = cm_now_ms() - t0;
+    fprintf(stderr, "   %s (%llu ms)\n", err->detail, (unsigned long long)took);
+    CHECK(took >= 490 && took < 800);
+    CHECK(strstr(err->detail, "attempt timeout of 200 ms") != NULL);
+    CHECK(strstr(err->detail, "attempt 2 of 6") != NULL);
+    CHECK(strstr(err->detail, "no retry: the call's timeout passes first") != NULL);
     cm_error_free(err);
+
     /* The server survives and serves the next call. */
     req.sleep_ms = 0;
     CHECK_EQ_INT(call(S.addr, "Test.Echo", CM_CT_PROTOBUF, &req, &rsp, &err, NULL), 0);
     CHECK_EQ_STR(rsp->msg, "Hello slow");
+    CHECK(timeout_seen_ms(rsp) > 29000); /* the client's 30 s request timeout */
     cm_message_free(&rpctest__rsp__descriptor, rsp);
+    usleep(900 * 1000); /* let the abandoned handlers finish before the next test */
 }
 
 static void
@@ -437,10 +472,15 @@ test_metadata(void)
     CHECK_EQ_INT(call(S.addr, "Test.Echo", CM_CT_PROTOBUF, &req, &rsp, NULL, &o), 0);
     CHECK_EQ_STR(rsp->header, "Test.Echo");
     cm_message_free(&rpctest__rsp__descriptor, rsp);
-    /* The Timeout header carries the attempt's budget in nanoseconds. */
+    /* The Timeout header carries the attempt's budget in nanoseconds: the attempt timeout for an
+     * idempotent call that can be retried, the call's remaining time otherwise. */
     req.echo_header = "Timeout";
-    CHECK_EQ_INT(call(S.addr, "Test.Echo", CM_CT_PROTOBUF, &req, &rsp, NULL, NULL), 0);
+    o.idempotent = 1;
+    CHECK_EQ_INT(call(S.addr, "Test.Echo", CM_CT_PROTOBUF, &req, &rsp, NULL, &o), 0);
     CHECK_EQ_STR(rsp->header, "5000000000");
+    cm_message_free(&rpctest__rsp__descriptor, rsp);
+    CHECK_EQ_INT(call(S.addr, "Test.Echo", CM_CT_PROTOBUF, &req, &rsp, NULL, NULL), 0);
+    CHECK(timeout_seen_ms(rsp) > 29000 && timeout_seen_ms(rsp) <= 30000);
     cm_message_free(&rpctest__rsp__descriptor, rsp);
     cm_md_free(md);
 }

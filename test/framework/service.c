@@ -198,6 +198,79 @@ test_precedence(void)
     unsetenv("MICRO_CLIENT_RETRIES");
 }
 
+/* go-micro's other environment variables, and cmicro's for the attempt timeout. */
+static void
+test_env_vars(void)
+{
+    setenv("MICRO_SERVER_VERSION", "1.2.3", 1);
+    setenv("MICRO_SERVER_ID", "fixed-id", 1);
+    setenv("MICRO_SERVER_METADATA", "team=pay,zone=a", 1);
+    setenv("MICRO_CLIENT_POOL_SIZE", "7", 1);
+    setenv("MICRO_CLIENT_POOL_TTL", "90s", 1);
+    setenv("MICRO_CLIENT_DIAL_TIMEOUT", "1500ms", 1);
+    setenv("MICRO_CLIENT_ATTEMPT_TIMEOUT", "2s", 1);
+    setenv("MICRO_TRANSPORT", "http", 1);
+    cm_service_opts o;
+    cm_service_opts_init(&o);
+    o.name = "envs";
+    o.registry = "memory";
+    cm_md *md = cm_md_new();
+    CHECK_EQ_INT(cm_md_set(md, "zone", "from-code"), 0);
+    o.metadata = md;
+    cm_service *s;
+    CHECK_EQ_INT(cm_service_new(&o, &s), 0);
+    CHECK_EQ_STR(cm_service_version(s), "1.2.3");
+    CHECK_EQ_STR(cm_service_node_id(s), "envs-fixed-id");
+    cm_client_opts co;
+    cm_client_get_opts(cm_service_client(s), &co);
+    CHECK_EQ_INT(co.transport_opts.pool_size, 7);
+    CHECK_EQ_INT(co.transport_opts.pool_ttl_ms, 90000);
+    CHECK_EQ_INT(co.transport_opts.dial_timeout_ms, 1500);
+    CHECK_EQ_INT(co.attempt_timeout_ms, 2000);
+    CHECK_EQ_STR(co.transport, "http");
+    cm_service_free(s);
+
+    /* Code wins, key by key for metadata; the node carries the merged set. */
+    o.version = "code";
+    o.id = "code-id";
+    o.pool_size = 3;
+    o.attempt_timeout_ms = 250;
+    CHECK_EQ_INT(cm_service_new(&o, &s), 0);
+    CHECK_EQ_STR(cm_service_version(s), "code");
+    CHECK_EQ_STR(cm_service_node_id(s), "envs-code-id");
+    cm_client_get_opts(cm_service_client(s), &co);
+    CHECK_EQ_INT(co.transport_opts.pool_size, 3);
+    CHECK_EQ_INT(co.attempt_timeout_ms, 250);
+    cm_service_free(s);
+
+    /* Malformed values are errors that say which variable. */
+    const char *bad[][2] = {{"MICRO_CLIENT_POOL_SIZE", "lots"},
+                            {"MICRO_CLIENT_POOL_TTL", "soon"},
+                            {"MICRO_SERVER_METADATA", "novalue"},
+                            {"MICRO_TRANSPORT", "carrier-pigeon"}};
+    o.pool_size = 0;
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        const char *was = getenv(bad[i][0]);
+        char keep[64];
+        snprintf(keep, sizeof keep, "%s", was ? was : "");
+        setenv(bad[i][0], bad[i][1], 1);
+        int rc = cm_service_new(&o, &s);
+        CHECK(rc == CM_EINVAL || rc == CM_ENOTFOUND);
+        if (rc == CM_EINVAL) {
+            CHECK(strstr(cm_service_why(), bad[i][0]) != NULL);
+        }
+        setenv(bad[i][0], keep, 1);
+    }
+    cm_md_free(md);
+    const char *names[] = {"MICRO_SERVER_VERSION",         "MICRO_SERVER_ID",
+                           "MICRO_SERVER_METADATA",        "MICRO_CLIENT_POOL_SIZE",
+                           "MICRO_CLIENT_POOL_TTL",        "MICRO_CLIENT_DIAL_TIMEOUT",
+                           "MICRO_CLIENT_ATTEMPT_TIMEOUT", "MICRO_TRANSPORT"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        unsetenv(names[i]);
+    }
+}
+
 static atomic_int check_result;
 static atomic_int check_calls;
 
@@ -312,6 +385,7 @@ int
 main(void)
 {
     RUN(test_precedence);
+    RUN(test_env_vars);
     RUN(test_register_check);
     RUN(test_discovery_and_sigterm);
     TEST_DONE();

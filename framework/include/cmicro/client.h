@@ -6,6 +6,12 @@
  * retried only when it was provably not processed (the connection was refused, no byte sent),
  * when the callee answered 408, or, for calls marked idempotent, on any transport error. Back-off
  * between attempts is go-micro's: floor(i^e) x 100 ms (0, 100 ms, 600 ms, 1.9 s, ...).
+ *
+ * Timeouts: request_timeout_ms (timeout_ms per call) bounds the whole call, every attempt and
+ * back-off included. attempt_timeout_ms (go-micro's ConnectionTimeout) bounds one attempt of an
+ * idempotent call that may still be retried; any other attempt runs to the call's deadline, since
+ * no retry could follow its timeout. Each attempt sends the time it really has as the Timeout
+ * header. A timeout error names the limit that fired and says whether a retry follows.
  */
 #ifndef CMICRO_CLIENT_H
 #define CMICRO_CLIENT_H
@@ -27,7 +33,8 @@ typedef struct cm_ctx cm_ctx;
 typedef struct cm_client_opts {
     const char *content_type;    /* default application/protobuf */
     uint64_t request_timeout_ms; /* whole call, all attempts; default 30000 */
-    uint64_t attempt_timeout_ms; /* one attempt, sent as the Timeout header; default 5000 */
+    uint64_t attempt_timeout_ms; /* one attempt of an idempotent call that can be retried
+                                    (see Timeouts above); default 5000 */
     int max_attempts;            /* default 6 (go-micro v4.10+: 5 retries) */
     const char *transport;       /* default CM_TRANSPORT_DEFAULT ("http") */
     cm_transport_opts transport_opts;
@@ -66,6 +73,8 @@ CM_EXTERN int cm_client_new(cm_loop *loop, const cm_client_opts *o, cm_client **
  * Not on the loop thread of a client that owns its loop. */
 CM_EXTERN void cm_client_free(cm_client *c);
 CM_EXTERN cm_loop *cm_client_loop(cm_client *c);
+/* The client's effective options (defaults applied); strings borrowed from c. Any thread. */
+CM_EXTERN void cm_client_get_opts(const cm_client *c, cm_client_opts *out);
 
 /* The callback of an asynchronous call, on the loop thread, exactly once.
  * status: 0 with rsp set (returns owned: free with cm_message_free(rsp)); CM_EREMOTE when the

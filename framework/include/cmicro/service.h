@@ -5,7 +5,9 @@
  * Configuration, highest precedence first: a field set in the options struct, then go-micro's
  * environment variables, then the defaults. Nothing resets a value set earlier:
  *   name            MICRO_SERVER_NAME          "go.micro.server"
- *   version                                    "latest"
+ *   version         MICRO_SERVER_VERSION       "latest"
+ *   id              MICRO_SERVER_ID            a random UUID (the node id is "<name>-<id>")
+ *   metadata        MICRO_SERVER_METADATA      none ("k=v,k2=v2"; keys set in code win)
  *   address         MICRO_SERVER_ADDRESS       ":0"
  *   advertise       MICRO_SERVER_ADVERTISE     the listen address with a usable IP
  *   registry        MICRO_REGISTRY             "mdns" (also "consul", "memory")
@@ -14,6 +16,11 @@
  *   interval        MICRO_REGISTER_INTERVAL (s) TTL/3; an interval above TTL/2 is refused
  *   client retries  MICRO_CLIENT_RETRIES       5 (6 attempts)
  *   call timeout    MICRO_CLIENT_REQUEST_TIMEOUT (Go duration "30s" or ms) 30 s
+ *   attempt timeout MICRO_CLIENT_ATTEMPT_TIMEOUT (duration) 5 s (see <cmicro/client.h>)
+ *   dial timeout    MICRO_CLIENT_DIAL_TIMEOUT  (duration) 5 s
+ *   pool size       MICRO_CLIENT_POOL_SIZE     100 idle connections per address
+ *   pool TTL        MICRO_CLIENT_POOL_TTL      (duration) 60 s
+ *   transport       MICRO_TRANSPORT            "http"
  *   selector        MICRO_SELECTOR             "random" ("roundrobin")
  *   deregister wait (option only)              1 s
  *
@@ -65,6 +72,12 @@ typedef struct cm_service_opts {
     uint64_t deregister_wait_ms;    /* on stop, how long to go on serving after deregistering, so
                                        that callers' watches drop the node before it stops
                                        accepting; default 1 s */
+    uint64_t attempt_timeout_ms;    /* client: one attempt of a retryable call; default 5 s */
+    const char *id;                 /* server id: the node id is "<name>-<id>"; default a UUID */
+    const char *transport;          /* server and client transport backend; default "http" */
+    unsigned pool_size;             /* client: idle connections kept per address; default 100 */
+    uint64_t pool_ttl_ms;           /* client: a pooled connection's lifetime; default 60 s */
+    uint64_t dial_timeout_ms;       /* client: connecting to a node; default 5 s */
 } cm_service_opts;
 
 /* Every field unset, so env and defaults apply: zero, and log_config -1. */
@@ -86,6 +99,7 @@ CM_EXTERN cm_registry *cm_service_registry(cm_service *s);
 CM_EXTERN cm_loop *cm_service_loop(cm_service *s);
 /* The effective name / node id / published address (address after run started, else NULL). */
 CM_EXTERN const char *cm_service_name(const cm_service *s);
+CM_EXTERN const char *cm_service_version(const cm_service *s);
 CM_EXTERN const char *cm_service_node_id(const cm_service *s);
 CM_EXTERN const char *cm_service_advertised(const cm_service *s);
 CM_EXTERN uint64_t cm_service_register_ttl_ms(const cm_service *s);
