@@ -469,33 +469,27 @@ reply_unsupported_type(cm_ctx *c)
     finish(c);
 }
 
-/* Finds c's route, or answers with go-micro's routing error. 0 when routed. */
+/* Finds c's route, or answers with go-micro's routing error. go-micro v4 sends these as bare text
+ * (code 0, no id); cmicro keeps the wording and adds the server's name as id and the code (400
+ * for an ill-formed endpoint, 404 for an unknown service or method), which go-micro clients
+ * parse as well. 0 when routed. */
 static int
 route_request(cm_ctx *c)
 {
     const char *dot = strchr(c->endpoint, '.');
     if (dot == NULL || dot == c->endpoint || strchr(dot + 1, '.') != NULL) {
-        char *text = cm__arena_alloc(&c->arena, strlen(c->endpoint) + 48);
-        if (text != NULL) {
-            sprintf(text, "rpc: service/endpoint request ill-formed: %s", c->endpoint);
-        }
-        reply_error(c, text ? text : "rpc: service/endpoint request ill-formed");
+        reply_errorf(c, 400, "rpc: service/endpoint request ill-formed: %s", c->endpoint);
         return -1;
     }
     c->rt = find_route(c->srv, c->endpoint);
     if (c->rt != NULL) {
         return 0;
     }
-    size_t n = strlen(c->endpoint) + 32;
-    char *text = cm__arena_alloc(&c->arena, n);
-    if (text == NULL) {
-        reply_error(c, "rpc: can't find service");
-    } else if (has_service(c->srv, c->endpoint, (size_t)(dot - c->endpoint))) {
-        snprintf(text, n, "rpc: can't find method %s", dot + 1);
-        reply_error(c, text);
+    if (has_service(c->srv, c->endpoint, (size_t)(dot - c->endpoint))) {
+        reply_errorf(c, 404, "rpc: can't find method %s", dot + 1);
     } else {
-        snprintf(text, n, "rpc: can't find service %.*s", (int)(dot - c->endpoint), c->endpoint);
-        reply_error(c, text);
+        reply_errorf(c, 404, "rpc: can't find service %.*s", (int)(dot - c->endpoint),
+                     c->endpoint);
     }
     return -1;
 }

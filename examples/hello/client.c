@@ -25,7 +25,7 @@ main(int argc, char **argv)
     rc = hello_say(cm_service_client(svc), "registry-consul.service", &req, &rsp, NULL, &err);
     if (rc == 0) {
         printf("%s\n", rsp->message);
-        say_response__free_unpacked(rsp, NULL);
+        hello_say_free(rsp);
     } else {
         fprintf(stderr, "hello-client: call failed: %s: %s\n", cm_strerror(rc),
                 err ? err->detail : "");

@@ -10,6 +10,9 @@ static int
 say(cm_ctx *ctx, const SayRequest *req, SayResponse *rsp, void *user)
 {
     (void)user;
+    if (req->name[0] == '\0') {
+        return cm_ctx_error(ctx, 400, "name required"); /* the seed's errors.BadRequest */
+    }
     size_t n = strlen(req->name) + sizeof("Hello ");
     rsp->message = cm_ctx_alloc(ctx, n);
     if (rsp->message == NULL) {

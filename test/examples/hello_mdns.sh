@@ -29,6 +29,11 @@ out=$("$client_bin" 2>&1) || fail "client failed: $out"
 [ "$out" = "Hello BOSSMA" ] || fail "client printed '$out'"
 out=$("$client_bin" Ada 2>&1) || fail "client failed: $out"
 [ "$out" = "Hello Ada" ] || fail "client printed '$out'"
+# An empty name is the seed's BadRequest.
+if out=$("$client_bin" "" 2>&1); then
+    fail "an empty name was answered: $out"
+fi
+echo "$out" | grep -q "name required" || fail "an empty name got '$out', not 'name required'"
 kill -TERM "$server"
 wait "$server"
 rc=$?

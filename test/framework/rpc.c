@@ -253,20 +253,23 @@ test_errors(void)
     CHECK_EQ_STR(err->detail, cm_strerror(CM_ENOTSUP));
     cm_error_free(err);
 
-    /* Routing errors are worded as go-micro's. */
+    /* Routing errors are worded as go-micro's, with the server's name as id and a code. */
     struct {
         const char *ep;
         const char *detail;
+        int code;
     } cases[] = {
-        {"Test.Nope", "rpc: can't find method Nope"},
-        {"Nope.Echo", "rpc: can't find service Nope"},
-        {"Nope", "rpc: service/endpoint request ill-formed: Nope"},
-        {"A.B.C", "rpc: service/endpoint request ill-formed: A.B.C"},
+        {"Test.Nope", "rpc: can't find method Nope", 404},
+        {"Nope.Echo", "rpc: can't find service Nope", 404},
+        {"Nope", "rpc: service/endpoint request ill-formed: Nope", 400},
+        {"A.B.C", "rpc: service/endpoint request ill-formed: A.B.C", 400},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         CHECK_EQ_INT(call(S.addr, cases[i].ep, CM_CT_PROTOBUF, &req, &rsp, &err, NULL),
                      CM_EREMOTE);
         CHECK_EQ_STR(err->detail, cases[i].detail);
+        CHECK_EQ_INT(err->code, cases[i].code);
+        CHECK_EQ_STR(err->id, "rpctest");
         cm_error_free(err);
     }
 }
