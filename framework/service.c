@@ -377,6 +377,23 @@ value_from_desc(cm_value *dst, const cm_value_desc *d)
     return 0;
 }
 
+/* A handler's endpoint metadata (NULL on out of memory; a value the registry cannot carry, with
+ * a line break, is left out). */
+static cm_md *
+endpoint_md(const cm_handler *h)
+{
+    cm_md *md = cm_md_new();
+    for (size_t i = 0;
+         md != NULL && h->metadata != NULL && h->metadata[i] != NULL && h->metadata[i + 1] != NULL;
+         i += 2) {
+        if (cm_md_set(md, h->metadata[i], h->metadata[i + 1]) == CM_ENOMEM) {
+            cm_md_free(md);
+            return NULL;
+        }
+    }
+    return md;
+}
+
 static int
 build_registration(cm_service *s)
 {
@@ -389,18 +406,20 @@ build_registration(cm_service *s)
     if (n > 256) {
         n = 256;
     }
-    cm_md *empty = cm_md_new();
-    int rc = empty ? 0 : CM_ENOMEM;
+    int rc = 0;
     for (size_t i = 0; i < n && rc == 0; i++) {
+        cm_md *emd = endpoint_md(hs[i]);
         cm_value req, rsp;
         int have_req = hs[i]->request_value != NULL, have_rsp = hs[i]->response_value != NULL;
-        if ((have_req && value_from_desc(&req, hs[i]->request_value) < 0) ||
+        if (emd == NULL || (have_req && value_from_desc(&req, hs[i]->request_value) < 0) ||
             (have_rsp && value_from_desc(&rsp, hs[i]->response_value) < 0)) {
             rc = CM_ENOMEM;
+            have_req = have_rsp = 0;
         } else if (cm_reg_service_add_endpoint(svc, hs[i]->endpoint, have_req ? &req : NULL,
-                                               have_rsp ? &rsp : NULL, empty) == NULL) {
+                                               have_rsp ? &rsp : NULL, emd) == NULL) {
             rc = CM_ENOMEM;
         }
+        cm_md_free(emd);
         if (have_req) {
             cm_value_fini(&req);
         }
@@ -425,7 +444,6 @@ build_registration(cm_service *s)
         rc = CM_ENOMEM;
     }
     cm_md_free(md);
-    cm_md_free(empty);
     if (rc < 0) {
         cm_reg_service_free(svc);
         return rc;

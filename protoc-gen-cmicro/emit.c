@@ -26,6 +26,7 @@ typedef struct meth {
     char *prefix;   /* hello_say */
     char *slot;     /* say: the member of the handler table */
     char *endpoint; /* Hello.Say */
+    gen_meta meta;  /* from the rpc's leading comment */
 } meth;
 
 typedef struct svc {
@@ -53,6 +54,7 @@ plan_free(plan *p)
             free(p->svcs[i].meths[k].prefix);
             free(p->svcs[i].meths[k].slot);
             free(p->svcs[i].meths[k].endpoint);
+            gen_meta_free(&p->svcs[i].meths[k].meta);
         }
         free(p->svcs[i].meths);
         free(p->svcs[i].prefix);
@@ -107,9 +109,10 @@ slot_name(const char *method)
 }
 
 static int
-plan_method(const gen_index *ix, const plan *p, svc *sv, const gen_method *md, char *err,
+plan_method(const gen_index *ix, const plan *p, svc *sv, size_t s, size_t m, char *err,
             size_t errlen)
 {
+    const gen_method *md = p->f->service[s]->method[m];
     const char *file = p->f->name;
     meth *mt = &sv->meths[sv->n];
 
@@ -136,6 +139,7 @@ plan_method(const gen_index *ix, const plan *p, svc *sv, const gen_method *md, c
     mt->prefix = xasprintf("%s_%s", sv->prefix, snake);
     mt->slot = slot_name(md->name);
     mt->endpoint = xasprintf("%s.%s", sv->go_name, meth_go);
+    gen_endpoint_meta(p->f, s, m, &mt->meta);
     sv->n++;
     free(snake);
     free(meth_go);
@@ -171,7 +175,7 @@ plan_build(const gen_index *ix, const gen_file *f, plan *p, char *err, size_t er
         sv->meths = xcalloc(sd->n_method, sizeof(*sv->meths));
         free(snake);
         for (size_t k = 0; k < sd->n_method && rc == GEN_OK; k++) {
-            rc = plan_method(ix, p, sv, sd->method[k], err, errlen);
+            rc = plan_method(ix, p, sv, i, k, err, errlen);
         }
     }
     free(pkg_prefix);
@@ -354,6 +358,26 @@ header_service(sbuf *h, const svc *sv)
               sv->prefix);
 }
 
+/* The handler's endpoint metadata, as NULL-terminated key/value pairs; nothing when empty. */
+static void
+emit_meta(sbuf *c, const gen_meta *m)
+{
+    const char *keys[] = {"description", "example", "scopes"};
+    const char *vals[] = {m->description, m->example, m->scopes};
+    if (!m->description && !m->example && !m->scopes) {
+        return;
+    }
+    sb_puts(c, "        .metadata = (const char *const[]){\n");
+    for (size_t i = 0; i < 3; i++) {
+        if (vals[i] != NULL) {
+            sb_printf(c, "            \"%s\",\n            ", keys[i]);
+            gen_put_literal(c, vals[i]);
+            sb_puts(c, ",\n");
+        }
+    }
+    sb_puts(c, "            NULL,\n        },\n");
+}
+
 static void
 emit_header(sbuf *h, const plan *p)
 {
@@ -477,7 +501,9 @@ source_service(sbuf *c, const svc *sv)
             sb_printf(c, "        .response = &%s__descriptor,\n", mt->out->lc_name);
             sb_printf(c, "        .fn = cm__thunk_%s,\n", mt->prefix);
             sb_printf(c, "        .request_value = &%s,\n", vin);
-            sb_printf(c, "        .response_value = &%s,\n    },\n", vout);
+            sb_printf(c, "        .response_value = &%s,\n", vout);
+            emit_meta(c, &mt->meta);
+            sb_puts(c, "    },\n");
             free(vin);
             free(vout);
         }

@@ -128,6 +128,21 @@ void gen_index_free(gen_index *ix);
  * plugin refuses (reported to protoc through CodeGeneratorResponse.error). */
 enum { GEN_OK = 0, GEN_MALFORMED = -1, GEN_UNSUPPORTED = -2 };
 
+/* Endpoint metadata from the leading comment of the rpc f->service[s]->method[m]: each field
+ * owned, NULL when absent. Lines of the comment join with spaces; "@example <json>" sets example,
+ * each "@scope <name>" adds to the comma-separated scopes. */
+typedef struct gen_meta {
+    char *description;
+    char *example;
+    char *scopes;
+} gen_meta;
+
+void gen_endpoint_meta(const gen_file *f, size_t s, size_t m, gen_meta *out);
+void gen_meta_free(gen_meta *m);
+
+/* A C string literal for s, escaping what C needs escaped (values.c). */
+void gen_put_literal(sbuf *b, const char *s);
+
 /* Writes f's <name>.cmicro.h and .cmicro.c into hdr and src. Returns GEN_OK (nothing is
  * written for a file without services), GEN_MALFORMED or GEN_UNSUPPORTED with a message in err. */
 int gen_file_emit(const gen_index *ix, const gen_file *f, sbuf *hdr, sbuf *src, char *err,

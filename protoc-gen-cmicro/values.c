@@ -311,9 +311,8 @@ typelist_add(typelist *l, const gen_type *t)
     l->items[l->n++] = t;
 }
 
-/* Writes a C string literal for s, escaping what C needs escaped. */
-static void
-put_literal(sbuf *b, const char *s)
+void
+gen_put_literal(sbuf *b, const char *s)
 {
     sb_putc(b, '"');
     for (; *s != '\0'; s++) {
@@ -338,8 +337,8 @@ put_entry(sbuf *b, size_t indent, const char *name, const char *type, size_t n,
 {
     sbuf sn = {0}, st = {0}, sc = {0};
 
-    put_literal(&sn, name);
-    put_literal(&st, type);
+    gen_put_literal(&sn, name);
+    gen_put_literal(&st, type);
     sb_printf(&sc, "%zu", n);
     const char *params[] = {sb_str(&sn), sb_str(&st), sb_str(&sc), values};
     sb_wrap_call(b, indent, "{", params, 4, tail);
@@ -431,7 +430,7 @@ gen_values_emit(const gen_index *ix, const gen_file *f, sbuf *src, char *err, si
         char *values = vs.n > 0 ? xasprintf("cm__fields0_%s", t->lc_name) : xstrdup("NULL");
         sbuf sn = {0}, sc = {0};
 
-        put_literal(&sn, t->go_name);
+        gen_put_literal(&sn, t->go_name);
         sb_printf(&sc, "%zu", vs.n);
         const char *params[] = {sb_str(&sn), sb_str(&sn), sb_str(&sc), values};
         sb_printf(src, "static const cm_value_desc cm__value_%s = {\n    ", t->lc_name);

@@ -87,18 +87,19 @@ srv_start(srv *t, unsigned drain_ms)
     o.workers = 4;
     o.drain_timeout_ms = drain_ms;
     CHECK_EQ_INT(cm_server_new(t->loop, &o, &t->s), 0);
-    cm_handler h = {"Test.Echo", &rpctest__req__descriptor, &rpctest__rsp__descriptor, echo, 0,
-                    NULL, NULL};
+    cm_handler h = {
+        "Test.Echo", &rpctest__req__descriptor, &rpctest__rsp__descriptor, echo, 0, NULL, NULL,
+        NULL};
     CHECK_EQ_INT(cm_server_handle(t->s, &h, NULL), 0);
     CHECK_EQ_INT(cm_server_handle(t->s, &h, NULL), CM_EEXIST);
     h.endpoint = "Test.Inline";
     h.flags = CM_HANDLER_INLINE;
     CHECK_EQ_INT(cm_server_handle(t->s, &h, NULL), 0);
-    cm_handler raw = {"Raw.Reverse", NULL, NULL, raw_reverse, CM_HANDLER_INLINE, NULL, NULL};
+    cm_handler raw = {"Raw.Reverse", NULL, NULL, raw_reverse, CM_HANDLER_INLINE, NULL, NULL, NULL};
     CHECK_EQ_INT(cm_server_handle(t->s, &raw, NULL), 0);
-    cm_handler plain = {"Test.Plain", NULL, NULL, fail_plain, 0, NULL, NULL};
+    cm_handler plain = {"Test.Plain", NULL, NULL, fail_plain, 0, NULL, NULL, NULL};
     CHECK_EQ_INT(cm_server_handle(t->s, &plain, NULL), 0);
-    cm_handler bad = {"NoDot", NULL, NULL, fail_plain, 0, NULL, NULL};
+    cm_handler bad = {"NoDot", NULL, NULL, fail_plain, 0, NULL, NULL, NULL};
     CHECK_EQ_INT(cm_server_handle(t->s, &bad, NULL), CM_EINVAL);
     CHECK_EQ_INT(cm_server_start(t->s), 0);
     snprintf(t->addr, sizeof(t->addr), "%s", cm_server_address(t->s));

@@ -45,8 +45,9 @@ make_service(const char *name, const char *answer)
     o.drain_timeout_ms = 2000;
     cm_service *s;
     CHECK_EQ_INT(cm_service_new(&o, &s), 0);
-    cm_handler h = {"Echo.Call", &rpctest__req__descriptor, &rpctest__rsp__descriptor, echo, 0,
-                    NULL, NULL};
+    cm_handler h = {
+        "Echo.Call", &rpctest__req__descriptor, &rpctest__rsp__descriptor, echo, 0, NULL, NULL,
+        NULL};
     CHECK_EQ_INT(cm_server_handle(cm_service_server(s), &h, (void *)answer), 0);
     return s;
 }

@@ -250,7 +250,8 @@ test_service_by_name(void)
     CHECK_EQ_INT(cm_service_new(&o, &s), 0);
     CHECK_EQ_STR(cm_registry_name(cm_service_registry(s)), "ext");
     cm_handler h = {
-        "Echo.Call", &rpctest__req__descriptor, &rpctest__rsp__descriptor, echo, 0, NULL, NULL};
+        "Echo.Call", &rpctest__req__descriptor, &rpctest__rsp__descriptor, echo, 0, NULL, NULL,
+        NULL};
     CHECK_EQ_INT(cm_server_handle(cm_service_server(s), &h, NULL), 0);
     uv_thread_t t;
     CHECK_EQ_INT(uv_thread_create(&t, run_main, s), 0);

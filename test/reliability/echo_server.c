@@ -87,7 +87,8 @@ main(int argc, char **argv)
         return 1;
     }
     cm_handler h = {
-        "Echo.Call", &rpctest__req__descriptor, &rpctest__rsp__descriptor, echo, 0, NULL, NULL};
+        "Echo.Call", &rpctest__req__descriptor, &rpctest__rsp__descriptor, echo, 0, NULL, NULL,
+        NULL};
     rc = cm_server_handle(cm_service_server(svc), &h, svc);
     /* Runs on the loop once cm_service_run() is listening. */
     if (rc == 0) {

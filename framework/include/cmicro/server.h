@@ -51,6 +51,10 @@ typedef struct cm_handler {
     unsigned flags;                              /* CM_HANDLER_INLINE */
     const cm_value_desc *request_value;          /* published endpoint shape; may be NULL */
     const cm_value_desc *response_value;
+    /* Endpoint metadata published in the registry: key, value, key, value, ..., NULL. Borrowed
+     * for the server's life (generated code points at a static table). NULL: none. The generator
+     * fills "description", "example" and "scopes" from the rpc's leading comment. */
+    const char *const *metadata;
 } cm_handler;
 
 typedef struct cm_server_opts {
