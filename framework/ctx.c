@@ -3,6 +3,8 @@
 #include "framework_int.h"
 
 #include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -81,6 +83,52 @@ void *
 cm_ctx_alloc(cm_ctx *ctx, size_t n)
 {
     return cm__arena_alloc(&ctx->arena, n);
+}
+
+void *
+cm_ctx_alloc_array(cm_ctx *ctx, size_t n, size_t size)
+{
+    if (size != 0 && n > SIZE_MAX / size) {
+        return NULL;
+    }
+    size_t bytes = n * size;
+    void *p = cm__arena_alloc(&ctx->arena, bytes ? bytes : 1);
+    if (p != NULL) {
+        memset(p, 0, bytes);
+    }
+    return p;
+}
+
+void *
+cm_ctx_new_message(cm_ctx *ctx, const ProtobufCMessageDescriptor *desc)
+{
+    if (desc == NULL || desc->message_init == NULL) {
+        return NULL;
+    }
+    void *m = cm__arena_alloc(&ctx->arena, desc->sizeof_message);
+    if (m != NULL) {
+        desc->message_init(m);
+    }
+    return m;
+}
+
+char *
+cm_ctx_sprintf(cm_ctx *ctx, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    if (n < 0) {
+        return NULL;
+    }
+    char *p = cm__arena_alloc(&ctx->arena, (size_t)n + 1);
+    if (p != NULL) {
+        va_start(ap, fmt);
+        vsnprintf(p, (size_t)n + 1, fmt, ap);
+        va_end(ap);
+    }
+    return p;
 }
 
 char *

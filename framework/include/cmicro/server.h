@@ -109,9 +109,35 @@ CM_EXTERN const char *cm_ctx_peer(const cm_ctx *ctx);
 /* Milliseconds left before the caller's deadline (Timeout header); -1 when it sent none;
  * 0 when it has passed. */
 CM_EXTERN int64_t cm_ctx_remaining_ms(const cm_ctx *ctx);
-/* Memory freed when the call completes. NULL on out of memory. */
+/* ---- the call's memory ----
+ *
+ * Everything below is allocated in the call's arena: never freed by the handler, all released
+ * at once when the reply has been sent. The request message is the framework's and is borrowed
+ * for the call; the response message is the framework's, the handler fills it, and every
+ * string, bytes, sub-message and array it points to must live until the reply is sent, which
+ * memory from these functions does (so does static storage). Each returns NULL (or CM_ENOMEM)
+ * on out of memory. Any thread the handler runs on. */
+
+/* n bytes, aligned for any type (not zeroed). */
 CM_EXTERN void *cm_ctx_alloc(cm_ctx *ctx, size_t n);
+/* A copy of s; for a static string too, since protobuf-c's string fields are not const. */
 CM_EXTERN char *cm_ctx_strdup(cm_ctx *ctx, const char *s);
+/* A printf-formatted string. */
+CM_EXTERN char *cm_ctx_sprintf(cm_ctx *ctx, const char *fmt, ...) CM_PRINTF(2, 3);
+/* A new message of type desc, initialised with its defaults (message_init):
+ * `Book *b = cm_ctx_new_message(ctx, &book__descriptor);`. */
+CM_EXTERN void *cm_ctx_new_message(cm_ctx *ctx, const ProtobufCMessageDescriptor *desc);
+/* n zeroed elements of size bytes (NULL also when n * size overflows). */
+CM_EXTERN void *cm_ctx_alloc_array(cm_ctx *ctx, size_t n, size_t size);
+
+/* Sizes the repeated field `field` of msg for n elements: msg->field gets n zeroed elements from
+ * the call's memory and msg->n_field = n. 0 or CM_ENOMEM (msg->n_field is then 0).
+ *   if (CM_CTX_REPEATED(ctx, rsp, books, 3) < 0) return CM_ENOMEM;
+ *   rsp->books[0] = cm_ctx_new_message(ctx, &book__descriptor); */
+#define CM_CTX_REPEATED(ctx, msg, field, n)                                                        \
+    (((msg)->field = cm_ctx_alloc_array((ctx), (n), sizeof(*(msg)->field))) != NULL || (n) == 0    \
+         ? ((msg)->n_##field = (n), 0)                                                             \
+         : ((msg)->n_##field = 0, CM_ENOMEM))
 /* Sets a response header (copied). 0, CM_EINVAL or CM_ENOMEM. */
 CM_EXTERN int cm_ctx_set_header(cm_ctx *ctx, const char *key, const char *val);
 /* Sets the go-micro error the call answers with (id = the server's name). Returns CM_EREMOTE,
