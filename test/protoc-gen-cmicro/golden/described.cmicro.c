@@ -10,19 +10,13 @@ static const cm_value_desc cm__fields0_described__add_request[] = {
     {"text", "string", 0, NULL},
 };
 static const cm_value_desc cm__value_described__add_request = {
-    "AddRequest",
-    "AddRequest",
-    1,
-    cm__fields0_described__add_request,
+    "AddRequest", "AddRequest", 1, cm__fields0_described__add_request,
 };
 static const cm_value_desc cm__fields0_described__add_reply[] = {
     {"id", "int64", 0, NULL},
 };
 static const cm_value_desc cm__value_described__add_reply = {
-    "AddReply",
-    "AddReply",
-    1,
-    cm__fields0_described__add_reply,
+    "AddReply", "AddReply", 1, cm__fields0_described__add_reply,
 };
 
 /* ---- service Notes ---- */
@@ -171,16 +165,15 @@ static const cm_handler cm__handlers_described_notes[] = {
         .fn = cm__thunk_described_notes_add,
         .request_value = &cm__value_described__add_request,
         .response_value = &cm__value_described__add_reply,
-        .metadata =
-            (const char *const[]){
-                "description",
-                "Add stores a note and returns its id.",
-                "example",
-                "{\"text\": \"buy milk\"}",
-                "scopes",
-                "notes:write,notes:admin",
-                NULL,
-            },
+        .metadata = (const char *const[]){
+            "description",
+            "Add stores a note and returns its id.",
+            "example",
+            "{\"text\": \"buy milk\"}",
+            "scopes",
+            "notes:write,notes:admin",
+            NULL,
+        },
     },
     {
         .endpoint = "Notes.Plain",
