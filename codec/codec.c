@@ -23,11 +23,9 @@
 #define CODEC_TABLE_MAX 32
 
 static const cm_codec_ops *codec_table[CODEC_TABLE_MAX] = {
-    &cm_codec_proto,
-    &cm_codec_json,
-    &cm_codec_bytes,
+    &cm_codec_proto, &cm_codec_json, &cm_codec_bytes, &cm_codec_grpc, &cm_codec_grpc_proto,
 };
-static size_t codec_count = 3;
+static size_t codec_count = 5;
 
 const cm_codec_ops *
 cm_codec_findn(const char *content_type, size_t len)

@@ -64,7 +64,9 @@ test_exact_match(void)
     CHECK(cm_codec_find("application/json ") == NULL);
     CHECK(cm_codec_find("Application/JSON") == NULL);
     CHECK(cm_codec_find("application/jso") == NULL);
-    CHECK(cm_codec_find("application/grpc") == NULL);
+    CHECK(cm_codec_find("application/grpc") == &cm_codec_grpc);
+    CHECK(cm_codec_find("application/grpc+proto") == &cm_codec_grpc_proto);
+    CHECK(cm_codec_find("application/grpc-web") == NULL);
     CHECK(cm_codec_find("") == NULL);
     CHECK(cm_codec_find(NULL) == NULL);
     CHECK(cm_codec_findn(buf, 20) == &cm_codec_proto);

@@ -55,11 +55,12 @@ call(cm_client *c, cJSON *res, const echo_request *req, const cm_call_opts *o)
 }
 
 static void
-run(cm_client *c, cJSON *res, const char *cmd, int json, int a1, int a2)
+run(cm_client *c, cJSON *res, const char *cmd, const char *ct, int a1, int a2)
 {
     cm_call_opts o;
     cm_call_opts_init(&o);
-    o.content_type = json ? CM_CT_JSON : CM_CT_PROTOBUF;
+    o.content_type = ct;
+    int json = strcmp(ct, CM_CT_JSON) == 0;
     echo_request req = CMICRO__TEST__V1__ECHO_REQUEST__INIT;
     if (strcmp(cmd, "echo") == 0) {
         const echo_request *rich = rich_request(json);
@@ -187,11 +188,22 @@ main(int argc, char **argv)
         cJSON_AddStringToObject(res, "cmd", cmd);
         cJSON_AddBoolToObject(res, "ok", 0);
         uint64_t t0 = cm_now_ms();
-        if (strcmp(codec, "proto") != 0 && strcmp(codec, "json") != 0) {
+        /* The codec names of the commands and their content types. */
+        static const char *const codecs[][2] = {{"proto", CM_CT_PROTOBUF},
+                                                {"json", CM_CT_JSON},
+                                                {"grpc", CM_CT_GRPC},
+                                                {"grpc+proto", CM_CT_GRPC_PROTO}};
+        const char *ct = NULL;
+        for (size_t i = 0; i < sizeof codecs / sizeof codecs[0]; i++) {
+            if (strcmp(codec, codecs[i][0]) == 0) {
+                ct = codecs[i][1];
+            }
+        }
+        if (ct == NULL) {
             cJSON *e = cJSON_AddObjectToObject(res, "error");
             cJSON_AddStringToObject(e, "detail", "bad codec");
         } else {
-            run(cm_service_client(svc), res, cmd, strcmp(codec, "json") == 0, a1, a2);
+            run(cm_service_client(svc), res, cmd, ct, a1, a2);
         }
         cJSON_AddNumberToObject(res, "ms", (double)(cm_now_ms() - t0));
         char *text = cJSON_PrintUnformatted(res);

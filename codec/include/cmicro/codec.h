@@ -5,7 +5,9 @@
  * unchanged (go-micro's codec.Frame), which is what proxies and raw-bytes endpoints use.
  *
  * The table is process-wide. The built-in codecs are application/protobuf,
- * application/json and application/octet-stream; cm_codec_register() adds more.
+ * application/json, application/octet-stream, and go-micro's gRPC framing of protobuf
+ * (application/grpc, application/grpc+proto: a 5-byte length prefix); cm_codec_register() adds
+ * more.
  */
 #ifndef CMICRO_CODEC_H
 #define CMICRO_CODEC_H
@@ -21,6 +23,8 @@ extern "C" {
 #define CM_CT_PROTOBUF "application/protobuf"
 #define CM_CT_JSON "application/json"
 #define CM_CT_BYTES "application/octet-stream"
+#define CM_CT_GRPC "application/grpc"
+#define CM_CT_GRPC_PROTO "application/grpc+proto"
 
 typedef struct cm_codec_ops {
     int abi_version;          /* CM_ABI_VERSION */
@@ -50,6 +54,8 @@ CM_EXTERN int cm_codec_register(const cm_codec_ops *ops);
 CM_EXTERN extern const cm_codec_ops cm_codec_proto;
 CM_EXTERN extern const cm_codec_ops cm_codec_json;
 CM_EXTERN extern const cm_codec_ops cm_codec_bytes;
+CM_EXTERN extern const cm_codec_ops cm_codec_grpc;
+CM_EXTERN extern const cm_codec_ops cm_codec_grpc_proto;
 
 #ifdef __cplusplus
 }

@@ -82,7 +82,8 @@ func echoClient(args []string) error {
 	sel := selector.NewSelector(selector.Registry(r), selector.SetStrategy(rotate))
 	stubs := map[string]echopb.EchoService{}
 	for codec, ct := range map[string]string{"proto": "application/protobuf",
-		"json": "application/json"} {
+		"json": "application/json", "grpc": "application/grpc",
+		"grpc+proto": "application/grpc+proto"} {
 		c := client.NewClient(client.Registry(r), client.Selector(sel), client.ContentType(ct))
 		stubs[codec] = echopb.NewEchoService(*name, c)
 	}
