@@ -23,9 +23,10 @@
 #define CODEC_TABLE_MAX 32
 
 static const cm_codec_ops *codec_table[CODEC_TABLE_MAX] = {
-    &cm_codec_proto, &cm_codec_json, &cm_codec_bytes, &cm_codec_grpc, &cm_codec_grpc_proto,
+    &cm_codec_proto,      &cm_codec_json,      &cm_codec_bytes,     &cm_codec_grpc,
+    &cm_codec_grpc_proto, &cm_codec_grpc_json, &cm_codec_proto_rpc, &cm_codec_json_rpc,
 };
-static size_t codec_count = 5;
+static size_t codec_count = 8;
 
 const cm_codec_ops *
 cm_codec_findn(const char *content_type, size_t len)

@@ -525,8 +525,23 @@ on_response(int status, unsigned flags, const cm_msg *rsp, void *user)
     }
     void *msg = NULL;
     char reason[160] = "";
-    int rc = k->codec->unmarshal(k->rsp_desc, rsp->body, rsp->body_len,
-                                 k->borrow ? &k->arena.pbc : NULL, &msg, reason, sizeof(reason));
+    ProtobufCAllocator *alloc = k->borrow ? &k->arena.pbc : NULL;
+    int rc;
+    if (k->codec->unmarshal_envelope != NULL) {
+        cm_codec_envelope env;
+        rc = k->codec->unmarshal_envelope(1, k->rsp_desc, rsp->body, rsp->body_len, alloc, &env,
+                                          &msg, reason, sizeof(reason));
+        if (rc == 0 && env.error[0] != '\0') {
+            /* The envelope's error, where go-micro's envelope codecs put it. */
+            cm_error *e = cm_error_parse(env.error, strlen(env.error));
+            call_finish(k, CM_EREMOTE, NULL, e);
+            cm_error_free(e);
+            return;
+        }
+    } else {
+        rc = k->codec->unmarshal(k->rsp_desc, rsp->body, rsp->body_len, alloc, &msg, reason,
+                                 sizeof(reason));
+    }
     if (rc < 0) {
         call_fail(k, rc, 500, "unable to decode response as %s: %s", k->codec->content_type,
                   reason[0] ? reason : cm_strerror(rc));
@@ -756,7 +771,17 @@ cm_client_call_async(cm_client *c, const char *service, const char *endpoint,
         }
     }
     k->timeout_ms = k->deadline_ms;
-    int rc = codec->marshal(req_desc, req, &k->body);
+    int rc;
+    if (codec->marshal_envelope != NULL) {
+        /* go-micro's envelope codecs: the method and a sequence number around the request. */
+        cm_codec_envelope env;
+        memset(&env, 0, sizeof env);
+        snprintf(env.method, sizeof env.method, "%s", endpoint);
+        snprintf(env.id, sizeof env.id, "%" PRIu64, (uint64_t)atomic_fetch_add(&c->seq, 1));
+        rc = codec->marshal_envelope(0, &env, req_desc, req, &k->body);
+    } else {
+        rc = codec->marshal(req_desc, req, &k->body);
+    }
     if (rc < 0) {
         call_free(k);
         return rc;

@@ -82,6 +82,8 @@ struct cm_ctx {
     cm_error *error;
     cm__arena arena;
     cm_buf out;
+    char env_id[64]; /* an envelope codec's request id, answered in its response envelope */
+    int env_id_str;  /* ... as a JSON string */
     cm_hdr rsp_hdrs[CM__MAX_RSP_HDRS];
     size_t nrsp_hdrs;
     int close_after;

@@ -178,6 +178,10 @@ cm__ctx_put(cm_ctx *c)
     c->nrsp_hdrs = 0;
     c->close_after = 0;
     c->out.len = 0;
+    c->codec = NULL;
+    c->rt = NULL;
+    c->env_id[0] = '\0';
+    c->env_id_str = 0;
     /* Keep a large request's arena or response buffer from pinning memory. */
     cm__arena_reset(&c->arena, 256 * 1024);
     if (c->out.cap > 256 * 1024) {
@@ -232,6 +236,23 @@ finish(cm_ctx *c)
     }
 }
 
+/* Encodes the reply body into c->out: the message, or for an envelope codec the response
+ * envelope around it (error: the envelope's error text, msg NULL). */
+static int
+encode_reply(cm_ctx *c, const ProtobufCMessageDescriptor *desc, const void *msg, const char *error)
+{
+    if (c->codec->marshal_envelope == NULL) {
+        return c->codec->marshal(desc, msg, &c->out);
+    }
+    cm_codec_envelope env;
+    memset(&env, 0, sizeof env);
+    snprintf(env.method, sizeof env.method, "%s", c->endpoint ? c->endpoint : "");
+    snprintf(env.id, sizeof env.id, "%s", c->env_id[0] ? c->env_id : "0");
+    env.id_is_string = c->env_id_str;
+    snprintf(env.error, sizeof env.error, "%s", error ? error : "");
+    return c->codec->marshal_envelope(1, &env, desc, msg, &c->out);
+}
+
 /* Answers with c->error, or with text as go-micro's bare (non-JSON) error. */
 static void
 reply_error(cm_ctx *c, const char *text)
@@ -247,7 +268,13 @@ reply_error(cm_ctx *c, const char *text)
         cm__ctx_add_header(c, "Content-Type", c->content_type);
     }
     cm__ctx_add_header(c, "Micro-Error", text);
-    send_reply(c, NULL, 0);
+    /* An envelope codec's client reads the error from the body: go-micro's answers there too. */
+    c->out.len = 0;
+    if (c->codec != NULL && c->codec->marshal_envelope != NULL &&
+        encode_reply(c, NULL, NULL, text) < 0) {
+        c->out.len = 0;
+    }
+    send_reply(c, c->out.data, c->out.len);
     free(json);
     finish(c);
 }
@@ -276,7 +303,7 @@ complete(cm_ctx *c)
         reply_error(c, c->error ? NULL : "internal error: out of memory");
         return;
     }
-    int rc = c->codec->marshal(c->rt->h.response, c->rsp_msg, &c->out);
+    int rc = encode_reply(c, c->rt->h.response, c->rsp_msg, NULL);
     if (rc < 0) {
         cm_error_free(c->error);
         c->error = NULL;
@@ -499,8 +526,17 @@ static void
 dispatch(cm_ctx *c)
 {
     char reason[160] = "";
-    int rc = c->codec->unmarshal(c->rt->h.request, c->req->body, c->req->body_len, &c->arena.pbc,
+    int rc;
+    if (c->codec->unmarshal_envelope != NULL) {
+        cm_codec_envelope env;
+        rc = c->codec->unmarshal_envelope(0, c->rt->h.request, c->req->body, c->req->body_len,
+                                          &c->arena.pbc, &env, &c->req_msg, reason, sizeof(reason));
+        snprintf(c->env_id, sizeof c->env_id, "%s", env.id);
+        c->env_id_str = env.id_is_string;
+    } else {
+        rc = c->codec->unmarshal(c->rt->h.request, c->req->body, c->req->body_len, &c->arena.pbc,
                                  &c->req_msg, reason, sizeof(reason));
+    }
     if (rc < 0) {
         reply_errorf(c, 400, "unable to decode request body as %s: %s", c->content_type,
                      reason[0] ? reason : cm_strerror(rc));

@@ -1,6 +1,7 @@
-/* cmicro: go-micro's gRPC codec over its HTTP transport (codec/grpc): application/grpc and
- * application/grpc+proto. The body is one gRPC length-prefixed message: a compression flag byte
- * (0), the message length as 4 bytes big-endian, then the protobuf encoding. A message over
+/* cmicro: go-micro's gRPC codec over its HTTP transport (codec/grpc): application/grpc,
+ * application/grpc+proto and application/grpc+json. The body is one gRPC length-prefixed
+ * message: a compression flag byte (0), the message length as 4 bytes big-endian, then the
+ * protobuf encoding (the JSON one for grpc+json, as Go's encoding/json writes it). A message over
  * 4 MiB is refused, as go-micro does. go-micro writes an empty message as no bytes at all, which
  * its own reader then fails on with "EOF" (a Go client of a Go server cannot receive an empty
  * response this way); cmicro reads both forms and always writes the prefix, which go-micro reads.
@@ -13,7 +14,8 @@
 #define GRPC_MAX_MESSAGE (4u * 1024 * 1024) /* go-micro's MaxMessageSize */
 
 static int
-grpc_marshal(const ProtobufCMessageDescriptor *desc, const void *msg, cm_buf *out)
+frame(const cm_codec_ops *inner, const ProtobufCMessageDescriptor *desc, const void *msg,
+      cm_buf *out)
 {
     size_t start = out->len;
     int rc = cm_buf_reserve(out, GRPC_PREFIX);
@@ -21,7 +23,7 @@ grpc_marshal(const ProtobufCMessageDescriptor *desc, const void *msg, cm_buf *ou
         return rc;
     }
     out->len += GRPC_PREFIX;
-    rc = cm_codec_proto.marshal(desc, msg, out);
+    rc = inner->marshal(desc, msg, out);
     size_t n = out->len - start - GRPC_PREFIX;
     if (rc < 0) {
         out->len = start;
@@ -41,11 +43,11 @@ grpc_marshal(const ProtobufCMessageDescriptor *desc, const void *msg, cm_buf *ou
 }
 
 static int
-grpc_unmarshal(const ProtobufCMessageDescriptor *desc, const uint8_t *data, size_t len,
-               ProtobufCAllocator *alloc, void **out, char *err, size_t errlen)
+unframe(const cm_codec_ops *inner, const ProtobufCMessageDescriptor *desc, const uint8_t *data,
+        size_t len, ProtobufCAllocator *alloc, void **out, char *err, size_t errlen)
 {
     if (len == 0) {
-        return cm_codec_proto.unmarshal(desc, data, 0, alloc, out, err, errlen);
+        return inner->unmarshal(desc, data, 0, alloc, out, err, errlen);
     }
     if (len < GRPC_PREFIX) {
         cm__codec_errf(err, errlen, "gRPC message prefix cut short (%zu of 5 bytes)", len);
@@ -68,7 +70,33 @@ grpc_unmarshal(const ProtobufCMessageDescriptor *desc, const uint8_t *data, size
                        len - GRPC_PREFIX);
         return CM_ECODEC;
     }
-    return cm_codec_proto.unmarshal(desc, data + GRPC_PREFIX, n, alloc, out, err, errlen);
+    return inner->unmarshal(desc, data + GRPC_PREFIX, n, alloc, out, err, errlen);
+}
+
+static int
+grpc_marshal(const ProtobufCMessageDescriptor *desc, const void *msg, cm_buf *out)
+{
+    return frame(&cm_codec_proto, desc, msg, out);
+}
+
+static int
+grpc_unmarshal(const ProtobufCMessageDescriptor *desc, const uint8_t *data, size_t len,
+               ProtobufCAllocator *alloc, void **out, char *err, size_t errlen)
+{
+    return unframe(&cm_codec_proto, desc, data, len, alloc, out, err, errlen);
+}
+
+static int
+grpc_json_marshal(const ProtobufCMessageDescriptor *desc, const void *msg, cm_buf *out)
+{
+    return frame(&cm_codec_json, desc, msg, out);
+}
+
+static int
+grpc_json_unmarshal(const ProtobufCMessageDescriptor *desc, const uint8_t *data, size_t len,
+                    ProtobufCAllocator *alloc, void **out, char *err, size_t errlen)
+{
+    return unframe(&cm_codec_json, desc, data, len, alloc, out, err, errlen);
 }
 
 const cm_codec_ops cm_codec_grpc = {
@@ -85,4 +113,12 @@ const cm_codec_ops cm_codec_grpc_proto = {
     .content_type = CM_CT_GRPC_PROTO,
     .marshal = grpc_marshal,
     .unmarshal = grpc_unmarshal,
+};
+
+const cm_codec_ops cm_codec_grpc_json = {
+    .abi_version = CM_ABI_VERSION,
+    .name = "grpc+json",
+    .content_type = CM_CT_GRPC_JSON,
+    .marshal = grpc_json_marshal,
+    .unmarshal = grpc_json_unmarshal,
 };

@@ -51,6 +51,18 @@ const cm_codec_ops cm_codec_json = {
     .unmarshal = json_unmarshal,
 };
 
+/* go-micro's application/json-rpc: the JSON encoding inside an envelope (jsonrpc.c). Used
+ * without one, the message alone. */
+const cm_codec_ops cm_codec_json_rpc = {
+    .abi_version = CM_ABI_VERSION,
+    .name = "json-rpc",
+    .content_type = CM_CT_JSON_RPC,
+    .marshal = json_marshal,
+    .unmarshal = json_unmarshal,
+    .marshal_envelope = cm__jsonrpc_marshal,
+    .unmarshal_envelope = cm__jsonrpc_unmarshal,
+};
+
 /* protoc's MapEntryName: "str_map" -> "StrMapEntry". */
 static int
 is_map_entry_name(const char *field, const char *entry)

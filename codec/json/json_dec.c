@@ -553,17 +553,13 @@ decode_message(dec *d, const ProtobufCMessageDescriptor *desc, const cm__json_va
 }
 
 int
-cm__json_unmarshal(const ProtobufCMessageDescriptor *desc, const uint8_t *data, size_t len,
-                   ProtobufCAllocator *alloc, void **out, char *err, size_t errlen)
+cm__json_decode_tree(const ProtobufCMessageDescriptor *desc, const cm__json_value *root,
+                     ProtobufCAllocator *alloc, void **out, char *err, size_t errlen)
 {
-    cm__arena arena;
+    cm__arena arena; /* scratch: the field name tables */
     cm__arena_init(&arena);
-    cm__json_value *root = NULL;
     ProtobufCMessage *m = NULL;
-    unsigned i;
     dec d;
-    int rc;
-
     memset(&d, 0, sizeof(d));
     d.alloc = alloc;
     d.arena = &arena;
@@ -573,13 +569,6 @@ cm__json_unmarshal(const ProtobufCMessageDescriptor *desc, const uint8_t *data, 
         cm__codec_errf(err, errlen, "%s has no message_init", desc->name);
         return CM_ECODEC;
     }
-    if (len > 0) {
-        rc = cm__json_parse(data, len, &arena, &root, err, errlen);
-        if (rc < 0) {
-            cm__arena_fini(&arena);
-            return rc;
-        }
-    }
     if (root == NULL || root->type == CM__JSON_NULL) {
         /* An empty body or null: the default message, as go-micro and jsonpb leave it (a
          * proto2 message with required fields is incomplete then, as protobuf-c says too). */
@@ -587,7 +576,7 @@ cm__json_unmarshal(const ProtobufCMessageDescriptor *desc, const uint8_t *data, 
         if (m == NULL) {
             nomem(&d);
         }
-        for (i = 0; m != NULL && i < desc->n_fields; i++) {
+        for (unsigned i = 0; m != NULL && i < desc->n_fields; i++) {
             if (desc->fields[i].label == PROTOBUF_C_LABEL_REQUIRED) {
                 fail(&d, NULL, "required field %s.%s not set", desc->name, desc->fields[i].name);
                 break;
@@ -606,4 +595,23 @@ cm__json_unmarshal(const ProtobufCMessageDescriptor *desc, const uint8_t *data, 
     }
     *out = m;
     return 0;
+}
+
+int
+cm__json_unmarshal(const ProtobufCMessageDescriptor *desc, const uint8_t *data, size_t len,
+                   ProtobufCAllocator *alloc, void **out, char *err, size_t errlen)
+{
+    cm__arena arena; /* the parse tree */
+    cm__arena_init(&arena);
+    cm__json_value *root = NULL;
+    if (len > 0) {
+        int rc = cm__json_parse(data, len, &arena, &root, err, errlen);
+        if (rc < 0) {
+            cm__arena_fini(&arena);
+            return rc;
+        }
+    }
+    int rc = cm__json_decode_tree(desc, root, alloc, out, err, errlen);
+    cm__arena_fini(&arena);
+    return rc;
 }

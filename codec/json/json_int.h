@@ -100,4 +100,15 @@ int cm__json_get_enum(const cm__json_value *v, const ProtobufCEnumDescriptor *ed
 int cm__json_get_bytes(const cm__json_value *v, ProtobufCAllocator *alloc,
                        ProtobufCBinaryData *out, char *why);
 
+/* The same from a parsed tree (root NULL or null: the default message). */
+int cm__json_decode_tree(const ProtobufCMessageDescriptor *desc, const cm__json_value *root,
+                         ProtobufCAllocator *alloc, void **out, char *err, size_t errlen);
+
+/* ---- jsonrpc.c: application/json-rpc's envelope (the cm_codec_ops envelope slots) ---- */
+int cm__jsonrpc_marshal(int response, const cm_codec_envelope *env,
+                        const ProtobufCMessageDescriptor *desc, const void *msg, cm_buf *out);
+int cm__jsonrpc_unmarshal(int response, const ProtobufCMessageDescriptor *desc, const uint8_t *data,
+                          size_t len, ProtobufCAllocator *alloc, cm_codec_envelope *env, void **out,
+                          char *err, size_t errlen);
+
 #endif

@@ -66,6 +66,9 @@ test_exact_match(void)
     CHECK(cm_codec_find("application/jso") == NULL);
     CHECK(cm_codec_find("application/grpc") == &cm_codec_grpc);
     CHECK(cm_codec_find("application/grpc+proto") == &cm_codec_grpc_proto);
+    CHECK(cm_codec_find("application/grpc+json") == &cm_codec_grpc_json);
+    CHECK(cm_codec_find("application/proto-rpc") == &cm_codec_proto_rpc);
+    CHECK(cm_codec_find("application/json-rpc") == &cm_codec_json_rpc);
     CHECK(cm_codec_find("application/grpc-web") == NULL);
     CHECK(cm_codec_find("") == NULL);
     CHECK(cm_codec_find(NULL) == NULL);

@@ -60,7 +60,10 @@ run(cm_client *c, cJSON *res, const char *cmd, const char *ct, int a1, int a2)
     cm_call_opts o;
     cm_call_opts_init(&o);
     o.content_type = ct;
-    int json = strcmp(ct, CM_CT_JSON) == 0;
+    /* The request each encoding can carry (see rich_request). */
+    int json = strcmp(ct, CM_CT_JSON) == 0                                           ? 1
+               : strcmp(ct, CM_CT_GRPC_JSON) == 0 || strcmp(ct, CM_CT_JSON_RPC) == 0 ? 2
+                                                                                     : 0;
     echo_request req = CMICRO__TEST__V1__ECHO_REQUEST__INIT;
     if (strcmp(cmd, "echo") == 0) {
         const echo_request *rich = rich_request(json);
@@ -189,10 +192,11 @@ main(int argc, char **argv)
         cJSON_AddBoolToObject(res, "ok", 0);
         uint64_t t0 = cm_now_ms();
         /* The codec names of the commands and their content types. */
-        static const char *const codecs[][2] = {{"proto", CM_CT_PROTOBUF},
-                                                {"json", CM_CT_JSON},
-                                                {"grpc", CM_CT_GRPC},
-                                                {"grpc+proto", CM_CT_GRPC_PROTO}};
+        static const char *const codecs[][2] = {
+            {"proto", CM_CT_PROTOBUF},      {"json", CM_CT_JSON},
+            {"grpc", CM_CT_GRPC},           {"grpc+proto", CM_CT_GRPC_PROTO},
+            {"grpc+json", CM_CT_GRPC_JSON}, {"proto-rpc", CM_CT_PROTO_RPC},
+            {"json-rpc", CM_CT_JSON_RPC}};
         const char *ct = NULL;
         for (size_t i = 0; i < sizeof codecs / sizeof codecs[0]; i++) {
             if (strcmp(codec, codecs[i][0]) == 0) {

@@ -92,8 +92,10 @@ rich_request(int for_json)
     r.inner_map = inner_map;
     r.n_int_map = 2;
     r.int_map = int_map;
-    r.my_kind_case = CMICRO__TEST__V1__ECHO_REQUEST__MY_KIND_NUMBER;
-    r.number = (int64_t)1 << 40;
+    if (for_json < 2) {
+        r.my_kind_case = CMICRO__TEST__V1__ECHO_REQUEST__MY_KIND_NUMBER;
+        r.number = (int64_t)1 << 40;
+    }
     if (!for_json) {
         r.n_bool_map = 2;
         r.bool_map = bool_map;

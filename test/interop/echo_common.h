@@ -19,8 +19,10 @@ typedef Cmicro__Test__V1__EchoResponse echo_response;
 #define FAIL_DETAIL "bad \"input\" <\xc3\xa9> \xe2\x9c\x93"
 
 /* The rich request (static storage, read-only): every field kind of echo.proto with values that
- * stress the codecs. for_json leaves out bool_map, which go-micro's JSON codec
- * (encoding/json) cannot write. Equal to richRequest() in go/gmicro/request.go. */
+ * stress the codecs. for_json 1 leaves out bool_map, which go-micro's JSON codec
+ * (encoding/json) cannot write; 2 also leaves out the oneof, which Go's encoding/json cannot
+ * read (application/grpc+json and application/json-rpc read with it). Equal to richRequest() in
+ * go/gmicro/request.go. */
 const echo_request *rich_request(int for_json);
 
 /* 1 when got (decoded from the wire) carries exactly the fields of want. Sorts got's map

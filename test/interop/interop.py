@@ -281,7 +281,7 @@ def cell(ctx):
     for inst in ("a", "b", "c"):
         servers[inst] = ctx.server(a.callee, "callee-" + inst, name, inst)
     cl = ctx.caller(a.caller, name)
-    for codec in ("proto", "json", "grpc", "grpc+proto"):
+    for codec in ("proto", "json", "grpc", "grpc+proto", "grpc+json", "proto-rpc", "json-rpc"):
         r = cl.run("echo " + codec)
         check(r["ok"], "echo %s failed: %s" % (codec, r.get("error")))
         check(r.get("equal") is True, "echo %s: the echo differs from the request" % codec)

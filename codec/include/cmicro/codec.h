@@ -4,10 +4,11 @@
  * when the descriptor is NULL the message is a ProtobufCBinaryData and its bytes pass through
  * unchanged (go-micro's codec.Frame), which is what proxies and raw-bytes endpoints use.
  *
- * The table is process-wide. The built-in codecs are application/protobuf,
- * application/json, application/octet-stream, and go-micro's gRPC framing of protobuf
- * (application/grpc, application/grpc+proto: a 5-byte length prefix); cm_codec_register() adds
- * more.
+ * The table is process-wide. The built-in codecs are go-micro v4's: application/protobuf,
+ * application/json, application/octet-stream; its gRPC framing (application/grpc,
+ * application/grpc+proto, application/grpc+json: a 5-byte length prefix); and its envelope
+ * codecs application/proto-rpc and application/json-rpc, which carry the method, an id and the
+ * error text around each message. cm_codec_register() adds more.
  */
 #ifndef CMICRO_CODEC_H
 #define CMICRO_CODEC_H
@@ -25,6 +26,17 @@ extern "C" {
 #define CM_CT_BYTES "application/octet-stream"
 #define CM_CT_GRPC "application/grpc"
 #define CM_CT_GRPC_PROTO "application/grpc+proto"
+#define CM_CT_GRPC_JSON "application/grpc+json"
+#define CM_CT_PROTO_RPC "application/proto-rpc"
+#define CM_CT_JSON_RPC "application/json-rpc"
+
+/* What an envelope codec carries around a message besides it. */
+typedef struct cm_codec_envelope {
+    char method[256]; /* "Echo.Call" */
+    char id[64];      /* the request's id / sequence number, as text ("4") */
+    int id_is_string; /* json-rpc: the id was a JSON string, and is answered as one */
+    char error[1024]; /* a response's error text; "" when none (cut to fit) */
+} cm_codec_envelope;
 
 typedef struct cm_codec_ops {
     int abi_version;          /* CM_ABI_VERSION */
@@ -39,6 +51,16 @@ typedef struct cm_codec_ops {
      * Returns 0, CM_ECODEC (with a one-line reason in err, which may be NULL) or CM_ENOMEM. */
     int (*unmarshal)(const ProtobufCMessageDescriptor *desc, const uint8_t *data, size_t len,
                      ProtobufCAllocator *alloc, void **out, char *err, size_t errlen);
+    /* Optional, for envelope codecs: when set, the client and the server write and read every
+     * request and response body through these instead (response 0: a request, 1: a response).
+     * marshal_envelope: msg NULL writes a response with no result (one that carries an error).
+     * unmarshal_envelope: fills env; *out is the message (as unmarshal), or NULL for a response
+     * whose envelope carries an error and no result. Same returns as marshal / unmarshal. */
+    int (*marshal_envelope)(int response, const cm_codec_envelope *env,
+                            const ProtobufCMessageDescriptor *desc, const void *msg, cm_buf *out);
+    int (*unmarshal_envelope)(int response, const ProtobufCMessageDescriptor *desc,
+                              const uint8_t *data, size_t len, ProtobufCAllocator *alloc,
+                              cm_codec_envelope *env, void **out, char *err, size_t errlen);
 } cm_codec_ops;
 
 /* The codec for an exact content type, or NULL when none is registered. Any thread. */
@@ -56,6 +78,9 @@ CM_EXTERN extern const cm_codec_ops cm_codec_json;
 CM_EXTERN extern const cm_codec_ops cm_codec_bytes;
 CM_EXTERN extern const cm_codec_ops cm_codec_grpc;
 CM_EXTERN extern const cm_codec_ops cm_codec_grpc_proto;
+CM_EXTERN extern const cm_codec_ops cm_codec_grpc_json;
+CM_EXTERN extern const cm_codec_ops cm_codec_proto_rpc;
+CM_EXTERN extern const cm_codec_ops cm_codec_json_rpc;
 
 #ifdef __cplusplus
 }

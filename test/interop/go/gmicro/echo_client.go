@@ -83,7 +83,8 @@ func echoClient(args []string) error {
 	stubs := map[string]echopb.EchoService{}
 	for codec, ct := range map[string]string{"proto": "application/protobuf",
 		"json": "application/json", "grpc": "application/grpc",
-		"grpc+proto": "application/grpc+proto"} {
+		"grpc+proto": "application/grpc+proto", "grpc+json": "application/grpc+json",
+		"proto-rpc": "application/proto-rpc", "json-rpc": "application/json-rpc"} {
 		c := client.NewClient(client.Registry(r), client.Selector(sel), client.ContentType(ct))
 		stubs[codec] = echopb.NewEchoService(*name, c)
 	}
@@ -102,7 +103,13 @@ func echoClient(args []string) error {
 		if len(f) < 2 || stubs[f[1]] == nil {
 			res.Error = errors.New("gmicro", "bad command: "+in.Text(), 0).(*errors.Error)
 		} else {
-			run(&res, stubs[f[1]], f[1] == "json", f[2:])
+			forJSON := 0
+			if f[1] == "json" {
+				forJSON = 1
+			} else if f[1] == "grpc+json" || f[1] == "json-rpc" {
+				forJSON = 2
+			}
+			run(&res, stubs[f[1]], forJSON, f[2:])
 		}
 		res.Ms = time.Since(start).Milliseconds()
 		b, _ := json.Marshal(res)
@@ -125,7 +132,7 @@ func (res *result) fail(err error) {
 	res.Error = errors.FromError(err)
 }
 
-func run(res *result, stub echopb.EchoService, forJSON bool, f []string) {
+func run(res *result, stub echopb.EchoService, forJSON int, f []string) {
 	ctx := context.Background()
 	switch res.Cmd {
 	case "echo":

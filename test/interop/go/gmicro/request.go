@@ -5,9 +5,10 @@ import "cmicro.test/interop/gen/echopb"
 // richRequest is the request the echo checks send, field for field the same as rich_request()
 // in ../../echo_common.c: every field kind of test/proto/echo.proto with values that stress the
 // codecs (64-bit integers beyond 2^53, HTML characters and non-ASCII text, negative map keys, a
-// oneof). forJSON leaves out bool_map: go-micro's JSON codec writes with encoding/json, which
-// cannot encode a map with bool keys.
-func richRequest(forJSON bool) *echopb.EchoRequest {
+// oneof). forJSON 1 leaves out bool_map: go-micro's JSON codec writes with encoding/json, which
+// cannot encode a map with bool keys; 2 also leaves out the oneof, which encoding/json cannot
+// read (application/grpc+json and application/json-rpc read with it).
+func richRequest(forJSON int) *echopb.EchoRequest {
 	r := &echopb.EchoRequest{
 		Message:   "h\u00e9llo <&> \"quoted\" \u2713",
 		I32:       -42,
@@ -46,8 +47,11 @@ func richRequest(forJSON bool) *echopb.EchoRequest {
 		ZzLastDeclared: "z",
 		DeclaredAfter:  37,
 	}
-	if !forJSON {
+	if forJSON == 0 {
 		r.BoolMap = map[bool]int64{true: 5, false: -6}
+	}
+	if forJSON == 2 {
+		r.MyKind = nil
 	}
 	return r
 }
