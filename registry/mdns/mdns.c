@@ -16,6 +16,12 @@
  * IPv6 is optional: an interface without an IPv6 address is served over IPv4 only, and when
  * [::]:5353 cannot be bound or ff02::fb joined anywhere the backend runs over IPv4 alone (with a
  * debug line). A response heard over both families counts once.
+ *
+ * Trust (RFC 6762 section 11): datagrams are used only from on-link sources (the subnet of an
+ * address of a chosen interface, or link-local) and, with the "subnets" option
+ * (MICRO_MDNS_SUBNETS), from those subnets; a response for an instance that another source holds
+ * is dropped (mdns_entries.c). The IP TTL is not checked: libuv gives no ancillary data, and
+ * go-micro multicasts at TTL 1 and replies at the default TTL, so TTL 255 would refuse it.
  */
 #include "mdns_int.h"
 
@@ -30,6 +36,7 @@
 
 #define DEFAULT_WINDOW_MS 100
 #define DRAIN_MS 500 /* at most this long for queued goodbyes before the sockets close */
+#define LINKS_MS 1000 /* the interfaces' addresses are read again at most this often */
 #define COPY_MS 500  /* a response's copy over the other family comes within this (< 1 s, the
                         gap between announcements) */
 
@@ -63,6 +70,231 @@ cm__mdns_addr_str(const struct sockaddr *sa, char *buf, size_t len)
     }
     snprintf(buf, len, "%s:%u", ip, port);
     return buf;
+}
+
+int
+cm__mdns_sockaddr_ip(const struct sockaddr *sa, uint8_t ip[16])
+{
+    memset(ip, 0, 16);
+    if (sa != NULL && sa->sa_family == AF_INET) {
+        memcpy(ip, &((const struct sockaddr_in *)(const void *)sa)->sin_addr, 4);
+        return AF_INET;
+    }
+    if (sa != NULL && sa->sa_family == AF_INET6) {
+        memcpy(ip, &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr, 16);
+        return AF_INET6;
+    }
+    return AF_UNSPEC;
+}
+
+/* ---- sources (RFC 6762 section 11) ---- */
+
+static int
+in_prefix(const cm__mdns_prefix *p, int family, const uint8_t ip[16])
+{
+    if (p->family != family) {
+        return 0;
+    }
+    unsigned full = p->bits / 8, rest = p->bits % 8;
+    if (memcmp(p->addr, ip, full) != 0) {
+        return 0;
+    }
+    uint8_t mask = (uint8_t)(0xffu << (8 - rest));
+    return rest == 0 || (p->addr[full] & mask) == (ip[full] & mask);
+}
+
+static int
+in_prefixes(const cm__mdns_prefix *v, size_t n, int family, const uint8_t ip[16])
+{
+    for (size_t i = 0; i < n; i++) {
+        if (in_prefix(&v[i], family, ip)) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static int
+link_local(int family, const uint8_t ip[16])
+{
+    if (family == AF_INET) {
+        return ip[0] == 169 && ip[1] == 254;
+    }
+    return ip[0] == 0xfe && (ip[1] & 0xc0) == 0x80;
+}
+
+/* The length of the prefix a netmask covers. */
+static unsigned
+mask_bits(const struct sockaddr *mask)
+{
+    uint8_t m[16];
+    int family = cm__mdns_sockaddr_ip(mask, m);
+    unsigned bits = 0, len = family == AF_INET ? 4 : 16;
+    for (unsigned i = 0; i < len && m[i] == 0xff; i++) {
+        bits += 8;
+    }
+    for (uint8_t b = bits / 8 < len ? m[bits / 8] : 0; b & 0x80; b = (uint8_t)(b << 1)) {
+        bits++;
+    }
+    return bits;
+}
+
+static int
+chosen(const cm__mdns_state *st, const char *name)
+{
+    for (size_t i = 0; i < st->nifaces; i++) {
+        if (strcmp(st->ifaces[i].name, name) == 0) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* Reads the subnets of the chosen interfaces' addresses (both families) into st->links. 0,
+ * CM_ENOMEM or -errno. */
+static int
+read_links(cm__mdns_state *st)
+{
+    struct ifaddrs *all;
+    if (getifaddrs(&all) != 0) {
+        return -errno;
+    }
+    size_t n = 0, cap = 1;
+    for (struct ifaddrs *i = all; i != NULL; i = i->ifa_next) {
+        cap++;
+    }
+    cm__mdns_prefix *v = calloc(cap, sizeof *v);
+    for (struct ifaddrs *i = all; v != NULL && i != NULL; i = i->ifa_next) {
+        cm__mdns_prefix *p = &v[n];
+        if (i->ifa_netmask != NULL && chosen(st, i->ifa_name) &&
+            (p->family = cm__mdns_sockaddr_ip(i->ifa_addr, p->addr)) != AF_UNSPEC &&
+            i->ifa_netmask->sa_family == p->family) {
+            p->bits = mask_bits(i->ifa_netmask);
+            n++;
+        }
+    }
+    freeifaddrs(all);
+    if (v == NULL) {
+        return CM_ENOMEM;
+    }
+    free(st->links);
+    st->links = v;
+    st->nlinks = n;
+    st->links_at = uv_now(st->loop);
+    return 0;
+}
+
+int
+cm__mdns_source_ok(cm__mdns_state *st, const struct sockaddr *from)
+{
+    uint8_t ip[16];
+    int family = cm__mdns_sockaddr_ip(from, ip);
+    if (family == AF_UNSPEC ||
+        (st->subnets != NULL && !in_prefixes(st->subnets, st->nsubnets, family, ip))) {
+        return 0;
+    }
+    if (link_local(family, ip) || in_prefixes(st->links, st->nlinks, family, ip)) {
+        return 1;
+    }
+    /* Addresses change (DHCP, a new interface address): read them again, at most once a
+     * second. */
+    uint64_t now = uv_now(st->loop);
+    if (now - st->links_at < LINKS_MS) {
+        return 0;
+    }
+    st->links_at = now;
+    return read_links(st) == 0 && in_prefixes(st->links, st->nlinks, family, ip);
+}
+
+/* Parses one subnet: "10.1.0.0/16", "fd00::/8", or an address alone (one host). 0 or
+ * CM_EINVAL. */
+static int
+parse_prefix(const char *s, size_t n, cm__mdns_prefix *p)
+{
+    char buf[INET6_ADDRSTRLEN + 8];
+    while (n > 0 && (*s == ' ' || *s == '\t')) {
+        s++;
+        n--;
+    }
+    while (n > 0 && (s[n - 1] == ' ' || s[n - 1] == '\t')) {
+        n--;
+    }
+    if (n == 0 || n >= sizeof buf) {
+        return CM_EINVAL;
+    }
+    memcpy(buf, s, n);
+    buf[n] = '\0';
+    char *slash = strchr(buf, '/'), *end = NULL;
+    unsigned long bits = 0;
+    if (slash != NULL) {
+        *slash = '\0';
+        errno = 0;
+        bits = strtoul(slash + 1, &end, 10);
+        if (slash[1] < '0' || slash[1] > '9' || *end != '\0' || errno != 0) {
+            return CM_EINVAL;
+        }
+    }
+    memset(p, 0, sizeof *p);
+    unsigned long max = 128;
+    if (inet_pton(AF_INET, buf, p->addr) == 1) {
+        p->family = AF_INET;
+        max = 32;
+    } else if (inet_pton(AF_INET6, buf, p->addr) == 1) {
+        p->family = AF_INET6;
+    } else {
+        return CM_EINVAL;
+    }
+    if (slash == NULL) {
+        bits = max;
+    }
+    p->bits = (unsigned)bits;
+    return bits <= max ? 0 : CM_EINVAL;
+}
+
+/* Reads list, comma-separated subnets, into st->subnets (NULL or empty: none). 0, CM_EINVAL
+ * (with a debug line naming the bad item) or CM_ENOMEM. */
+static int
+read_subnets(cm__mdns_state *st, const char *list)
+{
+    if (list == NULL || list[0] == '\0') {
+        return 0;
+    }
+    size_t cap = 1;
+    for (const char *p = list; *p != '\0'; p++) {
+        cap += *p == ',';
+    }
+    st->subnets = calloc(cap, sizeof *st->subnets);
+    if (st->subnets == NULL) {
+        return CM_ENOMEM;
+    }
+    for (const char *p = list; *p != '\0';) {
+        size_t n = strcspn(p, ",");
+        if (parse_prefix(p, n, &st->subnets[st->nsubnets]) != 0) {
+            cm__mdns_debug("subnets: \"%.*s\" is not an IPv4 or IPv6 subnet (10.0.0.0/8, "
+                           "fd00::/8)",
+                           (int)n, p);
+            return CM_EINVAL;
+        }
+        st->nsubnets++;
+        p += n + (p[n] == ',');
+    }
+    return 0;
+}
+
+void
+cm__mdns_refused(cm__mdns_state *st, const struct sockaddr *from, const char *why)
+{
+    uint8_t ip[16];
+    int family = cm__mdns_sockaddr_ip(from, ip);
+    if (why == st->refused_why && family == st->refused_family &&
+        memcmp(ip, st->refused_ip, 16) == 0) {
+        return;
+    }
+    char a[64];
+    cm__mdns_debug("dropped datagrams from %s: %s", cm__mdns_addr_str(from, a, sizeof a), why);
+    st->refused_why = why;
+    st->refused_family = family;
+    memcpy(st->refused_ip, ip, 16);
 }
 
 /* ---- handles and the end of the state ---- */
@@ -128,6 +360,9 @@ finish(cm__mdns_state *st)
     cm_registry *r = st->init_failed ? NULL : st->r;
     free(st->ifaces);
     free(st->host);
+    free(st->links);
+    free(st->subnets);
+    cm__mdns_owners_fini(&st->owners);
     free(st);
     if (r != NULL) {
         cm_registry_closed(r);
@@ -273,8 +508,14 @@ cm__mdns_handle_packet(cm_registry *r, const uint8_t *data, size_t len, const st
         ldns_pkt_get_rcode(pkt) != LDNS_RCODE_NOERROR) {
         cm__mdns_debug("dropped a datagram from %s: opcode or rcode not 0",
                        cm__mdns_addr_str(from, a, sizeof a));
+    } else if (!cm__mdns_source_ok(st, from)) {
+        cm__mdns_refused(st, from, "not an on-link source");
     } else if (!ldns_pkt_qr(pkt)) {
         cm__mdns_answer(st, pkt, from);
+    } else if (!cm__mdns_owners_admit(&st->owners, pkt, data, len, from, uv_now(st->loop))) {
+        /* Checked before the copy over the other family: a refused datagram is not the one its
+         * copy stands for. */
+        cm__mdns_refused(st, from, "it speaks for an instance that another source holds");
     } else if (!copy_over_other_family(st, data, len, from->sa_family)) {
         if (st->r->watchers != NULL) {
             cm__mdns_notify_watchers(st, pkt);
@@ -593,7 +834,17 @@ mdns_init(cm_registry *r)
     if (want != NULL && want[0] == '\0') {
         want = NULL;
     }
-    int rc = open_sockets(st, want);
+    const char *subnets = cm_registry_option(r, "subnets");
+    if (subnets == NULL || subnets[0] == '\0') {
+        subnets = getenv("MICRO_MDNS_SUBNETS");
+    }
+    int rc = read_subnets(st, subnets);
+    if (rc == 0) {
+        rc = open_sockets(st, want);
+    }
+    if (rc == 0) {
+        rc = read_links(st);
+    }
     if (rc != 0) {
         /* The handles close on the loop; the state goes with them, r is the caller's. */
         st->init_failed = 1;
@@ -630,7 +881,7 @@ mdns_close(cm_registry *r)
 const cm_registry_ops cm__registry_mdns = {
     .abi_version = CM_ABI_VERSION,
     .name = "mdns",
-    .option_keys = (const char *const[]){"interface", NULL},
+    .option_keys = (const char *const[]){"interface", "subnets", NULL},
     .priv_size = sizeof(cm__mdns_state *),
     .watcher_priv_size = 0,
     .init = mdns_init,

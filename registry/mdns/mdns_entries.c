@@ -1,6 +1,7 @@
 /* cmicro: what the mDNS registry backend reads from replies: service entries assembled from
  * ldns-parsed messages (go-micro's util/mdns client.go messageToEntry, without its last-record
- * quirk) and go-micro's TXT payload, hex(zlib(JSON)). No sockets here. */
+ * quirk), which source holds which instance, and go-micro's TXT payload, hex(zlib(JSON)). No
+ * sockets here. */
 #include "mdns_int.h"
 
 #include <arpa/inet.h>
@@ -365,6 +366,151 @@ cm__mdns_strip_suffix(const char *name, const char *suffix)
         return NULL;
     }
     return strndup(name, n - s);
+}
+
+/* ---- who speaks for an instance ---- */
+
+/* The instance a record describes: the owner of SRV, TXT, A and AAAA records, the target of a
+ * PTR record when it is a name under the PTR's owner ("<id>.greeter.micro." under
+ * "greeter.micro."; not the service names that DNS-SD enumeration points to). NULL: none. */
+static const ldns_rdf *
+instance_of(const ldns_rr *rr, int *claims)
+{
+    *claims = 1;
+    switch (ldns_rr_get_type(rr)) {
+    case LDNS_RR_TYPE_SRV:
+    case LDNS_RR_TYPE_TXT:
+        return ldns_rr_owner(rr);
+    case LDNS_RR_TYPE_A:
+    case LDNS_RR_TYPE_AAAA:
+        *claims = 0; /* host names are checked, never held: hosts may share one */
+        return ldns_rr_owner(rr);
+    case LDNS_RR_TYPE_PTR: {
+        const ldns_rdf *t = ldns_rr_rd_count(rr) == 1 ? ldns_rr_rdf(rr, 0) : NULL;
+        if (t != NULL && ldns_rdf_get_type(t) == LDNS_RDF_TYPE_DNAME &&
+            ldns_dname_is_subdomain(t, ldns_rr_owner(rr))) {
+            return t;
+        }
+        return NULL;
+    }
+    default:
+        return NULL;
+    }
+}
+
+static cm__mdns_owner *
+find_owner(cm__mdns_owners *o, const ldns_rdf *name)
+{
+    for (size_t i = 0; i < o->n; i++) {
+        if (ldns_dname_compare(o->v[i].name, name) == 0) {
+            return &o->v[i];
+        }
+    }
+    return NULL;
+}
+
+/* A slot for a new name: the next free one or one whose TTL ended (its name freed); NULL when
+ * every name is held. A new slot counts in o->n once it holds a name. */
+static cm__mdns_owner *
+free_owner(cm__mdns_owners *o, uint64_t now)
+{
+    if (o->n < CM__MDNS_MAX_OWNERS) {
+        return &o->v[o->n];
+    }
+    for (size_t i = 0; i < o->n; i++) {
+        if (o->v[i].until <= now) {
+            ldns_rdf_deep_free(o->v[i].name);
+            memmove(&o->v[i], &o->v[i + 1], (o->n - i - 1) * sizeof o->v[0]);
+            o->n--;
+            return &o->v[o->n];
+        }
+    }
+    return NULL;
+}
+
+/* Holds name for the source until ttl (seconds, capped) ends. 0 or CM_ENOMEM. */
+static int
+hold(cm__mdns_owners *o, const ldns_rdf *name, const cm__mdns_owner *by, uint32_t ttl,
+     uint64_t now)
+{
+    if (ttl > CM__MDNS_MAX_OWNER_TTL) {
+        ttl = CM__MDNS_MAX_OWNER_TTL;
+    }
+    cm__mdns_owner *w = find_owner(o, name);
+    if (w == NULL) {
+        if ((w = free_owner(o, now)) == NULL) {
+            return 0; /* full of live names: the new one is used but not held */
+        }
+        if ((w->name = ldns_rdf_clone(name)) == NULL) {
+            return CM_ENOMEM;
+        }
+        o->n++;
+    }
+    w->family = by->family;
+    memcpy(w->ip, by->ip, 16);
+    w->hash = by->hash;
+    w->len = by->len;
+    w->until = now + (uint64_t)ttl * 1000;
+    return 0;
+}
+
+/* Whether a live name of the message is held by another source that said something else (the
+ * same datagram from another address of its host, over the other family, replaces nothing). */
+static int
+held_by_other(cm__mdns_owners *o, const ldns_pkt *pkt, const cm__mdns_owner *by, uint64_t now,
+              int *same)
+{
+    const ldns_rr_list *const lists[2] = {ldns_pkt_answer(pkt), ldns_pkt_additional(pkt)};
+    *same = 0;
+    for (size_t l = 0; l < 2; l++) {
+        for (size_t i = 0; lists[l] != NULL && i < ldns_rr_list_rr_count(lists[l]); i++) {
+            int claims;
+            const ldns_rdf *name = instance_of(ldns_rr_list_rr(lists[l], i), &claims);
+            const cm__mdns_owner *w = name != NULL ? find_owner(o, name) : NULL;
+            if (w == NULL || w->until <= now ||
+                (w->family == by->family && memcmp(w->ip, by->ip, 16) == 0)) {
+                continue;
+            }
+            if (w->hash != by->hash || w->len != by->len) {
+                return 1;
+            }
+            *same = 1;
+        }
+    }
+    return 0;
+}
+
+int
+cm__mdns_owners_admit(cm__mdns_owners *o, const ldns_pkt *pkt, const uint8_t *data, size_t len,
+                      const struct sockaddr *from, uint64_t now)
+{
+    cm__mdns_owner by = {.hash = cm__fnv1a(data, len), .len = len};
+    by.family = cm__mdns_sockaddr_ip(from, by.ip);
+    int same;
+    if (by.family == AF_UNSPEC || held_by_other(o, pkt, &by, now, &same)) {
+        return 0;
+    }
+    const ldns_rr_list *const lists[2] = {ldns_pkt_answer(pkt), ldns_pkt_additional(pkt)};
+    for (size_t l = 0; !same && l < 2; l++) {
+        for (size_t i = 0; lists[l] != NULL && i < ldns_rr_list_rr_count(lists[l]); i++) {
+            const ldns_rr *rr = ldns_rr_list_rr(lists[l], i);
+            int claims;
+            const ldns_rdf *name = instance_of(rr, &claims);
+            if (name != NULL && claims && hold(o, name, &by, ldns_rr_ttl(rr), now) != 0) {
+                return 0;
+            }
+        }
+    }
+    return 1;
+}
+
+void
+cm__mdns_owners_fini(cm__mdns_owners *o)
+{
+    for (size_t i = 0; i < o->n; i++) {
+        ldns_rdf_deep_free(o->v[i].name);
+    }
+    o->n = 0;
 }
 
 /* ---- TXT payload ---- */

@@ -22,6 +22,8 @@
 #define CM__MDNS_MAX_ENTRIES 1024 /* per lookup or per message: more are dropped */
 #define CM__MDNS_MAX_DGRAM 65536
 #define CM__MDNS_MAX_TXT 60000 /* hex characters: the reply must fit one UDP datagram */
+#define CM__MDNS_MAX_OWNERS 1024 /* instance names whose first source is remembered */
+#define CM__MDNS_MAX_OWNER_TTL 3600 /* seconds: a longer TTL holds a name this long */
 
 /* ---- logging ---- */
 
@@ -113,6 +115,36 @@ void cm__mdns_entry_address(const cm__mdns_entry *e, char *out, size_t outlen);
  * does not end with suffix (ASCII case-insensitive) or nothing precedes it. */
 char *cm__mdns_strip_suffix(const char *name, const char *suffix);
 
+/* ---- who speaks for an instance (RFC 6762 section 11: no answer from one source replaces
+ * what another source said before its TTL ends) ---- */
+
+/* The first source heard for an instance name, until its TTL ends. */
+typedef struct cm__mdns_owner {
+    ldns_rdf *name; /* the instance name */
+    int family;
+    uint8_t ip[16];
+    uint64_t hash; /* of the last datagram it sent that named the instance */
+    size_t len;
+    uint64_t until; /* loop time, ms */
+} cm__mdns_owner;
+
+/* Zero-initialise. */
+typedef struct cm__mdns_owners {
+    cm__mdns_owner v[CM__MDNS_MAX_OWNERS];
+    size_t n;
+} cm__mdns_owners;
+
+/* Whether response pkt (the datagram data, len bytes) from source from (IPv4 or IPv6) may be used
+ * at loop time now: no instance it describes (owner of an SRV, TXT, A or AAAA record, target of a
+ * PTR record under its owner) is held by another source whose TTL has not ended, unless the
+ * datagram is the one that source sent last (the same announcement or reply heard from another
+ * address of its host). When it may, its instances are held for from until their records' TTL
+ * ends (a goodbye, TTL 0, lets go; a full table holds no new names). 1 or 0; 0 also when out of
+ * memory. */
+int cm__mdns_owners_admit(cm__mdns_owners *o, const ldns_pkt *pkt, const uint8_t *data,
+                          size_t len, const struct sockaddr *from, uint64_t now);
+void cm__mdns_owners_fini(cm__mdns_owners *o);
+
 /* ---- the TXT payload: hex(zlib(JSON{Service, Version, Endpoints, Metadata})) ---- */
 
 /* Encodes svc's name, version, endpoints and node's metadata. *hex is NUL-terminated, freed
@@ -134,6 +166,13 @@ typedef struct cm__mdns_iface {
     unsigned index;
     int v6; /* ff02::fb joined on it too */
 } cm__mdns_iface;
+
+/* An address prefix: the subnet of an interface address or one of the "subnets" option. */
+typedef struct cm__mdns_prefix {
+    int family;
+    uint8_t addr[16];
+    unsigned bits;
+} cm__mdns_prefix;
 
 /* A socket address of either family. */
 typedef union cm__mdns_sockaddr {
@@ -220,10 +259,22 @@ struct cm__mdns_state {
     cm__mdns_done *done_head, **done_tail;
     cm__mdns_recent recent[CM__MDNS_RECENT];
     unsigned nrecent; /* responses remembered so far; the next goes to nrecent % RECENT */
+    cm__mdns_prefix *links; /* the subnets of the chosen interfaces' addresses */
+    size_t nlinks;
+    uint64_t links_at;        /* loop time they were read */
+    cm__mdns_prefix *subnets; /* the "subnets" option; NULL: every on-link source */
+    size_t nsubnets;
+    cm__mdns_owners owners;
+    const char *refused_why; /* the last datagram dropped by RFC 6762 section 11: why, whence */
+    int refused_family;
+    uint8_t refused_ip[16];
     uint8_t rbuf[CM__MDNS_MAX_DGRAM];
 };
 
 cm__mdns_state *cm__mdns_state_of(cm_registry *r);
+/* The address of sa into ip (IPv4 in the first 4 bytes, the rest 0): AF_INET, AF_INET6, or
+ * AF_UNSPEC (ip all 0) for another family or NULL. */
+int cm__mdns_sockaddr_ip(const struct sockaddr *sa, uint8_t ip[16]);
 /* "ip:port" of sa into buf, for log lines. */
 const char *cm__mdns_addr_str(const struct sockaddr *sa, char *buf, size_t len);
 /* Called by the close callback of every handle counted in st->nhandles. */
@@ -248,6 +299,14 @@ void cm__mdns_node_remove(cm__mdns_state *st, cm__mdns_node *n);
 /* Answers a query: one unicast datagram to from (over the 5353 socket of its family) per node or
  * wildcard that has answers. */
 void cm__mdns_answer(cm__mdns_state *st, const ldns_pkt *query, const struct sockaddr *from);
+/* Whether a datagram from from may be used (RFC 6762 section 11): from is on-link (in the subnet
+ * of an address of a chosen interface, or link-local) and, when the "subnets" option is set, in
+ * one of those subnets. The interfaces' addresses are read again, at most once a second, when
+ * from is in none of them. */
+int cm__mdns_source_ok(cm__mdns_state *st, const struct sockaddr *from);
+/* Logs (debug) that datagrams from from are dropped and why (a static string), once for a run of
+ * drops from one address for one reason. */
+void cm__mdns_refused(cm__mdns_state *st, const struct sockaddr *from, const char *why);
 
 /* Lookups and watch (mdns_lookup.c). */
 int cm__mdns_get_service(cm_registry *r, const char *name, cm_registry_list_cb cb, void *user);

@@ -276,9 +276,18 @@ query_recv(uv_udp_t *h, ssize_t nread, const uv_buf_t *buf, const struct sockadd
         ldns_pkt_free(pkt);
         return;
     }
-    if (ldns_pkt_qr(pkt) && ldns_pkt_get_opcode(pkt) == LDNS_PACKET_QUERY &&
-        ldns_pkt_get_rcode(pkt) == LDNS_RCODE_NOERROR) {
-        cm__mdns_query_feed(q, pkt);
+    /* RFC 6762 section 11: replies from on-link sources only, none replacing an instance that
+     * another source holds. */
+    if (!cm__mdns_source_ok(q->st, addr)) {
+        cm__mdns_refused(q->st, addr, "not an on-link source");
+    } else if (ldns_pkt_qr(pkt) && ldns_pkt_get_opcode(pkt) == LDNS_PACKET_QUERY &&
+               ldns_pkt_get_rcode(pkt) == LDNS_RCODE_NOERROR) {
+        if (cm__mdns_owners_admit(&q->st->owners, pkt, (const uint8_t *)buf->base, (size_t)nread,
+                                  addr, uv_now(q->st->loop))) {
+            cm__mdns_query_feed(q, pkt);
+        } else {
+            cm__mdns_refused(q->st, addr, "it speaks for an instance that another source holds");
+        }
     }
     ldns_pkt_free(pkt);
 }
