@@ -511,7 +511,7 @@ cm__mdns_handle_packet(cm_registry *r, const uint8_t *data, size_t len, const st
     } else if (!cm__mdns_source_ok(st, from)) {
         cm__mdns_refused(st, from, "not an on-link source");
     } else if (!ldns_pkt_qr(pkt)) {
-        cm__mdns_answer(st, pkt, from);
+        cm__mdns_answer(st, pkt, len, from);
     } else if (!cm__mdns_owners_admit(&st->owners, pkt, data, len, from, uv_now(st->loop))) {
         /* Checked before the copy over the other family: a refused datagram is not the one its
          * copy stands for. */

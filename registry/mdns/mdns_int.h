@@ -24,6 +24,8 @@
 #define CM__MDNS_MAX_TXT 60000 /* hex characters: the reply must fit one UDP datagram */
 #define CM__MDNS_MAX_OWNERS 1024 /* instance names whose first source is remembered */
 #define CM__MDNS_MAX_OWNER_TTL 3600 /* seconds: a longer TTL holds a name this long */
+#define CM__MDNS_REPLY_FACTOR 4  /* a reply is at most this many times its query, or the answer
+                                    to the query's first question */
 
 /* ---- logging ---- */
 
@@ -59,12 +61,16 @@ int cm__mdns_zone_init(cm__mdns_zone *z, const char *instance, const char *servi
                        const char *txt, size_t txtlen);
 void cm__mdns_zone_fini(cm__mdns_zone *z);
 
-/* The reply of zone z to query: the query's questions echoed, the records z serves for them
- * (PTR, SRV, A, AAAA, TXT as go-micro orders them), ID 0 or the query's ID when an answered
- * question has the unicast-response bit, flags QR and AA. *wire is NULL when z has nothing to
- * answer. Returns 0 or CM_ENOMEM; *wire is freed with free(). */
+/* The reply of zone z to query: the questions it answers echoed (a repeated question once), the
+ * records z serves for them, each once (PTR, SRV, A, AAAA, TXT as go-micro orders them), ID 0 or
+ * the query's ID when an answered question has the unicast-response bit, flags QR and AA. *wire
+ * is NULL when z has nothing to answer. Returns 0 or CM_ENOMEM; *wire is freed with free(). */
 int cm__mdns_zone_answer(const cm__mdns_zone *z, const ldns_pkt *query, uint8_t **wire,
                          size_t *len);
+/* As cm__mdns_zone_answer, cut to the answer of the first question it answers when the reply
+ * would be longer than limit bytes. */
+int cm__mdns_zone_answer_limit(const cm__mdns_zone *z, const ldns_pkt *query, size_t limit,
+                               uint8_t **wire, size_t *len);
 /* An unsolicited response with the instance's SRV, A/AAAA and TXT records at the given TTL
  * (120: announcement, 0: goodbye). 0 or CM_ENOMEM. */
 int cm__mdns_zone_announce(const cm__mdns_zone *z, uint32_t ttl, uint8_t **wire, size_t *len);
@@ -296,9 +302,11 @@ int cm__mdns_reg(cm_registry *r, const cm_reg_service *svc, uint64_t ttl_ms, cm_
 int cm__mdns_dereg(cm_registry *r, const cm_reg_service *svc, cm_registry_cb cb, void *user);
 /* Unlinks n, says goodbye for it and frees it (its timer closes first). */
 void cm__mdns_node_remove(cm__mdns_state *st, cm__mdns_node *n);
-/* Answers a query: one unicast datagram to from (over the 5353 socket of its family) per node or
- * wildcard that has answers. */
-void cm__mdns_answer(cm__mdns_state *st, const ldns_pkt *query, const struct sockaddr *from);
+/* Answers a query of len bytes: one unicast datagram to from (over the 5353 socket of its family)
+ * per node or wildcard that has answers, each at most CM__MDNS_REPLY_FACTOR times len or the
+ * answer to the first question it answers. */
+void cm__mdns_answer(cm__mdns_state *st, const ldns_pkt *query, size_t len,
+                     const struct sockaddr *from);
 /* Whether a datagram from from may be used (RFC 6762 section 11): from is on-link (in the subnet
  * of an address of a chosen interface, or link-local) and, when the "subnets" option is set, in
  * one of those subnets. The interfaces' addresses are read again, at most once a second, when

@@ -4,6 +4,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -355,8 +356,28 @@ cm__mdns_dereg(cm_registry *r, const cm_reg_service *svc, cm_registry_cb cb, voi
     return 0;
 }
 
+/* The limit on one reply to a query of len bytes. */
+static size_t
+reply_limit(size_t len)
+{
+    return len > SIZE_MAX / CM__MDNS_REPLY_FACTOR ? SIZE_MAX : len * CM__MDNS_REPLY_FACTOR;
+}
+
+static void
+answer_zone(cm__mdns_state *st, const cm__mdns_zone *z, const ldns_pkt *pkt, size_t len,
+            uv_udp_t *sock, const struct sockaddr *from)
+{
+    uint8_t *wire;
+    size_t wlen;
+    if (cm__mdns_zone_answer_limit(z, pkt, reply_limit(len), &wire, &wlen) == 0 &&
+        wire != NULL) {
+        cm__mdns_send(st, sock, wire, wlen, from);
+        free(wire);
+    }
+}
+
 void
-cm__mdns_answer(cm__mdns_state *st, const ldns_pkt *pkt, const struct sockaddr *from)
+cm__mdns_answer(cm__mdns_state *st, const ldns_pkt *pkt, size_t len, const struct sockaddr *from)
 {
     int v6 = from->sa_family == AF_INET6;
     if (v6 && st->nsocks < 2) {
@@ -364,19 +385,9 @@ cm__mdns_answer(cm__mdns_state *st, const ldns_pkt *pkt, const struct sockaddr *
     }
     uv_udp_t *sock = &st->sock[v6];
     for (cm__mdns_node *n = st->nodes; n != NULL; n = n->next) {
-        uint8_t *wire;
-        size_t len;
-        if (cm__mdns_zone_answer(&n->zone, pkt, &wire, &len) == 0 && wire != NULL) {
-            cm__mdns_send(st, sock, wire, len, from);
-            free(wire);
-        }
+        answer_zone(st, &n->zone, pkt, len, sock, from);
     }
     for (cm__mdns_wild *w = st->wilds; w != NULL; w = w->next) {
-        uint8_t *wire;
-        size_t len;
-        if (cm__mdns_zone_answer(&w->zone, pkt, &wire, &len) == 0 && wire != NULL) {
-            cm__mdns_send(st, sock, wire, len, from);
-            free(wire);
-        }
+        answer_zone(st, &w->zone, pkt, len, sock, from);
     }
 }

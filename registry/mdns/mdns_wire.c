@@ -311,34 +311,111 @@ response_wire(uint16_t id, const ldns_rr_list *questions, ldns_rr_list *answers,
     return rc;
 }
 
-int
-cm__mdns_zone_answer(const cm__mdns_zone *z, const ldns_pkt *query, uint8_t **wire, size_t *len)
+/* Whether a question of q's name and type was answered already. */
+static int
+asked_before(const ldns_rr_list *asked, const ldns_rr *q)
+{
+    for (size_t i = 0; i < ldns_rr_list_rr_count(asked); i++) {
+        const ldns_rr *r = ldns_rr_list_rr(asked, i);
+        if (ldns_rr_get_type(r) == ldns_rr_get_type(q) &&
+            ldns_dname_compare(ldns_rr_owner(r), ldns_rr_owner(q)) == 0) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* Moves the records of fresh that answers does not hold yet into answers; frees the others and
+ * fresh. 0 or CM_ENOMEM. */
+static int
+merge_fresh(ldns_rr_list *answers, ldns_rr_list *fresh)
+{
+    int rc = 0;
+    for (size_t i = 0; i < ldns_rr_list_rr_count(fresh); i++) {
+        ldns_rr *rr = ldns_rr_list_rr(fresh, i);
+        if (rc == 0 && !ldns_rr_list_contains_rr(answers, rr)) {
+            rc = push_rr(answers, rr, 0); /* frees rr on failure */
+        } else {
+            ldns_rr_free(rr);
+        }
+    }
+    ldns_rr_list_free(fresh);
+    return rc;
+}
+
+/* The records z serves for the first maxq distinct questions of query it answers, each record
+ * once, into answers; those questions (borrowed from query) into asked. */
+static int
+collect_answers(const cm__mdns_zone *z, const ldns_pkt *query, size_t maxq, ldns_rr_list *answers,
+                ldns_rr_list *asked, int *unicast)
+{
+    const ldns_rr_list *qs = ldns_pkt_question(query);
+    int rc = 0;
+    for (size_t i = 0; rc == 0 && qs != NULL && i < ldns_rr_list_rr_count(qs) &&
+                       ldns_rr_list_rr_count(asked) < maxq;
+         i++) {
+        ldns_rr *q = ldns_rr_list_rr(qs, i);
+        if (asked_before(asked, q)) {
+            continue;
+        }
+        ldns_rr_list *fresh = ldns_rr_list_new();
+        if (fresh == NULL) {
+            return CM_ENOMEM;
+        }
+        rc = zone_records(z, ldns_rr_owner(q), ldns_rr_get_type(q), CM__MDNS_TTL, fresh);
+        if (rc == 0 && ldns_rr_list_rr_count(fresh) > 0) {
+            rc = ldns_rr_list_push_rr(asked, q) ? 0 : CM_ENOMEM;
+            *unicast |= (ldns_rr_get_class(q) & QU_BIT) != 0;
+        }
+        if (rc == 0) {
+            rc = merge_fresh(answers, fresh);
+        } else {
+            ldns_rr_list_deep_free(fresh);
+        }
+    }
+    return rc;
+}
+
+/* The reply of z to the first maxq questions of query it answers; *wire NULL: none. */
+static int
+answer_wire(const cm__mdns_zone *z, const ldns_pkt *query, size_t maxq, uint8_t **wire,
+            size_t *len)
 {
     *wire = NULL;
     *len = 0;
-    const ldns_rr_list *qs = ldns_pkt_question(query);
     ldns_rr_list *answers = ldns_rr_list_new();
-    if (answers == NULL) {
-        return CM_ENOMEM;
-    }
+    ldns_rr_list *asked = ldns_rr_list_new();
     int unicast = 0;
-    for (size_t i = 0; qs != NULL && i < ldns_rr_list_rr_count(qs); i++) {
-        const ldns_rr *q = ldns_rr_list_rr(qs, i);
-        size_t before = ldns_rr_list_rr_count(answers);
-        int rc = zone_records(z, ldns_rr_owner(q), ldns_rr_get_type(q), CM__MDNS_TTL, answers);
-        if (rc != 0) {
-            ldns_rr_list_deep_free(answers);
-            return rc;
-        }
-        if (ldns_rr_list_rr_count(answers) > before && (ldns_rr_get_class(q) & QU_BIT) != 0) {
-            unicast = 1;
-        }
+    int rc = answers == NULL || asked == NULL
+                 ? CM_ENOMEM
+                 : collect_answers(z, query, maxq, answers, asked, &unicast);
+    if (rc != 0 || ldns_rr_list_rr_count(answers) == 0) {
+        ldns_rr_list_deep_free(answers);
+        ldns_rr_list_free(asked);
+        return rc;
     }
-    if (ldns_rr_list_rr_count(answers) == 0) {
-        ldns_rr_list_free(answers);
-        return 0;
+    rc = response_wire(unicast ? ldns_pkt_id(query) : 0, asked, answers, wire, len);
+    ldns_rr_list_free(asked); /* the questions are the query's */
+    return rc;
+}
+
+int
+cm__mdns_zone_answer_limit(const cm__mdns_zone *z, const ldns_pkt *query, size_t limit,
+                           uint8_t **wire, size_t *len)
+{
+    int rc = answer_wire(z, query, SIZE_MAX, wire, len);
+    if (rc == 0 && *wire != NULL && *len > limit) {
+        /* At least one legitimate answer, whatever the query's size. */
+        free(*wire);
+        rc = answer_wire(z, query, 1, wire, len);
     }
-    return response_wire(unicast ? ldns_pkt_id(query) : 0, qs, answers, wire, len);
+    return rc;
+}
+
+int
+cm__mdns_zone_answer(const cm__mdns_zone *z, const ldns_pkt *query, uint8_t **wire, size_t *len)
+{
+    return cm__mdns_zone_answer_limit(z, query, SIZE_MAX, wire, len);
 }
 
 int
