@@ -701,6 +701,11 @@ add_headers(call *k, size_t cap, const cm_msg *pm, const cm_md *md)
     add_hdr(k, cap, "Micro-Method", ep);
     add_hdr(k, cap, "Micro-Endpoint", ep);
     add_hdr(k, cap, "Timeout", k->timeout_val);
+    if (strncmp(cts, "application/grpc", 16) == 0) {
+        /* go-micro's server closes the connection after every request of its gRPC codec (it
+         * takes them for HTTP/2 streams): say so, so that the connection is not pooled. */
+        add_hdr(k, cap, "Connection", "close");
+    }
     int rc = 0;
     for (size_t i = 0; pm != NULL && i < pm->nhdrs && rc == 0; i++) {
         char *v = own(k, strdup(pm->hdrs[i].val));
@@ -734,7 +739,7 @@ cm_client_call_async(cm_client *c, const char *service, const char *endpoint,
     if (codec == NULL) {
         return CM_ECONTENTTYPE;
     }
-    size_t cap = FIXED_HDRS + cm_md_count(opts->md);
+    size_t cap = FIXED_HDRS + 1 + cm_md_count(opts->md); /* + Connection for gRPC */
     const cm_msg *pm = opts->parent ? cm_ctx_headers(opts->parent) : NULL;
     if (pm != NULL) {
         cap += pm->nhdrs;

@@ -18,6 +18,7 @@ typedef struct cm__svc_config {
     int strategy_set;
     cm_client_opts client;
     cm_selector_opts selector;
+    cm_transport_opts server_transport; /* the server's connection limits */
 } cm__svc_config;
 
 /* Code, then env, then defaults, then validation. 0 or CM_EINVAL with the reason in why. */

@@ -129,6 +129,7 @@ open_server(cm_service *s, const cm_service_opts *o, const cm__svc_config *c)
     sv.name = s->name;
     sv.address = s->address;
     sv.transport = c->transport;
+    sv.transport_opts = c->server_transport;
     if (o->workers) {
         sv.workers = o->workers;
     }

@@ -107,6 +107,9 @@ pick_str(const char *code, const char *env_name)
     (offsetof(cm__svc_config, client) + offsetof(cm_client_opts, transport_opts) +                 \
      offsetof(cm_transport_opts, f))
 
+/* The offset of a server transport option in the configuration. */
+#define STOPT(f) (offsetof(cm__svc_config, server_transport) + offsetof(cm_transport_opts, f))
+
 /* A count from the environment into *dst when code left it 0. 0 or CM_EINVAL. */
 static int
 env_count(const char *name, long max, unsigned *dst, char *why, size_t whylen)
@@ -154,6 +157,9 @@ from_env(cm__svc_config *c, char *why, size_t whylen)
          offsetof(cm__svc_config, client) + offsetof(cm_client_opts, attempt_timeout_ms), 0},
         {"MICRO_CLIENT_POOL_TTL", TOPT(pool_ttl_ms), 0},
         {"MICRO_CLIENT_DIAL_TIMEOUT", TOPT(dial_timeout_ms), 0},
+        {"MICRO_SERVER_HEADER_TIMEOUT", STOPT(header_timeout_ms), 0},
+        {"MICRO_SERVER_BODY_TIMEOUT", STOPT(body_timeout_ms), 0},
+        {"MICRO_SERVER_IDLE_TIMEOUT", STOPT(idle_timeout_ms), 0},
     };
     for (size_t i = 0; i < sizeof durations / sizeof durations[0]; i++) {
         uint64_t *dst = (uint64_t *)(void *)((char *)c + durations[i].off);
@@ -169,7 +175,11 @@ from_env(cm__svc_config *c, char *why, size_t whylen)
         }
     }
     if (env_count("MICRO_CLIENT_POOL_SIZE", 100000, &c->client.transport_opts.pool_size, why,
-                  whylen) < 0) {
+                  whylen) < 0 ||
+        env_count("MICRO_SERVER_MAX_CONNS", 1000000, &c->server_transport.max_conns, why, whylen) <
+            0 ||
+        env_count("MICRO_SERVER_MAX_CONNS_PER_IP", 1000000, &c->server_transport.max_conns_per_ip,
+                  why, whylen) < 0) {
         return CM_EINVAL;
     }
     const char *retries = env("MICRO_CLIENT_RETRIES");
@@ -222,6 +232,14 @@ defaults(cm__svc_config *c)
     t->pool_size = t->pool_size ? t->pool_size : d.transport_opts.pool_size;
     t->pool_ttl_ms = t->pool_ttl_ms ? t->pool_ttl_ms : d.transport_opts.pool_ttl_ms;
     t->dial_timeout_ms = t->dial_timeout_ms ? t->dial_timeout_ms : d.transport_opts.dial_timeout_ms;
+    /* The server's limits: what is still 0 takes the transport's default (cm_transport_new). */
+    cm_transport_opts st = c->server_transport;
+    cm_transport_opts_init(&c->server_transport);
+    c->server_transport.header_timeout_ms = st.header_timeout_ms;
+    c->server_transport.body_timeout_ms = st.body_timeout_ms;
+    c->server_transport.idle_timeout_ms = st.idle_timeout_ms;
+    c->server_transport.max_conns = st.max_conns;
+    c->server_transport.max_conns_per_ip = st.max_conns_per_ip;
 }
 
 static int
@@ -272,6 +290,11 @@ cm__service_config(const cm_service_opts *o, cm__svc_config *c, char *why, size_
     if (o->content_type != NULL) {
         c->client.content_type = o->content_type;
     }
+    c->server_transport.header_timeout_ms = o->header_timeout_ms;
+    c->server_transport.body_timeout_ms = o->body_timeout_ms;
+    c->server_transport.idle_timeout_ms = o->idle_timeout_ms;
+    c->server_transport.max_conns = o->max_conns;
+    c->server_transport.max_conns_per_ip = o->max_conns_per_ip;
     cm_selector_opts_init(&c->selector);
     c->strategy_set = o->strategy_set;
     if (o->strategy_set) {

@@ -1,6 +1,8 @@
 /* The registry data model: go-micro's Service, Node, Endpoint and Value, with deep copies. */
 #include "registry_int.h"
 
+#include <malloc.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -151,6 +153,20 @@ cm_reg_service_free(cm_reg_service *s)
     free(s);
 }
 
+void *
+cm__grow_array(void *arr, size_t n, size_t elem)
+{
+    if (n >= SIZE_MAX / 2 / elem) {
+        return NULL;
+    }
+    /* Whoever allocated arr (with exactly n or with room), the allocator knows its size. */
+    if (arr != NULL && malloc_usable_size(arr) >= (n + 1) * elem) {
+        return arr;
+    }
+    size_t cap = n < 4 ? 4 : n * 2;
+    return realloc(arr, cap * elem);
+}
+
 cm_node *
 cm_reg_service_add_node(cm_reg_service *s, const char *id, const char *address, const cm_md *md)
 {
@@ -160,7 +176,7 @@ cm_reg_service_add_node(cm_reg_service *s, const char *id, const char *address, 
     cm_node n = {dup_str(id), dup_str(address), md_copy(md)};
     cm_node *nodes = NULL;
     if (n.id != NULL && n.address != NULL && n.metadata != NULL) {
-        nodes = realloc(s->nodes, (s->nnodes + 1) * sizeof(cm_node));
+        nodes = cm__grow_array(s->nodes, s->nnodes, sizeof(cm_node));
     }
     if (nodes == NULL) {
         node_fini(&n);
@@ -183,7 +199,7 @@ cm_reg_service_add_endpoint(cm_reg_service *s, const char *name, const cm_value 
                      md_copy(md)};
     cm_endpoint *eps = NULL;
     if (err == 0 && e.name != NULL && e.metadata != NULL) {
-        eps = realloc(s->endpoints, (s->nendpoints + 1) * sizeof(cm_endpoint));
+        eps = cm__grow_array(s->endpoints, s->nendpoints, sizeof(cm_endpoint));
     }
     if (eps == NULL) {
         cm__endpoint_fini(&e);

@@ -40,6 +40,11 @@ struct cm_registry {
 void cm__registry_notify_if(cm_registry *r, cm_watch_action action, const cm_reg_service *svc,
                             int (*want)(const cm_watcher *w, void *arg), void *arg);
 
+/* Room for element n + 1 of an array of n elements of elem bytes from malloc: arr itself when
+ * the allocation has room, else a geometric realloc (so that appending n items costs O(n)).
+ * NULL on out of memory (arr is left as it was). */
+void *cm__grow_array(void *arr, size_t n, size_t elem);
+
 /* FNV-1a, 64 bits. */
 static inline uint64_t
 cm__fnv1a(const void *data, size_t n)

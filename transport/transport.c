@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/resource.h>
 
 /* Every backend, found by name: the built-ins, then those registered by the application. */
 #define BACKENDS_MAX 16
@@ -81,6 +82,18 @@ cm_msg_header(const cm_msg *m, const char *key)
     return NULL;
 }
 
+/* The open-file limit less room for everything else, at most 65536. */
+static unsigned
+default_max_conns(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY ||
+        rl.rlim_cur > 65536 + 64) {
+        return 65536;
+    }
+    return rl.rlim_cur > 128 ? (unsigned)(rl.rlim_cur - 64) : 64;
+}
+
 void
 cm_transport_opts_init(cm_transport_opts *o)
 {
@@ -90,6 +103,11 @@ cm_transport_opts_init(cm_transport_opts *o)
     o->pool_size = 100;
     o->pool_ttl_ms = 60000;
     o->dial_timeout_ms = 5000;
+    o->header_timeout_ms = 10000;
+    o->body_timeout_ms = 60000;
+    o->idle_timeout_ms = 75000;
+    o->max_conns = default_max_conns();
+    o->max_conns_per_ip = 0;
 }
 
 int
@@ -111,6 +129,13 @@ cm_transport_new(cm_loop *loop, const char *name, const cm_transport_opts *opts,
     if (o.max_header_bytes == 0 || o.max_header_bytes > UINT32_MAX / 2) {
         return CM_EINVAL;
     }
+    /* Zero server limits (options filled before they existed) take the defaults. */
+    cm_transport_opts d;
+    cm_transport_opts_init(&d);
+    o.header_timeout_ms = o.header_timeout_ms ? o.header_timeout_ms : d.header_timeout_ms;
+    o.body_timeout_ms = o.body_timeout_ms ? o.body_timeout_ms : d.body_timeout_ms;
+    o.idle_timeout_ms = o.idle_timeout_ms ? o.idle_timeout_ms : d.idle_timeout_ms;
+    o.max_conns = o.max_conns ? o.max_conns : d.max_conns;
     cm_transport *t = calloc(1, sizeof(*t) + ops->priv_size);
     if (!t) {
         return CM_ENOMEM;

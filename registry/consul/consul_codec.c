@@ -466,7 +466,7 @@ any_critical(const cJSON *entry)
 int
 cm__consul_list_push(cm_reg_service_list *l, cm_reg_service *s)
 {
-    cm_reg_service **items = realloc(l->items, (l->n + 1) * sizeof(*items));
+    cm_reg_service **items = cm__grow_array(l->items, l->n, sizeof(*items));
     if (items == NULL) {
         return CM_ENOMEM;
     }

@@ -4,9 +4,12 @@
 #include "test.h"
 #include <uv.h>
 
+#include <arpa/inet.h>
 #include <cmicro/cmicro.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <stdatomic.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 static int
@@ -245,10 +248,10 @@ test_env_vars(void)
     cm_service_free(s);
 
     /* Malformed values are errors that say which variable. */
-    const char *bad[][2] = {{"MICRO_CLIENT_POOL_SIZE", "lots"},
-                            {"MICRO_CLIENT_POOL_TTL", "soon"},
-                            {"MICRO_SERVER_METADATA", "novalue"},
-                            {"MICRO_TRANSPORT", "carrier-pigeon"}};
+    const char *bad[][2] = {
+        {"MICRO_CLIENT_POOL_SIZE", "lots"},       {"MICRO_SERVER_MAX_CONNS", "-1"},
+        {"MICRO_SERVER_IDLE_TIMEOUT", "forever"}, {"MICRO_CLIENT_POOL_TTL", "soon"},
+        {"MICRO_SERVER_METADATA", "novalue"},     {"MICRO_TRANSPORT", "carrier-pigeon"}};
     o.pool_size = 0;
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         const char *was = getenv(bad[i][0]);
@@ -270,6 +273,44 @@ test_env_vars(void)
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
         unsetenv(names[i]);
     }
+}
+
+/* The server's connection limits from the environment reach its transport: an idle
+ * connection is closed after MICRO_SERVER_IDLE_TIMEOUT. */
+static void
+test_server_limits_env(void)
+{
+    setenv("MICRO_SERVER_IDLE_TIMEOUT", "300ms", 1);
+    cm_service *s = make_service("limits", "x");
+    unsetenv("MICRO_SERVER_IDLE_TIMEOUT");
+    runner r;
+    memset(&r, 0, sizeof r);
+    r.svc = s;
+    CHECK_EQ_INT(uv_thread_create(&r.thread, run_main, &r), 0);
+    const char *addr = NULL;
+    for (int i = 0; i < 200 && (addr = cm_service_advertised(s)) == NULL; i++) {
+        uv_sleep(10);
+    }
+    CHECK(addr != NULL);
+    int port = atoi(strrchr(addr, ':') + 1);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sin_family = AF_INET;
+    sa.sin_port = htons((uint16_t)port);
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    CHECK_EQ_INT(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    struct timeval tv = {3, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    uint64_t t0 = uv_hrtime();
+    char b[16];
+    CHECK_EQ_INT(recv(fd, b, sizeof b, 0), 0); /* closed by the server */
+    uint64_t ms = (uv_hrtime() - t0) / 1000000u;
+    CHECK(ms >= 250 && ms < 2000);
+    close(fd);
+    cm_service_stop(s);
+    uv_thread_join(&r.thread);
+    cm_service_free(s);
 }
 
 static atomic_int check_result;
@@ -387,6 +428,7 @@ main(void)
 {
     RUN(test_precedence);
     RUN(test_env_vars);
+    RUN(test_server_limits_env);
     RUN(test_register_check);
     RUN(test_discovery_and_sigterm);
     TEST_DONE();

@@ -567,12 +567,23 @@ test_peer_leaves(void)
     in_thread(job_send_and_leave, &j);
     run_for(50);
     CHECK_EQ_INT(s.nheld, 1);
+    /* Its end of file could be a half-close (a client still reading): the connection stays
+     * until the reply, which then finds the peer gone, and closes. */
     cm_listener_stats st;
     cm_listener_get_stats(s.l, &st);
-    CHECK_EQ_INT(st.active, 0); /* the socket is gone; the tconn waits for its reply */
+    CHECK_EQ_INT(st.active, 1);
     cm_msg rsp = {NULL, 0, (const uint8_t *)"late", 4};
-    CHECK_EQ_INT(cm_tconn_reply(s.held[0], &rsp, 0), CM_ECLOSED);
+    int rc = cm_tconn_reply(s.held[0], &rsp, 0);
+    CHECK(rc == 0 || rc == CM_ECLOSED);
     s.nheld = 0;
+    for (int i = 0; i < 100; i++) {
+        run_for(10);
+        cm_listener_get_stats(s.l, &st);
+        if (st.active == 0) {
+            break;
+        }
+    }
+    CHECK_EQ_INT(st.active, 0);
     server_stop(&s);
 }
 

@@ -17,6 +17,22 @@
 /* Read buffers start at this size, grow while reads fill them, up to the maximum. */
 #define RBUF_MIN (16 * 1024)
 #define RBUF_GROW_MAX (256 * 1024)
+/* A body buffer is reserved from a declared size only up to this; it grows with the bytes that
+ * arrive, so that a peer declaring a large body and sending nothing costs little memory. */
+#define BODY_RESERVE_MAX (64 * 1024)
+
+/* The strict scanner's states over a request's header block. */
+enum {
+    SC_LINE,    /* the request line */
+    SC_LINE_CR, /* ... after its CR */
+    SC_START,   /* the start of a header line, or of the blank line */
+    SC_NAME,    /* in a header name */
+    SC_VALUE,   /* in a header value */
+    SC_CR,      /* after a header line's CR */
+    SC_END_CR,  /* after the blank line's CR */
+    SC_BODY,    /* the header block is over: nothing to check until the next message */
+};
+
 /* A read is offered at least this much room. */
 #define RBUF_ROOM 4096
 
@@ -166,6 +182,8 @@ on_message_begin(http_parser *p)
     in->limit = 0;
     in->limit_size = 0;
     in->limit_chunked = 0;
+    in->expect_continue = 0;
+    in->expect_failed = 0;
     return 0;
 }
 
@@ -266,6 +284,50 @@ end_headers(cm__http_in *in)
     return 0;
 }
 
+/* The value of header key in the message being parsed (its header block is complete), or NULL;
+ * *count receives how many times the key appears. */
+static const char *
+find_header(const cm__http_in *in, const char *key, int *count)
+{
+    const char *first = NULL;
+    *count = 0;
+    for (size_t i = 0; i < in->nhdrs; i++) {
+        if (strcasecmp(in->strs.p + in->offs[i].key, key) == 0) {
+            first = first ? first : in->strs.p + in->offs[i].val;
+            (*count)++;
+        }
+    }
+    return first;
+}
+
+/* The strict reading's framing checks, once the header block is complete. */
+static int
+check_framing(cm__http_in *in)
+{
+    int ncl, nte, nexp;
+    find_header(in, "Content-Length", &ncl);
+    find_header(in, "Transfer-Encoding", &nte);
+    if (ncl > 0 && nte > 0) {
+        in->refusal = "both Content-Length and Transfer-Encoding";
+        return -1;
+    }
+    if (ncl > 1) {
+        in->refusal = "more than one Content-Length";
+        return -1;
+    }
+    const char *expect = find_header(in, "Expect", &nexp);
+    if (expect != NULL) {
+        if (nexp == 1 && strcasecmp(expect, "100-continue") == 0) {
+            in->expect_continue = 1;
+        } else {
+            in->expect_failed = 1;
+            in->refusal = "unsupported expectation";
+            return -1;
+        }
+    }
+    return 0;
+}
+
 static int
 on_headers_complete(http_parser *p)
 {
@@ -280,12 +342,14 @@ on_headers_complete(http_parser *p)
             in->limit_size = p->content_length;
             return -1;
         }
-        if (cm__http_buf_reserve(&in->body, (size_t)p->content_length) < 0) {
+        size_t want =
+            p->content_length < BODY_RESERVE_MAX ? (size_t)p->content_length : BODY_RESERVE_MAX;
+        if (cm__http_buf_reserve(&in->body, want) < 0) {
             in->oom = 1;
             return -1;
         }
     }
-    return 0;
+    return in->strict ? check_framing(in) : 0;
 }
 
 static int
@@ -298,7 +362,9 @@ on_chunk_header(http_parser *p)
         in->limit_chunked = 1;
         return -1;
     }
-    if (cm__http_buf_reserve(&in->body, (size_t)p->content_length) < 0) {
+    size_t want =
+        p->content_length < BODY_RESERVE_MAX ? (size_t)p->content_length : BODY_RESERVE_MAX;
+    if (cm__http_buf_reserve(&in->body, want) < 0) {
         in->oom = 1;
         return -1;
     }
@@ -346,6 +412,8 @@ cm__http_in_init(cm__http_in *in, enum http_parser_type type, size_t max_hdr, si
     http_parser_init(&in->parser, type);
     in->max_hdr = max_hdr;
     in->max_body = max_body;
+    in->strict = type == HTTP_REQUEST;
+    in->scan = SC_LINE;
 }
 
 void
@@ -441,10 +509,69 @@ tchar(unsigned char c)
     return tchars[c];
 }
 
+/* Checks the header block bytes in data (RFC 9112 §2.2, §5.1, §5.2). 0, or -1 with the reason
+ * in in->refusal. */
+static int
+strict_scan(cm__http_in *in, const char *data, size_t len)
+{
+    static const char *const bare_lf = "a bare LF ends a line (CRLF required)";
+    for (size_t i = 0; i < len && in->scan != SC_BODY; i++) {
+        char c = data[i];
+        switch (in->scan) {
+        case SC_LINE:
+        case SC_VALUE:
+            if (c == '\n') {
+                in->refusal = bare_lf;
+                return -1;
+            }
+            in->scan = c == '\r' ? (in->scan == SC_LINE ? SC_LINE_CR : SC_CR) : in->scan;
+            break;
+        case SC_LINE_CR:
+        case SC_CR:
+        case SC_END_CR:
+            if (c != '\n') {
+                in->refusal = "a CR not followed by LF";
+                return -1;
+            }
+            in->scan = in->scan == SC_END_CR ? SC_BODY : SC_START;
+            break;
+        case SC_START:
+            if (c == ' ' || c == '\t') {
+                in->refusal = "an obs-folded header line";
+                return -1;
+            }
+            if (c == '\n') {
+                in->refusal = bare_lf;
+                return -1;
+            }
+            in->scan = c == '\r' ? SC_END_CR : SC_NAME;
+            break;
+        case SC_NAME:
+            if (c == ' ' || c == '\t') {
+                in->refusal = "whitespace between a header name and its colon";
+                return -1;
+            }
+            if (c == '\n' || c == '\r') {
+                in->refusal = c == '\n' ? bare_lf : "a header line without a colon";
+                return -1;
+            }
+            in->scan = c == ':' ? SC_VALUE : SC_NAME;
+            break;
+        }
+    }
+    return 0;
+}
+
 ptrdiff_t
 cm__http_in_execute(cm__http_in *in, const char *data, size_t len, int *complete, int status_header)
 {
     *complete = 0;
+    if (len > 0) {
+        in->started = 1;
+    }
+    if (in->strict && strict_scan(in, data, len) < 0) {
+        return CM_EPROTO;
+    }
     size_t n = http_parser_execute(&in->parser, &settings, data, len);
     enum http_errno e = HTTP_PARSER_ERRNO(&in->parser);
     if (e == HPE_PAUSED) {
@@ -453,6 +580,8 @@ cm__http_in_execute(cm__http_in *in, const char *data, size_t len, int *complete
             return CM_ENOMEM;
         }
         *complete = 1;
+        in->scan = SC_LINE; /* the next message's bytes follow */
+        in->started = 0;
         return (ptrdiff_t)n;
     }
     if (e != HPE_OK) {
@@ -462,6 +591,9 @@ cm__http_in_execute(cm__http_in *in, const char *data, size_t len, int *complete
         if (e == HPE_HEADER_OVERFLOW && !in->limit) {
             in->limit = 431;
         }
+        if (in->limit) {
+            in->refusal = NULL;
+        }
         return in->limit ? CM_ETOOBIG : CM_EPROTO;
     }
     return (ptrdiff_t)n;
@@ -470,6 +602,9 @@ cm__http_in_execute(cm__http_in *in, const char *data, size_t len, int *complete
 const char *
 cm__http_in_error(const cm__http_in *in)
 {
+    if (in->refusal != NULL) {
+        return in->refusal;
+    }
     return http_errno_description(HTTP_PARSER_ERRNO(&in->parser));
 }
 

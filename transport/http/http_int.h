@@ -46,9 +46,19 @@ typedef struct cm__http_in {
     int limit_chunked;   /* the body size is a running total of chunks (a lower bound) */
     int keep_alive;      /* http_should_keep_alive() of the completed message */
     int oom;             /* a callback ran out of memory */
+    int strict;          /* requests: refuse what RFC 9112 lets a server refuse (see below) */
+    int scan;            /* the strict scanner's state over the header block */
+    const char *refusal; /* why the strict reading refused the message; NULL: http_parser's */
+    int expect_continue; /* the request said "Expect: 100-continue" */
+    int expect_failed;   /* it said another expectation: answered 417 */
+    int started;         /* a byte of the current message has been seen */
     cm_msg msg;          /* the completed message */
 } cm__http_in;
 
+/* A request parser reads strictly (in->strict): whitespace between a header name and its colon,
+ * obs-folded lines, a bare LF as a line end, and a message with both Content-Length and
+ * Transfer-Encoding are refused (400), so that every framing decision rests on one reading that
+ * no proxy in front can read differently. A response parser (the client side) is lenient. */
 void cm__http_in_init(cm__http_in *in, enum http_parser_type type, size_t max_hdr, size_t max_body);
 void cm__http_in_free(cm__http_in *in);
 /* Runs http_parser over data. The parser pauses when a message completes: then *complete is
@@ -58,7 +68,7 @@ void cm__http_in_free(cm__http_in *in);
  * status_header is set. len 0 signals EOF to the parser (a body delimited by the close). */
 ptrdiff_t cm__http_in_execute(cm__http_in *in, const char *data, size_t len, int *complete,
                               int status_header);
-/* The http_parser error description of the last failed execute. */
+/* The reason of the last failed execute: the strict reading's, else http_parser's. */
 const char *cm__http_in_error(const cm__http_in *in);
 /* Releases memory a big message left behind, keeping the buffers of ordinary sizes. */
 void cm__http_in_trim(cm__http_in *in);
@@ -112,6 +122,14 @@ int cm__http_ip_addr(const char *host, int port, struct sockaddr_storage *ss);
 
 /* Releases a buffer that grew past max, so that one big message does not pin its memory. */
 void cm__http_buf_trim(cm__http_buf *b, size_t max);
+
+/* Connection counts per client address (http_limits.c). */
+typedef struct cm__ipcount cm__ipcount;
+/* Counts one more connection of ip, creating the table at the first use. 0, CM_ESTATE (ip has
+ * max already; max 0: no cap) or CM_ENOMEM. */
+int cm__ipcount_add(cm__ipcount **t, const char *ip, unsigned max);
+void cm__ipcount_del(cm__ipcount *t, const char *ip);
+void cm__ipcount_free(cm__ipcount *t);
 
 /* The client side's state: the transport's private part. */
 typedef struct cm__http_pool cm__http_pool;   /* idle connections of one address */

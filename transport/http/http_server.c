@@ -1,7 +1,14 @@
 /* cmicro: the server side of go-micro's HTTP/1.1 transport. Each accepted connection reads
  * requests one at a time: http_parser pauses at the end of a message, the request goes to the
- * callback, and bytes that follow it stay buffered until cm_tconn_reply(). Idle connections are
- * never closed by the server (go-micro clients pool them). */
+ * callback, and bytes that follow it stay buffered until cm_tconn_reply().
+ *
+ * One timer per connection bounds whatever it waits for: the header block (header_timeout_ms
+ * from its first byte), the body and the writing of a reply (body_timeout_ms without progress),
+ * the next request (idle_timeout_ms, above the 60 s go-micro clients keep idle connections), and
+ * the linger after a final reply. A handler's own time is not bounded here: the RPC layer's
+ * deadline does that. max_conns closes the oldest idle connection to make room for a new one,
+ * and max_conns_per_ip caps one client address. A peer that shuts down its writing side after
+ * a request (HTTP/1.0 clients, nc -N) still gets its reply. */
 #include "http_int.h"
 
 #include <stdio.h>
@@ -36,7 +43,9 @@ struct sconn {
     uv_tcp_t tcp;
     uv_write_t wreq;
     uv_shutdown_t sreq;
-    uv_timer_t timer; /* the linger deadline; initialised only when lingering */
+    uv_timer_t timer; /* the deadline of what the connection waits for (tkind) */
+    uv_write_t creq;  /* "100 Continue" */
+    int tkind;        /* T_*: what the timer bounds */
     int state;
     int in_request;   /* a request was delivered and not replied yet */
     int parsing;      /* inside process() */
@@ -44,6 +53,10 @@ struct sconn {
     int close_after;  /* close once the reply is written */
     int timer_init;
     int queued; /* in the listener's resume queue */
+    int idle;   /* in the listener's idle list */
+    int peer_eof;      /* the peer shut down its writing side */
+    int continue_sent; /* "100 Continue" was sent for the current request */
+    int ip_counted;    /* counted in the listener's per-address table */
     unsigned nhandles;
     size_t drained;
     cm__http_rbuf rb;
@@ -51,6 +64,8 @@ struct sconn {
     cm__http_buf wb;
     sconn *prev, *next;   /* the listener's connections */
     sconn *qprev, *qnext; /* the listener's resume queue */
+    sconn *iprev, *inext; /* the listener's idle list, oldest first */
+    char ip[64];          /* the peer's address without the port */
     char peer[64];
     char local[64];
 };
@@ -66,6 +81,9 @@ struct listener {
     void *user;
     sconn *conns;
     sconn *qhead, *qtail;
+    sconn *ihead, *itail; /* idle connections, oldest first */
+    cm__ipcount *ips;
+    uint64_t evict_logged_ms; /* when the last eviction was logged (one line per burst) */
     cm_listener_stats st;
     unsigned nhandles;
     int accepting;
@@ -76,6 +94,9 @@ struct listener {
 };
 
 static void process(sconn *c);
+static void update_phase(sconn *c);
+
+enum { T_NONE, T_IDLE, T_HEADER, T_BODY, T_LINGER };
 
 /* ---- lists ---- */
 
@@ -149,6 +170,45 @@ dequeue(sconn *c)
     }
 }
 
+static void
+idle_unlink(sconn *c)
+{
+    listener *l = c->l;
+    if (!c->idle || l == NULL) {
+        return;
+    }
+    c->idle = 0;
+    if (c->iprev) {
+        c->iprev->inext = c->inext;
+    } else {
+        l->ihead = c->inext;
+    }
+    if (c->inext) {
+        c->inext->iprev = c->iprev;
+    } else {
+        l->itail = c->iprev;
+    }
+    c->iprev = c->inext = NULL;
+}
+
+static void
+idle_link(sconn *c)
+{
+    listener *l = c->l;
+    if (c->idle) {
+        return;
+    }
+    c->idle = 1;
+    c->inext = NULL;
+    c->iprev = l->itail;
+    if (l->itail) {
+        l->itail->inext = c;
+    } else {
+        l->ihead = c;
+    }
+    l->itail = c;
+}
+
 /* Parses what connections left buffered when their reply was sent, one turn later, so that a
  * request is never delivered from inside cm_tconn_reply(). */
 static void
@@ -163,6 +223,7 @@ on_idle(uv_idle_t *h)
         sconn *c = l->qhead;
         dequeue(c);
         process(c);
+        update_phase(c);
     }
 }
 
@@ -177,6 +238,7 @@ listener_maybe_done(listener *l)
     if (l->done) {
         l->done(l->done_arg);
     }
+    cm__ipcount_free(l->ips);
     free(l);
 }
 
@@ -215,6 +277,11 @@ conn_close(sconn *c)
     }
     c->state = S_CLOSED;
     dequeue(c);
+    idle_unlink(c);
+    if (c->ip_counted) {
+        c->ip_counted = 0;
+        cm__ipcount_del(c->l->ips, c->ip);
+    }
     uv_close((uv_handle_t *)&c->tcp, on_conn_handle_closed);
     if (c->timer_init) {
         uv_close((uv_handle_t *)&c->timer, on_conn_handle_closed);
@@ -222,9 +289,64 @@ conn_close(sconn *c)
 }
 
 static void
-on_linger_timeout(uv_timer_t *h)
+on_timer(uv_timer_t *h)
 {
-    conn_close(h->data);
+    sconn *c = h->data;
+    if (c->tkind != T_LINGER && c->l != NULL) {
+        c->l->st.timeouts++;
+        cm_log(CM_LOG_DEBUG, "transport.http", "%s: %s timeout; closing", c->peer,
+               c->tkind == T_IDLE     ? "idle"
+               : c->tkind == T_HEADER ? "header"
+                                      : "body");
+    }
+    conn_close(c);
+}
+
+/* Bounds what the connection waits for now. */
+static void
+arm(sconn *c, int kind)
+{
+    const cm_transport_opts *o = &c->l->t->opts;
+    uint64_t ms = kind == T_IDLE     ? o->idle_timeout_ms
+                  : kind == T_HEADER ? o->header_timeout_ms
+                  : kind == T_BODY   ? o->body_timeout_ms
+                                     : LINGER_MS;
+    c->tkind = kind;
+    if (kind == T_NONE || ms == UINT64_MAX) {
+        uv_timer_stop(&c->timer);
+        return;
+    }
+    uv_timer_start(&c->timer, on_timer, ms, 0);
+}
+
+/* After bytes were read or a reply went out, while reading: idle, in a header block (its
+ * deadline runs from the first byte), or in a body (each read is progress). A peer that shut
+ * down its writing side and has nothing more to parse is closed: its replies are written. */
+static void
+update_phase(sconn *c)
+{
+    if (c->state != S_READ) {
+        return;
+    }
+    if (c->peer_eof && !c->queued) {
+        conn_close(c);
+        return;
+    }
+    if (!c->in.started && c->rb.pos >= c->rb.len) {
+        if (c->tkind != T_IDLE) {
+            arm(c, T_IDLE);
+        }
+        idle_link(c);
+        return;
+    }
+    idle_unlink(c);
+    if (!c->in.in_body) {
+        if (c->tkind != T_HEADER) {
+            arm(c, T_HEADER);
+        }
+    } else {
+        arm(c, T_BODY);
+    }
 }
 
 static void
@@ -251,13 +373,8 @@ start_linger(sconn *c)
         conn_close(c);
         return;
     }
-    if (!c->timer_init) {
-        uv_timer_init(c->tcp.loop, &c->timer);
-        c->timer.data = c;
-        c->timer_init = 1;
-        c->nhandles++;
-    }
-    uv_timer_start(&c->timer, on_linger_timeout, LINGER_MS, 0);
+    idle_unlink(c);
+    arm(c, T_LINGER);
     if (c->read_stopped) {
         c->read_stopped = 0;
         if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) < 0) {
@@ -289,6 +406,7 @@ on_write(uv_write_t *req, int status)
     }
     c->state = S_READ;
     process(c);
+    update_phase(c);
 }
 
 /* Writes the header block in c->wb and body; 0 (written or queued) or a libuv error / CM_ENOMEM
@@ -308,6 +426,7 @@ send_reply(sconn *c, const uint8_t *body, size_t blen, int final)
         start_linger(c);
     } else {
         c->state = r == 1 ? S_READ : S_WRITE;
+        arm(c, r == 1 ? T_NONE : T_BODY); /* a reply the peer does not read is bounded */
     }
     return 0;
 }
@@ -340,8 +459,10 @@ reject(sconn *c, int err)
         return;
     }
     const char *desc = cm__http_in_error(in);
-    if (put_str(&c->wb, "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\n"
-                        "Connection: close\r\nContent-Length: ") < 0 ||
+    const char *status =
+        in->expect_failed ? "HTTP/1.1 417 Expectation Failed\r\n" : "HTTP/1.1 400 Bad Request\r\n";
+    if (put_str(&c->wb, status) < 0 ||
+        put_str(&c->wb, "Content-Type: text/plain\r\nConnection: close\r\nContent-Length: ") < 0 ||
         cm__http_put_u64(&c->wb, strlen(desc)) < 0 || put_str(&c->wb, "\r\n\r\n") < 0) {
         conn_close(c);
         return;
@@ -393,6 +514,7 @@ cm__http_reply(cm_tconn *base, const cm_msg *rsp, int close_after)
             } else if (c->read_stopped) {
                 process(c);
             }
+            update_phase(c);
         }
     }
     return 0;
@@ -406,11 +528,48 @@ deliver(sconn *c, int status)
     listener *l = c->l;
     c->state = S_HANDLE;
     c->in_request = 1;
+    c->continue_sent = 0;
+    idle_unlink(c);
+    arm(c, T_NONE); /* the handler's time is the RPC layer's to bound */
     c->close_after = !c->in.keep_alive;
     if (status == 0) {
         l->st.requests++;
     }
     l->cb(&c->base, status, status == 0 ? &c->in.msg : NULL, l->user);
+}
+
+static void
+on_continue_written(uv_write_t *req, int status)
+{
+    sconn *c = req->data;
+    if (status < 0 && c->state != S_CLOSED) {
+        conn_close(c);
+    }
+}
+
+/* The body of an "Expect: 100-continue" request is acceptable (within the limits, checked when
+ * its header block completed): tell the client to send it. */
+static void
+send_continue(sconn *c)
+{
+    static const char line[] = "HTTP/1.1 100 Continue\r\n\r\n";
+    c->continue_sent = 1;
+    uv_buf_t b = uv_buf_init((char *)(uintptr_t)line, sizeof(line) - 1);
+    int n = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+    if (n == (int)b.len) {
+        return;
+    }
+    if (n > 0) {
+        b.base += n;
+        b.len -= (size_t)n;
+    } else if (n != UV_EAGAIN) {
+        conn_close(c);
+        return;
+    }
+    c->creq.data = c;
+    if (uv_write(&c->creq, (uv_stream_t *)&c->tcp, &b, 1, on_continue_written) < 0) {
+        conn_close(c);
+    }
 }
 
 /* Parses buffered bytes while the connection is between requests. */
@@ -432,6 +591,8 @@ process(sconn *c)
         c->rb.pos += (size_t)n;
         if (complete) {
             deliver(c, 0);
+        } else if (c->in.expect_continue && c->in.in_body && !c->continue_sent) {
+            send_continue(c);
         }
     }
     c->parsing = 0;
@@ -455,6 +616,14 @@ static void
 on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 {
     sconn *c = s->data;
+    if (nread == UV_EOF && (c->state == S_HANDLE || c->state == S_WRITE)) {
+        /* A half-close after a request: its reply (and those of requests still buffered) is
+         * written first; update_phase() closes afterwards. */
+        c->peer_eof = 1;
+        uv_read_stop(s);
+        c->read_stopped = 0;
+        return;
+    }
     if (nread < 0) {
         /* EOF or an error: whatever was half-received is dropped; a request with the callback
          * learns it from cm_tconn_reply(). */
@@ -468,6 +637,7 @@ on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     switch (c->state) {
     case S_READ:
         process(c);
+        update_phase(c);
         break;
     case S_HANDLE:
     case S_WRITE:
@@ -498,29 +668,100 @@ on_spare_closed(uv_handle_t *h)
 }
 
 static void
+on_refused_closed(uv_handle_t *h)
+{
+    free(h);
+}
+
+/* Takes the pending connection and closes it at once (libuv stops accepting until one is
+ * taken). */
+static void
+refuse(listener *l, uv_stream_t *server)
+{
+    l->st.refused++;
+    uv_tcp_t *t = malloc(sizeof(*t));
+    if (t != NULL && uv_tcp_init(server->loop, t) == 0) {
+        uv_accept(server, (uv_stream_t *)t);
+        uv_close((uv_handle_t *)t, on_refused_closed);
+        return;
+    }
+    free(t);
+    if (!l->spare_busy && uv_tcp_init(server->loop, &l->spare) == 0) {
+        l->spare_busy = 1;
+        l->spare.data = l;
+        l->nhandles++;
+        uv_accept(server, (uv_stream_t *)&l->spare);
+        uv_close((uv_handle_t *)&l->spare, on_spare_closed);
+    }
+}
+
+/* At max_conns: closes the oldest idle connection to make room. 0, or -1 when none is idle. */
+static int
+make_room(listener *l)
+{
+    if (l->st.active < l->t->opts.max_conns) {
+        return 0;
+    }
+    sconn *old = l->ihead;
+    if (old == NULL) {
+        return -1;
+    }
+    l->st.evicted++;
+    conn_close(old);
+    uint64_t now = cm_now_ms();
+    if (l->evict_logged_ms == 0 || now - l->evict_logged_ms > 10000) {
+        l->evict_logged_ms = now;
+        cm_log(CM_LOG_WARN, "transport.http",
+               "%s: at max_conns (%u): closing the oldest idle connections for new ones "
+               "(%llu so far)",
+               l->addr, l->t->opts.max_conns, (unsigned long long)l->st.evicted);
+    }
+    return 0;
+}
+
+/* The peer's address without the port, counted against max_conns_per_ip. 0 or -1 (over). */
+static int
+count_peer(listener *l, sconn *c)
+{
+    snprintf(c->ip, sizeof(c->ip), "%s", c->peer);
+    char *colon = strrchr(c->ip, ':');
+    if (colon != NULL) {
+        *colon = '\0';
+    }
+    int rc = cm__ipcount_add(&l->ips, c->ip, l->t->opts.max_conns_per_ip);
+    c->ip_counted = rc == 0;
+    if (rc == CM_ESTATE) {
+        l->st.refused++;
+        cm_log(CM_LOG_DEBUG, "transport.http", "%s: %s is at max_conns_per_ip (%u)", l->addr, c->ip,
+               l->t->opts.max_conns_per_ip);
+    }
+    return rc == 0 ? 0 : -1;
+}
+
+static void
 on_connection(uv_stream_t *server, int status)
 {
     listener *l = server->data;
     if (status < 0 || l->closing) {
         return;
     }
+    if (make_room(l) < 0) {
+        refuse(l, server);
+        return;
+    }
     sconn *c = calloc(1, sizeof(*c));
     if (!c) {
-        /* Out of memory: the peer is refused (libuv stops accepting until one is taken). */
-        if (!l->spare_busy && uv_tcp_init(server->loop, &l->spare) == 0) {
-            l->spare_busy = 1;
-            l->spare.data = l;
-            l->nhandles++;
-            uv_accept(server, (uv_stream_t *)&l->spare);
-            uv_close((uv_handle_t *)&l->spare, on_spare_closed);
-        }
+        refuse(l, server); /* out of memory */
         return;
     }
     c->base.ops = &cm__transport_http;
     c->l = l;
     c->tcp.data = c;
     uv_tcp_init(server->loop, &c->tcp);
-    c->nhandles = 1;
+    uv_timer_init(server->loop, &c->timer);
+    c->timer.data = c;
+    c->timer_init = 1;
+    c->nhandles = 2;
     conn_link(l, c);
     l->st.active++;
     if (uv_accept(server, (uv_stream_t *)&c->tcp) < 0) {
@@ -541,9 +782,11 @@ on_connection(uv_stream_t *server, int status)
         c->local[0] = '\0';
     }
     cm__http_in_init(&c->in, HTTP_REQUEST, l->t->opts.max_header_bytes, l->t->opts.max_body_bytes);
-    if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) < 0) {
+    if (count_peer(l, c) < 0 || uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) < 0) {
         conn_close(c);
+        return;
     }
+    update_phase(c);
 }
 
 /* ---- the listener ---- */

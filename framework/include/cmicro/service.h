@@ -21,6 +21,8 @@
  *   pool size       MICRO_CLIENT_POOL_SIZE     100 idle connections per address
  *   pool TTL        MICRO_CLIENT_POOL_TTL      (duration) 60 s
  *   transport       MICRO_TRANSPORT            "http"
+ *   server limits   MICRO_SERVER_HEADER_TIMEOUT, _BODY_TIMEOUT, _IDLE_TIMEOUT (durations),
+ *                   MICRO_SERVER_MAX_CONNS, MICRO_SERVER_MAX_CONNS_PER_IP (see the options)
  *   selector        MICRO_SELECTOR             "random" ("roundrobin")
  *   deregister wait (option only)              1 s
  *
@@ -78,6 +80,12 @@ typedef struct cm_service_opts {
     unsigned pool_size;             /* client: idle connections kept per address; default 100 */
     uint64_t pool_ttl_ms;           /* client: a pooled connection's lifetime; default 60 s */
     uint64_t dial_timeout_ms;       /* client: connecting to a node; default 5 s */
+    /* Server connections (see cm_transport_opts): 0 takes the env, then the default. */
+    uint64_t header_timeout_ms; /* MICRO_SERVER_HEADER_TIMEOUT; default 10 s */
+    uint64_t body_timeout_ms;   /* MICRO_SERVER_BODY_TIMEOUT; default 60 s */
+    uint64_t idle_timeout_ms;   /* MICRO_SERVER_IDLE_TIMEOUT; default 75 s */
+    unsigned max_conns;         /* MICRO_SERVER_MAX_CONNS; default the fd limit less 64 */
+    unsigned max_conns_per_ip;  /* MICRO_SERVER_MAX_CONNS_PER_IP; default no cap */
 } cm_service_opts;
 
 /* Every field unset, so env and defaults apply: zero, and log_config -1. */

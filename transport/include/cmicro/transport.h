@@ -44,6 +44,21 @@ typedef struct cm_transport_opts {
     uint64_t pool_ttl_ms;     /* a pooled connection older than this (since creation) is
                                  closed instead of reused; default 60000 */
     uint64_t dial_timeout_ms; /* default 5000 */
+    /* Server side. A connection is closed when a request's header block does not arrive within
+     * header_timeout_ms of its first byte (default 10 s), when the body makes no progress for
+     * body_timeout_ms (default 60 s; also bounds writing a reply to a peer that does not read),
+     * and when it is idle between requests for idle_timeout_ms (default 75 s: above the 60 s
+     * that go-micro clients keep pooled connections). */
+    uint64_t header_timeout_ms;
+    uint64_t body_timeout_ms;
+    uint64_t idle_timeout_ms;
+    /* At most max_conns connections (default: the process's open-file limit less 64, at most
+     * 65536): a new one beyond it closes the oldest idle connection, or is refused when none is
+     * idle. At most max_conns_per_ip from one client address (default 0: no cap; set it when
+     * clients are not trusted and not behind one proxy address). */
+    unsigned max_conns;
+    unsigned max_conns_per_ip;
+    /* A zero timeout or max_conns takes the default; UINT64_MAX waits without limit. */
 } cm_transport_opts;
 
 CM_EXTERN void cm_transport_opts_init(cm_transport_opts *o);
@@ -101,6 +116,9 @@ typedef struct cm_listener_stats {
     uint64_t active;   /* connections open now */
     uint64_t requests; /* requests delivered to the callback */
     uint64_t rejected; /* requests refused by the transport (limits, malformed) */
+    uint64_t timeouts; /* connections closed by the header, body or idle timeout */
+    uint64_t evicted;  /* idle connections closed to make room under max_conns */
+    uint64_t refused;  /* connections refused: max_conns with none idle, or max_conns_per_ip */
 } cm_listener_stats;
 CM_EXTERN void cm_listener_get_stats(const cm_listener *l, cm_listener_stats *st);
 
