@@ -8,7 +8,7 @@ set -euo pipefail
 if [ "${CMICRO_IN_NETNS:-}" = 1 ]; then
   ip link set lo up
   ip link set lo multicast on
-  ip route add 224.0.0.0/4 dev lo 2>/dev/null || true
+  ip route add 224.0.0.0/4 dev lo src 127.0.0.1 2>/dev/null || true
   # IPv6 (ff02::fb): a plain route over lo would be a reject route; a local one delivers.
   ip -6 route add local ff00::/8 dev lo table local 2>/dev/null || true
   exec "$@"

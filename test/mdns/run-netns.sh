@@ -17,7 +17,7 @@ fi
 # Inside the namespace: set lo up, then run the program with the markers it checks (the
 # program also refuses to run when any interface but loopback is up). Linux turns a plain IPv6
 # route over lo into a reject route; a local one delivers multicast to the groups' members.
-setup='ip link set lo up && ip link set lo multicast on && ip route add 224.0.0.0/4 dev lo || exit 1
+setup='ip link set lo up && ip link set lo multicast on && ip route add 224.0.0.0/4 dev lo src 127.0.0.1 || exit 1
 if [ "$(cat /proc/sys/net/ipv6/conf/lo/disable_ipv6 2>/dev/null)" = 0 ]; then
     ip -6 route add local ff00::/8 dev lo table local || exit 1
     export CMICRO_TEST_IPV6=1
