@@ -96,6 +96,8 @@ typedef struct cm_registry_opt {
  *                         default "default"
  *   mdns    "interface"   interface names, comma separated (else MICRO_MDNS_INTERFACE); all
  *                         multicast-capable interfaces when unset
+ *           "subnets"     CIDRs, comma separated (else MICRO_MDNS_SUBNETS): only sources in one
+ *                         of them are used (besides being on-link)
  *   consul  "token"       ACL token (else CONSUL_HTTP_TOKEN_FILE, else CONSUL_HTTP_TOKEN)
  *           "datacenter"  ?dc= on every read
  *           "consistent"  "true": consistent reads instead of ?stale
