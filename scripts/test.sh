@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Sets up a Debian machine, builds cmicro twice (plain, and with AddressSanitizer +
 # UndefinedBehaviorSanitizer) and runs every test suite in both builds, then the fuzz smoke
-# (scripts/fuzz-smoke.sh) and the unit tests under valgrind (scripts/valgrind.sh).
+# (scripts/fuzz-smoke.sh), the unit tests under valgrind (scripts/valgrind.sh) and a 2-minute
+# failover soak (scripts/soak-failover.sh).
 #   scripts/test.sh            everything
 #   scripts/test.sh --quick    the plain build only
 set -euo pipefail
@@ -31,5 +32,7 @@ if [ $quick -eq 0 ]; then
   bash scripts/fuzz-smoke.sh
   echo "== unit tests under valgrind (plain build)"
   bash scripts/valgrind.sh
+  echo "== failover soak, 2 minutes (plain build; scripts/soak-failover.sh runs the hour)"
+  BUILD=build bash scripts/soak-failover.sh 2 0.5 30 2>&1 | grep -v ' Killed '
 fi
 echo "== all tests passed"

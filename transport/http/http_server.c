@@ -353,7 +353,9 @@ static void
 on_shutdown(uv_shutdown_t *req, int status)
 {
     sconn *c = req->data;
-    if (status < 0) {
+    /* The replies are written. A peer that already shut down its side has nothing more to
+     * send: no need to drain until the linger deadline. */
+    if (status < 0 || c->peer_eof) {
         conn_close(c);
     }
 }
