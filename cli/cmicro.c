@@ -1,0 +1,320 @@
+/* cmicro: the command-line tool. It is configured like a service (MICRO_REGISTRY,
+ * MICRO_REGISTRY_ADDRESS, MICRO_CLIENT_REQUEST_TIMEOUT, ...) and talks to services by name:
+ *
+ *   cmicro services                          the names the registry knows, one per line
+ *   cmicro describe NAME                     versions, nodes and endpoints, as JSON
+ *   cmicro call NAME Endpoint.Method [JSON] [-m key=value]... [--timeout MS] [--address H:P]
+ *                                            calls with the JSON codec and prints the reply; a
+ *                                            go-micro error prints as JSON on stderr, exit 1
+ *
+ * Exit status: 0 success, 1 the call or lookup failed, 2 usage. */
+#include <cJSON.h>
+#include <cmicro/cmicro.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <uv.h>
+
+/* A registry request run on the service's loop, waited for on this thread. */
+typedef struct lookup {
+    cm_registry *reg;
+    const char *name; /* NULL: list every service */
+    uv_mutex_t mu;
+    uv_cond_t cv;
+    int done;
+    int status;
+    cm_reg_service_list *list;
+    char why[320]; /* why a lookup by name found nothing, as the registry says */
+} lookup;
+
+static void
+on_list(int status, const cm_reg_service_list *l, void *user)
+{
+    lookup *q = user;
+    uv_mutex_lock(&q->mu);
+    q->status = status;
+    q->list = status == 0 ? cm_reg_service_list_dup(l) : NULL;
+    const char *why = status == 0 && l->n == 0 && q->name ? cm_registry_why(q->reg, q->name) : NULL;
+    snprintf(q->why, sizeof q->why, "%s", why ? why : "");
+    if (status == 0 && q->list == NULL) {
+        q->status = CM_ENOMEM;
+    }
+    q->done = 1;
+    uv_cond_signal(&q->cv);
+    uv_mutex_unlock(&q->mu);
+}
+
+static void
+start_lookup(void *arg)
+{
+    lookup *q = arg;
+    int rc = q->name ? cm_registry_get_service(q->reg, q->name, on_list, q)
+                     : cm_registry_list_services(q->reg, on_list, q);
+    if (rc < 0) {
+        on_list(rc, NULL, q);
+    }
+}
+
+/* The services named name (or all of them); NULL with *status on failure. why (may be NULL)
+ * receives the registry's reason for an empty answer. */
+static cm_reg_service_list *
+run_lookup(cm_service *svc, const char *name, int *status, char *why, size_t whylen)
+{
+    lookup q;
+    memset(&q, 0, sizeof q);
+    q.reg = cm_service_registry(svc);
+    q.name = name;
+    uv_mutex_init(&q.mu);
+    uv_cond_init(&q.cv);
+    cm_loop *loop = cm_service_loop(svc);
+    cm_loop_start(loop); /* CM_ESTATE when it already runs: fine */
+    *status = cm_loop_post(loop, start_lookup, &q);
+    if (*status == 0) {
+        uv_mutex_lock(&q.mu);
+        while (!q.done) {
+            uv_cond_wait(&q.cv, &q.mu);
+        }
+        uv_mutex_unlock(&q.mu);
+        *status = q.status;
+    }
+    uv_cond_destroy(&q.cv);
+    uv_mutex_destroy(&q.mu);
+    if (why != NULL) {
+        snprintf(why, whylen, "%s", q.why);
+    }
+    return q.list;
+}
+
+static int
+cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+static int
+cmd_services(cm_service *svc)
+{
+    int rc;
+    cm_reg_service_list *l = run_lookup(svc, NULL, &rc, NULL, 0);
+    if (l == NULL) {
+        fprintf(stderr, "cmicro: listing services: %s\n", cm_strerror(rc));
+        return 1;
+    }
+    const char **names = calloc(l->n + 1, sizeof(*names));
+    size_t n = 0;
+    for (size_t i = 0; names != NULL && i < l->n; i++) {
+        int seen = 0;
+        for (size_t k = 0; k < n; k++) {
+            seen |= strcmp(names[k], l->items[i]->name) == 0;
+        }
+        if (!seen) {
+            names[n++] = l->items[i]->name;
+        }
+    }
+    qsort(names, n, sizeof(*names), cmp_str);
+    for (size_t i = 0; i < n; i++) {
+        printf("%s\n", names[i]);
+    }
+    free(names);
+    cm_reg_service_list_free(l);
+    return 0;
+}
+
+static cJSON *
+md_json(const cm_md *md)
+{
+    cJSON *o = cJSON_CreateObject();
+    for (size_t i = 0; i < cm_md_count(md); i++) {
+        const char *k, *v;
+        cm_md_at(md, i, &k, &v);
+        cJSON_AddStringToObject(o, k, v);
+    }
+    return o;
+}
+
+static cJSON *
+value_json(const cm_value *v)
+{
+    if (v == NULL) {
+        return cJSON_CreateNull();
+    }
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "name", v->name ? v->name : "");
+    cJSON_AddStringToObject(o, "type", v->type ? v->type : "");
+    cJSON *kids = cJSON_AddArrayToObject(o, "values");
+    for (size_t i = 0; i < v->nvalues; i++) {
+        cJSON_AddItemToArray(kids, value_json(&v->values[i]));
+    }
+    return o;
+}
+
+static cJSON *
+service_json(const cm_reg_service *s)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "name", s->name);
+    cJSON_AddStringToObject(o, "version", s->version ? s->version : "");
+    cJSON *eps = cJSON_AddArrayToObject(o, "endpoints");
+    for (size_t i = 0; i < s->nendpoints; i++) {
+        const cm_endpoint *e = &s->endpoints[i];
+        cJSON *j = cJSON_CreateObject();
+        cJSON_AddStringToObject(j, "name", e->name);
+        cJSON_AddItemToObject(j, "request", value_json(e->request));
+        cJSON_AddItemToObject(j, "response", value_json(e->response));
+        cJSON_AddItemToObject(j, "metadata", md_json(e->metadata));
+        cJSON_AddItemToArray(eps, j);
+    }
+    cJSON *nodes = cJSON_AddArrayToObject(o, "nodes");
+    for (size_t i = 0; i < s->nnodes; i++) {
+        cJSON *j = cJSON_CreateObject();
+        cJSON_AddStringToObject(j, "id", s->nodes[i].id);
+        cJSON_AddStringToObject(j, "address", s->nodes[i].address);
+        cJSON_AddItemToObject(j, "metadata", md_json(s->nodes[i].metadata));
+        cJSON_AddItemToArray(nodes, j);
+    }
+    return o;
+}
+
+static int
+cmd_describe(cm_service *svc, const char *name)
+{
+    int rc;
+    char why[320];
+    cm_reg_service_list *l = run_lookup(svc, name, &rc, why, sizeof why);
+    if (l == NULL || l->n == 0) {
+        fprintf(stderr, "cmicro: service %s: %s%s%s\n", name, l ? "not found" : cm_strerror(rc),
+                why[0] ? " (" : "", why[0] ? why : "");
+        if (why[0]) {
+            fprintf(stderr, ")\n");
+        }
+        cm_reg_service_list_free(l);
+        return 1;
+    }
+    cJSON *arr = cJSON_CreateArray();
+    for (size_t i = 0; i < l->n; i++) {
+        cJSON_AddItemToArray(arr, service_json(l->items[i]));
+    }
+    char *text = cJSON_Print(arr);
+    printf("%s\n", text ? text : "[]");
+    free(text);
+    cJSON_Delete(arr);
+    cm_reg_service_list_free(l);
+    return text ? 0 : 1;
+}
+
+/* Call options from the arguments after the JSON: -m key=value, --timeout MS, --address H:P. */
+static int
+call_opts(int argc, char **argv, cm_call_opts *o, cm_md *md)
+{
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        if (i + 1 >= argc) {
+            fprintf(stderr, "cmicro: %s needs a value\n", a);
+            return -1;
+        }
+        const char *v = argv[++i];
+        if (strcmp(a, "-m") == 0 || strcmp(a, "--metadata") == 0) {
+            char key[256];
+            const char *eq = strchr(v, '=');
+            if (eq == NULL || eq == v || (size_t)(eq - v) >= sizeof key) {
+                fprintf(stderr, "cmicro: -m wants key=value, got %s\n", v);
+                return -1;
+            }
+            snprintf(key, sizeof key, "%.*s", (int)(eq - v), v);
+            if (cm_md_set(md, key, eq + 1) < 0) {
+                fprintf(stderr, "cmicro: bad metadata %s\n", v);
+                return -1;
+            }
+        } else if (strcmp(a, "--timeout") == 0) {
+            o->timeout_ms = strtoull(v, NULL, 10);
+        } else if (strcmp(a, "--address") == 0) {
+            o->address = v;
+        } else {
+            fprintf(stderr, "cmicro: unknown option %s\n", a);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static int
+cmd_call(cm_service *svc, int argc, char **argv)
+{
+    const char *name = argv[0], *endpoint = argv[1];
+    const char *json = argc > 2 && argv[2][0] != '-' ? argv[2] : "{}";
+    int first_opt = argc > 2 && argv[2][0] != '-' ? 3 : 2;
+    cm_md *md = cm_md_new();
+    cm_call_opts o;
+    cm_call_opts_init(&o);
+    o.content_type = CM_CT_JSON;
+    o.md = md;
+    if (md == NULL || call_opts(argc - first_opt, argv + first_opt, &o, md) < 0) {
+        cm_md_free(md);
+        return 2;
+    }
+    /* The JSON travels as it is (a raw frame), and the reply comes back the same way. */
+    ProtobufCBinaryData req = {strlen(json), (uint8_t *)(uintptr_t)json};
+    ProtobufCBinaryData *rsp = NULL;
+    cm_error *err = NULL;
+    int rc = cm_client_call(cm_service_client(svc), name, endpoint, NULL, &req, NULL, (void **)&rsp,
+                            &o, &err);
+    cm_md_free(md);
+    if (rc < 0) {
+        cJSON *e = cJSON_CreateObject();
+        cJSON_AddStringToObject(e, "id", err && err->id ? err->id : "");
+        cJSON_AddNumberToObject(e, "code", err ? err->code : 0);
+        cJSON_AddStringToObject(e, "detail", err && err->detail ? err->detail : cm_strerror(rc));
+        cJSON_AddStringToObject(e, "status", err && err->status ? err->status : "");
+        char *text = cJSON_PrintUnformatted(e);
+        fprintf(stderr, "%s\n", text ? text : cm_strerror(rc));
+        free(text);
+        cJSON_Delete(e);
+        cm_error_free(err);
+        return 1;
+    }
+    printf("%.*s\n", (int)rsp->len, (const char *)rsp->data);
+    cm_message_free(NULL, rsp);
+    return 0;
+}
+
+static int
+usage(void)
+{
+    fprintf(stderr, "usage: cmicro services\n"
+                    "       cmicro describe NAME\n"
+                    "       cmicro call NAME Endpoint.Method [JSON] [-m key=value]... "
+                    "[--timeout MS] [--address HOST:PORT]\n"
+                    "Configured by the environment as services are: MICRO_REGISTRY, "
+                    "MICRO_REGISTRY_ADDRESS, MICRO_CLIENT_REQUEST_TIMEOUT, ...\n");
+    return 2;
+}
+
+int
+main(int argc, char **argv)
+{
+    if (argc < 2 || (strcmp(argv[1], "services") != 0 && argc < 3) ||
+        (strcmp(argv[1], "call") == 0 && argc < 4)) {
+        return usage();
+    }
+    cm_service_opts so;
+    cm_service_opts_init(&so);
+    so.name = "cmicro.cli";
+    so.log_config = 0;
+    cm_service *svc;
+    if (cm_service_new(&so, &svc) < 0) {
+        fprintf(stderr, "cmicro: %s\n", cm_service_why());
+        return 1;
+    }
+    int rc;
+    if (strcmp(argv[1], "services") == 0) {
+        rc = cmd_services(svc);
+    } else if (strcmp(argv[1], "describe") == 0) {
+        rc = cmd_describe(svc, argv[2]);
+    } else if (strcmp(argv[1], "call") == 0) {
+        rc = cmd_call(svc, argc - 2, argv + 2);
+    } else {
+        rc = usage();
+    }
+    cm_service_free(svc);
+    return rc;
+}

@@ -1,0 +1,67 @@
+#!/bin/sh
+# The cmicro tool against the hello server over mDNS (inside test/mdns/run-netns.sh's private
+# namespace): services lists it, describe shows its endpoint and node, call answers with JSON
+# and metadata, a go-micro error prints as JSON with exit 1, a name nobody serves exits 1.
+#   cli_mdns.sh HELLO_SERVER CMICRO
+set -u
+server_bin=$1
+cli=$2
+export MICRO_REGISTRY=mdns MICRO_MDNS_INTERFACE=lo MICRO_SERVER_ADDRESS=127.0.0.1:0
+log=$(mktemp)
+out=$(mktemp)
+"$server_bin" >"$log" 2>&1 &
+server=$!
+passed=0
+fail() {
+    echo "FAIL: $*" >&2
+    cat "$log" >&2
+    kill -KILL "$server" 2>/dev/null
+    rm -f "$log" "$out"
+    exit 1
+}
+i=0
+until grep -q "\[service\] registered" "$log"; do
+    i=$((i + 1))
+    [ "$i" -le 100 ] || fail "server did not register within 10 s"
+    sleep 0.1
+done
+
+"$cli" services >"$out" 2>&1 || fail "services failed: $(cat "$out")"
+grep -qx "registry-consul.service" "$out" || fail "services did not list the hello service: $(cat "$out")"
+passed=$((passed + 1))
+
+"$cli" describe registry-consul.service >"$out" 2>&1 || fail "describe failed: $(cat "$out")"
+grep -q '"name":	"Hello.Say"' "$out" || fail "describe shows no Hello.Say: $(cat "$out")"
+grep -q '"address":	"127.0.0.1:' "$out" || fail "describe shows no node address: $(cat "$out")"
+grep -q '"registry":	"mdns"' "$out" || fail "describe shows no node metadata: $(cat "$out")"
+passed=$((passed + 1))
+
+got=$("$cli" call registry-consul.service Hello.Say '{"name":"Ada"}' -m X-User-Id=42 2>&1) ||
+    fail "call failed: $got"
+[ "$got" = '{"message":"Hello Ada"}' ] || fail "call printed $got"
+passed=$((passed + 1))
+
+if got=$("$cli" call registry-consul.service Hello.Say '{"name":""}' 2>&1); then
+    fail "an empty name was answered: $got"
+fi
+echo "$got" | grep -q '"code":400' || fail "the BadRequest printed as $got"
+echo "$got" | grep -q '"detail":"name required"' || fail "the BadRequest printed as $got"
+passed=$((passed + 1))
+
+if got=$("$cli" call nobody.here Hello.Say '{}' 2>&1); then
+    fail "a name nobody serves was answered: $got"
+fi
+echo "$got" | grep -q 'not found' || fail "unknown service printed $got"
+if got=$("$cli" describe nobody.here 2>&1); then
+    fail "describe found nobody.here: $got"
+fi
+passed=$((passed + 1))
+
+"$cli" bogus >/dev/null 2>&1
+[ $? -eq 2 ] || fail "a bad command did not exit 2"
+passed=$((passed + 1))
+
+kill -TERM "$server"
+wait "$server"
+rm -f "$log" "$out"
+echo "$passed passed, 0 failed"
