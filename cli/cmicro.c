@@ -6,6 +6,9 @@
  *   cmicro call NAME Endpoint.Method [JSON] [-m key=value]... [--timeout MS] [--address H:P]
  *                                            calls with the JSON codec and prints the reply; a
  *                                            go-micro error prints as JSON on stderr, exit 1
+ *   cmicro watch NAME [--count N] [--seconds S]
+ *                                            registry events of NAME as JSON lines, until N
+ *                                            events or S seconds (default: until interrupted)
  *
  * Exit status: 0 success, 1 the call or lookup failed, 2 usage. */
 #include <cJSON.h>
@@ -277,6 +280,121 @@ cmd_call(cm_service *svc, int argc, char **argv)
     return 0;
 }
 
+static int usage(void);
+
+/* ---- watch ---- */
+
+typedef struct watch {
+    cm_registry *reg;
+    const char *name;
+    cm_watcher *w;
+    long left; /* events still to print; < 0: no limit */
+    int rc;
+    uv_mutex_t mu;
+    uv_cond_t cv;
+    int done;
+} watch;
+
+static void
+watch_finish(watch *w, int rc)
+{
+    uv_mutex_lock(&w->mu);
+    w->rc = rc;
+    w->done = 1;
+    uv_cond_signal(&w->cv);
+    uv_mutex_unlock(&w->mu);
+}
+
+static void
+on_event(cm_watch_action action, const cm_reg_service *svc, void *user)
+{
+    watch *w = user;
+    if (w->left == 0) {
+        return;
+    }
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "action", cm_watch_action_name(action));
+    cJSON_AddItemToObject(o, "service", service_json(svc));
+    char *text = cJSON_PrintUnformatted(o);
+    printf("%s\n", text ? text : "{}");
+    fflush(stdout);
+    free(text);
+    cJSON_Delete(o);
+    if (w->left > 0 && --w->left == 0) {
+        watch_finish(w, 0);
+    }
+}
+
+static void
+start_watch(void *arg)
+{
+    watch *w = arg;
+    int rc = cm_registry_watch(w->reg, w->name, on_event, w, &w->w);
+    if (rc < 0) {
+        fprintf(stderr, "cmicro: watch %s: %s\n", w->name, cm_strerror(rc));
+        watch_finish(w, 1);
+    }
+}
+
+static void
+stop_watch(void *arg)
+{
+    watch *w = arg;
+    if (w->w != NULL) {
+        cm_watcher_stop(w->w);
+    }
+    watch_finish(w, w->rc);
+}
+
+static int
+cmd_watch(cm_service *svc, int argc, char **argv)
+{
+    watch w;
+    memset(&w, 0, sizeof w);
+    w.reg = cm_service_registry(svc);
+    w.name = argv[0];
+    w.left = -1;
+    uint64_t seconds = 0;
+    for (int i = 1; i + 1 < argc; i += 2) {
+        if (strcmp(argv[i], "--count") == 0) {
+            w.left = atol(argv[i + 1]);
+        } else if (strcmp(argv[i], "--seconds") == 0) {
+            seconds = strtoull(argv[i + 1], NULL, 10);
+        } else {
+            return usage();
+        }
+    }
+    uv_mutex_init(&w.mu);
+    uv_cond_init(&w.cv);
+    cm_loop *loop = cm_service_loop(svc);
+    cm_loop_start(loop);
+    cm_loop_post(loop, start_watch, &w);
+    uv_mutex_lock(&w.mu);
+    uint64_t deadline = uv_hrtime() + seconds * 1000000000u;
+    while (!w.done) {
+        uint64_t now = uv_hrtime();
+        if (seconds == 0) {
+            uv_cond_wait(&w.cv, &w.mu);
+        } else if (now >= deadline) {
+            break;
+        } else {
+            uv_cond_timedwait(&w.cv, &w.mu, deadline - now);
+        }
+    }
+    w.done = 0;
+    uv_mutex_unlock(&w.mu);
+    /* The watcher is stopped on the loop; wait until it is. */
+    cm_loop_post(loop, stop_watch, &w);
+    uv_mutex_lock(&w.mu);
+    while (!w.done) {
+        uv_cond_wait(&w.cv, &w.mu);
+    }
+    uv_mutex_unlock(&w.mu);
+    uv_cond_destroy(&w.cv);
+    uv_mutex_destroy(&w.mu);
+    return w.rc;
+}
+
 static int
 usage(void)
 {
@@ -284,6 +402,7 @@ usage(void)
                     "       cmicro describe NAME\n"
                     "       cmicro call NAME Endpoint.Method [JSON] [-m key=value]... "
                     "[--timeout MS] [--address HOST:PORT]\n"
+                    "       cmicro watch NAME [--count N] [--seconds S]\n"
                     "Configured by the environment as services are: MICRO_REGISTRY, "
                     "MICRO_REGISTRY_ADDRESS, MICRO_CLIENT_REQUEST_TIMEOUT, ...\n");
     return 2;
@@ -312,6 +431,8 @@ main(int argc, char **argv)
         rc = cmd_describe(svc, argv[2]);
     } else if (strcmp(argv[1], "call") == 0) {
         rc = cmd_call(svc, argc - 2, argv + 2);
+    } else if (strcmp(argv[1], "watch") == 0) {
+        rc = cmd_watch(svc, argc - 2, argv + 2);
     } else {
         rc = usage();
     }

@@ -1,7 +1,8 @@
 #!/bin/sh
 # The cmicro tool against the hello server over mDNS (inside test/mdns/run-netns.sh's private
 # namespace): services lists it, describe shows its endpoint and node, call answers with JSON
-# and metadata, a go-micro error prints as JSON with exit 1, a name nobody serves exits 1.
+# and metadata, a go-micro error prints as JSON with exit 1, a name nobody serves exits 1, and
+# watch prints the server's goodbye as a delete event.
 #   cli_mdns.sh HELLO_SERVER CMICRO
 set -u
 server_bin=$1
@@ -61,7 +62,15 @@ passed=$((passed + 1))
 [ $? -eq 2 ] || fail "a bad command did not exit 2"
 passed=$((passed + 1))
 
+# watch sees the server's goodbye when it stops.
+"$cli" watch registry-consul.service --count 2 --seconds 5 >"$out" 2>&1 &
+watcher=$!
+sleep 0.5
 kill -TERM "$server"
 wait "$server"
+wait "$watcher" || fail "watch failed: $(cat "$out")"
+grep -q '^{"action":"delete","service":{"name":"registry-consul.service"' "$out" ||
+    fail "watch printed $(cat "$out")"
+passed=$((passed + 1))
 rm -f "$log" "$out"
 echo "$passed passed, 0 failed"
