@@ -125,19 +125,40 @@ check_responses(const cm__http_buf *got)
     return ok;
 }
 
+/* A client socket connected to the server. It closes with a reset (SO_LINGER 0), so that a long
+ * run leaves no TIME_WAIT behind to use up the ephemeral ports; a connect that fails anyway (the
+ * ports used up by other processes) waits a little and tries again, for up to a second. */
+static int
+client_connect(void)
+{
+    struct sockaddr_in a;
+    memset(&a, 0, sizeof a);
+    a.sin_family = AF_INET;
+    a.sin_port = htons((uint16_t)port);
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    for (int tries = 0; tries < 100; tries++) {
+        int fd = socket(AF_INET, SOCK_STREAM, 0);
+        FUZZ_CHECK(fd >= 0);
+        struct linger lg = {1, 0};
+        setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+        if (connect(fd, (struct sockaddr *)&a, sizeof a) == 0) {
+            return fd;
+        }
+        close(fd);
+        turn(1);
+        usleep(10000);
+    }
+    FUZZ_CHECK(!"cannot connect to the server");
+    return -1;
+}
+
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     uint64_t h = fuzz_hash(data, size);
     later = (int)(h & 1);
     delivered = 0;
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a;
-    memset(&a, 0, sizeof a);
-    a.sin_family = AF_INET;
-    a.sin_port = htons((uint16_t)port);
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    FUZZ_CHECK(fd >= 0 && connect(fd, (struct sockaddr *)&a, sizeof a) == 0);
+    int fd = client_connect();
     cm__http_buf got = {0};
     int closed = 0;
     for (size_t pos = 0; pos < size && !closed;) {
