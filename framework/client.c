@@ -12,6 +12,7 @@
 
 /* Content-Type, Accept, Micro-Id, Micro-Service, Micro-Method, Micro-Endpoint, Timeout. */
 #define FIXED_HDRS 7
+#define WRAP_HDRS 8 /* room for headers added by wrappers */
 
 /* Finished calls are kept for reuse (the block, its body buffer and its arena), so that a steady
  * stream of calls allocates nothing: blocks with room for this many headers and bytes of names,
@@ -47,6 +48,9 @@ struct cm_client {
     uv_mutex_t mu; /* guards the pool: calls start on any thread */
     call *pool;
     size_t npool;
+    cm__wraps wraps;      /* client wrappers, around a whole call */
+    cm__wraps call_wraps; /* call wrappers, around each attempt */
+    atomic_int called;    /* a call was made: the wrappers are fixed */
 };
 
 struct call {
@@ -63,6 +67,7 @@ struct call {
     cm_buf body;
     cm_hdr *hdrs; /* in the call's own block, after the struct */
     size_t nhdrs;
+    size_t hcap;
     char **owned; /* strings owned by the call (header keys and values) */
     size_t nowned;
     char *addrs;       /* copy of the address list, NUL-separated */
@@ -88,6 +93,12 @@ struct call {
     cm_select_filter filter_copy;
     char pick_addr[256]; /* the node picked by the selector for this attempt */
     int resolving;
+    /* Wrappers: their per-call states (in the arena), how many befores returned 0, and a
+     * client wrapper's short-circuit error. */
+    void **cw_states, **aw_states;
+    size_t cw_ran, aw_ran;
+    cm_error *short_err;
+    uint64_t start_ns;
 };
 
 void
@@ -213,6 +224,7 @@ call_alloc(cm_client *c, size_t cap, size_t names)
     k->client = c;
     atomic_fetch_add(&c->refs, 1);
     k->hdrs = (cm_hdr *)(void *)(k + 1);
+    k->hcap = cap;
     k->service = (char *)(k->hdrs + cap);
     return k;
 }
@@ -237,6 +249,8 @@ client_release(cm_client *c)
         block_free(k);
     }
     uv_mutex_destroy(&c->mu);
+    cm__wraps_free(&c->wraps);
+    cm__wraps_free(&c->call_wraps);
     free(c->content_type);
     free(c->transport_name);
     free(c);
@@ -249,6 +263,7 @@ call_free(call *k)
         free(k->owned[i]);
     }
     free(k->owned);
+    cm_error_free(k->short_err);
     free(k->addrs);
     free(k->addr);
     free((char *)k->filter_copy.version);
@@ -298,10 +313,58 @@ on_backoff_closed(uv_handle_t *h)
     call_free(h->data);
 }
 
+/* The wrapper view of call k. */
+static void
+wrap_info(call *k, cm_wrap_info *wi, cm_wrap_kind kind, cm_msg *md)
+{
+    memset(wi, 0, sizeof(*wi));
+    wi->kind = kind;
+    wi->service = k->service;
+    wi->endpoint = k->service + strlen(k->service) + 1;
+    wi->deadline_ms = (int64_t)k->deadline_ms;
+    md->hdrs = k->hdrs;
+    md->nhdrs = k->nhdrs;
+    md->body = k->body.data;
+    md->body_len = k->body.len;
+    wi->md = md;
+    wi->rsp_desc = k->rsp_desc;
+    wi->start_ns = k->start_ns;
+    wi->priv = k;
+}
+
+/* The afters of the call wrappers around the attempt that just ended. */
+static void
+attempt_after(call *k, int status, const void *rsp, const cm_error *err)
+{
+    if (k->aw_ran == 0) {
+        return;
+    }
+    cm_wrap_info wi;
+    cm_msg md;
+    wrap_info(k, &wi, CM_WRAP_CALL, &md);
+    wi.node = k->cur_addr;
+    wi.attempt = k->attempt;
+    wi.status = status;
+    wi.rsp = rsp;
+    wi.error = err;
+    cm__wraps_after(&k->client->call_wraps, &wi, k->aw_states, k->aw_ran);
+    k->aw_ran = 0;
+}
+
 static void
 call_finish(call *k, int status, void *rsp, const cm_error *err)
 {
     unlink_call(k);
+    attempt_after(k, status, rsp, err);
+    if (k->cw_ran > 0) {
+        cm_wrap_info wi;
+        cm_msg md;
+        wrap_info(k, &wi, CM_WRAP_CLIENT, &md);
+        wi.status = status;
+        wi.rsp = rsp;
+        wi.error = err;
+        cm__wraps_after(&k->client->wraps, &wi, k->cw_states, k->cw_ran);
+    }
     k->cb(status, rsp, err, k->user);
     if (k->backoff_active) {
         uv_close((uv_handle_t *)&k->backoff, on_backoff_closed);
@@ -417,6 +480,7 @@ on_backoff(uv_timer_t *t)
 static void
 retry_or_fail(call *k, int status, int32_t code, const char *what)
 {
+    attempt_after(k, status, NULL, NULL);
     uint64_t now = cm_now_ms();
     const char *why;
     if (k->attempt >= k->max_attempts) {
@@ -563,6 +627,31 @@ on_resolved(int status, void *user)
     attempt(k);
 }
 
+/* The befores of the call wrappers, around one attempt. 0, or -1 when one ended the call. */
+static int
+attempt_before(call *k)
+{
+    if (k->aw_states == NULL) {
+        k->aw_states = cm__arena_alloc(&k->arena, CM_WRAP_MAX * sizeof(void *));
+        if (k->aw_states == NULL) {
+            call_fail(k, CM_ENOMEM, 500, "out of memory");
+            return -1;
+        }
+    }
+    cm_wrap_info wi;
+    cm_msg md;
+    wrap_info(k, &wi, CM_WRAP_CALL, &md);
+    wi.node = k->cur_addr;
+    wi.attempt = k->attempt;
+    cm_error *err;
+    if (cm__wraps_before(&k->client->call_wraps, &wi, k->aw_states, &k->aw_ran, &err) == 0) {
+        return 0;
+    }
+    call_finish(k, CM_EREMOTE, NULL, err);
+    cm_error_free(err);
+    return -1;
+}
+
 static void
 attempt(call *k)
 {
@@ -616,6 +705,9 @@ attempt(call *k)
     snprintf(k->timeout_val, sizeof(k->timeout_val), "%" PRIu64, to * 1000000u);
     snprintf(k->id_val, sizeof(k->id_val), "%" PRIu64, (uint64_t)atomic_fetch_add(&c->seq, 1));
     k->attempt++;
+    if (c->call_wraps.n > 0 && attempt_before(k) < 0) {
+        return;
+    }
     cm_msg m = {k->hdrs, k->nhdrs, k->body.data, k->body.len};
     int rc = cm_transport_roundtrip(c->transport, k->cur_addr, &m, to, on_response, k, &k->rt);
     if (rc < 0) {
@@ -647,6 +739,10 @@ start_on_loop(void *arg)
     c->calls = k;
     k->start_ms = cm_now_ms();
     k->deadline_ms += k->start_ms;
+    if (k->short_err != NULL) {
+        call_finish(k, CM_EREMOTE, NULL, k->short_err);
+        return;
+    }
     attempt(k);
 }
 
@@ -720,6 +816,61 @@ add_headers(call *k, size_t cap, const cm_msg *pm, const cm_md *md)
     return rc;
 }
 
+/* The befores of the client wrappers, on the caller's thread. A short-circuit is kept for the
+ * loop, where the call ends with it. 0 or CM_ENOMEM. */
+static int
+client_before(call *k, const ProtobufCMessageDescriptor *req_desc, const void *req)
+{
+    k->cw_states = cm__arena_alloc(&k->arena, CM_WRAP_MAX * sizeof(void *));
+    if (k->cw_states == NULL) {
+        return CM_ENOMEM;
+    }
+    k->start_ns = uv_hrtime();
+    cm_wrap_info wi;
+    cm_msg md;
+    wrap_info(k, &wi, CM_WRAP_CLIENT, &md);
+    wi.deadline_ms = (int64_t)(cm_now_ms() + k->deadline_ms); /* relative until the start */
+    wi.req_desc = req_desc;
+    wi.req = req;
+    cm__wraps_before(&k->client->wraps, &wi, k->cw_states, &k->cw_ran, &k->short_err);
+    return 0;
+}
+
+int
+cm_wrap_set_header(cm_wrap_info *w, const char *key, const char *val)
+{
+    if (w == NULL || key == NULL || val == NULL || key[0] == '\0') {
+        return CM_EINVAL;
+    }
+    if (w->kind == CM_WRAP_HANDLER || w->kind == CM_WRAP_SUBSCRIBER) {
+        return w->ctx ? cm_ctx_set_header(w->ctx, key, val) : CM_EINVAL;
+    }
+    call *k = w->priv;
+    char *v = own(k, strdup(val));
+    if (v == NULL) {
+        return CM_ENOMEM;
+    }
+    return add_md(k, k->hcap, key, v);
+}
+
+int
+cm_client_wrap(cm_client *c, const cm_wrapper *w)
+{
+    if (c == NULL) {
+        return CM_EINVAL;
+    }
+    return atomic_load(&c->called) ? CM_ESTATE : cm__wraps_add(&c->wraps, w);
+}
+
+int
+cm_client_wrap_call(cm_client *c, const cm_wrapper *w)
+{
+    if (c == NULL) {
+        return CM_EINVAL;
+    }
+    return atomic_load(&c->called) ? CM_ESTATE : cm__wraps_add(&c->call_wraps, w);
+}
+
 int
 cm_client_call_async(cm_client *c, const char *service, const char *endpoint,
                      const ProtobufCMessageDescriptor *req_desc, const void *req,
@@ -739,7 +890,11 @@ cm_client_call_async(cm_client *c, const char *service, const char *endpoint,
     if (codec == NULL) {
         return CM_ECONTENTTYPE;
     }
+    atomic_store(&c->called, 1);
     size_t cap = FIXED_HDRS + 1 + cm_md_count(opts->md); /* + Connection for gRPC */
+    if (c->wraps.n + c->call_wraps.n > 0) {
+        cap += WRAP_HDRS;
+    }
     const cm_msg *pm = opts->parent ? cm_ctx_headers(opts->parent) : NULL;
     if (pm != NULL) {
         cap += pm->nhdrs;
@@ -795,6 +950,9 @@ cm_client_call_async(cm_client *c, const char *service, const char *endpoint,
     if (rc == 0 && opts->address != NULL) {
         rc = split_addrs(k, opts->address);
         k->addr_start = atomic_fetch_add(&c->rr, 1);
+    }
+    if (rc == 0 && c->wraps.n > 0) {
+        rc = client_before(k, req_desc, req);
     }
     if (rc < 0) {
         call_free(k);

@@ -5,7 +5,27 @@
 #include "core_int.h"
 
 #include <cmicro/cmicro.h>
+#include <cmicro/wrapper.h>
 #include <uv.h>
+
+/* ---- wrappers (wrap.c) ---- */
+
+typedef struct cm__wraps {
+    cm_wrapper w[CM_WRAP_MAX];
+    size_t n;
+} cm__wraps;
+
+/* Copies w (its name too). 0, CM_EINVAL (no hook) or CM_ENOMEM (CM_WRAP_MAX reached). */
+int cm__wraps_add(cm__wraps *ws, const cm_wrapper *w);
+void cm__wraps_free(cm__wraps *ws);
+/* Runs the befores in order into states (CM_WRAP_MAX slots); *ran counts those that returned 0.
+ * 0, or CM_EREMOTE with *err (owned) when one short-circuited. */
+int cm__wraps_before(const cm__wraps *ws, cm_wrap_info *wi, void **states, size_t *ran,
+                     cm_error **err);
+/* Runs the afters of the first ran wrappers, in reverse. */
+void cm__wraps_after(const cm__wraps *ws, const cm_wrap_info *wi, void *const *states, size_t ran);
+/* The server's subscriber wrappers, for the message handlers. */
+const cm__wraps *cm__server_sub_wraps(const cm_server *s);
 
 /* ---- service configuration ---- */
 
@@ -76,6 +96,8 @@ struct cm_ctx {
     const char *content_type;
     const char *service;
     const char *endpoint;
+    const char *http_method; /* a request that is not a POST: its method, else NULL */
+    const char *http_path;
     int64_t deadline_ms; /* absolute, cm_now_ms() clock; -1 none */
     void *req_msg;
     void *rsp_msg;
@@ -88,6 +110,9 @@ struct cm_ctx {
     cm_hdr rsp_hdrs[CM__MAX_RSP_HDRS];
     size_t nrsp_hdrs;
     int close_after;
+    uint64_t start_ns; /* when the request arrived; set when wrappers are installed */
+    void *get_state;   /* a GET request's handler state (in the arena) */
+    cm_ctx *wait_next; /* a GET request waiting for the registry's answer */
 };
 
 /* A context from s's pool (or a new one); NULL on out of memory. */
@@ -98,10 +123,41 @@ void cm__ctx_destroy(cm_ctx *c);
 /* Sets a response header (replacing one of the same key); key and val must outlive the reply.
  * 0 or CM_ENOMEM (CM__MAX_RSP_HDRS reached). */
 int cm__ctx_add_header(cm_ctx *c, const char *key, const char *val);
+/* Answers a plain HTTP request (a GET) with status, content type and a copy of body, and
+ * releases c. On the loop thread. */
+void cm__ctx_reply_http(cm_ctx *c, int status, const char *content_type, const char *body,
+                        size_t len);
+/* A GET request's handler: answers it with cm__ctx_reply_http(), now or later on the loop. */
+typedef void (*cm__get_fn)(cm_ctx *c, const char *path, void *arg);
+/* Installs the server's GET handler (before start). Without one, every GET answers 404. */
+void cm__server_on_get(cm_server *s, cm__get_fn fn, void *arg);
+/* Serves go-micro's Debug.Health and Debug.Stats on s (internal handlers). 0 or an error of
+ * cm_server_handle(). */
+int cm__debug_handle(cm_server *s);
+/* When s started listening, in Unix seconds; 0 before. */
+uint64_t cm__server_started_unix(const cm_server *s);
+/* Runs job on the server's worker pool. */
+void cm__server_submit(cm_server *s, cm__job *job);
+/* Non-zero once cm_server_stop() has been called. */
+int cm__server_stopping(const cm_server *s);
 /* The server's name (the id of the errors it makes). */
 const char *cm__server_name(const cm_server *s);
 /* The name of the server's transport ("http"), as node metadata "transport" carries it. */
 const char *cm__server_transport_name(const cm_server *s);
+
+/* ---- health (health.c) ---- */
+
+typedef struct cm__health cm__health;
+int cm__health_new(cm_service *svc, cm__health **out);
+/* Adds a user check. 0, CM_EINVAL or CM_ENOMEM (32 checks). Before the service runs. */
+int cm__health_add(cm__health *h, const char *name, cm_health_check_fn fn, void *user);
+/* The service is going away: registry answers from now on are dropped. */
+void cm__health_close(cm__health *h);
+void cm__health_free(cm__health *h);
+/* The server's GET handler (cm__get_fn) with arg the cm__health. */
+void cm__health_on_get(cm_ctx *c, const char *path, void *arg);
+/* Non-zero while the service's node is registered (its last register succeeded). */
+int cm__service_registered(const cm_service *s);
 
 /* ---- headers ---- */
 

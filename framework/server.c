@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 struct cm_server {
     cm_loop *loop;
@@ -26,6 +27,7 @@ struct cm_server {
     cm__workers *workers;
     char bound[128];
     int started;
+    uint64_t started_unix;
     int stopping;
     int stopped;
     uv_timer_t drain_timer;
@@ -34,6 +36,10 @@ struct cm_server {
 
     cm_ctx *free_ctx;
     uint64_t calls, errors, inflight;
+    cm__wraps wraps;     /* handler wrappers */
+    cm__wraps sub_wraps; /* subscriber wrappers */
+    cm__get_fn get_fn;   /* answers GET requests (health, metrics, status); NULL: 404 */
+    void *get_arg;
 };
 
 void
@@ -182,6 +188,9 @@ cm__ctx_put(cm_ctx *c)
     c->rt = NULL;
     c->env_id[0] = '\0';
     c->env_id_str = 0;
+    c->http_method = NULL;
+    c->get_state = NULL;
+    c->wait_next = NULL;
     /* Keep a large request's arena or response buffer from pinning memory. */
     cm__arena_reset(&c->arena, 256 * 1024);
     if (c->out.cap > 256 * 1024) {
@@ -320,11 +329,55 @@ complete(cm_ctx *c)
 }
 
 static void
-run_handler(cm_ctx *c)
+call_handler(cm_ctx *c)
 {
     c->status = c->rt->h.fn(c, c->req_msg, c->rsp_msg, c->rt->user);
     if (c->status == CM_EREMOTE && c->error == NULL) {
         c->status = CM_EINVAL;
+    }
+}
+
+/* The handler inside the server's handler wrappers. */
+static void
+run_wrapped(cm_ctx *c)
+{
+    const cm__wraps *ws = &c->srv->wraps;
+    cm_wrap_info wi;
+    memset(&wi, 0, sizeof wi);
+    wi.kind = CM_WRAP_HANDLER;
+    wi.service = c->srv->name;
+    wi.endpoint = c->endpoint;
+    wi.node = cm_tconn_peer(c->conn);
+    wi.deadline_ms = c->deadline_ms;
+    wi.md = c->req;
+    wi.req_desc = c->rt->h.request;
+    wi.req = c->req_msg;
+    wi.rsp_desc = c->rt->h.response;
+    wi.start_ns = c->start_ns;
+    wi.ctx = c;
+    void *states[CM_WRAP_MAX];
+    size_t ran;
+    cm_error *err;
+    if (cm__wraps_before(ws, &wi, states, &ran, &err) == 0) {
+        call_handler(c);
+    } else {
+        cm_error_free(c->error);
+        c->error = err;
+        c->status = CM_EREMOTE;
+    }
+    wi.status = c->status;
+    wi.error = c->error;
+    wi.rsp = c->status == 0 ? c->rsp_msg : NULL;
+    cm__wraps_after(ws, &wi, states, ran);
+}
+
+static void
+run_handler(cm_ctx *c)
+{
+    if (c->srv->wraps.n == 0) {
+        call_handler(c);
+    } else {
+        run_wrapped(c);
     }
 }
 
@@ -346,6 +399,7 @@ job_done(cm__job *j)
  * cm_msg_header() gives). */
 typedef struct req_hdrs {
     const char *connection, *content_type, *timeout;
+    const char *pmethod, *ppath;                      /* :method, :path (not POST) */
     const char *service, *endpoint, *method;          /* Micro-* */
     const char *x_service, *x_endpoint, *x_method;    /* X-Micro-* */
 } req_hdrs;
@@ -368,8 +422,15 @@ scan_headers(const cm_msg *m, req_hdrs *h)
         const char *v = m->hdrs[i].val;
         /* By length, so that each key is compared with at most two names. */
         switch (strlen(k)) {
+        case 5:
+            take(&h->ppath, k, ":path", v);
+            break;
         case 7:
-            take(&h->timeout, k, "Timeout", v);
+            if (k[0] == ':') {
+                take(&h->pmethod, k, ":method", v);
+            } else {
+                take(&h->timeout, k, "Timeout", v);
+            }
             break;
         case 10:
             take(&h->connection, k, "Connection", v);
@@ -446,10 +507,79 @@ read_request(cm_ctx *c, const cm_msg *req)
         ep = either(rh.method, rh.x_method);
     }
     c->endpoint = ep ? ep : "";
+    c->http_method = rh.pmethod;
+    c->http_path = rh.ppath ? rh.ppath : "/";
     uint64_t ns;
     if (rh.timeout != NULL && parse_timeout_ns(rh.timeout, &ns) == 0) {
         c->deadline_ms = (int64_t)(cm_now_ms() + ns / 1000000u);
     }
+}
+
+void
+cm__ctx_reply_http(cm_ctx *c, int status, const char *content_type, const char *body, size_t len)
+{
+    c->nrsp_hdrs = 0;
+    if (status != 200) {
+        char *v = cm_ctx_sprintf(c, "%d", status);
+        cm__ctx_add_header(c, ":status", v ? v : "500");
+    }
+    cm__ctx_add_header(c, "Content-Type", content_type);
+    cm__ctx_add_header(c, "Cache-Control", "no-store");
+    c->out.len = 0;
+    if (len > 0 && cm_buf_append(&c->out, body, len) < 0) {
+        c->out.len = 0;
+    }
+    send_reply(c, c->out.data, c->out.len);
+    finish(c);
+}
+
+void
+cm__server_on_get(cm_server *s, cm__get_fn fn, void *arg)
+{
+    s->get_fn = fn;
+    s->get_arg = arg;
+}
+
+int
+cm_server_wrap(cm_server *s, const cm_wrapper *w)
+{
+    if (s == NULL) {
+        return CM_EINVAL;
+    }
+    return s->started ? CM_ESTATE : cm__wraps_add(&s->wraps, w);
+}
+
+int
+cm_server_wrap_subscriber(cm_server *s, const cm_wrapper *w)
+{
+    if (s == NULL) {
+        return CM_EINVAL;
+    }
+    return s->started ? CM_ESTATE : cm__wraps_add(&s->sub_wraps, w);
+}
+
+const cm__wraps *
+cm__server_sub_wraps(const cm_server *s)
+{
+    return &s->sub_wraps;
+}
+
+uint64_t
+cm__server_started_unix(const cm_server *s)
+{
+    return s->started_unix;
+}
+
+void
+cm__server_submit(cm_server *s, cm__job *job)
+{
+    cm__workers_submit(s->workers, job);
+}
+
+int
+cm__server_stopping(const cm_server *s)
+{
+    return s->stopping;
 }
 
 /* A request the transport refused over a limit: go-micro's error, then the connection closes. */
@@ -577,11 +707,22 @@ on_request(cm_tconn *conn, int status, const cm_msg *req, void *user)
     }
     s->inflight++;
     c->conn = conn;
+    if (s->wraps.n > 0) {
+        c->start_ns = uv_hrtime();
+    }
     if (status < 0) {
         reply_refused(c, status);
         return;
     }
     read_request(c, req);
+    if (c->http_method != NULL && strcmp(c->http_method, "GET") == 0) {
+        if (s->get_fn != NULL) {
+            s->get_fn(c, c->http_path, s->get_arg);
+        } else {
+            cm__ctx_reply_http(c, 404, "text/plain; charset=utf-8", "404 page not found\n", 19);
+        }
+        return;
+    }
     if (s->stopping) {
         c->close_after = 1;
         reply_errorf(c, 503, "server is stopping");
@@ -629,6 +770,7 @@ cm_server_start(cm_server *s)
     }
     cm_listener_addr(s->listener, s->bound, sizeof(s->bound));
     s->started = 1;
+    s->started_unix = (uint64_t)time(NULL);
     return 0;
 }
 
@@ -697,6 +839,8 @@ cm_server_free(cm_server *s)
         free(s->routes[i].endpoint);
     }
     free(s->routes);
+    cm__wraps_free(&s->wraps);
+    cm__wraps_free(&s->sub_wraps);
     free(s->name);
     free(s->address);
     free(s->transport_name);

@@ -43,6 +43,7 @@ struct cm_service {
     int stop_waiting;     /* the deregister wait runs */
     int run_rc;
     int handles_open;
+    cm__health *health;
 };
 
 void
@@ -179,6 +180,13 @@ cm_service_new(const cm_service_opts *o, cm_service **out)
     if (rc == 0) {
         cm__client_set_autostart(s->client, 1);
         rc = open_server(s, o, &cfg);
+    }
+    if (rc == 0) {
+        rc = cm__health_new(s, &s->health);
+    }
+    if (rc == 0) {
+        cm__server_on_get(s->server, cm__health_on_get, s->health);
+        rc = cm__debug_handle(s->server);
     }
     if (rc < 0) {
         if (last_why[0] == '\0') {
@@ -409,6 +417,9 @@ build_registration(cm_service *s)
     }
     int rc = 0;
     for (size_t i = 0; i < n && rc == 0; i++) {
+        if (hs[i]->flags & CM_HANDLER_INTERNAL) {
+            continue;
+        }
         cm_md *emd = endpoint_md(hs[i]);
         cm_value req, rsp;
         int have_req = hs[i]->request_value != NULL, have_rsp = hs[i]->response_value != NULL;
@@ -719,10 +730,23 @@ cm_service_run(cm_service *s)
     return s->run_rc;
 }
 
+int
+cm_service_add_health_check(cm_service *s, const char *name, cm_health_check_fn fn, void *user)
+{
+    return s == NULL ? CM_EINVAL : cm__health_add(s->health, name, fn, user);
+}
+
+int
+cm__service_registered(const cm_service *s)
+{
+    return s->registered;
+}
+
 static void
 free_on_loop(void *arg)
 {
     cm_service *s = arg;
+    cm__health_close(s->health);
     cm_client_free(s->client);
     s->client = NULL;
     cm_server_free(s->server);
@@ -748,6 +772,7 @@ cm_service_free(cm_service *s)
         free_on_loop(s);
         cm_loop_free(s->loop);
     }
+    cm__health_free(s->health);
     cm_reg_service_free(s->svc);
     cm_md_free(s->metadata);
     free(s->name);

@@ -489,6 +489,15 @@ def hello(ctx):
             check(out == "Hello Ada", "%s hello-client (%s) -> C hello-server printed %r"
                   % (peer, ct, out))
             log("   %s hello-client (%s) -> C hello-server: %s" % (peer, ct, out))
+    # go-micro's tooling asks a C service for Debug.Health and Debug.Stats.
+    for peer in ("go4.11", "go4.9"):
+        out = ctx.run_tool([ctx.go_bin(peer), "debug-client", "-registry", ctx.reg,
+                            "registry-consul.service"], "%s debug-client" % peer).strip()
+        f = dict(kv.split("=", 1) for kv in out.split())
+        check(f.get("status") == "ok" and int(f.get("requests", "0")) >= 4 and
+              f.get("uptime_ok") == "true" and f.get("threads_ok") == "true",
+              "%s debug-client -> C hello-server printed %r" % (peer, out))
+        log("   %s debug-client -> C hello-server: %s" % (peer, out))
     p.stop()
     log("ok: hello pair over %s" % ctx.reg)
 

@@ -85,7 +85,9 @@ static const char *expect_first = "Host=127.0.0.1:8080\n"
                                   "X-Dup=one\n"
                                   "X-Dup=two\n"
                                   "body=hello, world";
-static const char *expect_second = "host=x\ncontent-length=3\nbody=abc";
+/* A request that is not a POST carries its method and target as pseudo headers. */
+static const char *expect_second =
+    "host=x\ncontent-length=3\n:method=PUT\n:path=/any/path?q=1\nbody=abc";
 
 static void
 check_two(char **got, int n)

@@ -184,6 +184,7 @@ on_message_begin(http_parser *p)
     in->limit_chunked = 0;
     in->expect_continue = 0;
     in->expect_failed = 0;
+    in->url_len = 0;
     return 0;
 }
 
@@ -192,6 +193,18 @@ on_line_data(http_parser *p, const char *at, size_t len)
 {
     (void)at;
     return count_header(in_of(p), len);
+}
+
+/* A request's target: kept (truncated) for the ":path" pseudo header. */
+static int
+on_url(http_parser *p, const char *at, size_t len)
+{
+    cm__http_in *in = in_of(p);
+    size_t room = sizeof(in->url) - 1 - in->url_len;
+    size_t n = len < room ? len : room;
+    memcpy(in->url + in->url_len, at, n);
+    in->url_len += n;
+    return count_header(in, len);
 }
 
 /* Makes room for one more header entry. */
@@ -395,7 +408,7 @@ on_message_complete(http_parser *p)
 
 static const http_parser_settings settings = {
     .on_message_begin = on_message_begin,
-    .on_url = on_line_data,
+    .on_url = on_url,
     .on_status = on_line_data,
     .on_header_field = on_header_field,
     .on_header_value = on_header_value,
@@ -436,26 +449,44 @@ cm__http_in_trim(cm__http_in *in)
     }
 }
 
-/* Adds the ":status" pseudo header of a response. */
+/* Adds a pseudo header (":status", ":method", ":path"): key, then val of n bytes. */
 static int
-add_status_header(cm__http_in *in)
+add_pseudo(cm__http_in *in, const char *key, const char *val, size_t n)
 {
-    char val[16];
-    int n = snprintf(val, sizeof(val), "%u", (unsigned)in->parser.status_code);
     if (in->nhdrs == in->hcap && grow_headers(in) < 0) {
         return -1;
     }
-    size_t key = in->strs.len;
-    if (append_or_fail(in, &in->strs, ":status", sizeof(":status")) < 0) {
+    size_t k = in->strs.len;
+    if (append_or_fail(in, &in->strs, key, strlen(key) + 1) < 0) {
         return -1;
     }
     size_t v = in->strs.len;
-    if (append_or_fail(in, &in->strs, val, (size_t)n + 1) < 0) {
+    if (append_or_fail(in, &in->strs, val, n) < 0 || append_or_fail(in, &in->strs, "", 1) < 0) {
         return -1;
     }
-    in->offs[in->nhdrs].key = key;
+    in->offs[in->nhdrs].key = k;
     in->offs[in->nhdrs].val = v;
     in->nhdrs++;
+    return 0;
+}
+
+/* The pseudo headers of a message: a response's ":status" when it is not 200; a request's
+ * ":method" and ":path" when its method is not POST (go-micro's calls are POSTs). */
+static int
+add_pseudo_headers(cm__http_in *in, int status_header)
+{
+    if (status_header && in->parser.status_code != 200) {
+        char val[16];
+        int n = snprintf(val, sizeof(val), "%u", (unsigned)in->parser.status_code);
+        return add_pseudo(in, ":status", val, (size_t)n);
+    }
+    if (in->parser.type == HTTP_REQUEST && in->parser.method != HTTP_POST) {
+        const char *m = http_method_str((enum http_method)in->parser.method);
+        if (add_pseudo(in, ":method", m, strlen(m)) < 0 ||
+            add_pseudo(in, ":path", in->url, in->url_len) < 0) {
+            return -1;
+        }
+    }
     return 0;
 }
 
@@ -469,7 +500,7 @@ finish_message(cm__http_in *in, int status_header)
             return -1;
         }
     }
-    if (status_header && in->parser.status_code != 200 && add_status_header(in) < 0) {
+    if (add_pseudo_headers(in, status_header) < 0) {
         return -1;
     }
     for (size_t i = 0; i < in->nhdrs; i++) {

@@ -52,6 +52,8 @@ typedef struct cm__http_in {
     int expect_continue; /* the request said "Expect: 100-continue" */
     int expect_failed;   /* it said another expectation: answered 417 */
     int started;         /* a byte of the current message has been seen */
+    char url[256];       /* a request's target, truncated to fit */
+    size_t url_len;
     cm_msg msg;          /* the completed message */
 } cm__http_in;
 

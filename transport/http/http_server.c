@@ -472,6 +472,26 @@ reject(sconn *c, int err)
     send_reply(c, (const uint8_t *)desc, strlen(desc), 1);
 }
 
+/* The status line: 200, or the status of a reply whose first header is ":status". */
+static int
+put_status_line(cm__http_buf *b, const cm_msg *rsp)
+{
+    unsigned code = 200;
+    if (rsp->nhdrs > 0 && strcmp(rsp->hdrs[0].key, ":status") == 0) {
+        code = (unsigned)strtoul(rsp->hdrs[0].val, NULL, 10);
+        if (code < 100 || code > 599) {
+            code = 500;
+        }
+    }
+    if (code == 200) {
+        return put_str(b, "HTTP/1.1 200 OK\r\n");
+    }
+    char line[96];
+    snprintf(line, sizeof(line), "HTTP/1.1 %u %s\r\n", code,
+             http_status_str((enum http_status)code));
+    return put_str(b, line);
+}
+
 int
 cm__http_reply(cm_tconn *base, const cm_msg *rsp, int close_after)
 {
@@ -492,7 +512,7 @@ cm__http_reply(cm_tconn *base, const cm_msg *rsp, int close_after)
     }
     c->close_after = c->close_after || close_after;
     c->wb.len = 0;
-    if (put_str(&c->wb, "HTTP/1.1 200 OK\r\nContent-Length: ") < 0 ||
+    if (put_status_line(&c->wb, rsp) < 0 || put_str(&c->wb, "Content-Length: ") < 0 ||
         cm__http_put_u64(&c->wb, rsp->body_len) < 0 || put_str(&c->wb, "\r\n") < 0 ||
         cm__http_put_headers(&c->wb, rsp,
                              CM__HTTP_SKIP_HOST | CM__HTTP_SKIP_CLEN | CM__HTTP_SKIP_TE |

@@ -22,6 +22,7 @@
 #include <cmicro/rpc_error.h>
 #include <cmicro/selector.h>
 #include <cmicro/transport.h>
+#include <cmicro/wrapper.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -102,6 +103,12 @@ CM_EXTERN int cm_client_call(cm_client *c, const char *service, const char *endp
                              const ProtobufCMessageDescriptor *req_desc, const void *req,
                              const ProtobufCMessageDescriptor *rsp_desc, void **rsp,
                              const cm_call_opts *opts, cm_error **err);
+
+/* Installs a client wrapper (around each whole call, retries included) or a call wrapper (around
+ * each attempt to a node); see <cmicro/wrapper.h>. The first installed is the outermost. Before
+ * the client's first call. 0, CM_EINVAL, CM_ESTATE or CM_ENOMEM (more than CM_WRAP_MAX). */
+CM_EXTERN int cm_client_wrap(cm_client *c, const cm_wrapper *w);
+CM_EXTERN int cm_client_wrap_call(cm_client *c, const cm_wrapper *w);
 
 /* Frees a response returned by a call (protobuf message or ProtobufCBinaryData). */
 CM_EXTERN void cm_message_free(const ProtobufCMessageDescriptor *desc, void *msg);

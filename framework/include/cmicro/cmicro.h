@@ -15,5 +15,6 @@
 #include <cmicro/server.h>
 #include <cmicro/service.h>
 #include <cmicro/transport.h>
+#include <cmicro/wrapper.h>
 
 #endif

@@ -14,6 +14,7 @@
 #include <cmicro/md.h>
 #include <cmicro/rpc_error.h>
 #include <cmicro/transport.h>
+#include <cmicro/wrapper.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -32,6 +33,8 @@ typedef int (*cm_handler_fn)(cm_ctx *ctx, const void *req, void *rsp, void *user
 
 /* The handler never blocks: run it on the loop thread, with no thread hand-off. */
 #define CM_HANDLER_INLINE 1u
+/* Served, but not published in the registry (go-micro's InternalHandler). */
+#define CM_HANDLER_INTERNAL 2u
 
 /* The shape of a message as go-micro's registry publishes it (spec 1.3: a Value tree named
  * after the Go types, fields by their JSON names, depth limit 3). Static; generated code emits
@@ -48,7 +51,7 @@ typedef struct cm_handler {
     const ProtobufCMessageDescriptor *request;   /* NULL: raw bytes */
     const ProtobufCMessageDescriptor *response;  /* NULL: raw bytes */
     cm_handler_fn fn;
-    unsigned flags;                              /* CM_HANDLER_INLINE */
+    unsigned flags;                              /* CM_HANDLER_INLINE, _INTERNAL */
     const cm_value_desc *request_value;          /* published endpoint shape; may be NULL */
     const cm_value_desc *response_value;
     /* Endpoint metadata published in the registry: key, value, key, value, ..., NULL. Borrowed
@@ -95,6 +98,14 @@ typedef struct cm_server_stats {
     uint64_t inflight; /* calls not yet answered */
 } cm_server_stats;
 CM_EXTERN void cm_server_get_stats(const cm_server *s, cm_server_stats *st);
+
+/* Installs a handler wrapper (see <cmicro/wrapper.h>) around every handler: the first installed
+ * is the outermost. Before cm_server_start(). 0, CM_EINVAL, CM_ESTATE or CM_ENOMEM (more than
+ * CM_WRAP_MAX). */
+CM_EXTERN int cm_server_wrap(cm_server *s, const cm_wrapper *w);
+/* Installs a subscriber wrapper, around every message handler of the server's subscriptions.
+ * Same rules. */
+CM_EXTERN int cm_server_wrap_subscriber(cm_server *s, const cm_wrapper *w);
 
 /* ---- the call context, for handlers ---- */
 

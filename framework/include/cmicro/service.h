@@ -88,6 +88,11 @@ typedef struct cm_service_opts {
     unsigned max_conns_per_ip;  /* MICRO_SERVER_MAX_CONNS_PER_IP; default no cap */
 } cm_service_opts;
 
+/* A health check: 0 when healthy; otherwise it may write why (whylen bytes with the NUL). It runs
+ * on a worker thread of the server at each probe of /health or /health/ready, and may block,
+ * but the probe waits for it: bound it (a probe's caller times out in seconds). */
+typedef int (*cm_health_check_fn)(void *user, char *why, size_t whylen);
+
 /* Every field unset, so env and defaults apply: zero, and log_config -1. */
 CM_EXTERN void cm_service_opts_init(cm_service_opts *o);
 
@@ -124,6 +129,12 @@ CM_EXTERN int cm_service_run(cm_service *s);
 CM_EXTERN void cm_service_stop(cm_service *s);
 /* Frees the service (after run returned, or for a client-only service). */
 CM_EXTERN void cm_service_free(cm_service *s);
+
+/* Adds a check to the service's health answers (before cm_service_run): /health and
+ * /health/ready answer 503 "down" while it fails. user is borrowed. 0, CM_EINVAL or CM_ENOMEM
+ * (32 checks at most). See "Health" in the README for the endpoints and their JSON. */
+CM_EXTERN int cm_service_add_health_check(cm_service *s, const char *name, cm_health_check_fn fn,
+                                          void *user);
 
 #ifdef __cplusplus
 }

@@ -93,7 +93,10 @@ CM_EXTERN const char *cm_transport_name(const cm_transport *t);
  * reply. Malformed requests never reach the callback: the transport answers them with a plain
  * 400 and closes. A connection the transport closes after a final reply is shut down for writing
  * and drained for up to 2 s first, so that the peer reads the reply rather than a reset. Idle
- * connections are never closed. */
+ * connections are never closed.
+ * A request whose method is not POST (go-micro's calls are POSTs) carries two pseudo headers
+ * after its own: ":method" ("GET") and ":path" (the request target, "/health?x=1", truncated to
+ * 255 bytes). */
 typedef void (*cm_request_cb)(cm_tconn *conn, int status, const cm_msg *req, void *user);
 
 /* Listens on "host:port" (":0", "0.0.0.0:0", "127.0.0.1:8001", "[::1]:0"; the host is an IP
@@ -128,7 +131,9 @@ CM_EXTERN void cm_listener_get_stats(const cm_listener *l, cm_listener_stats *st
  * connection is closed once the reply is written. After this call conn must not be used again
  * until the next request callback for it (which never runs from inside this call). Returns 0,
  * CM_ECLOSED (the peer went away; the reply is dropped), CM_ENOMEM (the connection is closed)
- * or CM_ESTATE (no request waits for a reply on conn). */
+ * or CM_ESTATE (no request waits for a reply on conn). A reply whose first header is the pseudo
+ * header ":status" ("404") is sent with that status instead of 200; pseudo headers are never
+ * sent as headers. */
 CM_EXTERN int cm_tconn_reply(cm_tconn *conn, const cm_msg *rsp, int close_after);
 /* Peer and local addresses of the connection ("127.0.0.1:5555"); never NULL. */
 CM_EXTERN const char *cm_tconn_peer(const cm_tconn *conn);

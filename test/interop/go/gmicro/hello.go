@@ -7,6 +7,7 @@ import (
 
 	"go-micro.dev/v4"
 	"go-micro.dev/v4/client"
+	debugpb "go-micro.dev/v4/debug/proto"
 
 	"cmicro.test/interop/gen/hellopb"
 )
@@ -73,5 +74,36 @@ func helloClient(args []string) error {
 func announce(svc micro.Service) error {
 	o := svc.Server().Options()
 	fmt.Printf("REGISTERED %s-%s %s %s\n", o.Name, o.Id, o.Address, GoMicroVersion())
+	return nil
+}
+
+// debugClient asks a service by name for go-micro's Debug.Health and Debug.Stats, as go-micro's
+// tooling does, and prints "status=S requests=N errors=E uptime_ok=B threads_ok=B".
+func debugClient(args []string) error {
+	fs := flag.NewFlagSet("debug-client", flag.ExitOnError)
+	reg := registryFlag(fs)
+	ct := fs.String("content-type", "application/protobuf", "request content type")
+	fs.Parse(args)
+	r, err := newRegistry(*reg)
+	if err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		return fmt.Errorf("usage: debug-client [flags] SERVICE")
+	}
+	svc := micro.NewService(micro.Registry(r), micro.Client(client.NewClient(
+		client.Registry(r), client.ContentType(*ct))))
+	d := debugpb.NewDebugService(fs.Arg(0), svc.Client())
+	h, err := d.Health(context.Background(), &debugpb.HealthRequest{Service: fs.Arg(0)})
+	if err != nil {
+		return err
+	}
+	st, err := d.Stats(context.Background(), &debugpb.StatsRequest{Service: fs.Arg(0)})
+	if err != nil {
+		return err
+	}
+	fmt.Printf("status=%s requests=%d errors=%d uptime_ok=%t threads_ok=%t\n", h.Status,
+		st.Requests, st.Errors, st.Started > 0 && st.Timestamp >= st.Started,
+		st.Threads > 0 && st.Memory > 0)
 	return nil
 }

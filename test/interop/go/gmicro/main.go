@@ -8,6 +8,7 @@
 //	gmicro echo-server -name N -instance I  serves service Echo of test/proto/echo.proto
 //	gmicro echo-client -name N              runs the commands it reads on stdin (see echo_client.go)
 //	gmicro registry get NAME | list         prints what the go-micro registry returns, as JSON
+//	gmicro debug-client NAME                calls Debug.Health and Debug.Stats, prints both
 //
 // Every subcommand takes -registry mdns|consul (default: $MICRO_REGISTRY, else mdns). Consul
 // is go-micro/plugins' registry at $CONSUL_HTTP_ADDR. mDNS is go-micro's own, and the program
@@ -49,6 +50,8 @@ func Main() {
 		err = echoClient(args)
 	case "registry":
 		err = registryTool(args)
+	case "debug-client":
+		err = debugClient(args)
 	default:
 		err = fmt.Errorf("unknown subcommand %q", cmd)
 	}
