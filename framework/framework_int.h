@@ -6,6 +6,7 @@
 
 #include <cmicro/cmicro.h>
 #include <cmicro/wrapper.h>
+#include <stdatomic.h>
 #include <uv.h>
 
 /* ---- wrappers (wrap.c) ---- */
@@ -39,6 +40,7 @@ typedef struct cm__svc_config {
     cm_client_opts client;
     cm_selector_opts selector;
     cm_transport_opts server_transport; /* the server's connection limits */
+    unsigned max_concurrent, rate_limit, rate_burst;
 } cm__svc_config;
 
 /* Code, then env, then defaults, then validation. 0 or CM_EINVAL with the reason in why. */
@@ -78,6 +80,7 @@ void cm__workers_free(cm__workers *w);
 #define CM__MAX_RSP_HDRS 16
 
 typedef struct cm__route {
+    atomic_int inflight; /* calls of this endpoint in its handler (the concurrency limit) */
     char *endpoint;
     size_t service_len; /* length of the part before '.' */
     cm_handler h;
@@ -144,6 +147,19 @@ int cm__server_stopping(const cm_server *s);
 const char *cm__server_name(const cm_server *s);
 /* The name of the server's transport ("http"), as node metadata "transport" carries it. */
 const char *cm__server_transport_name(const cm_server *s);
+
+/* ---- resilience wrappers (limit.c) ---- */
+
+typedef struct cm__limits cm__limits;
+/* Installs the concurrency limit per endpoint and the rate limit (calls/s, burst) on s as its
+ * first handler wrappers; *out NULL when both are 0. 0 or CM_ENOMEM. */
+int cm__limits_new(cm_server *s, unsigned max_concurrent, unsigned rate, unsigned burst,
+                   cm__limits **out);
+/* Calls refused so far by each limit (l may be NULL). */
+void cm__limits_refused(const cm__limits *l, uint64_t *concurrency, uint64_t *rate);
+void cm__limits_free(cm__limits *l);
+/* The in-flight counter of the endpoint c is routed to. */
+atomic_int *cm__ctx_route_inflight(cm_ctx *c);
 
 /* ---- health (health.c) ---- */
 

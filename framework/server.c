@@ -37,6 +37,7 @@ struct cm_server {
     cm_ctx *free_ctx;
     uint64_t calls, errors, inflight;
     cm__wraps wraps;     /* handler wrappers */
+    cm__limits *limits;  /* the built-in limits, when configured */
     cm__wraps sub_wraps; /* subscriber wrappers */
     cm__get_fn get_fn;   /* answers GET requests (health, metrics, status); NULL: 404 */
     void *get_arg;
@@ -76,7 +77,8 @@ cm_server_new(cm_loop *loop, const cm_server_opts *o, cm_server **out)
     s->topts = o->transport_opts;
     s->nworkers = o->workers ? o->workers : 8;
     s->drain_timeout_ms = o->drain_timeout_ms;
-    if (s->name == NULL || s->address == NULL || s->transport_name == NULL) {
+    if (s->name == NULL || s->address == NULL || s->transport_name == NULL ||
+        cm__limits_new(s, o->max_concurrent, o->rate_limit, o->rate_burst, &s->limits) < 0) {
         cm_server_free(s);
         return CM_ENOMEM;
     }
@@ -115,6 +117,7 @@ cm_server_handle(cm_server *s, const cm_handler *h, void *user)
     if (nr->endpoint == NULL) {
         return CM_ENOMEM;
     }
+    atomic_init(&nr->inflight, 0);
     nr->service_len = (size_t)(dot - h->endpoint);
     nr->h = *h;
     nr->h.endpoint = nr->endpoint;
@@ -564,6 +567,12 @@ cm__server_sub_wraps(const cm_server *s)
     return &s->sub_wraps;
 }
 
+atomic_int *
+cm__ctx_route_inflight(cm_ctx *c)
+{
+    return &((cm__route *)c->rt)->inflight;
+}
+
 uint64_t
 cm__server_started_unix(const cm_server *s)
 {
@@ -841,6 +850,7 @@ cm_server_free(cm_server *s)
     free(s->routes);
     cm__wraps_free(&s->wraps);
     cm__wraps_free(&s->sub_wraps);
+    cm__limits_free(s->limits);
     free(s->name);
     free(s->address);
     free(s->transport_name);

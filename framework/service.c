@@ -137,6 +137,9 @@ open_server(cm_service *s, const cm_service_opts *o, const cm__svc_config *c)
     if (o->drain_timeout_ms) {
         sv.drain_timeout_ms = o->drain_timeout_ms;
     }
+    sv.max_concurrent = c->max_concurrent;
+    sv.rate_limit = c->rate_limit;
+    sv.rate_burst = c->rate_burst;
     return cm_server_new(s->loop, &sv, &s->server);
 }
 

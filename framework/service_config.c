@@ -179,7 +179,10 @@ from_env(cm__svc_config *c, char *why, size_t whylen)
         env_count("MICRO_SERVER_MAX_CONNS", 1000000, &c->server_transport.max_conns, why, whylen) <
             0 ||
         env_count("MICRO_SERVER_MAX_CONNS_PER_IP", 1000000, &c->server_transport.max_conns_per_ip,
-                  why, whylen) < 0) {
+                  why, whylen) < 0 ||
+        env_count("MICRO_SERVER_MAX_CONCURRENT", 1000000, &c->max_concurrent, why, whylen) < 0 ||
+        env_count("MICRO_SERVER_RATE_LIMIT", 100000000, &c->rate_limit, why, whylen) < 0 ||
+        env_count("MICRO_SERVER_RATE_BURST", 100000000, &c->rate_burst, why, whylen) < 0) {
         return CM_EINVAL;
     }
     const char *retries = env("MICRO_CLIENT_RETRIES");
@@ -295,6 +298,9 @@ cm__service_config(const cm_service_opts *o, cm__svc_config *c, char *why, size_
     c->server_transport.idle_timeout_ms = o->idle_timeout_ms;
     c->server_transport.max_conns = o->max_conns;
     c->server_transport.max_conns_per_ip = o->max_conns_per_ip;
+    c->max_concurrent = o->max_concurrent;
+    c->rate_limit = o->rate_limit;
+    c->rate_burst = o->rate_burst;
     cm_selector_opts_init(&c->selector);
     c->strategy_set = o->strategy_set;
     if (o->strategy_set) {

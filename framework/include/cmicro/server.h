@@ -69,6 +69,11 @@ typedef struct cm_server_opts {
     unsigned workers;          /* threads for blocking handlers; default 8 */
     uint64_t drain_timeout_ms; /* how long cm_server_stop() waits for calls in flight;
                                   default 10000 */
+    /* Built-in limits (handler wrappers installed first, so outermost), each refusing with
+     * go-micro's error 429. 0: none (the default). */
+    unsigned max_concurrent; /* calls in the handler at once, per endpoint */
+    unsigned rate_limit;     /* calls per second, all endpoints (a token bucket) */
+    unsigned rate_burst;     /* the bucket's size; default rate_limit */
 } cm_server_opts;
 
 CM_EXTERN void cm_server_opts_init(cm_server_opts *o);

@@ -23,6 +23,8 @@
  *   transport       MICRO_TRANSPORT            "http"
  *   server limits   MICRO_SERVER_HEADER_TIMEOUT, _BODY_TIMEOUT, _IDLE_TIMEOUT (durations),
  *                   MICRO_SERVER_MAX_CONNS, MICRO_SERVER_MAX_CONNS_PER_IP (see the options)
+ *   call limits     MICRO_SERVER_MAX_CONCURRENT (per endpoint), MICRO_SERVER_RATE_LIMIT (calls/s),
+ *                   MICRO_SERVER_RATE_BURST; none by default; refusals answer 429
  *   selector        MICRO_SELECTOR             "random" ("roundrobin")
  *   deregister wait (option only)              1 s
  *
@@ -86,6 +88,10 @@ typedef struct cm_service_opts {
     uint64_t idle_timeout_ms;   /* MICRO_SERVER_IDLE_TIMEOUT; default 75 s */
     unsigned max_conns;         /* MICRO_SERVER_MAX_CONNS; default the fd limit less 64 */
     unsigned max_conns_per_ip;  /* MICRO_SERVER_MAX_CONNS_PER_IP; default no cap */
+    /* The server's built-in limits (see cm_server_opts): 0 takes the env, then none. */
+    unsigned max_concurrent; /* MICRO_SERVER_MAX_CONCURRENT: per endpoint */
+    unsigned rate_limit;     /* MICRO_SERVER_RATE_LIMIT: calls/s */
+    unsigned rate_burst;     /* MICRO_SERVER_RATE_BURST; default the rate */
 } cm_service_opts;
 
 /* A health check: 0 when healthy; otherwise it may write why (whylen bytes with the NUL). It runs
