@@ -160,6 +160,8 @@ from_env(cm__svc_config *c, char *why, size_t whylen)
         {"MICRO_SERVER_HEADER_TIMEOUT", STOPT(header_timeout_ms), 0},
         {"MICRO_SERVER_BODY_TIMEOUT", STOPT(body_timeout_ms), 0},
         {"MICRO_SERVER_IDLE_TIMEOUT", STOPT(idle_timeout_ms), 0},
+        {"MICRO_SELECTOR_EJECT_BACKOFF",
+         offsetof(cm__svc_config, selector) + offsetof(cm_selector_opts, eject_backoff_ms), 0},
     };
     for (size_t i = 0; i < sizeof durations / sizeof durations[0]; i++) {
         uint64_t *dst = (uint64_t *)(void *)((char *)c + durations[i].off);
@@ -181,6 +183,10 @@ from_env(cm__svc_config *c, char *why, size_t whylen)
         env_count("MICRO_SERVER_MAX_CONNS_PER_IP", 1000000, &c->server_transport.max_conns_per_ip,
                   why, whylen) < 0 ||
         env_count("MICRO_SERVER_MAX_CONCURRENT", 1000000, &c->max_concurrent, why, whylen) < 0 ||
+        env_count("MICRO_SELECTOR_EJECT_FAILURES", 1000000, &c->selector.eject_failures, why,
+                  whylen) < 0 ||
+        env_count("MICRO_SELECTOR_EJECT_ERROR_PCT", 100, &c->selector.eject_error_pct, why,
+                  whylen) < 0 ||
         env_count("MICRO_SERVER_RATE_LIMIT", 100000000, &c->rate_limit, why, whylen) < 0 ||
         env_count("MICRO_SERVER_RATE_BURST", 100000000, &c->rate_burst, why, whylen) < 0) {
         return CM_EINVAL;
@@ -302,6 +308,8 @@ cm__service_config(const cm_service_opts *o, cm__svc_config *c, char *why, size_
     c->rate_limit = o->rate_limit;
     c->rate_burst = o->rate_burst;
     cm_selector_opts_init(&c->selector);
+    c->selector.eject_failures = 0; /* unset, so that the env applies; 0 is the default */
+    c->selector.eject_backoff_ms = 0;
     c->strategy_set = o->strategy_set;
     if (o->strategy_set) {
         c->selector.strategy = o->strategy;

@@ -15,6 +15,8 @@
 #include <string.h>
 
 #define BACKOFF_MAX_MS 30000u
+#define RATE_WINDOW_MS 10000u /* the error-rate window */
+#define RATE_MIN_CALLS 10u    /* calls in a window before its rate counts */
 /* While the registry fails, a stale entry asks it again at most this often (or once per TTL
  * when that is shorter). */
 #define RETRY_MAX_MS 5000u
@@ -435,8 +437,48 @@ readmit(cm__scache *c, cm__snode *n)
 {
     if (n->until != 0) {
         n->until = 0;
+        n->probe_at = 0;
         c->nejected--;
     }
+}
+
+/* Opens n's breaker for the back-off of its level. */
+static void
+eject(const cm_selector *s, cm__scache *c, cm__snode *n, uint64_t now)
+{
+    uint64_t base = s->o.eject_backoff_ms;
+    uint64_t max = base > BACKOFF_MAX_MS ? base : BACKOFF_MAX_MS;
+    uint64_t backoff = n->level >= 32 ? max : base << n->level;
+    if (backoff > max) {
+        backoff = max;
+    }
+    if (n->until == 0) {
+        c->nejected++;
+    }
+    n->until = now + backoff;
+    n->probe_at = 0;
+    n->fails = 0;
+    n->win_calls = n->win_errs = 0;
+    if (n->level < 32) {
+        n->level++;
+    }
+}
+
+/* Counts an outcome in n's error-rate window; non-zero when the rate now ejects. */
+static int
+rate_trips(const cm_selector *s, cm__snode *n, int failed, uint64_t now)
+{
+    if (s->o.eject_error_pct == 0) {
+        return 0;
+    }
+    if (now - n->win_start >= RATE_WINDOW_MS) {
+        n->win_start = now;
+        n->win_calls = n->win_errs = 0;
+    }
+    n->win_calls++;
+    n->win_errs += failed != 0;
+    return n->win_calls >= RATE_MIN_CALLS &&
+           (uint64_t)n->win_errs * 100u >= (uint64_t)s->o.eject_error_pct * n->win_calls;
 }
 
 static void
@@ -446,27 +488,19 @@ mark_node(const cm_selector *s, cm__scache *c, cm__snode *n, int status, uint64_
         readmit(c, n);
         n->fails = 0;
         n->level = 0;
+        (void)rate_trips(s, n, 0, now);
         return;
     }
-    if (n->until != 0 && now < n->until) {
-        return; /* calls that were already under way when it was ejected */
+    if (n->until != 0) {
+        if (now >= n->until) {
+            eject(s, c, n, now); /* the half-open probe failed: open again, for longer */
+        }
+        return; /* else calls that were already under way when it was ejected */
     }
-    readmit(c, n);
-    if (++n->fails < s->o.eject_failures) {
-        return;
+    int tripped = rate_trips(s, n, 1, now);
+    if (++n->fails >= s->o.eject_failures || tripped) {
+        eject(s, c, n, now);
     }
-    uint64_t base = s->o.eject_backoff_ms;
-    uint64_t max = base > BACKOFF_MAX_MS ? base : BACKOFF_MAX_MS;
-    uint64_t backoff = n->level >= 32 ? max : base << n->level;
-    if (backoff > max) {
-        backoff = max;
-    }
-    n->until = now + backoff;
-    n->fails = 0;
-    if (n->level < 32) {
-        n->level++;
-    }
-    c->nejected++;
 }
 
 void
@@ -522,10 +556,18 @@ node_passes(const cm_node *n, const cm_md *labels)
     return 1;
 }
 
+/* A half-open node may take a probe: none is out, or the last one's outcome never came. */
+static int
+probe_due(const cm__snode *n, uint64_t now, uint64_t probe_ms)
+{
+    return n->until != 0 && now >= n->until && (n->probe_at == 0 || now - n->probe_at >= probe_ms);
+}
+
 /* Writes the indexes of the nodes passing f into c->scratch, leaving out ejected nodes unless
- * every passing node is ejected (the panic threshold). Returns how many. */
+ * every passing node is ejected (the panic threshold). A half-open node due a probe comes alone:
+ * the pick is its probe. Returns how many. */
 static size_t
-candidates(cm__scache *c, const cm_select_filter *f, uint64_t now)
+candidates(cm__scache *c, const cm_select_filter *f, uint64_t now, uint64_t probe_ms)
 {
     size_t k = 0, passing = 0;
     for (int pass = 0; pass < 2; pass++) {
@@ -539,10 +581,12 @@ candidates(cm__scache *c, const cm_select_filter *f, uint64_t now)
                 if (f != NULL && f->labels != NULL && !node_passes(n->node, f->labels)) {
                     continue;
                 }
-                if (n->until != 0 && now >= n->until) {
-                    readmit(c, n);
-                }
                 passing++;
+                if (pass == 0 && probe_due(n, now, probe_ms)) {
+                    n->probe_at = now;
+                    c->scratch[0] = (uint32_t)j;
+                    return 1;
+                }
                 if (pass == 1 || n->until == 0) {
                     c->scratch[k++] = (uint32_t)j;
                 }
@@ -591,7 +635,8 @@ cm_selector_pick(cm_selector *s, const char *service, const cm_select_filter *f,
                                                             : rng_below(s, (uint32_t)c->nnodes);
         n = &c->nodes[i];
     } else {
-        size_t k = candidates(c, f, now);
+        uint64_t probe_ms = s->o.eject_backoff_ms > 1000 ? s->o.eject_backoff_ms : 1000;
+        size_t k = candidates(c, f, now, probe_ms);
         if (k == 0) {
             return CM_ENONODE;
         }

@@ -13,7 +13,11 @@ typedef struct cm__snode {
     size_t svc;          /* index of its service in the cache */
     unsigned fails;      /* consecutive failures since the last success or ejection */
     unsigned level;      /* consecutive ejections: the back-off doubles per level */
-    uint64_t until;      /* ejected until this time (cm_now_ms); 0 when in rotation */
+    uint64_t until;      /* ejected until this time (cm_now_ms); 0 when in rotation. Past
+                            it the node is half-open: one probe call at a time */
+    uint64_t probe_at;   /* half-open: when the probe was handed out; 0 none */
+    uint64_t win_start;  /* the error-rate window: its start, calls and failures */
+    uint32_t win_calls, win_errs;
 } cm__snode;
 
 /* The nodes of service i are nodes[first .. first + n). */

@@ -91,39 +91,48 @@ test_ejection(void)
     cm_registry *r = three_nodes("eject");
     cm_selector_opts o;
     cm_selector_opts_init(&o);
-    o.eject_backoff_ms = 100;
+    o.eject_backoff_ms = 300; /* long enough for a loaded machine */
     cm_selector *s = selector_new(r, &o);
     CHECK_EQ_INT(resolve(s, "pick"), 0);
     int counts[3];
 
-    /* One failure (eject_failures 1) ejects for 100 ms. */
+    /* One failure (eject_failures 1) ejects for 300 ms. */
     cm_selector_mark(s, "pick", ADDRS[0], UV_ECONNREFUSED);
     pick_counts(s, "pick", NULL, ADDRS, 3, 600, counts);
     CHECK_EQ_INT(counts[0], 0);
     CHECK(counts[1] > 200 && counts[2] > 200);
     /* Failures of calls under way while ejected do not lengthen the back-off. */
     cm_selector_mark(s, "pick", ADDRS[0], UV_ECONNRESET);
-    run_for(150);
-    pick_counts(s, "pick", NULL, ADDRS, 3, 600, counts);
-    CHECK(counts[0] > 100);
-
-    /* A second ejection in a row doubles the back-off: still out after 120 ms, back by 250. */
-    cm_selector_mark(s, "pick", ADDRS[0], UV_ECONNREFUSED);
-    run_for(120);
+    run_for(450);
+    /* Half-open: the first pick is the probe, and no other call goes there until its outcome
+     * is known. */
+    const char *a = NULL;
+    CHECK_EQ_INT(cm_selector_pick(s, "pick", NULL, &a, NULL), 0);
+    CHECK_EQ_STR(a, ADDRS[0]);
     pick_counts(s, "pick", NULL, ADDRS, 3, 600, counts);
     CHECK_EQ_INT(counts[0], 0);
-    run_for(130);
+
+    /* The probe fails: open again, for twice as long: still out after 250 ms, probed by 750. */
+    cm_selector_mark(s, "pick", ADDRS[0], UV_ECONNREFUSED);
+    run_for(250);
+    pick_counts(s, "pick", NULL, ADDRS, 3, 600, counts);
+    CHECK_EQ_INT(counts[0], 0);
+    run_for(500);
+    pick_counts(s, "pick", NULL, ADDRS, 3, 600, counts);
+    CHECK_EQ_INT(counts[0], 1); /* the probe */
+    /* The probe succeeds: the breaker closes and the node takes its share again. */
+    cm_selector_mark(s, "pick", ADDRS[0], 0);
     pick_counts(s, "pick", NULL, ADDRS, 3, 600, counts);
     CHECK(counts[0] > 100);
 
-    /* A success resets the level: the next ejection lasts 100 ms again (not 400). */
-    cm_selector_mark(s, "pick", ADDRS[0], 0);
+    /* A success reset the level: the next ejection lasts 300 ms again (not 1200). */
     cm_selector_mark(s, "pick", ADDRS[0], UV_ECONNREFUSED);
     pick_counts(s, "pick", NULL, ADDRS, 3, 300, counts);
     CHECK_EQ_INT(counts[0], 0);
-    run_for(150);
+    run_for(450);
     pick_counts(s, "pick", NULL, ADDRS, 3, 600, counts);
-    CHECK(counts[0] > 100);
+    CHECK_EQ_INT(counts[0], 1);
+    cm_selector_mark(s, "pick", ADDRS[0], 0);
 
     /* A success while ejected brings the node back at once. */
     cm_selector_mark(s, "pick", ADDRS[1], UV_ECONNREFUSED);
@@ -159,6 +168,26 @@ test_ejection(void)
     CHECK_EQ_INT(resolve(s, "pick"), 0);
     pick_counts(s, "pick", NULL, ADDRS, 3, 600, counts);
     CHECK_EQ_INT(counts[2], 0);
+    cm_selector_free(s);
+
+    /* The error rate: 30% of failures over 10 calls ejects a node whose failures are never
+     * consecutive enough for eject_failures. */
+    o.eject_failures = 5;
+    o.eject_error_pct = 30;
+    o.eject_backoff_ms = 10000;
+    s = selector_new(r, &o);
+    CHECK_EQ_INT(resolve(s, "pick"), 0);
+    for (int i = 0; i < 9; i++) {
+        cm_selector_mark(s, "pick", ADDRS[1], i % 3 == 0 ? UV_ECONNRESET : 0);
+    }
+    pick_counts(s, "pick", NULL, ADDRS, 3, 600, counts);
+    CHECK(counts[1] > 100); /* 3 of 9, under the 10-call minimum */
+    cm_selector_mark(s, "pick", ADDRS[1], 0);
+    pick_counts(s, "pick", NULL, ADDRS, 3, 600, counts);
+    CHECK(counts[1] > 100); /* 3 of 10 is 30%, but a success never ejects */
+    cm_selector_mark(s, "pick", ADDRS[1], UV_ECONNRESET);
+    pick_counts(s, "pick", NULL, ADDRS, 3, 600, counts);
+    CHECK_EQ_INT(counts[1], 0); /* 4 of 11: 36% */
     cm_selector_free(s);
     registry_close(r);
 }

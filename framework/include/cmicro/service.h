@@ -26,6 +26,8 @@
  *   call limits     MICRO_SERVER_MAX_CONCURRENT (per endpoint), MICRO_SERVER_RATE_LIMIT (calls/s),
  *                   MICRO_SERVER_RATE_BURST; none by default; refusals answer 429
  *   selector        MICRO_SELECTOR             "random" ("roundrobin")
+ *   node breaker    MICRO_SELECTOR_EJECT_FAILURES (1), MICRO_SELECTOR_EJECT_ERROR_PCT (off),
+ *                   MICRO_SELECTOR_EJECT_BACKOFF (duration, 1 s; see <cmicro/selector.h>)
  *   deregister wait (option only)              1 s
  *
  * Threads: cm_service_run() runs the loop on the calling thread; cm_service_stop() may be called

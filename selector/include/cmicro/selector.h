@@ -3,7 +3,10 @@
  * with a TTL as a backstop, and picks a node by strategy.
  *
  * Compared with go-micro's selector: round robin rotates across calls; failures marked with
- * cm_selector_mark() take a node out of rotation for a back-off period (never every node);
+ * cm_selector_mark() open a circuit breaker per node: eject_failures consecutive failures, or an
+ * error rate of eject_error_pct percent over a 10 s window (10 calls at least), take the node
+ * out of rotation for a back-off (never every node); then it is half-open: one probe call at a
+ * time goes to it, a success closes the breaker and a failure opens it for twice as long;
  * when the registry errors, the last known nodes keep serving (stale-if-error) and the error is
  * logged, not returned; only an authoritative empty answer empties the cache; refreshes are
  * single-flight, and an expired entry keeps serving while it is refreshed in the background.
@@ -26,6 +29,7 @@ typedef struct cm_selector_opts {
     uint64_t cache_ttl_ms;      /* default 60000 */
     unsigned eject_failures;    /* consecutive failures that take a node out; default 1 */
     uint64_t eject_backoff_ms;  /* first back-off; doubles per ejection, max 30 s; default 1000 */
+    unsigned eject_error_pct;   /* error rate (percent) that ejects; 0 (default): off */
     int no_watch;               /* do not watch; rely on the TTL only */
 } cm_selector_opts;
 
@@ -67,8 +71,9 @@ CM_EXTERN int cm_selector_resolve(cm_selector *s, const char *service, cm_regist
 CM_EXTERN const char *cm_selector_why(const cm_selector *s, const char *service);
 
 /* Reports an attempt's outcome for a node address: 0 success, < 0 a transport failure.
- * eject_failures consecutive failures take the node out of rotation for a back-off; a success
- * brings it back and resets the count. */
+ * eject_failures consecutive failures (or the error rate) take the node out of rotation for a
+ * back-off; a success brings it back and resets the count. A half-open node's probe is the next
+ * pick after its back-off; its outcome closes or reopens the breaker. */
 CM_EXTERN void cm_selector_mark(cm_selector *s, const char *service, const char *address,
                                 int status);
 
