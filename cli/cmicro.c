@@ -6,6 +6,9 @@
  *   cmicro call NAME Endpoint.Method [JSON] [-m key=value]... [--timeout MS] [--address H:P]
  *                                            calls with the JSON codec and prints the reply; a
  *                                            go-micro error prints as JSON on stderr, exit 1
+ *   cmicro health NAME [-o json]            asks every node for go-micro's Debug.Health and
+ *                                            its /health/ready; a table (or JSON); exit 1
+ *                                            unless every node is healthy
  *   cmicro watch NAME [--count N] [--seconds S]
  *                                            registry events of NAME as JSON lines, until N
  *                                            events or S seconds (default: until interrupted)
@@ -13,6 +16,7 @@
  * Exit status: 0 success, 1 the call or lookup failed, 2 usage. */
 #include <cJSON.h>
 #include <cmicro/cmicro.h>
+#include <curl/curl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -185,11 +189,8 @@ cmd_describe(cm_service *svc, const char *name)
     char why[320];
     cm_reg_service_list *l = run_lookup(svc, name, &rc, why, sizeof why);
     if (l == NULL || l->n == 0) {
-        fprintf(stderr, "cmicro: service %s: %s%s%s\n", name, l ? "not found" : cm_strerror(rc),
-                why[0] ? " (" : "", why[0] ? why : "");
-        if (why[0]) {
-            fprintf(stderr, ")\n");
-        }
+        fprintf(stderr, "cmicro: service %s: %s%s%s%s\n", name, l ? "not found" : cm_strerror(rc),
+                why[0] ? " (" : "", why, why[0] ? ")" : "");
         cm_reg_service_list_free(l);
         return 1;
     }
@@ -281,6 +282,136 @@ cmd_call(cm_service *svc, int argc, char **argv)
 }
 
 static int usage(void);
+
+/* ---- health ---- */
+
+/* go-micro's Debug.Health of the node at address: "ok" (or what it says) in out; 0 or -1. */
+static int
+debug_health(cm_service *svc, const char *name, const char *address, char *out, size_t len)
+{
+    cm_call_opts o;
+    cm_call_opts_init(&o);
+    o.content_type = CM_CT_JSON;
+    o.address = address;
+    o.max_attempts = 1;
+    o.timeout_ms = 3000;
+    ProtobufCBinaryData req = {2, (uint8_t *)(uintptr_t) "{}"}, *rsp = NULL;
+    cm_error *err = NULL;
+    int rc = cm_client_call(cm_service_client(svc), name, "Debug.Health", NULL, &req, NULL,
+                            (void **)&rsp, &o, &err);
+    if (rc < 0) {
+        snprintf(out, len, "%s", err && err->detail ? err->detail : cm_strerror(rc));
+        cm_error_free(err);
+        return -1;
+    }
+    cJSON *j = cJSON_ParseWithLength((const char *)rsp->data, rsp->len);
+    const char *st = cJSON_GetStringValue(cJSON_GetObjectItem(j, "status"));
+    snprintf(out, len, "%s", st ? st : "?");
+    cJSON_Delete(j);
+    cm_message_free(NULL, rsp);
+    return strcmp(out, "ok") == 0 ? 0 : -1;
+}
+
+typedef struct body {
+    char p[4096];
+    size_t n;
+} body;
+
+static size_t
+on_body(char *p, size_t size, size_t n, void *user)
+{
+    body *b = user;
+    size_t k = size * n, room = sizeof(b->p) - 1 - b->n;
+    memcpy(b->p + b->n, p, k < room ? k : room);
+    b->n += k < room ? k : room;
+    b->p[b->n] = '\0';
+    return k;
+}
+
+/* GET /health/ready of the node: its status ("up", "down") in out, or why none; 0 or -1. */
+static int
+ready(const char *address, char *out, size_t len)
+{
+    char url[300];
+    snprintf(url, sizeof url, "http://%s/health/ready", address);
+    body b = {.n = 0};
+    CURL *e = curl_easy_init();
+    if (e == NULL) {
+        snprintf(out, len, "out of memory");
+        return -1;
+    }
+    curl_easy_setopt(e, CURLOPT_URL, url);
+    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, 3000L);
+    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(e, CURLOPT_WRITEDATA, &b);
+    CURLcode cc = curl_easy_perform(e);
+    long code = 0;
+    curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &code);
+    curl_easy_cleanup(e);
+    cJSON *j = cc == CURLE_OK ? cJSON_Parse(b.p) : NULL;
+    const char *st = cJSON_GetStringValue(cJSON_GetObjectItem(j, "status"));
+    if (st != NULL) {
+        snprintf(out, len, "%s", st);
+    } else if (cc != CURLE_OK) {
+        snprintf(out, len, "%s", curl_easy_strerror(cc));
+    } else {
+        snprintf(out, len, "no health endpoint (HTTP %ld)", code);
+    }
+    int up = st != NULL && strcmp(st, "up") == 0 && code == 200;
+    cJSON_Delete(j);
+    return up ? 0 : -1;
+}
+
+static int
+cmd_health(cm_service *svc, int argc, char **argv)
+{
+    const char *name = argv[0];
+    int as_json = argc >= 3 && strcmp(argv[1], "-o") == 0 && strcmp(argv[2], "json") == 0;
+    int rc;
+    char why[320];
+    cm_reg_service_list *l = run_lookup(svc, name, &rc, why, sizeof why);
+    if (l == NULL || l->n == 0) {
+        fprintf(stderr, "cmicro: service %s: %s%s%s%s\n", name, l ? "not found" : cm_strerror(rc),
+                why[0] ? " (" : "", why, why[0] ? ")" : "");
+        cm_reg_service_list_free(l);
+        return 1;
+    }
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    cJSON *arr = cJSON_CreateArray();
+    int bad = 0;
+    if (!as_json) {
+        printf("%-44s %-22s %-10s %-8s %s\n", "NODE", "ADDRESS", "VERSION", "DEBUG", "READY");
+    }
+    for (size_t i = 0; i < l->n; i++) {
+        const cm_reg_service *s = l->items[i];
+        for (size_t k = 0; k < s->nnodes; k++) {
+            char dh[200], rd[200];
+            int ok_d = debug_health(svc, name, s->nodes[k].address, dh, sizeof dh) == 0;
+            int ok_r = ready(s->nodes[k].address, rd, sizeof rd) == 0;
+            bad |= !ok_d || !ok_r;
+            cJSON *o = cJSON_CreateObject();
+            cJSON_AddStringToObject(o, "node", s->nodes[k].id);
+            cJSON_AddStringToObject(o, "address", s->nodes[k].address);
+            cJSON_AddStringToObject(o, "version", s->version);
+            cJSON_AddStringToObject(o, "debug_health", dh);
+            cJSON_AddStringToObject(o, "ready", rd);
+            cJSON_AddItemToArray(arr, o);
+            if (!as_json) {
+                printf("%-44s %-22s %-10s %-8s %s\n", s->nodes[k].id, s->nodes[k].address,
+                       s->version, dh, rd);
+            }
+        }
+    }
+    if (as_json) {
+        char *text = cJSON_PrintUnformatted(arr);
+        printf("%s\n", text ? text : "[]");
+        free(text);
+    }
+    cJSON_Delete(arr);
+    cm_reg_service_list_free(l);
+    curl_global_cleanup();
+    return bad ? 1 : 0;
+}
 
 /* ---- watch ---- */
 
@@ -402,6 +533,7 @@ usage(void)
                     "       cmicro describe NAME\n"
                     "       cmicro call NAME Endpoint.Method [JSON] [-m key=value]... "
                     "[--timeout MS] [--address HOST:PORT]\n"
+                    "       cmicro health NAME [-o json]\n"
                     "       cmicro watch NAME [--count N] [--seconds S]\n"
                     "Configured by the environment as services are: MICRO_REGISTRY, "
                     "MICRO_REGISTRY_ADDRESS, MICRO_CLIENT_REQUEST_TIMEOUT, ...\n");
@@ -431,6 +563,8 @@ main(int argc, char **argv)
         rc = cmd_describe(svc, argv[2]);
     } else if (strcmp(argv[1], "call") == 0) {
         rc = cmd_call(svc, argc - 2, argv + 2);
+    } else if (strcmp(argv[1], "health") == 0) {
+        rc = cmd_health(svc, argc - 2, argv + 2);
     } else if (strcmp(argv[1], "watch") == 0) {
         rc = cmd_watch(svc, argc - 2, argv + 2);
     } else {

@@ -58,6 +58,17 @@ if got=$("$cli" describe nobody.here 2>&1); then
 fi
 passed=$((passed + 1))
 
+# health: Debug.Health and /health/ready of every node.
+got=$("$cli" health registry-consul.service 2>&1) || fail "health failed: $got"
+echo "$got" | grep -q "^registry-consul.service-.* 127.0.0.1:[0-9]* *latest *ok *up$" ||
+    fail "health printed $got"
+got=$("$cli" health registry-consul.service -o json 2>&1) || fail "health -o json failed: $got"
+echo "$got" | grep -q '"debug_health":"ok","ready":"up"' || fail "health -o json printed $got"
+if got=$("$cli" health nobody.here 2>&1); then
+    fail "health of a name nobody serves succeeded: $got"
+fi
+passed=$((passed + 1))
+
 "$cli" bogus >/dev/null 2>&1
 [ $? -eq 2 ] || fail "a bad command did not exit 2"
 passed=$((passed + 1))
