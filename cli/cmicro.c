@@ -9,11 +9,15 @@
  *   cmicro health NAME [-o json]            asks every node for go-micro's Debug.Health and
  *                                            its /health/ready; a table (or JSON); exit 1
  *                                            unless every node is healthy
+ *   cmicro api [--address HOST:PORT]         an HTTP gateway: POST /api/{service}/{Endpoint.Method}
+ *                                            with a JSON body calls it by name (see api.c)
  *   cmicro watch NAME [--count N] [--seconds S]
  *                                            registry events of NAME as JSON lines, until N
  *                                            events or S seconds (default: until interrupted)
  *
  * Exit status: 0 success, 1 the call or lookup failed, 2 usage. */
+#include "cli.h"
+
 #include <cJSON.h>
 #include <cmicro/cmicro.h>
 #include <curl/curl.h>
@@ -534,6 +538,7 @@ usage(void)
                     "       cmicro call NAME Endpoint.Method [JSON] [-m key=value]... "
                     "[--timeout MS] [--address HOST:PORT]\n"
                     "       cmicro health NAME [-o json]\n"
+                    "       cmicro api [--address HOST:PORT]   (default :8080)\n"
                     "       cmicro watch NAME [--count N] [--seconds S]\n"
                     "Configured by the environment as services are: MICRO_REGISTRY, "
                     "MICRO_REGISTRY_ADDRESS, MICRO_CLIENT_REQUEST_TIMEOUT, ...\n");
@@ -543,7 +548,7 @@ usage(void)
 int
 main(int argc, char **argv)
 {
-    if (argc < 2 || (strcmp(argv[1], "services") != 0 && argc < 3) ||
+    if (argc < 2 || (strcmp(argv[1], "services") != 0 && strcmp(argv[1], "api") != 0 && argc < 3) ||
         (strcmp(argv[1], "call") == 0 && argc < 4)) {
         return usage();
     }
@@ -563,6 +568,8 @@ main(int argc, char **argv)
         rc = cmd_describe(svc, argv[2]);
     } else if (strcmp(argv[1], "call") == 0) {
         rc = cmd_call(svc, argc - 2, argv + 2);
+    } else if (strcmp(argv[1], "api") == 0) {
+        rc = cmd_api(svc, argc - 2, argv + 2);
     } else if (strcmp(argv[1], "health") == 0) {
         rc = cmd_health(svc, argc - 2, argv + 2);
     } else if (strcmp(argv[1], "watch") == 0) {

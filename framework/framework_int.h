@@ -99,7 +99,7 @@ struct cm_ctx {
     const char *content_type;
     const char *service;
     const char *endpoint;
-    const char *http_method; /* a request that is not a POST: its method, else NULL */
+    const char *http_method; /* a request that is not a POST to "/": its method, else NULL */
     const char *http_path;
     int64_t deadline_ms; /* absolute, cm_now_ms() clock; -1 none */
     void *req_msg;

@@ -69,6 +69,42 @@ if got=$("$cli" health nobody.here 2>&1); then
 fi
 passed=$((passed + 1))
 
+# api: the HTTP gateway, under curl.
+apilog=$(mktemp)
+"$cli" api --address 127.0.0.1:0 >"$apilog" 2>&1 &
+api=$!
+i=0
+until grep -q "^listening on " "$apilog"; do
+    i=$((i + 1))
+    [ "$i" -le 100 ] || fail "api did not listen: $(cat "$apilog")"
+    sleep 0.1
+done
+gw=$(sed -n 's/^listening on //p' "$apilog")
+post() { # PATH BODY -> "STATUS BODY"
+    curl -s -m 10 -o "$out" -w '%{http_code}' -X POST -H 'Content-Type: application/json' \
+        -H 'X-User-Id: 42' --data-binary "$2" "http://$gw$1"
+    printf ' %s' "$(cat "$out")"
+}
+got=$(post /api/registry-consul.service/Hello.Say '{"name":"Ada"}')
+[ "$got" = '200 {"message":"Hello Ada"}' ] || fail "api call answered $got"
+got=$(post /api/registry-consul.service/Hello.Say '{"name":""}')
+case "$got" in '400 {"id":"registry-consul.service","code":400,"detail":"name required"'*) ;;
+    *) fail "api's go-micro error answered $got" ;; esac
+got=$(post /api/registry-consul.service/Hello.Say 'not json')
+case "$got" in '400 '*'not JSON'*) ;; *) fail "api's non-JSON body answered $got" ;; esac
+got=$(post /api/nobody.here/Hello.Say '{}')
+case "$got" in '500 '*'not found'*) ;; *) fail "api's unknown service answered $got" ;; esac
+got=$(post /nope '{}')
+case "$got" in '404 '*) ;; *) fail "api's unknown path answered $got" ;; esac
+got=$(curl -s -m 10 -o "$out" -w '%{http_code}' "http://$gw/health")
+[ "$got" = 200 ] && grep -q '^{"status":"up"}$' "$out" || fail "api's /health answered $got"
+got=$(curl -s -m 10 -o /dev/null -w '%{http_code}' -X PUT "http://$gw/api/x/Y.z")
+[ "$got" = 405 ] || fail "api's PUT answered $got"
+kill -TERM "$api"
+wait "$api" || fail "api did not exit cleanly on SIGTERM: $(cat "$apilog")"
+rm -f "$apilog"
+passed=$((passed + 1))
+
 "$cli" bogus >/dev/null 2>&1
 [ $? -eq 2 ] || fail "a bad command did not exit 2"
 passed=$((passed + 1))

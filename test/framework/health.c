@@ -25,6 +25,16 @@ run_main(void *arg)
 
 static atomic_int check_fails;
 static atomic_int check_runs;
+static atomic_int refreshes;
+
+/* The service's RegisterCheck: runs just before each registration refresh. */
+static int
+count_refresh(void *user)
+{
+    (void)user;
+    atomic_fetch_add(&refreshes, 1);
+    return 0;
+}
 
 static int
 db_check(void *user, char *why, size_t whylen)
@@ -202,7 +212,8 @@ main(void)
     o.address = "127.0.0.1:0";
     o.registry = "memory";
     o.register_ttl_ms = 20000;
-    o.register_interval_ms = 4000; /* a lost registration comes back within 4 s */
+    o.register_interval_ms = 5000; /* a lost registration comes back within 5 s */
+    o.register_check = count_refresh;
     o.drain_timeout_ms = 2000;
     o.deregister_wait_ms = 10;
     runner r = {0};
@@ -251,6 +262,13 @@ main(void)
     CHECK(atomic_load(&check_runs) >= 5);
 
     fprintf(stderr, "-- the registry loses the node: down, then up after the next refresh\n");
+    /* Right after a refresh, so that the next one is a whole interval away. */
+    int seen = atomic_load(&refreshes);
+    for (int i = 0; i < 700 && atomic_load(&refreshes) == seen; i++) {
+        usleep(10 * 1000);
+    }
+    CHECK(atomic_load(&refreshes) > seen);
+    usleep(100 * 1000); /* the refresh's own register lands */
     lose_registration(r.svc);
     CHECK_EQ_INT(wait_status(a, "/health/ready", 503, 3000, &rep), 503);
     root = cJSON_Parse(rep.body);
@@ -258,7 +276,7 @@ main(void)
     CHECK_EQ_STR(str_of(find_check(root, "registry"), "status"), "down");
     CHECK(strstr(str_of(find_check(root, "registry"), "error"), "not in registry memory") != NULL);
     cJSON_Delete(root);
-    CHECK_EQ_INT(wait_status(a, "/health/ready", 200, 6000, &rep), 200);
+    CHECK_EQ_INT(wait_status(a, "/health/ready", 200, 8000, &rep), 200);
 
     fprintf(stderr, "-- other GETs: 404; odd paths answered\n");
     const char *odd[] = {"/",    "/healthz", "/health/",   "/health/ready/x",

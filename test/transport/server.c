@@ -197,8 +197,10 @@ job_split(void *arg)
 {
     rawjob *j = arg;
     size_t len = sizeof(split_req) - 1;
+    /* The target, split anywhere, arrives whole in ":path" (not a POST to "/"). */
     const char *render_want = "X-Render: Host=127.0.0.1 Transfer-Encoding=chunked X-Test=split "
-                              "Micro-Endpoint=Say.Hello body=abcdefg\r\n";
+                              "Micro-Endpoint=Say.Hello :method=POST :path=/split "
+                              "body=abcdefg\r\n";
     int fd = raw_connect(j->port);
     char buf[4096];
     size_t have = 0;

@@ -471,7 +471,7 @@ add_pseudo(cm__http_in *in, const char *key, const char *val, size_t n)
 }
 
 /* The pseudo headers of a message: a response's ":status" when it is not 200; a request's
- * ":method" and ":path" when its method is not POST (go-micro's calls are POSTs). */
+ * ":method" and ":path" unless it is a POST to "/" (go-micro's calls are). */
 static int
 add_pseudo_headers(cm__http_in *in, int status_header)
 {
@@ -480,7 +480,8 @@ add_pseudo_headers(cm__http_in *in, int status_header)
         int n = snprintf(val, sizeof(val), "%u", (unsigned)in->parser.status_code);
         return add_pseudo(in, ":status", val, (size_t)n);
     }
-    if (in->parser.type == HTTP_REQUEST && in->parser.method != HTTP_POST) {
+    int rpc = in->parser.method == HTTP_POST && in->url_len == 1 && in->url[0] == '/';
+    if (in->parser.type == HTTP_REQUEST && !rpc) {
         const char *m = http_method_str((enum http_method)in->parser.method);
         if (add_pseudo(in, ":method", m, strlen(m)) < 0 ||
             add_pseudo(in, ":path", in->url, in->url_len) < 0) {

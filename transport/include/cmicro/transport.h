@@ -94,9 +94,9 @@ CM_EXTERN const char *cm_transport_name(const cm_transport *t);
  * 400 and closes. A connection the transport closes after a final reply is shut down for writing
  * and drained for up to 2 s first, so that the peer reads the reply rather than a reset. Idle
  * connections are never closed.
- * A request whose method is not POST (go-micro's calls are POSTs) carries two pseudo headers
- * after its own: ":method" ("GET") and ":path" (the request target, "/health?x=1", truncated to
- * 255 bytes). */
+ * A request that is not a POST to "/" (as go-micro's calls are) carries two pseudo headers after
+ * its own: ":method" ("GET") and ":path" (the request target, "/health?x=1", truncated to 255
+ * bytes). */
 typedef void (*cm_request_cb)(cm_tconn *conn, int status, const cm_msg *req, void *user);
 
 /* Listens on "host:port" (":0", "0.0.0.0:0", "127.0.0.1:8001", "[::1]:0"; the host is an IP
