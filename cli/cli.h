@@ -7,4 +7,7 @@
 /* cmicro api [--address HOST:PORT]: the HTTP gateway (api.c). Runs until SIGINT or SIGTERM. */
 int cmd_api(cm_service *svc, int argc, char **argv);
 
+/* cmicro new NAME: scaffolds a service project in ./NAME (new.c). */
+int cmd_new(int argc, char **argv);
+
 #endif

@@ -11,6 +11,7 @@
  *                                            unless every node is healthy
  *   cmicro api [--address HOST:PORT]         an HTTP gateway: POST /api/{service}/{Endpoint.Method}
  *                                            with a JSON body calls it by name (see api.c)
+ *   cmicro new NAME                          scaffolds a service project in ./NAME (see new.c)
  *   cmicro watch NAME [--count N] [--seconds S]
  *                                            registry events of NAME as JSON lines, until N
  *                                            events or S seconds (default: until interrupted)
@@ -539,6 +540,7 @@ usage(void)
                     "[--timeout MS] [--address HOST:PORT]\n"
                     "       cmicro health NAME [-o json]\n"
                     "       cmicro api [--address HOST:PORT]   (default :8080)\n"
+                    "       cmicro new NAME\n"
                     "       cmicro watch NAME [--count N] [--seconds S]\n"
                     "Configured by the environment as services are: MICRO_REGISTRY, "
                     "MICRO_REGISTRY_ADDRESS, MICRO_CLIENT_REQUEST_TIMEOUT, ...\n");
@@ -551,6 +553,9 @@ main(int argc, char **argv)
     if (argc < 2 || (strcmp(argv[1], "services") != 0 && strcmp(argv[1], "api") != 0 && argc < 3) ||
         (strcmp(argv[1], "call") == 0 && argc < 4)) {
         return usage();
+    }
+    if (strcmp(argv[1], "new") == 0) {
+        return cmd_new(argc - 2, argv + 2); /* no registry needed */
     }
     cm_service_opts so;
     cm_service_opts_init(&so);
