@@ -75,7 +75,12 @@ family_free(cm_metric_family *f)
         free(f->series[i]);
     }
     free(f->series);
-    free(f->index);
+    cm__metrics_index *ix = atomic_load_explicit(&f->index, memory_order_relaxed);
+    while (ix != NULL) {
+        cm__metrics_index *prev = ix->prev;
+        free(ix);
+        ix = prev;
+    }
     free(f->overflow);
     free(f->name);
     free(f->help);
@@ -346,28 +351,57 @@ tuple_equal(const cm_metric *s, const char *const *values, const size_t *lens, s
     return 1;
 }
 
-/* Doubles f's index when it is half full. 0 or CM_ENOMEM. f->mu held. */
+/* Puts s in the first free slot of its hash in ix. */
+static void
+index_put(cm__metrics_index *ix, cm_metric *s)
+{
+    size_t j = s->hash & (ix->cap - 1);
+    while (atomic_load_explicit(&ix->slots[j], memory_order_relaxed) != NULL) {
+        j = (j + 1) & (ix->cap - 1);
+    }
+    atomic_store_explicit(&ix->slots[j], s, memory_order_release);
+}
+
+/* The series of the tuple in ix, or NULL. Any thread, with or without f->mu. */
+static cm_metric *
+index_find(const cm__metrics_index *ix, uint64_t h, const char *const *values, const size_t *lens,
+           size_t n)
+{
+    if (ix == NULL) {
+        return NULL;
+    }
+    for (size_t j = h & (ix->cap - 1);; j = (j + 1) & (ix->cap - 1)) {
+        cm_metric *s =
+            atomic_load_explicit(&((cm__metrics_index *)ix)->slots[j], memory_order_acquire);
+        if (s == NULL) {
+            return NULL;
+        }
+        if (s->hash == h && tuple_equal(s, values, lens, n)) {
+            return s;
+        }
+    }
+}
+
+/* Makes sure f's index has room for one more series (at most half full), publishing a
+ * doubled copy when it has not. 0 or CM_ENOMEM. f->mu held. */
 static int
 index_grow(cm_metric_family *f)
 {
-    if ((f->nseries + 1) * 2 <= f->index_cap) {
+    cm__metrics_index *old = atomic_load_explicit(&f->index, memory_order_relaxed);
+    if (old != NULL && (f->nseries + 1) * 2 <= old->cap) {
         return 0;
     }
-    size_t cap = f->index_cap > 0 ? f->index_cap * 2 : 16;
-    cm_metric **index = calloc(cap, sizeof *index);
-    if (index == NULL) {
+    size_t cap = old != NULL ? old->cap * 2 : 16;
+    cm__metrics_index *ix = calloc(1, sizeof *ix + cap * sizeof ix->slots[0]);
+    if (ix == NULL) {
         return CM_ENOMEM;
     }
+    ix->cap = cap;
+    ix->prev = old;
     for (size_t i = 0; i < f->nseries; i++) {
-        size_t j = f->series[i]->hash & (cap - 1);
-        while (index[j] != NULL) {
-            j = (j + 1) & (cap - 1);
-        }
-        index[j] = f->series[i];
+        index_put(ix, f->series[i]);
     }
-    free(f->index);
-    f->index = index;
-    f->index_cap = cap;
+    atomic_store_explicit(&f->index, ix, memory_order_release);
     return 0;
 }
 
@@ -387,12 +421,8 @@ series_insert(cm_metric_family *f, cm_metric *s)
     if (index_grow(f) < 0) {
         return CM_ENOMEM;
     }
-    size_t j = s->hash & (f->index_cap - 1);
-    while (f->index[j] != NULL) {
-        j = (j + 1) & (f->index_cap - 1);
-    }
-    f->index[j] = s;
     f->series[f->nseries++] = s;
+    index_put(atomic_load_explicit(&f->index, memory_order_relaxed), s);
     atomic_store_explicit(&f->count, f->nseries, memory_order_relaxed);
     return 0;
 }
@@ -412,26 +442,23 @@ cm_metrics_series(cm_metric_family *f, const char *const *label_values)
         values[i] = buf[i];
     }
     uint64_t h = tuple_hash(values, lens, f->nlabels);
-    pthread_mutex_lock(&f->mu);
-    if (f->index_cap > 0) {
-        for (size_t j = h & (f->index_cap - 1); f->index[j] != NULL;
-             j = (j + 1) & (f->index_cap - 1)) {
-            cm_metric *s = f->index[j];
-            if (s->hash == h && tuple_equal(s, values, lens, f->nlabels)) {
-                pthread_mutex_unlock(&f->mu);
-                return s;
-            }
-        }
-    }
-    cm_metric *s = NULL;
-    if (f->nseries < f->max_series) {
-        s = series_alloc(f, values, lens);
-    }
+    /* A series that exists is found without the lock. */
+    cm_metric *s = index_find(atomic_load_explicit(&f->index, memory_order_acquire), h, values,
+                              lens, f->nlabels);
     if (s != NULL) {
-        s->hash = h;
-        if (series_insert(f, s) < 0) {
-            free(s);
-            s = NULL;
+        return s;
+    }
+    pthread_mutex_lock(&f->mu);
+    s = index_find(atomic_load_explicit(&f->index, memory_order_relaxed), h, values, lens,
+                   f->nlabels);
+    if (s == NULL && f->nseries < f->max_series) {
+        s = series_alloc(f, values, lens);
+        if (s != NULL) {
+            s->hash = h;
+            if (series_insert(f, s) < 0) {
+                free(s);
+                s = NULL;
+            }
         }
     }
     pthread_mutex_unlock(&f->mu);

@@ -20,6 +20,16 @@ struct cm_metric {
     _Atomic uint64_t counts[];
 };
 
+/* A family's hash index of its series: open addressing, at most half full, slots written once
+ * (with release) under the family's lock. When it grows, the new index is published whole and
+ * the old one kept (prev) until the registry is freed, so that a reader still probing it is
+ * safe; it may then miss a new series and look again under the lock. */
+typedef struct cm__metrics_index {
+    struct cm__metrics_index *prev;
+    size_t cap; /* a power of two */
+    _Atomic(cm_metric *) slots[];
+} cm__metrics_index;
+
 struct cm_metric_family {
     cm_metrics *reg;
     cm_metric_type type;
@@ -31,11 +41,11 @@ struct cm_metric_family {
     double buckets[CM_METRICS_MAX_BUCKETS];
     size_t max_series;
 
-    pthread_mutex_t mu; /* guards series, nseries, index, index_cap */
+    pthread_mutex_t mu; /* guards series, nseries and changes to index */
     cm_metric **series; /* creation order */
     size_t nseries, series_cap;
-    cm_metric **index; /* open addressing by hash, index_cap a power of two (or 0) */
-    size_t index_cap;
+    /* Read without the lock: a lookup that finds its series takes no lock. */
+    _Atomic(cm__metrics_index *) index;
     _Atomic size_t count; /* nseries, readable without the lock */
     cm_metric *overflow;  /* updates counted in overflow->v, whatever the type */
     cm_metric_family *next;
