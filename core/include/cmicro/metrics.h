@@ -3,8 +3,9 @@
  * A registry (cm_metrics) holds families: counters, gauges and histograms, each with a name, a
  * help text and fixed label names (0 to CM_METRICS_MAX_LABELS). A series is one tuple of label
  * values of a family. It is obtained once with cm_metrics_series(), the only call that
- * allocates (under the family's mutex; the same tuple gives the same pointer), and then updated
- * on the hot path by lock-free atomic operations that never allocate and never fail.
+ * allocates (under the family's mutex; the same tuple gives the same pointer, and finding an
+ * existing series takes no lock), and then updated on the hot path by lock-free atomic
+ * operations that never allocate and never fail.
  *
  *     cm_metric_family *reqs;
  *     cm_metric_opts o;
@@ -96,8 +97,9 @@ CM_EXTERN uint64_t cm_metrics_dropped(const cm_metric_family *f);
 /* The number of series f holds (the overflow series not counted). */
 CM_EXTERN size_t cm_metrics_series_count(const cm_metric_family *f);
 
-/* Hot path: one atomic operation each, no allocation, no lock. A NULL series, or a series of
- * another type, is ignored. */
+/* Hot path: no allocation, no lock; one atomic operation (a histogram: two, its bucket and its
+ * sum; a gauge's add and a histogram's sum are compare-and-swap loops on the double). A NULL
+ * series, or a series of another type, is ignored. */
 CM_EXTERN void cm_counter_add(cm_metric *s, uint64_t n);
 CM_EXTERN void cm_counter_inc(cm_metric *s);
 CM_EXTERN void cm_gauge_set(cm_metric *s, double v);
