@@ -7,7 +7,7 @@ pkgs=(
   build-essential clang meson ninja-build pkg-config
   libuv1-dev libprotobuf-c-dev protobuf-c-compiler libprotoc-dev protobuf-compiler
   libcurl4-openssl-dev libcjson-dev zlib1g-dev libhttp-parser-dev uuid-dev libldns-dev
-  iproute2 python3 cmake g++ curl
+  iproute2 python3 python3-pip cmake g++ curl
   libclang-rt-dev valgrind libc6-dbg
 )
 
@@ -25,3 +25,17 @@ if [ ${#missing[@]} -gt 0 ]; then
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
+
+# Python packages the tests use, pinned: prometheus-client's parser reads the /metrics text
+# (test/core/metrics_parse.py).
+pypkgs=(prometheus-client==0.26.0)
+for spec in "${pypkgs[@]}"; do
+  name=${spec%%==*}
+  have=$(python3 -c "import importlib.metadata as m; print(m.version('$name'))" 2>/dev/null || true)
+  if [ "$have" != "${spec#*==}" ]; then
+    echo "setup: pip installing $spec"
+    # A Debian python3 refuses installs outside a venv unless told (PEP 668).
+    python3 -m pip install -q "$spec" 2>/dev/null ||
+      python3 -m pip install -q --break-system-packages "$spec"
+  fi
+done

@@ -2,6 +2,8 @@
  * and the same file as C++ (test/install/consumer.sh compiles it both ways with only
  * pkg-config --cflags cmicro). */
 #include <cmicro/cmicro.h>
+#include <cmicro/metrics.h>
+#include <cmicro/trace.h>
 
 int
 main(void)
