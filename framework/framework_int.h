@@ -5,6 +5,7 @@
 #include "core_int.h"
 
 #include <cmicro/cmicro.h>
+#include <cmicro/metrics.h>
 #include <cmicro/wrapper.h>
 #include <stdatomic.h>
 #include <uv.h>
@@ -18,6 +19,8 @@ typedef struct cm__wraps {
 
 /* Copies w (its name too). 0, CM_EINVAL (no hook) or CM_ENOMEM (CM_WRAP_MAX reached). */
 int cm__wraps_add(cm__wraps *ws, const cm_wrapper *w);
+/* Same, as the outermost. */
+int cm__wraps_add_first(cm__wraps *ws, const cm_wrapper *w);
 void cm__wraps_free(cm__wraps *ws);
 /* Runs the befores in order into states (CM_WRAP_MAX slots); *ran counts those that returned 0.
  * 0, or CM_EREMOTE with *err (owned) when one short-circuited. */
@@ -41,6 +44,7 @@ typedef struct cm__svc_config {
     cm_selector_opts selector;
     cm_transport_opts server_transport; /* the server's connection limits */
     unsigned max_concurrent, rate_limit, rate_burst;
+    int metrics; /* on or off */
 } cm__svc_config;
 
 /* Code, then env, then defaults, then validation. 0 or CM_EINVAL with the reason in why. */
@@ -161,10 +165,27 @@ void cm__limits_free(cm__limits *l);
 /* The in-flight counter of the endpoint c is routed to. */
 atomic_int *cm__ctx_route_inflight(cm_ctx *c);
 
+/* ---- built-in metrics (observe.c) ---- */
+
+typedef struct cm__observe cm__observe;
+/* Makes the service's metrics registry and installs its wrappers (the server's outermost) and
+ * collector. After the server and the client exist, before the service runs. 0 or an error. */
+int cm__observe_new(cm_service *svc, cm__observe **out);
+cm_metrics *cm__observe_metrics(cm__observe *o);
+/* After the server and the client are freed. */
+void cm__observe_free(cm__observe *o);
+/* Installs w as the server's outermost handler wrapper. Before start. */
+int cm__server_wrap_first(cm_server *s, const cm_wrapper *w);
+void cm__server_listener_stats(const cm_server *s, cm_listener_stats *out);
+void cm__server_limits_refused(const cm_server *s, uint64_t *concurrency, uint64_t *rate);
+cm_selector *cm__service_selector(cm_service *s);
+
 /* ---- health (health.c) ---- */
 
 typedef struct cm__health cm__health;
 int cm__health_new(cm_service *svc, cm__health **out);
+/* Serves GET /metrics from reg too (reg NULL: 404). */
+void cm__health_set_metrics(cm__health *h, cm_metrics *reg);
 /* Adds a user check. 0, CM_EINVAL or CM_ENOMEM (32 checks). Before the service runs. */
 int cm__health_add(cm__health *h, const char *name, cm_health_check_fn fn, void *user);
 /* The service is going away: registry answers from now on are dropped. */

@@ -41,6 +41,7 @@ struct cm__health {
     char why[WHY_LEN];
     int lookup_inflight;
     cm_ctx *waiting;
+    cm_metrics *metrics; /* GET /metrics; NULL: 404 */
 };
 
 /* One probe being answered: in the request's memory. */
@@ -60,6 +61,25 @@ cm__health_new(cm_service *svc, cm__health **out)
     h->svc = svc;
     *out = h;
     return 0;
+}
+
+void
+cm__health_set_metrics(cm__health *h, cm_metrics *reg)
+{
+    h->metrics = reg;
+}
+
+/* GET /metrics: the registry in Prometheus's text format. */
+static void
+reply_metrics(cm_ctx *c, cm_metrics *reg)
+{
+    cm_buf b = {0};
+    if (cm_metrics_render(reg, &b) < 0) {
+        cm__ctx_reply_http(c, 500, "text/plain; charset=utf-8", "out of memory\n", 14);
+    } else {
+        cm__ctx_reply_http(c, 200, CM_METRICS_CONTENT_TYPE, (const char *)b.data, b.len);
+    }
+    cm_buf_free(&b);
 }
 
 void
@@ -297,6 +317,8 @@ cm__health_on_get(cm_ctx *c, const char *path, void *arg)
         cm__ctx_reply_http(c, 200, "application/json", "{\"status\":\"up\"}\n", 16);
     } else if (is_path(path, "/health") || is_path(path, "/health/ready")) {
         start_probe(c, h);
+    } else if (h->metrics != NULL && is_path(path, "/metrics")) {
+        reply_metrics(c, h->metrics);
     } else {
         cm__ctx_reply_http(c, 404, "text/plain; charset=utf-8", "404 page not found\n", 19);
     }

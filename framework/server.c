@@ -561,6 +561,27 @@ cm_server_wrap_subscriber(cm_server *s, const cm_wrapper *w)
     return s->started ? CM_ESTATE : cm__wraps_add(&s->sub_wraps, w);
 }
 
+int
+cm__server_wrap_first(cm_server *s, const cm_wrapper *w)
+{
+    return s->started ? CM_ESTATE : cm__wraps_add_first(&s->wraps, w);
+}
+
+void
+cm__server_listener_stats(const cm_server *s, cm_listener_stats *out)
+{
+    memset(out, 0, sizeof(*out));
+    if (s->listener != NULL) {
+        cm_listener_get_stats(s->listener, out);
+    }
+}
+
+void
+cm__server_limits_refused(const cm_server *s, uint64_t *concurrency, uint64_t *rate)
+{
+    cm__limits_refused(s->limits, concurrency, rate);
+}
+
 const cm__wraps *
 cm__server_sub_wraps(const cm_server *s)
 {

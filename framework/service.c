@@ -44,6 +44,7 @@ struct cm_service {
     int run_rc;
     int handles_open;
     cm__health *health;
+    cm__observe *observe; /* the built-in metrics; NULL when off */
 };
 
 void
@@ -190,6 +191,10 @@ cm_service_new(const cm_service_opts *o, cm_service **out)
     if (rc == 0) {
         cm__server_on_get(s->server, cm__health_on_get, s->health);
         rc = cm__debug_handle(s->server);
+    }
+    if (rc == 0 && cfg.metrics) {
+        rc = cm__observe_new(s, &s->observe);
+        cm__health_set_metrics(s->health, cm__observe_metrics(s->observe));
     }
     if (rc < 0) {
         if (last_why[0] == '\0') {
@@ -739,6 +744,18 @@ cm_service_add_health_check(cm_service *s, const char *name, cm_health_check_fn 
     return s == NULL ? CM_EINVAL : cm__health_add(s->health, name, fn, user);
 }
 
+cm_selector *
+cm__service_selector(cm_service *s)
+{
+    return s->sel;
+}
+
+cm_metrics *
+cm_service_metrics(cm_service *s)
+{
+    return s ? cm__observe_metrics(s->observe) : NULL;
+}
+
 int
 cm__service_registered(const cm_service *s)
 {
@@ -776,6 +793,7 @@ cm_service_free(cm_service *s)
         cm_loop_free(s->loop);
     }
     cm__health_free(s->health);
+    cm__observe_free(s->observe);
     cm_reg_service_free(s->svc);
     cm_md_free(s->metadata);
     free(s->name);

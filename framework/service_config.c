@@ -131,6 +131,24 @@ env_count(const char *name, long max, unsigned *dst, char *why, size_t whylen)
     return 0;
 }
 
+/* Built-in metrics: code (1 on, -1 off), else MICRO_METRICS, else on. */
+static int
+metrics_from_env(cm__svc_config *c, char *why, size_t whylen)
+{
+    const char *v = env("MICRO_METRICS");
+    if (c->metrics != 0) {
+        note_override("MICRO_METRICS", NULL);
+    } else if (v == NULL || strcmp(v, "on") == 0 || strcmp(v, "1") == 0) {
+        c->metrics = 1;
+    } else if (strcmp(v, "off") == 0 || strcmp(v, "0") == 0) {
+        c->metrics = -1;
+    } else {
+        return fail(why, whylen, "MICRO_METRICS=%s: use on or off", v);
+    }
+    c->metrics = c->metrics > 0;
+    return 0;
+}
+
 /* Fills what code left unset from the environment. 0 or CM_EINVAL (why says which). */
 static int
 from_env(cm__svc_config *c, char *why, size_t whylen)
@@ -217,7 +235,7 @@ from_env(cm__svc_config *c, char *why, size_t whylen)
     if (c->log_config < 0) {
         c->log_config = env("CMICRO_QUIET") == NULL;
     }
-    return 0;
+    return metrics_from_env(c, why, whylen);
 }
 
 static void
@@ -307,6 +325,7 @@ cm__service_config(const cm_service_opts *o, cm__svc_config *c, char *why, size_
     c->max_concurrent = o->max_concurrent;
     c->rate_limit = o->rate_limit;
     c->rate_burst = o->rate_burst;
+    c->metrics = o->metrics;
     cm_selector_opts_init(&c->selector);
     c->selector.eject_failures = 0; /* unset, so that the env applies; 0 is the default */
     c->selector.eject_backoff_ms = 0;

@@ -23,6 +23,18 @@ cm__wraps_add(cm__wraps *ws, const cm_wrapper *w)
     return 0;
 }
 
+int
+cm__wraps_add_first(cm__wraps *ws, const cm_wrapper *w)
+{
+    int rc = cm__wraps_add(ws, w);
+    if (rc == 0) {
+        cm_wrapper last = ws->w[ws->n - 1];
+        memmove(&ws->w[1], &ws->w[0], (ws->n - 1) * sizeof(cm_wrapper));
+        ws->w[0] = last;
+    }
+    return rc;
+}
+
 void
 cm__wraps_free(cm__wraps *ws)
 {

@@ -33,6 +33,7 @@ typedef struct entry {
     int failing;        /* the last lookup failed: the entry is served past its TTL */
     int logged;         /* the current failure was logged */
     uint64_t rr;        /* round-robin cursor, kept across picks, random start */
+    uint64_t stale;     /* picks served past the TTL */
     cm_watcher *watcher;
 } entry;
 
@@ -521,6 +522,24 @@ cm_selector_mark(cm_selector *s, const char *service, const char *address, int s
     }
 }
 
+void
+cm_selector_each(cm_selector *s, void (*fn)(void *arg, const cm_selector_stat *st), void *arg)
+{
+    uint64_t now = cm_now_ms();
+    for (entry *e = s->entries; e != NULL; e = e->next) {
+        if (!e->cached) {
+            continue;
+        }
+        size_t open = 0;
+        for (size_t i = 0; i < e->c.nnodes; i++) {
+            open += e->c.nodes[i].until != 0;
+        }
+        cm_selector_stat st = {e->name,  e->c.nnodes, open, now - e->refreshed,
+                               e->stale, e->failing};
+        fn(arg, &st);
+    }
+}
+
 /* ---- the hot path ---- */
 
 static int
@@ -612,6 +631,7 @@ cm_selector_pick(cm_selector *s, const char *service, const cm_select_filter *f,
     }
     uint64_t now = cm_now_ms();
     if (now - e->refreshed >= s->o.cache_ttl_ms) {
+        e->stale++;
         /* Expired: serve what we have and ask the registry in the background, so that a slow
          * registry never holds a call up (stale-while-revalidate; a lookup in flight is joined).
          * After a failed lookup (stale-if-error), at most once per retry interval. */

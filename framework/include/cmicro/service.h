@@ -25,6 +25,7 @@
  *                   MICRO_SERVER_MAX_CONNS, MICRO_SERVER_MAX_CONNS_PER_IP (see the options)
  *   call limits     MICRO_SERVER_MAX_CONCURRENT (per endpoint), MICRO_SERVER_RATE_LIMIT (calls/s),
  *                   MICRO_SERVER_RATE_BURST; none by default; refusals answer 429
+ *   metrics         MICRO_METRICS              "on" ("off": no wrappers, no /metrics)
  *   selector        MICRO_SELECTOR             "random" ("roundrobin")
  *   node breaker    MICRO_SELECTOR_EJECT_FAILURES (1), MICRO_SELECTOR_EJECT_ERROR_PCT (off),
  *                   MICRO_SELECTOR_EJECT_BACKOFF (duration, 1 s; see <cmicro/selector.h>)
@@ -38,6 +39,7 @@
 #define CMICRO_SERVICE_H
 
 #include <cmicro/client.h>
+#include <cmicro/metrics.h>
 #include <cmicro/registry.h>
 #include <cmicro/selector.h>
 #include <cmicro/server.h>
@@ -94,6 +96,8 @@ typedef struct cm_service_opts {
     unsigned max_concurrent; /* MICRO_SERVER_MAX_CONCURRENT: per endpoint */
     unsigned rate_limit;     /* MICRO_SERVER_RATE_LIMIT: calls/s */
     unsigned rate_burst;     /* MICRO_SERVER_RATE_BURST; default the rate */
+    int metrics; /* built-in metrics and GET /metrics: 1 on, -1 off, 0 MICRO_METRICS ("on",
+                    "off"), default on */
 } cm_service_opts;
 
 /* A health check: 0 when healthy; otherwise it may write why (whylen bytes with the NUL). It runs
@@ -141,6 +145,10 @@ CM_EXTERN void cm_service_free(cm_service *s);
 /* Adds a check to the service's health answers (before cm_service_run): /health and
  * /health/ready answer 503 "down" while it fails. user is borrowed. 0, CM_EINVAL or CM_ENOMEM
  * (32 checks at most). See "Health" in the README for the endpoints and their JSON. */
+/* The service's metrics registry (GET /metrics renders it), to add families of your own; NULL
+ * when metrics are off (metrics = -1 or MICRO_METRICS=off). Borrowed for the service's life. */
+CM_EXTERN cm_metrics *cm_service_metrics(cm_service *s);
+
 CM_EXTERN int cm_service_add_health_check(cm_service *s, const char *name, cm_health_check_fn fn,
                                           void *user);
 

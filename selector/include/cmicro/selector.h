@@ -77,6 +77,20 @@ CM_EXTERN const char *cm_selector_why(const cm_selector *s, const char *service)
 CM_EXTERN void cm_selector_mark(cm_selector *s, const char *service, const char *address,
                                 int status);
 
+/* What the selector holds for one service it has resolved. */
+typedef struct cm_selector_stat {
+    const char *service;
+    size_t nodes;          /* cached nodes */
+    size_t ejected;        /* of which out of rotation (breaker open or half-open) */
+    uint64_t age_ms;       /* since the last registry answer or watch event */
+    uint64_t stale_served; /* picks served past the cache TTL */
+    int failing;           /* the last registry lookup failed (stale-if-error) */
+} cm_selector_stat;
+
+/* Calls fn for each service in the cache (st borrowed during the call). On the loop thread. */
+CM_EXTERN void cm_selector_each(cm_selector *s, void (*fn)(void *arg, const cm_selector_stat *st),
+                                void *arg);
+
 /* Drops the cache entry of service (NULL: all). */
 CM_EXTERN void cm_selector_reset(cm_selector *s, const char *service);
 

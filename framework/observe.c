@@ -1,0 +1,199 @@
+/* The service's built-in metrics: a handler wrapper (outermost, so that it sees the built-in
+ * limits' refusals too) and a client wrapper count calls and time them, in go-micro v5's
+ * Prometheus wrapper's names (micro_request_total, micro_request_duration_seconds, labelled by
+ * service, endpoint and status "success" or "fail", plus the error code); a collector samples the
+ * server's connections and calls in flight, its limits, and the selector's view of every called
+ * service when /metrics is rendered (on the loop thread). */
+#include "framework_int.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+
+struct cm__observe {
+    cm_metrics *reg;
+    cm_service *svc;
+    cm_metric_family *srv_req, *srv_lat, *cli_req, *cli_lat;
+};
+
+static int
+family(cm_metrics *reg, cm_metric_type t, const char *name, const char *help, size_t nlabels,
+       cm_metric_family **out)
+{
+    static const char *const labels[] = {"service", "endpoint", "status", "code"};
+    cm_metric_opts o;
+    cm_metric_opts_init(&o);
+    o.name = name;
+    o.help = help;
+    o.labels = labels;
+    o.nlabels = nlabels;
+    return cm_metrics_family(reg, t, &o, out);
+}
+
+/* Counts one finished call into req and lat. */
+static void
+count(cm_metric_family *req, cm_metric_family *lat, const cm_wrap_info *w)
+{
+    int code = w->status == 0 ? 200 : w->error != NULL && w->error->code > 0 ? w->error->code : 500;
+    char codes[16];
+    snprintf(codes, sizeof codes, "%d", code);
+    const char *st = w->status == 0 ? "success" : "fail";
+    const char *labels[4] = {w->service, w->endpoint, st, codes};
+    cm_counter_inc(cm_metrics_series(req, labels));
+    cm_histogram_observe(cm_metrics_series(lat, labels), (double)(uv_hrtime() - w->start_ns) / 1e9);
+}
+
+static void
+server_after(const cm_wrap_info *w, void *arg, void *state)
+{
+    (void)state;
+    cm__observe *o = arg;
+    count(o->srv_req, o->srv_lat, w);
+}
+
+static void
+client_after(const cm_wrap_info *w, void *arg, void *state)
+{
+    (void)state;
+    cm__observe *o = arg;
+    count(o->cli_req, o->cli_lat, w);
+}
+
+/* ---- sampled at render ---- */
+
+static void
+value(cm_metrics_writer *w, cm_metric_type t, const char *name, const char *help, double v)
+{
+    if (cm_metrics_write_family(w, t, name, help, NULL, 0) == 0) {
+        cm_metrics_write_value(w, NULL, v);
+    }
+}
+
+typedef struct sel_pass {
+    cm_metrics_writer *w;
+    size_t field;
+} sel_pass;
+
+static void
+one_service(void *arg, const cm_selector_stat *st)
+{
+    sel_pass *p = arg;
+    double v[] = {(double)st->nodes, (double)st->ejected, (double)st->age_ms / 1e3,
+                  (double)st->stale_served, st->failing ? 0.0 : 1.0};
+    const char *labels[] = {st->service};
+    cm_metrics_write_value(p->w, labels, v[p->field]);
+}
+
+static void
+collect_selector(cm_metrics_writer *w, cm_selector *sel)
+{
+    static const struct {
+        cm_metric_type t;
+        const char *name, *help;
+    } fams[] = {
+        {CM_METRIC_GAUGE, "micro_selector_nodes", "Nodes cached for a called service."},
+        {CM_METRIC_GAUGE, "micro_selector_ejected_nodes",
+         "Nodes of a called service out of rotation (circuit breaker open or half-open)."},
+        {CM_METRIC_GAUGE, "micro_selector_cache_age_seconds",
+         "Time since the registry last told about a called service."},
+        {CM_METRIC_COUNTER, "micro_selector_stale_served_total",
+         "Picks served from a cache entry past its TTL."},
+        {CM_METRIC_GAUGE, "micro_selector_registry_ok",
+         "1 when the last registry lookup of a called service succeeded."},
+    };
+    static const char *const labels[] = {"service"};
+    for (size_t i = 0; i < sizeof fams / sizeof fams[0]; i++) {
+        if (cm_metrics_write_family(w, fams[i].t, fams[i].name, fams[i].help, labels, 1) == 0) {
+            sel_pass p = {w, i};
+            cm_selector_each(sel, one_service, &p);
+        }
+    }
+}
+
+static void
+collect(cm_metrics_writer *w, void *arg)
+{
+    cm__observe *o = arg;
+    cm_server *srv = cm_service_server(o->svc);
+    cm_server_stats st;
+    cm_server_get_stats(srv, &st);
+    cm_listener_stats ls;
+    cm__server_listener_stats(srv, &ls);
+    value(w, CM_METRIC_GAUGE, "micro_server_inflight", "Calls being served.", (double)st.inflight);
+    value(w, CM_METRIC_GAUGE, "micro_server_connections", "Open connections.", (double)ls.active);
+    value(w, CM_METRIC_COUNTER, "micro_server_connections_accepted_total", "Connections accepted.",
+          (double)ls.accepted);
+    static const char *const reason[] = {"reason"};
+    if (cm_metrics_write_family(w, CM_METRIC_COUNTER, "micro_server_refused_total",
+                                "Connections or requests refused by the server's limits.", reason,
+                                1) == 0) {
+        uint64_t conc, rate;
+        cm__server_limits_refused(srv, &conc, &rate);
+        const char *r[][1] = {{"timeout"},   {"evicted"},     {"max_conns"},
+                              {"malformed"}, {"concurrency"}, {"rate"}};
+        uint64_t v[] = {ls.timeouts, ls.evicted, ls.refused, ls.rejected, conc, rate};
+        for (size_t i = 0; i < 6; i++) {
+            cm_metrics_write_value(w, r[i], (double)v[i]);
+        }
+    }
+    collect_selector(w, cm__service_selector(o->svc));
+}
+
+/* ---- lifecycle ---- */
+
+int
+cm__observe_new(cm_service *svc, cm__observe **out)
+{
+    cm__observe *o = calloc(1, sizeof(*o));
+    if (o == NULL || cm_metrics_new(&o->reg) < 0) {
+        free(o);
+        return CM_ENOMEM;
+    }
+    o->svc = svc;
+    int rc = family(o->reg, CM_METRIC_COUNTER, "micro_request_total",
+                    "Calls served, by service, endpoint, status and error code.", 4, &o->srv_req);
+    if (rc == 0) {
+        rc = family(o->reg, CM_METRIC_HISTOGRAM, "micro_request_duration_seconds",
+                    "Time to serve a call, from its arrival to its handler's end.", 3, &o->srv_lat);
+    }
+    if (rc == 0) {
+        rc = family(o->reg, CM_METRIC_COUNTER, "micro_client_request_total",
+                    "Calls made, by callee service, endpoint, status and error code.", 4,
+                    &o->cli_req);
+    }
+    if (rc == 0) {
+        rc = family(o->reg, CM_METRIC_HISTOGRAM, "micro_client_request_duration_seconds",
+                    "Time of a call made, every attempt and back-off included.", 3, &o->cli_lat);
+    }
+    cm_wrapper sw = {"metrics", NULL, server_after, o};
+    cm_wrapper cw = {"metrics", NULL, client_after, o};
+    if (rc == 0) {
+        rc = cm__server_wrap_first(cm_service_server(svc), &sw);
+    }
+    if (rc == 0) {
+        rc = cm_client_wrap(cm_service_client(svc), &cw);
+    }
+    if (rc == 0) {
+        rc = cm_metrics_add_collector(o->reg, collect, o);
+    }
+    if (rc < 0) {
+        cm__observe_free(o);
+        return rc;
+    }
+    *out = o;
+    return 0;
+}
+
+cm_metrics *
+cm__observe_metrics(cm__observe *o)
+{
+    return o ? o->reg : NULL;
+}
+
+void
+cm__observe_free(cm__observe *o)
+{
+    if (o != NULL) {
+        cm_metrics_free(o->reg);
+        free(o);
+    }
+}
