@@ -6,6 +6,7 @@
 #include <cmicro/metrics.h>
 #include <math.h>
 #include <pthread.h>
+#include <unistd.h>
 
 static cm_metric_family *
 family(cm_metrics *reg, cm_metric_type type, const char *name, const char *help,
@@ -349,6 +350,50 @@ test_collectors(void)
     cm_metrics_free(reg);
 }
 
+/* A collector still running when another thread removes it: the removal waits for it. */
+typedef struct slow {
+    int started, finished;
+} slow;
+
+static void
+collect_slow(cm_metrics_writer *w, void *arg)
+{
+    slow *sl = arg;
+    (void)w;
+    __atomic_store_n(&sl->started, 1, __ATOMIC_RELEASE);
+    usleep(100 * 1000);
+    __atomic_store_n(&sl->finished, 1, __ATOMIC_RELEASE);
+}
+
+static void *
+render_once(void *arg)
+{
+    cm_buf b = {0};
+    if (cm_metrics_render(arg, &b) != 0) { /* not CHECK: its counter is not atomic */
+        abort();
+    }
+    cm_buf_free(&b);
+    return NULL;
+}
+
+static void
+test_remove_waits_for_collector(void)
+{
+    cm_metrics *reg;
+    CHECK_EQ_INT(cm_metrics_new(&reg), 0);
+    slow sl = {0, 0};
+    CHECK_EQ_INT(cm_metrics_add_collector(reg, collect_slow, &sl), 0);
+    pthread_t t;
+    CHECK_EQ_INT(pthread_create(&t, NULL, render_once, reg), 0);
+    while (!__atomic_load_n(&sl.started, __ATOMIC_ACQUIRE)) {
+        usleep(1000);
+    }
+    CHECK_EQ_INT(cm_metrics_remove_collector(reg, collect_slow, &sl), 0);
+    CHECK_EQ_INT(__atomic_load_n(&sl.finished, __ATOMIC_ACQUIRE), 1);
+    CHECK_EQ_INT(pthread_join(t, NULL), 0);
+    cm_metrics_free(reg);
+}
+
 /* ---- threads ---- */
 
 #define THREADS 4
@@ -453,6 +498,7 @@ main(void)
     RUN(test_label_values_made_safe);
     RUN(test_cap);
     RUN(test_collectors);
+    RUN(test_remove_waits_for_collector);
     RUN(test_threads);
     TEST_DONE();
 }
