@@ -782,11 +782,27 @@ pick(uint64_t call_val, uint64_t client_val)
     return call_val ? call_val : client_val;
 }
 
+/* A parent call's trace context: the span it is served in and its cleaned tracestate, in place
+ * of the ones it received. */
+static int
+add_trace(call *k, size_t cap, const cm_ctx *parent)
+{
+    char *tp = own(k, strdup(parent->traceparent));
+    int rc = tp ? add_md(k, cap, "Traceparent", tp) : CM_ENOMEM;
+    if (rc == 0 && parent->tracestate != NULL) {
+        char *ts = own(k, strdup(parent->tracestate));
+        rc = ts ? add_md(k, cap, "Tracestate", ts) : CM_ENOMEM;
+    }
+    return rc;
+}
+
 /* The header set of a go-micro v4 client (spec 5.2), then the parent call's metadata and the
  * call's own. k's service, endpoint and content type strings are in place. 0 or CM_ENOMEM. */
 static int
-add_headers(call *k, size_t cap, const cm_msg *pm, const cm_md *md)
+add_headers(call *k, size_t cap, const cm_ctx *parent, const cm_md *md)
 {
+    const cm_msg *pm = parent ? cm_ctx_headers(parent) : NULL;
+    int traced = parent != NULL && parent->traceparent[0] != '\0';
     const char *svc = k->service;
     const char *ep = svc + strlen(svc) + 1;
     const char *cts = ep + strlen(ep) + 1;
@@ -804,8 +820,15 @@ add_headers(call *k, size_t cap, const cm_msg *pm, const cm_md *md)
     }
     int rc = 0;
     for (size_t i = 0; pm != NULL && i < pm->nhdrs && rc == 0; i++) {
+        const char *key = pm->hdrs[i].key;
+        if (traced && (strcasecmp(key, "Traceparent") == 0 || strcasecmp(key, "Tracestate") == 0)) {
+            continue;
+        }
         char *v = own(k, strdup(pm->hdrs[i].val));
-        rc = v ? add_md(k, cap, pm->hdrs[i].key, v) : CM_ENOMEM;
+        rc = v ? add_md(k, cap, key, v) : CM_ENOMEM;
+    }
+    if (rc == 0 && traced) {
+        rc = add_trace(k, cap, parent);
     }
     for (size_t i = 0; i < cm_md_count(md) && rc == 0; i++) {
         const char *key, *val;
@@ -897,7 +920,7 @@ cm_client_call_async(cm_client *c, const char *service, const char *endpoint,
     }
     const cm_msg *pm = opts->parent ? cm_ctx_headers(opts->parent) : NULL;
     if (pm != NULL) {
-        cap += pm->nhdrs;
+        cap += pm->nhdrs + 2; /* + the parent's Traceparent and Tracestate */
     }
     /* One block: the call, its header table, then service, endpoint and content type. */
     size_t sn = strlen(service) + 1, en = strlen(endpoint) + 1, cn = strlen(ct) + 1;
@@ -946,7 +969,7 @@ cm_client_call_async(cm_client *c, const char *service, const char *endpoint,
         call_free(k);
         return rc;
     }
-    rc = add_headers(k, cap, pm, opts->md);
+    rc = add_headers(k, cap, opts->parent, opts->md);
     if (rc == 0 && opts->address != NULL) {
         rc = split_addrs(k, opts->address);
         k->addr_start = atomic_fetch_add(&c->rr, 1);

@@ -6,6 +6,7 @@
 
 #include <cmicro/cmicro.h>
 #include <cmicro/metrics.h>
+#include <cmicro/trace.h>
 #include <cmicro/wrapper.h>
 #include <stdatomic.h>
 #include <uv.h>
@@ -45,6 +46,7 @@ typedef struct cm__svc_config {
     cm_transport_opts server_transport; /* the server's connection limits */
     unsigned max_concurrent, rate_limit, rate_burst;
     int metrics; /* on or off */
+    int tracing; /* on or off */
 } cm__svc_config;
 
 /* Code, then env, then defaults, then validation. 0 or CM_EINVAL with the reason in why. */
@@ -119,6 +121,10 @@ struct cm_ctx {
     int close_after;
     uint64_t start_ns; /* when the request arrived; set when wrappers are installed */
     void *get_state;   /* a GET request's handler state (in the arena) */
+    /* Trace context: the span this call is served in, sent on calls made with it as parent
+     * (empty: none), and the incoming tracestate, cleaned (NULL: none). */
+    char traceparent[CM_TRACEPARENT_LEN + 1];
+    const char *tracestate;
     cm_ctx *wait_next; /* a GET request waiting for the registry's answer */
 };
 
@@ -179,6 +185,12 @@ int cm__server_wrap_first(cm_server *s, const cm_wrapper *w);
 void cm__server_listener_stats(const cm_server *s, cm_listener_stats *out);
 void cm__server_limits_refused(const cm_server *s, uint64_t *concurrency, uint64_t *rate);
 cm_selector *cm__service_selector(cm_service *s);
+
+/* ---- trace context (tracing.c) ---- */
+
+/* Installs the trace wrappers on the service's server (the span a call is served in) and
+ * client (a new trace for a call made outside any). 0 or an error. */
+int cm__tracing_install(cm_server *s, cm_client *c);
 
 /* ---- health (health.c) ---- */
 

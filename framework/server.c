@@ -193,6 +193,8 @@ cm__ctx_put(cm_ctx *c)
     c->env_id_str = 0;
     c->http_method = NULL;
     c->get_state = NULL;
+    c->traceparent[0] = '\0';
+    c->tracestate = NULL;
     c->wait_next = NULL;
     /* Keep a large request's arena or response buffer from pinning memory. */
     cm__arena_reset(&c->arena, 256 * 1024);

@@ -192,6 +192,9 @@ cm_service_new(const cm_service_opts *o, cm_service **out)
         cm__server_on_get(s->server, cm__health_on_get, s->health);
         rc = cm__debug_handle(s->server);
     }
+    if (rc == 0 && cfg.tracing) {
+        rc = cm__tracing_install(s->server, s->client);
+    }
     if (rc == 0 && cfg.metrics) {
         rc = cm__observe_new(s, &s->observe);
         cm__health_set_metrics(s->health, cm__observe_metrics(s->observe));

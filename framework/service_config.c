@@ -131,21 +131,21 @@ env_count(const char *name, long max, unsigned *dst, char *why, size_t whylen)
     return 0;
 }
 
-/* Built-in metrics: code (1 on, -1 off), else MICRO_METRICS, else on. */
+/* A switch: code (1 on, -1 off), else the env ("on", "off"), else on. *dst ends 1 or 0. */
 static int
-metrics_from_env(cm__svc_config *c, char *why, size_t whylen)
+switch_from_env(const char *name, int *dst, char *why, size_t whylen)
 {
-    const char *v = env("MICRO_METRICS");
-    if (c->metrics != 0) {
-        note_override("MICRO_METRICS", NULL);
+    const char *v = env(name);
+    if (*dst != 0) {
+        note_override(name, NULL);
     } else if (v == NULL || strcmp(v, "on") == 0 || strcmp(v, "1") == 0) {
-        c->metrics = 1;
+        *dst = 1;
     } else if (strcmp(v, "off") == 0 || strcmp(v, "0") == 0) {
-        c->metrics = -1;
+        *dst = -1;
     } else {
-        return fail(why, whylen, "MICRO_METRICS=%s: use on or off", v);
+        return fail(why, whylen, "%s=%s: use on or off", name, v);
     }
-    c->metrics = c->metrics > 0;
+    *dst = *dst > 0;
     return 0;
 }
 
@@ -235,7 +235,10 @@ from_env(cm__svc_config *c, char *why, size_t whylen)
     if (c->log_config < 0) {
         c->log_config = env("CMICRO_QUIET") == NULL;
     }
-    return metrics_from_env(c, why, whylen);
+    if (switch_from_env("MICRO_METRICS", &c->metrics, why, whylen) < 0) {
+        return CM_EINVAL;
+    }
+    return switch_from_env("MICRO_TRACE", &c->tracing, why, whylen);
 }
 
 static void
@@ -326,6 +329,7 @@ cm__service_config(const cm_service_opts *o, cm__svc_config *c, char *why, size_
     c->rate_limit = o->rate_limit;
     c->rate_burst = o->rate_burst;
     c->metrics = o->metrics;
+    c->tracing = o->tracing;
     cm_selector_opts_init(&c->selector);
     c->selector.eject_failures = 0; /* unset, so that the env applies; 0 is the default */
     c->selector.eject_backoff_ms = 0;

@@ -8,6 +8,8 @@
  *   sleep CODEC MS TIMEOUT   Echo.Call cmd:sleep (the callee sleeps MS) with a TIMEOUT ms
  *                            deadline
  *   rr CODEC N               N calls of Echo.Call cmd:who; "counts": answers per instance
+ *   relay CODEC BAD          Echo.Call cmd:relay; "md": the last hop's metadata and the via-*
+ *                            entries; BAD 1 sends a malformed Traceparent, 2 one of 8 KiB
  *   quit
  * CODEC is proto or json. Usage: echo-client NAME (registry, selector: MICRO_* env). */
 #include "echo_common.h"
@@ -111,6 +113,31 @@ run(cm_client *c, cJSON *res, const char *cmd, const char *ct, int a1, int a2)
         if (rsp != NULL) {
             set_ok(res, 1);
             cJSON_AddStringToObject(res, "instance", rsp->message);
+            cJSON *m = cJSON_AddObjectToObject(res, "md");
+            for (size_t i = 0; rsp->echo != NULL && i < rsp->echo->n_str_map; i++) {
+                cJSON_AddStringToObject(m, rsp->echo->str_map[i]->key,
+                                        rsp->echo->str_map[i]->value);
+            }
+        }
+        cmicro_test_v1_echo_call_free(rsp);
+        cm_md_free(md);
+    } else if (strcmp(cmd, "relay") == 0) {
+        static char huge[8192];
+        memset(huge, 'f', sizeof huge - 1);
+        cm_md *md = cm_md_new();
+        if (md == NULL) {
+            exit(1);
+        }
+        if (a1 == 1) {
+            cm_md_set(md, "Traceparent", "00-ZZZ-not-a-trace-01");
+        } else if (a1 == 2) {
+            cm_md_set(md, "Traceparent", huge);
+        }
+        o.md = md;
+        req.message = CMD_RELAY;
+        echo_response *rsp = call(c, res, &req, &o);
+        if (rsp != NULL) {
+            set_ok(res, 1);
             cJSON *m = cJSON_AddObjectToObject(res, "md");
             for (size_t i = 0; rsp->echo != NULL && i < rsp->echo->n_str_map; i++) {
                 cJSON_AddStringToObject(m, rsp->echo->str_map[i]->key,

@@ -13,6 +13,10 @@ typedef Cmicro__Test__V1__EchoResponse echo_response;
 #define CMD_SLEEP "cmd:sleep" /* sleep i32 ms, then answer */
 #define CMD_MD "cmd:md"       /* answer with the call's metadata in echo.str_map */
 #define CMD_WHO "cmd:who"     /* answer with the instance name only */
+/* Call Echo.Call cmd:relay on the next service (INTEROP_RELAY_TO, -relay-to) as a call made
+ * while serving this one, or answer as cmd:md at the last hop; every hop adds "via-<instance>" =
+ * the Traceparent it received to echo.str_map. */
+#define CMD_RELAY "cmd:relay"
 
 /* The detail of Echo.Fail's error (the request's message): quotes, HTML characters and
  * non-ASCII text, so that JSON escaping on both sides is exercised. */

@@ -2,12 +2,14 @@
  * behaviour as go/gmicro/echo_server.go:
  *   Echo.Call   echoes the request in echo, status OK, message = the instance name; or runs a
  *               command: cmd:sleep (sleep i32 ms), cmd:md (the call's metadata in
- *               echo.str_map), cmd:who (the instance name only)
+ *               echo.str_map), cmd:who (the instance name only), cmd:relay (see
+ *               echo_common.h)
  *   Echo.Fail   the go-micro error {id: service name, code: i32 or 400, detail: message}
  *   Echo.Empty  an empty response
  * Configured like any cm_service (MICRO_SERVER_NAME, MICRO_SERVER_ADDRESS, MICRO_REGISTRY, ...)
  * plus INTEROP_INSTANCE (the name answers carry), INTEROP_VERSION and INTEROP_METADATA
- * ("k=v,k=v", node metadata). Serves until SIGTERM. */
+ * ("k=v,k=v", node metadata) and INTEROP_RELAY_TO (the next hop of cmd:relay). Serves until
+ * SIGTERM. */
 #include "echo_common.h"
 
 #include <stdio.h>
@@ -16,36 +18,107 @@
 #include <time.h>
 
 static const char *instance = "c";
+static const char *relay_to;
+static cm_service *svc;
+
+/* The call's metadata in a new echo request's str_map, with room for extra more entries. */
+static echo_request *
+md_echo(cm_ctx *ctx, size_t extra)
+{
+    const cm_msg *h = cm_ctx_headers(ctx);
+    echo_request *e = cm_ctx_alloc(ctx, sizeof(*e));
+    Cmicro__Test__V1__EchoRequest__StrMapEntry **map =
+        cm_ctx_alloc(ctx, (h->nhdrs + extra + 1) * sizeof(*map));
+    if (e == NULL || map == NULL) {
+        return NULL;
+    }
+    cmicro__test__v1__echo_request__init(e);
+    e->str_map = map;
+    for (size_t i = 0; i < h->nhdrs; i++) {
+        Cmicro__Test__V1__EchoRequest__StrMapEntry *m = cm_ctx_alloc(ctx, sizeof(*m));
+        if (m == NULL) {
+            return NULL;
+        }
+        cmicro__test__v1__echo_request__str_map_entry__init(m);
+        m->key = (char *)h->hdrs[i].key;
+        m->value = (char *)h->hdrs[i].val;
+        map[e->n_str_map++] = m;
+    }
+    return e;
+}
+
+/* cmd:relay: the next hop's answer (or this call's metadata), plus via-<instance>. */
+static int
+relay(cm_ctx *ctx, echo_response *rsp)
+{
+    echo_request *e;
+    if (relay_to == NULL) {
+        e = md_echo(ctx, 1);
+    } else {
+        echo_request next = CMICRO__TEST__V1__ECHO_REQUEST__INIT;
+        next.message = CMD_RELAY;
+        cm_call_opts o;
+        cm_call_opts_init(&o);
+        o.parent = ctx;
+        echo_response *got = NULL;
+        cm_error *err = NULL;
+        int rc = cmicro_test_v1_echo_call(cm_service_client(svc), relay_to, &next, &got, &o, &err);
+        if (rc < 0) {
+            cm_ctx_set_error(ctx, err ? err : cm_error_internal("echo", "%s", cm_strerror(rc)));
+            return CM_EREMOTE;
+        }
+        size_t n = got->echo ? got->echo->n_str_map : 0;
+        e = cm_ctx_alloc(ctx, sizeof(*e));
+        Cmicro__Test__V1__EchoRequest__StrMapEntry **map =
+            cm_ctx_alloc(ctx, (n + 2) * sizeof(*map));
+        if (e == NULL || map == NULL) {
+            cmicro_test_v1_echo_call_free(got);
+            return CM_ENOMEM;
+        }
+        cmicro__test__v1__echo_request__init(e);
+        e->str_map = map;
+        for (size_t i = 0; i < n; i++) {
+            Cmicro__Test__V1__EchoRequest__StrMapEntry *m = cm_ctx_alloc(ctx, sizeof(*m));
+            if (m == NULL) {
+                cmicro_test_v1_echo_call_free(got);
+                return CM_ENOMEM;
+            }
+            cmicro__test__v1__echo_request__str_map_entry__init(m);
+            m->key = cm_ctx_strdup(ctx, got->echo->str_map[i]->key);
+            m->value = cm_ctx_strdup(ctx, got->echo->str_map[i]->value);
+            map[e->n_str_map++] = m;
+        }
+        cmicro_test_v1_echo_call_free(got);
+    }
+    Cmicro__Test__V1__EchoRequest__StrMapEntry *via = cm_ctx_alloc(ctx, sizeof(*via));
+    if (e == NULL || via == NULL) {
+        return CM_ENOMEM;
+    }
+    cmicro__test__v1__echo_request__str_map_entry__init(via);
+    via->key = cm_ctx_sprintf(ctx, "via-%s", instance);
+    const char *tp = cm_ctx_get(ctx, "Traceparent");
+    via->value = cm_ctx_strdup(ctx, tp ? tp : "");
+    e->str_map[e->n_str_map++] = via;
+    rsp->echo = e;
+    return 0;
+}
 
 static int
 call(cm_ctx *ctx, const echo_request *req, echo_response *rsp, void *user)
 {
     (void)user;
     rsp->message = (char *)instance;
+    if (strcmp(req->message, CMD_RELAY) == 0) {
+        return relay(ctx, rsp);
+    }
     if (strcmp(req->message, CMD_SLEEP) == 0) {
         struct timespec ts = {req->i32 / 1000, (long)(req->i32 % 1000) * 1000000L};
         nanosleep(&ts, NULL);
     } else if (strcmp(req->message, CMD_MD) == 0) {
-        const cm_msg *h = cm_ctx_headers(ctx);
-        echo_request *e = cm_ctx_alloc(ctx, sizeof(*e));
-        Cmicro__Test__V1__EchoRequest__StrMapEntry **map =
-            cm_ctx_alloc(ctx, (h->nhdrs + 1) * sizeof(*map));
-        if (e == NULL || map == NULL) {
+        rsp->echo = md_echo(ctx, 0);
+        if (rsp->echo == NULL) {
             return CM_ENOMEM;
         }
-        cmicro__test__v1__echo_request__init(e);
-        for (size_t i = 0; i < h->nhdrs; i++) {
-            Cmicro__Test__V1__EchoRequest__StrMapEntry *m = cm_ctx_alloc(ctx, sizeof(*m));
-            if (m == NULL) {
-                return CM_ENOMEM;
-            }
-            cmicro__test__v1__echo_request__str_map_entry__init(m);
-            m->key = (char *)h->hdrs[i].key;
-            m->value = (char *)h->hdrs[i].val;
-            map[e->n_str_map++] = m;
-        }
-        e->str_map = map;
-        rsp->echo = e;
     } else if (strcmp(req->message, CMD_WHO) != 0) {
         /* The request outlives the response's encoding: answer with it as it is. */
         rsp->status = CMICRO__TEST__V1__STATUS__STATUS_OK;
@@ -114,7 +187,8 @@ main(void)
         return 1;
     }
     o.metadata = md;
-    cm_service *svc;
+    const char *r = getenv("INTEROP_RELAY_TO");
+    relay_to = r && r[0] ? r : NULL;
     int rc = cm_service_new(&o, &svc);
     cm_md_free(md);
     if (rc < 0) {

@@ -18,6 +18,7 @@ import argparse
 import binascii
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -216,11 +217,13 @@ class Ctx:
         path = {"go4.11": self.args.go4_11, "go4.9": self.args.go4_9}[peer]
         return path
 
-    def server(self, peer, label, name, instance, version=None, metadata=None):
+    def server(self, peer, label, name, instance, version=None, metadata=None, relay_to=None):
         env = dict(self.env)
         if peer == "c":
             env["MICRO_SERVER_NAME"] = name
             env["INTEROP_INSTANCE"] = instance
+            if relay_to:
+                env["INTEROP_RELAY_TO"] = relay_to
             if version:
                 env["INTEROP_VERSION"] = version
             if metadata:
@@ -234,6 +237,8 @@ class Ctx:
                 argv += ["-version", version]
             if metadata:
                 argv += ["-metadata", metadata]
+            if relay_to:
+                argv += ["-relay-to", relay_to]
             p = Proc(self, label, argv, env)
             p.wait_for("REGISTERED ")
         return p
@@ -502,6 +507,45 @@ def hello(ctx):
     log("ok: hello pair over %s" % ctx.reg)
 
 
+# ---- trace context across hops ----
+
+def traceparent(v, what):
+    """(trace id, parent id) of a version 00 traceparent, or a Fail."""
+    m = re.fullmatch(r"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})", v or "")
+    check(m is not None, "%s: %r is not a traceparent" % (what, (v or "")[:80]))
+    return m.group(1), m.group(2)
+
+
+def trace(ctx):
+    """W3C traceparent from a C client through C -> Go (go-micro v4.11, which forwards metadata
+    but makes no span) -> C: one trace id; each C hop sends its own span; the Go hop passes on
+    what it got. A malformed or huge traceparent starts a new trace at the first C server."""
+    log("== trace context C -> C -> go4.11 -> C over %s" % ctx.reg)
+    a, g, b = ctx.name("cmicro.trace.a"), ctx.name("cmicro.trace.g"), ctx.name("cmicro.trace.b")
+    ctx.server("c", "trace-b", b, "c-b")
+    ctx.server("go4.11", "trace-g", g, "go", relay_to=b)
+    ctx.server("c", "trace-a", a, "c-a", relay_to=g)
+    caller = ctx.caller("c", a)
+    md = caller.run("relay proto 0").get("md") or {}
+    ta, pa = traceparent(md.get("via-c-a"), "what the first C server got (the client's root)")
+    tg, pg = traceparent(md.get("via-go"), "what the Go server got from the first C server")
+    tb, pb = traceparent(md.get("via-c-b"), "what the last C server got from the Go server")
+    check(ta == tg == tb, "the trace id changed across hops: %s %s %s" % (ta, tg, tb))
+    check(pg != pa, "the first C server sent its caller's span, not its own: %s" % pg)
+    check(pb == pg, "the Go server did not pass the traceparent on: %s then %s" % (pg, pb))
+    log("   one trace %s: client span %s, C span %s (passed on by Go)" % (ta, pa, pg))
+    for bad, what in ((1, "a malformed traceparent"), (2, "an 8 KiB traceparent")):
+        md = caller.run("relay proto %d" % bad).get("md") or {}
+        check(not re.fullmatch(r"00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}", md.get("via-c-a", "")),
+              "the first C server did not get %s" % what)
+        tg, pg = traceparent(md.get("via-go"), "after %s, what the Go server got" % what)
+        tb, _ = traceparent(md.get("via-c-b"), "after %s, what the last C server got" % what)
+        check(tg == tb, "after %s the trace id changed: %s %s" % (what, tg, tb))
+        log("   %s: a new trace %s from the first C server" % (what, tg))
+    caller.quit()
+    log("ok: trace context over %s" % ctx.reg)
+
+
 # ---- main ----
 
 def start_agent(ctx):
@@ -533,7 +577,7 @@ def main():
     c.add_argument("caller", choices=["c", "go4.11", "go4.9"])
     c.add_argument("callee", choices=["c", "go4.11", "go4.9"])
     c.add_argument("registry", choices=["mdns", "consul"])
-    for m in ("registry", "hello"):
+    for m in ("registry", "hello", "trace"):
         sub.add_parser(m).add_argument("registry", choices=["mdns", "consul"])
     args = ap.parse_args()
 
@@ -555,7 +599,7 @@ def main():
     try:
         if args.registry == "consul":
             start_agent(ctx)
-        {"cell": cell, "registry": registry, "hello": hello}[args.mode](ctx)
+        {"cell": cell, "registry": registry, "hello": hello, "trace": trace}[args.mode](ctx)
         ctx.check_agent_log()
     except Fail as e:
         log("FAIL: %s" % e)

@@ -26,6 +26,7 @@
  *   call limits     MICRO_SERVER_MAX_CONCURRENT (per endpoint), MICRO_SERVER_RATE_LIMIT (calls/s),
  *                   MICRO_SERVER_RATE_BURST; none by default; refusals answer 429
  *   metrics         MICRO_METRICS              "on" ("off": no wrappers, no /metrics)
+ *   trace context   MICRO_TRACE                "on" ("off": traceparent passes untouched)
  *   selector        MICRO_SELECTOR             "random" ("roundrobin")
  *   node breaker    MICRO_SELECTOR_EJECT_FAILURES (1), MICRO_SELECTOR_EJECT_ERROR_PCT (off),
  *                   MICRO_SELECTOR_EJECT_BACKOFF (duration, 1 s; see <cmicro/selector.h>)
@@ -98,6 +99,7 @@ typedef struct cm_service_opts {
     unsigned rate_burst;     /* MICRO_SERVER_RATE_BURST; default the rate */
     int metrics; /* built-in metrics and GET /metrics: 1 on, -1 off, 0 MICRO_METRICS ("on",
                     "off"), default on */
+    int tracing; /* W3C trace context across calls: 1 on, -1 off, 0 MICRO_TRACE, default on */
 } cm_service_opts;
 
 /* A health check: 0 when healthy; otherwise it may write why (whylen bytes with the NUL). It runs

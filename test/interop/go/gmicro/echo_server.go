@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"go-micro.dev/v4"
+	"go-micro.dev/v4/client"
 	"go-micro.dev/v4/errors"
 	"go-micro.dev/v4/metadata"
 
@@ -21,6 +22,8 @@ import (
 type echo struct {
 	name     string
 	instance string
+	relayTo  string
+	client   client.Client
 }
 
 func (e *echo) Call(ctx context.Context, req *echopb.EchoRequest, rsp *echopb.EchoResponse) error {
@@ -34,11 +37,35 @@ func (e *echo) Call(ctx context.Context, req *echopb.EchoRequest, rsp *echopb.Ec
 		for k, v := range md {
 			rsp.Echo.StrMap[k] = v
 		}
+	case cmdRelay:
+		return e.relay(ctx, rsp)
 	case cmdWho:
 	default:
 		rsp.Status = echopb.Status_STATUS_OK
 		rsp.Echo = req
 	}
+	return nil
+}
+
+func (e *echo) relay(ctx context.Context, rsp *echopb.EchoResponse) error {
+	md, _ := metadata.FromContext(ctx)
+	tp, _ := md.Get("Traceparent")
+	rsp.Echo = &echopb.EchoRequest{StrMap: map[string]string{}}
+	if e.relayTo == "" {
+		for k, v := range md {
+			rsp.Echo.StrMap[k] = v
+		}
+	} else {
+		next, err := echopb.NewEchoService(e.relayTo, e.client).Call(ctx,
+			&echopb.EchoRequest{Message: cmdRelay})
+		if err != nil {
+			return err
+		}
+		for k, v := range next.GetEcho().GetStrMap() {
+			rsp.Echo.StrMap[k] = v
+		}
+	}
+	rsp.Echo.StrMap["via-"+e.instance] = tp
 	return nil
 }
 
@@ -62,6 +89,7 @@ func echoServer(args []string) error {
 	version := fs.String("version", "latest", "service version")
 	md := fs.String("metadata", "", "node metadata k=v,k=v")
 	addr := fs.String("address", "127.0.0.1:0", "listen address")
+	relayTo := fs.String("relay-to", "", "the service cmd:relay calls next")
 	fs.Parse(args)
 	r, err := newRegistry(*reg)
 	if err != nil {
@@ -76,7 +104,8 @@ func echoServer(args []string) error {
 		micro.Registry(r),
 		micro.AfterStart(func() error { return announce(svc) }),
 	)
-	if err := echopb.RegisterEchoHandler(svc.Server(), &echo{*name, *instance}); err != nil {
+	if err := echopb.RegisterEchoHandler(svc.Server(),
+		&echo{*name, *instance, *relayTo, svc.Client()}); err != nil {
 		return err
 	}
 	return svc.Run()

@@ -61,6 +61,10 @@ const (
 	cmdSleep = "cmd:sleep" // sleep i32 ms, then answer
 	cmdMD    = "cmd:md"    // answer with the call's metadata in echo.str_map
 	cmdWho   = "cmd:who"   // answer with the instance name only
+	// cmdRelay calls Echo.Call cmd:relay on the -relay-to service with the call's context (so
+	// go-micro forwards its metadata), or answers as cmd:md when there is none, and adds
+	// "via-<instance>" = the Traceparent this hop received to echo.str_map.
+	cmdRelay = "cmd:relay"
 )
 
 // The error Echo.Fail answers with: code i32 (400 when 0), detail = the request's message.
