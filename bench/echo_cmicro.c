@@ -4,6 +4,12 @@
  * benchmark's traffic on 127.0.0.1 is sent. It stops on SIGINT or SIGTERM.
  *
  *   echo-cmicro [PORT]   prints "listening 127.0.0.1:PORT" once it accepts
+ *
+ * BENCH_SERVICE=1 runs the same handler in a cm_service instead (the memory registry, so still
+ * nothing leaves 127.0.0.1), configured by the environment like any service: the default
+ * configuration, with the built-in metrics, trace context and wrappers (MICRO_METRICS=off and
+ * MICRO_TRACE=off turn them off). BENCH_WORKER=1 runs the handler on the worker pool (the
+ * default for handlers) instead of inline.
  */
 #include "echo.pb-c.h"
 #include <uv.h>
@@ -46,6 +52,46 @@ on_signal(uv_signal_t *s, int sig)
     }
 }
 
+static void
+announce(void *arg)
+{
+    cm_server *s = arg;
+    const char *a = NULL;
+    for (int i = 0; i < 1000 && (a = cm_server_address(s)) == NULL; i++) {
+        uv_sleep(5);
+    }
+    printf("listening %s\n", a ? a : "?");
+    fflush(stdout);
+}
+
+/* The handler in a cm_service, with the environment's configuration. */
+static int
+run_service(const char *addr, const cm_handler *h)
+{
+    setenv("MICRO_REGISTRY", "memory", 0);
+    setenv("CMICRO_QUIET", "1", 0);
+    cm_service_opts so;
+    cm_service_opts_init(&so);
+    so.name = "bench";
+    so.address = addr;
+    so.drain_timeout_ms = 1000;
+    so.deregister_wait_ms = 1;
+    cm_service *svc;
+    if (cm_service_new(&so, &svc) < 0) {
+        fprintf(stderr, "echo-cmicro: %s\n", cm_service_why());
+        return 1;
+    }
+    int rc = cm_server_handle(cm_service_server(svc), h, NULL);
+    uv_thread_t t;
+    uv_thread_create(&t, announce, cm_service_server(svc));
+    if (rc == 0) {
+        rc = cm_service_run(svc);
+    }
+    uv_thread_join(&t);
+    cm_service_free(svc);
+    return rc < 0 ? 1 : 0;
+}
+
 int
 main(int argc, char **argv)
 {
@@ -59,13 +105,19 @@ main(int argc, char **argv)
     o.name = "bench";
     o.address = addr;
     o.drain_timeout_ms = 1000;
-    static const cm_handler h = {
+    const char *worker = getenv("BENCH_WORKER");
+    const cm_handler h = {
         .endpoint = "Bench.Echo",
         .request = &bench__echo_msg__descriptor,
         .response = &bench__echo_msg__descriptor,
         .fn = echo,
-        .flags = CM_HANDLER_INLINE,
+        .flags = worker && worker[0] == '1' ? 0u : CM_HANDLER_INLINE,
     };
+    const char *service = getenv("BENCH_SERVICE");
+    if (service != NULL && service[0] == '1') {
+        cm_loop_free(loop);
+        return run_service(addr, &h);
+    }
     int rc = cm_server_new(loop, &o, &server);
     if (rc == 0) {
         rc = cm_server_handle(server, &h, NULL);

@@ -785,12 +785,12 @@ pick(uint64_t call_val, uint64_t client_val)
 /* A parent call's trace context: the span it is served in and its cleaned tracestate, in place
  * of the ones it received. */
 static int
-add_trace(call *k, size_t cap, const cm_ctx *parent)
+add_trace(call *k, size_t cap, const char *traceparent, const char *tracestate)
 {
-    char *tp = own(k, strdup(parent->traceparent));
+    char *tp = own(k, strdup(traceparent));
     int rc = tp ? add_md(k, cap, "Traceparent", tp) : CM_ENOMEM;
-    if (rc == 0 && parent->tracestate != NULL) {
-        char *ts = own(k, strdup(parent->tracestate));
+    if (rc == 0 && tracestate != NULL) {
+        char *ts = own(k, strdup(tracestate));
         rc = ts ? add_md(k, cap, "Tracestate", ts) : CM_ENOMEM;
     }
     return rc;
@@ -802,7 +802,9 @@ static int
 add_headers(call *k, size_t cap, const cm_ctx *parent, const cm_md *md)
 {
     const cm_msg *pm = parent ? cm_ctx_headers(parent) : NULL;
-    int traced = parent != NULL && parent->traceparent[0] != '\0';
+    const char *tracestate = NULL;
+    const char *span = parent ? cm__ctx_trace((cm_ctx *)parent, &tracestate) : NULL;
+    int traced = span != NULL;
     const char *svc = k->service;
     const char *ep = svc + strlen(svc) + 1;
     const char *cts = ep + strlen(ep) + 1;
@@ -828,7 +830,7 @@ add_headers(call *k, size_t cap, const cm_ctx *parent, const cm_md *md)
         rc = v ? add_md(k, cap, key, v) : CM_ENOMEM;
     }
     if (rc == 0 && traced) {
-        rc = add_trace(k, cap, parent);
+        rc = add_trace(k, cap, span, tracestate);
     }
     for (size_t i = 0; i < cm_md_count(md) && rc == 0; i++) {
         const char *key, *val;

@@ -87,6 +87,9 @@ void cm__workers_free(cm__workers *w);
 
 typedef struct cm__route {
     atomic_int inflight; /* calls of this endpoint in its handler (the concurrency limit) */
+    /* The built-in metrics' series of this endpoint's successes (counter, latency), found once
+     * (observe.c), so that a successful call looks nothing up. */
+    _Atomic(void *) ok_series[2];
     char *endpoint;
     size_t service_len; /* length of the part before '.' */
     cm_handler h;
@@ -121,8 +124,10 @@ struct cm_ctx {
     int close_after;
     uint64_t start_ns; /* when the request arrived; set when wrappers are installed */
     void *get_state;   /* a GET request's handler state (in the arena) */
-    /* Trace context: the span this call is served in, sent on calls made with it as parent
-     * (empty: none), and the incoming tracestate, cleaned (NULL: none). */
+    /* Trace context, made at the first call made with this one as parent (tracing.c): 0 off,
+     * 1 on, 2 being made, 3 made: the span this call is served in and the incoming tracestate,
+     * cleaned (NULL: none). */
+    atomic_int trace_state;
     char traceparent[CM_TRACEPARENT_LEN + 1];
     const char *tracestate;
     cm_ctx *wait_next; /* a GET request waiting for the registry's answer */
@@ -170,6 +175,8 @@ void cm__limits_refused(const cm__limits *l, uint64_t *concurrency, uint64_t *ra
 void cm__limits_free(cm__limits *l);
 /* The in-flight counter of the endpoint c is routed to. */
 atomic_int *cm__ctx_route_inflight(cm_ctx *c);
+/* The success series slots of the endpoint c is routed to (two). */
+_Atomic(void *) *cm__ctx_route_series(cm_ctx *c);
 
 /* ---- built-in metrics (observe.c) ---- */
 
@@ -191,6 +198,11 @@ cm_selector *cm__service_selector(cm_service *s);
 /* Installs the trace wrappers on the service's server (the span a call is served in) and
  * client (a new trace for a call made outside any). 0 or an error. */
 int cm__tracing_install(cm_server *s, cm_client *c);
+/* The traceparent of the span c is served in (made at the first use: a child of the incoming
+ * one, or a new trace) and in *tracestate the cleaned incoming tracestate (or NULL); NULL when
+ * tracing is off for c. Any thread, but the memory comes from c's arena: call it while c's
+ * handler runs. */
+const char *cm__ctx_trace(cm_ctx *c, const char **tracestate);
 
 /* ---- health (health.c) ---- */
 

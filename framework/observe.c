@@ -29,17 +29,25 @@ family(cm_metrics *reg, cm_metric_type t, const char *name, const char *help, si
     return cm_metrics_family(reg, t, &o, out);
 }
 
-/* Counts one finished call into req and lat. */
+/* The series of one finished call in req and lat. */
 static void
-count(cm_metric_family *req, cm_metric_family *lat, const cm_wrap_info *w)
+series(cm_metric_family *req, cm_metric_family *lat, const cm_wrap_info *w, cm_metric **r,
+       cm_metric **l)
 {
     int code = w->status == 0 ? 200 : w->error != NULL && w->error->code > 0 ? w->error->code : 500;
     char codes[16];
     snprintf(codes, sizeof codes, "%d", code);
     const char *st = w->status == 0 ? "success" : "fail";
     const char *labels[4] = {w->service, w->endpoint, st, codes};
-    cm_counter_inc(cm_metrics_series(req, labels));
-    cm_histogram_observe(cm_metrics_series(lat, labels), (double)(uv_hrtime() - w->start_ns) / 1e9);
+    *r = cm_metrics_series(req, labels);
+    *l = cm_metrics_series(lat, labels);
+}
+
+static void
+count(cm_metric *r, cm_metric *l, const cm_wrap_info *w)
+{
+    cm_counter_inc(r);
+    cm_histogram_observe(l, (double)(uv_hrtime() - w->start_ns) / 1e9);
 }
 
 static void
@@ -47,7 +55,22 @@ server_after(const cm_wrap_info *w, void *arg, void *state)
 {
     (void)state;
     cm__observe *o = arg;
-    count(o->srv_req, o->srv_lat, w);
+    cm_metric *r, *l;
+    if (w->status != 0) {
+        series(o->srv_req, o->srv_lat, w, &r, &l);
+        count(r, l, w);
+        return;
+    }
+    /* A success: the endpoint's series, found at its first success. */
+    _Atomic(void *) *slot = cm__ctx_route_series(w->ctx);
+    r = atomic_load_explicit(&slot[0], memory_order_acquire);
+    l = atomic_load_explicit(&slot[1], memory_order_acquire);
+    if (r == NULL || l == NULL) {
+        series(o->srv_req, o->srv_lat, w, &r, &l);
+        atomic_store_explicit(&slot[1], l, memory_order_release);
+        atomic_store_explicit(&slot[0], r, memory_order_release);
+    }
+    count(r, l, w);
 }
 
 static void
@@ -55,7 +78,9 @@ client_after(const cm_wrap_info *w, void *arg, void *state)
 {
     (void)state;
     cm__observe *o = arg;
-    count(o->cli_req, o->cli_lat, w);
+    cm_metric *r, *l;
+    series(o->cli_req, o->cli_lat, w, &r, &l);
+    count(r, l, w);
 }
 
 /* ---- sampled at render ---- */

@@ -118,6 +118,8 @@ cm_server_handle(cm_server *s, const cm_handler *h, void *user)
         return CM_ENOMEM;
     }
     atomic_init(&nr->inflight, 0);
+    atomic_init(&nr->ok_series[0], NULL);
+    atomic_init(&nr->ok_series[1], NULL);
     nr->service_len = (size_t)(dot - h->endpoint);
     nr->h = *h;
     nr->h.endpoint = nr->endpoint;
@@ -193,7 +195,7 @@ cm__ctx_put(cm_ctx *c)
     c->env_id_str = 0;
     c->http_method = NULL;
     c->get_state = NULL;
-    c->traceparent[0] = '\0';
+    atomic_store_explicit(&c->trace_state, 0, memory_order_relaxed);
     c->tracestate = NULL;
     c->wait_next = NULL;
     /* Keep a large request's arena or response buffer from pinning memory. */
@@ -588,6 +590,12 @@ const cm__wraps *
 cm__server_sub_wraps(const cm_server *s)
 {
     return &s->sub_wraps;
+}
+
+_Atomic(void *) *
+cm__ctx_route_series(cm_ctx *c)
+{
+    return ((cm__route *)c->rt)->ok_series;
 }
 
 atomic_int *
