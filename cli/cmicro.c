@@ -1,7 +1,7 @@
 /* cmicro: the command-line tool. It is configured like a service (MICRO_REGISTRY,
  * MICRO_REGISTRY_ADDRESS, MICRO_CLIENT_REQUEST_TIMEOUT, ...) and talks to services by name:
  *
- *   cmicro services                          the names the registry knows, one per line
+ *   cmicro services [-o json]                the names the registry knows, one per line
  *   cmicro describe NAME                     versions, nodes and endpoints, as JSON
  *   cmicro call NAME Endpoint.Method [JSON] [-m key=value]... [--timeout MS] [--address H:P]
  *                                            calls with the JSON codec and prints the reply; a
@@ -16,7 +16,7 @@
  *                                            registry events of NAME as JSON lines, until N
  *                                            events or S seconds (default: until interrupted)
  *
- * Exit status: 0 success, 1 the call or lookup failed, 2 usage. */
+ * Every command takes --help. Exit status: 0 success, 1 the call or lookup failed, 2 usage. */
 #include "cli.h"
 
 #include <cJSON.h>
@@ -104,7 +104,7 @@ cmp_str(const void *a, const void *b)
 }
 
 static int
-cmd_services(cm_service *svc)
+cmd_services(cm_service *svc, int as_json)
 {
     int rc;
     cm_reg_service_list *l = run_lookup(svc, NULL, &rc, NULL, 0);
@@ -124,8 +124,19 @@ cmd_services(cm_service *svc)
         }
     }
     qsort(names, n, sizeof(*names), cmp_str);
+    cJSON *arr = as_json ? cJSON_CreateArray() : NULL;
     for (size_t i = 0; i < n; i++) {
-        printf("%s\n", names[i]);
+        if (arr != NULL) {
+            cJSON_AddItemToArray(arr, cJSON_CreateString(names[i]));
+        } else {
+            printf("%s\n", names[i]);
+        }
+    }
+    if (arr != NULL) {
+        char *text = cJSON_PrintUnformatted(arr);
+        printf("%s\n", text ? text : "[]");
+        free(text);
+        cJSON_Delete(arr);
     }
     free(names);
     cm_reg_service_list_free(l);
@@ -531,57 +542,114 @@ cmd_watch(cm_service *svc, int argc, char **argv)
     return w.rc;
 }
 
+/* The commands: name, arguments needed after the name, usage, and what it does. */
+static const struct command {
+    const char *name;
+    int nargs;
+    const char *usage;
+    const char *help;
+} commands[] = {
+    {"services", 0, "cmicro services [-o json]", "The names of the services in the registry."},
+    {"describe", 1, "cmicro describe NAME",
+     "Versions, nodes (addresses, metadata) and endpoints (request and response shapes) of\n"
+     "NAME, as JSON."},
+    {"call", 2,
+     "cmicro call NAME Endpoint.Method [JSON] [-m key=value]... [--timeout MS] "
+     "[--address HOST:PORT]",
+     "Calls Endpoint.Method of NAME with the JSON codec and prints the JSON reply. A go-micro\n"
+     "error prints as JSON (id, code, detail, status) on stderr and the exit status is 1."},
+    {"health", 1, "cmicro health NAME [-o json]",
+     "Asks every node of NAME for go-micro's Debug.Health and its /health/ready, and prints a\n"
+     "table (or JSON). Exit status 1 unless every node is healthy."},
+    {"api", 0, "cmicro api [--address HOST:PORT]",
+     "An HTTP gateway (default :8080): POST /api/{service}/{Endpoint.Method} with a JSON body\n"
+     "calls the service by name; go-micro errors answer with their code as HTTP status."},
+    {"new", 1, "cmicro new NAME",
+     "Scaffolds a service project in ./NAME: a .proto, a server, a client, a meson.build on the\n"
+     "installed cmicro, and a README."},
+    {"watch", 1, "cmicro watch NAME [--count N] [--seconds S]",
+     "Prints the registry's events for NAME as JSON lines, until N events or S seconds."},
+};
+#define NCOMMANDS (sizeof commands / sizeof commands[0])
+
 static int
 usage(void)
 {
-    fprintf(stderr, "usage: cmicro services\n"
-                    "       cmicro describe NAME\n"
-                    "       cmicro call NAME Endpoint.Method [JSON] [-m key=value]... "
-                    "[--timeout MS] [--address HOST:PORT]\n"
-                    "       cmicro health NAME [-o json]\n"
-                    "       cmicro api [--address HOST:PORT]   (default :8080)\n"
-                    "       cmicro new NAME\n"
-                    "       cmicro watch NAME [--count N] [--seconds S]\n"
+    fprintf(stderr, "usage:");
+    for (size_t i = 0; i < NCOMMANDS; i++) {
+        fprintf(stderr, "%s%s\n", i ? "       " : " ", commands[i].usage);
+    }
+    fprintf(stderr, "       cmicro COMMAND --help\n"
                     "Configured by the environment as services are: MICRO_REGISTRY, "
                     "MICRO_REGISTRY_ADDRESS, MICRO_CLIENT_REQUEST_TIMEOUT, ...\n");
     return 2;
 }
 
+static int
+wants_help(int argc, char **argv)
+{
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static int
+run(cm_service *svc, const char *cmd, int argc, char **argv)
+{
+    if (strcmp(cmd, "services") == 0) {
+        return cmd_services(svc, argc >= 2 && strcmp(argv[0], "-o") == 0 &&
+                                     strcmp(argv[1], "json") == 0);
+    } else if (strcmp(cmd, "describe") == 0) {
+        return cmd_describe(svc, argv[0]);
+    } else if (strcmp(cmd, "call") == 0) {
+        return cmd_call(svc, argc, argv);
+    } else if (strcmp(cmd, "api") == 0) {
+        return cmd_api(svc, argc, argv);
+    } else if (strcmp(cmd, "health") == 0) {
+        return cmd_health(svc, argc, argv);
+    }
+    return cmd_watch(svc, argc, argv);
+}
+
 int
 main(int argc, char **argv)
 {
-    if (argc < 2 || (strcmp(argv[1], "services") != 0 && strcmp(argv[1], "api") != 0 && argc < 3) ||
-        (strcmp(argv[1], "call") == 0 && argc < 4)) {
+    const struct command *c = NULL;
+    for (size_t i = 0; argc >= 2 && i < NCOMMANDS; i++) {
+        c = strcmp(argv[1], commands[i].name) == 0 ? &commands[i] : c;
+    }
+    if (c == NULL) {
+        if (argc >= 2 && wants_help(argc, argv)) {
+            usage();
+            return 0;
+        }
         return usage();
     }
-    if (strcmp(argv[1], "new") == 0) {
+    if (wants_help(argc, argv)) {
+        printf("usage: %s\n\n%s\n", c->usage, c->help);
+        return 0;
+    }
+    if (argc - 2 < c->nargs) {
+        fprintf(stderr, "usage: %s\n", c->usage);
+        return 2;
+    }
+    if (strcmp(c->name, "new") == 0) {
         return cmd_new(argc - 2, argv + 2); /* no registry needed */
     }
     cm_service_opts so;
     cm_service_opts_init(&so);
     so.name = "cmicro.cli";
     so.log_config = 0;
+    so.metrics = -1; /* a tool: no /metrics of its own */
     cm_service *svc;
     if (cm_service_new(&so, &svc) < 0) {
         fprintf(stderr, "cmicro: %s\n", cm_service_why());
         return 1;
     }
-    int rc;
-    if (strcmp(argv[1], "services") == 0) {
-        rc = cmd_services(svc);
-    } else if (strcmp(argv[1], "describe") == 0) {
-        rc = cmd_describe(svc, argv[2]);
-    } else if (strcmp(argv[1], "call") == 0) {
-        rc = cmd_call(svc, argc - 2, argv + 2);
-    } else if (strcmp(argv[1], "api") == 0) {
-        rc = cmd_api(svc, argc - 2, argv + 2);
-    } else if (strcmp(argv[1], "health") == 0) {
-        rc = cmd_health(svc, argc - 2, argv + 2);
-    } else if (strcmp(argv[1], "watch") == 0) {
-        rc = cmd_watch(svc, argc - 2, argv + 2);
-    } else {
-        rc = usage();
-    }
+    int rc = run(svc, c->name, argc - 2, argv + 2);
     cm_service_free(svc);
     return rc;
 }

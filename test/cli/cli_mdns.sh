@@ -105,6 +105,21 @@ wait "$api" || fail "api did not exit cleanly on SIGTERM: $(cat "$apilog")"
 rm -f "$apilog"
 passed=$((passed + 1))
 
+# --help on every command, -o json, and the bash completion.
+for c in services describe call health api new watch; do
+    "$cli" "$c" --help >"$out" 2>&1 || fail "$c --help failed: $(cat "$out")"
+    grep -q "^usage: cmicro $c" "$out" || fail "$c --help printed $(cat "$out")"
+done
+got=$("$cli" services -o json 2>&1) || fail "services -o json failed: $got"
+echo "$got" | grep -q '^\[.*"registry-consul.service".*\]$' || fail "services -o json printed $got"
+comp=$(dirname "$0")/../../cli/cmicro.bash
+got=$(PATH="$(dirname "$cli"):$PATH" bash -c ". '$comp'; COMP_WORDS=(cmicro de); COMP_CWORD=1;
+    _cmicro; echo \${COMPREPLY[*]}; COMP_WORDS=(cmicro call reg); COMP_CWORD=2; _cmicro;
+    echo \${COMPREPLY[*]}")
+[ "$got" = "describe
+registry-consul.service" ] || fail "bash completion gave $got"
+passed=$((passed + 1))
+
 "$cli" bogus >/dev/null 2>&1
 [ $? -eq 2 ] || fail "a bad command did not exit 2"
 passed=$((passed + 1))
