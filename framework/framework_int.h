@@ -47,6 +47,7 @@ typedef struct cm__svc_config {
     unsigned max_concurrent, rate_limit, rate_burst;
     int metrics; /* on or off */
     int tracing; /* on or off */
+    const char *trace_export; /* OTLP/HTTP traces URL, or NULL */
 } cm__svc_config;
 
 /* Code, then env, then defaults, then validation. 0 or CM_EINVAL with the reason in why. */
@@ -203,6 +204,18 @@ int cm__tracing_install(cm_server *s, cm_client *c);
  * tracing is off for c. Any thread, but the memory comes from c's arena: call it while c's
  * handler runs. */
 const char *cm__ctx_trace(cm_ctx *c, const char **tracestate);
+
+/* ---- span export (otlp.c) ---- */
+
+typedef struct cm__otlp cm__otlp;
+/* Installs the span-recording handler wrapper on s (after the trace wrapper) and starts the
+ * exporter's thread, posting to url as service. 0, CM_ENOMEM or a libuv error. */
+int cm__otlp_new(cm_server *s, const char *url, const char *service, cm__otlp **out);
+void cm__otlp_stats(cm__otlp *o, uint64_t *exported, uint64_t *dropped, uint64_t *failed);
+/* Sends what is queued (bounded by the POST timeout), stops the thread, frees. After the
+ * server is freed. */
+void cm__otlp_free(cm__otlp *o);
+cm__otlp *cm__service_otlp(cm_service *s);
 
 /* ---- health (health.c) ---- */
 

@@ -161,6 +161,20 @@ collect(cm_metrics_writer *w, void *arg)
         }
     }
     collect_selector(w, cm__service_selector(o->svc));
+    cm__otlp *x = cm__service_otlp(o->svc);
+    static const char *const outcome[] = {"outcome"};
+    if (x != NULL && cm_metrics_write_family(w, CM_METRIC_COUNTER, "micro_trace_spans_total",
+                                             "Spans of served calls: exported, dropped (the "
+                                             "queue was full) or failed (the collector refused "
+                                             "or was unreachable).",
+                                             outcome, 1) == 0) {
+        uint64_t v[3];
+        cm__otlp_stats(x, &v[0], &v[1], &v[2]);
+        const char *names[][1] = {{"exported"}, {"dropped"}, {"failed"}};
+        for (size_t i = 0; i < 3; i++) {
+            cm_metrics_write_value(w, names[i], (double)v[i]);
+        }
+    }
 }
 
 /* ---- lifecycle ---- */

@@ -45,6 +45,7 @@ struct cm_service {
     int handles_open;
     cm__health *health;
     cm__observe *observe; /* the built-in metrics; NULL when off */
+    cm__otlp *otlp;       /* span export; NULL when off */
 };
 
 void
@@ -194,6 +195,9 @@ cm_service_new(const cm_service_opts *o, cm_service **out)
     }
     if (rc == 0 && cfg.tracing) {
         rc = cm__tracing_install(s->server, s->client);
+    }
+    if (rc == 0 && cfg.tracing && cfg.trace_export != NULL && cfg.trace_export[0] != '\0') {
+        rc = cm__otlp_new(s->server, cfg.trace_export, s->name, &s->otlp);
     }
     if (rc == 0 && cfg.metrics) {
         rc = cm__observe_new(s, &s->observe);
@@ -747,6 +751,12 @@ cm_service_add_health_check(cm_service *s, const char *name, cm_health_check_fn 
     return s == NULL ? CM_EINVAL : cm__health_add(s->health, name, fn, user);
 }
 
+cm__otlp *
+cm__service_otlp(cm_service *s)
+{
+    return s->otlp;
+}
+
 cm_selector *
 cm__service_selector(cm_service *s)
 {
@@ -797,6 +807,7 @@ cm_service_free(cm_service *s)
     }
     cm__health_free(s->health);
     cm__observe_free(s->observe);
+    cm__otlp_free(s->otlp);
     cm_reg_service_free(s->svc);
     cm_md_free(s->metadata);
     free(s->name);

@@ -238,6 +238,18 @@ from_env(cm__svc_config *c, char *why, size_t whylen)
     if (switch_from_env("MICRO_METRICS", &c->metrics, why, whylen) < 0) {
         return CM_EINVAL;
     }
+    if (c->trace_export == NULL) {
+        c->trace_export = env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT");
+    }
+    if (c->trace_export == NULL && env("OTEL_EXPORTER_OTLP_ENDPOINT") != NULL) {
+        /* The base URL: the traces path is appended, as OpenTelemetry's SDKs do. */
+        static _Thread_local char url[512];
+        const char *base = env("OTEL_EXPORTER_OTLP_ENDPOINT");
+        size_t n = strlen(base);
+        snprintf(url, sizeof url, "%.*s/v1/traces", (int)(n && base[n - 1] == '/' ? n - 1 : n),
+                 base);
+        c->trace_export = url;
+    }
     return switch_from_env("MICRO_TRACE", &c->tracing, why, whylen);
 }
 
@@ -330,6 +342,7 @@ cm__service_config(const cm_service_opts *o, cm__svc_config *c, char *why, size_
     c->rate_burst = o->rate_burst;
     c->metrics = o->metrics;
     c->tracing = o->tracing;
+    c->trace_export = o->trace_export_url;
     cm_selector_opts_init(&c->selector);
     c->selector.eject_failures = 0; /* unset, so that the env applies; 0 is the default */
     c->selector.eject_backoff_ms = 0;

@@ -27,8 +27,9 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 # Python packages the tests use, pinned: prometheus-client's parser reads the /metrics text
-# (test/core/metrics_parse.py).
-pypkgs=(prometheus-client==0.26.0)
+# (test/core/metrics_parse.py, test/observe/metrics_scrape.py); opentelemetry-proto reads the
+# exported spans (test/observe/otlp_export.py).
+pypkgs=(prometheus-client==0.26.0 opentelemetry-proto==1.45.2)
 for spec in "${pypkgs[@]}"; do
   name=${spec%%==*}
   have=$(python3 -c "import importlib.metadata as m; print(m.version('$name'))" 2>/dev/null || true)

@@ -27,6 +27,7 @@
  *                   MICRO_SERVER_RATE_BURST; none by default; refusals answer 429
  *   metrics         MICRO_METRICS              "on" ("off": no wrappers, no /metrics)
  *   trace context   MICRO_TRACE                "on" ("off": traceparent passes untouched)
+ *   span export     OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, OTEL_EXPORTER_OTLP_ENDPOINT   none
  *   selector        MICRO_SELECTOR             "random" ("roundrobin")
  *   node breaker    MICRO_SELECTOR_EJECT_FAILURES (1), MICRO_SELECTOR_EJECT_ERROR_PCT (off),
  *                   MICRO_SELECTOR_EJECT_BACKOFF (duration, 1 s; see <cmicro/selector.h>)
@@ -100,6 +101,10 @@ typedef struct cm_service_opts {
     int metrics; /* built-in metrics and GET /metrics: 1 on, -1 off, 0 MICRO_METRICS ("on",
                     "off"), default on */
     int tracing; /* W3C trace context across calls: 1 on, -1 off, 0 MICRO_TRACE, default on */
+    const char *trace_export_url; /* OTLP/HTTP JSON collector URL for the spans of served calls
+                                     ("http://127.0.0.1:4318/v1/traces"); NULL: the env
+                                     OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, else
+                                     OTEL_EXPORTER_OTLP_ENDPOINT + "/v1/traces", else none */
 } cm_service_opts;
 
 /* A health check: 0 when healthy; otherwise it may write why (whylen bytes with the NUL). It runs
