@@ -639,6 +639,11 @@ main(int argc, char **argv)
     if (strcmp(c->name, "new") == 0) {
         return cmd_new(argc - 2, argv + 2); /* no registry needed */
     }
+    /* A person waits for one answer: give mDNS a longer window than a service's hot lookups. */
+    const char *reg = getenv("MICRO_REGISTRY");
+    if (reg == NULL || reg[0] == '\0' || strcmp(reg, "mdns") == 0) {
+        setenv("MICRO_REGISTRY_TIMEOUT", "1s", 0);
+    }
     cm_service_opts so;
     cm_service_opts_init(&so);
     so.name = "cmicro.cli";

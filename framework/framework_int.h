@@ -39,6 +39,7 @@ typedef struct cm__svc_config {
     const char *name, *version, *address, *advertise, *reg_name, *reg_addr;
     const char *id, *transport, *env_metadata;
     uint64_t ttl_ms, interval_ms, dereg_wait_ms;
+    uint64_t reg_timeout_ms; /* MICRO_REGISTRY_TIMEOUT; 0: the backend's default */
     int log_config;
     int strategy_set;
     cm_client_opts client;

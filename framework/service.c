@@ -115,6 +115,7 @@ open_registry(cm_service *s, const cm_service_opts *o, const cm__svc_config *c)
     cm_registry_opts ro;
     cm_registry_opts_init(&ro);
     ro.addresses = c->reg_addr;
+    ro.timeout_ms = c->reg_timeout_ms;
     int rc = cm_registry_new(s->loop, c->reg_name, &ro, &s->reg);
     s->own_reg = rc == 0;
     if (rc < 0) {

@@ -178,6 +178,7 @@ from_env(cm__svc_config *c, char *why, size_t whylen)
         {"MICRO_SERVER_HEADER_TIMEOUT", STOPT(header_timeout_ms), 0},
         {"MICRO_SERVER_BODY_TIMEOUT", STOPT(body_timeout_ms), 0},
         {"MICRO_SERVER_IDLE_TIMEOUT", STOPT(idle_timeout_ms), 0},
+        {"MICRO_REGISTRY_TIMEOUT", offsetof(cm__svc_config, reg_timeout_ms), 0},
         {"MICRO_SELECTOR_EJECT_BACKOFF",
          offsetof(cm__svc_config, selector) + offsetof(cm_selector_opts, eject_backoff_ms), 0},
     };

@@ -12,6 +12,8 @@
  *   advertise       MICRO_SERVER_ADVERTISE     the listen address with a usable IP
  *   registry        MICRO_REGISTRY             "mdns" (also "consul", "memory")
  *   registry addr   MICRO_REGISTRY_ADDRESS     the backend's default
+ *   registry wait   MICRO_REGISTRY_TIMEOUT (duration) one request, or an mDNS query window;
+ *                                              the backend's default (mDNS 100 ms)
  *   register TTL    MICRO_REGISTER_TTL (s)     90 s
  *   interval        MICRO_REGISTER_INTERVAL (s) TTL/3; an interval above TTL/2 is refused
  *   client retries  MICRO_CLIENT_RETRIES       5 (6 attempts)
