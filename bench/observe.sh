@@ -28,6 +28,7 @@ trap cleanup EXIT
 # serve CONFIG [wrapper...]: starts the server; sets pid and addr.
 serve() {
   local c=$1; shift
+  : >"$WORK/srv.out" # before the server starts, so that no earlier run's line is read
   # shellcheck disable=SC2086
   env BENCH_SERVICE=1 ${ENVS[$c]} taskset -c 0 "$@" "$B/echo-cmicro" 0 >"$WORK/srv.out" 2>&1 &
   pid=$!
