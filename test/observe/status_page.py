@@ -3,7 +3,9 @@
 made (served and made, successes and go-micro errors, the selector's view of the called service),
 the HTML form loaded in headless Chromium, which must log no console message and whose DOM must
 show the endpoint table with those counts and a hostile service name as plain text; odd paths and a
-huge query answered without a crash.
+huge query answered without a crash; 302 called endpoints shown as 256 rows and 46 omitted; with
+MICRO_METRICS=off the endpoints listed without counts, and a registry that refuses (Consul on a
+closed loopback port) shown with its last error.
 
     status_page.py STATUS_SERVER
 
@@ -37,9 +39,10 @@ def check(cond, msg):
         fail(msg)
 
 
-def start(server):
+def start(server, **extra):
     env = dict(os.environ, MICRO_REGISTRY="memory", MICRO_SERVER_ADDRESS="127.0.0.1:0",
                CMICRO_QUIET="1")
+    env.update(extra)
     p = subprocess.Popen([server, SERVICE], env=env, stdout=subprocess.PIPE, text=True)
     line = p.stdout.readline().split()
     if len(line) < 3 or line[0] != "listening":
@@ -296,6 +299,57 @@ def check_odd_paths(addr):
     print("ok: odd paths and huge queries answered, the service still serves")
 
 
+def check_bounded(addr):
+    """Calls to 300 more services: the table stops at 256 rows and counts the rest."""
+    for i in range(300):
+        check(call(addr, "Echo.Relay", {"name": "cm.missing.%d" % i}) is not None,
+              "relay to cm.missing.%d succeeded" % i)
+    s = status_json(addr)
+    # 2 rows before, 302 (service, endpoint) pairs now, one series each.
+    check(len(s["calls_made"]) == 256 and s["calls_made_omitted"] == 46,
+          "calls_made: %d rows, %r omitted" % (len(s["calls_made"]), s["calls_made_omitted"]))
+    st, _, page = get(addr, "/status")
+    check(st == 200 and "46 more series not shown" in page and len(page) < 256 * 1024,
+          "the HTML page with 302 callees: %d, %d bytes" % (st, len(page)))
+    print("ok: 302 callees: 256 rows shown, 46 counted as omitted")
+
+
+def closed_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def check_off_and_failing(server):
+    """Metrics off: endpoints without counts. A registry that refuses: its last error shows."""
+    p, addr, _ = start(server, MICRO_METRICS="off", MICRO_REGISTRY="consul",
+                       MICRO_REGISTRY_ADDRESS="127.0.0.1:%d" % closed_port())
+    try:
+        deadline = time.time() + 10
+        while True:
+            s = status_json(addr)
+            if s["registry"]["register_failures"] >= 1:
+                break
+            check(time.time() < deadline, "no register failure after 10 s: %r" % s["registry"])
+            time.sleep(0.05)
+        reg = s["registry"]
+        check(reg["backend"] == "consul" and reg["registered"] is False and
+              "consul" in reg["last_error"] and abs(reg["last_error_unix"] - time.time()) < 60,
+              "registry %r" % reg)
+        check(s["service"]["metrics"] is False and s["calls_made"] == [] and
+              [(e["endpoint"], "calls" in e) for e in s["endpoints"]] ==
+              [("Echo.Call", False), ("Echo.Relay", False)], "metrics off: %r" % s)
+        st, _, page = get(addr, "/status")
+        check(st == 200 and "Metrics are off" in page and reg["last_error"] in page,
+              "the HTML page with metrics off and a failing registry: %d\n%s" % (st, page))
+        print("ok: MICRO_METRICS=off lists the endpoints without counts; the register error "
+              "shows: %s" % reg["last_error"])
+    finally:
+        p.terminate()
+        p.wait(timeout=10)
+    check(p.returncode == 0, "status-server (metrics off) exited %d" % p.returncode)
+
+
 def main():
     p, addr, node = start(sys.argv[1])
     try:
@@ -309,12 +363,14 @@ def main():
               "server, registry and selector fields")
         check_browser(addr, evil_code)
         check_odd_paths(addr)
+        check_bounded(addr)
         check(p.poll() is None, "the service exited")
     finally:
         p.terminate()
         p.wait(timeout=10)
     check(p.returncode == 0, "status-server exited %d" % p.returncode)
-    print("3 passed, 0 failed")
+    check_off_and_failing(sys.argv[1])
+    print("5 passed, 0 failed")
 
 
 if __name__ == "__main__":
