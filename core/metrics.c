@@ -609,18 +609,31 @@ cm_histogram_sum(const cm_metric *s)
     return cm__metrics_load_double(&s->sum);
 }
 
-double
-cm_histogram_quantile(const cm_metric *s, double q)
+size_t
+cm_histogram_buckets(const cm_metric *s, const double **bounds, uint64_t *counts)
 {
-    uint64_t counts[CM_METRICS_MAX_BUCKETS + 1];
-    uint64_t total = 0;
-
-    if (s == NULL || s->overflow || s->fam->type != CM_METRIC_HISTOGRAM || !(q >= 0 && q <= 1)) {
-        return NAN;
+    if (s == NULL || s->overflow || s->fam->type != CM_METRIC_HISTOGRAM) {
+        return 0;
     }
     const cm_metric_family *f = s->fam;
     for (size_t i = 0; i <= f->nbuckets; i++) {
         counts[i] = atomic_load_explicit(&s->counts[i], memory_order_relaxed);
+    }
+    if (bounds != NULL) {
+        *bounds = f->buckets;
+    }
+    return f->nbuckets;
+}
+
+double
+cm_histogram_quantile_of(const double *bounds, const uint64_t *counts, size_t nbounds, double q)
+{
+    uint64_t total = 0;
+
+    if (bounds == NULL || counts == NULL || nbounds == 0 || !(q >= 0 && q <= 1)) {
+        return NAN;
+    }
+    for (size_t i = 0; i <= nbounds; i++) {
         total += counts[i];
     }
     if (total == 0) {
@@ -628,15 +641,24 @@ cm_histogram_quantile(const cm_metric *s, double q)
     }
     double rank = q * (double)total;
     uint64_t below = 0;
-    for (size_t i = 0; i < f->nbuckets; i++) {
+    for (size_t i = 0; i < nbounds; i++) {
         if ((double)(below + counts[i]) >= rank && counts[i] > 0) {
             /* As histogram_quantile: the first bucket starts at 0 when its bound is positive. */
-            double lo = i > 0 ? f->buckets[i - 1] : (f->buckets[0] > 0 ? 0 : f->buckets[0]);
-            return lo + (f->buckets[i] - lo) * ((rank - (double)below) / (double)counts[i]);
+            double lo = i > 0 ? bounds[i - 1] : (bounds[0] > 0 ? 0 : bounds[0]);
+            return lo + (bounds[i] - lo) * ((rank - (double)below) / (double)counts[i]);
         }
         below += counts[i];
     }
-    return f->buckets[f->nbuckets - 1];
+    return bounds[nbounds - 1];
+}
+
+double
+cm_histogram_quantile(const cm_metric *s, double q)
+{
+    uint64_t counts[CM_METRICS_MAX_BUCKETS + 1];
+    const double *bounds = NULL;
+    size_t n = cm_histogram_buckets(s, &bounds, counts);
+    return n == 0 ? NAN : cm_histogram_quantile_of(bounds, counts, n, q);
 }
 
 /* ---- collectors ---- */

@@ -187,6 +187,14 @@ typedef struct cm__observe cm__observe;
  * collector. After the server and the client exist, before the service runs. 0 or an error. */
 int cm__observe_new(cm_service *svc, cm__observe **out);
 cm_metrics *cm__observe_metrics(cm__observe *o);
+/* The families of the calls served (micro_request_total {service, endpoint, status, code} and
+ * micro_request_duration_seconds {service, endpoint, status}) and made (micro_client_*, same
+ * labels), for the status page; all NULL when o is NULL (metrics off). */
+void cm__observe_families(const cm__observe *o, cm_metric_family **srv_req,
+                          cm_metric_family **srv_lat, cm_metric_family **cli_req,
+                          cm_metric_family **cli_lat);
+/* The service's metrics; NULL when off. */
+cm__observe *cm__service_observe(cm_service *s);
 /* After the server and the client are freed. */
 void cm__observe_free(cm__observe *o);
 /* Installs w as the server's outermost handler wrapper. Before start. */
@@ -233,6 +241,17 @@ void cm__health_free(cm__health *h);
 void cm__health_on_get(cm_ctx *c, const char *path, void *arg);
 /* Non-zero while the service's node is registered (its last register succeeded). */
 int cm__service_registered(const cm_service *s);
+/* The last register failure ("" none; borrowed, loop thread), the failures in a row since the
+ * last success, and when it failed (Unix seconds). */
+const char *cm__service_register_error(const cm_service *s, unsigned *failures,
+                                       uint64_t *when_unix);
+
+/* ---- status page (status.c) ---- */
+
+/* GET /status (path with its query): the service, its endpoints, server, registry and called
+ * services, as HTML or, for "?format=json" or "Accept: application/json", as JSON. lookup_error
+ * (NULL: none) is the health probe's last registry lookup failure. On the loop thread. */
+void cm__status_get(cm_ctx *c, cm_service *svc, const char *path, const char *lookup_error);
 
 /* ---- headers ---- */
 

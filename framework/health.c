@@ -1,6 +1,7 @@
 /* The service's plain HTTP answers on its own listener: GET /health, /health/live and
  * /health/ready in go-micro's health package shape (status "up" or "down", the checks with their
- * durations in nanoseconds, and info), answered 200 or 503. Every other GET answers 404.
+ * durations in nanoseconds, and info), answered 200 or 503; GET /metrics (observe.c) and GET
+ * /status (status.c). Every other GET answers 404.
  *
  * Ready means: the server serves (started, not stopping), the registry holds this node (a lookup
  * of the service by name, at most one in flight and reused for 1 s, so that probes cannot flood
@@ -319,6 +320,8 @@ cm__health_on_get(cm_ctx *c, const char *path, void *arg)
         start_probe(c, h);
     } else if (h->metrics != NULL && is_path(path, "/metrics")) {
         reply_metrics(c, h->metrics);
+    } else if (is_path(path, "/status")) {
+        cm__status_get(c, h->svc, path, h->looked && !h->found ? h->why : NULL);
     } else {
         cm__ctx_reply_http(c, 404, "text/plain; charset=utf-8", "404 page not found\n", 19);
     }

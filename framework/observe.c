@@ -229,6 +229,16 @@ cm__observe_metrics(cm__observe *o)
 }
 
 void
+cm__observe_families(const cm__observe *o, cm_metric_family **srv_req, cm_metric_family **srv_lat,
+                     cm_metric_family **cli_req, cm_metric_family **cli_lat)
+{
+    *srv_req = o ? o->srv_req : NULL;
+    *srv_lat = o ? o->srv_lat : NULL;
+    *cli_req = o ? o->cli_req : NULL;
+    *cli_lat = o ? o->cli_lat : NULL;
+}
+
+void
 cm__observe_free(cm__observe *o)
 {
     if (o != NULL) {

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <uuid/uuid.h>
 
 struct cm_service {
@@ -38,6 +39,8 @@ struct cm_service {
     int registered;       /* the registry holds our node */
     int reg_inflight;     /* a register or deregister is pending */
     unsigned reg_failures;
+    char reg_error[160]; /* the last register failure ("" none), for GET /status */
+    uint64_t reg_error_unix;
     int stopping;
     int stop_dereg;       /* the stop deregistered (or tried to): wait before stopping */
     int stop_waiting;     /* the deregister wait runs */
@@ -506,6 +509,15 @@ on_retry(uv_timer_t *t)
     do_register(s);
 }
 
+/* Keeps the last register failure for the status page. */
+static void
+note_reg_error(cm_service *s, int status)
+{
+    snprintf(s->reg_error, sizeof s->reg_error, "register with %s failed: %s",
+             cm_registry_name(s->reg), cm_strerror(status));
+    s->reg_error_unix = (uint64_t)time(NULL);
+}
+
 static void
 on_registered(int status, void *user)
 {
@@ -518,6 +530,7 @@ on_registered(int status, void *user)
     }
     if (status < 0) {
         s->reg_failures++;
+        note_reg_error(s, status);
         uint64_t d = retry_delay_ms(s->reg_failures);
         /* Once per change of state: the first failure at warn, the retries at debug. */
         cm_log(s->reg_failures == 1 ? CM_LOG_WARN : CM_LOG_DEBUG, "service",
@@ -545,6 +558,7 @@ do_register(cm_service *s)
     if (rc < 0) {
         s->reg_inflight = 0;
         s->reg_failures++;
+        note_reg_error(s, rc);
         cm_log(CM_LOG_WARN, "service", "register failed: %s", cm_strerror(rc));
         uv_timer_start(&s->retry_timer, on_retry, retry_delay_ms(s->reg_failures), 0);
     }
@@ -774,6 +788,20 @@ int
 cm__service_registered(const cm_service *s)
 {
     return s->registered;
+}
+
+const char *
+cm__service_register_error(const cm_service *s, unsigned *failures, uint64_t *when_unix)
+{
+    *failures = s->reg_failures;
+    *when_unix = s->reg_error_unix;
+    return s->reg_error;
+}
+
+cm__observe *
+cm__service_observe(cm_service *s)
+{
+    return s->observe;
 }
 
 static void

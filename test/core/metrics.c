@@ -101,6 +101,26 @@ test_values_and_text(void)
     CHECK(cm_histogram_quantile(h, 0.99) == 1); /* the +Inf bucket: the highest finite bound */
     CHECK(isnan(cm_histogram_quantile(h, 1.5)));
     CHECK(isnan(cm_histogram_quantile(cm_metrics_series(lat, (const char *const[]){"x"}), 0.5)));
+
+    /* Buckets read at once and merged over two series: h's 2, 1, 1 plus g's 0, 2, 0. */
+    uint64_t counts[CM_METRICS_MAX_BUCKETS + 1], more[CM_METRICS_MAX_BUCKETS + 1];
+    const double *bounds = NULL;
+    CHECK_EQ_INT(cm_histogram_buckets(h, &bounds, counts), 2);
+    CHECK(bounds != NULL && bounds[0] == 0.1 && bounds[1] == 1);
+    CHECK(counts[0] == 2 && counts[1] == 1 && counts[2] == 1);
+    cm_metric *g = cm_metrics_series(lat, (const char *const[]){"Greeter.Bye"});
+    cm_histogram_observe(g, 0.2);
+    cm_histogram_observe(g, 0.9);
+    CHECK_EQ_INT(cm_histogram_buckets(g, NULL, more), 2);
+    for (size_t i = 0; i < 3; i++) {
+        counts[i] += more[i];
+    }
+    /* 2, 3, 1: the median's rank 3 is the first of (0.1,1]'s three: 0.1 + 0.9 / 3. */
+    CHECK(fabs(cm_histogram_quantile_of(bounds, counts, 2, 0.5) - 0.4) < 1e-12);
+    CHECK(fabs(cm_histogram_quantile_of(bounds, counts, 2, 1.0 / 6) - 0.05) < 1e-12);
+    CHECK(fabs(cm_histogram_quantile_of(bounds, counts, 2, 5.0 / 6) - 1) < 1e-12);
+    CHECK(isnan(cm_histogram_quantile_of(bounds, counts, 0, 0.5)));
+    CHECK_EQ_INT(cm_histogram_buckets(ok, &bounds, counts), 0); /* a counter */
     cm_metrics_free(reg);
 }
 

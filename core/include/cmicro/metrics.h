@@ -118,6 +118,17 @@ CM_EXTERN double cm_histogram_sum(const cm_metric *s);
  * does: linear within the bucket, the highest finite bound for the +Inf bucket. NaN when the
  * histogram is empty or q is out of range. */
 CM_EXTERN double cm_histogram_quantile(const cm_metric *s, double q);
+/* Reads a histogram's buckets at once, to merge several series of a family (a status page's
+ * latency over every status): counts (CM_METRICS_MAX_BUCKETS + 1 slots) gets the count of each
+ * bucket, not cumulative, the last one +Inf's; *bounds (may be NULL) the family's finite upper
+ * bounds (borrowed, valid as long as the registry). Returns the number of finite bounds, 0 for a
+ * NULL series, the overflow series or one of another type. */
+CM_EXTERN size_t cm_histogram_buckets(const cm_metric *s, const double **bounds, uint64_t *counts);
+/* cm_histogram_quantile() over counts read by cm_histogram_buckets() (nbounds finite bounds,
+ * nbounds + 1 counts), summed over series of one family if need be. NaN when they are all 0, q
+ * is out of range or nbounds is 0. */
+CM_EXTERN double cm_histogram_quantile_of(const double *bounds, const uint64_t *counts,
+                                          size_t nbounds, double q);
 
 /* Calls fn for each series of f in creation order (the overflow series not included), with the
  * series' label values (borrowed during the call). fn must not add series to f. f's mutex is
