@@ -314,6 +314,10 @@ connect_work(uv_work_t *w)
     if (p->st != NATS_OK) {
         natsStatus st;
         const char *last = nats_GetLastError(&st);
+        const char *where = last != NULL && last[0] == '(' ? strstr(last, "): ") : NULL;
+        if (where != NULL) {
+            last = where + 3; /* "(conn.c:2088): No server ..." without the source place */
+        }
         snprintf(p->err, sizeof(p->err), "%s",
                  last != NULL && last[0] ? last : natsStatus_GetText(p->st));
     }

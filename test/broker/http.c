@@ -102,9 +102,9 @@ publish_n(cm_broker *b, const char *topic, int from, int to, pubres *res)
         char body[32];
         snprintf(body, sizeof(body), "msg-%d", i);
         cm_md_set(h, "X-Seq", body);
-        CHECK_EQ_INT(cm_broker_publish(b, topic, h, (const uint8_t *)body, strlen(body),
-                                       on_published, res),
-                     0);
+        CHECK_EQ_INT(
+            cm_broker_publish(b, topic, h, (const uint8_t *)body, strlen(body), on_published, res),
+            0);
     }
     cm_md_free(h);
     CHECK(wait_until(&res->done, to - from, 10000));
@@ -214,9 +214,8 @@ test_malformed(cm_broker *s1, rx *a)
     for (size_t i = 0; i < 4; i++) {
         cm_hdr h[] = {{"Content-Type", "application/json"}, {":path", "/?id=x"}};
         cm_msg m = {h, 2, (const uint8_t *)bodies[i], strlen(bodies[i])};
-        CHECK_EQ_INT(cm_transport_roundtrip(t, cm_broker_address(s1), &m, 2000, on_post, NULL,
-                                            NULL),
-                     0);
+        CHECK_EQ_INT(
+            cm_transport_roundtrip(t, cm_broker_address(s1), &m, 2000, on_post, NULL, NULL), 0);
     }
     CHECK(wait_until(&posted, 4, 5000));
     cm_broker_stats st;
