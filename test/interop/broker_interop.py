@@ -195,7 +195,7 @@ def killed_subscriber(args, env):
         errs = [l.split() for l in p.text().splitlines() if l.startswith("NODE-ERROR")]
         check(rc == 3 and len(errs) == N, "want exit 3 and %d node errors: exit %s, %r\n%s" % (
             N, rc, errs, p.text("err")))
-        check(len({e[1] for e in errs}) == 1 and errs[0][3] == "UV_ECONNREFUSED",
+        check(len({e[1] for e in errs}) == 1 and errs[0][3] == "ECONNREFUSED",
               "node errors: %r" % errs[:3])
         log("  the publisher: %s at %s: %s (x%d)" % (errs[0][1], errs[0][2], errs[0][3], N))
         g = Proc("go publisher", pub_argv(args, "go", "http", "fan", "application/json"), env)
