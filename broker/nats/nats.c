@@ -7,7 +7,8 @@
  * queue shared with the loop (struct shared), then wakes the loop with uv_async_send; the loop
  * runs the handlers. Connecting, flushing a new subscription and closing block in libnats, so they
  * run on libuv's worker threads, never on the loop. Publishing appends to libnats's buffer, which
- * its flusher thread writes. */
+ * its flusher thread writes; only when that buffer is full does libnats write it out from the
+ * publishing thread (a short blocking write, bounded by the connection's write deadline). */
 #include "broker_int.h"
 
 #include <nats/nats.h>
