@@ -168,6 +168,17 @@ on_msg(const cm_broker_msg *m, void *arg)
     return 0;
 }
 
+static int failed;
+
+static int
+on_fail(const cm_broker_msg *m, void *arg)
+{
+    (void)m;
+    (void)arg;
+    failed++;
+    return CM_EINVAL;
+}
+
 static void
 on_published(int status, const cm_broker_node_err *errs, size_t nerrs, void *arg)
 {
@@ -234,14 +245,19 @@ main(void)
     CHECK_EQ_INT(got, 1);
     CHECK_EQ_STR(last_body, "hello");
     cm_broker_unsubscribe(s);
+    /* A handler that fails: logged and counted, as go-micro logs its handler errors. */
+    cm_broker_sub *f = NULL;
+    CHECK_EQ_INT(cm_broker_subscribe(b, "news", NULL, on_fail, NULL, &f), 0);
     CHECK_EQ_INT(cm_broker_publish(b, "news", h, (const uint8_t *)"again", 5, on_published, NULL),
                  0);
     cm_loop_run(L);
     CHECK_EQ_INT(got, 1);
+    CHECK_EQ_INT(failed, 1);
     cm_broker_stats st;
     cm_broker_get_stats(b, &st);
     CHECK_EQ_INT(st.published, 2);
-    CHECK_EQ_INT(st.delivered, 1);
+    CHECK_EQ_INT(st.delivered, 2);
+    CHECK_EQ_INT(st.handler_errors, 1);
     cm_md_free(h);
 
     cm_broker_close(b, on_closed, NULL);
