@@ -315,6 +315,17 @@ test_options(void)
     cm_broker_opts_set(&o, "max_body_bytes", "-5");
     CHECK_EQ_INT(cm_broker_new(L, "http", &o, &b), CM_EINVAL);
 
+    /* Body limit: a message whose JSON is over max_body_bytes is refused before any POST. */
+    cm_broker_opts_init(&o);
+    o.registry = reg;
+    cm_broker_opts_set(&o, "max_body_bytes", "64");
+    b = broker_up("http", &o);
+    static const uint8_t big[100];
+    CHECK_EQ_INT(cm_broker_publish(b, "t", NULL, big, sizeof(big), NULL, NULL), CM_ETOOBIG);
+    CHECK(strstr(cm_broker_why(b), "max_body_bytes") != NULL);
+    CHECK_EQ_INT(cm_broker_publish(b, "t", NULL, big, 8, NULL, NULL), 0);
+    broker_down(b);
+
     /* MICRO_BROKER and MICRO_BROKER_ADDRESS pick the backend and the listen address. */
     setenv("MICRO_BROKER", "http", 1);
     char addr[32];
