@@ -10,6 +10,7 @@ pkgs=(
   iproute2 python3 python3-pip cmake g++ curl
   libclang-rt-dev valgrind libc6-dbg
   chromium
+  libnats-dev nats-server
 )
 
 missing=()

@@ -6,6 +6,8 @@
 #   core       nothing of cmicro
 #   codec, transport, registry   core
 #   selector   core, registry (it caches the registry's answers, as go-micro's selector does)
+#   broker     core, codec, transport, registry (the HTTP broker listens and POSTs with the
+#              transport and keeps its subscriptions in the registry)
 #   framework  everything below it
 # A backend folder (registry/consul, transport/http, ...) counts as its module. The core never
 # includes a backend's header.
@@ -16,7 +18,7 @@ status=0
 
 # The public headers each module owns, by file name.
 owner() {
-    for m in core codec transport registry selector framework; do
+    for m in core codec transport registry selector broker framework; do
         if [ -f "$m/include/cmicro/$1" ]; then
             echo "$m"
             return
@@ -29,12 +31,13 @@ allowed() { # module included-module
     [ "$1" = "$2" ] && return 0
     case "$1:$2" in
     codec:core | transport:core | registry:core | selector:core | selector:registry) return 0 ;;
+    broker:core | broker:codec | broker:transport | broker:registry) return 0 ;;
     framework:*) return 0 ;;
     esac
     return 1
 }
 
-for m in core codec transport registry selector framework; do
+for m in core codec transport registry selector broker framework; do
     for f in $(find "$m" -name '*.c' -o -name '*.h'); do
         # Public headers of cmicro: <cmicro/x.h>.
         for h in $(sed -n 's|^#include <cmicro/\([a-z_]*\.h\)>.*|\1|p' "$f"); do
@@ -69,7 +72,7 @@ if grep -rn 'cm_error' transport >&2; then
 fi
 # No direct writes to stdout/stderr in library code, except the facade's default writer.
 if grep -rnE '\b(fprintf|fputs|fwrite) *\((stderr|stdout)|\bv?printf *\(|\bputs *\(|\bperror *\(' \
-    core codec transport registry selector framework | grep -v '^core/log\.c:' >&2; then
+    core codec transport registry selector broker framework | grep -v '^core/log\.c:' >&2; then
     echo "logging: library code writes to stdout/stderr outside core/log.c" >&2
     status=1
 fi

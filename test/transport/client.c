@@ -260,6 +260,24 @@ test_request_bytes(void)
     CHECK_EQ_INT(pool(t).reused, 1);
     CHECK_EQ_INT(pool(t).idle, 1);
 
+    /* A ":path" pseudo header is the request target (the HTTP broker's "/?id=..."), never a
+     * header; one that is not "/" and printable ASCII is refused before anything is sent. */
+    cm_hdr ph[] = {{":path", "/?id=events-1%2F2"}, {"Content-Type", "application/json"}};
+    cm_msg preq = {ph, 2, (const uint8_t *)"{}", 2};
+    roundtrip(t, s.addr, &preq, 5000, &r);
+    CHECK_EQ_INT(r.status, 0);
+    want = strdupf("POST /?id=events-1%%2F2 HTTP/1.1\r\nHost: %s\r\nUser-Agent: cmicro/0.1\r\n"
+                   "Content-Length: 2\r\nContent-Type: application/json\r\n\r\n{}",
+                   s.addr);
+    CHECK_EQ_STR(s.last, want);
+    free(want);
+    const char *badpath[] = {"x", "/a b", "/a\r\nX: 1", "", "/\x7f"};
+    for (size_t i = 0; i < sizeof(badpath) / sizeof(badpath[0]); i++) {
+        ph[0].val = badpath[i];
+        CHECK_EQ_INT(cm_transport_roundtrip(t, s.addr, &preq, 0, on_result, &r, NULL), CM_EINVAL);
+    }
+    CHECK_EQ_INT(pool(t).idle, 1); /* the refused requests took no connection */
+
     /* A name is resolved (asynchronously) and dialed; Host is the address as given. */
     char name[64];
     snprintf(name, sizeof(name), "localhost:%d", s.port);

@@ -539,13 +539,38 @@ put_str(cm__http_buf *b, const char *s)
     return cm__http_buf_append(b, s, strlen(s));
 }
 
-/* Go's http.Request.Write for a POST to "/". */
+/* The request target: the value of a ":path" pseudo header, else "/". NULL when ":path" is not
+ * an origin-form target ("/" then printable ASCII without spaces). */
+static const char *
+request_target(const cm_msg *req)
+{
+    const char *path = cm_msg_header(req, ":path");
+    if (path == NULL) {
+        return "/";
+    }
+    if (path[0] != '/') {
+        return NULL;
+    }
+    for (const char *p = path; *p != '\0'; p++) {
+        if ((unsigned char)*p <= 0x20 || (unsigned char)*p >= 0x7f) {
+            return NULL;
+        }
+    }
+    return path;
+}
+
+/* Go's http.Request.Write for a POST to "/" (or to the ":path" pseudo header's target). */
 static int
 build_request(cm__http_cconn *c, const char *addr, const cm_msg *req)
 {
     cm__http_buf *b = &c->wb;
     b->len = 0;
-    if (put_str(b, "POST / HTTP/1.1\r\nHost: ") < 0 || put_str(b, addr) < 0 ||
+    const char *target = request_target(req);
+    if (target == NULL) {
+        return CM_EINVAL;
+    }
+    if (put_str(b, "POST ") < 0 || put_str(b, target) < 0 ||
+        put_str(b, " HTTP/1.1\r\nHost: ") < 0 || put_str(b, addr) < 0 ||
         put_str(b, "\r\nUser-Agent: " USER_AGENT "\r\nContent-Length: ") < 0 ||
         cm__http_put_u64(b, req->body_len) < 0 || put_str(b, "\r\n") < 0 ||
         cm__http_put_headers(b, req,
@@ -632,6 +657,9 @@ cm__http_roundtrip(cm_transport *t, const char *addr, const cm_msg *req, uint64_
     cm__http_client *cl = client_of(t);
     if (cl->closing) {
         return CM_ESTATE;
+    }
+    if (request_target(req) == NULL) {
+        return CM_EINVAL;
     }
     uint64_t now = uv_now(t->loop);
     cm__http_pool *p;

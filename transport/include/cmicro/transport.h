@@ -154,13 +154,16 @@ CM_EXTERN const char *cm_tconn_local(const cm_tconn *conn);
  * CM_ENOMEM, or a libuv error (UV_ECONNREFUSED, UV_EAI_NONAME, ...). */
 typedef void (*cm_roundtrip_cb)(int status, unsigned flags, const cm_msg *rsp, void *user);
 
-/* Sends req to addr ("host:port", an IP literal or a name) over a pooled connection (LIFO
+/* Sends req to addr ("host:port", an IP literal or a name) as a POST to "/", or to the target
+ * a pseudo header ":path" gives ("/?id=events-1", percent-encoded by the caller; it is not sent as
+ * a header), over a pooled connection (LIFO
  * reuse; one request in flight per connection) and calls cb once with the response. req is
  * borrowed during the call. timeout_ms (0: none) bounds the whole round trip including the dial;
  * on expiry the connection is closed, not pooled. handle (may be NULL) receives a handle valid
  * until cb runs. A name is resolved with uv_getaddrinfo on every dial (its first IPv4 address is
  * preferred). Idle pooled connections do not keep the loop alive (they are unref'd). Returns 0,
- * CM_EADDR, CM_EINVAL, CM_ENOMEM or CM_ESTATE (the transport is closing). */
+ * CM_EADDR, CM_EINVAL (also: a ":path" that is not "/" followed by printable ASCII), CM_ENOMEM
+ * or CM_ESTATE (the transport is closing). */
 CM_EXTERN int cm_transport_roundtrip(cm_transport *t, const char *addr, const cm_msg *req,
                                      uint64_t timeout_ms, cm_roundtrip_cb cb, void *user,
                                      cm_roundtrip **handle);

@@ -1,0 +1,56 @@
+/* cmicro: the broker object the generic functions and the built-in backends share. Not
+ * installed; external backends use the accessors of <cmicro/broker.h>. */
+#ifndef CMICRO_BROKER_INT_H
+#define CMICRO_BROKER_INT_H
+
+#include "core_int.h"
+
+#include <cmicro/broker.h>
+#include <stdalign.h>
+
+enum { BROKER_IDLE, BROKER_CONNECTING, BROKER_CONNECTED, BROKER_DISCONNECTING };
+
+struct cm_broker_sub {
+    cm_broker *broker;
+    struct cm_broker_sub *next;
+    char *topic;
+    char *queue; /* NULL: none */
+    cm_broker_handler handler;
+    void *arg;
+    cm_broker_cb ready;
+    void *ready_arg;
+    /* the backend's private state (ops->sub_priv_size bytes) follows */
+    max_align_t priv[];
+};
+
+struct cm_broker {
+    const struct cm_broker_ops *ops;
+    cm_loop *loop;
+    char *addresses;
+    uint64_t timeout_ms;
+    size_t queue_max;
+    cm_registry *registry;
+    cm_md *options; /* never NULL */
+    int state;
+    int closing;
+    unsigned pending; /* closures posted with cm__broker_defer that have not run */
+    cm_broker_cb conn_cb;
+    void *conn_arg;
+    cm_broker_sub *subs;
+    cm_broker_stats stats;
+    void (*close_done)(void *arg);
+    void *close_arg;
+    char why[320];
+    /* the backend's private state (ops->priv_size bytes) follows */
+    max_align_t priv[];
+};
+
+/* Runs fn(arg) on b's loop at a later turn; the broker is not freed before it has run. 0 or
+ * CM_ENOMEM. */
+int cm__broker_defer(cm_broker *b, void (*fn)(void *arg), void *arg);
+
+/* The built-in backends, registered by the table in broker.c. */
+extern const cm_broker_ops cm__broker_http;
+extern const cm_broker_ops cm__broker_nats;
+
+#endif

@@ -1,0 +1,646 @@
+/* go-micro's default HTTP broker (broker/http.go), on the wire and in the registry.
+ *
+ * Subscribing registers a node of the registry service "micro.http.broker", version
+ * "ff.http.broadcast" or the queue name, node id "<topic>-<broker uuid>", the listener's address
+ * and metadata {secure, broker: "http", topic}; the node is registered again every 30 s with a
+ * TTL of 1 min, and deregistered on unsubscribe. Publishing looks the service up, keeps the nodes
+ * of the topic, and POSTs the JSON message to "/?id=<node id>" of every node of the broadcast
+ * version and of one random node of each queue version. Receiving: a POST's body is decoded and
+ * handed to every subscription of its Micro-Topic (go-micro filters by the id parameter too; the
+ * node ids of one broker and topic are all equal, so this is the same set), and answered 200.
+ *
+ * Everything runs on the loop: the HTTP transport listens and sends, the registry calls back. */
+#include "broker_int.h"
+
+#include <cmicro/transport.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <uuid/uuid.h>
+#include <uv.h>
+
+#define MODULE "broker"
+#define SERVICE "micro.http.broker"
+#define BROADCAST "ff.http.broadcast"
+
+typedef struct http_priv {
+    cm_broker *b;
+    char id[40]; /* the broker's uuid */
+    cm_transport *t;
+    cm_registry *reg;
+    int own_reg; /* reg was made here from MICRO_REGISTRY */
+    cm_listener *l;
+    char addr[128];      /* the listener's address */
+    char node_addr[128]; /* what the nodes carry */
+    uv_timer_t *timer;   /* its own allocation: it closes after the broker is freed */
+    uint64_t ttl_ms, interval_ms;
+    size_t max_body;
+    unsigned inflight; /* registry requests whose callbacks have not run */
+    int busy;          /* disconnect steps still to finish */
+    int disconnecting;
+} http_priv;
+
+typedef struct http_sub {
+    cm_reg_service *svc; /* the registration */
+} http_sub;
+
+/* ---- receiving ---- */
+
+static void
+on_request(cm_tconn *conn, int status, const cm_msg *req, void *user)
+{
+    http_priv *p = user;
+    cm_broker *b = p->b;
+    if (status < 0 || req == NULL) {
+        cm_tconn_reply(conn, NULL, 1);
+        return;
+    }
+    cm_md *header = NULL;
+    uint8_t *body = NULL;
+    size_t len = 0;
+    char why[128];
+    int rc = cm_broker_msg_decode(req->body, req->body_len, &header, &body, &len, why, sizeof(why));
+    const char *topic = rc == 0 ? cm_md_get(header, CM_BROKER_TOPIC_HEADER) : NULL;
+    char peer[64];
+    snprintf(peer, sizeof(peer), "%s", cm_tconn_peer(conn));
+    /* Replied first: the request (and conn) are borrowed until then, and handlers may take long. */
+    cm_tconn_reply(conn, NULL, 0);
+    if (rc < 0 || topic == NULL || topic[0] == '\0') {
+        uint64_t n = ++b->stats.malformed;
+        if ((n & (n - 1)) == 0) {
+            cm_log(CM_LOG_WARN, MODULE, "http: message from %s dropped: %s (%llu so far)", peer,
+                   rc < 0 ? why : "no Micro-Topic header", (unsigned long long)n);
+        }
+    } else {
+        /* A handler may unsubscribe any subscription: walk a snapshot of the matching ones by
+         * looking each up again in the live list. */
+        for (size_t i = 0;; i++) {
+            size_t k = 0;
+            cm_broker_sub *s = b->state == BROKER_CONNECTED ? cm_broker_subs(b) : NULL;
+            for (; s != NULL; s = s->next) {
+                if (strcmp(s->topic, topic) == 0 && k++ == i) {
+                    break;
+                }
+            }
+            if (s == NULL) {
+                break;
+            }
+            cm_broker_deliver(s, header, body, len);
+        }
+    }
+    cm_md_free(header);
+    free(body);
+}
+
+/* ---- registration ---- */
+
+typedef struct reg_req {
+    http_priv *p;
+    cm_broker_sub *s; /* NULL: a refresh or a deregistration */
+    char node_id[160];
+} reg_req;
+
+static int
+sub_alive(cm_broker *b, const cm_broker_sub *s)
+{
+    for (cm_broker_sub *x = cm_broker_subs(b); x != NULL; x = x->next) {
+        if (x == s) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static void maybe_disconnected(http_priv *p);
+
+static void
+on_registry(int status, void *arg)
+{
+    reg_req *r = arg;
+    http_priv *p = r->p;
+    p->inflight--;
+    if (status < 0) {
+        cm_log(CM_LOG_WARN, MODULE, "http: registering subscription %s failed: %s", r->node_id,
+               cm_strerror(status));
+    }
+    if (r->s != NULL && sub_alive(p->b, r->s)) {
+        cm_broker_sub_ready(r->s, status);
+    }
+    free(r);
+    maybe_disconnected(p);
+}
+
+/* Registers (dereg 0) or deregisters s's node. */
+static int
+reg_call(http_priv *p, cm_broker_sub *s, int dereg, int report)
+{
+    http_sub *hs = cm_broker_sub_priv(s);
+    reg_req *r = calloc(1, sizeof(*r));
+    if (r == NULL) {
+        return CM_ENOMEM;
+    }
+    r->p = p;
+    r->s = report ? s : NULL;
+    snprintf(r->node_id, sizeof(r->node_id), "%s", hs->svc->nodes[0].id);
+    int rc = dereg ? cm_registry_deregister_service(p->reg, hs->svc, on_registry, r)
+                   : cm_registry_register_service(p->reg, hs->svc, p->ttl_ms, on_registry, r);
+    if (rc < 0) {
+        free(r);
+        return rc;
+    }
+    p->inflight++;
+    return 0;
+}
+
+static void
+on_refresh(uv_timer_t *t)
+{
+    http_priv *p = t->data;
+    for (cm_broker_sub *s = cm_broker_subs(p->b); s != NULL; s = s->next) {
+        int rc = reg_call(p, s, 0, 0);
+        if (rc < 0) {
+            cm_log(CM_LOG_WARN, MODULE, "http: refreshing %s: %s", s->topic, cm_strerror(rc));
+        }
+    }
+}
+
+static int
+http_subscribe(cm_broker *b, cm_broker_sub *s)
+{
+    http_priv *p = cm_broker_priv(b);
+    http_sub *hs = cm_broker_sub_priv(s);
+    char node_id[512];
+    snprintf(node_id, sizeof(node_id), "%s-%s", s->topic, p->id);
+    hs->svc = cm_reg_service_new(SERVICE, s->queue != NULL ? s->queue : BROADCAST);
+    cm_md *md = cm_md_new();
+    int rc = hs->svc != NULL && md != NULL ? 0 : CM_ENOMEM;
+    if (rc == 0 && ((rc = cm_md_set(md, "secure", "false")) < 0 ||
+                    (rc = cm_md_set(md, "broker", "http")) < 0 ||
+                    (rc = cm_md_set(md, "topic", s->topic)) < 0)) {
+        cm_broker_set_why(b, "http: topic \"%s\" cannot be node metadata", s->topic);
+    }
+    if (rc == 0 && cm_reg_service_add_node(hs->svc, node_id, p->node_addr, md) == NULL) {
+        rc = CM_ENOMEM;
+    }
+    cm_md_free(md);
+    if (rc == 0) {
+        rc = reg_call(p, s, 0, 1);
+    }
+    if (rc < 0) {
+        cm_reg_service_free(hs->svc);
+        hs->svc = NULL;
+    }
+    return rc;
+}
+
+static void
+http_unsubscribe(cm_broker *b, cm_broker_sub *s)
+{
+    http_priv *p = cm_broker_priv(b);
+    http_sub *hs = cm_broker_sub_priv(s);
+    if (hs->svc == NULL) {
+        return;
+    }
+    int rc = reg_call(p, s, 1, 0);
+    if (rc < 0) {
+        cm_log(CM_LOG_WARN, MODULE, "http: deregistering %s: %s", s->topic, cm_strerror(rc));
+    }
+    cm_reg_service_free(hs->svc);
+    hs->svc = NULL;
+}
+
+/* ---- publishing ---- */
+
+typedef struct pub {
+    cm_broker *b;
+    cm_broker_publish_cb cb;
+    void *arg;
+    char *topic;
+    cm_buf body;
+    unsigned outstanding;
+    int status;
+    cm_broker_node_err *errs;
+    size_t nerrs;
+} pub;
+
+typedef struct pub_node {
+    pub *pb;
+    char *id;
+    char *addr;
+} pub_node;
+
+static void
+pub_free(pub *pb)
+{
+    for (size_t i = 0; i < pb->nerrs; i++) {
+        free((char *)pb->errs[i].node_id);
+        free((char *)pb->errs[i].address);
+    }
+    free(pb->errs);
+    free(pb->topic);
+    cm_buf_free(&pb->body);
+    free(pb);
+}
+
+static void
+pub_finish(pub *pb)
+{
+    http_priv *p = cm_broker_priv(pb->b);
+    if (pb->cb != NULL) {
+        pb->cb(pb->status, pb->errs, pb->nerrs, pb->arg);
+    }
+    pub_free(pb);
+    p->inflight--;
+    maybe_disconnected(p);
+}
+
+/* Records a node the message did not reach (taking id and addr). */
+static void
+pub_fail(pub *pb, char *id, char *addr, int status)
+{
+    cm_broker *b = pb->b;
+    b->stats.publish_errors++;
+    cm_log(CM_LOG_DEBUG, MODULE, "http: publish on \"%s\" to %s (%s) failed: %s", pb->topic, id,
+           addr, cm_strerror(status));
+    if (pb->status == 0) {
+        pb->status = status;
+        cm_broker_set_why(b, "http: publish on \"%s\" to node %s at %s: %s", pb->topic, id, addr,
+                          cm_strerror(status));
+    }
+    cm_broker_node_err *e = realloc(pb->errs, (pb->nerrs + 1) * sizeof(*e));
+    if (e == NULL) {
+        free(id);
+        free(addr);
+        return;
+    }
+    pb->errs = e;
+    e[pb->nerrs++] = (cm_broker_node_err){.node_id = id, .address = addr, .status = status};
+}
+
+static void
+on_posted(int status, unsigned flags, const cm_msg *rsp, void *user)
+{
+    (void)flags;
+    (void)rsp;
+    pub_node *n = user;
+    pub *pb = n->pb;
+    if (status < 0) {
+        pub_fail(pb, n->id, n->addr, status);
+    } else {
+        free(n->id);
+        free(n->addr);
+    }
+    free(n);
+    if (--pb->outstanding == 0) {
+        pub_finish(pb);
+    }
+}
+
+/* "/?id=" + the id percent-encoded as Go's url.Values.Encode does (QueryEscape). */
+static char *
+id_path(const char *id)
+{
+    size_t n = strlen(id);
+    char *out = malloc(6 + 3 * n);
+    if (out == NULL) {
+        return NULL;
+    }
+    memcpy(out, "/?id=", 5);
+    char *o = out + 5;
+    for (const unsigned char *s = (const unsigned char *)id; *s; s++) {
+        if ((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9') ||
+            *s == '-' || *s == '_' || *s == '.' || *s == '~') {
+            *o++ = (char)*s;
+        } else if (*s == ' ') {
+            *o++ = '+';
+        } else {
+            o += sprintf(o, "%%%02X", *s);
+        }
+    }
+    *o = '\0';
+    return out;
+}
+
+static void
+post_node(pub *pb, const cm_node *node)
+{
+    http_priv *p = cm_broker_priv(pb->b);
+    pub_node *n = calloc(1, sizeof(*n));
+    char *path = id_path(node->id);
+    int rc = n != NULL && path != NULL ? 0 : CM_ENOMEM;
+    if (n != NULL) {
+        n->pb = pb;
+        n->id = strdup(node->id);
+        n->addr = strdup(node->address);
+    }
+    const char *secure = cm_md_get(node->metadata, "secure");
+    if (rc == 0 && secure != NULL && strcmp(secure, "true") == 0) {
+        rc = CM_ENOTSUP; /* an https subscriber: not supported here */
+    }
+    if (rc == 0) {
+        cm_hdr hdrs[2] = {{"Content-Type", "application/json"}, {":path", path}};
+        cm_msg req = {hdrs, 2, pb->body.data, pb->body.len};
+        rc = cm_transport_roundtrip(p->t, node->address, &req, cm_broker_timeout_ms(pb->b),
+                                    on_posted, n, NULL);
+    }
+    free(path);
+    if (rc == 0) {
+        pb->outstanding++;
+        return;
+    }
+    if (n != NULL) {
+        pub_fail(pb, n->id, n->addr, rc);
+        free(n);
+    }
+}
+
+static int
+node_matches(const cm_node *n, const char *topic)
+{
+    const char *br = cm_md_get(n->metadata, "broker");
+    const char *tp = cm_md_get(n->metadata, "topic");
+    return br != NULL && strcmp(br, "http") == 0 && tp != NULL && strcmp(tp, topic) == 0;
+}
+
+static void
+on_lookup(int status, const cm_reg_service_list *list, void *arg)
+{
+    pub *pb = arg;
+    http_priv *p = cm_broker_priv(pb->b);
+    pb->outstanding = 1; /* held while posting, so that no callback finishes pb early */
+    if (status < 0 && status != CM_ENOTFOUND) {
+        pb->status = status;
+        cm_broker_set_why(pb->b, "http: looking up %s: %s", SERVICE, cm_strerror(status));
+    }
+    for (size_t i = 0; status == 0 && !p->disconnecting && i < list->n; i++) {
+        const cm_reg_service *svc = list->items[i];
+        size_t matching = 0;
+        for (size_t k = 0; k < svc->nnodes; k++) {
+            matching += node_matches(&svc->nodes[k], pb->topic);
+        }
+        if (matching == 0) {
+            continue;
+        }
+        int broadcast = svc->version != NULL && strcmp(svc->version, BROADCAST) == 0;
+        size_t pick = broadcast ? 0 : (size_t)(uv_hrtime() % matching);
+        size_t seen = 0;
+        for (size_t k = 0; k < svc->nnodes; k++) {
+            if (node_matches(&svc->nodes[k], pb->topic) && (broadcast || seen++ == pick)) {
+                post_node(pb, &svc->nodes[k]);
+            }
+        }
+    }
+    if (--pb->outstanding == 0) {
+        pub_finish(pb);
+    }
+}
+
+static int
+http_publish(cm_broker *b, const char *topic, const cm_md *header, const uint8_t *body,
+             size_t body_len, cm_broker_publish_cb cb, void *arg)
+{
+    http_priv *p = cm_broker_priv(b);
+    pub *pb = calloc(1, sizeof(*pb));
+    cm_md *h = cm_md_new();
+    int rc = pb != NULL && h != NULL ? 0 : CM_ENOMEM;
+    for (size_t i = 0; rc == 0 && header != NULL && i < cm_md_count(header); i++) {
+        const char *k, *v;
+        cm_md_at(header, i, &k, &v);
+        rc = cm_md_set(h, k, v);
+    }
+    if (rc == 0) {
+        rc = cm_md_set(h, CM_BROKER_TOPIC_HEADER, topic); /* as go-micro's broker adds it */
+    }
+    if (rc == 0) {
+        pb->b = b;
+        pb->cb = cb;
+        pb->arg = arg;
+        pb->topic = strdup(topic);
+        rc = pb->topic != NULL ? cm_broker_msg_encode(h, body, body_len, &pb->body) : CM_ENOMEM;
+    }
+    cm_md_free(h);
+    if (rc == 0 && pb->body.len > p->max_body) {
+        cm_broker_set_why(b, "http: message of %zu bytes over max_body_bytes (%zu)", pb->body.len,
+                          p->max_body);
+        rc = CM_ETOOBIG;
+    }
+    if (rc == 0) {
+        rc = cm_registry_get_service(p->reg, SERVICE, on_lookup, pb);
+    }
+    if (rc < 0) {
+        if (pb != NULL) {
+            pub_free(pb);
+        }
+        return rc;
+    }
+    p->inflight++;
+    return 0;
+}
+
+/* ---- connect, disconnect ---- */
+
+/* The address the nodes carry: the "advertise" option, else the listener's, with an unspecified
+ * host replaced by the first private IPv4 address (go-micro's addr.Extract), else 127.0.0.1. */
+static void
+node_address(http_priv *p)
+{
+    const char *adv = cm_broker_option(p->b, "advertise");
+    const char *colon = strrchr(p->addr, ':');
+    const char *port = colon != NULL ? colon + 1 : "0";
+    if (adv != NULL) {
+        snprintf(p->node_addr, sizeof(p->node_addr), "%s%s%s", adv,
+                 strchr(adv, ':') != NULL ? "" : ":", strchr(adv, ':') != NULL ? "" : port);
+        return;
+    }
+    if (strncmp(p->addr, "0.0.0.0:", 8) != 0 && strncmp(p->addr, "[::]:", 5) != 0) {
+        snprintf(p->node_addr, sizeof(p->node_addr), "%s", p->addr);
+        return;
+    }
+    char ip[64] = "127.0.0.1";
+    uv_interface_address_t *ifs = NULL;
+    int n = 0;
+    if (uv_interface_addresses(&ifs, &n) == 0) {
+        for (int i = 0; i < n; i++) {
+            if (!ifs[i].is_internal && ifs[i].address.address4.sin_family == AF_INET) {
+                uv_ip4_name(&ifs[i].address.address4, ip, sizeof(ip));
+                break;
+            }
+        }
+        uv_free_interface_addresses(ifs, n);
+    }
+    snprintf(p->node_addr, sizeof(p->node_addr), "%s:%s", ip, port);
+}
+
+static void
+connected_later(void *arg)
+{
+    cm_broker_connected(arg, 0);
+}
+
+static int
+http_connect(cm_broker *b)
+{
+    http_priv *p = cm_broker_priv(b);
+    const char *addr = cm_broker_addresses(b) != NULL ? cm_broker_addresses(b) : "127.0.0.1:0";
+    int rc = cm_transport_listen(p->t, addr, on_request, p, &p->l);
+    if (rc == 0) {
+        rc = cm_listener_addr(p->l, p->addr, sizeof(p->addr));
+    }
+    if (rc == 0) {
+        node_address(p);
+        p->disconnecting = 0;
+        uv_timer_start(p->timer, on_refresh, p->interval_ms, p->interval_ms);
+        rc = cm__broker_defer(b, connected_later, b);
+    }
+    if (rc < 0) {
+        cm_broker_set_why(b, "http: cannot listen on %s: %s", addr, cm_strerror(rc));
+        if (p->l != NULL) {
+            uv_timer_stop(p->timer);
+            cm_listener_close(p->l, NULL, NULL);
+            p->l = NULL;
+        }
+    }
+    return rc;
+}
+
+static void
+maybe_disconnected(http_priv *p)
+{
+    if (p->disconnecting && p->busy == 0 && p->inflight == 0) {
+        p->disconnecting = 0;
+        cm_broker_disconnected(p->b);
+    }
+}
+
+static void
+listener_closed(void *arg)
+{
+    http_priv *p = arg;
+    p->busy--;
+    maybe_disconnected(p);
+}
+
+static void
+http_disconnect(cm_broker *b)
+{
+    http_priv *p = cm_broker_priv(b);
+    uv_timer_stop(p->timer);
+    p->disconnecting = 1;
+    p->busy = 1;
+    cm_listener_close(p->l, listener_closed, p);
+    p->l = NULL;
+}
+
+static const char *
+http_address(cm_broker *b)
+{
+    http_priv *p = cm_broker_priv(b);
+    return p->addr;
+}
+
+/* ---- life ---- */
+
+static int
+opt_u64(cm_broker *b, const char *key, uint64_t def, uint64_t *out)
+{
+    const char *v = cm_broker_option(b, key);
+    *out = def;
+    if (v == NULL) {
+        return 0;
+    }
+    char *end = NULL;
+    unsigned long long n = strtoull(v, &end, 10);
+    if (end == v || *end != '\0' || n == 0 || v[0] == '-') {
+        cm_broker_set_why(b, "http broker: option \"%s\" is not a positive number: \"%s\"", key, v);
+        return CM_EINVAL;
+    }
+    *out = n;
+    return 0;
+}
+
+static void http_fini(cm_broker *b);
+
+static int
+http_init(cm_broker *b)
+{
+    http_priv *p = cm_broker_priv(b);
+    p->b = b;
+    uint64_t max_body = 0;
+    int rc = opt_u64(b, "register_ttl_ms", 60000, &p->ttl_ms);
+    if (rc == 0) {
+        rc = opt_u64(b, "register_interval_ms", 30000, &p->interval_ms);
+    }
+    if (rc == 0) {
+        rc = opt_u64(b, "max_body_bytes", 4u << 20, &max_body);
+    }
+    if (rc < 0) {
+        return rc;
+    }
+    p->max_body = (size_t)max_body;
+    uuid_t u;
+    uuid_generate_random(u);
+    uuid_unparse_lower(u, p->id);
+    cm_transport_opts to;
+    cm_transport_opts_init(&to);
+    to.max_body_bytes = p->max_body;
+    to.dial_timeout_ms = cm_broker_timeout_ms(b);
+    cm_loop *loop = cm_broker_loop(b);
+    if ((rc = cm_transport_new(loop, "http", &to, &p->t)) < 0) {
+        return rc;
+    }
+    p->reg = cm_broker_registry(b);
+    if (p->reg == NULL) {
+        if ((rc = cm_registry_new(loop, NULL, NULL, &p->reg)) < 0) {
+            cm_broker_set_why(b, "http: no registry: %s", cm_strerror(rc));
+            cm_transport_close(p->t, NULL, NULL);
+            return rc;
+        }
+        p->own_reg = 1;
+    }
+    if ((p->timer = malloc(sizeof(*p->timer))) == NULL) {
+        http_fini(b);
+        return CM_ENOMEM;
+    }
+    uv_timer_init(cm_loop_uv(loop), p->timer);
+    p->timer->data = p;
+    uv_unref((uv_handle_t *)p->timer);
+    return 0;
+}
+
+static void
+free_handle(uv_handle_t *h)
+{
+    free(h);
+}
+
+static void
+http_fini(cm_broker *b)
+{
+    http_priv *p = cm_broker_priv(b);
+    if (p->timer != NULL) {
+        uv_close((uv_handle_t *)p->timer, free_handle);
+    }
+    cm_transport_close(p->t, NULL, NULL);
+    if (p->own_reg) {
+        cm_registry_close(p->reg, NULL, NULL);
+    }
+}
+
+static const char *const http_keys[] = {"advertise", "max_body_bytes", "register_ttl_ms",
+                                        "register_interval_ms", NULL};
+
+const cm_broker_ops cm__broker_http = {
+    .abi_version = CM_ABI_VERSION,
+    .name = "http",
+    .priv_size = sizeof(http_priv),
+    .sub_priv_size = sizeof(http_sub),
+    .option_keys = http_keys,
+    .init = http_init,
+    .fini = http_fini,
+    .connect = http_connect,
+    .disconnect = http_disconnect,
+    .publish = http_publish,
+    .subscribe = http_subscribe,
+    .unsubscribe = http_unsubscribe,
+    .address = http_address,
+};

@@ -1,0 +1,382 @@
+/* go-micro's broker.Message {Header map[string]string; Body []byte} as its JSON codec
+ * (encoding/json, no struct tags) writes and reads it. Both built-in backends carry messages in
+ * this form. */
+#include "broker_int.h"
+
+#include <cJSON.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+/* More header entries than this make a message malformed (cm_md is a list). */
+#define HEADER_MAX 1024
+
+/* ---- encoding, byte for byte as Go 1.22+ ---- */
+
+static int
+put(cm_buf *out, const char *s, size_t n)
+{
+    return cm_buf_append(out, s, n);
+}
+
+/* The length of the valid UTF-8 sequence at s (1-4), or 0 when it is not one (Go's
+ * utf8.DecodeRune answers RuneError, width 1). */
+static size_t
+utf8_len(const uint8_t *s, size_t n, uint32_t *rune)
+{
+    uint8_t c = s[0];
+    size_t len;
+    uint32_t r, min;
+    if (c < 0x80) {
+        *rune = c;
+        return 1;
+    } else if (c >= 0xc2 && c <= 0xdf) {
+        len = 2, r = c & 0x1f, min = 0x80;
+    } else if (c >= 0xe0 && c <= 0xef) {
+        len = 3, r = c & 0x0f, min = 0x800;
+    } else if (c >= 0xf0 && c <= 0xf4) {
+        len = 4, r = c & 0x07, min = 0x10000;
+    } else {
+        return 0;
+    }
+    if (n < len) {
+        return 0;
+    }
+    for (size_t i = 1; i < len; i++) {
+        if ((s[i] & 0xc0) != 0x80) {
+            return 0;
+        }
+        r = (r << 6) | (s[i] & 0x3f);
+    }
+    if (r < min || r > 0x10ffff || (r >= 0xd800 && r <= 0xdfff)) {
+        return 0;
+    }
+    *rune = r;
+    return len;
+}
+
+/* A JSON string as encoding/json writes it with HTML escaping on. */
+static int
+put_string(cm_buf *out, const char *str)
+{
+    static const char hex[] = "0123456789abcdef";
+    const uint8_t *s = (const uint8_t *)str;
+    size_t n = strlen(str);
+    if (put(out, "\"", 1) < 0) {
+        return CM_ENOMEM;
+    }
+    for (size_t i = 0; i < n;) {
+        uint8_t c = s[i];
+        char esc[8];
+        size_t elen = 0;
+        size_t adv = 1;
+        if (c < 0x80) {
+            if (c == '"' || c == '\\') {
+                esc[0] = '\\', esc[1] = (char)c, elen = 2;
+            } else if (c == '\n' || c == '\r' || c == '\t' || c == '\b' || c == '\f') {
+                esc[0] = '\\';
+                esc[1] = c == '\n'   ? 'n'
+                         : c == '\r' ? 'r'
+                         : c == '\t' ? 't'
+                         : c == '\b' ? 'b'
+                                     : 'f';
+                elen = 2;
+            } else if (c < 0x20 || c == '<' || c == '>' || c == '&') {
+                memcpy(esc, "\\u00", 4);
+                esc[4] = hex[c >> 4], esc[5] = hex[c & 15], elen = 6;
+            }
+        } else {
+            uint32_t r;
+            size_t len = utf8_len(s + i, n - i, &r);
+            if (len == 0) {
+                memcpy(esc, "\\ufffd", 6), elen = 6;
+            } else if (r == 0x2028 || r == 0x2029) {
+                memcpy(esc, r == 0x2028 ? "\\u2028" : "\\u2029", 6), elen = 6;
+                adv = len;
+            } else {
+                adv = len;
+            }
+        }
+        int rc = elen ? put(out, esc, elen) : put(out, (const char *)s + i, adv);
+        if (rc < 0) {
+            return CM_ENOMEM;
+        }
+        i += adv;
+    }
+    return put(out, "\"", 1) < 0 ? CM_ENOMEM : 0;
+}
+
+static int
+put_base64(cm_buf *out, const uint8_t *p, size_t n)
+{
+    static const char tab[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    if (cm_buf_reserve(out, (n + 2) / 3 * 4) < 0) {
+        return CM_ENOMEM;
+    }
+    char *o = (char *)out->data + out->len;
+    size_t i = 0;
+    for (; i + 3 <= n; i += 3) {
+        uint32_t v = (uint32_t)p[i] << 16 | (uint32_t)p[i + 1] << 8 | p[i + 2];
+        *o++ = tab[v >> 18], *o++ = tab[(v >> 12) & 63], *o++ = tab[(v >> 6) & 63];
+        *o++ = tab[v & 63];
+    }
+    if (i < n) {
+        uint32_t v = (uint32_t)p[i] << 16 | (i + 1 < n ? (uint32_t)p[i + 1] << 8 : 0);
+        *o++ = tab[v >> 18], *o++ = tab[(v >> 12) & 63];
+        *o++ = i + 1 < n ? tab[(v >> 6) & 63] : '=';
+        *o++ = '=';
+    }
+    out->len = (size_t)(o - (char *)out->data);
+    return 0;
+}
+
+static int
+cmp_key(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+static int
+put_header(cm_buf *out, const cm_md *header)
+{
+    size_t n = cm_md_count(header);
+    const char **keys = malloc((n ? n : 1) * sizeof(*keys));
+    if (keys == NULL) {
+        return CM_ENOMEM;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const char *v;
+        cm_md_at(header, i, &keys[i], &v);
+    }
+    qsort(keys, n, sizeof(*keys), cmp_key); /* Go sorts map keys bytewise */
+    int rc = put(out, "{", 1);
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        if ((i > 0 && put(out, ",", 1) < 0) || put_string(out, keys[i]) < 0 ||
+            put(out, ":", 1) < 0 || put_string(out, cm_md_get(header, keys[i])) < 0) {
+            rc = CM_ENOMEM;
+        }
+    }
+    free(keys);
+    return rc == 0 && put(out, "}", 1) == 0 ? 0 : CM_ENOMEM;
+}
+
+int
+cm_broker_msg_encode(const cm_md *header, const uint8_t *body, size_t body_len, cm_buf *out)
+{
+    if (out == NULL || (body == NULL && body_len > 0)) {
+        return CM_EINVAL;
+    }
+    if (put(out, "{\"Header\":", 10) < 0) {
+        return CM_ENOMEM;
+    }
+    int rc = header != NULL ? put_header(out, header) : put(out, "null", 4);
+    if (rc < 0 || put(out, ",\"Body\":\"", 9) < 0 || put_base64(out, body, body_len) < 0 ||
+        put(out, "\"}", 2) < 0) {
+        return CM_ENOMEM;
+    }
+    return 0;
+}
+
+/* ---- decoding ---- */
+
+static int
+fail(char *err, size_t errlen, const char *why)
+{
+    if (err != NULL && errlen > 0) {
+        snprintf(err, errlen, "%s", why);
+    }
+    return CM_ECODEC;
+}
+
+static int
+b64_val(int c)
+{
+    if (c >= 'A' && c <= 'Z') {
+        return c - 'A';
+    } else if (c >= 'a' && c <= 'z') {
+        return c - 'a' + 26;
+    } else if (c >= '0' && c <= '9') {
+        return c - '0' + 52;
+    }
+    return c == '+' ? 62 : c == '/' ? 63 : -1;
+}
+
+/* Go's base64.StdEncoding.Decode: padded, CR and LF ignored. *out owned (NULL when empty). */
+static int
+b64_decode(const char *s, uint8_t **out, size_t *outlen)
+{
+    size_t n = strlen(s);
+    uint8_t *o = malloc(n / 4 * 3 + 3);
+    if (o == NULL) {
+        return CM_ENOMEM;
+    }
+    size_t len = 0, q = 0, pad = 0;
+    uint32_t acc = 0;
+    for (size_t i = 0; i < n; i++) {
+        int c = (unsigned char)s[i];
+        if (c == '\r' || c == '\n') {
+            continue;
+        }
+        int v = b64_val(c);
+        if (c == '=' && q >= 2) {
+            pad++;
+            v = 0;
+        } else if (v < 0 || pad > 0) {
+            free(o);
+            return CM_ECODEC;
+        }
+        acc = acc << 6 | (uint32_t)v;
+        if (++q == 4) {
+            o[len++] = (uint8_t)(acc >> 16);
+            if (pad < 2) {
+                o[len++] = (uint8_t)(acc >> 8);
+            }
+            if (pad < 1) {
+                o[len++] = (uint8_t)acc;
+            }
+            q = 0;
+            acc = 0;
+            if (pad > 0) {
+                pad = 3; /* nothing may follow the padding */
+            }
+        }
+    }
+    if (q != 0) {
+        free(o);
+        return CM_ECODEC;
+    }
+    if (len == 0) {
+        free(o);
+        o = NULL;
+    }
+    *out = o;
+    *outlen = len;
+    return 0;
+}
+
+/* cm_md keeps no CR or LF and no empty or ':' key: such bytes become spaces, as the HTTP
+ * transport does with header values. */
+static char *
+md_safe(const char *s, int key)
+{
+    char *c = strdup(s[0] != '\0' || !key ? s : " ");
+    for (char *p = c; p != NULL && *p != '\0'; p++) {
+        if (*p == '\r' || *p == '\n' || (key && *p == ':')) {
+            *p = ' ';
+        }
+    }
+    return c;
+}
+
+static int
+decode_header(const cJSON *h, cm_md *md, char *err, size_t errlen)
+{
+    if (cJSON_IsNull(h)) {
+        return 0;
+    }
+    if (!cJSON_IsObject(h)) {
+        return fail(err, errlen, "Header is not a JSON object");
+    }
+    size_t n = 0;
+    for (const cJSON *e = h->child; e != NULL; e = e->next) {
+        if (!cJSON_IsString(e)) {
+            return fail(err, errlen, "a Header value is not a string");
+        }
+        if (++n > HEADER_MAX) {
+            return fail(err, errlen, "more than 1024 Header entries");
+        }
+        char *k = md_safe(e->string, 1);
+        char *v = md_safe(e->valuestring, 0);
+        int rc = k != NULL && v != NULL ? cm_md_set(md, k, v) : CM_ENOMEM;
+        free(k);
+        free(v);
+        if (rc < 0) {
+            return rc == CM_ENOMEM ? rc : fail(err, errlen, "a Header entry is not valid");
+        }
+    }
+    return 0;
+}
+
+/* The field of o named name: the exact name first, else case-insensitively (as Go), the last
+ * one when repeated. */
+static const cJSON *
+field(const cJSON *o, const char *name)
+{
+    const cJSON *exact = NULL, *folded = NULL;
+    for (const cJSON *e = o->child; e != NULL; e = e->next) {
+        if (strcmp(e->string, name) == 0) {
+            exact = e;
+        } else if (strcasecmp(e->string, name) == 0) {
+            folded = e;
+        }
+    }
+    return exact != NULL ? exact : folded;
+}
+
+static int
+decode_tree(const cJSON *root, cm_md *md, uint8_t **body, size_t *body_len, char *err,
+            size_t errlen)
+{
+    if (cJSON_IsNull(root)) {
+        return 0;
+    }
+    if (!cJSON_IsObject(root)) {
+        return fail(err, errlen, "not a JSON object");
+    }
+    int rc = 0;
+    const cJSON *h = field(root, "Header");
+    if (h != NULL && (rc = decode_header(h, md, err, errlen)) < 0) {
+        return rc;
+    }
+    const cJSON *b = field(root, "Body");
+    if (b == NULL || cJSON_IsNull(b)) {
+        return 0;
+    }
+    if (!cJSON_IsString(b)) {
+        return fail(err, errlen, "Body is not a JSON string");
+    }
+    rc = b64_decode(b->valuestring, body, body_len);
+    return rc == CM_ECODEC ? fail(err, errlen, "Body is not standard base64") : rc;
+}
+
+int
+cm_broker_msg_decode(const uint8_t *data, size_t len, cm_md **header, uint8_t **body,
+                     size_t *body_len, char *err, size_t errlen)
+{
+    if ((data == NULL && len > 0) || header == NULL || body == NULL || body_len == NULL) {
+        return CM_EINVAL;
+    }
+    *header = NULL;
+    *body = NULL;
+    *body_len = 0;
+    if (err != NULL && errlen > 0) {
+        err[0] = '\0';
+    }
+    const char *end = NULL;
+    cJSON *root = cJSON_ParseWithLengthOpts((const char *)data, len, &end, 0);
+    if (root == NULL) {
+        return fail(err, errlen, "not JSON");
+    }
+    while (end != NULL && end < (const char *)data + len && strchr(" \t\r\n", *end) != NULL) {
+        end++;
+    }
+    cm_md *md = cm_md_new();
+    int rc = md == NULL ? CM_ENOMEM : 0;
+    if (rc == 0 && end != (const char *)data + len) {
+        rc = fail(err, errlen, "bytes after the JSON value");
+    }
+    if (rc == 0) {
+        rc = decode_tree(root, md, body, body_len, err, errlen);
+    }
+    cJSON_Delete(root);
+    if (rc < 0) {
+        cm_md_free(md);
+        free(*body);
+        *body = NULL;
+        *body_len = 0;
+        return rc;
+    }
+    *header = md;
+    return 0;
+}

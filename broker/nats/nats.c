@@ -1,0 +1,679 @@
+/* The NATS broker on libnats, on the wire as go-micro's NATS broker plugin for v4
+ * (github.com/go-micro/plugins/v4/broker/nats): a message is the JSON of broker.Message published
+ * on the subject named by the topic; a queue group is a NATS queue subscription.
+ *
+ * Threads: libnats connects, reads and reconnects on threads of its own and calls on_msg on a
+ * delivery thread per subscription. on_msg decodes the message there and appends it to a bounded
+ * queue shared with the loop (struct shared), then wakes the loop with uv_async_send; the loop
+ * runs the handlers. Connecting, flushing a new subscription and closing block in libnats, so they
+ * run on libuv's worker threads, never on the loop. Publishing appends to libnats's buffer, which
+ * its flusher thread writes; only when that buffer is full does libnats write it out from the
+ * publishing thread (a short blocking write, bounded by the connection's write deadline). */
+#include "broker_int.h"
+
+#include <nats/nats.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <uv.h>
+
+#define MODULE "broker"
+
+typedef struct item {
+    struct item *next;
+    int64_t sid;
+    cm_md *header;
+    uint8_t *body;
+    size_t body_len;
+} item;
+
+/* What the loop shares with libnats's threads, for one connection. Freed by the last of the
+ * broker and the subscriptions libnats still holds (their on-complete callbacks). */
+typedef struct shared {
+    uv_mutex_t mu;
+    atomic_int refs;
+    int closed; /* the loop stopped listening: on_msg drops, async must not be touched */
+    uv_async_t *async;
+    item *head, *tail;
+    size_t n, max;
+    uint64_t dropped, malformed; /* counted here, moved to the broker's stats by the loop */
+    int dropping;                /* a drop was logged; reset when the queue drains */
+} shared;
+
+typedef struct nats_priv {
+    cm_broker *b;
+    natsConnection *nc;
+    shared *sh;
+    uv_async_t async;
+    uv_work_t work;
+    int conn_rc;   /* a failed connect's status, reported once the async handle closed */
+    int busy;      /* steps of a disconnect still to finish */
+    int flushes;   /* subscription flushes in flight (they use nc) */
+    int nc_closed; /* nc is closed, to be destroyed once no flush uses it */
+    natsStatus st;
+    char err[256];
+    char url[256];
+    cm_buf out; /* the encoded message of a publish */
+    int64_t wait_ms, max_ms;
+    int max_reconnect;
+} nats_priv;
+
+typedef struct nats_sub {
+    natsSubscription *ns;
+    int64_t sid;
+} nats_sub;
+
+static void
+shared_unref(void *p)
+{
+    shared *sh = p;
+    if (atomic_fetch_sub(&sh->refs, 1) != 1) {
+        return;
+    }
+    for (item *it = sh->head, *next; it != NULL; it = next) {
+        next = it->next;
+        cm_md_free(it->header);
+        free(it->body);
+        free(it);
+    }
+    uv_mutex_destroy(&sh->mu);
+    free(sh);
+}
+
+static void
+item_free(item *it)
+{
+    cm_md_free(it->header);
+    free(it->body);
+    free(it);
+}
+
+/* libnats's delivery thread. */
+static void
+on_msg(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *closure)
+{
+    (void)nc;
+    shared *sh = closure;
+    item *it = calloc(1, sizeof(*it));
+    char why[128];
+    int rc = it == NULL ? CM_ENOMEM : 0;
+    if (rc == 0) {
+        it->sid = natsSubscription_GetID(sub);
+        rc = cm_broker_msg_decode((const uint8_t *)natsMsg_GetData(msg),
+                                  (size_t)natsMsg_GetDataLength(msg), &it->header, &it->body,
+                                  &it->body_len, why, sizeof(why));
+    }
+    if (rc < 0) {
+        uv_mutex_lock(&sh->mu);
+        uint64_t n = ++sh->malformed;
+        uv_mutex_unlock(&sh->mu);
+        if ((n & (n - 1)) == 0) { /* the 1st, 2nd, 4th, 8th, ... */
+            cm_log(CM_LOG_WARN, MODULE, "nats: message on \"%s\" dropped (%s): %s (%llu so far)",
+                   natsMsg_GetSubject(msg), cm_strerror(rc), rc == CM_ECODEC ? why : "",
+                   (unsigned long long)n);
+        }
+        natsMsg_Destroy(msg);
+        free(it);
+        return;
+    }
+    natsMsg_Destroy(msg);
+    int log_drop = 0;
+    uv_mutex_lock(&sh->mu);
+    if (sh->closed || sh->n >= sh->max) {
+        if (!sh->closed) {
+            sh->dropped++;
+            log_drop = !sh->dropping;
+            sh->dropping = 1;
+        }
+        uv_mutex_unlock(&sh->mu);
+        item_free(it);
+        if (log_drop) {
+            cm_log(CM_LOG_WARN, MODULE, "nats: delivery queue full (%zu messages): dropping",
+                   sh->max);
+        }
+        return;
+    }
+    if (sh->tail != NULL) {
+        sh->tail->next = it;
+    } else {
+        sh->head = it;
+    }
+    sh->tail = it;
+    if (sh->n++ == 0) {
+        uv_async_send(sh->async);
+    }
+    uv_mutex_unlock(&sh->mu);
+}
+
+static cm_broker_sub *
+find_sub(cm_broker *b, int64_t sid)
+{
+    for (cm_broker_sub *s = b->subs; s != NULL; s = s->next) {
+        if (((nats_sub *)cm_broker_sub_priv(s))->sid == sid) {
+            return s;
+        }
+    }
+    return NULL;
+}
+
+/* The loop: runs the handlers of the queued messages. */
+static void
+on_async(uv_async_t *a)
+{
+    nats_priv *p = a->data;
+    cm_broker *b = p->b;
+    shared *sh = p->sh;
+    uv_mutex_lock(&sh->mu);
+    item *it = sh->head;
+    sh->head = sh->tail = NULL;
+    sh->n = 0;
+    sh->dropping = 0;
+    b->stats.dropped += sh->dropped;
+    b->stats.malformed += sh->malformed;
+    sh->dropped = sh->malformed = 0;
+    uv_mutex_unlock(&sh->mu);
+    while (it != NULL) {
+        item *next = it->next;
+        cm_broker_sub *s = b->state == BROKER_CONNECTED ? find_sub(b, it->sid) : NULL;
+        if (s != NULL) {
+            cm_broker_deliver(s, it->header, it->body, it->body_len);
+        }
+        item_free(it);
+        it = next;
+    }
+}
+
+/* ---- connection events (libnats threads): logged once per change of state ---- */
+
+static void
+on_disconnected(natsConnection *nc, void *closure)
+{
+    (void)closure;
+    if (natsConnection_IsClosed(nc)) {
+        return; /* closed on purpose (disconnect) */
+    }
+    cm_log(CM_LOG_WARN, MODULE, "nats: disconnected from the server; reconnecting");
+}
+
+static void
+on_reconnected(natsConnection *nc, void *closure)
+{
+    (void)closure;
+    char url[256] = "";
+    natsConnection_GetConnectedUrl(nc, url, sizeof(url));
+    cm_log(CM_LOG_INFO, MODULE, "nats: reconnected to %s; subscriptions restored", url);
+}
+
+/* Back-off between reconnect rounds: wait, 2 wait, 4 wait, ... up to max, plus up to a quarter
+ * of jitter. */
+static int64_t
+reconnect_delay(natsConnection *nc, int attempts, void *closure)
+{
+    (void)nc;
+    nats_priv *p = closure;
+    int64_t d = p->wait_ms;
+    for (int i = 1; i < attempts && d < p->max_ms; i++) {
+        d *= 2;
+    }
+    if (d > p->max_ms) {
+        d = p->max_ms;
+    }
+    return d + (d >= 4 ? (int64_t)(uv_hrtime() % (uint64_t)(d / 4)) : 0);
+}
+
+/* ---- connect (a worker thread) ---- */
+
+/* "a:1,nats://b:2" → servers with nats:// added where missing, as the Go plugin does. */
+static int
+split_servers(const char *addrs, char ***out, int *n)
+{
+    char *copy = strdup(addrs != NULL ? addrs : "nats://127.0.0.1:4222");
+    size_t cap = 1;
+    for (const char *c = copy; c != NULL && *c; c++) {
+        cap += *c == ',';
+    }
+    char **v = calloc(cap, sizeof(*v));
+    if (copy == NULL || v == NULL) {
+        free(copy);
+        free(v);
+        return CM_ENOMEM;
+    }
+    int k = 0;
+    char *save = NULL;
+    for (char *t = strtok_r(copy, ",", &save); t != NULL; t = strtok_r(NULL, ",", &save)) {
+        while (*t == ' ') {
+            t++;
+        }
+        if (*t == '\0') {
+            continue;
+        }
+        size_t len = strlen(t) + 8;
+        if ((v[k] = malloc(len)) == NULL) {
+            break;
+        }
+        snprintf(v[k], len, "%s%s", strstr(t, "://") != NULL ? "" : "nats://", t);
+        k++;
+    }
+    free(copy);
+    *out = v;
+    *n = k;
+    return 0;
+}
+
+static natsStatus
+make_options(nats_priv *p, natsOptions **opts)
+{
+    cm_broker *b = p->b;
+    char **servers = NULL;
+    int n = 0;
+    if (split_servers(cm_broker_addresses(b), &servers, &n) < 0) {
+        return NATS_NO_MEMORY;
+    }
+    natsStatus s = natsOptions_Create(opts);
+    if (s == NATS_OK && n > 0) {
+        s = natsOptions_SetServers(*opts, (const char **)servers, n);
+    }
+    for (int i = 0; i < n; i++) {
+        free(servers[i]);
+    }
+    free(servers);
+    const char *name = cm_broker_option(b, "name");
+    if (s == NATS_OK && name != NULL) {
+        s = natsOptions_SetName(*opts, name);
+    }
+    if (s == NATS_OK) {
+        s = natsOptions_SetNoRandomize(*opts, true);
+    }
+    if (s == NATS_OK) {
+        s = natsOptions_SetTimeout(*opts, (int64_t)cm_broker_timeout_ms(b));
+    }
+    if (s == NATS_OK) {
+        s = natsOptions_SetMaxReconnect(*opts, p->max_reconnect);
+    }
+    if (s == NATS_OK) {
+        s = natsOptions_SetCustomReconnectDelay(*opts, reconnect_delay, p);
+    }
+    if (s == NATS_OK) {
+        s = natsOptions_SetDisconnectedCB(*opts, on_disconnected, p);
+    }
+    if (s == NATS_OK) {
+        s = natsOptions_SetReconnectedCB(*opts, on_reconnected, p);
+    }
+    return s;
+}
+
+static void
+connect_work(uv_work_t *w)
+{
+    nats_priv *p = w->data;
+    natsOptions *opts = NULL;
+    p->st = make_options(p, &opts);
+    if (p->st == NATS_OK) {
+        p->st = natsConnection_Connect(&p->nc, opts);
+    }
+    if (p->st != NATS_OK) {
+        natsStatus st;
+        const char *last = nats_GetLastError(&st);
+        const char *where = last != NULL && last[0] == '(' ? strstr(last, "): ") : NULL;
+        if (where != NULL) {
+            last = where + 3; /* "(conn.c:2088): No server ..." without the source place */
+        }
+        snprintf(p->err, sizeof(p->err), "%s",
+                 last != NULL && last[0] ? last : natsStatus_GetText(p->st));
+    }
+    natsOptions_Destroy(opts);
+}
+
+static int
+status_error(natsStatus s)
+{
+    switch (s) {
+    case NATS_OK:
+        return 0;
+    case NATS_NO_SERVER:
+        return UV_ECONNREFUSED;
+    case NATS_TIMEOUT:
+        return UV_ETIMEDOUT;
+    case NATS_NO_MEMORY:
+        return CM_ENOMEM;
+    case NATS_CONNECTION_CLOSED:
+    case NATS_CONNECTION_DISCONNECTED:
+    case NATS_INSUFFICIENT_BUFFER:
+        return CM_ECLOSED;
+    case NATS_MAX_PAYLOAD:
+        return CM_ETOOBIG;
+    case NATS_INVALID_SUBJECT:
+    case NATS_INVALID_ARG:
+        return CM_EINVAL;
+    default:
+        return CM_EPROTO;
+    }
+}
+
+static void
+connect_failed(uv_handle_t *h)
+{
+    nats_priv *p = h->data;
+    shared_unref(p->sh);
+    p->sh = NULL;
+    cm_broker_connected(p->b, p->conn_rc);
+}
+
+static void
+connect_done(uv_work_t *w, int status)
+{
+    nats_priv *p = w->data;
+    cm_broker *b = p->b;
+    int rc = status < 0 ? status : status_error(p->st);
+    if (rc == 0) {
+        natsConnection_GetConnectedUrl(p->nc, p->url, sizeof(p->url));
+        cm_log(CM_LOG_DEBUG, MODULE, "nats: connected to %s", p->url);
+        cm_broker_connected(b, 0);
+        return;
+    }
+    const char *addrs = cm_broker_addresses(b);
+    cm_broker_set_why(b, "nats: no server available at %s (%s)",
+                      addrs != NULL ? addrs : "nats://127.0.0.1:4222", p->err);
+    natsConnection_Destroy(p->nc);
+    p->nc = NULL;
+    p->conn_rc = rc;
+    p->sh->closed = 1;
+    uv_close((uv_handle_t *)&p->async, connect_failed); /* reports once the handle is closed */
+}
+
+static int
+nats_connect(cm_broker *b)
+{
+    nats_priv *p = cm_broker_priv(b);
+    shared *sh = calloc(1, sizeof(*sh));
+    if (sh == NULL || uv_mutex_init(&sh->mu) != 0) {
+        free(sh);
+        return CM_ENOMEM;
+    }
+    atomic_init(&sh->refs, 1);
+    sh->max = cm_broker_queue_max(b);
+    sh->async = &p->async;
+    int rc = uv_async_init(cm_loop_uv(cm_broker_loop(b)), &p->async, on_async);
+    if (rc < 0) {
+        uv_mutex_destroy(&sh->mu);
+        free(sh);
+        return rc;
+    }
+    p->async.data = p;
+    p->sh = sh;
+    p->url[0] = '\0';
+    p->work.data = p;
+    /* Cannot fail: the loop and both callbacks are given. */
+    return uv_queue_work(cm_loop_uv(cm_broker_loop(b)), &p->work, connect_work, connect_done);
+}
+
+/* ---- disconnect: the async handle closed, the connection closed (on a worker: it joins
+ * libnats's threads), and every flush in flight finished; then the connection is freed ---- */
+
+static void
+step_done(nats_priv *p)
+{
+    if (--p->busy == 0) {
+        cm_broker_disconnected(p->b);
+    }
+}
+
+static void
+maybe_destroy(nats_priv *p)
+{
+    if (p->nc_closed && p->flushes == 0) {
+        natsConnection_Destroy(p->nc);
+        p->nc = NULL;
+        p->nc_closed = 0;
+        step_done(p);
+    }
+}
+
+static void
+close_work(uv_work_t *w)
+{
+    nats_priv *p = w->data;
+    natsConnection_Close(p->nc);
+}
+
+static void
+close_done(uv_work_t *w, int status)
+{
+    (void)status;
+    nats_priv *p = w->data;
+    p->nc_closed = 1;
+    maybe_destroy(p);
+}
+
+static void
+async_closed(uv_handle_t *h)
+{
+    nats_priv *p = h->data;
+    shared_unref(p->sh);
+    p->sh = NULL;
+    step_done(p);
+}
+
+static void
+nats_disconnect(cm_broker *b)
+{
+    nats_priv *p = cm_broker_priv(b);
+    uv_mutex_lock(&p->sh->mu);
+    p->sh->closed = 1;
+    uv_mutex_unlock(&p->sh->mu);
+    p->busy = 2;
+    uv_close((uv_handle_t *)&p->async, async_closed);
+    uv_queue_work(cm_loop_uv(cm_broker_loop(b)), &p->work, close_work, close_done);
+}
+
+/* ---- publish, subscribe ---- */
+
+typedef struct pub_done {
+    cm_broker_publish_cb cb;
+    void *arg;
+} pub_done;
+
+static void
+run_pub_done(void *arg)
+{
+    pub_done *d = arg;
+    d->cb(0, NULL, 0, d->arg);
+    free(d);
+}
+
+static int
+nats_publish(cm_broker *b, const char *topic, const cm_md *header, const uint8_t *body,
+             size_t body_len, cm_broker_publish_cb cb, void *arg)
+{
+    nats_priv *p = cm_broker_priv(b);
+    if (natsConnection_Status(p->nc) != NATS_CONN_STATUS_CONNECTED) {
+        cm_broker_set_why(b, "nats: not connected to the server (reconnecting)");
+        return CM_ECLOSED;
+    }
+    pub_done *d = NULL;
+    if (cb != NULL && (d = malloc(sizeof(*d))) == NULL) {
+        return CM_ENOMEM;
+    }
+    p->out.len = 0;
+    int rc = cm_broker_msg_encode(header, body, body_len, &p->out);
+    if (rc == 0 && p->out.len > INT32_MAX) {
+        rc = CM_ETOOBIG;
+    }
+    if (rc == 0) {
+        natsStatus s = natsConnection_Publish(p->nc, topic, p->out.data, (int)p->out.len);
+        if ((rc = status_error(s)) < 0) {
+            cm_broker_set_why(b, "nats: publish on \"%s\": %s", topic, natsStatus_GetText(s));
+        }
+    }
+    if (p->out.cap > 1 << 20) {
+        cm_buf_free(&p->out); /* a big message leaves no big buffer behind */
+    }
+    if (rc == 0 && d != NULL) {
+        d->cb = cb;
+        d->arg = arg;
+        rc = cm__broker_defer(b, run_pub_done, d);
+    }
+    if (rc < 0) {
+        free(d);
+    }
+    return rc;
+}
+
+/* Tells the subscription it is live once the server has seen its SUB (a flush: PING/PONG). */
+typedef struct flush_req {
+    uv_work_t work;
+    cm_broker *b;
+    natsConnection *nc;
+    int64_t sid;
+    natsStatus st;
+} flush_req;
+
+static void
+flush_work(uv_work_t *w)
+{
+    flush_req *f = w->data;
+    f->st = natsConnection_FlushTimeout(f->nc, (int64_t)cm_broker_timeout_ms(f->b));
+}
+
+static void
+flush_done(uv_work_t *w, int status)
+{
+    flush_req *f = w->data;
+    cm_broker *b = f->b;
+    cm_broker_sub *s = b->state == BROKER_CONNECTED ? find_sub(b, f->sid) : NULL;
+    if (s != NULL) {
+        cm_broker_sub_ready(s, status < 0 ? status : status_error(f->st));
+    }
+    free(f);
+    nats_priv *p = cm_broker_priv(b);
+    p->flushes--;
+    maybe_destroy(p);
+}
+
+static int
+nats_subscribe(cm_broker *b, cm_broker_sub *s)
+{
+    nats_priv *p = cm_broker_priv(b);
+    nats_sub *ns = cm_broker_sub_priv(s);
+    const char *q = cm_broker_sub_queue(s);
+    const char *topic = cm_broker_sub_topic(s);
+    natsStatus st = q != NULL
+                        ? natsConnection_QueueSubscribe(&ns->ns, p->nc, topic, q, on_msg, p->sh)
+                        : natsConnection_Subscribe(&ns->ns, p->nc, topic, on_msg, p->sh);
+    if (st != NATS_OK) {
+        cm_broker_set_why(b, "nats: subscribe to \"%s\": %s", topic, natsStatus_GetText(st));
+        return status_error(st);
+    }
+    ns->sid = natsSubscription_GetID(ns->ns);
+    atomic_fetch_add(&p->sh->refs, 1);
+    if (natsSubscription_SetOnCompleteCB(ns->ns, shared_unref, p->sh) != NATS_OK) {
+        atomic_fetch_sub(&p->sh->refs, 1); /* cannot fail on a live async subscription */
+    }
+    if (s->ready == NULL) {
+        return 0;
+    }
+    flush_req *f = calloc(1, sizeof(*f));
+    if (f == NULL) {
+        return 0; /* the subscription stands; only its ready callback is lost */
+    }
+    f->work.data = f;
+    f->b = b;
+    f->nc = p->nc;
+    f->sid = ns->sid;
+    if (uv_queue_work(cm_loop_uv(cm_broker_loop(b)), &f->work, flush_work, flush_done) < 0) {
+        free(f);
+        return 0;
+    }
+    p->flushes++;
+    return 0;
+}
+
+static void
+nats_unsubscribe(cm_broker *b, cm_broker_sub *s)
+{
+    (void)b;
+    nats_sub *ns = cm_broker_sub_priv(s);
+    if (ns->ns != NULL) {
+        natsSubscription_Unsubscribe(ns->ns); /* fails harmlessly while reconnecting */
+        natsSubscription_Destroy(ns->ns);
+        ns->ns = NULL;
+    }
+}
+
+static const char *
+nats_address(cm_broker *b)
+{
+    nats_priv *p = cm_broker_priv(b);
+    if (p->nc != NULL) {
+        natsConnection_GetConnectedUrl(p->nc, p->url, sizeof(p->url));
+    }
+    return p->url;
+}
+
+/* ---- life ---- */
+
+static int
+opt_int(cm_broker *b, const char *key, int64_t def, int64_t min, int64_t *out)
+{
+    const char *v = cm_broker_option(b, key);
+    if (v == NULL) {
+        *out = def;
+        return 0;
+    }
+    char *end = NULL;
+    long long n = strtoll(v, &end, 10);
+    if (end == v || *end != '\0' || n < min) {
+        cm_broker_set_why(b, "nats broker: option \"%s\" is not a number >= %lld: \"%s\"", key,
+                          (long long)min, v);
+        return CM_EINVAL;
+    }
+    *out = n;
+    return 0;
+}
+
+static int
+nats_init(cm_broker *b)
+{
+    nats_priv *p = cm_broker_priv(b);
+    p->b = b;
+    int64_t mr = 0;
+    int rc = opt_int(b, "reconnect_wait_ms", 100, 1, &p->wait_ms);
+    if (rc == 0) {
+        rc = opt_int(b, "reconnect_max_ms", 2000, 1, &p->max_ms);
+    }
+    if (rc == 0) {
+        rc = opt_int(b, "max_reconnect", -1, -1, &mr);
+    }
+    if (rc == 0 && p->max_ms < p->wait_ms) {
+        p->max_ms = p->wait_ms;
+    }
+    p->max_reconnect = mr > INT32_MAX ? INT32_MAX : (int)mr;
+    return rc;
+}
+
+static void
+nats_fini(cm_broker *b)
+{
+    nats_priv *p = cm_broker_priv(b);
+    cm_buf_free(&p->out);
+}
+
+static const char *const nats_keys[] = {"name", "reconnect_wait_ms", "reconnect_max_ms",
+                                        "max_reconnect", NULL};
+
+const cm_broker_ops cm__broker_nats = {
+    .abi_version = CM_ABI_VERSION,
+    .name = "nats",
+    .priv_size = sizeof(nats_priv),
+    .sub_priv_size = sizeof(nats_sub),
+    .option_keys = nats_keys,
+    .init = nats_init,
+    .fini = nats_fini,
+    .connect = nats_connect,
+    .disconnect = nats_disconnect,
+    .publish = nats_publish,
+    .subscribe = nats_subscribe,
+    .unsubscribe = nats_unsubscribe,
+    .address = nats_address,
+};

@@ -1,0 +1,360 @@
+/* The HTTP broker, C to C over the memory registry: the registrations go-micro expects
+ * (micro.http.broker, ff.http.broadcast or the queue name, node "<topic>-<uuid>" with its
+ * metadata), fan-out to two subscribers, a queue group of two (each message exactly once across
+ * it), a subscriber whose process is gone (its node still registered, nothing listening) reported
+ * to the publisher by node while the others keep receiving, malformed POSTs, unsubscribe and
+ * disconnect deregistering. */
+#include "harness.h"
+
+#include <cmicro/transport.h>
+
+static cm_registry *reg;
+
+typedef struct rx {
+    int n;
+    int seen[256];
+    int bad;
+} rx;
+
+static int
+on_msg(const cm_broker_msg *m, void *arg)
+{
+    rx *r = arg;
+    char body[32] = "";
+    if (m->body_len > 0 && m->body_len < sizeof(body)) {
+        memcpy(body, m->body, m->body_len);
+    }
+    int i = atoi(body + 4);
+    const char *seq = cm_md_get(m->header, "X-Seq");
+    const char *topic = cm_md_get(m->header, CM_BROKER_TOPIC_HEADER);
+    if (strncmp(body, "msg-", 4) != 0 || i < 0 || i >= 256 || seq == NULL ||
+        strcmp(seq, body) != 0 || topic == NULL || strcmp(topic, m->topic) != 0) {
+        r->bad++;
+        return -1; /* logged and counted by the broker */
+    }
+    r->seen[i]++;
+    r->n++;
+    return 0;
+}
+
+static cm_broker *
+http_broker(void)
+{
+    cm_broker_opts o;
+    cm_broker_opts_init(&o);
+    o.registry = reg;
+    o.timeout_ms = 2000;
+    return broker_up("http", &o);
+}
+
+static int ready;
+
+static void
+on_ready(int status, void *arg)
+{
+    (void)arg;
+    CHECK_EQ_INT(status, 0);
+    ready++;
+}
+
+static cm_broker_sub *
+sub(cm_broker *b, const char *topic, const char *queue, rx *r)
+{
+    cm_broker_sub_opts so;
+    cm_broker_sub_opts_init(&so);
+    so.queue = queue;
+    so.ready = on_ready;
+    cm_broker_sub *s = NULL;
+    int before = ready;
+    CHECK_EQ_INT(cm_broker_subscribe(b, topic, &so, on_msg, r, &s), 0);
+    CHECK(wait_until(&ready, before + 1, 5000));
+    return s;
+}
+
+typedef struct pubres {
+    int done;
+    int status;
+    int nerrs;
+    char err_node[160];
+    char err_addr[64];
+    int err_status;
+} pubres;
+
+static void
+on_published(int status, const cm_broker_node_err *errs, size_t nerrs, void *arg)
+{
+    pubres *p = arg;
+    p->done++;
+    p->status = status;
+    p->nerrs += (int)nerrs;
+    if (nerrs > 0) {
+        snprintf(p->err_node, sizeof(p->err_node), "%s", errs[0].node_id);
+        snprintf(p->err_addr, sizeof(p->err_addr), "%s", errs[0].address);
+        p->err_status = errs[0].status;
+    }
+}
+
+static void
+publish_n(cm_broker *b, const char *topic, int from, int to, pubres *res)
+{
+    cm_md *h = cm_md_new();
+    for (int i = from; i < to; i++) {
+        char body[32];
+        snprintf(body, sizeof(body), "msg-%d", i);
+        cm_md_set(h, "X-Seq", body);
+        CHECK_EQ_INT(
+            cm_broker_publish(b, topic, h, (const uint8_t *)body, strlen(body), on_published, res),
+            0);
+    }
+    cm_md_free(h);
+    CHECK(wait_until(&res->done, to - from, 10000));
+}
+
+/* The registration, as go-micro's HTTP broker writes it. */
+static int got;
+static cm_reg_service_list *found;
+
+static void
+on_list(int status, const cm_reg_service_list *l, void *arg)
+{
+    (void)arg;
+    CHECK_EQ_INT(status, 0);
+    cm_reg_service_list_free(found);
+    found = cm_reg_service_list_dup(l);
+    got++;
+}
+
+static const cm_reg_service *
+lookup(const char *version)
+{
+    got = 0;
+    CHECK_EQ_INT(cm_registry_get_service(reg, "micro.http.broker", on_list, NULL), 0);
+    CHECK(wait_until(&got, 1, 5000));
+    for (size_t i = 0; i < found->n; i++) {
+        if (strcmp(found->items[i]->version, version) == 0) {
+            return found->items[i];
+        }
+    }
+    return NULL;
+}
+
+static void
+test_registration(cm_broker *s1)
+{
+    const cm_reg_service *svc = lookup("ff.http.broadcast");
+    CHECK(svc != NULL);
+    const cm_node *n = NULL;
+    for (size_t i = 0; i < svc->nnodes; i++) {
+        if (strcmp(svc->nodes[i].address, cm_broker_address(s1)) == 0 &&
+            strncmp(svc->nodes[i].id, "fan-", 4) == 0) {
+            n = &svc->nodes[i];
+        }
+    }
+    CHECK(n != NULL);
+    CHECK_EQ_INT(strlen(n->id), 4 + 36); /* "fan-" + a uuid */
+    CHECK_EQ_STR(cm_md_get(n->metadata, "broker"), "http");
+    CHECK_EQ_STR(cm_md_get(n->metadata, "topic"), "fan");
+    CHECK_EQ_STR(cm_md_get(n->metadata, "secure"), "false");
+    CHECK_EQ_INT(cm_md_count(n->metadata), 3);
+    CHECK(strncmp(cm_broker_address(s1), "127.0.0.1:", 10) == 0); /* go-micro's default */
+    svc = lookup("grp");
+    CHECK(svc != NULL);
+    CHECK_EQ_INT(svc->nnodes, 2);
+}
+
+static int regdone;
+
+static void
+on_reg(int status, void *arg)
+{
+    (void)arg;
+    CHECK_EQ_INT(status, 0);
+    regdone++;
+}
+
+/* A subscriber that died without deregistering: its node stays, nothing listens there. */
+static cm_reg_service *
+dead_subscriber(const char *topic, char *addr, size_t len)
+{
+    snprintf(addr, len, "127.0.0.1:%d", free_port());
+    cm_reg_service *svc = cm_reg_service_new("micro.http.broker", "ff.http.broadcast");
+    cm_md *md = cm_md_new();
+    cm_md_set(md, "broker", "http");
+    cm_md_set(md, "topic", topic);
+    cm_md_set(md, "secure", "false");
+    cm_reg_service_add_node(svc, "fan-00000000-dead-4000-8000-000000000000", addr, md);
+    cm_md_free(md);
+    regdone = 0;
+    CHECK_EQ_INT(cm_registry_register_service(reg, svc, 60000, on_reg, NULL), 0);
+    CHECK(wait_until(&regdone, 1, 5000));
+    return svc;
+}
+
+/* POSTs that are no go-micro message: answered, counted, never handed to a handler. */
+static int posted;
+
+static void
+on_post(int status, unsigned flags, const cm_msg *rsp, void *arg)
+{
+    (void)flags;
+    (void)rsp;
+    (void)arg;
+    CHECK_EQ_INT(status, 0);
+    posted++;
+}
+
+static void
+test_malformed(cm_broker *s1, rx *a)
+{
+    cm_transport *t = NULL;
+    CHECK_EQ_INT(cm_transport_new(L, "http", NULL, &t), 0);
+    const char *bodies[] = {"junk", "{\"Header\":{\"X\":\"1\"},\"Body\":\"\"}", "[]",
+                            "{\"Header\":{\"Micro-Topic\":1}}"};
+    posted = 0;
+    for (size_t i = 0; i < 4; i++) {
+        cm_hdr h[] = {{"Content-Type", "application/json"}, {":path", "/?id=x"}};
+        cm_msg m = {h, 2, (const uint8_t *)bodies[i], strlen(bodies[i])};
+        CHECK_EQ_INT(
+            cm_transport_roundtrip(t, cm_broker_address(s1), &m, 2000, on_post, NULL, NULL), 0);
+    }
+    CHECK(wait_until(&posted, 4, 5000));
+    cm_broker_stats st;
+    cm_broker_get_stats(s1, &st);
+    CHECK_EQ_INT(st.malformed, 4);
+    CHECK_EQ_INT(a->bad, 0);
+    int closed = 0;
+    cm_transport_close(t, NULL, NULL);
+    wait_until(&closed, 1, 50);
+}
+
+static void
+test_pubsub(void)
+{
+    cm_broker *pub = http_broker(), *s1 = http_broker(), *s2 = http_broker();
+    rx a = {0}, b = {0}, q1 = {0}, q2 = {0};
+    sub(s1, "fan", NULL, &a);
+    cm_broker_sub *sb = sub(s2, "fan", NULL, &b);
+    sub(s1, "work", "grp", &q1);
+    sub(s2, "work", "grp", &q2);
+    test_registration(s1);
+
+    pubres r = {0};
+    publish_n(pub, "fan", 0, 20, &r);
+    CHECK_EQ_INT(r.status, 0);
+    CHECK(wait_until(&a.n, 20, 5000) && wait_until(&b.n, 20, 5000));
+    pubres w = {0};
+    publish_n(pub, "work", 0, 100, &w);
+    CHECK_EQ_INT(w.status, 0);
+    CHECK_EQ_INT(q1.n + q2.n, 100); /* delivered before the POSTs were answered */
+    for (int i = 0; i < 100; i++) {
+        CHECK_EQ_INT(q1.seen[i] + q2.seen[i], 1);
+    }
+    CHECK(q1.n > 0 && q2.n > 0);
+    fprintf(stderr, "   queue group split: %d + %d\n", q1.n, q2.n);
+
+    /* No subscriber of a topic: nothing to do, as go-micro. */
+    pubres none = {0};
+    publish_n(pub, "nobody", 0, 1, &none);
+    CHECK_EQ_INT(none.status, 0);
+
+    /* A dead subscriber: the publisher hears which node failed; the others still receive. */
+    char dead_addr[64];
+    cm_reg_service *dead = dead_subscriber("fan", dead_addr, sizeof(dead_addr));
+    pubres d = {0};
+    publish_n(pub, "fan", 20, 30, &d);
+    CHECK_EQ_INT(d.status, UV_ECONNREFUSED);
+    CHECK_EQ_INT(d.nerrs, 10);
+    CHECK_EQ_STR(d.err_node, "fan-00000000-dead-4000-8000-000000000000");
+    CHECK_EQ_STR(d.err_addr, dead_addr);
+    fprintf(stderr, "   dead node: %s\n", cm_broker_why(pub));
+    CHECK(strstr(cm_broker_why(pub), dead_addr) != NULL);
+    CHECK_EQ_INT(a.n, 30);
+    CHECK_EQ_INT(b.n, 30);
+    cm_broker_stats st;
+    cm_broker_get_stats(pub, &st);
+    CHECK_EQ_INT(st.publish_errors, 10);
+    regdone = 0;
+    CHECK_EQ_INT(cm_registry_deregister_service(reg, dead, on_reg, NULL), 0);
+    CHECK(wait_until(&regdone, 1, 5000));
+    cm_reg_service_free(dead);
+
+    test_malformed(s1, &a);
+
+    /* Unsubscribed: its node leaves the registry, it gets nothing more. */
+    cm_broker_unsubscribe(sb);
+    wait_until(NULL, 0, 50);
+    const cm_reg_service *svc = lookup("ff.http.broadcast");
+    CHECK(svc != NULL && svc->nnodes == 1);
+    pubres u = {0};
+    publish_n(pub, "fan", 30, 40, &u);
+    CHECK_EQ_INT(u.status, 0);
+    CHECK_EQ_INT(a.n, 40);
+    CHECK_EQ_INT(b.n, 30);
+    CHECK_EQ_INT(a.bad + b.bad + q1.bad + q2.bad, 0);
+
+    /* Disconnect deregisters everything. */
+    broker_down(s1);
+    broker_down(s2);
+    CHECK(lookup("ff.http.broadcast") == NULL);
+    CHECK(lookup("grp") == NULL);
+    broker_down(pub);
+}
+
+static void
+test_options(void)
+{
+    cm_broker_opts o;
+    cm_broker_opts_init(&o);
+    o.registry = reg;
+    cm_broker_opts_set(&o, "name", "x"); /* a NATS key */
+    cm_broker *b = NULL;
+    CHECK_EQ_INT(cm_broker_new(L, "http", &o, &b), CM_EINVAL);
+    fprintf(stderr, "   %s\n", "unknown key refused");
+    cm_broker_opts_init(&o);
+    o.registry = reg;
+    cm_broker_opts_set(&o, "max_body_bytes", "-5");
+    CHECK_EQ_INT(cm_broker_new(L, "http", &o, &b), CM_EINVAL);
+
+    /* Body limit: a message whose JSON is over max_body_bytes is refused before any POST. */
+    cm_broker_opts_init(&o);
+    o.registry = reg;
+    cm_broker_opts_set(&o, "max_body_bytes", "64");
+    b = broker_up("http", &o);
+    static const uint8_t big[100];
+    CHECK_EQ_INT(cm_broker_publish(b, "t", NULL, big, sizeof(big), NULL, NULL), CM_ETOOBIG);
+    CHECK(strstr(cm_broker_why(b), "max_body_bytes") != NULL);
+    CHECK_EQ_INT(cm_broker_publish(b, "t", NULL, big, 8, NULL, NULL), 0);
+    broker_down(b);
+
+    /* MICRO_BROKER and MICRO_BROKER_ADDRESS pick the backend and the listen address. */
+    setenv("MICRO_BROKER", "http", 1);
+    char addr[32];
+    snprintf(addr, sizeof(addr), "127.0.0.1:%d", free_port());
+    setenv("MICRO_BROKER_ADDRESS", addr, 1);
+    cm_broker_opts_init(&o);
+    o.registry = reg;
+    b = broker_up(NULL, &o);
+    CHECK_EQ_STR(cm_broker_name(b), "http");
+    CHECK_EQ_STR(cm_broker_address(b), addr);
+    broker_down(b);
+    unsetenv("MICRO_BROKER_ADDRESS");
+    unsetenv("MICRO_BROKER");
+}
+
+int
+main(void)
+{
+    harness_init();
+    cm_registry_opts ro;
+    cm_registry_opts_init(&ro);
+    cm_registry_opts_set(&ro, "namespace", "broker-http-test");
+    CHECK_EQ_INT(cm_registry_new(L, "memory", &ro, &reg), 0);
+    RUN(test_options);
+    RUN(test_pubsub);
+    cm_reg_service_list_free(found);
+    int closed = 0;
+    cm_registry_close(reg, NULL, NULL);
+    wait_until(&closed, 1, 50);
+    cm_loop_free(L);
+    TEST_DONE();
+}

@@ -1,0 +1,144 @@
+/* The broker message as go-micro's JSON codec writes it: encoding byte for byte (keys sorted, HTML
+ * and line-separator escapes, invalid UTF-8, base64), and decoding with Go's leniencies and
+ * refusals. The byte-for-byte match with a real Go program is in the interop suite. */
+#include "broker_int.h"
+#include "test.h"
+
+static char *
+enc(const cm_md *h, const char *body, size_t len)
+{
+    cm_buf out = {0};
+    CHECK_EQ_INT(cm_broker_msg_encode(h, (const uint8_t *)body, len, &out), 0);
+    char *s = malloc(out.len + 1);
+    memcpy(s, out.data, out.len);
+    s[out.len] = '\0';
+    cm_buf_free(&out);
+    return s;
+}
+
+static void
+test_encode(void)
+{
+    cm_md *h = cm_md_new();
+    cm_md_set(h, "Micro-Topic", "events");
+    cm_md_set(h, "Content-Type", "application/json");
+    cm_md_set(h, "Micro-ID", "0e4c");
+    char *s = enc(h, "hello", 5);
+    CHECK_EQ_STR(s, "{\"Header\":{\"Content-Type\":\"application/json\",\"Micro-ID\":\"0e4c\","
+                    "\"Micro-Topic\":\"events\"},\"Body\":\"aGVsbG8=\"}");
+    free(s);
+    cm_md_free(h);
+
+    s = enc(NULL, "", 0);
+    CHECK_EQ_STR(s, "{\"Header\":null,\"Body\":\"\"}");
+    free(s);
+    h = cm_md_new();
+    s = enc(h, "ab", 2);
+    CHECK_EQ_STR(s, "{\"Header\":{},\"Body\":\"YWI=\"}");
+    free(s);
+
+    /* Go's escapes: HTML characters, controls (\b and \f short since Go 1.22), U+2028/9, and
+     * invalid UTF-8 as U+FFFD; valid multibyte text as is. */
+    cm_md_set(h, "K",
+              "<a&b>\"\\\t\b\f\x01\x7f"
+              "\xc3\xa9\xe2\x80\xa8\xe2\x80\xa9\xff\xc3"
+              "x");
+    s = enc(h, "\x00\xff\xfe", 3);
+    CHECK_EQ_STR(s, "{\"Header\":{\"K\":\"\\u003ca\\u0026b\\u003e\\\"\\\\\\t\\b\\f\\u0001\x7f"
+                    "\xc3\xa9\\u2028\\u2029\\ufffd\\ufffdx\"},\"Body\":\"AP/+\"}");
+    free(s);
+    cm_md_free(h);
+}
+
+static int
+dec(const char *json, cm_md **h, uint8_t **body, size_t *len)
+{
+    char err[128];
+    int rc =
+        cm_broker_msg_decode((const uint8_t *)json, strlen(json), h, body, len, err, sizeof(err));
+    if (rc < 0) {
+        fprintf(stderr, "   %s -> %s\n", json, err);
+        CHECK(err[0] != '\0');
+    }
+    return rc;
+}
+
+static void
+test_decode(void)
+{
+    cm_md *h;
+    uint8_t *body;
+    size_t len;
+    CHECK_EQ_INT(dec("{\"Header\":{\"Micro-Topic\":\"t\",\"A\":\"\\u003c\\ud83d\\ude00\"},"
+                     "\"Body\":\"aGVs\\nbG8=\",\"Other\":[1,{}]}",
+                     &h, &body, &len),
+                 0);
+    CHECK_EQ_STR(cm_md_get(h, "Micro-Topic"), "t");
+    CHECK_EQ_STR(cm_md_get(h, "A"), "<\xf0\x9f\x98\x80");
+    CHECK_EQ_INT(len, 5);
+    CHECK(memcmp(body, "hello", 5) == 0);
+    cm_md_free(h);
+    free(body);
+
+    /* Field names fold case, as Go's; null and absent fields leave them empty; null as a whole
+     * is an empty message. */
+    CHECK_EQ_INT(dec(" {\"header\":{\"x\":\"1\"},\"BODY\":null} \n", &h, &body, &len), 0);
+    CHECK_EQ_STR(cm_md_get(h, "x"), "1");
+    CHECK(body == NULL && len == 0);
+    cm_md_free(h);
+    CHECK_EQ_INT(dec("null", &h, &body, &len), 0);
+    CHECK_EQ_INT(cm_md_count(h), 0);
+    cm_md_free(h);
+    CHECK_EQ_INT(dec("{\"Header\":null,\"Body\":\"\"}", &h, &body, &len), 0);
+    CHECK(body == NULL && len == 0);
+    cm_md_free(h);
+
+    /* CR and LF cannot be in cm_md: they become spaces rather than losing the message. */
+    CHECK_EQ_INT(dec("{\"Header\":{\"a\":\"x\\r\\ny\"}}", &h, &body, &len), 0);
+    CHECK_EQ_STR(cm_md_get(h, "a"), "x  y");
+    cm_md_free(h);
+
+    const char *bad[] = {"",
+                         "{",
+                         "[]",
+                         "\"s\"",
+                         "{\"Header\":[]}",
+                         "{\"Header\":{\"a\":1}}",
+                         "{\"Header\":{\"a\":null}}",
+                         "{\"Body\":1}",
+                         "{\"Body\":\"abc\"}",
+                         "{\"Body\":\"ab=c\"}",
+                         "{\"Body\":\"a===\"}",
+                         "{\"Body\":\"YWI=YWI=\"}",
+                         "{\"Body\":\"$$$$\"}",
+                         "{} {}"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(*bad); i++) {
+        h = (cm_md *)1;
+        CHECK_EQ_INT(dec(bad[i], &h, &body, &len), CM_ECODEC);
+        CHECK(h == NULL && body == NULL && len == 0);
+    }
+    /* Round trip of every byte value. */
+    uint8_t all[256];
+    for (int i = 0; i < 256; i++) {
+        all[i] = (uint8_t)i;
+    }
+    for (size_t n = 0; n <= 256; n += 85) {
+        cm_buf out = {0};
+        CHECK_EQ_INT(cm_broker_msg_encode(NULL, all, n, &out), 0);
+        char err[64];
+        CHECK_EQ_INT(cm_broker_msg_decode(out.data, out.len, &h, &body, &len, err, sizeof(err)), 0);
+        CHECK_EQ_INT(len, n);
+        CHECK(n == 0 || memcmp(body, all, n) == 0);
+        cm_md_free(h);
+        free(body);
+        cm_buf_free(&out);
+    }
+}
+
+int
+main(void)
+{
+    RUN(test_encode);
+    RUN(test_decode);
+    TEST_DONE();
+}

@@ -1,0 +1,314 @@
+/* The NATS broker against a real nats-server on a loopback port: a clear error when no server
+ * answers, fan-out to two subscribers, a queue group of two (each message exactly once across
+ * it), malformed messages and a full delivery queue counted without a crash, and the server
+ * killed and restarted: publishes fail while it is down, then delivery resumes on the same
+ * brokers with their subscriptions restored. */
+#include "harness.h"
+
+#include <nats/nats.h>
+#include <unistd.h>
+
+static int port;
+static char url[64];
+
+typedef struct rx {
+    int n;
+    int seen[512]; /* by message number */
+    int bad;       /* messages whose header or body was not what was sent */
+    const char *want_hdr;
+} rx;
+
+static int
+on_msg(const cm_broker_msg *m, void *arg)
+{
+    rx *r = arg;
+    char body[64];
+    if (m->body_len == 0 || m->body_len >= sizeof(body)) {
+        r->bad++;
+        return 0;
+    }
+    memcpy(body, m->body, m->body_len);
+    body[m->body_len] = '\0';
+    int i = atoi(body + 4); /* "msg-N" */
+    const char *h = cm_md_get(m->header, "X-Seq");
+    if (strncmp(body, "msg-", 4) != 0 || i < 0 || i >= 512 || h == NULL || strcmp(h, body) != 0 ||
+        (r->want_hdr != NULL && strcmp(m->topic, r->want_hdr) != 0)) {
+        r->bad++;
+        return 0;
+    }
+    r->seen[i]++;
+    r->n++;
+    return 0;
+}
+
+static int
+publish_n(cm_broker *b, const char *topic, int from, int to)
+{
+    cm_md *h = cm_md_new();
+    int rc = 0;
+    for (int i = from; i < to && rc == 0; i++) {
+        char body[32];
+        snprintf(body, sizeof(body), "msg-%d", i);
+        cm_md_set(h, "X-Seq", body);
+        rc = cm_broker_publish(b, topic, h, (const uint8_t *)body, strlen(body), NULL, NULL);
+    }
+    cm_md_free(h);
+    return rc;
+}
+
+static cm_broker *
+nats_broker(size_t queue_max)
+{
+    cm_broker_opts o;
+    cm_broker_opts_init(&o);
+    o.addresses = url;
+    o.queue_max = queue_max;
+    cm_broker_opts_set(&o, "reconnect_wait_ms", "20");
+    cm_broker_opts_set(&o, "reconnect_max_ms", "200");
+    return broker_up("nats", &o);
+}
+
+static int ready;
+
+static void
+on_ready(int status, void *arg)
+{
+    (void)arg;
+    CHECK_EQ_INT(status, 0);
+    ready++;
+}
+
+static cm_broker_sub *
+sub(cm_broker *b, const char *topic, const char *queue, rx *r)
+{
+    cm_broker_sub_opts so;
+    cm_broker_sub_opts_init(&so);
+    so.queue = queue;
+    so.ready = on_ready;
+    cm_broker_sub *s = NULL;
+    int before = ready;
+    CHECK_EQ_INT(cm_broker_subscribe(b, topic, &so, on_msg, r, &s), 0);
+    CHECK(wait_until(&ready, before + 1, 5000));
+    return s;
+}
+
+static int connected, connect_status;
+
+static void
+on_connect(int status, void *arg)
+{
+    (void)arg;
+    connect_status = status;
+    connected++;
+}
+
+/* No server: a clear error, the callback exactly once, later. */
+static void
+test_unreachable(void)
+{
+    cm_broker_opts o;
+    cm_broker_opts_init(&o);
+    char dead[64];
+    snprintf(dead, sizeof(dead), "127.0.0.1:%d", free_port());
+    o.addresses = dead;
+    cm_broker *b = NULL;
+    CHECK_EQ_INT(cm_broker_new(L, "nats", &o, &b), 0);
+    connected = 0;
+    CHECK_EQ_INT(cm_broker_connect(b, on_connect, NULL), 0);
+    CHECK_EQ_INT(connected, 0);
+    CHECK(wait_until(&connected, 1, 5000));
+    CHECK_EQ_INT(connect_status, UV_ECONNREFUSED);
+    fprintf(stderr, "   why: %s\n", cm_broker_why(b));
+    CHECK(strstr(cm_broker_why(b), "no server available at 127.0.0.1:") != NULL);
+    CHECK_EQ_INT(cm_broker_publish(b, "t", NULL, (const uint8_t *)"x", 1, NULL, NULL), CM_ESTATE);
+    /* It can try again (and fail again). */
+    CHECK_EQ_INT(cm_broker_connect(b, on_connect, NULL), 0);
+    CHECK(wait_until(&connected, 2, 5000));
+    CHECK_EQ_INT(connect_status, UV_ECONNREFUSED);
+    broker_down(b);
+}
+
+static void
+test_options(void)
+{
+    cm_broker_opts o;
+    cm_broker_opts_init(&o);
+    cm_broker_opts_set(&o, "no_such_key", "1");
+    cm_broker *b = NULL;
+    CHECK_EQ_INT(cm_broker_new(L, "nats", &o, &b), CM_EINVAL);
+    cm_broker_opts_init(&o);
+    cm_broker_opts_set(&o, "reconnect_wait_ms", "soon");
+    CHECK_EQ_INT(cm_broker_new(L, "nats", &o, &b), CM_EINVAL);
+    CHECK_EQ_INT(cm_broker_new(L, "no-such-broker", NULL, &b), CM_ENOTFOUND);
+}
+
+static void
+test_fanout_and_queue(cm_broker *pub)
+{
+    cm_broker *s1 = nats_broker(0), *s2 = nats_broker(0);
+    rx a = {.want_hdr = "fan"}, b = {.want_hdr = "fan"}, q1 = {0}, q2 = {0};
+    cm_broker_sub *sa = sub(s1, "fan", NULL, &a);
+    cm_broker_sub *sb = sub(s2, "fan", NULL, &b);
+    sub(s1, "work", "grp", &q1);
+    sub(s2, "work", "grp", &q2);
+    CHECK(cm_broker_sub_queue(sa) == NULL);
+    CHECK_EQ_INT(publish_n(pub, "fan", 0, 50), 0);
+    CHECK_EQ_INT(publish_n(pub, "work", 0, 200), 0);
+    CHECK(wait_until(&a.n, 50, 5000));
+    CHECK(wait_until(&b.n, 50, 5000));
+    int total = q1.n + q2.n;
+    for (int i = 0; i < 100 && total < 200; i++) {
+        wait_until(NULL, 0, 20);
+        total = q1.n + q2.n;
+    }
+    wait_until(NULL, 0, 100); /* time for a duplicate to show */
+    CHECK_EQ_INT(q1.n + q2.n, 200);
+    for (int i = 0; i < 200; i++) {
+        CHECK_EQ_INT(q1.seen[i] + q2.seen[i], 1);
+    }
+    for (int i = 0; i < 50; i++) {
+        CHECK_EQ_INT(a.seen[i], 1);
+        CHECK_EQ_INT(b.seen[i], 1);
+    }
+    CHECK(q1.n > 0 && q2.n > 0);
+    CHECK_EQ_INT(a.bad + b.bad + q1.bad + q2.bad, 0);
+    fprintf(stderr, "   queue group split: %d + %d\n", q1.n, q2.n);
+    /* Unsubscribed: no more deliveries there, the other still receives. */
+    cm_broker_unsubscribe(sb);
+    CHECK_EQ_INT(publish_n(pub, "fan", 50, 60), 0);
+    CHECK(wait_until(&a.n, 60, 5000));
+    wait_until(NULL, 0, 100);
+    CHECK_EQ_INT(b.n, 50);
+    cm_broker_stats st;
+    cm_broker_get_stats(s1, &st);
+    CHECK_EQ_INT(st.delivered, (uint64_t)(a.n + q1.n));
+    CHECK_EQ_INT(st.malformed + st.dropped, 0);
+    broker_down(s1);
+    broker_down(s2);
+}
+
+/* Raw NATS messages that are no go-micro message: counted and logged, never delivered. Then a
+ * loop that does not run while 50 messages arrive: a queue of 4 keeps 4 and counts 46 drops. */
+static void
+test_malformed_and_drops(void)
+{
+    natsConnection *raw = NULL;
+    CHECK_EQ_INT(natsConnection_ConnectTo(&raw, url), NATS_OK);
+    cm_broker *s = nats_broker(4);
+    rx r = {0};
+    sub(s, "raw", NULL, &r);
+    const char *bad[] = {"",
+                         "not json",
+                         "[1,2]",
+                         "{\"Header\":{\"a\":1}}",
+                         "{\"Body\":\"%%%\"}",
+                         "{\"Header\":{\"X-Seq\":\"msg-1\"},\"Body\":\"bXNnLTE=\"} x"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(*bad); i++) {
+        CHECK_EQ_INT(natsConnection_PublishString(raw, "raw", bad[i]), NATS_OK);
+    }
+    /* A good one last, as Go writes it, so that the test knows all have arrived. */
+    CHECK_EQ_INT(natsConnection_PublishString(
+                     raw, "raw", "{\"Header\":{\"X-Seq\":\"msg-7\"},\"Body\":\"bXNnLTc=\"}"),
+                 NATS_OK);
+    CHECK_EQ_INT(natsConnection_FlushTimeout(raw, 5000), NATS_OK);
+    CHECK(wait_until(&r.n, 1, 5000));
+    CHECK_EQ_INT(r.seen[7], 1);
+    CHECK_EQ_INT(r.bad, 0);
+    cm_broker_stats st;
+    cm_broker_get_stats(s, &st);
+    CHECK_EQ_INT(st.malformed, 6);
+
+    /* The loop does not run while these arrive. */
+    for (int i = 0; i < 50; i++) {
+        char msg[128];
+        snprintf(msg, sizeof(msg), "{\"Header\":{\"X-Seq\":\"msg-%d\"},\"Body\":null}", i);
+        CHECK_EQ_INT(natsConnection_PublishString(raw, "raw", msg), NATS_OK);
+    }
+    CHECK_EQ_INT(natsConnection_FlushTimeout(raw, 5000), NATS_OK);
+    usleep(300000);
+    int before = r.n;
+    wait_until(NULL, 0, 200);
+    cm_broker_get_stats(s, &st);
+    fprintf(stderr, "   queue of 4: %d delivered, %llu dropped\n", r.bad + r.n - before,
+            (unsigned long long)st.dropped);
+    CHECK_EQ_INT(st.dropped, 46);
+    CHECK_EQ_INT(r.bad, 4); /* null bodies: handed over, and not what on_msg accepts */
+    natsConnection_Destroy(raw);
+    broker_down(s);
+}
+
+/* The server killed and restarted on the same port. */
+static void
+test_restart(cm_broker *pub, pid_t *natsd)
+{
+    cm_broker *s = nats_broker(0);
+    rx r = {0};
+    sub(s, "life", NULL, &r);
+    CHECK_EQ_INT(publish_n(pub, "life", 0, 10), 0);
+    CHECK(wait_until(&r.n, 10, 5000));
+
+    natsd_kill(*natsd);
+    uint64_t t0 = cm_now_ms();
+    int rc = 0;
+    while (rc == 0 && cm_now_ms() - t0 < 3000) {
+        wait_until(NULL, 0, 5);
+        rc = publish_n(pub, "life", 10, 11);
+    }
+    CHECK_EQ_INT(rc, CM_ECLOSED);
+    fprintf(stderr, "   server down: publish says %s (%s) after %llu ms\n", cm_err_name(rc),
+            cm_broker_why(pub), (unsigned long long)(cm_now_ms() - t0));
+    wait_until(NULL, 0, 300);
+    CHECK_EQ_INT(publish_n(pub, "life", 10, 11), CM_ECLOSED);
+
+    *natsd = natsd_start(port);
+    t0 = cm_now_ms();
+    /* Probes until the subscriber has its subscription back: both brokers reconnect by
+     * themselves, at their own pace. */
+    int sent = 11, ok = 0;
+    while (r.n <= 10 && cm_now_ms() - t0 < 8000) {
+        if (publish_n(pub, "life", sent, sent + 1) == 0) {
+            sent++;
+            ok++;
+        }
+        wait_until(NULL, 0, 50);
+    }
+    CHECK(r.n > 10);
+    fprintf(stderr,
+            "   back after %llu ms: %d probes published after the restart, %d lost before "
+            "the subscriber's subscription was restored\n",
+            (unsigned long long)(cm_now_ms() - t0), ok, ok - (r.n - 10));
+    int have = r.n;
+    CHECK_EQ_INT(publish_n(pub, "life", 100, 150), 0);
+    CHECK(wait_until(&r.n, have + 50, 5000));
+    for (int i = 100; i < 150; i++) {
+        CHECK_EQ_INT(r.seen[i], 1);
+    }
+    CHECK_EQ_INT(r.bad, 0);
+    broker_down(s);
+}
+
+int
+main(void)
+{
+    harness_init();
+    RUN(test_options);
+    RUN(test_unreachable);
+    port = free_port();
+    snprintf(url, sizeof(url), "nats://127.0.0.1:%d", port);
+    pid_t natsd = natsd_start(port);
+    if (natsd == 0) {
+        fprintf(stderr, "SKIP: nats-server not installed (scripts/setup.sh installs it)\n");
+        return getenv("CI") != NULL ? 1 : 77;
+    }
+    cm_broker *pub = nats_broker(0);
+    CHECK(strstr(cm_broker_address(pub), "127.0.0.1") != NULL);
+    RUN(test_malformed_and_drops);
+    fprintf(stderr, "-- test_fanout_and_queue\n");
+    test_fanout_and_queue(pub);
+    fprintf(stderr, "-- test_restart\n");
+    test_restart(pub, &natsd);
+    broker_down(pub);
+    natsd_kill(natsd);
+    cm_loop_free(L);
+    TEST_DONE();
+}
