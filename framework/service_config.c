@@ -2,11 +2,14 @@
  * what code left unset, then the defaults; validated last. Each step is its own function. */
 #include "framework_int.h"
 
+#include <errno.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <unistd.h>
 
 static const char *
 env(const char *name)
@@ -131,6 +134,53 @@ env_count(const char *name, long max, unsigned *dst, char *why, size_t whylen)
     return 0;
 }
 
+/* A flag from the environment into *dst when code left it 0: 1/true/yes/on or 0/false/no/off.
+ * 0 or CM_EINVAL. */
+static int
+env_flag(const char *name, int *dst, char *why, size_t whylen)
+{
+    const char *v = env(name);
+    if (*dst != 0) {
+        note_override(name, NULL);
+        return 0;
+    }
+    if (v == NULL) {
+        return 0;
+    }
+    static const char *const on[] = {"1", "true", "yes", "on"};
+    static const char *const off[] = {"0", "false", "no", "off"};
+    for (size_t i = 0; i < sizeof on / sizeof on[0]; i++) {
+        if (strcasecmp(v, on[i]) == 0 || strcasecmp(v, off[i]) == 0) {
+            *dst = strcasecmp(v, on[i]) == 0;
+            return 0;
+        }
+    }
+    return fail(why, whylen, "%s=%s: use true or false", name, v);
+}
+
+/* TLS of the server's and the client's transports (the server's options hold what code set). */
+static int
+tls_from_env(cm__svc_config *c, char *why, size_t whylen)
+{
+    cm_transport_opts *t = &c->server_transport;
+    t->tls_cert_file = pick_str(t->tls_cert_file, "MICRO_TRANSPORT_TLS_CERT");
+    t->tls_key_file = pick_str(t->tls_key_file, "MICRO_TRANSPORT_TLS_KEY");
+    t->tls_ca_file = pick_str(t->tls_ca_file, "MICRO_TRANSPORT_TLS_CA");
+    t->tls_server_name = pick_str(t->tls_server_name, "MICRO_TRANSPORT_TLS_SERVER_NAME");
+    if (env_flag("MICRO_TRANSPORT_TLS", &t->tls, why, whylen) < 0 ||
+        env_flag("MICRO_TRANSPORT_TLS_INSECURE", &t->tls_insecure, why, whylen) < 0) {
+        return CM_EINVAL;
+    }
+    cm_transport_opts *ct = &c->client.transport_opts;
+    ct->tls = t->tls;
+    ct->tls_insecure = t->tls_insecure;
+    ct->tls_cert_file = t->tls_cert_file;
+    ct->tls_key_file = t->tls_key_file;
+    ct->tls_ca_file = t->tls_ca_file;
+    ct->tls_server_name = t->tls_server_name;
+    return 0;
+}
+
 /* Fills what code left unset from the environment. 0 or CM_EINVAL (why says which). */
 static int
 from_env(cm__svc_config *c, char *why, size_t whylen)
@@ -208,7 +258,7 @@ from_env(cm__svc_config *c, char *why, size_t whylen)
     if (c->log_config < 0) {
         c->log_config = env("CMICRO_QUIET") == NULL;
     }
-    return 0;
+    return tls_from_env(c, why, whylen);
 }
 
 static void
@@ -240,6 +290,12 @@ defaults(cm__svc_config *c)
     c->server_transport.idle_timeout_ms = st.idle_timeout_ms;
     c->server_transport.max_conns = st.max_conns;
     c->server_transport.max_conns_per_ip = st.max_conns_per_ip;
+    c->server_transport.tls = st.tls;
+    c->server_transport.tls_insecure = st.tls_insecure;
+    c->server_transport.tls_cert_file = st.tls_cert_file;
+    c->server_transport.tls_key_file = st.tls_key_file;
+    c->server_transport.tls_ca_file = st.tls_ca_file;
+    c->server_transport.tls_server_name = st.tls_server_name;
 }
 
 static int
@@ -253,6 +309,15 @@ validate(const cm__svc_config *c, char *why, size_t whylen)
     }
     if (c->name[0] == '\0') {
         return fail(why, whylen, "the service name is empty");
+    }
+    const cm_transport_opts *t = &c->server_transport;
+    const char *files[][2] = {{t->tls_cert_file, "TLS certificate (MICRO_TRANSPORT_TLS_CERT)"},
+                              {t->tls_key_file, "TLS key (MICRO_TRANSPORT_TLS_KEY)"},
+                              {t->tls_ca_file, "TLS CA file (MICRO_TRANSPORT_TLS_CA)"}};
+    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
+        if (files[i][0] != NULL && access(files[i][0], R_OK) != 0) {
+            return fail(why, whylen, "%s %s: %s", files[i][1], files[i][0], strerror(errno));
+        }
     }
     if (cm_transport_find(c->transport) == NULL) {
         return fail(why, whylen,
@@ -295,6 +360,12 @@ cm__service_config(const cm_service_opts *o, cm__svc_config *c, char *why, size_
     c->server_transport.idle_timeout_ms = o->idle_timeout_ms;
     c->server_transport.max_conns = o->max_conns;
     c->server_transport.max_conns_per_ip = o->max_conns_per_ip;
+    c->server_transport.tls = o->tls;
+    c->server_transport.tls_insecure = o->tls_insecure;
+    c->server_transport.tls_cert_file = o->tls_cert_file;
+    c->server_transport.tls_key_file = o->tls_key_file;
+    c->server_transport.tls_ca_file = o->tls_ca_file;
+    c->server_transport.tls_server_name = o->tls_server_name;
     cm_selector_opts_init(&c->selector);
     c->strategy_set = o->strategy_set;
     if (o->strategy_set) {

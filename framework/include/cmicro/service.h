@@ -24,6 +24,8 @@
  *   server limits   MICRO_SERVER_HEADER_TIMEOUT, _BODY_TIMEOUT, _IDLE_TIMEOUT (durations),
  *                   MICRO_SERVER_MAX_CONNS, MICRO_SERVER_MAX_CONNS_PER_IP (see the options)
  *   selector        MICRO_SELECTOR             "random" ("roundrobin")
+ *   TLS             MICRO_TRANSPORT_TLS (true/false), _TLS_CERT, _TLS_KEY, _TLS_CA,
+ *                   _TLS_SERVER_NAME, _TLS_INSECURE (see the options and cm_transport_opts)
  *   deregister wait (option only)              1 s
  *
  * Threads: cm_service_run() runs the loop on the calling thread; cm_service_stop() may be called
@@ -86,6 +88,18 @@ typedef struct cm_service_opts {
     uint64_t idle_timeout_ms;   /* MICRO_SERVER_IDLE_TIMEOUT; default 75 s */
     unsigned max_conns;         /* MICRO_SERVER_MAX_CONNS; default the fd limit less 64 */
     unsigned max_conns_per_ip;  /* MICRO_SERVER_MAX_CONNS_PER_IP; default no cap */
+    /* TLS on the server's and the client's transport (see cm_transport_opts): on with tls, or
+     * when a certificate or CA file is given. The strings are borrowed until cm_service_free()
+     * (the client reads the files at its first call). A file that cannot be read makes
+     * cm_service_new() fail with CM_EINVAL. */
+    int tls;                     /* MICRO_TRANSPORT_TLS (true/false) */
+    int tls_insecure;            /* MICRO_TRANSPORT_TLS_INSECURE: the client accepts any server
+                                    certificate (a warning is logged); default false */
+    const char *tls_cert_file;   /* MICRO_TRANSPORT_TLS_CERT: PEM chain, leaf first */
+    const char *tls_key_file;    /* MICRO_TRANSPORT_TLS_KEY; default: in the certificate file */
+    const char *tls_ca_file;     /* MICRO_TRANSPORT_TLS_CA; default the system's CA store */
+    const char *tls_server_name; /* MICRO_TRANSPORT_TLS_SERVER_NAME: the name the client checks
+                                    in certificates instead of the host dialled */
 } cm_service_opts;
 
 /* Every field unset, so env and defaults apply: zero, and log_config -1. */
