@@ -62,20 +62,29 @@ func echoServer(args []string) error {
 	version := fs.String("version", "latest", "service version")
 	md := fs.String("metadata", "", "node metadata k=v,k=v")
 	addr := fs.String("address", "127.0.0.1:0", "listen address")
+	tf := addTLSFlags(fs)
 	fs.Parse(args)
 	r, err := newRegistry(*reg)
 	if err != nil {
 		return err
 	}
+	tr, err := tf.transport()
+	if err != nil {
+		return err
+	}
 	var svc micro.Service
-	svc = micro.NewService(
+	opts := []micro.Option{
 		micro.Name(*name),
 		micro.Version(*version),
 		micro.Metadata(parseMetadata(*md)),
 		micro.Address(*addr),
 		micro.Registry(r),
 		micro.AfterStart(func() error { return announce(svc) }),
-	)
+	}
+	if tr != nil {
+		opts = append(opts, micro.Transport(tr))
+	}
+	svc = micro.NewService(opts...)
 	if err := echopb.RegisterEchoHandler(svc.Server(), &echo{*name, *instance}); err != nil {
 		return err
 	}
