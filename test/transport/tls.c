@@ -6,6 +6,7 @@
 #include "logcap.h"
 
 #include <arpa/inet.h>
+#include <openssl/ssl.h>
 
 static char dir[256];
 
@@ -89,7 +90,7 @@ call(cm_transport *t, const char *addr, const char *body, uint64_t timeout_ms, r
     cm_msg req = {h, 2, (const uint8_t *)body, strlen(body)};
     CHECK_EQ_INT(cm_transport_roundtrip(t, addr, &req, timeout_ms, on_result, r, NULL), 0);
     CHECK_EQ_INT(r->done, 0);
-    run_until(&r->done, 10000);
+    run_until(&r->done, 30000);
 }
 
 static void
@@ -101,14 +102,14 @@ test_calls(void)
     server_start(&s, &so);
     cm_transport *c = tls_client(path("ca.pem"), 0, NULL);
     result r = {0};
-    call(c, s.addr, "{\"a\":1}", 5000, &r);
+    call(c, s.addr, "{\"a\":1}", 15000, &r);
     CHECK_EQ_INT(r.status, 0);
     CHECK_EQ_STR(r.body, "{\"a\":1}");
     CHECK(strstr(s.last, "X-Test=tls\n") != NULL);
     result_free(&r);
 
     /* The pooled connection keeps its session. */
-    call(c, s.addr, "second", 5000, &r);
+    call(c, s.addr, "second", 15000, &r);
     CHECK_EQ_INT(r.status, 0);
     CHECK_EQ_STR(r.body, "second");
     result_free(&r);
@@ -125,7 +126,7 @@ test_calls(void)
         b[i] = (char)('a' + i % 26);
     }
     b[big] = '\0';
-    call(c, s.addr, b, 10000, &r);
+    call(c, s.addr, b, 20000, &r);
     CHECK_EQ_INT(r.status, 0);
     CHECK(r.body != NULL && strcmp(r.body, b) == 0);
     result_free(&r);
@@ -134,7 +135,7 @@ test_calls(void)
     /* By name: the certificate names localhost too. */
     char byname[64];
     snprintf(byname, sizeof(byname), "localhost:%d", s.port);
-    call(c, byname, "by name", 5000, &r);
+    call(c, byname, "by name", 15000, &r);
     CHECK_EQ_INT(r.status, 0);
     CHECK_EQ_STR(r.body, "by name");
     result_free(&r);
@@ -154,7 +155,7 @@ refused(cm_transport *c, const char *addr, const char *reason)
 {
     result r = {0};
     logcap_start();
-    call(c, addr, "x", 5000, &r);
+    call(c, addr, "x", 15000, &r);
     char *log = logcap_end();
     CHECK_EQ_INT(r.status, CM_ECERT);
     CHECK(r.flags & CM_RT_UNSENT);
@@ -187,7 +188,7 @@ test_verification(void)
     /* ... and the right name given explicitly. */
     c = tls_client(path("ca.pem"), 0, "localhost");
     result r = {0};
-    call(c, s.addr, "named", 5000, &r);
+    call(c, s.addr, "named", 15000, &r);
     CHECK_EQ_INT(r.status, 0);
     result_free(&r);
     client_close(c);
@@ -201,11 +202,11 @@ test_verification(void)
     /* The insecure opt-in accepts the unknown CA, and says so once. */
     logcap_start();
     c = tls_client(path("other-ca.pem"), 1, NULL);
-    call(c, s.addr, "insecure", 5000, &r);
+    call(c, s.addr, "insecure", 15000, &r);
     CHECK_EQ_INT(r.status, 0);
     CHECK_EQ_STR(r.body, "insecure");
     result_free(&r);
-    call(c, s.addr, "again", 5000, &r);
+    call(c, s.addr, "again", 15000, &r);
     CHECK_EQ_INT(r.status, 0);
     result_free(&r);
     char *log = logcap_end();
@@ -226,7 +227,7 @@ test_verification(void)
     refused(c, s.addr, "self-signed certificate");
     client_close(c);
     c = tls_client(path("self.pem"), 0, NULL);
-    call(c, s.addr, "self", 5000, &r);
+    call(c, s.addr, "self", 15000, &r);
     CHECK_EQ_INT(r.status, 0);
     result_free(&r);
     client_close(c);
@@ -244,7 +245,7 @@ test_crossed(void)
     cm_transport *plain;
     CHECK_EQ_INT(cm_transport_new(CL, "http", NULL, &plain), 0);
     result r = {0};
-    call(plain, s.addr, "plain", 5000, &r);
+    call(plain, s.addr, "plain", 15000, &r);
     CHECK_EQ_INT(r.status, CM_EPROTO);
     CHECK_EQ_STR(r.code, "400");
     CHECK_EQ_STR(r.body, "Client sent an HTTP request to an HTTPS server.\n");
@@ -259,7 +260,7 @@ test_crossed(void)
     server_start(&s, NULL);
     cm_transport *c = tls_client(path("ca.pem"), 0, NULL);
     logcap_start();
-    call(c, s.addr, "x", 5000, &r);
+    call(c, s.addr, "x", 15000, &r);
     char *log = logcap_end();
     CHECK_EQ_INT(r.status, CM_ETLS);
     CHECK(r.flags & CM_RT_UNSENT);
@@ -268,7 +269,7 @@ test_crossed(void)
     result_free(&r);
     CHECK_EQ_INT(s.seen, 0);
     /* The plain client still works there. */
-    call(plain, s.addr, "plain", 5000, &r);
+    call(plain, s.addr, "plain", 15000, &r);
     CHECK_EQ_INT(r.status, 0);
     result_free(&r);
     client_close(c);
@@ -365,6 +366,157 @@ test_client_stall(void)
     close(fd);
 }
 
+/* ---- a raw TLS client (OpenSSL, blocking, on a helper thread) ---- */
+
+typedef struct tlsjob {
+    int port;
+    const char *head; /* sent first */
+    const char *body; /* sent after "100 Continue" when expect is set, else with head */
+    int expect;       /* wait for "HTTP/1.1 100 Continue" before the body */
+    int half_close;   /* close_notify (and TCP FIN) after the request */
+    char got[8192];   /* everything read until the server closed, or 3 s */
+    int closed;       /* the server closed the connection */
+    int continue_seen;
+} tlsjob;
+
+static SSL *
+tls_connect(int port, SSL_CTX **ctx, int *fd)
+{
+    *ctx = SSL_CTX_new(TLS_client_method());
+    CHECK(*ctx != NULL);
+    CHECK_EQ_INT(SSL_CTX_load_verify_locations(*ctx, path("ca.pem"), NULL), 1);
+    SSL_CTX_set_verify(*ctx, SSL_VERIFY_PEER, NULL);
+    *fd = raw_connect(port);
+    SSL *ssl = SSL_new(*ctx);
+    CHECK(ssl != NULL);
+    SSL_set_fd(ssl, *fd);
+    CHECK_EQ_INT(SSL_set1_host(ssl, "localhost"), 1);
+    CHECK_EQ_INT(SSL_connect(ssl), 1);
+    return ssl;
+}
+
+static void
+tls_send(SSL *ssl, const char *s)
+{
+    if (*s) {
+        CHECK_EQ_INT(SSL_write(ssl, s, (int)strlen(s)), (int)strlen(s));
+    }
+}
+
+static void
+tls_job(void *arg)
+{
+    tlsjob *j = arg;
+    SSL_CTX *ctx;
+    int fd;
+    SSL *ssl = tls_connect(j->port, &ctx, &fd);
+    tls_send(ssl, j->head);
+    size_t n = 0;
+    if (j->expect) {
+        static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+        while (n < sizeof(cont) - 1) {
+            int r = SSL_read(ssl, j->got + n, (int)(sizeof(cont) - 1 - n));
+            CHECK(r > 0);
+            n += (size_t)r;
+        }
+        j->continue_seen = memcmp(j->got, cont, n) == 0;
+        n = 0;
+    }
+    tls_send(ssl, j->body);
+    if (j->half_close) {
+        CHECK(SSL_shutdown(ssl) >= 0);
+        shutdown(fd, SHUT_WR);
+    }
+    for (;;) {
+        int r = SSL_read(ssl, j->got + n, (int)(sizeof(j->got) - 1 - n));
+        if (r <= 0) {
+            int e = SSL_get_error(ssl, r);
+            j->closed = e == SSL_ERROR_ZERO_RETURN || e == SSL_ERROR_SYSCALL;
+            break;
+        }
+        n += (size_t)r;
+    }
+    j->got[n] = '\0';
+    SSL_free(ssl);
+    SSL_CTX_free(ctx);
+    close(fd);
+}
+
+/* The server's HTTP handling is the same over TLS: half-close, 100-continue, limits, strict
+ * parsing and keep-alive. */
+static void
+test_server_http(void)
+{
+    cm_transport_opts so;
+    server_opts(&so);
+    so.max_body_bytes = 1000;
+    server s;
+    server_start(&s, &so);
+
+    /* A request, then close_notify and FIN: the reply still comes, then the close. */
+    tlsjob j = {
+        s.port, "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n", "hello", 0, 1, {0}, 0,
+        0};
+    in_thread(tls_job, &j);
+    CHECK(strncmp(j.got, "HTTP/1.1 200 OK\r\n", 17) == 0);
+    CHECK(strstr(j.got, "\r\n\r\nhello") != NULL);
+    CHECK(j.closed);
+
+    /* Expect: 100-continue. */
+    tlsjob k = {s.port,
+                "POST / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 3\r\n"
+                "Connection: close\r\n\r\n",
+                "abc",
+                1,
+                0,
+                {0},
+                0,
+                0};
+    in_thread(tls_job, &k);
+    CHECK(k.continue_seen);
+    CHECK(strncmp(k.got, "HTTP/1.1 200 OK\r\n", 17) == 0);
+    CHECK(strstr(k.got, "\r\n\r\nabc") != NULL);
+    CHECK(k.closed);
+
+    /* Over the body limit: the callback answers the refusal, and the connection closes. */
+    tlsjob l = {
+        s.port, "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n", "", 0, 0, {0}, 0, 0};
+    in_thread(tls_job, &l);
+    CHECK(strstr(l.got, "X-Refused: CM_ETOOBIG\r\n") != NULL);
+    CHECK(l.closed);
+    CHECK_EQ_INT(s.last_refusal, CM_ETOOBIG);
+
+    /* The strict reading: whitespace before a colon is a 400. */
+    tlsjob m = {
+        s.port, "POST / HTTP/1.1\r\nHost : x\r\nContent-Length: 0\r\n\r\n", "", 0, 0, {0}, 0, 0};
+    in_thread(tls_job, &m);
+    CHECK(strncmp(m.got, "HTTP/1.1 400 Bad Request\r\n", 26) == 0);
+    CHECK(strstr(m.got, "whitespace between a header name and its colon") != NULL);
+    CHECK(m.closed);
+
+    /* Two requests in one write (keep-alive, pipelined) get two replies in order. */
+    tlsjob p = {s.port,
+                "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\none"
+                "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nConnection: close\r\n\r\ntwo",
+                "",
+                0,
+                0,
+                {0},
+                0,
+                0};
+    in_thread(tls_job, &p);
+    char *one = strstr(p.got, "\r\n\r\none");
+    char *two = strstr(p.got, "\r\n\r\ntwo");
+    CHECK(one != NULL && two != NULL && one < two);
+    CHECK(p.closed);
+
+    cm_listener_stats st;
+    cm_listener_get_stats(s.l, &st);
+    CHECK_EQ_INT(st.tls_failed, 0);
+    CHECK_EQ_INT(st.accepted, 5);
+    server_stop(&s);
+}
+
 static void
 test_config_errors(void)
 {
@@ -413,6 +565,7 @@ main(int argc, char **argv)
     RUN(test_verification);
     RUN(test_crossed);
     RUN(test_server_stall);
+    RUN(test_server_http);
     RUN(test_client_stall);
     RUN(test_config_errors);
     harness_done();

@@ -102,6 +102,7 @@ struct listener {
 
 static void process(sconn *c);
 static void update_phase(sconn *c);
+static void start_linger(sconn *c);
 
 enum { T_NONE, T_IDLE, T_HEADER, T_BODY, T_LINGER };
 
@@ -369,7 +370,11 @@ update_phase(sconn *c)
         return;
     }
     if (c->peer_eof && !c->queued) {
-        conn_close(c);
+        if (c->tls != NULL) {
+            start_linger(c); /* close_notify first, then the close */
+        } else {
+            conn_close(c);
+        }
         return;
     }
     if (in_handshake(c)) {
@@ -689,6 +694,10 @@ on_end(sconn *c, ssize_t nread)
     }
     if (in_handshake(c) && c->state == S_READ) {
         handshake_failed(c, "closed during the handshake");
+    } else if (nread == UV_EOF && c->tls != NULL && c->state == S_READ) {
+        c->peer_eof = 1; /* TLS: answer close_notify with close_notify, then close */
+        start_linger(c);
+        return;
     }
     /* EOF or an error: whatever was half-received is dropped; a request with the callback
      * learns it from cm_tconn_reply(). */

@@ -45,7 +45,8 @@ typedef struct cm_transport_opts {
                                  closed instead of reused; default 60000 */
     uint64_t dial_timeout_ms; /* default 5000 */
     /* Server side. A connection is closed when a request's header block does not arrive within
-     * header_timeout_ms of its first byte (default 10 s), when the body makes no progress for
+     * header_timeout_ms of its first byte (default 10 s; with TLS, also when the handshake does
+     * not complete within it from the accept), when the body makes no progress for
      * body_timeout_ms (default 60 s; also bounds writing a reply to a peer that does not read),
      * and when it is idle between requests for idle_timeout_ms (default 75 s: above the 60 s
      * that go-micro clients keep pooled connections). */
