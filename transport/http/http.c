@@ -711,12 +711,10 @@ cm__http_send(uv_stream_t *s, cm__tls *tls, uv_write_t *req, cm__http_buf *b, si
         if (r == 0) {
             r = cm__tls_write(tls, body, blen);
         }
-        if (r == 0) {
-            r = cm__tls_take_output(tls, b);
-        }
         if (r < 0) {
             return r;
         }
+        cm__tls_take_output(tls, b);
         hlen = b->len;
         body = NULL;
         blen = 0;
@@ -734,6 +732,9 @@ cm__http_send(uv_stream_t *s, cm__tls *tls, uv_write_t *req, cm__http_buf *b, si
     size_t done = n > 0 ? (size_t)n : 0;
     *sent = done;
     if (done == hlen + blen) {
+        if (tls != NULL) {
+            cm__http_buf_trim(b, KEEP_BODY_MAX); /* it held a whole encrypted body */
+        }
         return 1;
     }
     /* Keep what is left of the header block at the front of b, then the rest of the body. */

@@ -147,8 +147,8 @@ const char *cm__tls_why(const cm__tls *s);
 int cm__tls_closed_in_handshake(cm__tls *s);
 /* Encrypts p (after the handshake); the records wait in the session. 0 or CM_ECLOSED. */
 int cm__tls_write(cm__tls *s, const void *p, size_t n);
-/* Moves the records waiting to be sent into b (replacing its content). 0 or CM_ENOMEM. */
-int cm__tls_take_output(cm__tls *s, cm__http_buf *b);
+/* Moves the records waiting to be sent into b (replacing its content; no copy). */
+void cm__tls_take_output(cm__tls *s, cm__http_buf *b);
 /* Writes the records waiting to be sent on st (queued in order after earlier writes). */
 int cm__tls_flush(cm__tls *s, uv_stream_t *st);
 /* Sends close_notify (when the handshake was done). */

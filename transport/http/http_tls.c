@@ -1,8 +1,13 @@
-/* cmicro: TLS for the HTTP transport, with OpenSSL over memory BIOs. The connection code keeps
- * its libuv stream, parser, timers and pool: received bytes go through cm__tls_input(), which
- * drives the handshake and leaves the plaintext in the connection's read buffer, and what
- * OpenSSL has to send (handshake records, alerts, encrypted messages) goes out on the same
- * stream, in the order it was made. */
+/* cmicro: TLS for the HTTP transport, with OpenSSL over a memory BIO of our own. The connection
+ * code keeps its libuv stream, parser, timers and pool: received bytes go through
+ * cm__tls_input(), which drives the handshake and leaves the plaintext in the connection's read
+ * buffer, and what OpenSSL has to send (handshake records, alerts, encrypted messages) goes out
+ * on the same stream, in the order it was made.
+ *
+ * The BIO reads from the bytes just received (borrowed for the call) and writes into the
+ * session's output buffer, which the sender takes without a copy: unlike OpenSSL's memory BIO,
+ * it keeps no buffer the size of the largest message per connection. OpenSSL's own record
+ * buffers are released while a connection is idle (SSL_MODE_RELEASE_BUFFERS). */
 #include "http_int.h"
 
 #include <openssl/err.h>
@@ -12,10 +17,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <uv.h>
 
 /* Received ciphertext is read into one buffer per transport: libuv calls the allocation and
  * the read callbacks back to back, and the read callback hands everything to OpenSSL. */
 #define CIPHER_BUF (64 * 1024)
+/* The output buffer left behind by a big message is freed above this. */
+#define KEEP_OUT_MAX (1024 * 1024)
 
 struct cm__tls_ctx {
     SSL_CTX *client;
@@ -25,8 +33,9 @@ struct cm__tls_ctx {
 
 struct cm__tls {
     SSL *ssl;
-    BIO *rbio; /* what the peer sent, for OpenSSL to read */
-    BIO *wbio; /* what OpenSSL wrote, for the peer */
+    const char *in; /* received bytes OpenSSL has not read yet (borrowed during input) */
+    size_t in_len;
+    cm__http_buf out; /* what OpenSSL wrote, for the peer */
     int server;
     int done;      /* the handshake is complete */
     int eof;       /* the peer sent close_notify */
@@ -71,6 +80,77 @@ ssl_reason(char *buf, size_t len, const char *dflt)
     return n ? buf : dflt;
 }
 
+/* ---- the BIO ---- */
+
+static int
+bio_write_ex(BIO *b, const char *data, size_t n, size_t *written)
+{
+    cm__tls *s = BIO_get_data(b);
+    BIO_clear_retry_flags(b);
+    if (cm__http_buf_append(&s->out, data, n) < 0) {
+        return 0;
+    }
+    *written = n;
+    return 1;
+}
+
+static int
+bio_read_ex(BIO *b, char *data, size_t n, size_t *got)
+{
+    cm__tls *s = BIO_get_data(b);
+    BIO_clear_retry_flags(b);
+    if (s->in_len == 0) {
+        BIO_set_retry_read(b); /* "want more", not end of file */
+        *got = 0;
+        return 0;
+    }
+    size_t k = n < s->in_len ? n : s->in_len;
+    memcpy(data, s->in, k);
+    s->in += k;
+    s->in_len -= k;
+    *got = k;
+    return 1;
+}
+
+static long
+bio_ctrl(BIO *b, int cmd, long num, void *ptr)
+{
+    (void)num;
+    (void)ptr;
+    cm__tls *s = BIO_get_data(b);
+    switch (cmd) {
+    case BIO_CTRL_FLUSH:
+        return 1; /* the caller sends s->out */
+    case BIO_CTRL_PENDING:
+        return s != NULL ? (long)s->in_len : 0;
+    default:
+        return 0;
+    }
+}
+
+static int
+bio_create(BIO *b)
+{
+    BIO_set_init(b, 1);
+    return 1;
+}
+
+static BIO_METHOD *bio_method;
+static uv_once_t bio_once = UV_ONCE_INIT;
+
+static void
+bio_method_init(void)
+{
+    BIO_METHOD *m = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "cmicro stream");
+    if (m != NULL &&
+        (BIO_meth_set_write_ex(m, bio_write_ex) != 1 || BIO_meth_set_read_ex(m, bio_read_ex) != 1 ||
+         BIO_meth_set_ctrl(m, bio_ctrl) != 1 || BIO_meth_set_create(m, bio_create) != 1)) {
+        BIO_meth_free(m);
+        m = NULL;
+    }
+    bio_method = m;
+}
+
 /* ---- contexts ---- */
 
 static int
@@ -97,6 +177,7 @@ new_ctx(int server)
         return NULL;
     }
     SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
     SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION);
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
     if (server) {
@@ -159,6 +240,10 @@ cm__tls_ctx_new(const cm_transport_opts *o, cm__tls_ctx **out)
     *out = NULL;
     if (!o->tls && !o->tls_cert_file && !o->tls_ca_file) {
         return 0;
+    }
+    uv_once(&bio_once, bio_method_init);
+    if (bio_method == NULL) {
+        return CM_ENOMEM;
     }
     cm__tls_ctx *x = calloc(1, sizeof(*x));
     if (x == NULL) {
@@ -231,17 +316,15 @@ cm__tls_new(cm__tls_ctx *x, int server, const char *host, const char *server_nam
     s->server = server;
     snprintf(s->peer, sizeof(s->peer), "%s", peer);
     s->ssl = SSL_new(server ? x->server : x->client);
-    s->rbio = BIO_new(BIO_s_mem());
-    s->wbio = BIO_new(BIO_s_mem());
-    if (s->ssl == NULL || s->rbio == NULL || s->wbio == NULL) {
-        BIO_free(s->rbio);
-        BIO_free(s->wbio);
+    BIO *bio = BIO_new(bio_method);
+    if (s->ssl == NULL || bio == NULL) {
+        BIO_free(bio);
         SSL_free(s->ssl);
         free(s);
         return CM_ENOMEM;
     }
-    SSL_set_bio(s->ssl, s->rbio, s->wbio); /* the SSL owns both from here */
-    BIO_set_mem_eof_return(s->rbio, -1);   /* empty: "want more", not end of file */
+    BIO_set_data(bio, s);
+    SSL_set_bio(s->ssl, bio, bio); /* the SSL owns it from here */
     if (server) {
         SSL_set_accept_state(s->ssl);
     } else {
@@ -260,6 +343,7 @@ cm__tls_free(cm__tls *s)
 {
     if (s != NULL) {
         SSL_free(s->ssl);
+        cm__http_buf_free(&s->out);
         free(s);
     }
 }
@@ -286,33 +370,25 @@ on_block_written(uv_write_t *req, int status)
 int
 cm__tls_flush(cm__tls *s, uv_stream_t *st)
 {
-    size_t n = BIO_ctrl_pending(s->wbio);
+    size_t n = s->out.len;
     if (n == 0) {
         return 0;
     }
-    wblock *b = malloc(sizeof(*b) + n);
-    if (b == NULL) {
-        return CM_ENOMEM;
-    }
-    size_t got = 0;
-    if (BIO_read_ex(s->wbio, b->data, n, &got) != 1 || got != n) {
-        free(b);
-        return CM_ENOMEM;
-    }
-    uv_buf_t buf = uv_buf_init(b->data, (unsigned)n);
+    uv_buf_t buf = uv_buf_init(s->out.p, (unsigned)n);
     int w = uv_try_write(st, &buf, 1);
-    if (w == (int)n) {
-        free(b);
-        return 0;
+    if (w == (int)n || (w < 0 && w != UV_EAGAIN)) {
+        s->out.len = 0;
+        return w < 0 ? w : 0;
     }
-    if (w < 0 && w != UV_EAGAIN) {
-        free(b);
-        return w;
+    size_t done = w > 0 ? (size_t)w : 0;
+    wblock *b = malloc(sizeof(*b) + n - done);
+    if (b == NULL) {
+        s->out.len = 0;
+        return CM_ENOMEM;
     }
-    if (w > 0) {
-        buf.base += w;
-        buf.len -= (size_t)w;
-    }
+    memcpy(b->data, s->out.p + done, n - done);
+    s->out.len = 0;
+    buf = uv_buf_init(b->data, (unsigned)(n - done));
     int r = uv_write(&b->req, st, &buf, 1, on_block_written);
     if (r < 0) {
         free(b);
@@ -461,9 +537,8 @@ cm__tls_input(cm__tls *s, uv_stream_t *st, const char *data, size_t n, cm__http_
     if (s->server && !s->done && looks_like_http(s)) {
         return CM_EPROTO; /* not a TLS record: no need to ask OpenSSL */
     }
-    if (BIO_write(s->rbio, data, (int)n) != (int)n) {
-        return CM_ENOMEM;
-    }
+    s->in = data;
+    s->in_len = n;
     int r = 0;
     if (!s->done) {
         r = handshake(s);
@@ -471,6 +546,8 @@ cm__tls_input(cm__tls *s, uv_stream_t *st, const char *data, size_t n, cm__http_
     if (r >= 0 && s->done && !s->eof) {
         r = read_plain(s, rb, plain);
     }
+    s->in = NULL; /* what is left (after close_notify or an error) is dropped */
+    s->in_len = 0;
     /* Handshake records, and alerts that tell the peer why. */
     int f = cm__tls_flush(s, st);
     return r < 0 ? r : f;
@@ -491,20 +568,15 @@ cm__tls_write(cm__tls *s, const void *p, size_t n)
     return 0;
 }
 
-int
+void
 cm__tls_take_output(cm__tls *s, cm__http_buf *b)
 {
-    size_t n = BIO_ctrl_pending(s->wbio);
-    b->len = 0;
-    if (cm__http_buf_reserve(b, n) < 0) {
-        return CM_ENOMEM;
-    }
-    size_t got = 0;
-    if (n > 0 && (BIO_read_ex(s->wbio, b->p, n, &got) != 1 || got != n)) {
-        return CM_ENOMEM;
-    }
-    b->len = n;
-    return 0;
+    /* Swapped, not copied: the session keeps b's old buffer for its next output. */
+    cm__http_buf old = *b;
+    *b = s->out;
+    s->out = old;
+    s->out.len = 0;
+    cm__http_buf_trim(&s->out, KEEP_OUT_MAX);
 }
 
 void
