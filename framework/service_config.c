@@ -2,11 +2,14 @@
  * what code left unset, then the defaults; validated last. Each step is its own function. */
 #include "framework_int.h"
 
+#include <errno.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <unistd.h>
 
 static const char *
 env(const char *name)
@@ -131,22 +134,67 @@ env_count(const char *name, long max, unsigned *dst, char *why, size_t whylen)
     return 0;
 }
 
-/* A switch: code (1 on, -1 off), else the env ("on", "off"), else on. *dst ends 1 or 0. */
+/* A flag from the environment into *dst when code left it 0: 1/true/yes/on or 0/false/no/off.
+ * 0 or CM_EINVAL. */
 static int
-switch_from_env(const char *name, int *dst, char *why, size_t whylen)
+env_flag(const char *name, int *dst, char *why, size_t whylen)
 {
     const char *v = env(name);
     if (*dst != 0) {
         note_override(name, NULL);
-    } else if (v == NULL || strcmp(v, "on") == 0 || strcmp(v, "1") == 0) {
-        *dst = 1;
-    } else if (strcmp(v, "off") == 0 || strcmp(v, "0") == 0) {
-        *dst = -1;
-    } else {
-        return fail(why, whylen, "%s=%s: use on or off", name, v);
+        return 0;
     }
-    *dst = *dst > 0;
+    if (v == NULL) {
+        return 0;
+    }
+    static const char *const on[] = {"1", "true", "yes", "on"};
+    static const char *const off[] = {"0", "false", "no", "off"};
+    for (size_t i = 0; i < sizeof on / sizeof on[0]; i++) {
+        if (strcasecmp(v, on[i]) == 0 || strcasecmp(v, off[i]) == 0) {
+            *dst = strcasecmp(v, on[i]) == 0;
+            return 0;
+        }
+    }
+    return fail(why, whylen, "%s=%s: use true or false", name, v);
+}
+
+/* TLS of the server's and the client's transports (the server's options hold what code set). */
+static int
+tls_from_env(cm__svc_config *c, char *why, size_t whylen)
+{
+    cm_transport_opts *t = &c->server_transport;
+    t->tls_cert_file = pick_str(t->tls_cert_file, "MICRO_TRANSPORT_TLS_CERT");
+    t->tls_key_file = pick_str(t->tls_key_file, "MICRO_TRANSPORT_TLS_KEY");
+    t->tls_ca_file = pick_str(t->tls_ca_file, "MICRO_TRANSPORT_TLS_CA");
+    t->tls_server_name = pick_str(t->tls_server_name, "MICRO_TRANSPORT_TLS_SERVER_NAME");
+    if (env_flag("MICRO_TRANSPORT_TLS", &t->tls, why, whylen) < 0 ||
+        env_flag("MICRO_TRANSPORT_TLS_INSECURE", &t->tls_insecure, why, whylen) < 0) {
+        return CM_EINVAL;
+    }
+    cm_transport_opts *ct = &c->client.transport_opts;
+    ct->tls = t->tls;
+    ct->tls_insecure = t->tls_insecure;
+    ct->tls_cert_file = t->tls_cert_file;
+    ct->tls_key_file = t->tls_key_file;
+    ct->tls_ca_file = t->tls_ca_file;
+    ct->tls_server_name = t->tls_server_name;
     return 0;
+}
+
+/* A switch: code (1 on, -1 off), else the env (as env_flag reads it), else on. *dst ends 1 or 0. */
+static int
+switch_from_env(const char *name, int *dst, char *why, size_t whylen)
+{
+    if (*dst != 0) {
+        note_override(name, NULL);
+        *dst = *dst > 0;
+        return 0;
+    }
+    if (env(name) == NULL) {
+        *dst = 1;
+        return 0;
+    }
+    return env_flag(name, dst, why, whylen);
 }
 
 /* Fills what code left unset from the environment. 0 or CM_EINVAL (why says which). */
@@ -251,7 +299,10 @@ from_env(cm__svc_config *c, char *why, size_t whylen)
                  base);
         c->trace_export = url;
     }
-    return switch_from_env("MICRO_TRACE", &c->tracing, why, whylen);
+    if (switch_from_env("MICRO_TRACE", &c->tracing, why, whylen) < 0) {
+        return CM_EINVAL;
+    }
+    return tls_from_env(c, why, whylen);
 }
 
 static void
@@ -283,6 +334,12 @@ defaults(cm__svc_config *c)
     c->server_transport.idle_timeout_ms = st.idle_timeout_ms;
     c->server_transport.max_conns = st.max_conns;
     c->server_transport.max_conns_per_ip = st.max_conns_per_ip;
+    c->server_transport.tls = st.tls;
+    c->server_transport.tls_insecure = st.tls_insecure;
+    c->server_transport.tls_cert_file = st.tls_cert_file;
+    c->server_transport.tls_key_file = st.tls_key_file;
+    c->server_transport.tls_ca_file = st.tls_ca_file;
+    c->server_transport.tls_server_name = st.tls_server_name;
 }
 
 static int
@@ -296,6 +353,15 @@ validate(const cm__svc_config *c, char *why, size_t whylen)
     }
     if (c->name[0] == '\0') {
         return fail(why, whylen, "the service name is empty");
+    }
+    const cm_transport_opts *t = &c->server_transport;
+    const char *files[][2] = {{t->tls_cert_file, "TLS certificate (MICRO_TRANSPORT_TLS_CERT)"},
+                              {t->tls_key_file, "TLS key (MICRO_TRANSPORT_TLS_KEY)"},
+                              {t->tls_ca_file, "TLS CA file (MICRO_TRANSPORT_TLS_CA)"}};
+    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
+        if (files[i][0] != NULL && access(files[i][0], R_OK) != 0) {
+            return fail(why, whylen, "%s %s: %s", files[i][1], files[i][0], strerror(errno));
+        }
     }
     if (cm_transport_find(c->transport) == NULL) {
         return fail(why, whylen,
@@ -344,6 +410,12 @@ cm__service_config(const cm_service_opts *o, cm__svc_config *c, char *why, size_
     c->metrics = o->metrics;
     c->tracing = o->tracing;
     c->trace_export = o->trace_export_url;
+    c->server_transport.tls = o->tls;
+    c->server_transport.tls_insecure = o->tls_insecure;
+    c->server_transport.tls_cert_file = o->tls_cert_file;
+    c->server_transport.tls_key_file = o->tls_key_file;
+    c->server_transport.tls_ca_file = o->tls_ca_file;
+    c->server_transport.tls_server_name = o->tls_server_name;
     cm_selector_opts_init(&c->selector);
     c->selector.eject_failures = 0; /* unset, so that the env applies; 0 is the default */
     c->selector.eject_backoff_ms = 0;

@@ -7,6 +7,7 @@ pkgs=(
   build-essential clang meson ninja-build pkg-config
   libuv1-dev libprotobuf-c-dev protobuf-c-compiler libprotoc-dev protobuf-compiler
   libcurl4-openssl-dev libcjson-dev zlib1g-dev libhttp-parser-dev uuid-dev libldns-dev
+  libssl-dev openssl
   iproute2 python3 python3-pip cmake g++ curl
   libclang-rt-dev valgrind libc6-dbg
   chromium

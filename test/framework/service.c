@@ -423,13 +423,124 @@ test_discovery_and_sigterm(void)
     probe_close(&p);
 }
 
-int
-main(void)
+/* ---- TLS from the environment ---- */
+
+static char tls_dir[256];
+
+static void
+tls_env(const char *name, const char *file)
 {
+    char p[512];
+    snprintf(p, sizeof p, "%s/%s", tls_dir, file);
+    setenv(name, p, 1);
+}
+
+/* One call of Echo.Call on name by a client-only service made from the environment as it is;
+ * rc, and the error's detail in detail. */
+static int
+tls_call(const char *name, char *detail, size_t len)
+{
+    cm_service_opts o;
+    cm_service_opts_init(&o);
+    o.name = "tls-caller";
+    o.registry = "memory";
+    o.max_attempts = 1;
+    cm_service *c;
+    CHECK_EQ_INT(cm_service_new(&o, &c), 0);
+    Rpctest__Req req = RPCTEST__REQ__INIT;
+    req.n = 5;
+    Rpctest__Rsp *rsp = NULL;
+    cm_error *err = NULL;
+    int rc = cm_client_call(cm_service_client(c), name, "Echo.Call", &rpctest__req__descriptor,
+                            &req, &rpctest__rsp__descriptor, (void **)&rsp, NULL, &err);
+    snprintf(detail, len, "%s", err ? err->detail : "");
+    if (rc == 0) {
+        CHECK_EQ_INT(rsp->n, 5);
+        CHECK_EQ_STR(rsp->msg, "over-tls");
+        cm_message_free(&rpctest__rsp__descriptor, rsp);
+    }
+    cm_error_free(err);
+    cm_service_free(c);
+    return rc;
+}
+
+/* MICRO_TRANSPORT_TLS_* reach the server's and the client's transports. */
+static void
+test_tls_env(void)
+{
+    probe p;
+    probe_open(&p);
+    tls_env("MICRO_TRANSPORT_TLS_CERT", "server.pem");
+    tls_env("MICRO_TRANSPORT_TLS_KEY", "server.key");
+    tls_env("MICRO_TRANSPORT_TLS_CA", "ca.pem");
+    runner r = {0};
+    r.svc = make_service("tls-greeter", "over-tls");
+    CHECK_EQ_INT(uv_thread_create(&r.thread, run_main, &r), 0);
+    CHECK_EQ_INT(wait_nodes(&p, "tls-greeter", 1, 2000), 1);
+    char detail[256];
+    CHECK_EQ_INT(tls_call("tls-greeter", detail, sizeof detail), 0);
+
+    /* A client that trusts another CA, then one that does not speak TLS. */
+    tls_env("MICRO_TRANSPORT_TLS_CA", "other-ca.pem");
+    unsetenv("MICRO_TRANSPORT_TLS_CERT");
+    unsetenv("MICRO_TRANSPORT_TLS_KEY");
+    CHECK_EQ_INT(tls_call("tls-greeter", detail, sizeof detail), CM_ECERT);
+    CHECK(strstr(detail, "TLS peer certificate not trusted") != NULL);
+    /* ... unless it opts out of verification. */
+    setenv("MICRO_TRANSPORT_TLS_INSECURE", "true", 1);
+    CHECK_EQ_INT(tls_call("tls-greeter", detail, sizeof detail), 0);
+    unsetenv("MICRO_TRANSPORT_TLS_INSECURE");
+    unsetenv("MICRO_TRANSPORT_TLS_CA");
+    CHECK(tls_call("tls-greeter", detail, sizeof detail) != 0);
+    CHECK(strstr(detail, "Client sent an HTTP request to an HTTPS server.") != NULL);
+
+    /* Bad values say which variable. */
+    cm_service_opts o;
+    cm_service_opts_init(&o);
+    o.registry = "memory";
+    cm_service *s;
+    setenv("MICRO_TRANSPORT_TLS", "maybe", 1);
+    CHECK_EQ_INT(cm_service_new(&o, &s), CM_EINVAL);
+    CHECK(strstr(cm_service_why(), "MICRO_TRANSPORT_TLS=maybe") != NULL);
+    unsetenv("MICRO_TRANSPORT_TLS");
+    tls_env("MICRO_TRANSPORT_TLS_CA", "missing.pem");
+    CHECK_EQ_INT(cm_service_new(&o, &s), CM_EINVAL);
+    CHECK(strstr(cm_service_why(), "MICRO_TRANSPORT_TLS_CA") != NULL);
+    CHECK(strstr(cm_service_why(), "No such file") != NULL);
+    /* Code wins over the environment. */
+    char ca[512];
+    snprintf(ca, sizeof ca, "%s/ca.pem", tls_dir);
+    o.tls_ca_file = ca;
+    CHECK_EQ_INT(cm_service_new(&o, &s), 0);
+    cm_client_opts co;
+    cm_client_get_opts(cm_service_client(s), &co);
+    CHECK_EQ_STR(co.transport_opts.tls_ca_file, ca);
+    cm_service_free(s);
+    unsetenv("MICRO_TRANSPORT_TLS_CA");
+
+    cm_service_stop(r.svc);
+    uv_thread_join(&r.thread);
+    CHECK_EQ_INT(r.rc, 0);
+    cm_service_free(r.svc);
+    probe_close(&p);
+}
+
+int
+main(int argc, char **argv)
+{
+    CHECK(argc == 2);
+    snprintf(tls_dir, sizeof tls_dir, "%s", "/tmp/cmicro-svc-tls-XXXXXX");
+    CHECK(mkdtemp(tls_dir) != NULL);
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "sh '%s' '%s'", argv[1], tls_dir);
+    CHECK_EQ_INT(system(cmd), 0);
     RUN(test_precedence);
     RUN(test_env_vars);
     RUN(test_server_limits_env);
     RUN(test_register_check);
     RUN(test_discovery_and_sigterm);
+    RUN(test_tls_env);
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tls_dir);
+    CHECK_EQ_INT(system(cmd), 0);
     TEST_DONE();
 }

@@ -735,9 +735,22 @@ cm__http_put_u64(cm__http_buf *b, uint64_t v)
 }
 
 int
-cm__http_send(uv_stream_t *s, uv_write_t *req, cm__http_buf *b, size_t hlen, const uint8_t *body,
-              size_t blen, uv_write_cb cb, size_t *sent)
+cm__http_send(uv_stream_t *s, cm__tls *tls, uv_write_t *req, cm__http_buf *b, size_t hlen,
+              const uint8_t *body, size_t blen, uv_write_cb cb, size_t *sent)
 {
+    if (tls != NULL) {
+        int r = cm__tls_write(tls, b->p, hlen);
+        if (r == 0) {
+            r = cm__tls_write(tls, body, blen);
+        }
+        if (r < 0) {
+            return r;
+        }
+        cm__tls_take_output(tls, b);
+        hlen = b->len;
+        body = NULL;
+        blen = 0;
+    }
     uv_buf_t bufs[2];
     bufs[0].base = b->p;
     bufs[0].len = hlen;
@@ -751,6 +764,9 @@ cm__http_send(uv_stream_t *s, uv_write_t *req, cm__http_buf *b, size_t hlen, con
     size_t done = n > 0 ? (size_t)n : 0;
     *sent = done;
     if (done == hlen + blen) {
+        if (tls != NULL) {
+            cm__http_buf_trim(b, KEEP_BODY_MAX); /* it held a whole encrypted body */
+        }
         return 1;
     }
     /* Keep what is left of the header block at the front of b, then the rest of the body. */
@@ -859,6 +875,12 @@ cm__http_ip_addr(const char *host, int port, struct sockaddr_storage *ss)
 
 /* ---- the backend ---- */
 
+cm__tls_ctx *
+cm__http_tls_ctx(cm_transport *t)
+{
+    return ((cm__http_client *)cm_transport_priv(t))->tls;
+}
+
 static int
 http_init(cm_transport *t)
 {
@@ -868,7 +890,11 @@ http_init(cm_transport *t)
     if (want > 80 * 1024) {
         http_parser_set_max_header_size(want > UINT32_MAX ? UINT32_MAX : (uint32_t)want);
     }
-    return cm__http_client_init(t);
+    int r = cm__http_client_init(t);
+    if (r == 0) {
+        r = cm__tls_ctx_new(&t->opts, &((cm__http_client *)cm_transport_priv(t))->tls);
+    }
+    return r;
 }
 
 const cm_transport_ops cm__transport_http = {

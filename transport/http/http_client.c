@@ -1,7 +1,11 @@
 /* cmicro: the client side of go-micro's HTTP/1.1 transport. A round trip runs on a connection
  * of its own: one taken from the address's pool of idle connections (last in, first out) or a
  * new one. The round trip state lives in the connection (one request in flight per
- * connection), so a pooled round trip allocates nothing. */
+ * connection), so a pooled round trip allocates nothing.
+ *
+ * With TLS a new connection runs the handshake before it sends the request (bounded by
+ * dial_timeout_ms as well as the round trip's deadline); the request is encrypted, the
+ * response decrypted into the same read buffer, and a pooled connection keeps its session. */
 #include "http_int.h"
 
 #include <stdio.h>
@@ -59,6 +63,7 @@ struct cm__http_cconn {
     cm__http_rbuf rb;
     cm__http_in in;
     cm__http_buf wb;
+    cm__tls *tls;                  /* NULL: plain HTTP */
     cm__http_cconn *prev, *next;   /* every connection of the transport */
     cm__http_cconn *iprev, *inext; /* the pool's idle list */
 };
@@ -183,6 +188,8 @@ static void
 check_closed(cm__http_client *cl, cm_transport *t)
 {
     if (cl->closing && !cl->tick_open && cl->nconns == 0) {
+        cm__tls_ctx_free(cl->tls);
+        cl->tls = NULL;
         cm_transport_closed(t);
     }
 }
@@ -207,6 +214,7 @@ maybe_free(cm__http_cconn *c)
     cm__http_rbuf_free(&c->rb);
     cm__http_in_free(&c->in);
     cm__http_buf_free(&c->wb);
+    cm__tls_free(c->tls);
     free(c);
     check_closed(cl, t);
 }
@@ -372,7 +380,118 @@ on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
     (void)suggested;
     cm__http_cconn *c = h->data;
+    if (c->tls != NULL) {
+        cm__tls_rbuf(client_of(c->t)->tls, buf);
+        return;
+    }
     cm__http_rbuf_alloc(&c->rb, buf);
+}
+
+/* The peer closed (UV_EOF) or the read failed. */
+static void
+on_end(cm__http_cconn *c, ssize_t nread, int busy)
+{
+    if (!busy) {
+        conn_close(c); /* an idle connection leaves the pool as soon as the peer closes */
+        return;
+    }
+    if (c->tls != NULL && !cm__tls_done(c->tls)) {
+        fail_now(c, cm__tls_closed_in_handshake(c->tls), CM_RT_UNSENT);
+        return;
+    }
+    if (nread == UV_EOF) {
+        /* A body delimited by the close ends here. */
+        int complete;
+        ptrdiff_t n = cm__http_in_execute(&c->in, "", 0, &complete, 1);
+        if (n >= 0 && complete) {
+            response_done(c, 1);
+            return;
+        }
+    }
+    fail_now(c, CM_ECLOSED, 0);
+}
+
+/* Parses the bytes in c->rb. 1 when the round trip ended (the connection is pooled or closed),
+ * 0 when more is needed. */
+static int
+parse_response(cm__http_cconn *c)
+{
+    while (c->rb.pos < c->rb.len) {
+        int complete;
+        ptrdiff_t n =
+            cm__http_in_execute(&c->in, c->rb.p + c->rb.pos, c->rb.len - c->rb.pos, &complete, 1);
+        if (n < 0) {
+            fail_now(c, n == CM_ETOOBIG || n == CM_ENOMEM ? (int)n : CM_EPROTO, 0);
+            return 1;
+        }
+        c->rb.pos += (size_t)n;
+        if (complete) {
+            response_done(c, 0);
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* A library code passes; a libuv error on the stream becomes CM_ECLOSED. */
+static int
+io_status(int r)
+{
+    return r <= CM_EINVAL ? r : CM_ECLOSED;
+}
+
+static int send_request(cm__http_cconn *c, size_t hlen, const uint8_t *body, size_t blen);
+static void on_timeout(uv_timer_t *h);
+
+/* The handshake is done: the request (all in c->wb) goes out, under the round trip's deadline.
+ * 0, or -1 when the round trip failed. */
+static int
+tls_ready(cm__http_cconn *c)
+{
+    if (c->deadline) {
+        uint64_t now = uv_now(c->t->loop);
+        uv_timer_start(&c->timer, on_timeout, c->deadline > now ? c->deadline - now : 1, 0);
+    } else {
+        uv_timer_stop(&c->timer);
+    }
+    int r = send_request(c, c->wb.len, NULL, 0);
+    if (r < 0) {
+        fail_now(c, io_status(r), CM_RT_UNSENT);
+        return -1;
+    }
+    return 0;
+}
+
+/* n bytes of TLS records: the handshake, then the response. */
+static void
+on_tls_data(cm__http_cconn *c, const char *data, size_t n, int busy)
+{
+    int handshaking = !cm__tls_done(c->tls);
+    size_t plain;
+    int r = cm__tls_input(c->tls, (uv_stream_t *)&c->tcp, data, n, &c->rb, &plain);
+    if (!busy) {
+        /* Idle: session tickets are fine; data nobody asked for, or a close, is not. */
+        if (r < 0 || plain > 0 || cm__tls_eof(c->tls)) {
+            conn_close(c);
+        }
+        return;
+    }
+    if (r < 0) {
+        fail_now(c, io_status(r), handshaking ? CM_RT_UNSENT : unsent_flag(c));
+        return;
+    }
+    if (handshaking && cm__tls_done(c->tls) && tls_ready(c) < 0) {
+        return;
+    }
+    if (plain > 0 && parse_response(c)) {
+        if (cm__tls_eof(c->tls) && c->state == C_IDLE) {
+            conn_close(c);
+        }
+        return;
+    }
+    if (cm__tls_eof(c->tls)) {
+        on_end(c, UV_EOF, 1);
+    }
 }
 
 static void
@@ -384,23 +503,14 @@ on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     }
     int busy = c->state == C_BUSY && c->active && !c->deferred;
     if (nread < 0) {
-        if (!busy) {
-            conn_close(c); /* an idle connection leaves the pool as soon as the peer closes */
-            return;
-        }
-        if (nread == UV_EOF) {
-            /* A body delimited by the close ends here. */
-            int complete;
-            ptrdiff_t n = cm__http_in_execute(&c->in, "", 0, &complete, 1);
-            if (n >= 0 && complete) {
-                response_done(c, 1);
-                return;
-            }
-        }
-        fail_now(c, CM_ECLOSED, 0);
+        on_end(c, nread, busy);
         return;
     }
     if (nread == 0) {
+        return;
+    }
+    if (c->tls != NULL) {
+        on_tls_data(c, buf->base, (size_t)nread, busy);
         return;
     }
     cm__http_rbuf_filled(&c->rb, (size_t)nread, buf->len);
@@ -408,20 +518,7 @@ on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         conn_close(c); /* bytes nobody asked for: the connection cannot be trusted */
         return;
     }
-    while (c->rb.pos < c->rb.len) {
-        int complete;
-        ptrdiff_t n =
-            cm__http_in_execute(&c->in, c->rb.p + c->rb.pos, c->rb.len - c->rb.pos, &complete, 1);
-        if (n < 0) {
-            fail_now(c, n == CM_ETOOBIG || n == CM_ENOMEM ? (int)n : CM_EPROTO, 0);
-            return;
-        }
-        c->rb.pos += (size_t)n;
-        if (complete) {
-            response_done(c, 0);
-            return;
-        }
-    }
+    parse_response(c);
 }
 
 /* Writes the request held in c->wb (header block of hlen bytes, and body). */
@@ -429,8 +526,8 @@ static int
 send_request(cm__http_cconn *c, size_t hlen, const uint8_t *body, size_t blen)
 {
     size_t sent;
-    int r =
-        cm__http_send((uv_stream_t *)&c->tcp, &c->wreq, &c->wb, hlen, body, blen, on_write, &sent);
+    int r = cm__http_send((uv_stream_t *)&c->tcp, c->tls, &c->wreq, &c->wb, hlen, body, blen,
+                          on_write, &sent);
     if (r < 0) {
         return r;
     }
@@ -439,7 +536,32 @@ send_request(cm__http_cconn *c, size_t hlen, const uint8_t *body, size_t blen)
     return 0;
 }
 
-static void on_timeout(uv_timer_t *h);
+/* Starts the handshake of a new connection, bounded by the dial timeout too. 0 or < 0. */
+static int
+start_tls(cm__http_cconn *c)
+{
+    char host[256];
+    int port, bracketed;
+    const cm_transport_opts *o = &c->t->opts;
+    if (cm__http_split_addr(c->pool->addr, host, sizeof(host), &port, &bracketed) < 0) {
+        return CM_EADDR;
+    }
+    int r = cm__tls_new(client_of(c->t)->tls, 0, host[0] ? host : "127.0.0.1", o->tls_server_name,
+                        c->pool->addr, &c->tls);
+    if (r < 0) {
+        return r;
+    }
+    uint64_t now = uv_now(c->t->loop);
+    uint64_t ms = o->dial_timeout_ms;
+    uint64_t left = c->deadline > now ? c->deadline - now : 1;
+    if (c->deadline && (!ms || left < ms)) {
+        ms = left;
+    }
+    if (ms) {
+        uv_timer_start(&c->timer, on_timeout, ms, 0);
+    }
+    return cm__tls_start(c->tls, (uv_stream_t *)&c->tcp);
+}
 
 static void
 on_connect(uv_connect_t *req, int status)
@@ -463,10 +585,10 @@ on_connect(uv_connect_t *req, int status)
     }
     int r = uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
     if (r == 0) {
-        r = send_request(c, c->wb.len, NULL, 0);
+        r = client_of(c->t)->tls != NULL ? start_tls(c) : send_request(c, c->wb.len, NULL, 0);
     }
     if (r < 0) {
-        fail_now(c, r == CM_ENOMEM ? CM_ENOMEM : CM_ECLOSED, CM_RT_UNSENT);
+        fail_now(c, io_status(r), CM_RT_UNSENT);
     }
 }
 
@@ -508,6 +630,9 @@ on_timeout(uv_timer_t *h)
     cm__http_cconn *c = h->data;
     if (!c->active || c->deferred) {
         return;
+    }
+    if (c->tls != NULL && !cm__tls_done(c->tls)) {
+        cm_log(CM_LOG_WARN, "transport.http", "%s: the TLS handshake timed out", c->pool->addr);
     }
     fail_now(c, CM_ETIMEDOUT, c->connected ? unsent_flag(c) : CM_RT_UNSENT);
 }

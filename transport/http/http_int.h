@@ -92,11 +92,16 @@ int cm__http_put_headers(cm__http_buf *b, const cm_msg *m, unsigned skip);
 /* Appends the decimal form of v. 0 or CM_ENOMEM. */
 int cm__http_put_u64(cm__http_buf *b, uint64_t v);
 
+/* TLS over a connection's stream (http_tls.c). */
+typedef struct cm__tls_ctx cm__tls_ctx; /* a transport's OpenSSL contexts */
+typedef struct cm__tls cm__tls;         /* one connection's TLS session */
+
 /* Writes b->p[0..hlen) and then body: uv_try_write first, and what it could not take is
  * copied to the front of b and queued with uv_write(req, cb). Returns 1 when everything was
  * written at once (cb will not run), 0 when a write was queued, or a libuv error (nothing
- * queued). *sent receives the bytes written at once. */
-int cm__http_send(uv_stream_t *s, uv_write_t *req, cm__http_buf *b, size_t hlen,
+ * queued). *sent receives the bytes written at once. With tls (non-NULL, its handshake done)
+ * the bytes are encrypted first and b holds the records. */
+int cm__http_send(uv_stream_t *s, cm__tls *tls, uv_write_t *req, cm__http_buf *b, size_t hlen,
                   const uint8_t *body, size_t blen, uv_write_cb cb, size_t *sent);
 
 /* A read buffer: bytes [pos, len) are received but not parsed yet. */
@@ -113,6 +118,43 @@ void cm__http_rbuf_alloc(cm__http_rbuf *rb, uv_buf_t *buf);
 /* Accounts for nread bytes received into the offered tail (size offered). */
 void cm__http_rbuf_filled(cm__http_rbuf *rb, size_t nread, size_t offered);
 void cm__http_rbuf_free(cm__http_rbuf *rb);
+
+/* The contexts of a transport whose options ask for TLS (*out NULL when they do not). Reads the
+ * certificate, key and CA files. 0, CM_EINVAL (logged: which file and why) or CM_ENOMEM. */
+int cm__tls_ctx_new(const cm_transport_opts *o, cm__tls_ctx **out);
+void cm__tls_ctx_free(cm__tls_ctx *x);
+/* A certificate was given: listeners can serve TLS. */
+int cm__tls_ctx_can_serve(const cm__tls_ctx *x);
+/* The transport's buffer for received ciphertext (an alloc callback's answer; the read callback
+ * must pass all of it to cm__tls_input before returning). */
+void cm__tls_rbuf(cm__tls_ctx *x, uv_buf_t *buf);
+/* A session for one connection. A client checks the certificate against server_name, else host
+ * (a name or an IP literal). peer names the connection in log lines. 0, CM_EINVAL, CM_ENOMEM. */
+int cm__tls_new(cm__tls_ctx *x, int server, const char *host, const char *server_name,
+                const char *peer, cm__tls **out);
+void cm__tls_free(cm__tls *s);
+int cm__tls_done(const cm__tls *s); /* the handshake is complete */
+int cm__tls_eof(const cm__tls *s);  /* the peer sent close_notify */
+/* Client: sends the first handshake flight. 0 or < 0. */
+int cm__tls_start(cm__tls *s, uv_stream_t *st);
+/* Takes n received bytes: runs the handshake, appends the plaintext to rb (*plain counts it)
+ * and writes what OpenSSL has to send on st. 0, or < 0: CM_ECERT, CM_ETLS (handshake failed;
+ * logged), CM_EPROTO (a server's peer sent plain HTTP, or a bad record), CM_ENOMEM or a libuv
+ * error. */
+int cm__tls_input(cm__tls *s, uv_stream_t *st, const char *data, size_t n, cm__http_rbuf *rb,
+                  size_t *plain);
+/* Server: why the handshake failed ("tlsv1 alert unknown ca"), for a log line. */
+const char *cm__tls_why(const cm__tls *s);
+/* The stream ended before the handshake did: CM_ETLS, with the reason logged. */
+int cm__tls_closed_in_handshake(cm__tls *s);
+/* Encrypts p (after the handshake); the records wait in the session. 0 or CM_ECLOSED. */
+int cm__tls_write(cm__tls *s, const void *p, size_t n);
+/* Moves the records waiting to be sent into b (replacing its content; no copy). */
+void cm__tls_take_output(cm__tls *s, cm__http_buf *b);
+/* Writes the records waiting to be sent on st (queued in order after earlier writes). */
+int cm__tls_flush(cm__tls *s, uv_stream_t *st);
+/* Sends close_notify (when the handshake was done). */
+void cm__tls_close_notify(cm__tls *s, uv_stream_t *st);
 
 /* "1.2.3.4:80" or "[::1]:80". 0 or CM_EINVAL (does not fit). */
 int cm__http_format_addr(const struct sockaddr *sa, char *buf, size_t len);
@@ -147,7 +189,11 @@ typedef struct cm__http_client {
     uv_idle_t close_tick; /* closed by cm_transport_close so that it completes on a later turn */
     int closing;
     int tick_open;
+    cm__tls_ctx *tls; /* NULL: plain HTTP */
 } cm__http_client;
+
+/* The transport's TLS contexts; NULL for plain HTTP. */
+cm__tls_ctx *cm__http_tls_ctx(cm_transport *t);
 
 /* ops slots implemented by http_server.c and http_client.c. */
 int cm__http_listen(cm_transport *t, const char *addr, cm_request_cb cb, void *user,

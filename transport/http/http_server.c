@@ -8,7 +8,12 @@
  * the linger after a final reply. A handler's own time is not bounded here: the RPC layer's
  * deadline does that. max_conns closes the oldest idle connection to make room for a new one,
  * and max_conns_per_ip caps one client address. A peer that shuts down its writing side after
- * a request (HTTP/1.0 clients, nc -N) still gets its reply. */
+ * a request (HTTP/1.0 clients, nc -N) still gets its reply.
+ *
+ * With TLS (http_tls.c) a connection first runs the handshake, bounded by header_timeout_ms;
+ * received bytes are decrypted into the same read buffer, replies are encrypted on their way
+ * out, and a final reply ends with close_notify. A plain HTTP request on a TLS listener gets
+ * Go's plain-text 400. */
 #include "http_int.h"
 
 #include <stdio.h>
@@ -62,6 +67,7 @@ struct sconn {
     cm__http_rbuf rb;
     cm__http_in in;
     cm__http_buf wb;
+    cm__tls *tls;         /* NULL: plain HTTP */
     sconn *prev, *next;   /* the listener's connections */
     sconn *qprev, *qnext; /* the listener's resume queue */
     sconn *iprev, *inext; /* the listener's idle list, oldest first */
@@ -84,6 +90,7 @@ struct listener {
     sconn *ihead, *itail; /* idle connections, oldest first */
     cm__ipcount *ips;
     uint64_t evict_logged_ms; /* when the last eviction was logged (one line per burst) */
+    uint64_t tls_logged_ms;   /* when the last failed handshake was logged (the same) */
     cm_listener_stats st;
     unsigned nhandles;
     int accepting;
@@ -95,6 +102,7 @@ struct listener {
 
 static void process(sconn *c);
 static void update_phase(sconn *c);
+static void start_linger(sconn *c);
 
 enum { T_NONE, T_IDLE, T_HEADER, T_BODY, T_LINGER };
 
@@ -248,6 +256,7 @@ conn_free(sconn *c)
     cm__http_rbuf_free(&c->rb);
     cm__http_in_free(&c->in);
     cm__http_buf_free(&c->wb);
+    cm__tls_free(c->tls);
     free(c);
 }
 
@@ -288,10 +297,42 @@ conn_close(sconn *c)
     }
 }
 
+/* The TLS session to write through: NULL for plain HTTP, and before the handshake is done (the
+ * plain-text answer to a plain HTTP request). */
+static cm__tls *
+wtls(const sconn *c)
+{
+    return c->tls != NULL && cm__tls_done(c->tls) ? c->tls : NULL;
+}
+
+static int
+in_handshake(const sconn *c)
+{
+    return c->tls != NULL && !cm__tls_done(c->tls);
+}
+
+/* Counts a failed handshake; one warning per burst says so (each is logged at debug). */
+static void
+handshake_failed(sconn *c, const char *what)
+{
+    listener *l = c->l;
+    l->st.tls_failed++;
+    uint64_t now = cm_now_ms();
+    if (l->tls_logged_ms == 0 || now - l->tls_logged_ms > 10000) {
+        l->tls_logged_ms = now;
+        cm_log(CM_LOG_WARN, "transport.http",
+               "%s: TLS handshakes are failing (%llu so far; the last from %s: %s)", l->addr,
+               (unsigned long long)l->st.tls_failed, c->peer, what);
+    }
+}
+
 static void
 on_timer(uv_timer_t *h)
 {
     sconn *c = h->data;
+    if (c->tkind == T_HEADER && in_handshake(c) && c->l != NULL) {
+        handshake_failed(c, "timed out");
+    }
     if (c->tkind != T_LINGER && c->l != NULL) {
         c->l->st.timeouts++;
         cm_log(CM_LOG_DEBUG, "transport.http", "%s: %s timeout; closing", c->peer,
@@ -329,7 +370,18 @@ update_phase(sconn *c)
         return;
     }
     if (c->peer_eof && !c->queued) {
-        conn_close(c);
+        if (c->tls != NULL) {
+            start_linger(c); /* close_notify first, then the close */
+        } else {
+            conn_close(c);
+        }
+        return;
+    }
+    if (in_handshake(c)) {
+        idle_unlink(c);
+        if (c->tkind != T_HEADER) {
+            arm(c, T_HEADER); /* the handshake is bounded as a header block is */
+        }
         return;
     }
     if (!c->in.started && c->rb.pos >= c->rb.len) {
@@ -371,6 +423,9 @@ start_linger(sconn *c)
     c->state = S_LINGER;
     c->rb.pos = c->rb.len = 0;
     c->sreq.data = c;
+    if (c->tls != NULL) {
+        cm__tls_close_notify(c->tls, (uv_stream_t *)&c->tcp);
+    }
     if (uv_shutdown(&c->sreq, (uv_stream_t *)&c->tcp, on_shutdown) < 0) {
         conn_close(c);
         return;
@@ -418,8 +473,8 @@ send_reply(sconn *c, const uint8_t *body, size_t blen, int final)
 {
     size_t sent;
     c->wreq.data = c;
-    int r = cm__http_send((uv_stream_t *)&c->tcp, &c->wreq, &c->wb, c->wb.len, body, blen, on_write,
-                          &sent);
+    int r = cm__http_send((uv_stream_t *)&c->tcp, wtls(c), &c->wreq, &c->wb, c->wb.len, body, blen,
+                          on_write, &sent);
     if (r < 0) {
         conn_close(c);
         return r;
@@ -576,6 +631,13 @@ send_continue(sconn *c)
 {
     static const char line[] = "HTTP/1.1 100 Continue\r\n\r\n";
     c->continue_sent = 1;
+    if (c->tls != NULL) {
+        if (cm__tls_write(c->tls, line, sizeof(line) - 1) < 0 ||
+            cm__tls_flush(c->tls, (uv_stream_t *)&c->tcp) < 0) {
+            conn_close(c);
+        }
+        return;
+    }
     uv_buf_t b = uv_buf_init((char *)(uintptr_t)line, sizeof(line) - 1);
     int n = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
     if (n == (int)b.len) {
@@ -631,31 +693,41 @@ on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
     (void)suggested;
     sconn *c = h->data;
+    if (c->tls != NULL) {
+        cm__tls_rbuf(cm__http_tls_ctx(c->l->t), buf);
+        return;
+    }
     cm__http_rbuf_alloc(&c->rb, buf);
 }
 
+/* The peer's end of file, or a read error. */
 static void
-on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+on_end(sconn *c, ssize_t nread)
 {
-    sconn *c = s->data;
     if (nread == UV_EOF && (c->state == S_HANDLE || c->state == S_WRITE)) {
         /* A half-close after a request: its reply (and those of requests still buffered) is
          * written first; update_phase() closes afterwards. */
         c->peer_eof = 1;
-        uv_read_stop(s);
+        uv_read_stop((uv_stream_t *)&c->tcp);
         c->read_stopped = 0;
         return;
     }
-    if (nread < 0) {
-        /* EOF or an error: whatever was half-received is dropped; a request with the callback
-         * learns it from cm_tconn_reply(). */
-        conn_close(c);
+    if (in_handshake(c) && c->state == S_READ) {
+        handshake_failed(c, "closed during the handshake");
+    } else if (nread == UV_EOF && c->tls != NULL && c->state == S_READ) {
+        c->peer_eof = 1; /* TLS: answer close_notify with close_notify, then close */
+        start_linger(c);
         return;
     }
-    if (nread == 0) {
-        return;
-    }
-    cm__http_rbuf_filled(&c->rb, (size_t)nread, buf->len);
+    /* EOF or an error: whatever was half-received is dropped; a request with the callback
+     * learns it from cm_tconn_reply(). */
+    conn_close(c);
+}
+
+/* n more bytes (plaintext) are in c->rb. */
+static void
+on_data(sconn *c, size_t n)
+{
     switch (c->state) {
     case S_READ:
         process(c);
@@ -664,12 +736,12 @@ on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     case S_HANDLE:
     case S_WRITE:
         if (c->rb.len - c->rb.pos > PENDING_MAX) {
-            uv_read_stop(s);
+            uv_read_stop((uv_stream_t *)&c->tcp);
             c->read_stopped = 1;
         }
         break;
     case S_LINGER:
-        c->drained += (size_t)nread;
+        c->drained += n;
         c->rb.pos = c->rb.len = 0;
         if (c->drained > LINGER_BYTES) {
             conn_close(c);
@@ -678,6 +750,71 @@ on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     default:
         break;
     }
+}
+
+/* A plain HTTP request on a TLS listener: Go's answer, in plain text, and the connection
+ * closes. */
+static void
+refuse_plain(sconn *c)
+{
+    static const char rsp[] = "HTTP/1.0 400 Bad Request\r\n\r\n"
+                              "Client sent an HTTP request to an HTTPS server.\n";
+    handshake_failed(c, "plain HTTP on a TLS listener");
+    c->wb.len = 0;
+    if (cm__http_buf_append(&c->wb, rsp, sizeof(rsp) - 1) < 0) {
+        conn_close(c);
+        return;
+    }
+    send_reply(c, NULL, 0, 1);
+}
+
+/* n bytes of TLS records: the handshake, then plaintext into c->rb. */
+static void
+on_tls_data(sconn *c, const char *data, size_t n)
+{
+    int handshaking = in_handshake(c);
+    size_t plain;
+    int r = cm__tls_input(c->tls, (uv_stream_t *)&c->tcp, data, n, &c->rb, &plain);
+    if (r == CM_EPROTO && handshaking) {
+        refuse_plain(c);
+        return;
+    }
+    if (r < 0) {
+        if (handshaking) {
+            handshake_failed(c, cm__tls_why(c->tls));
+        }
+        conn_close(c);
+        return;
+    }
+    if (plain > 0) {
+        on_data(c, plain);
+    } else if (handshaking && c->state == S_READ) {
+        update_phase(c); /* done: now idle until the first request */
+    }
+    if (cm__tls_eof(c->tls) && c->state != S_CLOSED && c->state != S_LINGER) {
+        on_end(c, UV_EOF);
+    }
+}
+
+static void
+on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+    sconn *c = s->data;
+    if (nread < 0) {
+        on_end(c, nread);
+        return;
+    }
+    if (nread == 0) {
+        return;
+    }
+    if (c->tls != NULL && c->state != S_LINGER) {
+        on_tls_data(c, buf->base, (size_t)nread);
+        return;
+    }
+    if (c->tls == NULL) {
+        cm__http_rbuf_filled(&c->rb, (size_t)nread, buf->len);
+    }
+    on_data(c, (size_t)nread);
 }
 
 static void
@@ -804,7 +941,10 @@ on_connection(uv_stream_t *server, int status)
         c->local[0] = '\0';
     }
     cm__http_in_init(&c->in, HTTP_REQUEST, l->t->opts.max_header_bytes, l->t->opts.max_body_bytes);
-    if (count_peer(l, c) < 0 || uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) < 0) {
+    cm__tls_ctx *tls = cm__http_tls_ctx(l->t);
+    if (count_peer(l, c) < 0 ||
+        (tls != NULL && cm__tls_new(tls, 1, NULL, NULL, c->peer, &c->tls) < 0) ||
+        uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) < 0) {
         conn_close(c);
         return;
     }
@@ -843,6 +983,14 @@ cm__http_listen(cm_transport *t, const char *addr, cm_request_cb cb, void *user,
     }
     if (cm__http_ip_addr(host, port, &ss) < 0 || (bracketed != (ss.ss_family == AF_INET6))) {
         return CM_EADDR;
+    }
+    cm__tls_ctx *tls = cm__http_tls_ctx(t);
+    if (tls != NULL && !cm__tls_ctx_can_serve(tls)) {
+        cm_log(CM_LOG_ERROR, "transport.http",
+               "%s: a TLS listener needs a certificate and its key (tls_cert_file, "
+               "tls_key_file; MICRO_TRANSPORT_TLS_CERT, MICRO_TRANSPORT_TLS_KEY)",
+               addr);
+        return CM_EINVAL;
     }
     listener *l = calloc(1, sizeof(*l));
     if (!l) {

@@ -48,7 +48,9 @@ extern "C" {
     X(EREGISTRY, -30016, "registry error")                                                         \
     X(ESTOPPING, -30017, "shutting down")                                                          \
     X(EADDR, -30018, "invalid address")                                                            \
-    X(EHDRTOOBIG, -30019, "header block too large")
+    X(EHDRTOOBIG, -30019, "header block too large")                                                \
+    X(ETLS, -30020, "TLS handshake failed")                                                        \
+    X(ECERT, -30021, "TLS peer certificate not trusted")
 
 typedef enum {
 #define CM__ERR_ENUM(name, val, msg) CM_##name = val,

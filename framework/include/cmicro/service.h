@@ -33,6 +33,8 @@
  *   selector        MICRO_SELECTOR             "random" ("roundrobin")
  *   node breaker    MICRO_SELECTOR_EJECT_FAILURES (1), MICRO_SELECTOR_EJECT_ERROR_PCT (off),
  *                   MICRO_SELECTOR_EJECT_BACKOFF (duration, 1 s; see <cmicro/selector.h>)
+ *   TLS             MICRO_TRANSPORT_TLS (true/false), _TLS_CERT, _TLS_KEY, _TLS_CA,
+ *                   _TLS_SERVER_NAME, _TLS_INSECURE (see the options and cm_transport_opts)
  *   deregister wait (option only)              1 s
  *
  * Threads: cm_service_run() runs the loop on the calling thread; cm_service_stop() may be called
@@ -107,6 +109,18 @@ typedef struct cm_service_opts {
                                      ("http://127.0.0.1:4318/v1/traces"); NULL: the env
                                      OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, else
                                      OTEL_EXPORTER_OTLP_ENDPOINT + "/v1/traces", else none */
+    /* TLS on the server's and the client's transport (see cm_transport_opts): on with tls, or
+     * when a certificate or CA file is given. The strings are borrowed until cm_service_free()
+     * (the client reads the files at its first call). A file that cannot be read makes
+     * cm_service_new() fail with CM_EINVAL. */
+    int tls;                     /* MICRO_TRANSPORT_TLS (true/false) */
+    int tls_insecure;            /* MICRO_TRANSPORT_TLS_INSECURE: the client accepts any server
+                                    certificate (a warning is logged); default false */
+    const char *tls_cert_file;   /* MICRO_TRANSPORT_TLS_CERT: PEM chain, leaf first */
+    const char *tls_key_file;    /* MICRO_TRANSPORT_TLS_KEY; default: in the certificate file */
+    const char *tls_ca_file;     /* MICRO_TRANSPORT_TLS_CA; default the system's CA store */
+    const char *tls_server_name; /* MICRO_TRANSPORT_TLS_SERVER_NAME: the name the client checks
+                                    in certificates instead of the host dialled */
 } cm_service_opts;
 
 /* A health check: 0 when healthy; otherwise it may write why (whylen bytes with the NUL). It runs

@@ -45,7 +45,8 @@ typedef struct cm_transport_opts {
                                  closed instead of reused; default 60000 */
     uint64_t dial_timeout_ms; /* default 5000 */
     /* Server side. A connection is closed when a request's header block does not arrive within
-     * header_timeout_ms of its first byte (default 10 s), when the body makes no progress for
+     * header_timeout_ms of its first byte (default 10 s; with TLS, also when the handshake does
+     * not complete within it from the accept), when the body makes no progress for
      * body_timeout_ms (default 60 s; also bounds writing a reply to a peer that does not read),
      * and when it is idle between requests for idle_timeout_ms (default 75 s: above the 60 s
      * that go-micro clients keep pooled connections). */
@@ -59,6 +60,23 @@ typedef struct cm_transport_opts {
     unsigned max_conns;
     unsigned max_conns_per_ip;
     /* A zero timeout or max_conns takes the default; UINT64_MAX waits without limit. */
+
+    /* TLS, as go-micro's transport.Secure(true) / transport.TLSConfig: both sides speak HTTP/1.1
+     * over TLS 1.2 or later. On when tls is set or when tls_cert_file or tls_ca_file is given
+     * (default off). The client verifies the server's certificate against tls_ca_file, or the
+     * system's CA store when it is NULL, and checks that it names the host dialled (an IP
+     * literal must be among its IP addresses), or tls_server_name. tls_insecure turns that
+     * check off: any certificate is accepted, and a warning is logged once per transport. A
+     * listener needs tls_cert_file and tls_key_file; it does not ask clients for certificates.
+     * The files are PEM; they are read by cm_transport_new(), which answers CM_EINVAL (and logs
+     * why) when one cannot be used. The strings are borrowed for the life of the transport. */
+    int tls;
+    int tls_insecure;
+    const char *tls_cert_file;   /* certificate chain, leaf first: the server's (a client offers
+                                    it when a server asks) */
+    const char *tls_key_file;    /* its private key; NULL: in tls_cert_file */
+    const char *tls_ca_file;     /* CAs the client trusts; NULL: the system store */
+    const char *tls_server_name; /* client: the name checked and sent as SNI; NULL: the host */
 } cm_transport_opts;
 
 CM_EXTERN void cm_transport_opts_init(cm_transport_opts *o);
@@ -122,6 +140,7 @@ typedef struct cm_listener_stats {
     uint64_t timeouts; /* connections closed by the header, body or idle timeout */
     uint64_t evicted;  /* idle connections closed to make room under max_conns */
     uint64_t refused;  /* connections refused: max_conns with none idle, or max_conns_per_ip */
+    uint64_t tls_failed; /* TLS handshakes that failed or timed out, plain HTTP included */
 } cm_listener_stats;
 CM_EXTERN void cm_listener_get_stats(const cm_listener *l, cm_listener_stats *st);
 
@@ -151,7 +170,11 @@ CM_EXTERN const char *cm_tconn_local(const cm_tconn *conn);
  * whose value is the status code as text ("404").
  * Any other status < 0: rsp is NULL; CM_ETIMEDOUT, CM_ECANCELED, CM_ECLOSED (peer closed before
  * a full response), CM_EPROTO (malformed response), CM_ETOOBIG (response over a limit),
- * CM_ENOMEM, or a libuv error (UV_ECONNREFUSED, UV_EAI_NONAME, ...). */
+ * CM_ENOMEM, or a libuv error (UV_ECONNREFUSED, UV_EAI_NONAME, ...). With TLS also CM_ECERT
+ * (the server's certificate failed verification) and CM_ETLS (the handshake failed, for
+ * instance against a server that does not speak TLS); the reason is logged (warn). A plain
+ * client calling a TLS listener gets CM_EPROTO with ":status" 400 and the body "Client sent an
+ * HTTP request to an HTTPS server." (Go's answer). */
 typedef void (*cm_roundtrip_cb)(int status, unsigned flags, const cm_msg *rsp, void *user);
 
 /* Sends req to addr ("host:port", an IP literal or a name) as a POST to "/", or to the target

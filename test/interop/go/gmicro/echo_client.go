@@ -74,8 +74,13 @@ func echoClient(args []string) error {
 	fs := flag.NewFlagSet("echo-client", flag.ExitOnError)
 	reg := registryFlag(fs)
 	name := fs.String("name", "cmicro.interop.echo", "service to call")
+	tf := addTLSFlags(fs)
 	fs.Parse(args)
 	r, err := newRegistry(*reg)
+	if err != nil {
+		return err
+	}
+	tr, err := tf.transport()
 	if err != nil {
 		return err
 	}
@@ -85,7 +90,11 @@ func echoClient(args []string) error {
 		"json": "application/json", "grpc": "application/grpc",
 		"grpc+proto": "application/grpc+proto", "grpc+json": "application/grpc+json",
 		"proto-rpc": "application/proto-rpc", "json-rpc": "application/json-rpc"} {
-		c := client.NewClient(client.Registry(r), client.Selector(sel), client.ContentType(ct))
+		copts := []client.Option{client.Registry(r), client.Selector(sel), client.ContentType(ct)}
+		if tr != nil {
+			copts = append(copts, client.Transport(tr))
+		}
+		c := client.NewClient(copts...)
 		stubs[codec] = echopb.NewEchoService(*name, c)
 	}
 	in := bufio.NewScanner(os.Stdin)

@@ -90,22 +90,30 @@ func echoServer(args []string) error {
 	md := fs.String("metadata", "", "node metadata k=v,k=v")
 	addr := fs.String("address", "127.0.0.1:0", "listen address")
 	relayTo := fs.String("relay-to", "", "the service cmd:relay calls next")
+	tf := addTLSFlags(fs)
 	fs.Parse(args)
 	r, err := newRegistry(*reg)
 	if err != nil {
 		return err
 	}
+	tr, err := tf.transport()
+	if err != nil {
+		return err
+	}
 	var svc micro.Service
-	svc = micro.NewService(
+	opts := []micro.Option{
 		micro.Name(*name),
 		micro.Version(*version),
 		micro.Metadata(parseMetadata(*md)),
 		micro.Address(*addr),
 		micro.Registry(r),
 		micro.AfterStart(func() error { return announce(svc) }),
-	)
-	if err := echopb.RegisterEchoHandler(svc.Server(),
-		&echo{*name, *instance, *relayTo, svc.Client()}); err != nil {
+	}
+	if tr != nil {
+		opts = append(opts, micro.Transport(tr))
+	}
+	svc = micro.NewService(opts...)
+	if err := echopb.RegisterEchoHandler(svc.Server(), &echo{*name, *instance, *relayTo, svc.Client()}); err != nil {
 		return err
 	}
 	return svc.Run()

@@ -10,6 +10,9 @@
 //	gmicro registry get NAME | list         prints what the go-micro registry returns, as JSON
 //	gmicro debug-client NAME                calls Debug.Health and Debug.Stats, prints both
 //
+// echo-server and echo-client take -tls-cert, -tls-key, -tls-ca and -tls (see tls.go): go-micro's
+// HTTP transport with transport.TLSConfig.
+//
 // Every subcommand takes -registry mdns|consul (default: $MICRO_REGISTRY, else mdns). Consul
 // is go-micro/plugins' registry at $CONSUL_HTTP_ADDR. mDNS is go-micro's own, and the program
 // refuses to use it outside the private network namespace test/mdns/run-netns.sh makes.
