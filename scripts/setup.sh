@@ -9,6 +9,7 @@ pkgs=(
   libcurl4-openssl-dev libcjson-dev zlib1g-dev libhttp-parser-dev uuid-dev libldns-dev
   iproute2 python3 cmake g++
   libclang-rt-dev valgrind libc6-dbg
+  etcd-server etcd-client
 )
 
 missing=()
