@@ -79,7 +79,7 @@ start)
             "--listen-client-urls http://127.0.0.1:$c --advertise-client-urls http://127.0.0.1:$c" \
             "--listen-peer-urls http://127.0.0.1:$p --initial-advertise-peer-urls http://127.0.0.1:$p" \
             "--initial-cluster $cluster --initial-cluster-state new" \
-            "--initial-cluster-token cmicro-test-$$ --heartbeat-interval 50 --election-timeout 500 --auth-token-ttl 2" \
+            "--initial-cluster-token cmicro-test-$$ --heartbeat-interval 100 --election-timeout 1000 --auth-token-ttl 2" \
             "--enable-v2=false --logger zap --log-level warn" >"$dir/m$n.args"
     done
     paste -sd, "$dir/urls" >"$dir/endpoints"
@@ -124,14 +124,21 @@ restart)
     wait_healthy "$(member_url "$n")"
     ;;
 leader)
-    for n in 1 2 3; do
-        [ -f "$dir/m$n.pid" ] || continue
-        if etcdctl --endpoints="$(member_url $n)" --command-timeout=1s endpoint status \
-            -w simple 2>/dev/null | awk -F', ' '{print $5}' | grep -qx true; then
-            echo "$n"
-            exit 0
-        fi
+    # Polled for up to 20 s: an election may be running.
+    i=0
+    while [ $i -lt 40 ]; do
+        for n in 1 2 3; do
+            [ -f "$dir/m$n.pid" ] || continue
+            if etcdctl --endpoints="$(member_url $n)" --command-timeout=2s endpoint status \
+                -w simple 2>/dev/null | awk -F', ' '{print $5}' | grep -qx true; then
+                echo "$n"
+                exit 0
+            fi
+        done
+        i=$((i + 1))
+        sleep 0.5
     done
+    echo "cluster.sh: no leader" >&2
     exit 1
     ;;
 ctl)
