@@ -9,6 +9,9 @@
 #   cluster.sh restart DIR N      starts member N again with its data dir, waits until healthy
 #   cluster.sh leader DIR         the number (1..3) of the current leader
 #   cluster.sh ctl DIR ARGS...    etcdctl against the cluster (ETCDCTL_* variables apply)
+#   cluster.sh tls DIR            one more member, alone, serving https with a certificate of a
+#                                 new CA (DIR/tls/ca.pem) for 127.0.0.1; prints its URL; its pid
+#                                 is DIR/tls.pid (stop stops it too)
 # Exit 77 (the meson skip code) when etcd or etcdctl is not installed.
 set -eu
 cmd=${1:-}
@@ -93,6 +96,10 @@ start)
     cat "$dir/endpoints"
     ;;
 stop)
+    if [ -f "$dir/tls.pid" ]; then
+        kill "$(cat "$dir/tls.pid")" 2>/dev/null || true
+        rm -f "$dir/tls.pid"
+    fi
     for n in 1 2 3; do
         [ -f "$dir/m$n.pid" ] || continue
         pid=$(cat "$dir/m$n.pid")
@@ -140,6 +147,37 @@ leader)
     done
     echo "cluster.sh: no leader" >&2
     exit 1
+    ;;
+tls)
+    t="$dir/tls"
+    mkdir -p "$t"
+    openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj "/CN=cmicro test CA" \
+        -keyout "$t/ca-key.pem" -out "$t/ca.pem" 2>/dev/null
+    openssl req -newkey rsa:2048 -nodes -subj "/CN=127.0.0.1" -keyout "$t/server-key.pem" \
+        -out "$t/server.csr" 2>/dev/null
+    printf 'subjectAltName=IP:127.0.0.1\n' >"$t/ext.cnf"
+    openssl x509 -req -in "$t/server.csr" -CA "$t/ca.pem" -CAkey "$t/ca-key.pem" \
+        -CAcreateserial -days 1 -extfile "$t/ext.cnf" -out "$t/server.pem" 2>/dev/null
+    set -- $(free_ports)
+    url="https://127.0.0.1:$1"
+    nohup etcd --name tls --data-dir "$t/data" --listen-client-urls "$url" \
+        --advertise-client-urls "$url" --listen-peer-urls "http://127.0.0.1:$2" \
+        --initial-advertise-peer-urls "http://127.0.0.1:$2" \
+        --initial-cluster "tls=http://127.0.0.1:$2" --cert-file "$t/server.pem" \
+        --key-file "$t/server-key.pem" --enable-v2=false --logger zap --log-level warn \
+        >"$t/etcd.log" 2>&1 &
+    echo $! >"$dir/tls.pid"
+    i=0
+    while ! etcdctl --endpoints="$url" --cacert "$t/ca.pem" --command-timeout=1s endpoint health \
+        >/dev/null 2>&1; do
+        i=$((i + 1))
+        if [ $i -ge 100 ]; then
+            tail -20 "$t/etcd.log" >&2
+            exit 1
+        fi
+        sleep 0.2
+    done
+    echo "$url"
     ;;
 ctl)
     shift 2

@@ -1,7 +1,7 @@
 /* The etcd registry backend against a real three-member etcd cluster (test/etcd/cluster.sh,
  * started here on loopback ports and stopped at the end): the stored keys and values checked
  * with etcdctl, discovery, watch events, leases (keepalive, expiry), endpoint failover, a killed
- * leader under load, quorum loss, compaction past a watch's revision, and authentication.
+ * leader under load, quorum loss, compaction past a watch's revision, authentication and TLS.
  * Without etcd installed it prints SKIP and exits 77, or fails when CI=true. */
 #include "consul/harness.h"
 #include "etcd_int.h"
@@ -618,6 +618,67 @@ test_auth(void)
         sh(NULL, "%s ctl %s --user root:S3cret-root auth disable >/dev/null", CLUSTER_SH, dir), 0);
 }
 
+static cm_registry *
+tls_registry(const char *addresses, const char *ca, const char *insecure)
+{
+    cm_registry_opts o;
+    cm_registry_opts_init(&o);
+    o.addresses = addresses;
+    if (ca != NULL) {
+        cm_registry_opts_set(&o, "ca_file", ca);
+    }
+    if (insecure != NULL) {
+        cm_registry_opts_set(&o, "insecure_skip_verify", insecure);
+    }
+    cm_registry *r = NULL;
+    CHECK_EQ_INT(cm_registry_new(loop, "etcd", &o, &r), 0);
+    return r;
+}
+
+/* TLS: verified against the CA given, a certificate of an unknown CA refused with libcurl's
+ * words in the log, verification skipped only when asked (with a warning). */
+static void
+test_tls(void)
+{
+    char *url = NULL;
+    CHECK_EQ_INT(sh(&url, "%s tls %s", CLUSTER_SH, dir), 0);
+    url[strcspn(url, "\n")] = '\0';
+    char ca[128];
+    snprintf(ca, sizeof(ca), "%s/tls/ca.pem", dir);
+    cm_reg_service *s = make_svc("cm.test.tls", "t1", "127.0.0.1:1", "1");
+    cm_registry *r = tls_registry(url, ca, NULL);
+    CHECK_EQ_INT(reg_sync(loop, r, s, 10000), 0);
+    close_registry(loop, r);
+    /* host:port with a CA set means https. */
+    r = tls_registry(url + strlen("https://"), ca, NULL);
+    cm_reg_service_list *l = NULL;
+    CHECK_EQ_INT(get_sync(loop, r, "cm.test.tls", &l), 0);
+    CHECK_EQ_INT(count_nodes(l), 1);
+    cm_reg_service_list_free(l);
+    close_registry(loop, r);
+
+    logcap_start();
+    r = tls_registry(url, NULL, NULL);
+    CHECK_EQ_INT(get_sync(loop, r, "cm.test.tls", &l), CM_EREGISTRY);
+    close_registry(loop, r);
+    char *log = logcap_end();
+    CHECK(strstr(log, "SSL certificate problem") != NULL);
+    free(log);
+
+    logcap_start();
+    r = tls_registry(url, NULL, "true");
+    CHECK_EQ_INT(get_sync(loop, r, "cm.test.tls", &l), 0);
+    CHECK_EQ_INT(count_nodes(l), 1);
+    cm_reg_service_list_free(l);
+    CHECK_EQ_INT(dereg_sync(loop, r, s), 0);
+    close_registry(loop, r);
+    log = logcap_end();
+    CHECK(strstr(log, "TLS certificates of etcd are not verified") != NULL);
+    free(log);
+    cm_reg_service_free(s);
+    free(url);
+}
+
 /* Closing with requests and a watch in flight: each callback runs once, with CM_ECANCELED. */
 static void
 test_close_in_flight(void)
@@ -652,6 +713,7 @@ main(void)
     RUN(test_leader_killed);
     RUN(test_quorum_loss);
     RUN(test_auth);
+    RUN(test_tls);
     cm_loop_free(loop);
     cluster_stop();
     TEST_DONE();
