@@ -11,8 +11,9 @@ static const cm_registry_ops *backends[BACKENDS_MAX] = {
     &cm__registry_memory,
     &cm__registry_mdns,
     &cm__registry_consul,
+    &cm__registry_etcd,
 };
-static size_t nbackends = 3;
+static size_t nbackends = 4;
 static uv_mutex_t mu;
 static uv_once_t once = UV_ONCE_INIT;
 

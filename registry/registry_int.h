@@ -61,6 +61,7 @@ cm__fnv1a(const void *data, size_t n)
 extern const cm_registry_ops cm__registry_memory;
 extern const cm_registry_ops cm__registry_mdns;
 extern const cm_registry_ops cm__registry_consul;
+extern const cm_registry_ops cm__registry_etcd;
 
 /* ---- go-micro's JSON forms (spec 1.1), shared by the backends ---- */
 

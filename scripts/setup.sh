@@ -12,6 +12,7 @@ pkgs=(
   libclang-rt-dev valgrind libc6-dbg
   chromium
   libnats-dev nats-server
+  etcd-server etcd-client
 )
 
 missing=()

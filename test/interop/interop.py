@@ -6,10 +6,15 @@ takes commands on stdin, and checks every answer. One run is one meson test.
     interop.py OPTIONS registry REGISTRY             registry cross-checks, both directions
     interop.py OPTIONS hello REGISTRY                the seed's hello pair, C <-> Go
     interop.py OPTIONS tls REGISTRY                  calls over TLS, C <-> Go, with a test CA
+    interop.py OPTIONS faults etcd                   C servers, C and Go callers through etcd
+                                                     member failures and a server killed -9
 
-REGISTRY is mdns or consul. mDNS runs re-execute this script inside the private network
+REGISTRY is mdns, consul or etcd. mDNS runs re-execute this script inside the private network
 namespace of test/mdns/run-netns.sh (--netns) before anything opens a socket. Consul runs use
 the agent at CONSUL_HTTP_ADDR, or start the project's test agent (--consul-agent) on 127.0.0.1.
+etcd runs start a three-member cluster on loopback ports (--etcd-cluster, test/etcd/cluster.sh)
+and use go-micro v4.11 with go-micro/plugins' etcd registry (--go4.11-etcd) as the Go peer; a
+machine without etcd prints SKIP and exits 77 (fails when CI=true).
 
 A go-micro peer that was not built (no Go on the machine: its option is missing) makes the run
 print a SKIP line and exit 77, or fail when CI=true.
@@ -167,6 +172,8 @@ class Ctx:
         self.procs = []
         self.suffix = ""
         self.own_agent = False
+        self.cluster = None
+        self.go_peers = ["go4.11"] if self.reg == "etcd" else ["go4.11", "go4.9"]
         self.env = dict(os.environ)
         self.env["MICRO_REGISTRY"] = self.reg
         self.env["MICRO_SERVER_ADDRESS"] = "127.0.0.1:0"
@@ -206,6 +213,9 @@ class Ctx:
     def close(self):
         for p in reversed(self.procs):
             p.kill()
+        if self.cluster:
+            subprocess.run([self.args.etcd_cluster, "stop", self.cluster],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         shutil.rmtree(self.tmp, ignore_errors=True)
 
     def name(self, base):
@@ -215,6 +225,8 @@ class Ctx:
     # -- the programs --
 
     def go_bin(self, peer):
+        if self.reg == "etcd":
+            return {"go4.11": self.args.go4_11_etcd}[peer]
         path = {"go4.11": self.args.go4_11, "go4.9": self.args.go4_9}[peer]
         return path
 
@@ -413,9 +425,21 @@ def registered(ctx, name):
                                     "metadata": md}]})
 
 
+def etcd_stored(ctx, name):
+    """The one node of name stored in etcd (key /micro/registry/NAME/ID), as a service."""
+    out = subprocess.run([ctx.args.etcd_cluster, "ctl", ctx.cluster, "get", "--prefix",
+                          "/micro/registry/%s/" % name], stdout=subprocess.PIPE, check=True,
+                         timeout=20).stdout.decode().splitlines()
+    check(len(out) == 2, "etcd holds %d keys of %s: %r" % (len(out) // 2, name, out))
+    svc = json.loads(out[1])
+    check(out[0] == "/micro/registry/%s/%s" % (name, svc["nodes"][0]["id"]),
+          "%s: key %r for node %r" % (name, out[0], svc["nodes"][0]["id"]))
+    return norm_service(svc)
+
+
 def viewers(ctx):
     out = [("c", lambda *a: [ctx.args.c_registry] + list(a))]
-    for peer in ("go4.11", "go4.9"):
+    for peer in ctx.go_peers:
         b = ctx.go_bin(peer)
         out.append((peer, lambda *a, b=b: [b, "registry", "-registry", ctx.reg] + list(a)))
     return out
@@ -442,6 +466,8 @@ def registry(ctx):
     published = {}  # service name -> (publisher, version, metadata)
     for peer, version, zone in (("go4.11", "1.2.3", "z11"), ("go4.9", "1.2.4", "z9"),
                                 ("c", "2.0.0-c", "zc")):
+        if peer != "c" and peer not in ctx.go_peers:
+            continue
         name = ctx.name("cmicro.interop.x" + peer.replace(".", ""))
         md = "team=interop,zone=" + zone
         ctx.server(peer, "publisher-" + peer, name, peer, version, md)
@@ -458,6 +484,9 @@ def registry(ctx):
         if ctx.own_agent:
             # What the publisher sent to the agent, decoded here independently.
             views["registration"] = registered(ctx, name)
+        if ctx.cluster:
+            # What the publisher stored in etcd, read with etcdctl.
+            views["stored"] = etcd_stored(ctx, name)
         for viewer, v in views.items():
             check(v == first, "%s and c see %s (published by %s) differently:\n%s\n%s"
                   % (viewer, name, peer, json.dumps(v, sort_keys=True),
@@ -477,7 +506,7 @@ def registry(ctx):
         endpoints[peer] = first["endpoints"]
         log("   %s (published by %s): the same for %s" % (name, peer, ", ".join(views)))
     # The C service publishes the endpoint shapes go-micro's extractor gives the same proto.
-    for peer in ("go4.11", "go4.9"):
+    for peer in ctx.go_peers:
         check(endpoints["c"] == endpoints[peer],
               "the endpoints cmicro publishes differ from %s's:\n%s\n%s"
               % (peer, json.dumps(endpoints["c"]), json.dumps(endpoints[peer])))
@@ -485,7 +514,7 @@ def registry(ctx):
         for name in published:
             got = registry_list(ctx, viewer, argv, name)
             check(name in got, "%s ListServices misses %s: %r" % (viewer, name, got))
-    log("   ListServices of c, go4.11 and go4.9 list all three")
+    log("   ListServices of c, %s list all %d" % (", ".join(ctx.go_peers), len(published)))
     log("ok: registry cross-checks over %s" % ctx.reg)
 
 
@@ -494,7 +523,7 @@ def registry(ctx):
 def hello(ctx):
     log("== hello pair over %s" % ctx.reg)
     a = ctx.args
-    for peer in ("go4.11", "go4.9"):
+    for peer in ctx.go_peers:
         p = Proc(ctx, "hello-server-" + peer, [ctx.go_bin(peer), "hello-server", "-registry",
                                                ctx.reg], ctx.env)
         p.wait_for("REGISTERED ")
@@ -504,7 +533,7 @@ def hello(ctx):
         log("   C hello-client -> %s hello-server: %s" % (peer, out))
     p = Proc(ctx, "hello-server-c", [a.c_hello_server], ctx.env)
     p.wait_for("[service] registered")
-    for peer in ("go4.11", "go4.9"):
+    for peer in ctx.go_peers:
         for ct in ("application/json", "application/protobuf"):
             out = ctx.run_tool([ctx.go_bin(peer), "hello-client", "-registry", ctx.reg,
                                 "-content-type", ct, "Ada"], "%s hello-client" % peer).strip()
@@ -640,6 +669,114 @@ def tls(ctx):
     srv.stop()
     log("ok: TLS over %s" % ctx.reg)
 
+# ---- etcd member failures ----
+
+def etcd_ctl(ctx, *args):
+    p = subprocess.run([ctx.args.etcd_cluster] + list(args[:1]) + [ctx.cluster] + list(args[1:]),
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60)
+    check(p.returncode == 0, "cluster.sh %s: %s" % (" ".join(args), p.stderr.decode()))
+    return p.stdout.decode().strip()
+
+
+def c_nodes(ctx, name, want, wait_ms):
+    """The node ids cmicro's etcd backend reads for name, polled until there are want."""
+    got = json.loads(ctx.run_tool([ctx.args.c_registry, "get", name, str(want), str(wait_ms)],
+                                  "registry get", timeout=wait_ms / 1000.0 + 20))
+    return sorted(n["id"] for s in got for n in s["nodes"])
+
+
+def rr_all(callers, n, what):
+    """n calls from every caller at once, all of which must succeed; the answers per caller."""
+    res = {}
+
+    def one(cl):
+        try:
+            res[cl.label] = cl.run("rr proto %d" % n, timeout=120)
+        except Fail as e:
+            res[cl.label] = {"ok": False, "error": str(e)}
+    ts = [threading.Thread(target=one, args=(cl,)) for cl in callers]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    for cl in callers:
+        r = res[cl.label]
+        check(r["ok"], "%s, %s: %s failures, last %s; its log:\n%s"
+              % (what, cl.label, r.get("failures"), r.get("error"), cl.text()[-3000:]))
+    return {label: r.get("counts") for label, r in res.items()}
+
+
+def faults(ctx):
+    check(ctx.reg == "etcd", "faults runs over etcd")
+    name = ctx.name("cmicro.interop.faults")
+    log("== etcd member failures (service %s)" % name)
+    # A short TTL: a node killed with -9 goes within TTL seconds (plus etcd's expiry check).
+    ttl = 6
+    ctx.env["MICRO_REGISTER_TTL"] = str(ttl)
+    ctx.env["MICRO_REGISTER_INTERVAL"] = "2"
+    servers = {i: ctx.server("c", "callee-" + i, name, i) for i in ("a", "b")}
+    callers = [ctx.caller("c", name), ctx.caller("go4.11", name)]
+    rr_all(callers, 20, "before")
+
+    lead = int(etcd_ctl(ctx, "leader"))
+    log("-- the leader (member %d) killed while 2 x 1000 calls run" % lead)
+    timer = threading.Timer(0.05, lambda: etcd_ctl(ctx, "kill", str(lead)))
+    timer.start()
+    counts = rr_all(callers, 1000, "leader killed")
+    timer.join()
+    for label, c in counts.items():
+        check(c == {"a": 500, "b": 500}, "leader killed, %s: %r" % (label, c))
+    time.sleep(2.5)  # registrations keep their leases through the election: nothing expires
+    check(len(c_nodes(ctx, name, 2, 3000)) == 2, "after the election the registry lost a node")
+    etcd_ctl(ctx, "restart", str(lead))
+
+    lead = int(etcd_ctl(ctx, "leader"))
+    down = [lead, lead % 3 + 1]
+    log("-- members %s killed: no quorum" % down)
+    for m in down:
+        etcd_ctl(ctx, "kill", str(m))
+    env = dict(ctx.env)
+    env["MICRO_SERVER_NAME"] = name
+    env["INTEROP_INSTANCE"] = "c"
+    late = Proc(ctx, "callee-c", [ctx.args.c_echo_server], env)
+    counts = rr_all(callers, 20, "without quorum")
+    for label, c in counts.items():
+        check(c == {"a": 10, "b": 10}, "without quorum, %s: %r" % (label, c))
+    time.sleep(3)
+    check("[service] registered" not in late.text(),
+          "a server registered without quorum:\n%s" % late.text())
+    log("   calls continue from the callers' caches; a new server cannot register")
+    t0 = time.monotonic()
+    for m in down:
+        etcd_ctl(ctx, "restart", str(m))
+    late.wait_for("[service] registered", timeout=30)
+    log("   quorum back: the new server registered %.1f s later" % (time.monotonic() - t0))
+    servers["c"] = late
+    check(len(c_nodes(ctx, name, 3, 10000)) == 3, "the registry does not list 3 nodes")
+    time.sleep(SETTLE)
+    counts = rr_all(callers, 30, "after recovery")
+    for label, c in counts.items():
+        check(c == {"a": 10, "b": 10, "c": 10}, "after recovery, %s: %r" % (label, c))
+
+    log("-- instance c killed with -9")
+    t0 = time.monotonic()
+    late.kill()
+    while len(c_nodes(ctx, name, 2, 0)) > 2:
+        check(time.monotonic() - t0 < 30, "the killed node is still registered after 30 s")
+        time.sleep(0.1)
+    took = time.monotonic() - t0
+    log("   its key went with its lease after %.1f s (TTL %d s)" % (took, ttl))
+    check(took <= ttl + 4.0, "the killed node stayed %.1f s" % took)
+    time.sleep(SETTLE)
+    counts = rr_all(callers, 12, "after kill -9")
+    for label, c in counts.items():
+        check(c == {"a": 6, "b": 6}, "after kill -9, %s: %r" % (label, c))
+    for cl in callers:
+        cl.quit()
+    for i in ("a", "b"):
+        servers[i].stop()
+    log("ok: etcd member failures")
+
 
 # ---- main ----
 
@@ -656,6 +793,19 @@ def start_agent(ctx):
     ctx.own_agent = True
 
 
+def start_etcd(ctx):
+    """A three-member etcd cluster on loopback ports, stopped by ctx.close."""
+    d = os.path.join(ctx.tmp, "etcd")
+    p = subprocess.run([ctx.args.etcd_cluster, "start", d], stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE, timeout=60)
+    if p.returncode == SKIP:
+        return False
+    ctx.cluster = d
+    check(p.returncode == 0, "the etcd cluster did not start: %s" % p.stderr.decode())
+    ctx.env["MICRO_REGISTRY_ADDRESS"] = p.stdout.decode().strip()
+    return True
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--netns", required=True)
@@ -668,17 +818,27 @@ def main():
     ap.add_argument("--go4.11", dest="go4_11", default="")
     ap.add_argument("--go4.9", dest="go4_9", default="")
     ap.add_argument("--make-ca", default="", help="test/common/make-test-ca.sh (mode tls)")
+    ap.add_argument("--go4.11-etcd", dest="go4_11_etcd", default="")
+    ap.add_argument("--etcd-cluster", default="")
     sub = ap.add_subparsers(dest="mode", required=True)
     c = sub.add_parser("cell")
     c.add_argument("caller", choices=["c", "go4.11", "go4.9"])
     c.add_argument("callee", choices=["c", "go4.11", "go4.9"])
-    c.add_argument("registry", choices=["mdns", "consul"])
-    for m in ("registry", "hello", "trace", "tls"):
+    c.add_argument("registry", choices=["mdns", "consul", "etcd"])
+    for m in ("registry", "hello"):
+        sub.add_parser(m).add_argument("registry", choices=["mdns", "consul", "etcd"])
+    for m in ("trace", "tls"):
         sub.add_parser(m).add_argument("registry", choices=["mdns", "consul"])
+    sub.add_parser("faults").add_argument("registry", choices=["etcd"])
     args = ap.parse_args()
 
     peers = {args.caller, args.callee} if args.mode == "cell" else {"go4.11", "go4.9"}
-    if ("go4.11" in peers and not args.go4_11) or ("go4.9" in peers and not args.go4_9):
+    if args.registry == "etcd":
+        # One Go peer over etcd: go-micro v4.11 with the plugin.
+        missing = "go4.11" in peers and not args.go4_11_etcd
+    else:
+        missing = ("go4.11" in peers and not args.go4_11) or ("go4.9" in peers and not args.go4_9)
+    if missing:
         why = "Go is not installed: the go-micro peers of the interop suite were not built"
         if os.environ.get("CI") == "true":
             log("FAIL: %s (CI=true requires them; install Go and reconfigure)" % why)
@@ -695,7 +855,14 @@ def main():
     try:
         if args.registry == "consul":
             start_agent(ctx)
-        {"cell": cell, "registry": registry, "hello": hello, "trace": trace,
+        if args.registry == "etcd" and not start_etcd(ctx):
+            why = "etcd is not installed (Debian: etcd-server etcd-client)"
+            if os.environ.get("CI") == "true":
+                log("FAIL: %s (CI=true requires it)" % why)
+                return 1
+            log("SKIP: %s" % why)
+            return SKIP
+        {"cell": cell, "registry": registry, "hello": hello, "faults": faults, "trace": trace,
          "tls": tls}[args.mode](ctx)
         ctx.check_agent_log()
     except Fail as e:

@@ -1,5 +1,5 @@
 /* cmicro: service discovery. The data model is go-micro's (registry.Service, Node, Endpoint,
- * Value); backends (memory, mdns, consul) sit behind one ops table and are chosen by name. An
+ * Value); backends (memory, mdns, consul, etcd) sit behind one ops table and are chosen by name. An
  * application adds its own with cm_registry_register() (see "writing a backend" at the end).
  *
  * Threads: a registry belongs to the loop it was created on. Every function here runs on that
@@ -102,6 +102,9 @@ typedef struct cm_registry_opt {
  *           "datacenter"  ?dc= on every read
  *           "consistent"  "true": consistent reads instead of ?stale
  *           "tcp_check_interval_ms"  a TCP check at this interval instead of the TTL check
+ *   etcd    "username", "password"  etcd authentication (else ETCD_USERNAME, ETCD_PASSWORD)
+ *           "ca_file", "cert_file", "key_file"  TLS (else ETCD_CACERT, ETCD_CERT, ETCD_KEY)
+ *           "insecure_skip_verify"  "true": the server certificate is not verified
  * cm_registry_new refuses a key its backend does not know (CM_EINVAL). */
 typedef struct cm_registry_opts {
     const char *addresses; /* backend addresses, comma separated ("127.0.0.1:8500,10.0.0.2");
@@ -120,7 +123,7 @@ CM_EXTERN int cm_registry_opts_set(cm_registry_opts *o, const char *key, const c
 /* The backend a registry is made of when neither code nor MICRO_REGISTRY names one. */
 #define CM_REGISTRY_DEFAULT "mdns"
 
-/* Creates a registry by backend name: "memory", "mdns", "consul" or one the application
+/* Creates a registry by backend name: "memory", "mdns", "consul", "etcd" or one the application
  * registered; NULL or "" means the env MICRO_REGISTRY, else CM_REGISTRY_DEFAULT. o may be NULL;
  * strings are copied. Returns 0, CM_ENOTFOUND (no such backend), CM_EINVAL (an option the
  * backend does not know, or a bad value), CM_ENOMEM or a backend error. */

@@ -13,8 +13,9 @@
 // echo-server and echo-client take -tls-cert, -tls-key, -tls-ca and -tls (see tls.go): go-micro's
 // HTTP transport with transport.TLSConfig.
 //
-// Every subcommand takes -registry mdns|consul (default: $MICRO_REGISTRY, else mdns). Consul
-// is go-micro/plugins' registry at $CONSUL_HTTP_ADDR. mDNS is go-micro's own, and the program
+// Every subcommand takes -registry mdns|consul|NAME (default: $MICRO_REGISTRY, else mdns). Consul
+// is go-micro/plugins' registry at $CONSUL_HTTP_ADDR; other names are those a main package adds
+// to Registries (../v4_11_etcd adds go-micro/plugins' etcd registry). mDNS is go-micro's own, and the program
 // refuses to use it outside the private network namespace test/mdns/run-netns.sh makes.
 // Servers listen on 127.0.0.1:0 only.
 package gmicro
@@ -85,8 +86,12 @@ func registryFlag(fs *flag.FlagSet) *string {
 	if def == "" {
 		def = "mdns"
 	}
-	return fs.String("registry", def, "mdns or consul")
+	return fs.String("registry", def, "mdns, consul or one of Registries")
 }
+
+// Registries holds the registries a main package adds by name (their plugins stay out of the
+// modules that do not need them).
+var Registries = map[string]func() registry.Registry{}
 
 // newRegistry builds the registry by name and makes it go-micro's default, so that no part of
 // go-micro falls back to the mDNS registry it creates at package init.
@@ -105,7 +110,11 @@ func newRegistry(name string) (registry.Registry, error) {
 		}
 		r = registry.NewRegistry()
 	default:
-		return nil, fmt.Errorf("unknown registry %q (mdns or consul)", name)
+		mk, ok := Registries[name]
+		if !ok {
+			return nil, fmt.Errorf("unknown registry %q (mdns or consul)", name)
+		}
+		r = mk()
 	}
 	registry.DefaultRegistry = r
 	return r, nil
