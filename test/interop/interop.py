@@ -541,7 +541,7 @@ def hello(ctx):
                   % (peer, ct, out))
             log("   %s hello-client (%s) -> C hello-server: %s" % (peer, ct, out))
     # go-micro's tooling asks a C service for Debug.Health and Debug.Stats.
-    for peer in ("go4.11", "go4.9"):
+    for peer in ctx.go_peers:
         out = ctx.run_tool([ctx.go_bin(peer), "debug-client", "-registry", ctx.reg,
                             "registry-consul.service"], "%s debug-client" % peer).strip()
         f = dict(kv.split("=", 1) for kv in out.split())
