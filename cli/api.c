@@ -57,6 +57,7 @@ on_called(int status, void *rsp, const cm_error *err, void *user)
     if (status == 0) {
         const ProtobufCBinaryData *b = rsp;
         reply(p->conn, 200, (const char *)b->data, b->len, p->close_after);
+        cm_message_free(NULL, rsp);
     } else {
         p->g->errors++;
         char *json = err ? cm_error_to_json(err) : NULL;
