@@ -73,6 +73,17 @@ server_after(const cm_wrap_info *w, void *arg, void *state)
     count(r, l, w);
 }
 
+/* A message handled: as go-micro's Prometheus subscriber wrapper, the topic is the endpoint. */
+static void
+subscriber_after(const cm_wrap_info *w, void *arg, void *state)
+{
+    (void)state;
+    cm__observe *o = arg;
+    cm_metric *r, *l;
+    series(o->srv_req, o->srv_lat, w, &r, &l);
+    count(r, l, w);
+}
+
 static void
 client_after(const cm_wrap_info *w, void *arg, void *state)
 {
@@ -135,6 +146,26 @@ collect_selector(cm_metrics_writer *w, cm_selector *sel)
 }
 
 static void
+collect_events(cm_metrics_writer *w, cm_service *svc)
+{
+    static const char *const outcome[] = {"outcome"};
+    if (cm_metrics_write_family(w, CM_METRIC_COUNTER, "micro_events_total",
+                                "Events published (or not) and received, by outcome.", outcome,
+                                1) < 0) {
+        return;
+    }
+    cm_event_stats st;
+    cm_service_event_stats(svc, &st);
+    const char *names[][1] = {{"published"},     {"publish_error"}, {"received"}, {"handled"},
+                              {"handler_error"}, {"decode_error"},  {"dropped"}};
+    uint64_t v[] = {st.published,      st.publish_errors, st.received, st.handled,
+                    st.handler_errors, st.decode_errors,  st.dropped};
+    for (size_t i = 0; i < sizeof v / sizeof v[0]; i++) {
+        cm_metrics_write_value(w, names[i], (double)v[i]);
+    }
+}
+
+static void
 collect(cm_metrics_writer *w, void *arg)
 {
     cm__observe *o = arg;
@@ -161,6 +192,7 @@ collect(cm_metrics_writer *w, void *arg)
         }
     }
     collect_selector(w, cm__service_selector(o->svc));
+    collect_events(w, o->svc);
     cm__otlp *x = cm__service_otlp(o->svc);
     static const char *const outcome[] = {"outcome"};
     if (x != NULL && cm_metrics_write_family(w, CM_METRIC_COUNTER, "micro_trace_spans_total",
@@ -210,6 +242,10 @@ cm__observe_new(cm_service *svc, cm__observe **out)
     }
     if (rc == 0) {
         rc = cm_client_wrap(cm_service_client(svc), &cw);
+    }
+    cm_wrapper bw = {"metrics", NULL, subscriber_after, o};
+    if (rc == 0) {
+        rc = cm_server_wrap_subscriber(cm_service_server(svc), &bw);
     }
     if (rc == 0) {
         rc = cm_metrics_add_collector(o->reg, collect, o);

@@ -198,6 +198,7 @@ cm__ctx_put(cm_ctx *c)
     atomic_store_explicit(&c->trace_state, 0, memory_order_relaxed);
     c->tracestate = NULL;
     c->wait_next = NULL;
+    c->event_sub = NULL;
     /* Keep a large request's arena or response buffer from pinning memory. */
     cm__arena_reset(&c->arena, 256 * 1024);
     if (c->out.cap > 256 * 1024) {
@@ -237,12 +238,16 @@ send_reply(cm_ctx *c, const uint8_t *body, size_t len)
     cm_tconn_reply(c->conn, &m, c->close_after);
 }
 
-static void
-finish(cm_ctx *c)
+void
+cm__server_hold(cm_server *s)
 {
-    cm_server *s = c->srv;
+    s->inflight++;
+}
+
+void
+cm__server_release(cm_server *s)
+{
     s->inflight--;
-    cm__ctx_put(c);
     if (s->stopping && s->inflight == 0 && !s->stopped) {
         uv_timer_stop(&s->drain_timer);
         uv_close((uv_handle_t *)&s->drain_timer, NULL);
@@ -250,6 +255,14 @@ finish(cm_ctx *c)
         cm_listener_close(s->listener, s->stop_done, s->stop_arg);
         s->listener = NULL;
     }
+}
+
+static void
+finish(cm_ctx *c)
+{
+    cm_server *s = c->srv;
+    cm__ctx_put(c);
+    cm__server_release(s);
 }
 
 /* Encodes the reply body into c->out: the message, or for an envelope codec the response
