@@ -387,7 +387,11 @@ on_sub_ready(int status, void *arg)
     if (status < 0) {
         cm_log(CM_LOG_WARN, "event", "subscribe to %s on broker %s failed: %s (%s)", es->sub.topic,
                cm_broker_name(es->ev->broker), cm_strerror(status), cm_broker_why(es->ev->broker));
+        return;
     }
+    cm_log(CM_LOG_INFO, "event", "subscribed to %s%s%s on broker %s", es->sub.topic,
+           es->sub.queue ? " in queue " : "", es->sub.queue ? es->sub.queue : "",
+           cm_broker_name(es->ev->broker));
 }
 
 static int
@@ -406,9 +410,6 @@ subscribe_all(cm__events *ev)
                    cm_broker_name(ev->broker), cm_strerror(rc), cm_broker_why(ev->broker));
             return rc;
         }
-        cm_log(CM_LOG_INFO, "event", "subscribed to %s%s%s on broker %s", es->sub.topic,
-               es->sub.queue ? " in queue " : "", es->sub.queue ? es->sub.queue : "",
-               cm_broker_name(ev->broker));
     }
     return 0;
 }
