@@ -563,7 +563,8 @@ static const struct command {
      "table (or JSON). Exit status 1 unless every node is healthy."},
     {"api", 0, "cmicro api [--address HOST:PORT]",
      "An HTTP gateway (default :8080): POST /api/{service}/{Endpoint.Method} with a JSON body\n"
-     "calls the service by name; go-micro errors answer with their code as HTTP status."},
+     "calls the service by name; go-micro errors answer with their code as HTTP status.\n"
+     "GET /health answers for the gateway, GET /metrics with its requests by HTTP status."},
     {"new", 1, "cmicro new NAME",
      "Scaffolds a service project in ./NAME: a .proto, a server, a client, a meson.build on the\n"
      "installed cmicro, and a README."},
