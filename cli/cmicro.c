@@ -22,6 +22,7 @@
 #include <cJSON.h>
 #include <cmicro/cmicro.h>
 #include <curl/curl.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -97,6 +98,24 @@ run_lookup(cm_service *svc, const char *name, int *status, char *why, size_t why
     return q.list;
 }
 
+/* One line on stderr for a lookup of what that found nothing: the registry's error with the
+ * registry's name and addresses (l NULL), or "not found" and the registry's reason. */
+static void
+lookup_failed(cm_service *svc, const char *what, const cm_reg_service_list *l, int rc,
+              const char *why)
+{
+    if (l != NULL) {
+        fprintf(stderr, "cmicro: %s: not found%s%s%s\n", what, why[0] ? " (" : "", why,
+                why[0] ? ")" : "");
+        return;
+    }
+    const cm_registry *reg = cm_service_registry(svc);
+    const char *addrs = cm_registry_addresses(reg);
+    int has = addrs != NULL && addrs[0] != '\0';
+    fprintf(stderr, "cmicro: %s: registry %s%s%s: %s\n", what, cm_registry_name(reg),
+            has ? " at " : "", has ? addrs : "", cm_strerror(rc));
+}
+
 static int
 cmp_str(const void *a, const void *b)
 {
@@ -109,7 +128,7 @@ cmd_services(cm_service *svc, int as_json)
     int rc;
     cm_reg_service_list *l = run_lookup(svc, NULL, &rc, NULL, 0);
     if (l == NULL) {
-        fprintf(stderr, "cmicro: listing services: %s\n", cm_strerror(rc));
+        lookup_failed(svc, "listing services", NULL, rc, "");
         return 1;
     }
     const char **names = calloc(l->n + 1, sizeof(*names));
@@ -205,8 +224,9 @@ cmd_describe(cm_service *svc, const char *name)
     char why[320];
     cm_reg_service_list *l = run_lookup(svc, name, &rc, why, sizeof why);
     if (l == NULL || l->n == 0) {
-        fprintf(stderr, "cmicro: service %s: %s%s%s%s\n", name, l ? "not found" : cm_strerror(rc),
-                why[0] ? " (" : "", why, why[0] ? ")" : "");
+        char what[300];
+        snprintf(what, sizeof what, "service %s", name);
+        lookup_failed(svc, what, l, rc, why);
         cm_reg_service_list_free(l);
         return 1;
     }
@@ -272,6 +292,16 @@ cmd_call(cm_service *svc, int argc, char **argv)
         cm_md_free(md);
         return 2;
     }
+    cJSON *parsed = cJSON_Parse(json);
+    if (parsed == NULL) {
+        const char *at = cJSON_GetErrorPtr();
+        fprintf(stderr, "cmicro: the request is not JSON (at byte %td): %.60s%s\n",
+                at != NULL && at >= json ? at - json : (ptrdiff_t)0, json,
+                strlen(json) > 60 ? "..." : "");
+        cm_md_free(md);
+        return 2;
+    }
+    cJSON_Delete(parsed);
     /* The JSON travels as it is (a raw frame), and the reply comes back the same way. */
     ProtobufCBinaryData req = {strlen(json), (uint8_t *)(uintptr_t)json};
     ProtobufCBinaryData *rsp = NULL;
@@ -292,7 +322,12 @@ cmd_call(cm_service *svc, int argc, char **argv)
         cm_error_free(err);
         return 1;
     }
-    printf("%.*s\n", (int)rsp->len, (const char *)rsp->data);
+    /* One line: go-micro's JSON codec ends its reply with a newline of its own. */
+    size_t n = rsp->len;
+    while (n > 0 && (rsp->data[n - 1] == '\n' || rsp->data[n - 1] == '\r')) {
+        n--;
+    }
+    printf("%.*s\n", (int)n, (const char *)rsp->data);
     cm_message_free(NULL, rsp);
     return 0;
 }
@@ -387,8 +422,9 @@ cmd_health(cm_service *svc, int argc, char **argv)
     char why[320];
     cm_reg_service_list *l = run_lookup(svc, name, &rc, why, sizeof why);
     if (l == NULL || l->n == 0) {
-        fprintf(stderr, "cmicro: service %s: %s%s%s%s\n", name, l ? "not found" : cm_strerror(rc),
-                why[0] ? " (" : "", why, why[0] ? ")" : "");
+        char what[300];
+        snprintf(what, sizeof what, "service %s", name);
+        lookup_failed(svc, what, l, rc, why);
         cm_reg_service_list_free(l);
         return 1;
     }
