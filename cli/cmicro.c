@@ -413,6 +413,37 @@ ready(const char *address, char *out, size_t len)
     return up ? 0 : -1;
 }
 
+/* The rows of health as a table, each column as wide as its widest cell. */
+static void
+print_health_table(const cJSON *rows)
+{
+    static const char *const keys[] = {"node", "address", "version", "debug_health", "ready"};
+    static const char *const heads[] = {"NODE", "ADDRESS", "VERSION", "DEBUG", "READY"};
+    int w[4];
+    for (size_t c = 0; c < 4; c++) {
+        w[c] = (int)strlen(heads[c]);
+        const cJSON *r;
+        cJSON_ArrayForEach(r, rows)
+        {
+            const char *v = cJSON_GetStringValue(cJSON_GetObjectItem(r, keys[c]));
+            w[c] = v != NULL && (int)strlen(v) > w[c] ? (int)strlen(v) : w[c];
+        }
+    }
+    printf("%-*s  %-*s  %-*s  %-*s  %s\n", w[0], heads[0], w[1], heads[1], w[2], heads[2], w[3],
+           heads[3], heads[4]);
+    const cJSON *r;
+    cJSON_ArrayForEach(r, rows)
+    {
+        const char *v[5];
+        for (size_t c = 0; c < 5; c++) {
+            v[c] = cJSON_GetStringValue(cJSON_GetObjectItem(r, keys[c]));
+            v[c] = v[c] ? v[c] : "";
+        }
+        printf("%-*s  %-*s  %-*s  %-*s  %s\n", w[0], v[0], w[1], v[1], w[2], v[2], w[3], v[3],
+               v[4]);
+    }
+}
+
 static int
 cmd_health(cm_service *svc, int argc, char **argv)
 {
@@ -431,9 +462,6 @@ cmd_health(cm_service *svc, int argc, char **argv)
     curl_global_init(CURL_GLOBAL_DEFAULT);
     cJSON *arr = cJSON_CreateArray();
     int bad = 0;
-    if (!as_json) {
-        printf("%-44s %-22s %-10s %-8s %s\n", "NODE", "ADDRESS", "VERSION", "DEBUG", "READY");
-    }
     for (size_t i = 0; i < l->n; i++) {
         const cm_reg_service *s = l->items[i];
         for (size_t k = 0; k < s->nnodes; k++) {
@@ -448,16 +476,14 @@ cmd_health(cm_service *svc, int argc, char **argv)
             cJSON_AddStringToObject(o, "debug_health", dh);
             cJSON_AddStringToObject(o, "ready", rd);
             cJSON_AddItemToArray(arr, o);
-            if (!as_json) {
-                printf("%-44s %-22s %-10s %-8s %s\n", s->nodes[k].id, s->nodes[k].address,
-                       s->version, dh, rd);
-            }
         }
     }
     if (as_json) {
         char *text = cJSON_PrintUnformatted(arr);
         printf("%s\n", text ? text : "[]");
         free(text);
+    } else {
+        print_health_table(arr);
     }
     cJSON_Delete(arr);
     cm_reg_service_list_free(l);

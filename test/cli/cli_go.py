@@ -111,6 +111,11 @@ def check_health(ctx, node, addr):
     check(re.fullmatch(r"%s +%s +latest +rpc: can't find service Debug +no health endpoint "
                        r"\(HTTP \d+\)" % (re.escape(node), re.escape(addr)), lines[1]),
           "health's row: %r" % lines[1])
+    # The columns line up: each header starts where its cells do.
+    check(lines[0].index("ADDRESS") == lines[1].index(addr) and
+          lines[0].index("DEBUG") == lines[1].index("rpc: ") and
+          lines[0].index("READY") == lines[1].index("no health endpoint"),
+          "health's columns do not line up:\n%s" % out)
     rc, out, err = run(ctx, "health", HELLO, "-o", "json")
     rows = json.loads(out) if rc == 1 else None
     check(rows is not None and len(rows) == 1 and rows[0]["node"] == node and
