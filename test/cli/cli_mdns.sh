@@ -14,10 +14,11 @@ out=$(mktemp)
 "$server_bin" >"$log" 2>&1 &
 server=$!
 passed=0
+api=
 fail() {
     echo "FAIL: $*" >&2
     cat "$log" >&2
-    kill -KILL "$server" 2>/dev/null
+    kill -KILL "$server" $api 2>/dev/null
     rm -f "$log" "$out"
     exit 1
 }
@@ -116,7 +117,8 @@ curl -s -m 10 "http://$gw/metrics?x" | grep -qx 'micro_api_requests_total{code="
 got=$(curl -s -m 10 -o /dev/null -w '%{http_code}' "http://$gw/metricsx")
 [ "$got" = 405 ] || fail "api's GET /metricsx answered $got"
 kill -TERM "$api"
-wait "$api" || fail "api did not exit cleanly on SIGTERM: $(cat "$apilog")"
+wait "$api" || { api=; fail "api did not exit cleanly on SIGTERM: $(cat "$apilog")"; }
+api=
 rm -f "$apilog"
 passed=$((passed + 1))
 
