@@ -22,6 +22,7 @@
 #include <cJSON.h>
 #include <cmicro/cmicro.h>
 #include <curl/curl.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -97,6 +98,24 @@ run_lookup(cm_service *svc, const char *name, int *status, char *why, size_t why
     return q.list;
 }
 
+/* One line on stderr for a lookup of what that found nothing: the registry's error with the
+ * registry's name and addresses (l NULL), or "not found" and the registry's reason. */
+static void
+lookup_failed(cm_service *svc, const char *what, const cm_reg_service_list *l, int rc,
+              const char *why)
+{
+    if (l != NULL) {
+        fprintf(stderr, "cmicro: %s: not found%s%s%s\n", what, why[0] ? " (" : "", why,
+                why[0] ? ")" : "");
+        return;
+    }
+    const cm_registry *reg = cm_service_registry(svc);
+    const char *addrs = cm_registry_addresses(reg);
+    int has = addrs != NULL && addrs[0] != '\0';
+    fprintf(stderr, "cmicro: %s: registry %s%s%s: %s\n", what, cm_registry_name(reg),
+            has ? " at " : "", has ? addrs : "", cm_strerror(rc));
+}
+
 static int
 cmp_str(const void *a, const void *b)
 {
@@ -109,7 +128,7 @@ cmd_services(cm_service *svc, int as_json)
     int rc;
     cm_reg_service_list *l = run_lookup(svc, NULL, &rc, NULL, 0);
     if (l == NULL) {
-        fprintf(stderr, "cmicro: listing services: %s\n", cm_strerror(rc));
+        lookup_failed(svc, "listing services", NULL, rc, "");
         return 1;
     }
     const char **names = calloc(l->n + 1, sizeof(*names));
@@ -205,8 +224,9 @@ cmd_describe(cm_service *svc, const char *name)
     char why[320];
     cm_reg_service_list *l = run_lookup(svc, name, &rc, why, sizeof why);
     if (l == NULL || l->n == 0) {
-        fprintf(stderr, "cmicro: service %s: %s%s%s%s\n", name, l ? "not found" : cm_strerror(rc),
-                why[0] ? " (" : "", why, why[0] ? ")" : "");
+        char what[300];
+        snprintf(what, sizeof what, "service %s", name);
+        lookup_failed(svc, what, l, rc, why);
         cm_reg_service_list_free(l);
         return 1;
     }
@@ -272,6 +292,16 @@ cmd_call(cm_service *svc, int argc, char **argv)
         cm_md_free(md);
         return 2;
     }
+    cJSON *parsed = cJSON_Parse(json);
+    if (parsed == NULL) {
+        const char *at = cJSON_GetErrorPtr();
+        fprintf(stderr, "cmicro: the request is not JSON (at byte %td): %.60s%s\n",
+                at != NULL && at >= json ? at - json : (ptrdiff_t)0, json,
+                strlen(json) > 60 ? "..." : "");
+        cm_md_free(md);
+        return 2;
+    }
+    cJSON_Delete(parsed);
     /* The JSON travels as it is (a raw frame), and the reply comes back the same way. */
     ProtobufCBinaryData req = {strlen(json), (uint8_t *)(uintptr_t)json};
     ProtobufCBinaryData *rsp = NULL;
@@ -292,7 +322,12 @@ cmd_call(cm_service *svc, int argc, char **argv)
         cm_error_free(err);
         return 1;
     }
-    printf("%.*s\n", (int)rsp->len, (const char *)rsp->data);
+    /* One line: go-micro's JSON codec ends its reply with a newline of its own. */
+    size_t n = rsp->len;
+    while (n > 0 && (rsp->data[n - 1] == '\n' || rsp->data[n - 1] == '\r')) {
+        n--;
+    }
+    printf("%.*s\n", (int)n, (const char *)rsp->data);
     cm_message_free(NULL, rsp);
     return 0;
 }
@@ -378,6 +413,37 @@ ready(const char *address, char *out, size_t len)
     return up ? 0 : -1;
 }
 
+/* The rows of health as a table, each column as wide as its widest cell. */
+static void
+print_health_table(const cJSON *rows)
+{
+    static const char *const keys[] = {"node", "address", "version", "debug_health", "ready"};
+    static const char *const heads[] = {"NODE", "ADDRESS", "VERSION", "DEBUG", "READY"};
+    int w[4];
+    for (size_t c = 0; c < 4; c++) {
+        w[c] = (int)strlen(heads[c]);
+        const cJSON *r;
+        cJSON_ArrayForEach(r, rows)
+        {
+            const char *v = cJSON_GetStringValue(cJSON_GetObjectItem(r, keys[c]));
+            w[c] = v != NULL && (int)strlen(v) > w[c] ? (int)strlen(v) : w[c];
+        }
+    }
+    printf("%-*s  %-*s  %-*s  %-*s  %s\n", w[0], heads[0], w[1], heads[1], w[2], heads[2], w[3],
+           heads[3], heads[4]);
+    const cJSON *r;
+    cJSON_ArrayForEach(r, rows)
+    {
+        const char *v[5];
+        for (size_t c = 0; c < 5; c++) {
+            v[c] = cJSON_GetStringValue(cJSON_GetObjectItem(r, keys[c]));
+            v[c] = v[c] ? v[c] : "";
+        }
+        printf("%-*s  %-*s  %-*s  %-*s  %s\n", w[0], v[0], w[1], v[1], w[2], v[2], w[3], v[3],
+               v[4]);
+    }
+}
+
 static int
 cmd_health(cm_service *svc, int argc, char **argv)
 {
@@ -387,17 +453,15 @@ cmd_health(cm_service *svc, int argc, char **argv)
     char why[320];
     cm_reg_service_list *l = run_lookup(svc, name, &rc, why, sizeof why);
     if (l == NULL || l->n == 0) {
-        fprintf(stderr, "cmicro: service %s: %s%s%s%s\n", name, l ? "not found" : cm_strerror(rc),
-                why[0] ? " (" : "", why, why[0] ? ")" : "");
+        char what[300];
+        snprintf(what, sizeof what, "service %s", name);
+        lookup_failed(svc, what, l, rc, why);
         cm_reg_service_list_free(l);
         return 1;
     }
     curl_global_init(CURL_GLOBAL_DEFAULT);
     cJSON *arr = cJSON_CreateArray();
     int bad = 0;
-    if (!as_json) {
-        printf("%-44s %-22s %-10s %-8s %s\n", "NODE", "ADDRESS", "VERSION", "DEBUG", "READY");
-    }
     for (size_t i = 0; i < l->n; i++) {
         const cm_reg_service *s = l->items[i];
         for (size_t k = 0; k < s->nnodes; k++) {
@@ -412,16 +476,14 @@ cmd_health(cm_service *svc, int argc, char **argv)
             cJSON_AddStringToObject(o, "debug_health", dh);
             cJSON_AddStringToObject(o, "ready", rd);
             cJSON_AddItemToArray(arr, o);
-            if (!as_json) {
-                printf("%-44s %-22s %-10s %-8s %s\n", s->nodes[k].id, s->nodes[k].address,
-                       s->version, dh, rd);
-            }
         }
     }
     if (as_json) {
         char *text = cJSON_PrintUnformatted(arr);
         printf("%s\n", text ? text : "[]");
         free(text);
+    } else {
+        print_health_table(arr);
     }
     cJSON_Delete(arr);
     cm_reg_service_list_free(l);
@@ -563,7 +625,8 @@ static const struct command {
      "table (or JSON). Exit status 1 unless every node is healthy."},
     {"api", 0, "cmicro api [--address HOST:PORT]",
      "An HTTP gateway (default :8080): POST /api/{service}/{Endpoint.Method} with a JSON body\n"
-     "calls the service by name; go-micro errors answer with their code as HTTP status."},
+     "calls the service by name; go-micro errors answer with their code as HTTP status.\n"
+     "GET /health answers for the gateway, GET /metrics with its requests by HTTP status."},
     {"new", 1, "cmicro new NAME",
      "Scaffolds a service project in ./NAME: a .proto, a server, a client, a meson.build on the\n"
      "installed cmicro, and a README."},

@@ -558,7 +558,13 @@ on_response(int status, unsigned flags, const cm_msg *rsp, void *user)
         } else {
             snprintf(what, sizeof(what), "connection error: %s", cm_strerror(status));
         }
-        if ((flags & CM_RT_UNSENT) || k->idempotent) {
+        if (status == CM_ECERT) {
+            /* Permanent: the same certificate fails the same way on the next attempt. */
+            call_fail(k, status, 500,
+                      "%s (attempt %d of %d to %s; no retry: a certificate "
+                      "failure is permanent)",
+                      what, k->attempt, k->max_attempts, k->cur_addr ? k->cur_addr : "?");
+        } else if ((flags & CM_RT_UNSENT) || k->idempotent) {
             retry_or_fail(k, status, 500, what);
         } else {
             call_fail(k, status, 500,

@@ -89,9 +89,9 @@ void cm__workers_free(cm__workers *w);
 
 typedef struct cm__route {
     atomic_int inflight; /* calls of this endpoint in its handler (the concurrency limit) */
-    /* The built-in metrics' series of this endpoint's successes (counter, latency), found once
-     * (observe.c), so that a successful call looks nothing up. */
-    _Atomic(void *) ok_series[2];
+    /* The built-in metrics' series of this endpoint's successes (counter, latency) and its calls
+     * in flight (gauge), found once (observe.c), so that a successful call looks nothing up. */
+    _Atomic(void *) ok_series[3];
     char *endpoint;
     size_t service_len; /* length of the part before '.' */
     cm_handler h;
@@ -198,6 +198,9 @@ cm_metrics *cm__observe_metrics(cm__observe *o);
 void cm__observe_families(const cm__observe *o, cm_metric_family **srv_req,
                           cm_metric_family **srv_lat, cm_metric_family **cli_req,
                           cm_metric_family **cli_lat);
+/* The gauge of the calls being served, micro_server_endpoint_inflight {service, endpoint}; NULL
+ * when o is NULL. */
+cm_metric_family *cm__observe_inflight(const cm__observe *o);
 /* The service's metrics; NULL when off. */
 cm__observe *cm__service_observe(cm_service *s);
 /* After the server and the client are freed. */

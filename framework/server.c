@@ -120,6 +120,7 @@ cm_server_handle(cm_server *s, const cm_handler *h, void *user)
     atomic_init(&nr->inflight, 0);
     atomic_init(&nr->ok_series[0], NULL);
     atomic_init(&nr->ok_series[1], NULL);
+    atomic_init(&nr->ok_series[2], NULL);
     nr->service_len = (size_t)(dot - h->endpoint);
     nr->h = *h;
     nr->h.endpoint = nr->endpoint;
