@@ -421,11 +421,8 @@ static void
 on_connected(int status, void *arg)
 {
     cm__events *ev = arg;
+    /* A failure goes to the publishes waiting and to the service's start, which say it. */
     ev->state = status == 0 ? CONNECTED : IDLE;
-    if (status < 0) {
-        cm_log(CM_LOG_ERROR, "event", "broker %s: cannot connect: %s (%s)",
-               cm_broker_name(ev->broker), cm_strerror(status), cm_broker_why(ev->broker));
-    }
     pub_req *p = ev->wait_head;
     ev->wait_head = ev->wait_tail = NULL;
     ev->nwaiting = 0;
