@@ -184,6 +184,32 @@ collect_events(cm_metrics_writer *w, cm_service *svc)
     }
 }
 
+/* The broker's own counts (below the events: what its transport received and dropped). */
+static void
+collect_broker(cm_metrics_writer *w, cm_service *svc)
+{
+    static const char *const labels[] = {"broker", "outcome"};
+    if (cm_metrics_write_family(w, CM_METRIC_COUNTER, "micro_broker_messages_total",
+                                "Broker messages by outcome: published, delivered to a "
+                                "subscription, dropped (the loop's queue was full), malformed, "
+                                "handler_error, publish_error (a node not reached).",
+                                labels, 2) < 0) {
+        return;
+    }
+    cm_broker *b = cm_service_broker(svc);
+    cm_broker_stats st;
+    cm_broker_get_stats(b, &st);
+    const char *name = cm_broker_name(b);
+    const char *outcome[] = {"published", "delivered", "dropped",
+                             "malformed", "handler_error", "publish_error"};
+    uint64_t v[] = {st.published, st.delivered,      st.dropped,
+                    st.malformed, st.handler_errors, st.publish_errors};
+    for (size_t i = 0; i < sizeof v / sizeof v[0]; i++) {
+        const char *l[] = {name, outcome[i]};
+        cm_metrics_write_value(w, l, (double)v[i]);
+    }
+}
+
 static void
 collect(cm_metrics_writer *w, void *arg)
 {
@@ -212,6 +238,7 @@ collect(cm_metrics_writer *w, void *arg)
     }
     collect_selector(w, cm__service_selector(o->svc));
     collect_events(w, o->svc);
+    collect_broker(w, o->svc);
     cm__otlp *x = cm__service_otlp(o->svc);
     static const char *const outcome[] = {"outcome"};
     if (x != NULL && cm_metrics_write_family(w, CM_METRIC_COUNTER, "micro_trace_spans_total",

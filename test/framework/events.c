@@ -441,6 +441,18 @@ main(void)
     CHECK_EQ_INT(b.rc, 0);
     /* The graceful stop ended the subscriptions. */
     wait_nodes("micro.http.broker", 0);
+    /* /metrics of the subscriber with the failures (rendered once its loop stopped). */
+    cm_buf m = {0};
+    CHECK_EQ_INT(cm_metrics_render(cm_service_metrics(b.s), &m), 0);
+    CHECK_EQ_INT(cm_buf_append(&m, "", 1), 0);
+    const char *text = (const char *)m.data;
+    CHECK(strstr(text, "micro_events_total{outcome=\"handler_error\"} 2\n") != NULL);
+    CHECK(strstr(text, "micro_events_total{outcome=\"decode_error\"} 1\n") != NULL);
+    CHECK(strstr(text, "micro_request_total{service=\"events-sub2\",endpoint=\"ev.fail\","
+                       "status=\"fail\",code=\"409\"} 1\n") != NULL);
+    CHECK(strstr(text, "micro_broker_messages_total{broker=\"http\",outcome=\"malformed\"} 0\n") !=
+          NULL);
+    cm_buf_free(&m);
     cm_event_stats st;
     cm_service_event_stats(pub, &st);
     CHECK(st.published >= 2 * N + 6);
