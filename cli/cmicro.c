@@ -631,7 +631,19 @@ cmd_watch(cm_service *svc, int argc, char **argv)
     cm_loop *loop = cm_service_loop(svc);
     cm_loop_start(loop);
     cm_loop_post(loop, start_watch, &w);
+    /* Meanwhile, a registry that cannot answer is one line and exit 1, not a silent watch. */
+    int status;
+    char why[320];
+    cm_reg_service_list *now = run_lookup(svc, argv[0], &status, why, sizeof why);
     uv_mutex_lock(&w.mu);
+    if (now == NULL) {
+        char what[300];
+        snprintf(what, sizeof what, "service %s", argv[0]);
+        lookup_failed(svc, what, NULL, status, why);
+        w.done = 1;
+        w.rc = 1;
+    }
+    cm_reg_service_list_free(now);
     uint64_t deadline = uv_hrtime() + seconds * 1000000000u;
     while (!w.done) {
         uint64_t now = uv_hrtime();
@@ -760,6 +772,11 @@ main(int argc, char **argv)
     }
     if (strcmp(c->name, "new") == 0) {
         return cmd_new(argc - 2, argv + 2); /* no registry needed */
+    }
+    /* The tool says what failed in its own one line: the library's warnings (a watch retrying,
+     * say) only with MICRO_LOG_LEVEL. */
+    if (getenv("MICRO_LOG_LEVEL") == NULL) {
+        cm_log_set_level(CM_LOG_ERROR);
     }
     /* A person waits for one answer: give mDNS a longer window than a service's hot lookups. */
     const char *reg = getenv("MICRO_REGISTRY");

@@ -136,14 +136,15 @@ def check_registry_down(ctx):
     want = "registry consul: connection refused"
     one_line_error(run(ctx, "services", env=env), 1, ["cmicro: listing services: " + want],
                    "services with the registry down")
-    for cmd in ("describe", "health"):
+    for cmd in ("describe", "health", "watch"):
         one_line_error(run(ctx, cmd, HELLO, env=env), 1, ["cmicro: service %s: %s" % (HELLO, want)],
                        "%s with the registry down" % cmd)
     line = one_line_error(run(ctx, "call", HELLO, "Hello.Say", "{}", env=env), 1,
                           ["registry lookup failed: connection refused"],
                           "call with the registry down")
     check(json.loads(line)["code"] == 500, "call with the registry down: %r" % line)
-    log("ok: with Consul down, services, describe, health and call each give one line, exit 1")
+    log("ok: with Consul down, services, describe, health, watch and call each give one line, "
+        "exit 1")
 
 
 def closed_port():
