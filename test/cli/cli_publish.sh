@@ -37,18 +37,8 @@ one_line() { # WANT_RC GOT_RC STDERR_FILE NEEDLE WHAT
     [ "$(wc -l <"$3")" -eq 1 ] || fail "$5: stderr is not one line: $(cat "$3")"
     grep -q "$4" "$3" || fail "$5: stderr does not say '$4': $(cat "$3")"
 }
-if [ -z "${CONSUL_HTTP_ADDR:-}" ]; then
-    "$python" "$agent_py" --port 0 >"$tmp/agent.out" 2>"$tmp/agent.err" &
-    agent=$!
-    i=0
-    until [ -s "$tmp/agent.out" ]; do
-        i=$((i + 1))
-        [ "$i" -le 100 ] || fail "test agent did not start"
-        sleep 0.1
-    done
-    CONSUL_HTTP_ADDR=127.0.0.1:$(head -n 1 "$tmp/agent.out")
-    export CONSUL_HTTP_ADDR
-fi
+. "$(dirname "$agent_py")/agent.sh"
+consul_agent_start "$python" "$agent_py" "$tmp" || fail "test agent did not start"
 export MICRO_REGISTRY=consul MICRO_SERVER_ADDRESS=127.0.0.1:0
 
 # A C subscriber.

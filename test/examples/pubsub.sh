@@ -28,18 +28,8 @@ if [ "$mode" = mdns ]; then
     export MICRO_REGISTRY=mdns MICRO_MDNS_INTERFACE=lo
 else
     export MICRO_REGISTRY=consul
-    if [ -z "${CONSUL_HTTP_ADDR:-}" ]; then
-        "$4" "$5" --port 0 >"$tmp/agent.out" 2>"$tmp/agent.err" &
-        agent=$!
-        i=0
-        until [ -s "$tmp/agent.out" ]; do
-            i=$((i + 1))
-            [ "$i" -le 100 ] || fail "test agent did not start"
-            sleep 0.1
-        done
-        CONSUL_HTTP_ADDR=127.0.0.1:$(head -n 1 "$tmp/agent.out")
-        export CONSUL_HTTP_ADDR
-    fi
+    . "$(dirname "$5")/agent.sh"
+    consul_agent_start "$4" "$5" "$tmp" || fail "test agent did not start"
 fi
 PUBSUB_MAX=$N "$sub_bin" pubsub.all >"$tmp/all.log" 2>&1 &
 all=$!
