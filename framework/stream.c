@@ -27,6 +27,7 @@ cm__stream_new(cm_loop *loop, const cm_stream_opts *o)
     s->loop = loop;
     s->window = o && o->window_bytes ? o->window_bytes : CM__STREAM_WINDOW;
     s->deadline_ms = -1;
+    s->head_cost = 96; /* the start line, Host, Content-Length, an echo of Micro-Error */
     uv_mutex_init(&s->mu);
     uv_cond_init(&s->cv);
     return s;
@@ -62,6 +63,7 @@ cm__stream_destroy(cm_stream *s)
 int
 cm__stream_add_hdr(cm_stream *s, const char *key, const char *val, int copy)
 {
+    s->head_cost += strlen(key) + strlen(val) + 4;
     if (s->nhdrs >= CM__STREAM_MAX_HDRS || s->nowned + 2 > CM__STREAM_MAX_HDRS) {
         return CM_ENOMEM;
     }
@@ -105,17 +107,29 @@ tell(cm_stream *s)
     }
 }
 
+/* What a message of len body bytes weighs against the window: its body and its HTTP head (the
+ * headers sent with every message, the start line, Content-Length), so that a stream of small
+ * messages is bounded by what it holds, not by its bodies alone. */
+static size_t
+msg_cost(const cm_stream *s, size_t len)
+{
+    return len + s->head_cost;
+}
+
 /* Hands the queued messages to the transport (loop). */
 void
 cm__stream_flush(cm_stream *s)
 {
+    /* The bytes taken stay counted in out_bytes until the transport's count includes them, so
+     * that a sender never sees room that is not there. */
     uv_mutex_lock(&s->mu);
     item *list = s->out_head;
     s->out_head = s->out_tail = NULL;
-    s->out_bytes = 0;
     uv_mutex_unlock(&s->mu);
+    size_t taken = 0;
     while (list != NULL) {
         item *n = list->next;
+        taken += msg_cost(s, list->len);
         if (s->ts != NULL) {
             cm_hdr h[CM__STREAM_MAX_HDRS + 1];
             memcpy(h, s->hdrs, s->nhdrs * sizeof(cm_hdr));
@@ -132,9 +146,10 @@ cm__stream_flush(cm_stream *s)
     }
     size_t q = s->ts != NULL ? cm_tstream_queued(s->ts) : 0;
     uv_mutex_lock(&s->mu);
+    s->out_bytes -= taken;
     s->tq = q;
-    if (s->tq > s->st.max_queued) {
-        s->st.max_queued = s->tq;
+    if (s->out_bytes + s->tq > s->st.max_queued) {
+        s->st.max_queued = s->out_bytes + s->tq;
     }
     uv_cond_broadcast(&s->cv);
     uv_mutex_unlock(&s->mu);
@@ -293,7 +308,7 @@ on_msg(void *user, const cm_msg *m)
         s->in_head = i;
     }
     s->in_tail = i;
-    s->in_bytes += len;
+    s->in_bytes += msg_cost(s, len);
     s->st.received += kind == I_MSG;
     int pause = !s->in_paused && s->in_bytes > s->window;
     if (pause) {
@@ -377,7 +392,7 @@ enqueue_out(cm_stream *s, int kind, const cm_buf *b, int wait)
     for (;;) {
         rc = send_blocked_by(s);
         size_t held = s->out_bytes + s->tq;
-        if (rc < 0 || held == 0 || held + len <= s->window || kind == I_EOS) {
+        if (rc < 0 || held == 0 || held + msg_cost(s, len) <= s->window || kind == I_EOS) {
             break;
         }
         if (!wait) {
@@ -393,7 +408,7 @@ enqueue_out(cm_stream *s, int kind, const cm_buf *b, int wait)
             s->out_head = i;
         }
         s->out_tail = i;
-        s->out_bytes += len;
+        s->out_bytes += msg_cost(s, len);
         if (s->out_bytes + s->tq > s->st.max_queued) {
             s->st.max_queued = s->out_bytes + s->tq;
         }
@@ -458,7 +473,7 @@ take_in(cm_stream *s, item **out)
         if (s->in_head == NULL) {
             s->in_tail = NULL;
         }
-        s->in_bytes -= i->len;
+        s->in_bytes -= msg_cost(s, i->len);
         if (s->in_paused && s->in_bytes <= s->window / 2 && !s->want_resume) {
             s->want_resume = 1;
             kick_locked(s);

@@ -23,6 +23,7 @@ struct cm_stream {
     const cm_codec_ops *codec;
     const ProtobufCMessageDescriptor *send_desc, *recv_desc;
     size_t window;
+    size_t head_cost;    /* the bytes of a message's HTTP head (msg_cost) */
     int64_t deadline_ms; /* absolute (cm_now_ms); -1: none */
 
     uv_mutex_t mu; /* guards what follows, up to the loop's part */

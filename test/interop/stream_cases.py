@@ -7,6 +7,7 @@ by close-send, a bidi stream of 20 round trips carrying metadata, and a 600 ms s
 expiring mid-stream (the caller ends within its deadline; from a go-micro caller the C server's
 408 arrives)."""
 
+import threading
 import time
 
 STREAM_NAME = "cmicro.interop.stream"
@@ -66,3 +67,37 @@ def run(ctx, Proc, Caller, check, log):
     cl.quit()
     srv.stop()
     log("ok: streams %s -> %s over %s" % (a.caller, a.callee, ctx.reg))
+
+
+def run_faults(ctx, Proc, Caller, check, log):
+    """A peer killed mid-stream: the other side ends with an error well within its deadline."""
+    a = ctx.args
+    name = ctx.name(STREAM_NAME)
+    log("== stream faults %s -> %s over %s" % (a.caller, a.callee, ctx.reg))
+    srv = _server(ctx, Proc, a.callee, name)
+    cl = _caller(ctx, Caller, a.caller, name)
+    log("-- SIGKILL to the callee 400 ms into a 5 s stream")
+    threading.Timer(0.4, srv.kill).start()
+    r = cl.run("deadline proto 5000")
+    check(not r["ok"] and r.get("error") and 3 <= r["n"] < 30 and r["ms"] < 2000,
+          "callee killed: want an error soon after the kill, got %r" % r)
+    cl.quit()
+    if a.callee != "c":
+        # A go-micro server never learns that its caller left: its stream Send does not fail.
+        log("ok: stream faults %s -> %s over %s" % (a.caller, a.callee, ctx.reg))
+        return
+    # A new name: the killed callee stays registered (in Consul until its TTL runs out).
+    name = ctx.name(STREAM_NAME + "-2")
+    srv = _server(ctx, Proc, a.callee, name)
+    cl = _caller(ctx, Caller, a.caller, name)
+    log("-- SIGKILL to the caller 400 ms into a 5 s stream")
+    cl.p.stdin.write(b"deadline proto 5000\n")
+    cl.p.stdin.flush()
+    time.sleep(0.4)
+    cl.kill()
+    t0 = time.monotonic()
+    srv.wait_for("STREAM Count ended after", timeout=3)
+    check("connection closed" in srv.text(), "caller killed: %s" % srv.text()[-400:])
+    log("   the C server's handler ended %.0f ms after the kill" % ((time.monotonic() - t0) * 1000))
+    srv.stop()
+    log("ok: stream faults %s -> %s over %s" % (a.caller, a.callee, ctx.reg))

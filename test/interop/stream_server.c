@@ -23,6 +23,8 @@ count(cm_ctx *ctx, const Msg *req, cm_stream *st, void *user)
         m.pad = req->pad;
         int rc = interop_stream_streamer_count_server_send(st, &m);
         if (rc < 0) {
+            /* For the fault tests: the caller went away or its deadline passed. */
+            fprintf(stderr, "STREAM Count ended after %d messages: %s\n", i, cm_strerror(rc));
             return rc;
         }
         if (req->sleep_ms > 0) {
