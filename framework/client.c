@@ -1177,3 +1177,41 @@ cm__client_events(cm_client *c)
 {
     return c->events;
 }
+
+/* ---- for streams (stream.c) ---- */
+
+int
+cm__client_stream_parts(cm_client *c, cm_transport **t, cm_selector **sel)
+{
+    if (atomic_load(&c->closing)) {
+        return CM_ECANCELED;
+    }
+    if (c->transport == NULL) {
+        int rc = cm_transport_new(c->loop, c->transport_name, &c->topts, &c->transport);
+        if (rc < 0) {
+            return rc;
+        }
+    }
+    *t = c->transport;
+    *sel = c->selector;
+    return 0;
+}
+
+uint64_t
+cm__client_next_id(cm_client *c)
+{
+    return (uint64_t)atomic_fetch_add(&c->seq, 1);
+}
+
+const char *
+cm__client_content_type(const cm_client *c)
+{
+    return c->content_type;
+}
+
+void
+cm__client_post(cm_client *c, cm__post *p, void (*fn)(void *arg), void *arg)
+{
+    cm__loop_post_node(c->loop, p, fn, arg);
+    cm__client_autostart_loop(c);
+}

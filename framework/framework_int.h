@@ -6,6 +6,7 @@
 
 #include <cmicro/cmicro.h>
 #include <cmicro/metrics.h>
+#include <cmicro/stream.h>
 #include <cmicro/trace.h>
 #include <cmicro/wrapper.h>
 #include <stdatomic.h>
@@ -295,6 +296,29 @@ void cm__client_autostart_loop(cm_client *c);
 int cm__canonical_key(const char *key, char *out, size_t len);
 /* Non-zero for headers that belong to the framework and are never forwarded as metadata. */
 int cm__is_framework_header(const char *key);
+
+/* ---- streams (stream.c) ---- */
+
+#define CM__CONTAINER(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
+
+/* Serves c, routed to a stream handler, as a stream: takes c's connection and runs the handler
+ * on the worker pool; c is finished when the stream ends. 0, or < 0 (c untouched). Loop. */
+int cm__stream_serve(cm_ctx *c, const ProtobufCMessageDescriptor *req,
+                     const ProtobufCMessageDescriptor *rsp);
+/* Cancels the server's streams and closes their connections (the drain timeout). Loop. */
+void cm__streams_cancel(cm_server *s);
+/* server.c's side of it. */
+struct cm_stream **cm__server_streams(cm_server *s);
+cm_loop *cm__server_loop(const cm_server *s);
+void cm__server_finish(cm_ctx *c);
+void cm__server_count_error(cm_server *s);
+cm_handler_fn cm__ctx_route_fn(const cm_ctx *c);
+void *cm__ctx_route_user(const cm_ctx *c);
+/* client.c's side (loop thread, but the post and the id). */
+int cm__client_stream_parts(cm_client *c, cm_transport **t, cm_selector **sel);
+uint64_t cm__client_next_id(cm_client *c);
+const char *cm__client_content_type(const cm_client *c);
+void cm__client_post(cm_client *c, cm__post *p, void (*fn)(void *arg), void *arg);
 
 /* The id used in the errors made by the client. */
 #define CM__CLIENT_ERROR_ID "cmicro.client"

@@ -41,6 +41,7 @@ struct cm_server {
     cm__wraps sub_wraps; /* subscriber wrappers */
     cm__get_fn get_fn;   /* answers GET requests (health, metrics, status); NULL: 404 */
     void *get_arg;
+    cm_stream *streams; /* streams being served (stream.c) */
 };
 
 void
@@ -748,6 +749,40 @@ dispatch(cm_ctx *c)
     cm__workers_submit(c->srv->workers, &c->job);
 }
 
+/* A stream endpoint (stream.c): the first request's headers are copied into the call's memory
+ * (the connection reads the stream's next messages into its own buffers), then the stream takes
+ * the connection. */
+static void
+serve_stream(cm_ctx *c)
+{
+    if (c->codec->marshal_envelope != NULL) {
+        reply_errorf(c, 400, "streams are not served with %s", c->content_type);
+        return;
+    }
+    const cm_msg *req = c->req;
+    cm_msg *copy = cm__arena_alloc(&c->arena, sizeof(*copy));
+    cm_hdr *h = cm__arena_alloc(&c->arena, (req->nhdrs + 1) * sizeof(cm_hdr));
+    if (copy == NULL || h == NULL) {
+        reply_errorf(c, 500, "out of memory");
+        return;
+    }
+    for (size_t i = 0; i < req->nhdrs; i++) {
+        h[i].key = cm_ctx_strdup(c, req->hdrs[i].key);
+        h[i].val = cm_ctx_strdup(c, req->hdrs[i].val);
+        if (h[i].key == NULL || h[i].val == NULL) {
+            reply_errorf(c, 500, "out of memory");
+            return;
+        }
+    }
+    *copy = (cm_msg){h, req->nhdrs, (const uint8_t *)"", 0};
+    read_request(c, copy);
+    c->srv->calls++;
+    int rc = cm__stream_serve(c, c->rt->h.request, c->rt->h.response);
+    if (rc < 0) {
+        reply_errorf(c, 500, "cannot serve the stream: %s", cm_strerror(rc));
+    }
+}
+
 static void
 on_request(cm_tconn *conn, int status, const cm_msg *req, void *user)
 {
@@ -788,7 +823,11 @@ on_request(cm_tconn *conn, int status, const cm_msg *req, void *user)
         return;
     }
     if (route_request(c) == 0) {
-        dispatch(c);
+        if (c->rt->h.flags & CM_HANDLER_STREAM) {
+            serve_stream(c);
+        } else {
+            dispatch(c);
+        }
     }
 }
 
@@ -843,6 +882,7 @@ on_drain_timeout(uv_timer_t *t)
     }
     s->stopped = 1;
     uv_close((uv_handle_t *)&s->drain_timer, NULL);
+    cm__streams_cancel(s);
     cm_listener_close(s->listener, s->stop_done, s->stop_arg);
     s->listener = NULL;
 }
@@ -924,4 +964,42 @@ cm__server_handlers(const cm_server *s, const cm_handler **out, size_t max)
         out[i] = &s->routes[i].h;
     }
     return s->nroutes;
+}
+
+/* ---- for streams (stream.c) ---- */
+
+cm_stream **
+cm__server_streams(cm_server *s)
+{
+    return &s->streams;
+}
+
+cm_loop *
+cm__server_loop(const cm_server *s)
+{
+    return s->loop;
+}
+
+void
+cm__server_finish(cm_ctx *c)
+{
+    finish(c);
+}
+
+void
+cm__server_count_error(cm_server *s)
+{
+    s->errors++;
+}
+
+cm_handler_fn
+cm__ctx_route_fn(const cm_ctx *c)
+{
+    return c->rt->h.fn;
+}
+
+void *
+cm__ctx_route_user(const cm_ctx *c)
+{
+    return c->rt->user;
 }

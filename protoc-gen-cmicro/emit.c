@@ -8,6 +8,7 @@
  *   <prefix><service>_<method>_free    frees a response      hello_say_free
  *   <prefix><service>_handlers         server handler table  hello_handlers
  *   <prefix><service>_register         installs the table    hello_register
+ * Streaming methods get the stubs stream.c writes (the opening stub and typed helpers) instead.
  * File-local helpers start with cm__. Endpoints are "<Service>.<Method>" with both parts
  * camel-cased as protoc-gen-micro does (the Go handler struct is named after the service and
  * its methods after the rpcs), so a C server answers what a Go client calls and vice versa.
@@ -27,6 +28,7 @@ typedef struct meth {
     char *slot;     /* say: the member of the handler table */
     char *endpoint; /* Hello.Say */
     gen_meta meta;  /* from the rpc's leading comment */
+    int kind;       /* GEN_UNARY or a stream kind (stream.c) */
 } meth;
 
 typedef struct svc {
@@ -120,13 +122,8 @@ plan_method(const gen_index *ix, const plan *p, svc *sv, size_t s, size_t m, cha
         snprintf(err, errlen, "a method of %s in %s has no name or type", sv->sd->name, file);
         return GEN_MALFORMED;
     }
-    if ((md->has_client_streaming && md->client_streaming) ||
-        (md->has_server_streaming && md->server_streaming)) {
-        snprintf(err, errlen, "streaming method %s.%s in %s is not supported yet", sv->sd->name,
-                 md->name, file);
-        return GEN_UNSUPPORTED;
-    }
     mt->md = md;
+    mt->kind = gen_stream_kind(md);
     mt->in = gen_index_find(ix, md->input_type);
     mt->out = gen_index_find(ix, md->output_type);
     if (mt->in == NULL || mt->in->msg == NULL || mt->out == NULL || mt->out->msg == NULL) {
@@ -220,8 +217,10 @@ plan_check(const plan *p, char *err, size_t errlen)
         for (size_t k = 0; k < sv->n && rc == GEN_OK; k++) {
             const meth *mt = &sv->meths[k];
 
-            for (size_t s = 0; s < 4 && rc == GEN_OK; s++) {
-                char *name = xasprintf("%s%s", mt->prefix, method_suffixes[s]);
+            size_t nsuffixes = 4 + (mt->kind != GEN_UNARY ? GEN_STREAM_NSUFFIXES : 0);
+            for (size_t s = 0; s < nsuffixes && rc == GEN_OK; s++) {
+                char *name = xasprintf("%s%s", mt->prefix,
+                                       s < 4 ? method_suffixes[s] : gen_stream_suffixes[s - 4]);
 
                 if (claim(&names, name) < 0) {
                     snprintf(err, errlen, "%s: method %s.%s gives the C name %s twice (or not "
@@ -245,6 +244,15 @@ plan_check(const plan *p, char *err, size_t errlen)
     }
     strlist_free(&names);
     return rc;
+}
+
+/* The view of a method the stream emitters take. */
+static gen_stream_meth
+stream_meth(const meth *mt)
+{
+    gen_stream_meth m = {mt->prefix,      mt->slot,        mt->endpoint,     mt->in->c_name,
+                         mt->in->lc_name, mt->out->c_name, mt->out->lc_name, mt->kind};
+    return m;
 }
 
 static void GEN_PRINTF(3, 4)
@@ -322,7 +330,12 @@ header_service(sbuf *h, const svc *sv)
 {
     sb_printf(h, "/* ---- service %s ---- */\n\n", sv->sd->name);
     for (size_t i = 0; i < sv->n; i++) {
-        header_method(h, &sv->meths[i]);
+        if (sv->meths[i].kind != GEN_UNARY) {
+            gen_stream_meth m = stream_meth(&sv->meths[i]);
+            gen_stream_header(h, &m);
+        } else {
+            header_method(h, &sv->meths[i]);
+        }
     }
     put_comment(h, 0,
                 "The handlers of service %s, one slot per method (NULL: not installed). A handler "
@@ -332,6 +345,11 @@ header_service(sbuf *h, const svc *sv)
     sb_printf(h, "typedef struct %s_handlers {\n", sv->prefix);
     for (size_t i = 0; i < sv->n; i++) {
         const meth *mt = &sv->meths[i];
+        if (mt->kind != GEN_UNARY) {
+            gen_stream_meth m = stream_meth(mt);
+            gen_stream_slot(h, &m);
+            continue;
+        }
         char *p_req = xasprintf("const %s *req", mt->in->c_name);
         char *p_rsp = xasprintf("%s *rsp", mt->out->c_name);
         char *head = xasprintf("int (*%s)(", mt->slot);
@@ -480,11 +498,23 @@ static void
 source_service(sbuf *c, const svc *sv)
 {
     sb_printf(c, "/* ---- service %s ---- */\n\n", sv->sd->name);
+    int streams = 0;
     for (size_t i = 0; i < sv->n; i++) {
-        source_client(c, &sv->meths[i]);
+        gen_stream_meth m = stream_meth(&sv->meths[i]);
+        if (m.kind != GEN_UNARY) {
+            gen_stream_client(c, &m);
+            streams = 1;
+        } else {
+            source_client(c, &sv->meths[i]);
+        }
     }
     for (size_t i = 0; i < sv->n; i++) {
         const meth *mt = &sv->meths[i];
+        if (mt->kind != GEN_UNARY) {
+            gen_stream_meth m = stream_meth(mt);
+            gen_stream_thunk(c, &m, sv->prefix);
+            continue;
+        }
 
         const char *params[] = {"cm_ctx *ctx", "const void *req", "void *rsp", "void *user"};
         char *head = xasprintf("cm__thunk_%s(", mt->prefix);
@@ -499,6 +529,11 @@ source_service(sbuf *c, const svc *sv)
         sb_printf(c, "static const cm_handler cm__handlers_%s[] = {\n", sv->prefix);
         for (size_t i = 0; i < sv->n; i++) {
             const meth *mt = &sv->meths[i];
+            if (mt->kind != GEN_UNARY) {
+                gen_stream_meth m = stream_meth(mt);
+                gen_stream_entry(c, &m, &mt->meta);
+                continue;
+            }
             char *vin = gen_value_name(mt->in);
             char *vout = gen_value_name(mt->out);
 
@@ -523,7 +558,8 @@ source_service(sbuf *c, const svc *sv)
         free(head);
         free(p_h);
         sb_printf(c, "    cm_handler hd = cm__handlers_%s[i];\n\n", sv->prefix);
-        sb_puts(c, "    hd.flags = h->flags;\n");
+        /* A stream handler keeps its CM_HANDLER_STREAM. */
+        sb_puts(c, streams ? "    hd.flags |= h->flags;\n" : "    hd.flags = h->flags;\n");
         sb_puts(c, "    return cm_server_handle(s, &hd, (void *)(uintptr_t)h);\n}\n\n");
     }
     sb_printf(c, "int\n%s_register(cm_server *s, const %s_handlers *h)\n{\n", sv->prefix,
@@ -538,6 +574,19 @@ source_service(sbuf *c, const svc *sv)
 }
 
 static int
+file_has_streams(const plan *p)
+{
+    for (size_t i = 0; i < p->n; i++) {
+        for (size_t k = 0; k < p->svcs[i].n; k++) {
+            if (p->svcs[i].meths[k].kind != GEN_UNARY) {
+                return 1;
+            }
+        }
+    }
+    return 0;
+}
+
+static int
 emit_source(sbuf *c, const gen_index *ix, const plan *p, char *err, size_t errlen)
 {
     int rc;
@@ -546,6 +595,9 @@ emit_source(sbuf *c, const gen_index *ix, const plan *p, char *err, size_t errle
     sb_printf(c, "#include <stdint.h>\n#include <stdlib.h>\n\n#include \"%s.cmicro.h\"\n\n",
               p->base);
     rc = gen_values_emit(ix, p->f, c, err, errlen);
+    if (rc == GEN_OK && file_has_streams(p)) {
+        gen_stream_values(c);
+    }
     for (size_t i = 0; i < p->n && rc == GEN_OK; i++) {
         if (i > 0) {
             sb_putc(c, '\n');

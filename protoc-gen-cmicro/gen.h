@@ -166,6 +166,35 @@ size_t gen_event_types(const gen_index *ix, const gen_file *f, const gen_type **
 void gen_events_header(sbuf *h, const gen_index *ix, const gen_file *f);
 void gen_events_source(sbuf *c, const gen_index *ix, const gen_file *f);
 
+/* ---- streaming methods (stream.c) ---- */
+
+enum { GEN_UNARY = 0, GEN_STREAM_SERVER = 1, GEN_STREAM_CLIENT = 2, GEN_STREAM_BIDI = 3 };
+/* The kind of a method: GEN_UNARY or one of the stream kinds. */
+int gen_stream_kind(const gen_method *md);
+
+/* What the stream emitters need of one method: its stub prefix ("clock_watch"), handler slot,
+ * endpoint, the C type and lower names of its request (in) and response (out), and its kind. */
+typedef struct gen_stream_meth {
+    const char *prefix, *slot, *endpoint;
+    const char *in_c, *in_lc, *out_c, *out_lc;
+    int kind;
+} gen_stream_meth;
+
+/* The C names a stream method adds to "<prefix>" beyond the unary ones (collision checks). */
+#define GEN_STREAM_NSUFFIXES 6
+extern const char *const gen_stream_suffixes[GEN_STREAM_NSUFFIXES];
+/* Header: the opening stub and the typed helpers. */
+void gen_stream_header(sbuf *h, const gen_stream_meth *m);
+/* Header: the member of the handler table. */
+void gen_stream_slot(sbuf *h, const gen_stream_meth *m);
+/* Source: the opening stub, the handler's thunk (svc_prefix: the service's), its cm_handler
+ * entry (with the rpc comment's metadata), and the shared registry shapes of stream handlers
+ * (once per file, before the handler tables). */
+void gen_stream_client(sbuf *c, const gen_stream_meth *m);
+void gen_stream_thunk(sbuf *c, const gen_stream_meth *m, const char *svc_prefix);
+void gen_stream_entry(sbuf *c, const gen_stream_meth *m, const gen_meta *meta);
+void gen_stream_values(sbuf *c);
+
 /* ---- the whole request (run.c) ---- */
 
 /* Runs the plugin on a serialized CodeGeneratorRequest. On 0, *out (malloc'd, *outlen bytes)

@@ -5,7 +5,7 @@
  *     protoc --plugin=protoc-gen-cmicro=PATH --c_out=DIR --cmicro_out=DIR x.proto
  *
  * For each file to generate that has services it writes x.cmicro.h and x.cmicro.c next to
- * protoc-c's x.pb-c.h. Problems with the .proto (streaming methods, names that would collide
+ * protoc-c's x.pb-c.h. Problems with the .proto (names that would collide
  * in C) go back to protoc in the response's error field, with exit code 0, as protoc expects.
  * A request that cannot be read prints a message on stderr and exits 1.
  */

@@ -394,6 +394,9 @@ gen_values_emit(const gen_index *ix, const gen_file *f, sbuf *src, char *err, si
                 free(top.items);
                 return GEN_MALFORMED;
             }
+            if (gen_stream_kind(md) != GEN_UNARY) {
+                continue; /* go-micro publishes a stream handler's own shapes */
+            }
             typelist_add(&top, in);
             typelist_add(&top, out);
         }

@@ -269,3 +269,61 @@ cm_transport_get_pool_stats(const cm_transport *t, cm_pool_stats *st)
         t->ops->pool_stats(t, st);
     }
 }
+
+/* ---- streams ---- */
+
+int
+cm_tconn_stream(cm_tconn *conn, const cm_tstream_cbs *cbs, void *user, cm_tstream **out)
+{
+    if (!conn || !cbs || !cbs->on_msg || !cbs->on_end || !out) {
+        return CM_EINVAL;
+    }
+    if (!conn->ops->tconn_stream) {
+        return CM_ENOTSUP;
+    }
+    return conn->ops->tconn_stream(conn, cbs, user, out);
+}
+
+int
+cm_transport_dial_stream(cm_transport *t, const char *addr, uint64_t dial_timeout_ms,
+                         const cm_tstream_cbs *cbs, void *user, cm_tstream **out)
+{
+    if (!t || !addr || !cbs || !cbs->on_msg || !cbs->on_end || !out) {
+        return CM_EINVAL;
+    }
+    if (!t->ops->dial_stream) {
+        return CM_ENOTSUP;
+    }
+    return t->ops->dial_stream(t, addr, dial_timeout_ms, cbs, user, out);
+}
+
+int
+cm_tstream_send(cm_tstream *s, const cm_msg *m)
+{
+    if (!s || !m) {
+        return CM_EINVAL;
+    }
+    return s->ops->stream_send ? s->ops->stream_send(s, m) : CM_ENOTSUP;
+}
+
+size_t
+cm_tstream_queued(const cm_tstream *s)
+{
+    return s && s->ops->stream_queued ? s->ops->stream_queued(s) : 0;
+}
+
+void
+cm_tstream_pause(cm_tstream *s, int on)
+{
+    if (s && s->ops->stream_pause) {
+        s->ops->stream_pause(s, on);
+    }
+}
+
+void
+cm_tstream_close(cm_tstream *s)
+{
+    if (s && s->ops->stream_close) {
+        s->ops->stream_close(s);
+    }
+}

@@ -6,6 +6,8 @@ takes commands on stdin, and checks every answer. One run is one meson test.
     interop.py OPTIONS registry REGISTRY             registry cross-checks, both directions
     interop.py OPTIONS hello REGISTRY                the seed's hello pair, C <-> Go
     interop.py OPTIONS tls REGISTRY                  calls over TLS, C <-> Go, with a test CA
+    interop.py OPTIONS stream CALLER CALLEE REGISTRY streams (stream_cases.py), C <-> Go
+    interop.py OPTIONS stream-faults CALLER CALLEE REGISTRY  a stream's peer killed mid-stream
     interop.py OPTIONS faults etcd                   C servers, C and Go callers through etcd
                                                      member failures and a server killed -9
 
@@ -780,6 +782,16 @@ def faults(ctx):
 
 # ---- main ----
 
+def stream(ctx):
+    import stream_cases
+    stream_cases.run(ctx, Proc, Caller, check, log)
+
+
+def stream_faults(ctx):
+    import stream_cases
+    stream_cases.run_faults(ctx, Proc, Caller, check, log)
+
+
 def start_agent(ctx):
     """The project's Consul test agent on 127.0.0.1, unless CONSUL_HTTP_ADDR names one."""
     if os.environ.get("CONSUL_HTTP_ADDR"):
@@ -820,7 +832,14 @@ def main():
     ap.add_argument("--make-ca", default="", help="test/common/make-test-ca.sh (mode tls)")
     ap.add_argument("--go4.11-etcd", dest="go4_11_etcd", default="")
     ap.add_argument("--etcd-cluster", default="")
+    ap.add_argument("--c-stream-server", default="")
+    ap.add_argument("--c-stream-client", default="")
     sub = ap.add_subparsers(dest="mode", required=True)
+    for m in ("stream", "stream-faults"):
+        c = sub.add_parser(m)
+        c.add_argument("caller", choices=["c", "go4.11", "go4.9"])
+        c.add_argument("callee", choices=["c", "go4.11", "go4.9"])
+        c.add_argument("registry", choices=["mdns", "consul"])
     c = sub.add_parser("cell")
     c.add_argument("caller", choices=["c", "go4.11", "go4.9"])
     c.add_argument("callee", choices=["c", "go4.11", "go4.9"])
@@ -832,7 +851,8 @@ def main():
     sub.add_parser("faults").add_argument("registry", choices=["etcd"])
     args = ap.parse_args()
 
-    peers = {args.caller, args.callee} if args.mode == "cell" else {"go4.11", "go4.9"}
+    peers = ({args.caller, args.callee} if args.mode in ("cell", "stream", "stream-faults")
+             else {"go4.11", "go4.9"})
     if args.registry == "etcd":
         # One Go peer over etcd: go-micro v4.11 with the plugin.
         missing = "go4.11" in peers and not args.go4_11_etcd
@@ -863,7 +883,7 @@ def main():
             log("SKIP: %s" % why)
             return SKIP
         {"cell": cell, "registry": registry, "hello": hello, "faults": faults, "trace": trace,
-         "tls": tls}[args.mode](ctx)
+         "tls": tls, "stream": stream, "stream-faults": stream_faults}[args.mode](ctx)
         ctx.check_agent_log()
     except Fail as e:
         log("FAIL: %s" % e)

@@ -914,4 +914,10 @@ const cm_transport_ops cm__transport_http = {
     .roundtrip = cm__http_roundtrip,
     .cancel = cm__http_cancel,
     .pool_stats = cm__http_pool_stats,
+    .tconn_stream = cm__http_tconn_stream,
+    .dial_stream = cm__http_dial_stream,
+    .stream_send = cm__http_stream_send,
+    .stream_queued = cm__http_stream_queued,
+    .stream_pause = cm__http_stream_pause,
+    .stream_close = cm__http_stream_close,
 };

@@ -187,7 +187,7 @@ idle_push(cm__http_client *cl, cm__http_cconn *c)
 static void
 check_closed(cm__http_client *cl, cm_transport *t)
 {
-    if (cl->closing && !cl->tick_open && cl->nconns == 0) {
+    if (cl->closing && !cl->tick_open && cl->nconns == 0 && cl->nstreams == 0) {
         cm__tls_ctx_free(cl->tls);
         cl->tls = NULL;
         cm_transport_closed(t);
@@ -855,6 +855,12 @@ cm__http_client_init(cm_transport *t)
     return 0;
 }
 
+void
+cm__http_client_maybe_closed(cm_transport *t)
+{
+    check_closed(client_of(t), t);
+}
+
 static void
 on_tick_closed(uv_handle_t *h)
 {
@@ -872,6 +878,7 @@ cm__http_client_close(cm_transport *t)
         return;
     }
     cl->closing = 1;
+    cm__http_streams_close(t);
     for (cm__http_cconn *c = cl->conns; c; c = c->next) {
         if (c->active && !c->deferred) {
             fail_later(c, CM_ECANCELED, c->connected ? unsent_flag(c) : CM_RT_UNSENT);

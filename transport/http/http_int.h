@@ -104,6 +104,18 @@ typedef struct cm__tls cm__tls;         /* one connection's TLS session */
 int cm__http_send(uv_stream_t *s, cm__tls *tls, uv_write_t *req, cm__http_buf *b, size_t hlen,
                   const uint8_t *body, size_t blen, uv_write_cb cb, size_t *sent);
 
+/* The writes queued by one stream (http_stream.c): bytes handed to libuv and not written yet.
+ * on_written runs after each queued write completes (status < 0: it failed or was canceled by
+ * the close of the handle). */
+typedef struct cm__http_wq {
+    size_t queued;
+    void (*on_written)(struct cm__http_wq *q, int status);
+} cm__http_wq;
+/* Writes hdr[0..hlen) and body on st (through tls when non-NULL), copying what cannot be written
+ * at once into a write of its own. 0, CM_ENOMEM or a libuv error. */
+int cm__http_wq_write(cm__http_wq *q, uv_stream_t *st, cm__tls *tls, const char *hdr, size_t hlen,
+                      const uint8_t *body, size_t blen);
+
 /* A read buffer: bytes [pos, len) are received but not parsed yet. */
 typedef struct cm__http_rbuf {
     char *p;
@@ -175,6 +187,19 @@ int cm__ipcount_add(cm__ipcount **t, const char *ip, unsigned max);
 void cm__ipcount_del(cm__ipcount *t, const char *ip);
 void cm__ipcount_free(cm__ipcount *t);
 
+/* A stream's handle: server (http_server.c) or client (http_stream.c). */
+typedef struct cm__http_tstream {
+    struct cm_tstream base;
+    int server;
+} cm__http_tstream;
+
+/* Server streams (http_server.c). */
+int cm__http_tconn_stream(cm_tconn *c, const cm_tstream_cbs *cbs, void *user, cm_tstream **out);
+int cm__http_server_stream_send(cm_tstream *s, const cm_msg *m);
+size_t cm__http_server_stream_queued(const cm_tstream *s);
+void cm__http_server_stream_pause(cm_tstream *s, int on);
+void cm__http_server_stream_close(cm_tstream *s);
+
 /* The client side's state: the transport's private part. */
 typedef struct cm__http_pool cm__http_pool;   /* idle connections of one address */
 typedef struct cm__http_cconn cm__http_cconn; /* one client connection */
@@ -190,6 +215,8 @@ typedef struct cm__http_client {
     int closing;
     int tick_open;
     cm__tls_ctx *tls; /* NULL: plain HTTP */
+    void *streams;    /* client streams not freed yet (http_stream.c) */
+    size_t nstreams;
 } cm__http_client;
 
 /* The transport's TLS contexts; NULL for plain HTTP. */
@@ -212,6 +239,19 @@ int cm__http_roundtrip(cm_transport *t, const char *addr, const cm_msg *req, uin
                        cm_roundtrip_cb cb, void *user, cm_roundtrip **handle);
 void cm__http_cancel(cm_roundtrip *rt);
 void cm__http_pool_stats(const cm_transport *t, cm_pool_stats *st);
+/* Completes the transport's close once nothing is left open. */
+void cm__http_client_maybe_closed(cm_transport *t);
+
+/* Client streams (http_stream.c). A stream's handle dispatches to the server or client functions
+ * by which side made it. */
+int cm__http_dial_stream(cm_transport *t, const char *addr, uint64_t dial_timeout_ms,
+                         const cm_tstream_cbs *cbs, void *user, cm_tstream **out);
+int cm__http_stream_send(cm_tstream *s, const cm_msg *m);
+size_t cm__http_stream_queued(const cm_tstream *s);
+void cm__http_stream_pause(cm_tstream *s, int on);
+void cm__http_stream_close(cm_tstream *s);
+/* Closes every client stream (cm_transport_close): their on_end runs with CM_ECANCELED. */
+void cm__http_streams_close(cm_transport *t);
 
 #define CM__HTTP_CONTAINER(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
 

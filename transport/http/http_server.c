@@ -39,6 +39,7 @@ enum {
     S_HANDLE, /* a request is with the callback */
     S_WRITE,  /* the reply is being written */
     S_LINGER, /* a final reply was sent; draining until the peer closes */
+    S_STREAM, /* a stream: requests go to the stream's callbacks, responses are sent freely */
     S_CLOSED, /* the socket is closing or closed */
 };
 
@@ -71,6 +72,12 @@ struct sconn {
     sconn *prev, *next;   /* the listener's connections */
     sconn *qprev, *qnext; /* the listener's resume queue */
     sconn *iprev, *inext; /* the listener's idle list, oldest first */
+    cm__http_tstream ts;  /* the stream's handle (cm_tconn_stream) */
+    const cm_tstream_cbs *scbs;
+    void *suser;
+    cm__http_wq wq;
+    int spaused;          /* the stream's reader asked to stop reading */
+    int sdone;            /* the stream was released or told of its end: no more callbacks */
     char ip[64];          /* the peer's address without the port */
     char peer[64];
     char local[64];
@@ -284,6 +291,7 @@ conn_close(sconn *c)
     if (c->state == S_CLOSED) {
         return;
     }
+    int was_stream = c->state == S_STREAM || (c->scbs != NULL && c->state == S_LINGER);
     c->state = S_CLOSED;
     dequeue(c);
     idle_unlink(c);
@@ -294,6 +302,10 @@ conn_close(sconn *c)
     uv_close((uv_handle_t *)&c->tcp, on_conn_handle_closed);
     if (c->timer_init) {
         uv_close((uv_handle_t *)&c->timer, on_conn_handle_closed);
+    }
+    if (was_stream && !c->sdone) {
+        c->sdone = 1;
+        c->scbs->on_end(c->suser, CM_ECLOSED);
     }
 }
 
@@ -551,7 +563,7 @@ int
 cm__http_reply(cm_tconn *base, const cm_msg *rsp, int close_after)
 {
     sconn *c = (sconn *)base;
-    if (!c->in_request) {
+    if (!c->in_request || c->scbs != NULL) {
         return CM_ESTATE;
     }
     c->in_request = 0;
@@ -664,23 +676,37 @@ process(sconn *c)
         return;
     }
     c->parsing = 1;
-    while (c->state == S_READ && c->rb.pos < c->rb.len) {
+    while ((c->state == S_READ || (c->state == S_STREAM && !c->spaused)) && c->rb.pos < c->rb.len) {
         int complete;
         ptrdiff_t n =
             cm__http_in_execute(&c->in, c->rb.p + c->rb.pos, c->rb.len - c->rb.pos, &complete, 0);
         if (n < 0) {
-            reject(c, (int)n);
+            if (c->state == S_STREAM) {
+                conn_close(c); /* the stream learns it from on_end */
+            } else {
+                reject(c, (int)n);
+            }
             break;
         }
         c->rb.pos += (size_t)n;
-        if (complete) {
+        if (complete && c->state == S_STREAM) {
+            c->l->st.requests++;
+            c->scbs->on_msg(c->suser, &c->in.msg);
+            cm__http_in_trim(&c->in);
+        } else if (complete) {
             deliver(c, 0);
         } else if (c->in.expect_continue && c->in.in_body && !c->continue_sent) {
             send_continue(c);
         }
     }
     c->parsing = 0;
-    if (c->state == S_READ && c->read_stopped) {
+    if (c->state == S_STREAM && c->peer_eof) {
+        if (c->rb.pos >= c->rb.len) {
+            conn_close(c);
+        }
+        return;
+    }
+    if ((c->state == S_READ || (c->state == S_STREAM && !c->spaused)) && c->read_stopped) {
         c->read_stopped = 0;
         if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) < 0) {
             conn_close(c);
@@ -704,6 +730,17 @@ on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 static void
 on_end(sconn *c, ssize_t nread)
 {
+    if (c->state == S_STREAM) {
+        /* The requests still buffered are delivered first (process() closes after them). */
+        c->peer_eof = nread == UV_EOF;
+        if (c->peer_eof && c->rb.pos < c->rb.len) {
+            uv_read_stop((uv_stream_t *)&c->tcp);
+            c->read_stopped = 0;
+            return;
+        }
+        conn_close(c); /* the stream learns it from on_end */
+        return;
+    }
     if (nread == UV_EOF && (c->state == S_HANDLE || c->state == S_WRITE)) {
         /* A half-close after a request: its reply (and those of requests still buffered) is
          * written first; update_phase() closes afterwards. */
@@ -732,6 +769,14 @@ on_data(sconn *c, size_t n)
     case S_READ:
         process(c);
         update_phase(c);
+        break;
+    case S_STREAM:
+        process(c);
+        /* A paused stream keeps reading up to PENDING_MAX. */
+        if (c->state == S_STREAM && c->rb.len - c->rb.pos > PENDING_MAX) {
+            uv_read_stop((uv_stream_t *)&c->tcp);
+            c->read_stopped = 1;
+        }
         break;
     case S_HANDLE:
     case S_WRITE:
@@ -1084,4 +1129,137 @@ const char *
 cm__http_local(const cm_tconn *base)
 {
     return ((const sconn *)base)->local;
+}
+
+/* ---- streams ---- */
+
+static void
+on_stream_written(cm__http_wq *q, int status)
+{
+    sconn *c = CM__HTTP_CONTAINER(q, sconn, wq);
+    if (status == 0 && c->state == S_LINGER) {
+        /* A closed stream's last messages: the linger starts once they are written; until then
+         * each write is progress, bounded as a reply's. */
+        arm(c, q->queued > 0 ? T_BODY : T_LINGER);
+        return;
+    }
+    if (status < 0 || c->state != S_STREAM) {
+        if (status < 0 && c->state == S_STREAM) {
+            conn_close(c);
+        }
+        return;
+    }
+    if (c->scbs->on_written != NULL && !c->sdone) {
+        c->scbs->on_written(c->suser);
+    }
+}
+
+int
+cm__http_tconn_stream(cm_tconn *base, const cm_tstream_cbs *cbs, void *user, cm_tstream **out)
+{
+    sconn *c = (sconn *)base;
+    if (!c->in_request || c->scbs != NULL) {
+        return CM_ESTATE;
+    }
+    if (c->state == S_CLOSED) {
+        c->in_request = 0;
+        if (!c->l) {
+            conn_free(c);
+        }
+        return CM_ECLOSED;
+    }
+    /* in_request stays set: it keeps the connection's memory until cm_tstream_close(). */
+    c->ts.base.ops = c->base.ops;
+    c->ts.server = 1;
+    c->scbs = cbs;
+    c->suser = user;
+    c->wq.on_written = on_stream_written;
+    c->state = S_STREAM;
+    c->close_after = 0;
+    cm__http_in_trim(&c->in);
+    idle_unlink(c);
+    arm(c, T_NONE); /* the stream's deadline is the RPC layer's */
+    if (c->rb.pos < c->rb.len) {
+        enqueue(c); /* what followed the first request, one turn later */
+    }
+    if (c->read_stopped) {
+        c->read_stopped = 0;
+        if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) < 0) {
+            c->scbs = NULL;
+            c->state = S_READ;
+            conn_close(c);
+            return CM_ECLOSED;
+        }
+    }
+    *out = &c->ts.base;
+    return 0;
+}
+
+int
+cm__http_server_stream_send(cm_tstream *ts, const cm_msg *m)
+{
+    sconn *c = CM__HTTP_CONTAINER(ts, sconn, ts);
+    if (c->state != S_STREAM) {
+        return CM_ECLOSED;
+    }
+    c->wb.len = 0;
+    if (put_status_line(&c->wb, m) < 0 || put_str(&c->wb, "Content-Length: ") < 0 ||
+        cm__http_put_u64(&c->wb, m->body_len) < 0 || put_str(&c->wb, "\r\n") < 0 ||
+        cm__http_put_headers(&c->wb, m,
+                             CM__HTTP_SKIP_HOST | CM__HTTP_SKIP_CLEN | CM__HTTP_SKIP_TE |
+                                 CM__HTTP_SKIP_CONN) < 0 ||
+        put_str(&c->wb, "\r\n") < 0) {
+        return CM_ENOMEM;
+    }
+    int r = cm__http_wq_write(&c->wq, (uv_stream_t *)&c->tcp, wtls(c), c->wb.p, c->wb.len, m->body,
+                              m->body_len);
+    cm__http_buf_trim(&c->wb, KEEP_WBUF_MAX);
+    if (r < 0) {
+        conn_close(c);
+        return r == CM_ENOMEM ? CM_ENOMEM : CM_ECLOSED;
+    }
+    return 0;
+}
+
+size_t
+cm__http_server_stream_queued(const cm_tstream *ts)
+{
+    const sconn *c = CM__HTTP_CONTAINER(ts, const sconn, ts);
+    return c->wq.queued;
+}
+
+void
+cm__http_server_stream_pause(cm_tstream *ts, int on)
+{
+    sconn *c = CM__HTTP_CONTAINER(ts, sconn, ts);
+    if (c->state != S_STREAM || c->spaused == !!on) {
+        return;
+    }
+    c->spaused = !!on;
+    if (!on && c->rb.pos < c->rb.len) {
+        enqueue(c); /* never from inside this call */
+    } else if (!on && c->read_stopped) {
+        c->read_stopped = 0;
+        if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) < 0) {
+            conn_close(c);
+        }
+    }
+}
+
+void
+cm__http_server_stream_close(cm_tstream *ts)
+{
+    sconn *c = CM__HTTP_CONTAINER(ts, sconn, ts);
+    c->sdone = 1;
+    c->in_request = 0;
+    if (c->state == S_STREAM) {
+        start_linger(c); /* what is queued is written, then the close */
+        if (c->state == S_LINGER && c->wq.queued > 0) {
+            arm(c, T_BODY);
+        }
+        return;
+    }
+    if (c->state == S_CLOSED && !c->l) {
+        conn_free(c);
+    }
 }

@@ -50,7 +50,9 @@ extern "C" {
     X(EADDR, -30018, "invalid address")                                                            \
     X(EHDRTOOBIG, -30019, "header block too large")                                                \
     X(ETLS, -30020, "TLS handshake failed")                                                        \
-    X(ECERT, -30021, "TLS peer certificate not trusted")
+    X(ECERT, -30021, "TLS peer certificate not trusted")                                           \
+    X(EOF, -30022, "end of stream")                                                                \
+    X(EAGAIN, -30023, "resource temporarily unavailable; try again")
 
 typedef enum {
 #define CM__ERR_ENUM(name, val, msg) CM_##name = val,

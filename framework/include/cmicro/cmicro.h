@@ -16,6 +16,7 @@
 #include <cmicro/selector.h>
 #include <cmicro/server.h>
 #include <cmicro/service.h>
+#include <cmicro/stream.h>
 #include <cmicro/transport.h>
 #include <cmicro/wrapper.h>
 

@@ -35,6 +35,14 @@ typedef int (*cm_handler_fn)(cm_ctx *ctx, const void *req, void *rsp, void *user
 #define CM_HANDLER_INLINE 1u
 /* Served, but not published in the registry (go-micro's InternalHandler). */
 #define CM_HANDLER_INTERNAL 2u
+/* A stream endpoint (go-micro's server-stream, client-stream and bidi; <cmicro/stream.h>). fn
+ * runs on the worker pool (CM_HANDLER_INLINE is ignored) and is called with req NULL and rsp
+ * the call's cm_stream *, which receives messages of the request descriptor and sends messages
+ * of the response descriptor. Returning 0 ends the server's side with go-micro's EOS;
+ * CM_EREMOTE after cm_ctx_error() ends it with that error; another code with a 500 error (408
+ * when the stream's deadline passed). Publish metadata "stream", "true", as go-micro does for
+ * stream endpoints. */
+#define CM_HANDLER_STREAM 4u
 
 /* The shape of a message as go-micro's registry publishes it (spec 1.3: a Value tree named
  * after the Go types, fields by their JSON names, depth limit 3). Static; generated code emits

@@ -200,6 +200,52 @@ typedef struct cm_pool_stats {
 } cm_pool_stats;
 CM_EXTERN void cm_transport_get_pool_stats(const cm_transport *t, cm_pool_stats *st);
 
+/* ---- streams: full-duplex messages on one connection ----
+ *
+ * go-micro's streams over HTTP/1.1: once a stream starts, requests (client to server) and
+ * responses (server to client) flow independently on one connection, each a complete HTTP
+ * message. A server turns a delivered request's connection into a stream with cm_tconn_stream()
+ * instead of replying to it; a client opens one with cm_transport_dial_stream() (a new
+ * connection, never pooled). Both sides then use the same cm_tstream functions.
+ *
+ * Flow control: cm_tstream_send() copies the message and queues it; cm_tstream_queued() counts
+ * the bytes not yet taken by the kernel, and on_written runs when a queued write completes, so
+ * that the layer above bounds what it queues. cm_tstream_pause() stops reading from the peer
+ * (TCP pushes back on the writer) until it is resumed. */
+typedef struct cm_tstream cm_tstream;
+
+typedef struct cm_tstream_cbs {
+    /* A message from the peer: on a server, a request; on a client, a response (with ":status"
+     * when it was not 200). m and its strings are borrowed during the call. */
+    void (*on_msg)(void *user, const cm_msg *m);
+    /* The connection ended: CM_ECLOSED (the peer closed), CM_EPROTO, CM_ETIMEDOUT (the dial),
+     * a libuv error. Runs once; no callback runs after it. Not run after cm_tstream_close(). */
+    void (*on_end)(void *user, int status);
+    /* Queued bytes were written; cm_tstream_queued() says how many are left. May be NULL. */
+    void (*on_written)(void *user);
+} cm_tstream_cbs;
+
+/* Turns conn, whose last request was delivered and not replied to, into a stream; *out is valid
+ * until cm_tstream_close(). Later requests go to cbs->on_msg, never to the listener's callback.
+ * cbs and user are borrowed until cm_tstream_close(). 0, CM_ESTATE (no request waits for a
+ * reply), CM_ECLOSED, CM_ENOTSUP (the backend has no streams). */
+CM_EXTERN int cm_tconn_stream(cm_tconn *conn, const cm_tstream_cbs *cbs, void *user,
+                              cm_tstream **out);
+/* Dials addr on a connection of its own. Messages sent before the connection is up are queued.
+ * dial_timeout_ms 0: the transport's. 0, CM_EADDR, CM_ENOMEM, CM_ESTATE (closing), CM_ENOTSUP. */
+CM_EXTERN int cm_transport_dial_stream(cm_transport *t, const char *addr, uint64_t dial_timeout_ms,
+                                       const cm_tstream_cbs *cbs, void *user, cm_tstream **out);
+/* Queues m (copied): a client sends a POST request, a server a 200 response. 0, CM_ECLOSED or
+ * CM_ENOMEM. Never calls back from inside. */
+CM_EXTERN int cm_tstream_send(cm_tstream *s, const cm_msg *m);
+/* Bytes queued and not written yet. */
+CM_EXTERN size_t cm_tstream_queued(const cm_tstream *s);
+/* Stops (on non-zero) or resumes reading from the peer. */
+CM_EXTERN void cm_tstream_pause(cm_tstream *s, int on);
+/* Closes the connection once the queued bytes are written (at most a few seconds), and releases
+ * s: no callback runs after this. */
+CM_EXTERN void cm_tstream_close(cm_tstream *s);
+
 /* ---- writing a backend ----
  *
  * A backend is a static const cm_transport_ops registered once with cm_transport_register(); the
@@ -215,6 +261,9 @@ struct cm_tconn {
     const struct cm_transport_ops *ops;
 };
 struct cm_roundtrip {
+    const struct cm_transport_ops *ops;
+};
+struct cm_tstream {
     const struct cm_transport_ops *ops;
 };
 
@@ -238,6 +287,14 @@ typedef struct cm_transport_ops {
                      cm_roundtrip_cb cb, void *user, cm_roundtrip **handle);
     void (*cancel)(cm_roundtrip *rt);
     void (*pool_stats)(const cm_transport *t, cm_pool_stats *st);
+    /* Streams (may be NULL: CM_ENOTSUP). */
+    int (*tconn_stream)(cm_tconn *c, const cm_tstream_cbs *cbs, void *user, cm_tstream **out);
+    int (*dial_stream)(cm_transport *t, const char *addr, uint64_t dial_timeout_ms,
+                       const cm_tstream_cbs *cbs, void *user, cm_tstream **out);
+    int (*stream_send)(cm_tstream *s, const cm_msg *m);
+    size_t (*stream_queued)(const cm_tstream *s);
+    void (*stream_pause)(cm_tstream *s, int on);
+    void (*stream_close)(cm_tstream *s);
 } cm_transport_ops;
 
 /* Adds or replaces the backend of ops->name. ops is borrowed for the life of the process (a

@@ -9,6 +9,8 @@
 //	gmicro echo-client -name N              runs the commands it reads on stdin (see echo_client.go)
 //	gmicro registry get NAME | list         prints what the go-micro registry returns, as JSON
 //	gmicro debug-client NAME                calls Debug.Health and Debug.Stats, prints both
+//	gmicro stream-server -name N            serves service Streamer of test/proto/stream.proto
+//	gmicro stream-client -name N            runs stream commands read on stdin (see stream.go)
 //
 // echo-server and echo-client take -tls-cert, -tls-key, -tls-ca and -tls (see tls.go): go-micro's
 // HTTP transport with transport.TLSConfig.
@@ -56,6 +58,10 @@ func Main() {
 		err = registryTool(args)
 	case "debug-client":
 		err = debugClient(args)
+	case "stream-server":
+		err = streamServer(args)
+	case "stream-client":
+		err = streamClient(args)
 	default:
 		err = fmt.Errorf("unknown subcommand %q", cmd)
 	}

@@ -1,0 +1,618 @@
+/* cmicro: streams (<cmicro/stream.h>). A stream has two halves: the application's (the threads
+ * that send and receive, under the stream's mutex) and the loop's (the transport stream, the
+ * deadline timer). Sends are encoded on the caller's thread and queued; one post node (kick)
+ * moves them to the transport on the loop. Received messages are queued as raw bodies and
+ * decoded by the receiver. Both queues are bounded by the window (see the header). */
+#include "stream_int.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+void
+cm_stream_opts_init(cm_stream_opts *o)
+{
+    memset(o, 0, sizeof(*o));
+    o->window_bytes = CM__STREAM_WINDOW;
+}
+
+cm_stream *
+cm__stream_new(cm_loop *loop, const cm_stream_opts *o)
+{
+    cm_stream *s = calloc(1, sizeof(*s));
+    if (s == NULL) {
+        return NULL;
+    }
+    s->loop = loop;
+    s->window = o && o->window_bytes ? o->window_bytes : CM__STREAM_WINDOW;
+    s->deadline_ms = -1;
+    s->head_cost = 96; /* the start line, Host, Content-Length, an echo of Micro-Error */
+    uv_mutex_init(&s->mu);
+    uv_cond_init(&s->cv);
+    return s;
+}
+
+static void
+items_free(item *i)
+{
+    while (i != NULL) {
+        item *n = i->next;
+        free(i);
+        i = n;
+    }
+}
+
+void
+cm__stream_destroy(cm_stream *s)
+{
+    items_free(s->in_head);
+    items_free(s->out_head);
+    cm_error_free(s->err);
+    for (size_t i = 0; i < s->nowned; i++) {
+        free(s->owned[i]);
+    }
+    free(s->service);
+    free(s->endpoint);
+    free(s->address);
+    uv_cond_destroy(&s->cv);
+    uv_mutex_destroy(&s->mu);
+    free(s);
+}
+
+int
+cm__stream_add_hdr(cm_stream *s, const char *key, const char *val, int copy)
+{
+    s->head_cost += strlen(key) + strlen(val) + 4;
+    if (s->nhdrs >= CM__STREAM_MAX_HDRS || s->nowned + 2 > CM__STREAM_MAX_HDRS) {
+        return CM_ENOMEM;
+    }
+    if (copy) {
+        char *k = strdup(key), *v = strdup(val);
+        if (k == NULL || v == NULL) {
+            free(k);
+            free(v);
+            return CM_ENOMEM;
+        }
+        s->owned[s->nowned++] = k;
+        s->owned[s->nowned++] = v;
+        key = k;
+        val = v;
+    }
+    s->hdrs[s->nhdrs].key = key;
+    s->hdrs[s->nhdrs].val = val;
+    s->nhdrs++;
+    return 0;
+}
+
+/* ---- the loop's half ---- */
+
+static void kick_on_loop(void *arg);
+
+/* Asks the loop to look at the stream (under mu). */
+static void
+kick_locked(cm_stream *s)
+{
+    if (!s->posted) {
+        s->posted = 1;
+        cm__loop_post_node(s->loop, &s->post, kick_on_loop, s);
+    }
+}
+
+static void
+tell(cm_stream *s)
+{
+    if (s->notify != NULL) {
+        s->notify(s, s->notify_arg);
+    }
+}
+
+/* What a message of len body bytes weighs against the window: its body and its HTTP head (the
+ * headers sent with every message, the start line, Content-Length), so that a stream of small
+ * messages is bounded by what it holds, not by its bodies alone. */
+static size_t
+msg_cost(const cm_stream *s, size_t len)
+{
+    return len + s->head_cost;
+}
+
+/* Hands the queued messages to the transport (loop). */
+void
+cm__stream_flush(cm_stream *s)
+{
+    /* The bytes taken stay counted in out_bytes until the transport's count includes them, so
+     * that a sender never sees room that is not there. */
+    uv_mutex_lock(&s->mu);
+    item *list = s->out_head;
+    s->out_head = s->out_tail = NULL;
+    uv_mutex_unlock(&s->mu);
+    size_t taken = 0;
+    while (list != NULL) {
+        item *n = list->next;
+        taken += msg_cost(s, list->len);
+        if (s->ts != NULL) {
+            cm_hdr h[CM__STREAM_MAX_HDRS + 1];
+            memcpy(h, s->hdrs, s->nhdrs * sizeof(cm_hdr));
+            size_t nh = s->nhdrs;
+            if (list->kind == I_EOS) {
+                h[nh].key = "Micro-Error";
+                h[nh++].val = "EOS";
+            }
+            cm_msg m = {h, nh, list->data, list->kind == I_EOS ? 0 : list->len};
+            cm_tstream_send(s->ts, &m);
+        }
+        free(list);
+        list = n;
+    }
+    size_t q = s->ts != NULL ? cm_tstream_queued(s->ts) : 0;
+    uv_mutex_lock(&s->mu);
+    s->out_bytes -= taken;
+    s->tq = q;
+    if (s->out_bytes + s->tq > s->st.max_queued) {
+        s->st.max_queued = s->out_bytes + s->tq;
+    }
+    uv_cond_broadcast(&s->cv);
+    uv_mutex_unlock(&s->mu);
+}
+
+/* Frees the stream, or leaves that to the kick still posted (a handler's last send). */
+static void
+destroy_or_defer(cm_stream *s)
+{
+    uv_mutex_lock(&s->mu);
+    int later = s->posted;
+    s->destroy_on_kick = later;
+    uv_mutex_unlock(&s->mu);
+    if (!later) {
+        cm__stream_destroy(s);
+    }
+}
+
+static void
+on_timer_closed(uv_handle_t *h)
+{
+    destroy_or_defer(h->data);
+}
+
+/* The loop lets go of the stream: the connection closes after what is queued. */
+void
+cm__stream_loop_release(cm_stream *s)
+{
+    if (s->ts != NULL) {
+        cm_tstream_close(s->ts);
+        s->ts = NULL;
+    }
+    if (s->timer_init) {
+        uv_close((uv_handle_t *)&s->timer, on_timer_closed);
+    } else {
+        destroy_or_defer(s);
+    }
+}
+
+static void
+kick_on_loop(void *arg)
+{
+    cm_stream *s = arg;
+    uv_mutex_lock(&s->mu);
+    s->posted = 0;
+    if (s->destroy_on_kick) {
+        uv_mutex_unlock(&s->mu);
+        cm__stream_destroy(s);
+        return;
+    }
+    int resume = s->want_resume && s->in_paused;
+    if (resume) {
+        s->want_resume = 0;
+        s->in_paused = 0;
+    }
+    int canceled = s->canceled, released = s->released, send_eof = s->send_eof;
+    int ended = s->ended;
+    uv_mutex_unlock(&s->mu);
+    cm__stream_flush(s);
+    if (resume && s->ts != NULL) {
+        cm_tstream_pause(s->ts, 0);
+    }
+    if (canceled && s->ts != NULL && !s->server) {
+        cm_tstream_close(s->ts);
+        s->ts = NULL;
+    }
+    if (released && !s->server) {
+        if (s->ts != NULL && !send_eof && !ended) {
+            cm_hdr h[CM__STREAM_MAX_HDRS + 1];
+            memcpy(h, s->hdrs, s->nhdrs * sizeof(cm_hdr));
+            h[s->nhdrs].key = "Micro-Error";
+            h[s->nhdrs].val = "EOS";
+            cm_msg m = {h, s->nhdrs + 1, (const uint8_t *)"", 0};
+            cm_tstream_send(s->ts, &m);
+        }
+        cm__stream_loop_release(s);
+    }
+}
+
+static void
+on_deadline(uv_timer_t *t)
+{
+    cm_stream *s = t->data;
+    uv_mutex_lock(&s->mu);
+    s->timed_out = 1;
+    uv_cond_broadcast(&s->cv);
+    uv_mutex_unlock(&s->mu);
+    if (!s->server && s->ts != NULL) {
+        cm_tstream_close(s->ts);
+        s->ts = NULL;
+    }
+    tell(s);
+}
+
+void
+cm__stream_start_timer(cm_stream *s)
+{
+    uv_timer_init(cm_loop_uv(s->loop), &s->timer);
+    s->timer.data = s;
+    s->timer_init = 1;
+    if (s->deadline_ms >= 0) {
+        uint64_t now = cm_now_ms();
+        uint64_t left = (uint64_t)s->deadline_ms > now ? (uint64_t)s->deadline_ms - now : 0;
+        uv_timer_start(&s->timer, on_deadline, left, 0);
+    }
+}
+
+/* A message of the peer (loop). */
+static void
+on_msg(void *user, const cm_msg *m)
+{
+    cm_stream *s = user;
+    const char *err = cm_msg_header(m, "Micro-Error");
+    const char *status = cm_msg_header(m, ":status");
+    if (s->server) {
+        /* go-micro's ServeConn: messages are routed by Micro-Stream; an EOS for a stream it
+         * does not know is dropped. Other streams and unary calls on this connection are not
+         * served (a go-micro client opens a connection per stream). */
+        const char *sid = cm_msg_header(m, "Micro-Stream");
+        if (sid == NULL || strcmp(sid, s->id) != 0) {
+            if (err == NULL || strcmp(err, "EOS") != 0) {
+                cm_log(CM_LOG_DEBUG, "server", "stream %s: a message for stream \"%s\" dropped",
+                       s->id, sid ? sid : "");
+            }
+            return;
+        }
+    }
+    int kind = I_MSG;
+    const uint8_t *data = m->body;
+    size_t len = m->body_len;
+    char text[256];
+    if (err != NULL && err[0] != '\0') {
+        kind = strcmp(err, "EOS") == 0 ? I_EOS : I_ERR;
+        data = (const uint8_t *)err;
+        len = kind == I_ERR ? strlen(err) : 0;
+    } else if (status != NULL) {
+        kind = I_ERR;
+        snprintf(text, sizeof text, "HTTP status %s: %.*s", status,
+                 (int)(m->body_len > 200 ? 200 : m->body_len), (const char *)m->body);
+        data = (const uint8_t *)text;
+        len = strlen(text);
+    }
+    item *i = malloc(sizeof(*i) + len + 1);
+    if (i == NULL) {
+        return;
+    }
+    i->next = NULL;
+    i->kind = kind;
+    i->len = len;
+    memcpy(i->data, data, len);
+    i->data[len] = '\0';
+    uv_mutex_lock(&s->mu);
+    if (s->in_tail) {
+        s->in_tail->next = i;
+    } else {
+        s->in_head = i;
+    }
+    s->in_tail = i;
+    s->in_bytes += msg_cost(s, len);
+    s->st.received += kind == I_MSG;
+    int pause = !s->in_paused && s->in_bytes > s->window;
+    if (pause) {
+        s->in_paused = 1;
+    }
+    uv_cond_broadcast(&s->cv);
+    uv_mutex_unlock(&s->mu);
+    if (pause && s->ts != NULL) {
+        cm_tstream_pause(s->ts, 1);
+    }
+    tell(s);
+}
+
+static void
+on_end(void *user, int status)
+{
+    cm_stream *s = user;
+    uv_mutex_lock(&s->mu);
+    s->ended = 1;
+    s->end_status = status;
+    uv_cond_broadcast(&s->cv);
+    uv_mutex_unlock(&s->mu);
+    tell(s);
+}
+
+static void
+on_written(void *user)
+{
+    cm_stream *s = user;
+    size_t q = s->ts != NULL ? cm_tstream_queued(s->ts) : 0;
+    uv_mutex_lock(&s->mu);
+    s->tq = q;
+    uv_cond_broadcast(&s->cv);
+    uv_mutex_unlock(&s->mu);
+    tell(s);
+}
+
+const cm_tstream_cbs cm__stream_cbs = {on_msg, on_end, on_written};
+
+/* ---- the application's half ---- */
+
+/* Why a send cannot go on (under mu), or 0. */
+static int
+send_blocked_by(const cm_stream *s)
+{
+    if (s->canceled) {
+        return CM_ECANCELED;
+    }
+    if (s->timed_out) {
+        return CM_ETIMEDOUT;
+    }
+    if (s->send_eof) {
+        return CM_EOF;
+    }
+    if (s->err != NULL) {
+        return CM_EREMOTE;
+    }
+    if (s->ended) {
+        return CM_ECLOSED;
+    }
+    return 0;
+}
+
+static int
+enqueue_out(cm_stream *s, int kind, const cm_buf *b, int wait)
+{
+    size_t len = b ? b->len : 0;
+    item *i = malloc(sizeof(*i) + len + 1);
+    if (i == NULL) {
+        return CM_ENOMEM;
+    }
+    i->next = NULL;
+    i->kind = kind;
+    i->len = len;
+    if (len) {
+        memcpy(i->data, b->data, len);
+    }
+    i->data[len] = '\0';
+    uv_mutex_lock(&s->mu);
+    int rc;
+    for (;;) {
+        rc = send_blocked_by(s);
+        size_t held = s->out_bytes + s->tq;
+        if (rc < 0 || held == 0 || held + msg_cost(s, len) <= s->window || kind == I_EOS) {
+            break;
+        }
+        if (!wait) {
+            rc = CM_EAGAIN;
+            break;
+        }
+        uv_cond_wait(&s->cv, &s->mu);
+    }
+    if (rc == 0) {
+        if (s->out_tail) {
+            s->out_tail->next = i;
+        } else {
+            s->out_head = i;
+        }
+        s->out_tail = i;
+        s->out_bytes += msg_cost(s, len);
+        if (s->out_bytes + s->tq > s->st.max_queued) {
+            s->st.max_queued = s->out_bytes + s->tq;
+        }
+        s->st.sent += kind == I_MSG;
+        if (kind == I_EOS) {
+            s->send_eof = 1;
+        }
+        kick_locked(s);
+        i = NULL;
+    }
+    uv_mutex_unlock(&s->mu);
+    free(i);
+    return rc;
+}
+
+static int
+do_send(cm_stream *s, const void *msg, int wait)
+{
+    if (s == NULL || msg == NULL) {
+        return CM_EINVAL;
+    }
+    if (wait && cm_loop_on_loop_thread(s->loop)) {
+        return CM_ESTATE;
+    }
+    cm_buf b = {0};
+    int rc = s->codec->marshal(s->send_desc, msg, &b);
+    if (rc == 0) {
+        rc = enqueue_out(s, I_MSG, &b, wait);
+    }
+    cm_buf_free(&b);
+    return rc;
+}
+
+int
+cm_stream_send(cm_stream *s, const void *msg)
+{
+    return do_send(s, msg, 1);
+}
+
+int
+cm_stream_try_send(cm_stream *s, const void *msg)
+{
+    return do_send(s, msg, 0);
+}
+
+/* Takes the next received item (under mu), or says why there is none: CM_EAGAIN (none yet). */
+static int
+take_in(cm_stream *s, item **out)
+{
+    if (s->canceled) {
+        return CM_ECANCELED;
+    }
+    if (s->recv_eof) {
+        return CM_EOF;
+    }
+    if (s->err != NULL) {
+        return CM_EREMOTE;
+    }
+    if (s->in_head != NULL) {
+        item *i = s->in_head;
+        s->in_head = i->next;
+        if (s->in_head == NULL) {
+            s->in_tail = NULL;
+        }
+        s->in_bytes -= msg_cost(s, i->len);
+        if (s->in_paused && s->in_bytes <= s->window / 2 && !s->want_resume) {
+            s->want_resume = 1;
+            kick_locked(s);
+        }
+        *out = i;
+        return 0;
+    }
+    if (s->timed_out) {
+        return CM_ETIMEDOUT;
+    }
+    if (s->ended) {
+        return CM_ECLOSED;
+    }
+    return CM_EAGAIN;
+}
+
+static int
+do_recv(cm_stream *s, void **msg, int wait)
+{
+    if (s == NULL || msg == NULL) {
+        return CM_EINVAL;
+    }
+    *msg = NULL;
+    if (wait && cm_loop_on_loop_thread(s->loop)) {
+        return CM_ESTATE;
+    }
+    item *i = NULL;
+    uv_mutex_lock(&s->mu);
+    int rc;
+    while ((rc = take_in(s, &i)) == CM_EAGAIN && wait) {
+        uv_cond_wait(&s->cv, &s->mu);
+    }
+    if (rc == 0 && i->kind == I_EOS) {
+        s->recv_eof = 1;
+        rc = CM_EOF;
+    } else if (rc == 0 && i->kind == I_ERR) {
+        s->err = cm_error_parse((const char *)i->data, i->len);
+        rc = CM_EREMOTE;
+        uv_cond_broadcast(&s->cv);
+    }
+    uv_mutex_unlock(&s->mu);
+    if (rc == 0) {
+        char why[160];
+        rc = s->codec->unmarshal(s->recv_desc, i->data, i->len, NULL, msg, why, sizeof why);
+        if (rc < 0) {
+            cm_log(CM_LOG_DEBUG, "stream", "stream %s: cannot decode a message: %s", s->id, why);
+        }
+    }
+    free(i);
+    return rc;
+}
+
+int
+cm_stream_recv(cm_stream *s, void **msg)
+{
+    return do_recv(s, msg, 1);
+}
+
+int
+cm_stream_try_recv(cm_stream *s, void **msg)
+{
+    return do_recv(s, msg, 0);
+}
+
+void
+cm_stream_set_notify(cm_stream *s, void (*fn)(cm_stream *s, void *arg), void *arg)
+{
+    uv_mutex_lock(&s->mu);
+    s->notify = fn;
+    s->notify_arg = arg;
+    uv_mutex_unlock(&s->mu);
+}
+
+int
+cm_stream_close_send(cm_stream *s)
+{
+    if (s == NULL) {
+        return CM_EINVAL;
+    }
+    if (s->server) {
+        return CM_ESTATE;
+    }
+    int rc = enqueue_out(s, I_EOS, NULL, 0);
+    return rc == CM_EOF ? 0 : rc;
+}
+
+void
+cm_stream_cancel(cm_stream *s)
+{
+    if (s == NULL) {
+        return;
+    }
+    uv_mutex_lock(&s->mu);
+    s->canceled = 1;
+    uv_cond_broadcast(&s->cv);
+    kick_locked(s);
+    uv_mutex_unlock(&s->mu);
+}
+
+const cm_error *
+cm_stream_error(const cm_stream *s)
+{
+    return s->err;
+}
+
+const ProtobufCMessageDescriptor *
+cm_stream_recv_desc(const cm_stream *s)
+{
+    return s->recv_desc;
+}
+
+int64_t
+cm_stream_remaining_ms(const cm_stream *s)
+{
+    if (s->deadline_ms < 0) {
+        return -1;
+    }
+    uint64_t now = cm_now_ms();
+    return (uint64_t)s->deadline_ms > now ? (int64_t)((uint64_t)s->deadline_ms - now) : 0;
+}
+
+void
+cm_stream_get_stats(const cm_stream *s, cm_stream_stats *st)
+{
+    cm_stream *m = (cm_stream *)s;
+    uv_mutex_lock(&m->mu);
+    *st = s->st;
+    st->queued = s->out_bytes + s->tq;
+    uv_mutex_unlock(&m->mu);
+}
+
+void
+cm_stream_free(cm_stream *s)
+{
+    if (s == NULL || s->server) {
+        return;
+    }
+    uv_mutex_lock(&s->mu);
+    s->released = 1;
+    kick_locked(s);
+    uv_mutex_unlock(&s->mu);
+}

@@ -1,0 +1,489 @@
+/* Streams, C client against C server over the HTTP transport on loopback: server-stream,
+ * client-stream (ended by close-send and by a message marked last, as go-micro clients must),
+ * bidi, a handler's go-micro error mid-stream, the deadline ending both sides, flow control
+ * bounding what a writer queues for a reader that sleeps, and the drain of a stopping server
+ * canceling a stream. Proto and JSON codecs. */
+#include "rpctest.pb-c.h"
+#include "test.h"
+
+#include <cmicro/cmicro.h>
+#include <stdatomic.h>
+#include <uv.h>
+
+#define WINDOW (16 * 1024)
+
+static atomic_int slow_status;   /* what Test.Slow's send returned when it stopped */
+static atomic_int cancel_status; /* what Test.Hold's recv returned */
+static atomic_size_t flow_max;   /* Test.Count's most queued bytes */
+static atomic_int hold_started;
+
+static int
+count(cm_ctx *ctx, const void *req, void *rsp, void *user)
+{
+    (void)req;
+    (void)user;
+    cm_stream *st = rsp;
+    Rpctest__Req *in;
+    int rc = cm_stream_recv(st, (void **)&in);
+    if (rc < 0) {
+        return rc;
+    }
+    int64_t n = in->n;
+    int32_t fail = in->fail_code;
+    int32_t sleep_ms = in->sleep_ms;
+    size_t pad = strlen(in->name);
+    cm_message_free(&rpctest__req__descriptor, in);
+    char *msg = calloc(1, pad + 1);
+    memset(msg, 'x', pad);
+    for (int64_t i = 0; i < n; i++) {
+        Rpctest__Rsp out = RPCTEST__RSP__INIT;
+        out.n = i;
+        out.msg = msg;
+        if ((rc = cm_stream_send(st, &out)) < 0) {
+            break;
+        }
+        if (sleep_ms > 0) {
+            uv_sleep((unsigned)sleep_ms);
+        }
+    }
+    free(msg);
+    cm_stream_stats ss;
+    cm_stream_get_stats(st, &ss);
+    atomic_store(&flow_max, ss.max_queued);
+    if (rc < 0) {
+        return rc;
+    }
+    return fail ? cm_ctx_error(ctx, fail, "failed after %lld messages", (long long)n) : 0;
+}
+
+static int
+sum(cm_ctx *ctx, const void *req, void *rsp, void *user)
+{
+    (void)ctx;
+    (void)req;
+    (void)user;
+    cm_stream *st = rsp;
+    int64_t total = 0, seen = 0;
+    for (;;) {
+        Rpctest__Req *in;
+        int rc = cm_stream_recv(st, (void **)&in);
+        if (rc == CM_EOF) {
+            break;
+        }
+        if (rc < 0) {
+            return rc;
+        }
+        total += in->n;
+        seen++;
+        int last = strcmp(in->name, "last") == 0;
+        cm_message_free(&rpctest__req__descriptor, in);
+        if (last) {
+            break;
+        }
+    }
+    Rpctest__Rsp out = RPCTEST__RSP__INIT;
+    out.n = total;
+    char text[64];
+    snprintf(text, sizeof text, "%lld messages", (long long)seen);
+    out.msg = text;
+    return cm_stream_send(st, &out);
+}
+
+static int
+echo(cm_ctx *ctx, const void *req, void *rsp, void *user)
+{
+    (void)req;
+    (void)user;
+    cm_stream *st = rsp;
+    for (;;) {
+        Rpctest__Req *in;
+        int rc = cm_stream_recv(st, (void **)&in);
+        if (rc == CM_EOF) {
+            return 0;
+        }
+        if (rc < 0) {
+            return rc;
+        }
+        Rpctest__Rsp out = RPCTEST__RSP__INIT;
+        out.n = in->n * 2;
+        out.msg = in->name;
+        const char *h = cm_ctx_get(ctx, "X-Tenant");
+        out.header = (char *)(h ? h : "");
+        rc = cm_stream_send(st, &out);
+        cm_message_free(&rpctest__req__descriptor, in);
+        if (rc < 0) {
+            return rc;
+        }
+    }
+}
+
+/* Sends every 50 ms until the stream ends (its deadline). */
+static int
+slow(cm_ctx *ctx, const void *req, void *rsp, void *user)
+{
+    (void)ctx;
+    (void)req;
+    (void)user;
+    cm_stream *st = rsp;
+    void *in;
+    int rc = cm_stream_recv(st, &in);
+    if (rc < 0) {
+        return rc;
+    }
+    cm_message_free(&rpctest__req__descriptor, in);
+    Rpctest__Rsp out = RPCTEST__RSP__INIT;
+    while ((rc = cm_stream_send(st, &out)) == 0) {
+        uv_sleep(50);
+    }
+    atomic_store(&slow_status, rc);
+    return rc;
+}
+
+/* Waits for messages that never come (the drain cancels it). */
+static int
+hold(cm_ctx *ctx, const void *req, void *rsp, void *user)
+{
+    (void)ctx;
+    (void)req;
+    (void)user;
+    cm_stream *st = rsp;
+    void *in = NULL;
+    atomic_store(&hold_started, 1);
+    int rc;
+    while ((rc = cm_stream_recv(st, &in)) == 0) {
+        cm_message_free(&rpctest__req__descriptor, in);
+    }
+    atomic_store(&cancel_status, rc);
+    return rc;
+}
+
+typedef struct srv {
+    cm_loop *loop;
+    cm_server *s;
+    char addr[128];
+    uv_mutex_t mu;
+    uv_cond_t cv;
+    int stopped;
+} srv;
+
+static void
+srv_start(srv *t)
+{
+    memset(t, 0, sizeof(*t));
+    uv_mutex_init(&t->mu);
+    uv_cond_init(&t->cv);
+    CHECK_EQ_INT(cm_loop_new(&t->loop), 0);
+    cm_server_opts o;
+    cm_server_opts_init(&o);
+    o.name = "rpctest";
+    o.address = "127.0.0.1:0";
+    o.workers = 6;
+    o.drain_timeout_ms = 300;
+    CHECK_EQ_INT(cm_server_new(t->loop, &o, &t->s), 0);
+    static const char *const md[] = {"stream", "true", NULL};
+    struct {
+        const char *ep;
+        cm_handler_fn fn;
+    } hs[] = {{"Test.Count", count},
+              {"Test.Sum", sum},
+              {"Test.Echo", echo},
+              {"Test.Slow", slow},
+              {"Test.Hold", hold}};
+    for (size_t i = 0; i < sizeof hs / sizeof hs[0]; i++) {
+        cm_handler h = {hs[i].ep,
+                        &rpctest__req__descriptor,
+                        &rpctest__rsp__descriptor,
+                        hs[i].fn,
+                        CM_HANDLER_STREAM,
+                        NULL,
+                        NULL,
+                        md};
+        CHECK_EQ_INT(cm_server_handle(t->s, &h, NULL), 0);
+    }
+    CHECK_EQ_INT(cm_server_start(t->s), 0);
+    snprintf(t->addr, sizeof(t->addr), "%s", cm_server_address(t->s));
+    CHECK_EQ_INT(cm_loop_start(t->loop), 0);
+}
+
+static void
+on_stopped(void *arg)
+{
+    srv *t = arg;
+    uv_mutex_lock(&t->mu);
+    t->stopped = 1;
+    uv_cond_signal(&t->cv);
+    uv_mutex_unlock(&t->mu);
+}
+
+static void
+do_stop(void *arg)
+{
+    srv *t = arg;
+    CHECK_EQ_INT(cm_server_stop(t->s, on_stopped, t), 0);
+}
+
+static void
+srv_stop(srv *t)
+{
+    CHECK_EQ_INT(cm_loop_post(t->loop, do_stop, t), 0);
+    uv_mutex_lock(&t->mu);
+    while (!t->stopped) {
+        uv_cond_wait(&t->cv, &t->mu);
+    }
+    uv_mutex_unlock(&t->mu);
+    cm_loop_stop(t->loop);
+    cm_server_free(t->s);
+    cm_loop_free(t->loop);
+    uv_cond_destroy(&t->cv);
+    uv_mutex_destroy(&t->mu);
+}
+
+static srv S;
+static cm_client *C;
+static const char *CT;
+
+static cm_stream *
+open_stream(const char *ep, uint64_t timeout_ms, size_t window, const cm_md *md)
+{
+    cm_call_opts co;
+    cm_call_opts_init(&co);
+    co.address = S.addr;
+    co.content_type = CT;
+    co.timeout_ms = timeout_ms;
+    co.md = md;
+    cm_stream_opts so;
+    cm_stream_opts_init(&so);
+    if (window) {
+        so.window_bytes = window;
+    }
+    cm_stream *st = NULL;
+    cm_error *err = NULL;
+    int rc = cm_client_stream(C, "rpctest", ep, &rpctest__req__descriptor,
+                              &rpctest__rsp__descriptor, &co, &so, &st, &err);
+    if (rc != 0) {
+        fprintf(stderr, "open %s: %s %s\n", ep, cm_strerror(rc), err ? cm_error_to_json(err) : "");
+    }
+    CHECK_EQ_INT(rc, 0);
+    return st;
+}
+
+static void
+send_req(cm_stream *st, const char *name, int64_t n, int32_t fail, int32_t sleep_ms)
+{
+    Rpctest__Req r = RPCTEST__REQ__INIT;
+    r.name = (char *)name;
+    r.n = n;
+    r.fail_code = fail;
+    r.sleep_ms = sleep_ms;
+    CHECK_EQ_INT(cm_stream_send(st, &r), 0);
+}
+
+static void
+test_server_stream(void)
+{
+    cm_stream *st = open_stream("Test.Count", 0, 0, NULL);
+    send_req(st, "", 300, 0, 0);
+    for (int64_t i = 0; i < 300; i++) {
+        Rpctest__Rsp *m;
+        CHECK_EQ_INT(cm_stream_recv(st, (void **)&m), 0);
+        CHECK_EQ_INT(m->n, i);
+        cm_message_free(&rpctest__rsp__descriptor, m);
+    }
+    void *m;
+    CHECK_EQ_INT(cm_stream_recv(st, &m), CM_EOF);
+    CHECK_EQ_INT(cm_stream_recv(st, &m), CM_EOF);
+    CHECK(cm_stream_error(st) == NULL);
+    cm_stream_free(st);
+}
+
+static void
+check_sum(cm_stream *st, int64_t want, const char *text)
+{
+    Rpctest__Rsp *m;
+    CHECK_EQ_INT(cm_stream_recv(st, (void **)&m), 0);
+    CHECK_EQ_INT(m->n, want);
+    CHECK_EQ_STR(m->msg, text);
+    cm_message_free(&rpctest__rsp__descriptor, m);
+}
+
+static void
+test_client_stream(void)
+{
+    /* Ended by close-send: the server's recv sees EOS; it sends no EOS back (go-micro's rule),
+     * so the client's next recv sees the connection end. */
+    cm_stream *st = open_stream("Test.Sum", 0, 0, NULL);
+    for (int i = 1; i <= 50; i++) {
+        send_req(st, "", i, 0, 0);
+    }
+    CHECK_EQ_INT(cm_stream_close_send(st), 0);
+    Rpctest__Req r = RPCTEST__REQ__INIT;
+    CHECK_EQ_INT(cm_stream_send(st, &r), CM_EOF);
+    check_sum(st, 1275, "50 messages");
+    void *m;
+    int rc = cm_stream_recv(st, &m);
+    CHECK(rc == CM_ECLOSED || rc == CM_EOF);
+    cm_stream_free(st);
+
+    /* Ended by a message marked last, as a go-micro client must (it cannot half-close): the
+     * server sends the sum, then EOS. */
+    st = open_stream("Test.Sum", 0, 0, NULL);
+    for (int i = 1; i <= 9; i++) {
+        send_req(st, "", i, 0, 0);
+    }
+    send_req(st, "last", 10, 0, 0);
+    check_sum(st, 55, "10 messages");
+    CHECK_EQ_INT(cm_stream_recv(st, &m), CM_EOF);
+    cm_stream_free(st);
+}
+
+static void
+test_bidi(void)
+{
+    cm_md *md = cm_md_new();
+    cm_md_set(md, "x-tenant", "acme");
+    cm_stream *st = open_stream("Test.Echo", 0, 0, md);
+    cm_md_free(md);
+    for (int i = 0; i < 40; i++) {
+        char name[32];
+        snprintf(name, sizeof name, "m%d", i);
+        send_req(st, name, i, 0, 0);
+        Rpctest__Rsp *m;
+        CHECK_EQ_INT(cm_stream_recv(st, (void **)&m), 0);
+        CHECK_EQ_INT(m->n, 2 * i);
+        CHECK_EQ_STR(m->msg, name);
+        CHECK_EQ_STR(m->header, "acme");
+        cm_message_free(&rpctest__rsp__descriptor, m);
+    }
+    CHECK_EQ_INT(cm_stream_close_send(st), 0);
+    void *m;
+    int rc = cm_stream_recv(st, &m);
+    CHECK(rc == CM_ECLOSED || rc == CM_EOF);
+    cm_stream_free(st);
+}
+
+static void
+test_error(void)
+{
+    cm_stream *st = open_stream("Test.Count", 0, 0, NULL);
+    send_req(st, "", 5, 409, 0);
+    for (int64_t i = 0; i < 5; i++) {
+        Rpctest__Rsp *m;
+        CHECK_EQ_INT(cm_stream_recv(st, (void **)&m), 0);
+        CHECK_EQ_INT(m->n, i);
+        cm_message_free(&rpctest__rsp__descriptor, m);
+    }
+    void *m;
+    CHECK_EQ_INT(cm_stream_recv(st, &m), CM_EREMOTE);
+    const cm_error *e = cm_stream_error(st);
+    CHECK(e != NULL);
+    CHECK_EQ_INT(e->code, 409);
+    CHECK_EQ_STR(e->id, "rpctest");
+    CHECK_EQ_STR(e->detail, "failed after 5 messages");
+    Rpctest__Req r = RPCTEST__REQ__INIT;
+    CHECK_EQ_INT(cm_stream_send(st, &r), CM_EREMOTE);
+    cm_stream_free(st);
+}
+
+static void
+test_deadline(void)
+{
+    atomic_store(&slow_status, 1);
+    uint64_t t0 = cm_now_ms();
+    cm_stream *st = open_stream("Test.Slow", 400, 0, NULL);
+    CHECK(cm_stream_remaining_ms(st) > 0);
+    send_req(st, "", 0, 0, 0);
+    int rc;
+    void *m;
+    int got = 0;
+    while ((rc = cm_stream_recv(st, &m)) == 0) {
+        cm_message_free(&rpctest__rsp__descriptor, m);
+        got++;
+    }
+    uint64_t took = cm_now_ms() - t0;
+    CHECK_EQ_INT(rc, CM_ETIMEDOUT);
+    CHECK(got >= 3);
+    CHECK(took >= 390 && took < 1500);
+    /* The server's side ends too: its send fails once the deadline passed. */
+    for (int i = 0; i < 100 && atomic_load(&slow_status) == 1; i++) {
+        uv_sleep(20);
+    }
+    rc = atomic_load(&slow_status);
+    CHECK(rc == CM_ETIMEDOUT || rc == CM_ECLOSED);
+    cm_stream_free(st);
+}
+
+static void
+test_flow_control(void)
+{
+    /* 2000 messages of ~1 KiB to a reader that sleeps first: the server's queue stays within
+     * its window (plus one message) and every message arrives in order. */
+    cm_stream *st = open_stream("Test.Count", 0, WINDOW, NULL);
+    char pad[1001];
+    memset(pad, 'p', 1000);
+    pad[1000] = '\0';
+    send_req(st, pad, 2000, 0, 0);
+    uv_sleep(500);
+    for (int64_t i = 0; i < 2000; i++) {
+        Rpctest__Rsp *m;
+        CHECK_EQ_INT(cm_stream_recv(st, (void **)&m), 0);
+        CHECK_EQ_INT(m->n, i);
+        CHECK_EQ_INT(strlen(m->msg), 1000);
+        cm_message_free(&rpctest__rsp__descriptor, m);
+    }
+    void *m;
+    CHECK_EQ_INT(cm_stream_recv(st, &m), CM_EOF);
+    cm_stream_stats ss;
+    cm_stream_get_stats(st, &ss);
+    CHECK_EQ_INT(ss.received, 2000);
+    cm_stream_free(st);
+    size_t max = atomic_load(&flow_max);
+    fprintf(stderr, "server queued at most %zu bytes (window %d)\n", max, 64 * 1024);
+    CHECK(max > 0 && max <= 64 * 1024 + 1100);
+}
+
+static void
+run_codec(const char *ct)
+{
+    CT = ct;
+    fprintf(stderr, "== %s\n", ct);
+    RUN(test_server_stream);
+    RUN(test_client_stream);
+    RUN(test_bidi);
+    RUN(test_error);
+    RUN(test_deadline);
+    RUN(test_flow_control);
+}
+
+static void
+test_drain(void)
+{
+    CT = CM_CT_PROTOBUF;
+    atomic_store(&cancel_status, 1);
+    cm_stream *st = open_stream("Test.Hold", 0, 0, NULL);
+    send_req(st, "", 0, 0, 0);
+    for (int i = 0; i < 100 && !atomic_load(&hold_started); i++) {
+        uv_sleep(10);
+    }
+    CHECK(atomic_load(&hold_started));
+    uint64_t t0 = cm_now_ms();
+    srv_stop(&S); /* drain timeout 300 ms: the stream is canceled then */
+    uint64_t took = cm_now_ms() - t0;
+    CHECK(took >= 250 && took < 3000);
+    CHECK_EQ_INT(atomic_load(&cancel_status), CM_ECANCELED);
+    void *m;
+    int rc = cm_stream_recv(st, &m);
+    CHECK(rc == CM_ECLOSED || rc == CM_EREMOTE);
+    cm_stream_free(st);
+}
+
+int
+main(void)
+{
+    srv_start(&S);
+    CHECK_EQ_INT(cm_client_new(NULL, NULL, &C), 0);
+    run_codec(CM_CT_PROTOBUF);
+    run_codec(CM_CT_JSON);
+    RUN(test_drain);
+    cm_client_free(C);
+    TEST_DONE();
+}
