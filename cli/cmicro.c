@@ -12,6 +12,9 @@
  *   cmicro api [--address HOST:PORT]         an HTTP gateway: POST /api/{service}/{Endpoint.Method}
  *                                            with a JSON body calls it by name (see api.c)
  *   cmicro new NAME                          scaffolds a service project in ./NAME (see new.c)
+ *   cmicro stream NAME Endpoint.Method [-m key=value]... [--timeout MS] [--address H:P]
+ *                                            a stream: JSON lines from stdin as messages, the
+ *                                            replies as lines as they arrive (see stream.c)
  *   cmicro publish TOPIC [JSON] [-m key=value]...
  *                                            publishes JSON on TOPIC with the JSON codec through
  *                                            the broker (MICRO_BROKER); exit 1 when it failed
@@ -246,8 +249,34 @@ cmd_describe(cm_service *svc, const char *name)
 }
 
 /* Call options from the arguments after the JSON: -m key=value, --timeout MS, --address H:P. */
-static int
-call_opts(int argc, char **argv, cm_call_opts *o, cm_md *md)
+void
+cli_print_error(const cm_error *err, int rc)
+{
+    cJSON *e = cJSON_CreateObject();
+    cJSON_AddStringToObject(e, "id", err && err->id ? err->id : "");
+    cJSON_AddNumberToObject(e, "code", err ? err->code : 0);
+    cJSON_AddStringToObject(e, "detail", err && err->detail ? err->detail : cm_strerror(rc));
+    cJSON_AddStringToObject(e, "status", err && err->status ? err->status : "");
+    char *text = cJSON_PrintUnformatted(e);
+    fprintf(stderr, "%s\n", text ? text : cm_strerror(rc));
+    free(text);
+    cJSON_Delete(e);
+}
+
+void
+cli_print_reply(const ProtobufCBinaryData *rsp)
+{
+    /* One line: go-micro's JSON codec ends its reply with a newline of its own. */
+    size_t n = rsp->len;
+    while (n > 0 && (rsp->data[n - 1] == '\n' || rsp->data[n - 1] == '\r')) {
+        n--;
+    }
+    printf("%.*s\n", (int)n, (const char *)rsp->data);
+    fflush(stdout);
+}
+
+int
+cli_call_opts(int argc, char **argv, cm_call_opts *o, cm_md *md)
 {
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
@@ -280,9 +309,8 @@ call_opts(int argc, char **argv, cm_call_opts *o, cm_md *md)
     return 0;
 }
 
-/* 0 when json parses; otherwise one line on stderr saying where it stops. */
-static int
-check_json(const char *what, const char *json)
+int
+cli_check_json(const char *what, const char *json)
 {
     cJSON *parsed = cJSON_Parse(json);
     if (parsed != NULL) {
@@ -307,11 +335,11 @@ cmd_call(cm_service *svc, int argc, char **argv)
     cm_call_opts_init(&o);
     o.content_type = CM_CT_JSON;
     o.md = md;
-    if (md == NULL || call_opts(argc - first_opt, argv + first_opt, &o, md) < 0) {
+    if (md == NULL || cli_call_opts(argc - first_opt, argv + first_opt, &o, md) < 0) {
         cm_md_free(md);
         return 2;
     }
-    if (check_json("request", json) < 0) {
+    if (cli_check_json("request", json) < 0) {
         cm_md_free(md);
         return 2;
     }
@@ -323,24 +351,11 @@ cmd_call(cm_service *svc, int argc, char **argv)
                             &o, &err);
     cm_md_free(md);
     if (rc < 0) {
-        cJSON *e = cJSON_CreateObject();
-        cJSON_AddStringToObject(e, "id", err && err->id ? err->id : "");
-        cJSON_AddNumberToObject(e, "code", err ? err->code : 0);
-        cJSON_AddStringToObject(e, "detail", err && err->detail ? err->detail : cm_strerror(rc));
-        cJSON_AddStringToObject(e, "status", err && err->status ? err->status : "");
-        char *text = cJSON_PrintUnformatted(e);
-        fprintf(stderr, "%s\n", text ? text : cm_strerror(rc));
-        free(text);
-        cJSON_Delete(e);
+        cli_print_error(err, rc);
         cm_error_free(err);
         return 1;
     }
-    /* One line: go-micro's JSON codec ends its reply with a newline of its own. */
-    size_t n = rsp->len;
-    while (n > 0 && (rsp->data[n - 1] == '\n' || rsp->data[n - 1] == '\r')) {
-        n--;
-    }
-    printf("%.*s\n", (int)n, (const char *)rsp->data);
+    cli_print_reply(rsp);
     cm_message_free(NULL, rsp);
     return 0;
 }
@@ -356,7 +371,7 @@ cmd_publish(cm_service *svc, int argc, char **argv)
     cm_md *md = cm_md_new();
     cm_call_opts unused;
     cm_call_opts_init(&unused);
-    if (md == NULL || call_opts(argc - first_opt, argv + first_opt, &unused, md) < 0 ||
+    if (md == NULL || cli_call_opts(argc - first_opt, argv + first_opt, &unused, md) < 0 ||
         unused.timeout_ms != 0 || unused.address != NULL) {
         if (unused.timeout_ms != 0 || unused.address != NULL) {
             fprintf(stderr, "cmicro: publish takes -m key=value only\n");
@@ -364,7 +379,7 @@ cmd_publish(cm_service *svc, int argc, char **argv)
         cm_md_free(md);
         return 2;
     }
-    if (check_json("message", json) < 0) {
+    if (cli_check_json("message", json) < 0) {
         cm_md_free(md);
         return 2;
     }
@@ -695,6 +710,14 @@ static const struct command {
     {"new", 1, "cmicro new NAME",
      "Scaffolds a service project in ./NAME: a .proto, a server, a client, a meson.build on the\n"
      "installed cmicro, and a README."},
+    {"stream", 2,
+     "cmicro stream NAME Endpoint.Method [-m key=value]... [--timeout MS] [--address HOST:PORT]\n"
+     "       [--idle MS]",
+     "Opens a stream to Endpoint.Method of NAME with the JSON codec, sends each JSON line of\n"
+     "stdin as a message, ends its side at the end of stdin, and prints each reply on a line as\n"
+     "it arrives, until the server ends the stream or, once stdin is over, --idle MS (2000; 0:\n"
+     "no limit) pass without a reply (a go-micro server that read the end sends no EOS).\n"
+     "--timeout is the stream's deadline. A go-micro error prints as JSON on stderr, exit 1."},
     {"publish", 1, "cmicro publish TOPIC [JSON] [-m key=value]...",
      "Publishes JSON (default {}) on TOPIC with the JSON codec, through the broker of\n"
      "MICRO_BROKER (http: to the subscribers the registry knows; nats: MICRO_BROKER_ADDRESS).\n"
@@ -744,6 +767,8 @@ run(cm_service *svc, const char *cmd, int argc, char **argv)
         return cmd_health(svc, argc, argv);
     } else if (strcmp(cmd, "publish") == 0) {
         return cmd_publish(svc, argc, argv);
+    } else if (strcmp(cmd, "stream") == 0) {
+        return cmd_stream(svc, argc, argv);
     }
     return cmd_watch(svc, argc, argv);
 }
