@@ -3,8 +3,11 @@
 # subscriber (the pubsub example) and a go-micro v4.11 subscriber (gbroker) each get the JSON with
 # its metadata; bad JSON, a broker that is not there and a subscriber that died each answer one
 # line on stderr with a non-zero exit.
-#   cli_publish.sh CMICRO SUBSCRIBER PYTHON CONSUL_AGENT_PY [GBROKER]
+#   cli_publish.sh consul|mdns CMICRO SUBSCRIBER PYTHON CONSUL_AGENT_PY [GBROKER]
+# (mdns: under test/mdns/run-netns.sh)
 set -u
+reg=$1
+shift
 cmicro=$1
 sub_bin=$2
 python=$3
@@ -37,9 +40,13 @@ one_line() { # WANT_RC GOT_RC STDERR_FILE NEEDLE WHAT
     [ "$(wc -l <"$3")" -eq 1 ] || fail "$5: stderr is not one line: $(cat "$3")"
     grep -q "$4" "$3" || fail "$5: stderr does not say '$4': $(cat "$3")"
 }
-. "$(dirname "$agent_py")/agent.sh"
-consul_agent_start "$python" "$agent_py" "$tmp" || fail "test agent did not start"
-export MICRO_REGISTRY=consul MICRO_SERVER_ADDRESS=127.0.0.1:0
+if [ "$reg" = mdns ]; then
+    export MICRO_REGISTRY=mdns MICRO_MDNS_INTERFACE=lo MICRO_SERVER_ADDRESS=127.0.0.1:0
+else
+    . "$(dirname "$agent_py")/agent.sh"
+    consul_agent_start "$python" "$agent_py" "$tmp" || fail "test agent did not start"
+    export MICRO_REGISTRY=consul MICRO_SERVER_ADDRESS=127.0.0.1:0
+fi
 
 # A C subscriber.
 PUBSUB_MAX=1 "$sub_bin" cli.sub >"$tmp/csub.log" 2>&1 &
@@ -75,7 +82,8 @@ one_line 2 $? "$tmp/err" "the message is not JSON (at byte" "bad JSON"
 MICRO_BROKER=nats MICRO_BROKER_ADDRESS=nats://127.0.0.1:1 "$cmicro" publish greetings '{}' \
     >"$tmp/out" 2>"$tmp/err"
 one_line 1 $? "$tmp/err" "publish greetings on broker nats" "NATS down"
-# A subscriber killed without deregistering: its node stays until its TTL; the publish names it.
+# A subscriber killed without deregistering: in Consul its node stays until its TTL and the
+# publish names it; over mDNS nobody answers for it any more.
 "$sub_bin" cli.dead >"$tmp/dead.log" 2>&1 &
 dead=$!
 pids=$dead
@@ -83,8 +91,14 @@ wait_for "$tmp/dead.log" "\[event\] subscribed to greetings"
 kill -KILL "$dead"
 wait "$dead" 2>/dev/null
 "$cmicro" publish greetings '{}' >"$tmp/out" 2>"$tmp/err"
-one_line 1 $? "$tmp/err" "connection refused" "a dead subscriber"
-grep -q "node greetings-" "$tmp/err" || fail "the error does not name the node: $(cat "$tmp/err")"
+got=$?
+if [ "$reg" = mdns ]; then
+    # Nobody answers mDNS queries for a dead process's node: it is gone at once.
+    [ "$got" -eq 0 ] || fail "a dead subscriber over mDNS: exit $got: $(cat "$tmp/err")"
+else
+    one_line 1 $got "$tmp/err" "connection refused" "a dead subscriber"
+    grep -q "node greetings-" "$tmp/err" || fail "the error does not name the node: $(cat "$tmp/err")"
+fi
 pids=
 cleanup
-echo "ok: cmicro publish"
+echo "ok: cmicro publish over $reg"

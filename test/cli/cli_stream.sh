@@ -3,8 +3,11 @@
 # (test/proto/stream.proto) over Consul (the test agent, or CONSUL_HTTP_ADDR): a server-stream,
 # a client-stream and a bidi stream with metadata, a go-micro error mid-stream, a line that is not
 # JSON and an unknown service, each with its exit status.
-#   cli_stream.sh CMICRO C_STREAM_SERVER PYTHON CONSUL_AGENT_PY [GMICRO]
+#   cli_stream.sh consul|mdns CMICRO C_STREAM_SERVER PYTHON CONSUL_AGENT_PY [GMICRO]
+# (mdns: under test/mdns/run-netns.sh)
 set -u
+reg=$1
+shift
 cmicro=$1
 cserver=$2
 python=$3
@@ -32,9 +35,13 @@ wait_for() { # FILE TEXT: up to 15 s
         sleep 0.1
     done
 }
-. "$(dirname "$agent_py")/agent.sh"
-consul_agent_start "$python" "$agent_py" "$tmp" || fail "test agent did not start"
-export MICRO_REGISTRY=consul MICRO_SERVER_ADDRESS=127.0.0.1:0
+if [ "$reg" = mdns ]; then
+    export MICRO_REGISTRY=mdns MICRO_MDNS_INTERFACE=lo MICRO_SERVER_ADDRESS=127.0.0.1:0
+else
+    . "$(dirname "$agent_py")/agent.sh"
+    consul_agent_start "$python" "$agent_py" "$tmp" || fail "test agent did not start"
+    export MICRO_REGISTRY=consul MICRO_SERVER_ADDRESS=127.0.0.1:0
+fi
 
 # run NAME ENDPOINT STDIN [ARGS...]: the tool's exit status in $rc, its output in out and err.
 run() {
@@ -80,7 +87,7 @@ pids=$!
 wait_for "$tmp/c.log" "\[service\] registered"
 check_server cli.c.stream
 if [ -n "$gmicro" ]; then
-    "$gmicro" stream-server -registry consul -name cli.go.stream >"$tmp/go.log" 2>&1 &
+    "$gmicro" stream-server -registry "$reg" -name cli.go.stream >"$tmp/go.log" 2>&1 &
     pids="$pids $!"
     wait_for "$tmp/go.log" "^REGISTERED"
     check_server cli.go.stream
@@ -91,4 +98,4 @@ run cli.nobody Streamer.Count '{}
 '
 [ "$rc" -eq 1 ] && [ "$(wc -l <"$tmp/err")" -eq 1 ] || fail "an unknown service: exit $rc: $(cat "$tmp/err")"
 cleanup
-echo "ok: cmicro stream"
+echo "ok: cmicro stream over $reg"
