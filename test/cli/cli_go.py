@@ -3,7 +3,8 @@
 (registry-consul.service, Hello.Say) over REGISTRY (mdns inside test/mdns/run-netns.sh's private
 namespace, or consul: the project's test agent). services lists it, describe shows what go-micro
 registered (endpoint, request and response fields, node id, address and metadata), call answers
-with one line of JSON, health shows the node with go-micro's answers, and bad input answers one
+with one line of JSON, health shows the node with go-micro's answers, the api gateway calls it
+(and maps its error), watch sees its node go when it stops, and bad input answers one
 line on stderr with a non-zero exit: an unknown service, an unknown endpoint, JSON that does not
 fit the message, a request that is not JSON and, over Consul, the registry down.
 
@@ -19,6 +20,7 @@ import re
 import socket
 import subprocess
 import sys
+import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "interop"))
 import interop  # noqa: E402
@@ -147,6 +149,53 @@ def check_registry_down(ctx):
         "exit 1")
 
 
+def check_api(ctx):
+    """The gateway in front of the go-micro service: a call by name, its error mapped to HTTP."""
+    import urllib.error
+    import urllib.request
+    port = closed_port()
+    api = Proc(ctx, "cmicro-api", [ctx.args.cmicro, "api", "--address", "127.0.0.1:%d" % port],
+               ctx.env)
+    end = time.monotonic() + 15
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            break
+        except OSError:
+            check(time.monotonic() < end and api.p.poll() is None, "cmicro api did not listen")
+            time.sleep(0.05)
+
+    def post(path, body):
+        req = urllib.request.Request("http://127.0.0.1:%d%s" % (port, path), data=body.encode(),
+                                     headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=15) as r:
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read().decode()
+
+    code, body = post("/api/%s/Hello.Say" % HELLO, '{"name":"Go"}')
+    check(code == 200 and json.loads(body) == {"message": "Hello Go"}, "api: %d %r" % (code, body))
+    code, body = post("/api/%s/Hello.Nope" % HELLO, "{}")
+    check(code == 500 and "can't find method Nope" in body, "api, unknown endpoint: %d %r" % (
+        code, body))
+    api.stop()
+    log("ok: the api gateway calls the go-micro service by name and maps its error")
+
+
+def check_watch(ctx, hello):
+    """watch sees the go-micro node go when the service stops (and deregisters)."""
+    w = Proc(ctx, "cmicro-watch", [ctx.args.cmicro, "watch", HELLO, "--seconds", "20"], ctx.env)
+    time.sleep(1.5)  # the watch is in place (its start-up lookup takes the mDNS window)
+    hello.stop()
+    w.wait_for('"action":"delete"', 15)  # Consul's watch tells the node's creation first
+    w.kill()
+    evs = [json.loads(line) for line in w.text().splitlines() if line.startswith("{")]
+    check(evs and evs[-1]["action"] == "delete" and evs[-1]["service"]["name"] == HELLO and
+          all(e["action"] in ("create", "update") for e in evs[:-1]), "watch printed %r" % evs)
+    log("ok: watch printed the go-micro node's delete when it stopped")
+
+
 def closed_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -185,9 +234,10 @@ def main():
         check_found(ctx, node, addr)
         check_call(ctx)
         check_health(ctx, node, addr)
+        check_api(ctx)
         if args.registry == "consul":
             check_registry_down(ctx)
-        p.stop()
+        check_watch(ctx, p)
         ctx.check_agent_log()
     except Fail as e:
         log("FAIL: %s" % e)
