@@ -2,7 +2,7 @@
 # The new user's path: install cmicro into a temporary root, scaffold a service with the
 # installed `cmicro new`, build it with meson against the installed library and plugin, run its
 # server on Consul (the project's test agent, or CONSUL_HTTP_ADDR), and see it with the client,
-# `cmicro services`, `describe`, `call` and through `cmicro api` under curl.
+# `cmicro services`, `describe`, `call`, `health`, `watch` and through `cmicro api` under curl.
 #   new.sh BUILD_DIR PYTHON CONSUL_AGENT_PY
 set -u
 build=$1
@@ -69,11 +69,19 @@ wait_for "$tmp/api.log" "^listening on " "api did not listen"
 gw=$(sed -n 's/^listening on //p' "$tmp/api.log")
 out=$(curl -s -m 10 -X POST -d '{"name":"Ada"}' "http://$gw/api/hello2/Greeter.Hello")
 [ "$out" = '{"message":"Hello Ada"}' ] || fail "curl through cmicro api printed $out"
-echo "ok: the server is seen and called by client, services, describe, call and api"
+out=$("$cmicro" health hello2 2>&1) || fail "health failed: $out"
+echo "$out" | grep -q ' ok  *up$' || fail "health printed $out"
+echo "ok: the server is seen and called by client, services, describe, call, api and health"
 
+"$cmicro" watch hello2 --seconds 15 >"$tmp/watch.log" 2>&1 &
+watcher=$!
+sleep 1
 kill -TERM "$api" "$server"
 wait "$server" || fail "server exited non-zero after SIGTERM"
 server=
+wait_for "$tmp/watch.log" '"action":"delete"' "watch did not see the server go"
+kill "$watcher"
+wait "$watcher" 2>/dev/null
 wait "$api" || fail "api exited non-zero after SIGTERM"
 api=
 cleanup
