@@ -2,7 +2,7 @@
 # cmicro's benchmark: one invocation runs the echo peers side by side on 127.0.0.1 and prints
 # the table of README "Performance".
 #
-#   bench/run.sh                 the full run (about 15 minutes on 2 CPUs)
+#   bench/run.sh                 the full run (about 35 minutes on 2 CPUs)
 #   QUICK=1 bench/run.sh         a short run (1 repetition, short windows) to try the script
 #
 # Peers: cmicro (bench/echo_cmicro.c) with an inline handler ("cmicro") and with the default
@@ -180,6 +180,7 @@ start() {
   local name=$1; shift
   if [ "$name" = nginx ]; then start_nginx; return; fi
   local out="$WORK/$name.out"
+  : > "$out"  # now, not in the background job: the wait below must not see the last run's line
   # shellcheck disable=SC2086 # ENVS holds VAR=value words
   env ${ENVS[$name]:-} "$@" taskset -c 0 "${BIN[$name]}" 0 > "$out" 2> "$WORK/$name.err" &
   local pid=$!
@@ -338,6 +339,7 @@ if [ "${SKIP_CALLGRIND:-0}" != 1 ] && command -v valgrind >/dev/null; then
   cg_total() { # name calls -> total Ir of a server run serving that many calls (16 conns)
     local name=$1 n=$2 out="$WORK/cg-$1-$2.out"
     stop "$name"
+    : > "$WORK/$name.out"
     # shellcheck disable=SC2086 # ENVS holds VAR=value words
     env ${ENVS[$name]:-} taskset -c 0 valgrind --tool=callgrind --callgrind-out-file="$out" \
       "${BIN[$name]}" 0 \
