@@ -110,11 +110,16 @@ on_stopped(void *arg)
     uv_mutex_unlock(&mu);
 }
 
+static int stop_rc; /* set on the loop thread, read once stopped */
+
 static void
 do_stop(void *arg)
 {
     (void)arg;
-    CHECK_EQ_INT(cm_server_stop(server, on_stopped, NULL), 0);
+    stop_rc = cm_server_stop(server, on_stopped, NULL);
+    if (stop_rc < 0) {
+        on_stopped(NULL);
+    }
 }
 
 static void
@@ -134,6 +139,7 @@ srv_stop_and_free(void)
         uv_cond_wait(&cv, &mu);
     }
     uv_mutex_unlock(&mu);
+    CHECK_EQ_INT(stop_rc, 0);
     CHECK_EQ_INT(cm_loop_post(loop, free_server, server), 0);
     cm_loop_stop(loop);
     cm_loop_free(loop);
