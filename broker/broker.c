@@ -11,23 +11,11 @@
 
 /* ---- the backend table ---- */
 
-#define BACKENDS_MAX 16
-
-static const cm_broker_ops *backends[BACKENDS_MAX] = {
-    &cm__broker_http,
-    &cm__broker_nats,
+static cm__backends backends = {
+    .names = {"http", "nats"},
+    .ops = {&cm__broker_http, &cm__broker_nats},
+    .n = 2,
 };
-static size_t nbackends = 2;
-static uv_mutex_t mu;
-static uv_once_t once = UV_ONCE_INIT;
-
-static void
-init_table(void)
-{
-    if (uv_mutex_init(&mu) != 0) {
-        abort();
-    }
-}
 
 int
 cm_broker_register(const cm_broker_ops *ops)
@@ -37,39 +25,13 @@ cm_broker_register(const cm_broker_ops *ops)
         ops->publish == NULL || ops->subscribe == NULL || ops->unsubscribe == NULL) {
         return CM_EINVAL;
     }
-    uv_once(&once, init_table);
-    uv_mutex_lock(&mu);
-    int rc = 0;
-    size_t i = 0;
-    while (i < nbackends && strcmp(backends[i]->name, ops->name) != 0) {
-        i++;
-    }
-    if (i == BACKENDS_MAX) {
-        rc = CM_ENOMEM;
-    } else {
-        backends[i] = ops;
-        nbackends += i == nbackends;
-    }
-    uv_mutex_unlock(&mu);
-    return rc;
+    return cm__backends_add(&backends, ops->name, ops);
 }
 
 const cm_broker_ops *
 cm_broker_find(const char *name)
 {
-    if (name == NULL) {
-        return NULL;
-    }
-    uv_once(&once, init_table);
-    uv_mutex_lock(&mu);
-    const cm_broker_ops *ops = NULL;
-    for (size_t i = 0; i < nbackends && ops == NULL; i++) {
-        if (strcmp(backends[i]->name, name) == 0) {
-            ops = backends[i];
-        }
-    }
-    uv_mutex_unlock(&mu);
-    return ops;
+    return cm__backends_find(&backends, name);
 }
 
 /* ---- options ---- */

@@ -2,10 +2,12 @@
  * service by name with the JSON codec and answers its JSON; a go-micro error answers with its
  * code as the HTTP status (500 when the code is not one) and the error as the JSON body. Request
  * headers pass through as metadata, except hop-by-hop ones. GET /health answers for the gateway
- * itself. It runs until SIGINT or SIGTERM. */
+ * itself, GET /metrics with its own metrics (every request answered, by HTTP status) in
+ * Prometheus's text format. It runs until SIGINT or SIGTERM. */
 #include "cli.h"
 
 #include <cJSON.h>
+#include <cmicro/metrics.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,7 +20,8 @@ typedef struct gateway {
     cm_transport *t;
     cm_listener *l;
     uv_signal_t sigint, sigterm;
-    uint64_t calls, errors;
+    cm_metrics *reg;
+    cm_metric_family *requests; /* micro_api_requests_total {code} */
 } gateway;
 
 /* One request waiting for its call. */
@@ -28,24 +31,34 @@ typedef struct pending {
     int close_after;
 } pending;
 
+/* Answers with status and a body of type ctype, and counts the request by its status. */
 static void
-reply(cm_tconn *conn, int status, const char *body, size_t len, int close_after)
+reply_as(gateway *g, cm_tconn *conn, int status, const char *ctype, const char *body, size_t len,
+         int close_after)
 {
     char code[8];
     snprintf(code, sizeof code, "%d", status);
-    cm_hdr h[2] = {{":status", code}, {"Content-Type", "application/json"}};
+    cm_hdr h[2] = {{":status", code}, {"Content-Type", ctype}};
     cm_msg m = {status == 200 ? h + 1 : h, status == 200 ? 1u : 2u, (const uint8_t *)body, len};
     cm_tconn_reply(conn, &m, close_after);
+    const char *lv[1] = {code};
+    cm_counter_inc(cm_metrics_series(g->requests, lv));
+}
+
+static void
+reply(gateway *g, cm_tconn *conn, int status, const char *body, size_t len, int close_after)
+{
+    reply_as(g, conn, status, "application/json", body, len, close_after);
 }
 
 /* A go-micro error of the gateway's own, as JSON. */
 static void
-reply_error(cm_tconn *conn, int32_t code, const char *detail, int close_after)
+reply_error(gateway *g, cm_tconn *conn, int32_t code, const char *detail, int close_after)
 {
     cm_error *e = cm_error_new("cmicro.api", code, "%s", detail);
     char *json = e ? cm_error_to_json(e) : NULL;
     const char *body = json ? json : "{\"detail\":\"out of memory\"}";
-    reply(conn, code, body, strlen(body), close_after);
+    reply(g, conn, code, body, strlen(body), close_after);
     free(json);
     cm_error_free(e);
 }
@@ -56,16 +69,15 @@ on_called(int status, void *rsp, const cm_error *err, void *user)
     pending *p = user;
     if (status == 0) {
         const ProtobufCBinaryData *b = rsp;
-        reply(p->conn, 200, (const char *)b->data, b->len, p->close_after);
+        reply(p->g, p->conn, 200, (const char *)b->data, b->len, p->close_after);
         cm_message_free(NULL, rsp);
     } else {
-        p->g->errors++;
         char *json = err ? cm_error_to_json(err) : NULL;
         int code = err && err->code >= 400 && err->code <= 599 ? err->code : 500;
         if (json != NULL) {
-            reply(p->conn, code, json, strlen(json), p->close_after);
+            reply(p->g, p->conn, code, json, strlen(json), p->close_after);
         } else {
-            reply_error(p->conn, 500, cm_strerror(status), p->close_after);
+            reply_error(p->g, p->conn, 500, cm_strerror(status), p->close_after);
         }
         free(json);
     }
@@ -115,12 +127,13 @@ serve_api(gateway *g, cm_tconn *conn, const cm_msg *req, const char *path, int c
 {
     char svc[256], ep[256];
     if (split_path(path, svc, sizeof svc, ep, sizeof ep) < 0) {
-        reply_error(conn, 404, "not found: use POST /api/{service}/{Endpoint.Method}", close_after);
+        reply_error(g, conn, 404, "not found: use POST /api/{service}/{Endpoint.Method}",
+                    close_after);
         return;
     }
     cJSON *j = cJSON_ParseWithLength((const char *)req->body, req->body_len);
     if (j == NULL && req->body_len > 0) {
-        reply_error(conn, 400, "the request body is not JSON", close_after);
+        reply_error(g, conn, 400, "the request body is not JSON", close_after);
         return;
     }
     cJSON_Delete(j);
@@ -129,7 +142,7 @@ serve_api(gateway *g, cm_tconn *conn, const cm_msg *req, const char *path, int c
     if (md == NULL || p == NULL) {
         cm_md_free(md);
         free(p);
-        reply_error(conn, 500, "out of memory", close_after);
+        reply_error(g, conn, 500, "out of memory", close_after);
         return;
     }
     for (size_t i = 0; i < req->nhdrs; i++) {
@@ -145,15 +158,31 @@ serve_api(gateway *g, cm_tconn *conn, const cm_msg *req, const char *path, int c
     ProtobufCBinaryData body = {
         req->body_len > 0 ? req->body_len : 2,
         (uint8_t *)(uintptr_t)(req->body_len > 0 ? (const char *)req->body : "{}")};
-    g->calls++;
     int rc = cm_client_call_async(cm_service_client(g->svc), svc, ep, NULL, &body, NULL, &o,
                                   on_called, p);
     cm_md_free(md);
     if (rc < 0) {
         free(p);
-        g->errors++;
-        reply_error(conn, 500, cm_strerror(rc), close_after);
+        reply_error(g, conn, 500, cm_strerror(rc), close_after);
     }
+}
+
+static int
+is_metrics(const char *path)
+{
+    return strncmp(path, "/metrics", 8) == 0 && (path[8] == '\0' || path[8] == '?');
+}
+
+static void
+serve_metrics(gateway *g, cm_tconn *conn, int close_after)
+{
+    cm_buf b = {0};
+    if (cm_metrics_render(g->reg, &b) < 0) {
+        reply_error(g, conn, 500, "out of memory", close_after);
+    } else {
+        reply_as(g, conn, 200, CM_METRICS_CONTENT_TYPE, (const char *)b.data, b.len, close_after);
+    }
+    cm_buf_free(&b);
 }
 
 static void
@@ -161,7 +190,7 @@ on_request(cm_tconn *conn, int status, const cm_msg *req, void *user)
 {
     gateway *g = user;
     if (status < 0) {
-        reply_error(conn, status == CM_ETOOBIG ? 413 : 431, cm_strerror(status), 1);
+        reply_error(g, conn, status == CM_ETOOBIG ? 413 : 431, cm_strerror(status), 1);
         return;
     }
     const char *method = cm_msg_header(req, ":method");
@@ -172,11 +201,13 @@ on_request(cm_tconn *conn, int status, const cm_msg *req, void *user)
     path = path ? path : "/";
     if (strcmp(method, "GET") == 0 && strcmp(path, "/health") == 0) {
         const char *up = "{\"status\":\"up\"}\n";
-        reply(conn, 200, up, strlen(up), close_after);
+        reply(g, conn, 200, up, strlen(up), close_after);
+    } else if (strcmp(method, "GET") == 0 && is_metrics(path)) {
+        serve_metrics(g, conn, close_after);
     } else if (strcmp(method, "POST") == 0) {
         serve_api(g, conn, req, path, close_after);
     } else {
-        reply_error(conn, 405, "method not allowed: use POST /api/{service}/{Endpoint.Method}",
+        reply_error(g, conn, 405, "method not allowed: use POST /api/{service}/{Endpoint.Method}",
                     close_after);
     }
 }
@@ -193,6 +224,21 @@ on_signal(uv_signal_t *h, int signum)
     cm_loop_stop(cm_service_loop(g->svc));
 }
 
+/* The gateway's registry and its family of requests answered. 0 or CM_ENOMEM. */
+static int
+new_metrics(gateway *g)
+{
+    static const char *const labels[] = {"code"};
+    cm_metric_opts o;
+    cm_metric_opts_init(&o);
+    o.name = "micro_api_requests_total";
+    o.help = "HTTP requests the gateway answered, by HTTP status code.";
+    o.labels = labels;
+    o.nlabels = 1;
+    int rc = cm_metrics_new(&g->reg);
+    return rc < 0 ? rc : cm_metrics_family(g->reg, CM_METRIC_COUNTER, &o, &g->requests);
+}
+
 int
 cmd_api(cm_service *svc, int argc, char **argv)
 {
@@ -206,6 +252,11 @@ cmd_api(cm_service *svc, int argc, char **argv)
         }
     }
     gateway g = {.svc = svc};
+    if (new_metrics(&g) < 0) {
+        fprintf(stderr, "cmicro api: out of memory\n");
+        cm_metrics_free(g.reg);
+        return 1;
+    }
     cm_loop *loop = cm_service_loop(svc);
     cm_transport_opts to;
     cm_transport_opts_init(&to);
@@ -218,6 +269,7 @@ cmd_api(cm_service *svc, int argc, char **argv)
         if (g.t != NULL) {
             cm_transport_close(g.t, NULL, NULL);
         }
+        cm_metrics_free(g.reg);
         return 1;
     }
     char bound[128];
@@ -231,5 +283,6 @@ cmd_api(cm_service *svc, int argc, char **argv)
     uv_signal_start(&g.sigint, on_signal, SIGINT);
     uv_signal_start(&g.sigterm, on_signal, SIGTERM);
     cm_loop_run(loop);
+    cm_metrics_free(g.reg);
     return 0;
 }

@@ -3,7 +3,7 @@
 # the same MICRO_* environment as the tool).
 _cmicro() {
     local cur=${COMP_WORDS[COMP_CWORD]} prev=${COMP_WORDS[COMP_CWORD-1]}
-    local cmds="services describe call health api new watch"
+    local cmds="services describe call health api new publish watch"
     if [ "$COMP_CWORD" -eq 1 ]; then
         mapfile -t COMPREPLY < <(compgen -W "$cmds --help" -- "$cur")
         return
@@ -23,6 +23,7 @@ _cmicro() {
     case "$cmd" in
         services|health) mapfile -t COMPREPLY < <(compgen -W "-o --help" -- "$cur") ;;
         call) mapfile -t COMPREPLY < <(compgen -W "-m --timeout --address --help" -- "$cur") ;;
+        publish) mapfile -t COMPREPLY < <(compgen -W "-m --help" -- "$cur") ;;
         api) mapfile -t COMPREPLY < <(compgen -W "--address --help" -- "$cur") ;;
         watch) mapfile -t COMPREPLY < <(compgen -W "--count --seconds --help" -- "$cur") ;;
         *) mapfile -t COMPREPLY < <(compgen -W "--help" -- "$cur") ;;

@@ -12,6 +12,9 @@
  *   cmicro api [--address HOST:PORT]         an HTTP gateway: POST /api/{service}/{Endpoint.Method}
  *                                            with a JSON body calls it by name (see api.c)
  *   cmicro new NAME                          scaffolds a service project in ./NAME (see new.c)
+ *   cmicro publish TOPIC [JSON] [-m key=value]...
+ *                                            publishes JSON on TOPIC with the JSON codec through
+ *                                            the broker (MICRO_BROKER); exit 1 when it failed
  *   cmicro watch NAME [--count N] [--seconds S]
  *                                            registry events of NAME as JSON lines, until N
  *                                            events or S seconds (default: until interrupted)
@@ -22,6 +25,7 @@
 #include <cJSON.h>
 #include <cmicro/cmicro.h>
 #include <curl/curl.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -97,6 +101,24 @@ run_lookup(cm_service *svc, const char *name, int *status, char *why, size_t why
     return q.list;
 }
 
+/* One line on stderr for a lookup of what that found nothing: the registry's error with the
+ * registry's name and addresses (l NULL), or "not found" and the registry's reason. */
+static void
+lookup_failed(cm_service *svc, const char *what, const cm_reg_service_list *l, int rc,
+              const char *why)
+{
+    if (l != NULL) {
+        fprintf(stderr, "cmicro: %s: not found%s%s%s\n", what, why[0] ? " (" : "", why,
+                why[0] ? ")" : "");
+        return;
+    }
+    const cm_registry *reg = cm_service_registry(svc);
+    const char *addrs = cm_registry_addresses(reg);
+    int has = addrs != NULL && addrs[0] != '\0';
+    fprintf(stderr, "cmicro: %s: registry %s%s%s: %s\n", what, cm_registry_name(reg),
+            has ? " at " : "", has ? addrs : "", cm_strerror(rc));
+}
+
 static int
 cmp_str(const void *a, const void *b)
 {
@@ -109,7 +131,7 @@ cmd_services(cm_service *svc, int as_json)
     int rc;
     cm_reg_service_list *l = run_lookup(svc, NULL, &rc, NULL, 0);
     if (l == NULL) {
-        fprintf(stderr, "cmicro: listing services: %s\n", cm_strerror(rc));
+        lookup_failed(svc, "listing services", NULL, rc, "");
         return 1;
     }
     const char **names = calloc(l->n + 1, sizeof(*names));
@@ -205,8 +227,9 @@ cmd_describe(cm_service *svc, const char *name)
     char why[320];
     cm_reg_service_list *l = run_lookup(svc, name, &rc, why, sizeof why);
     if (l == NULL || l->n == 0) {
-        fprintf(stderr, "cmicro: service %s: %s%s%s%s\n", name, l ? "not found" : cm_strerror(rc),
-                why[0] ? " (" : "", why, why[0] ? ")" : "");
+        char what[300];
+        snprintf(what, sizeof what, "service %s", name);
+        lookup_failed(svc, what, l, rc, why);
         cm_reg_service_list_free(l);
         return 1;
     }
@@ -257,6 +280,22 @@ call_opts(int argc, char **argv, cm_call_opts *o, cm_md *md)
     return 0;
 }
 
+/* 0 when json parses; otherwise one line on stderr saying where it stops. */
+static int
+check_json(const char *what, const char *json)
+{
+    cJSON *parsed = cJSON_Parse(json);
+    if (parsed != NULL) {
+        cJSON_Delete(parsed);
+        return 0;
+    }
+    const char *at = cJSON_GetErrorPtr();
+    fprintf(stderr, "cmicro: the %s is not JSON (at byte %td): %.60s%s\n", what,
+            at != NULL && at >= json ? at - json : (ptrdiff_t)0, json,
+            strlen(json) > 60 ? "..." : "");
+    return -1;
+}
+
 static int
 cmd_call(cm_service *svc, int argc, char **argv)
 {
@@ -269,6 +308,10 @@ cmd_call(cm_service *svc, int argc, char **argv)
     o.content_type = CM_CT_JSON;
     o.md = md;
     if (md == NULL || call_opts(argc - first_opt, argv + first_opt, &o, md) < 0) {
+        cm_md_free(md);
+        return 2;
+    }
+    if (check_json("request", json) < 0) {
         cm_md_free(md);
         return 2;
     }
@@ -292,8 +335,53 @@ cmd_call(cm_service *svc, int argc, char **argv)
         cm_error_free(err);
         return 1;
     }
-    printf("%.*s\n", (int)rsp->len, (const char *)rsp->data);
+    /* One line: go-micro's JSON codec ends its reply with a newline of its own. */
+    size_t n = rsp->len;
+    while (n > 0 && (rsp->data[n - 1] == '\n' || rsp->data[n - 1] == '\r')) {
+        n--;
+    }
+    printf("%.*s\n", (int)n, (const char *)rsp->data);
     cm_message_free(NULL, rsp);
+    return 0;
+}
+
+/* cmicro publish TOPIC [JSON] [-m key=value]...: the JSON as the body, as go-micro's client
+ * publishes with its JSON codec. */
+static int
+cmd_publish(cm_service *svc, int argc, char **argv)
+{
+    const char *topic = argv[0];
+    const char *json = argc > 1 && argv[1][0] != '-' ? argv[1] : "{}";
+    int first_opt = argc > 1 && argv[1][0] != '-' ? 2 : 1;
+    cm_md *md = cm_md_new();
+    cm_call_opts unused;
+    cm_call_opts_init(&unused);
+    if (md == NULL || call_opts(argc - first_opt, argv + first_opt, &unused, md) < 0 ||
+        unused.timeout_ms != 0 || unused.address != NULL) {
+        if (unused.timeout_ms != 0 || unused.address != NULL) {
+            fprintf(stderr, "cmicro: publish takes -m key=value only\n");
+        }
+        cm_md_free(md);
+        return 2;
+    }
+    if (check_json("message", json) < 0) {
+        cm_md_free(md);
+        return 2;
+    }
+    ProtobufCBinaryData body = {strlen(json), (uint8_t *)(uintptr_t)json};
+    cm_publish_opts o = {.content_type = CM_CT_JSON, .md = md};
+    cm_error *err = NULL;
+    int rc = cm_publish(cm_service_client(svc), topic, NULL, &body, &o, &err);
+    cm_md_free(md);
+    if (rc < 0) {
+        if (err != NULL && err->detail != NULL) {
+            fprintf(stderr, "cmicro: %s\n", err->detail); /* "publish T on broker B: ..." */
+        } else {
+            fprintf(stderr, "cmicro: publish %s: %s\n", topic, cm_strerror(rc));
+        }
+        cm_error_free(err);
+        return 1;
+    }
     return 0;
 }
 
@@ -378,6 +466,37 @@ ready(const char *address, char *out, size_t len)
     return up ? 0 : -1;
 }
 
+/* The rows of health as a table, each column as wide as its widest cell. */
+static void
+print_health_table(const cJSON *rows)
+{
+    static const char *const keys[] = {"node", "address", "version", "debug_health", "ready"};
+    static const char *const heads[] = {"NODE", "ADDRESS", "VERSION", "DEBUG", "READY"};
+    int w[4];
+    for (size_t c = 0; c < 4; c++) {
+        w[c] = (int)strlen(heads[c]);
+        const cJSON *r;
+        cJSON_ArrayForEach(r, rows)
+        {
+            const char *v = cJSON_GetStringValue(cJSON_GetObjectItem(r, keys[c]));
+            w[c] = v != NULL && (int)strlen(v) > w[c] ? (int)strlen(v) : w[c];
+        }
+    }
+    printf("%-*s  %-*s  %-*s  %-*s  %s\n", w[0], heads[0], w[1], heads[1], w[2], heads[2], w[3],
+           heads[3], heads[4]);
+    const cJSON *r;
+    cJSON_ArrayForEach(r, rows)
+    {
+        const char *v[5];
+        for (size_t c = 0; c < 5; c++) {
+            v[c] = cJSON_GetStringValue(cJSON_GetObjectItem(r, keys[c]));
+            v[c] = v[c] ? v[c] : "";
+        }
+        printf("%-*s  %-*s  %-*s  %-*s  %s\n", w[0], v[0], w[1], v[1], w[2], v[2], w[3], v[3],
+               v[4]);
+    }
+}
+
 static int
 cmd_health(cm_service *svc, int argc, char **argv)
 {
@@ -387,17 +506,15 @@ cmd_health(cm_service *svc, int argc, char **argv)
     char why[320];
     cm_reg_service_list *l = run_lookup(svc, name, &rc, why, sizeof why);
     if (l == NULL || l->n == 0) {
-        fprintf(stderr, "cmicro: service %s: %s%s%s%s\n", name, l ? "not found" : cm_strerror(rc),
-                why[0] ? " (" : "", why, why[0] ? ")" : "");
+        char what[300];
+        snprintf(what, sizeof what, "service %s", name);
+        lookup_failed(svc, what, l, rc, why);
         cm_reg_service_list_free(l);
         return 1;
     }
     curl_global_init(CURL_GLOBAL_DEFAULT);
     cJSON *arr = cJSON_CreateArray();
     int bad = 0;
-    if (!as_json) {
-        printf("%-44s %-22s %-10s %-8s %s\n", "NODE", "ADDRESS", "VERSION", "DEBUG", "READY");
-    }
     for (size_t i = 0; i < l->n; i++) {
         const cm_reg_service *s = l->items[i];
         for (size_t k = 0; k < s->nnodes; k++) {
@@ -412,16 +529,14 @@ cmd_health(cm_service *svc, int argc, char **argv)
             cJSON_AddStringToObject(o, "debug_health", dh);
             cJSON_AddStringToObject(o, "ready", rd);
             cJSON_AddItemToArray(arr, o);
-            if (!as_json) {
-                printf("%-44s %-22s %-10s %-8s %s\n", s->nodes[k].id, s->nodes[k].address,
-                       s->version, dh, rd);
-            }
         }
     }
     if (as_json) {
         char *text = cJSON_PrintUnformatted(arr);
         printf("%s\n", text ? text : "[]");
         free(text);
+    } else {
+        print_health_table(arr);
     }
     cJSON_Delete(arr);
     cm_reg_service_list_free(l);
@@ -516,7 +631,19 @@ cmd_watch(cm_service *svc, int argc, char **argv)
     cm_loop *loop = cm_service_loop(svc);
     cm_loop_start(loop);
     cm_loop_post(loop, start_watch, &w);
+    /* Meanwhile, a registry that cannot answer is one line and exit 1, not a silent watch. */
+    int status;
+    char why[320];
+    cm_reg_service_list *now = run_lookup(svc, argv[0], &status, why, sizeof why);
     uv_mutex_lock(&w.mu);
+    if (now == NULL) {
+        char what[300];
+        snprintf(what, sizeof what, "service %s", argv[0]);
+        lookup_failed(svc, what, NULL, status, why);
+        w.done = 1;
+        w.rc = 1;
+    }
+    cm_reg_service_list_free(now);
     uint64_t deadline = uv_hrtime() + seconds * 1000000000u;
     while (!w.done) {
         uint64_t now = uv_hrtime();
@@ -563,10 +690,15 @@ static const struct command {
      "table (or JSON). Exit status 1 unless every node is healthy."},
     {"api", 0, "cmicro api [--address HOST:PORT]",
      "An HTTP gateway (default :8080): POST /api/{service}/{Endpoint.Method} with a JSON body\n"
-     "calls the service by name; go-micro errors answer with their code as HTTP status."},
+     "calls the service by name; go-micro errors answer with their code as HTTP status.\n"
+     "GET /health answers for the gateway, GET /metrics with its requests by HTTP status."},
     {"new", 1, "cmicro new NAME",
      "Scaffolds a service project in ./NAME: a .proto, a server, a client, a meson.build on the\n"
      "installed cmicro, and a README."},
+    {"publish", 1, "cmicro publish TOPIC [JSON] [-m key=value]...",
+     "Publishes JSON (default {}) on TOPIC with the JSON codec, through the broker of\n"
+     "MICRO_BROKER (http: to the subscribers the registry knows; nats: MICRO_BROKER_ADDRESS).\n"
+     "Exit status 1 when a subscriber or the broker could not take it."},
     {"watch", 1, "cmicro watch NAME [--count N] [--seconds S]",
      "Prints the registry's events for NAME as JSON lines, until N events or S seconds."},
 };
@@ -610,6 +742,8 @@ run(cm_service *svc, const char *cmd, int argc, char **argv)
         return cmd_api(svc, argc, argv);
     } else if (strcmp(cmd, "health") == 0) {
         return cmd_health(svc, argc, argv);
+    } else if (strcmp(cmd, "publish") == 0) {
+        return cmd_publish(svc, argc, argv);
     }
     return cmd_watch(svc, argc, argv);
 }
@@ -638,6 +772,11 @@ main(int argc, char **argv)
     }
     if (strcmp(c->name, "new") == 0) {
         return cmd_new(argc - 2, argv + 2); /* no registry needed */
+    }
+    /* The tool says what failed in its own one line: the library's warnings (a watch retrying,
+     * say) only with MICRO_LOG_LEVEL. */
+    if (getenv("MICRO_LOG_LEVEL") == NULL) {
+        cm_log_set_level(CM_LOG_ERROR);
     }
     /* A person waits for one answer: give mDNS a longer window than a service's hot lookups. */
     const char *reg = getenv("MICRO_REGISTRY");

@@ -46,4 +46,18 @@ void *cm__arena_alloc(cm__arena *a, size_t n);
 void cm__arena_reset(cm__arena *a, size_t keep);
 void cm__arena_fini(cm__arena *a);
 
+/* A table of backends by name (backends.c): the built-ins in its initialiser, then those the
+ * application registers. Any thread. */
+#define CM__BACKENDS_MAX 16
+typedef struct cm__backends {
+    const char *names[CM__BACKENDS_MAX]; /* borrowed from the ops tables */
+    const void *ops[CM__BACKENDS_MAX];
+    size_t n;
+} cm__backends;
+
+/* Adds ops under name, or replaces the backend of that name. 0 or CM_ENOMEM (the table is full). */
+int cm__backends_add(cm__backends *t, const char *name, const void *ops);
+/* The backend of that name, or NULL. */
+const void *cm__backends_find(cm__backends *t, const char *name);
+
 #endif

@@ -51,6 +51,7 @@ struct cm_client {
     cm__wraps wraps;      /* client wrappers, around a whole call */
     cm__wraps call_wraps; /* call wrappers, around each attempt */
     atomic_int called;    /* a call was made: the wrappers are fixed */
+    cm__events *events;   /* a service's client: its broker, for cm_publish */
 };
 
 struct call {
@@ -557,7 +558,13 @@ on_response(int status, unsigned flags, const cm_msg *rsp, void *user)
         } else {
             snprintf(what, sizeof(what), "connection error: %s", cm_strerror(status));
         }
-        if ((flags & CM_RT_UNSENT) || k->idempotent) {
+        if (status == CM_ECERT) {
+            /* Permanent: the same certificate fails the same way on the next attempt. */
+            call_fail(k, status, 500,
+                      "%s (attempt %d of %d to %s; no retry: a certificate "
+                      "failure is permanent)",
+                      what, k->attempt, k->max_attempts, k->cur_addr ? k->cur_addr : "?");
+        } else if ((flags & CM_RT_UNSENT) || k->idempotent) {
             retry_or_fail(k, status, 500, what);
         } else {
             call_fail(k, status, 500,
@@ -985,12 +992,18 @@ cm_client_call_async(cm_client *c, const char *service, const char *endpoint,
     }
     /* Posted even on the loop thread, so that the callback never runs inside this call. */
     cm__loop_post_node(c->loop, &k->post, start_on_loop, k);
+    cm__client_autostart_loop(c);
+    return 0;
+}
+
+void
+cm__client_autostart_loop(cm_client *c)
+{
     if (c->autostart && !cm__loop_running(c->loop)) {
         /* A client-only program: the loop gets a thread of its own at the first call. A
          * concurrent start by another caller answers CM_ESTATE, which is fine. */
         cm_loop_start(c->loop);
     }
-    return 0;
 }
 
 /* ---- sync calls ---- */
@@ -1151,4 +1164,16 @@ void
 cm__client_set_autostart(cm_client *c, int on)
 {
     c->autostart = on;
+}
+
+void
+cm__client_set_events(cm_client *c, cm__events *ev)
+{
+    c->events = ev;
+}
+
+cm__events *
+cm__client_events(cm_client *c)
+{
+    return c->events;
 }

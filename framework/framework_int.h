@@ -92,9 +92,9 @@ void cm__workers_free(cm__workers *w);
 
 typedef struct cm__route {
     atomic_int inflight; /* calls of this endpoint in its handler (the concurrency limit) */
-    /* The built-in metrics' series of this endpoint's successes (counter, latency), found once
-     * (observe.c), so that a successful call looks nothing up. */
-    _Atomic(void *) ok_series[2];
+    /* The built-in metrics' series of this endpoint's successes (counter, latency) and its calls
+     * in flight (gauge), found once (observe.c), so that a successful call looks nothing up. */
+    _Atomic(void *) ok_series[3];
     char *endpoint;
     size_t service_len; /* length of the part before '.' */
     cm_handler h;
@@ -136,6 +136,7 @@ struct cm_ctx {
     char traceparent[CM_TRACEPARENT_LEN + 1];
     const char *tracestate;
     cm_ctx *wait_next; /* a GET request waiting for the registry's answer */
+    const void *event_sub; /* a message being handled: its subscriber (event.c); else NULL */
 };
 
 /* A context from s's pool (or a new one); NULL on out of memory. */
@@ -159,6 +160,10 @@ void cm__server_on_get(cm_server *s, cm__get_fn fn, void *arg);
 int cm__debug_handle(cm_server *s);
 /* When s started listening, in Unix seconds; 0 before. */
 uint64_t cm__server_started_unix(const cm_server *s);
+/* A call in flight that is not a request (a message for a subscriber): the drain waits for it
+ * until its release. Loop thread. */
+void cm__server_hold(cm_server *s);
+void cm__server_release(cm_server *s);
 /* Runs job on the server's worker pool (loop thread). */
 void cm__server_submit(cm_server *s, cm__job *job);
 /* Non-zero once cm_server_stop() has been called. */
@@ -196,6 +201,9 @@ cm_metrics *cm__observe_metrics(cm__observe *o);
 void cm__observe_families(const cm__observe *o, cm_metric_family **srv_req,
                           cm_metric_family **srv_lat, cm_metric_family **cli_req,
                           cm_metric_family **cli_lat);
+/* The gauge of the calls being served, micro_server_endpoint_inflight {service, endpoint}; NULL
+ * when o is NULL. */
+cm_metric_family *cm__observe_inflight(const cm__observe *o);
 /* The service's metrics; NULL when off. */
 cm__observe *cm__service_observe(cm_service *s);
 /* After the server and the client are freed. */
@@ -255,6 +263,33 @@ const char *cm__service_register_error(const cm_service *s, unsigned *failures,
  * services, as HTML or, for "?format=json" or "Accept: application/json", as JSON. lookup_error
  * (NULL: none) is the health probe's last registry lookup failure. On the loop thread. */
 void cm__status_get(cm_ctx *c, cm_service *svc, const char *path, const char *lookup_error);
+
+/* ---- events (event.c) ---- */
+
+typedef struct cm__events cm__events;
+typedef void (*cm__events_cb)(int status, void *arg);
+/* The service's events: the broker (made by name and address, its subscriptions in reg) and the
+ * subscribers. 0 or an error of cm_broker_new. */
+int cm__events_new(cm_loop *loop, cm_server *srv, cm_registry *reg, const char *name,
+                   const char *address, cm__events **out);
+int cm__events_add(cm__events *ev, const cm_subscriber *sub, void *user);
+size_t cm__events_count(const cm__events *ev);
+const cm_subscriber *cm__events_sub(const cm__events *ev, size_t i);
+cm_broker *cm__events_broker(const cm__events *ev);
+void cm__events_stats(const cm__events *ev, cm_event_stats *st);
+/* Connects the broker and subscribes every subscriber (loop thread): 1 when done at once, 0 when
+ * cb will tell, or an error. */
+int cm__events_start(cm__events *ev, cm__events_cb cb, void *arg);
+/* Ends the subscriptions (the start of a graceful stop). */
+void cm__events_stop(cm__events *ev);
+/* Fails the publishes waiting for the broker, closes the broker, frees ev;
+ * done (may be NULL) runs when the broker is closed. Loop thread. */
+void cm__events_close(cm__events *ev, void (*done)(void *arg), void *arg);
+/* The client's events (a service's client), NULL for a client of its own. */
+void cm__client_set_events(cm_client *c, cm__events *ev);
+cm__events *cm__client_events(cm_client *c);
+/* Starts the loop's thread of a client-only program at its first use. Any thread. */
+void cm__client_autostart_loop(cm_client *c);
 
 /* ---- headers ---- */
 

@@ -1,7 +1,8 @@
 /* The service's built-in metrics: a handler wrapper (outermost, so that it sees the built-in
  * limits' refusals too) and a client wrapper count calls and time them, in go-micro v5's
  * Prometheus wrapper's names (micro_request_total, micro_request_duration_seconds, labelled by
- * service, endpoint and status "success" or "fail", plus the error code); a collector samples the
+ * service, endpoint and status "success" or "fail", plus the error code) and keep a gauge of each
+ * endpoint's calls in flight (micro_server_endpoint_inflight); a collector samples the
  * server's connections and calls in flight, its limits, and the selector's view of every called
  * service when /metrics is rendered (on the loop thread). */
 #include "framework_int.h"
@@ -12,7 +13,7 @@
 struct cm__observe {
     cm_metrics *reg;
     cm_service *svc;
-    cm_metric_family *srv_req, *srv_lat, *cli_req, *cli_lat;
+    cm_metric_family *srv_req, *srv_lat, *cli_req, *cli_lat, *srv_inflight;
 };
 
 static int
@@ -50,11 +51,29 @@ count(cm_metric *r, cm_metric *l, const cm_wrap_info *w)
     cm_histogram_observe(l, (double)(uv_hrtime() - w->start_ns) / 1e9);
 }
 
+/* One more call of the endpoint in flight: its gauge, found at its first call, goes up. */
+static int
+server_before(cm_wrap_info *w, void *arg, void **state, cm_error **err)
+{
+    (void)err;
+    cm__observe *o = arg;
+    _Atomic(void *) *slot = cm__ctx_route_series(w->ctx);
+    cm_metric *g = atomic_load_explicit(&slot[2], memory_order_acquire);
+    if (g == NULL) {
+        const char *labels[2] = {w->service, w->endpoint};
+        g = cm_metrics_series(o->srv_inflight, labels);
+        atomic_store_explicit(&slot[2], g, memory_order_release);
+    }
+    cm_gauge_add(g, 1.0);
+    *state = g;
+    return 0;
+}
+
 static void
 server_after(const cm_wrap_info *w, void *arg, void *state)
 {
-    (void)state;
     cm__observe *o = arg;
+    cm_gauge_add(state, -1.0);
     cm_metric *r, *l;
     if (w->status != 0) {
         series(o->srv_req, o->srv_lat, w, &r, &l);
@@ -70,6 +89,17 @@ server_after(const cm_wrap_info *w, void *arg, void *state)
         atomic_store_explicit(&slot[1], l, memory_order_release);
         atomic_store_explicit(&slot[0], r, memory_order_release);
     }
+    count(r, l, w);
+}
+
+/* A message handled: as go-micro's Prometheus subscriber wrapper, the topic is the endpoint. */
+static void
+subscriber_after(const cm_wrap_info *w, void *arg, void *state)
+{
+    (void)state;
+    cm__observe *o = arg;
+    cm_metric *r, *l;
+    series(o->srv_req, o->srv_lat, w, &r, &l);
     count(r, l, w);
 }
 
@@ -135,6 +165,52 @@ collect_selector(cm_metrics_writer *w, cm_selector *sel)
 }
 
 static void
+collect_events(cm_metrics_writer *w, cm_service *svc)
+{
+    static const char *const outcome[] = {"outcome"};
+    if (cm_metrics_write_family(w, CM_METRIC_COUNTER, "micro_events_total",
+                                "Events published (or not) and received, by outcome.", outcome,
+                                1) < 0) {
+        return;
+    }
+    cm_event_stats st;
+    cm_service_event_stats(svc, &st);
+    const char *names[][1] = {{"published"},     {"publish_error"}, {"received"}, {"handled"},
+                              {"handler_error"}, {"decode_error"},  {"dropped"}};
+    uint64_t v[] = {st.published,      st.publish_errors, st.received, st.handled,
+                    st.handler_errors, st.decode_errors,  st.dropped};
+    for (size_t i = 0; i < sizeof v / sizeof v[0]; i++) {
+        cm_metrics_write_value(w, names[i], (double)v[i]);
+    }
+}
+
+/* The broker's own counts (below the events: what its transport received and dropped). */
+static void
+collect_broker(cm_metrics_writer *w, cm_service *svc)
+{
+    static const char *const labels[] = {"broker", "outcome"};
+    if (cm_metrics_write_family(w, CM_METRIC_COUNTER, "micro_broker_messages_total",
+                                "Broker messages by outcome: published, delivered to a "
+                                "subscription, dropped (the loop's queue was full), malformed, "
+                                "handler_error, publish_error (a node not reached).",
+                                labels, 2) < 0) {
+        return;
+    }
+    cm_broker *b = cm_service_broker(svc);
+    cm_broker_stats st;
+    cm_broker_get_stats(b, &st);
+    const char *name = cm_broker_name(b);
+    const char *outcome[] = {"published", "delivered", "dropped",
+                             "malformed", "handler_error", "publish_error"};
+    uint64_t v[] = {st.published, st.delivered,      st.dropped,
+                    st.malformed, st.handler_errors, st.publish_errors};
+    for (size_t i = 0; i < sizeof v / sizeof v[0]; i++) {
+        const char *l[] = {name, outcome[i]};
+        cm_metrics_write_value(w, l, (double)v[i]);
+    }
+}
+
+static void
 collect(cm_metrics_writer *w, void *arg)
 {
     cm__observe *o = arg;
@@ -161,6 +237,8 @@ collect(cm_metrics_writer *w, void *arg)
         }
     }
     collect_selector(w, cm__service_selector(o->svc));
+    collect_events(w, o->svc);
+    collect_broker(w, o->svc);
     cm__otlp *x = cm__service_otlp(o->svc);
     static const char *const outcome[] = {"outcome"};
     if (x != NULL && cm_metrics_write_family(w, CM_METRIC_COUNTER, "micro_trace_spans_total",
@@ -203,13 +281,22 @@ cm__observe_new(cm_service *svc, cm__observe **out)
         rc = family(o->reg, CM_METRIC_HISTOGRAM, "micro_client_request_duration_seconds",
                     "Time of a call made, every attempt and back-off included.", 3, &o->cli_lat);
     }
-    cm_wrapper sw = {"metrics", NULL, server_after, o};
+    if (rc == 0) {
+        rc = family(o->reg, CM_METRIC_GAUGE, "micro_server_endpoint_inflight",
+                    "Calls of an endpoint being served, from their arrival to their handler's end.",
+                    2, &o->srv_inflight);
+    }
+    cm_wrapper sw = {"metrics", server_before, server_after, o};
     cm_wrapper cw = {"metrics", NULL, client_after, o};
     if (rc == 0) {
         rc = cm__server_wrap_first(cm_service_server(svc), &sw);
     }
     if (rc == 0) {
         rc = cm_client_wrap(cm_service_client(svc), &cw);
+    }
+    cm_wrapper bw = {"metrics", NULL, subscriber_after, o};
+    if (rc == 0) {
+        rc = cm_server_wrap_subscriber(cm_service_server(svc), &bw);
     }
     if (rc == 0) {
         rc = cm_metrics_add_collector(o->reg, collect, o);
@@ -236,6 +323,12 @@ cm__observe_families(const cm__observe *o, cm_metric_family **srv_req, cm_metric
     *srv_lat = o ? o->srv_lat : NULL;
     *cli_req = o ? o->cli_req : NULL;
     *cli_lat = o ? o->cli_lat : NULL;
+}
+
+cm_metric_family *
+cm__observe_inflight(const cm__observe *o)
+{
+    return o ? o->srv_inflight : NULL;
 }
 
 void

@@ -120,6 +120,7 @@ cm_server_handle(cm_server *s, const cm_handler *h, void *user)
     atomic_init(&nr->inflight, 0);
     atomic_init(&nr->ok_series[0], NULL);
     atomic_init(&nr->ok_series[1], NULL);
+    atomic_init(&nr->ok_series[2], NULL);
     nr->service_len = (size_t)(dot - h->endpoint);
     nr->h = *h;
     nr->h.endpoint = nr->endpoint;
@@ -198,6 +199,7 @@ cm__ctx_put(cm_ctx *c)
     atomic_store_explicit(&c->trace_state, 0, memory_order_relaxed);
     c->tracestate = NULL;
     c->wait_next = NULL;
+    c->event_sub = NULL;
     /* Keep a large request's arena or response buffer from pinning memory. */
     cm__arena_reset(&c->arena, 256 * 1024);
     if (c->out.cap > 256 * 1024) {
@@ -237,12 +239,16 @@ send_reply(cm_ctx *c, const uint8_t *body, size_t len)
     cm_tconn_reply(c->conn, &m, c->close_after);
 }
 
-static void
-finish(cm_ctx *c)
+void
+cm__server_hold(cm_server *s)
 {
-    cm_server *s = c->srv;
+    s->inflight++;
+}
+
+void
+cm__server_release(cm_server *s)
+{
     s->inflight--;
-    cm__ctx_put(c);
     if (s->stopping && s->inflight == 0 && !s->stopped) {
         uv_timer_stop(&s->drain_timer);
         uv_close((uv_handle_t *)&s->drain_timer, NULL);
@@ -250,6 +256,14 @@ finish(cm_ctx *c)
         cm_listener_close(s->listener, s->stop_done, s->stop_arg);
         s->listener = NULL;
     }
+}
+
+static void
+finish(cm_ctx *c)
+{
+    cm_server *s = c->srv;
+    cm__ctx_put(c);
+    cm__server_release(s);
 }
 
 /* Encodes the reply body into c->out: the message, or for an envelope codec the response

@@ -49,6 +49,9 @@ struct cm_service {
     cm__health *health;
     cm__observe *observe; /* the built-in metrics; NULL when off */
     cm__otlp *otlp;       /* span export; NULL when off */
+    cm__events *events;   /* the broker and the subscribers */
+    int events_closed;    /* the broker is closed (cm_service_free) */
+    uv_timer_t close_guard;
 };
 
 void
@@ -129,6 +132,20 @@ open_registry(cm_service *s, const cm_service_opts *o, const cm__svc_config *c)
 }
 
 static int
+open_events(cm_service *s, const cm_service_opts *o)
+{
+    int rc = cm__events_new(s->loop, s->server, s->reg, o->broker, o->broker_address, &s->events);
+    if (rc < 0) {
+        const char *name = o->broker ? o->broker : getenv("MICRO_BROKER");
+        snprintf(last_why, sizeof last_why, "broker %s: %s",
+                 name && name[0] ? name : CM_BROKER_DEFAULT, cm_strerror(rc));
+        return rc;
+    }
+    cm__client_set_events(s->client, s->events);
+    return 0;
+}
+
+static int
 open_server(cm_service *s, const cm_service_opts *o, const cm__svc_config *c)
 {
     cm_server_opts sv;
@@ -189,6 +206,9 @@ cm_service_new(const cm_service_opts *o, cm_service **out)
     if (rc == 0) {
         cm__client_set_autostart(s->client, 1);
         rc = open_server(s, o, &cfg);
+    }
+    if (rc == 0) {
+        rc = open_events(s, o);
     }
     if (rc == 0) {
         rc = cm__health_new(s, &s->health);
@@ -422,13 +442,33 @@ endpoint_md(const cm_handler *h)
     return md;
 }
 
+/* Adds an endpoint with its shapes (each may be NULL) and metadata. 0 or CM_ENOMEM. */
 static int
-build_registration(cm_service *s)
+add_endpoint(cm_reg_service *svc, const char *name, const cm_value_desc *reqd,
+             const cm_value_desc *rspd, const cm_md *emd)
 {
-    cm_reg_service *svc = cm_reg_service_new(s->name, s->version);
-    if (svc == NULL) {
-        return CM_ENOMEM;
+    cm_value req, rsp;
+    memset(&req, 0, sizeof req);
+    memset(&rsp, 0, sizeof rsp);
+    int have_req = reqd != NULL, have_rsp = rspd != NULL;
+    int rc = 0;
+    if (emd == NULL || (have_req && value_from_desc(&req, reqd) < 0) ||
+        (have_rsp && value_from_desc(&rsp, rspd) < 0)) {
+        rc = CM_ENOMEM;
+    } else if (cm_reg_service_add_endpoint(svc, name, have_req ? &req : NULL,
+                                           have_rsp ? &rsp : NULL, emd) == NULL) {
+        rc = CM_ENOMEM;
     }
+    cm_value_fini(&req); /* a value value_from_desc failed on is freeable too */
+    cm_value_fini(&rsp);
+    return rc;
+}
+
+/* The handlers, then the subscribers as go-micro publishes them ({"subscriber":"true",
+ * "topic":T}, the message as the request). 0 or CM_ENOMEM. */
+static int
+add_endpoints(cm_service *s, cm_reg_service *svc)
+{
     const cm_handler *hs[256];
     size_t n = cm__server_handlers(s->server, hs, 256);
     if (n > 256) {
@@ -440,24 +480,34 @@ build_registration(cm_service *s)
             continue;
         }
         cm_md *emd = endpoint_md(hs[i]);
-        cm_value req, rsp;
-        int have_req = hs[i]->request_value != NULL, have_rsp = hs[i]->response_value != NULL;
-        if (emd == NULL || (have_req && value_from_desc(&req, hs[i]->request_value) < 0) ||
-            (have_rsp && value_from_desc(&rsp, hs[i]->response_value) < 0)) {
+        rc = add_endpoint(svc, hs[i]->endpoint, hs[i]->request_value, hs[i]->response_value, emd);
+        cm_md_free(emd);
+    }
+    for (size_t i = 0; i < cm__events_count(s->events) && rc == 0; i++) {
+        const cm_subscriber *sub = cm__events_sub(s->events, i);
+        if (sub->flags & CM_HANDLER_INTERNAL) {
+            continue;
+        }
+        cm_md *emd = cm_md_new();
+        if (emd == NULL || cm_md_set(emd, "subscriber", "true") < 0 ||
+            cm_md_set(emd, "topic", sub->topic) < 0) {
             rc = CM_ENOMEM;
-            have_req = have_rsp = 0;
-        } else if (cm_reg_service_add_endpoint(svc, hs[i]->endpoint, have_req ? &req : NULL,
-                                               have_rsp ? &rsp : NULL, emd) == NULL) {
-            rc = CM_ENOMEM;
+        } else {
+            rc = add_endpoint(svc, sub->endpoint, sub->message_value, NULL, emd);
         }
         cm_md_free(emd);
-        if (have_req) {
-            cm_value_fini(&req);
-        }
-        if (have_rsp) {
-            cm_value_fini(&rsp);
-        }
     }
+    return rc;
+}
+
+static int
+build_registration(cm_service *s)
+{
+    cm_reg_service *svc = cm_reg_service_new(s->name, s->version);
+    if (svc == NULL) {
+        return CM_ENOMEM;
+    }
+    int rc = add_endpoints(s, svc);
     cm_md *md = cm_md_new();
     for (size_t i = 0; md && rc == 0 && i < cm_md_count(s->metadata); i++) {
         const char *k, *v;
@@ -468,7 +518,8 @@ build_registration(cm_service *s)
      * plain codecs. */
     if (md == NULL || rc < 0 ||
         cm_md_set(md, "transport", cm__server_transport_name(s->server)) < 0 ||
-        cm_md_set(md, "broker", "http") < 0 || cm_md_set(md, "server", "mucp") < 0 ||
+        cm_md_set(md, "broker", cm_broker_name(cm__events_broker(s->events))) < 0 ||
+        cm_md_set(md, "server", "mucp") < 0 ||
         cm_md_set(md, "registry", cm_registry_name(s->reg)) < 0 ||
         cm_md_set(md, "protocol", "mucp") < 0 ||
         cm_reg_service_add_node(svc, s->node_id, s->advertised, md) == NULL) {
@@ -687,6 +738,8 @@ begin_stop(void *arg)
     s->stopping = 1;
     uv_timer_stop(&s->reg_timer);
     uv_timer_stop(&s->retry_timer);
+    /* As go-micro's Deregister: the subscriptions end with the registration. */
+    cm__events_stop(s->events);
     /* Deregister first, so callers stop choosing this node, then drain. */
     finish_stop(s);
 }
@@ -711,6 +764,24 @@ cm_service_stop(cm_service *s)
     cm_loop_post(s->loop, begin_stop, s);
 }
 
+/* The broker could not connect or subscribe at start: the service stops with its error. */
+static void
+on_events_started(int status, void *arg)
+{
+    cm_service *s = arg;
+    if (status >= 0) {
+        return;
+    }
+    cm__events *ev = s->events;
+    cm_log(CM_LOG_ERROR, "service", "cannot subscribe on broker %s: %s (%s); stopping",
+           cm_broker_name(cm__events_broker(ev)), cm_strerror(status),
+           cm_broker_why(cm__events_broker(ev)));
+    if (s->run_rc == 0) {
+        s->run_rc = status;
+    }
+    begin_stop(s);
+}
+
 static void
 start_on_loop(cm_service *s)
 {
@@ -727,6 +798,12 @@ start_on_loop(cm_service *s)
         do_register(s);
     } else {
         cm_log(CM_LOG_WARN, "service", "register check failed at start: not registering yet");
+    }
+    if (cm__events_count(s->events) > 0) {
+        int rc = cm__events_start(s->events, on_events_started, s);
+        if (rc < 0) {
+            on_events_started(rc, s);
+        }
     }
 }
 
@@ -805,20 +882,55 @@ cm__service_observe(cm_service *s)
 }
 
 static void
+close_registry(void *arg)
+{
+    cm_service *s = arg;
+    if (s->own_reg && s->reg != NULL) {
+        cm_registry_close(s->reg, NULL, NULL);
+    }
+    s->reg = NULL;
+    s->events_closed = 1;
+    cm_loop_stop(s->loop);
+}
+
+static void
+on_close_guard(uv_timer_t *t)
+{
+    cm_log(CM_LOG_WARN, "service", "the broker did not close within 10 s");
+    cm_loop_stop(((cm_service *)t->data)->loop);
+}
+
+/* Runs the loop until the broker has closed (its listener, its deregistrations), bounded, so that
+ * cm_loop_free does not close its handles under it. */
+static void
+wait_events_closed(cm_service *s)
+{
+    if (s->events_closed) {
+        return;
+    }
+    uv_timer_init(cm_loop_uv(s->loop), &s->close_guard);
+    s->close_guard.data = s;
+    uv_timer_start(&s->close_guard, on_close_guard, 10000, 0);
+    cm_loop_run(s->loop);
+    uv_close((uv_handle_t *)&s->close_guard, NULL);
+}
+
+static void
 free_on_loop(void *arg)
 {
     cm_service *s = arg;
     cm__health_close(s->health);
     cm_client_free(s->client);
     s->client = NULL;
+    /* Runs the completions of subscriber handlers still on a worker: before the events. */
     cm_server_free(s->server);
     s->server = NULL;
     cm_selector_free(s->sel);
     s->sel = NULL;
-    if (s->own_reg) {
-        cm_registry_close(s->reg, NULL, NULL);
-    }
-    s->reg = NULL;
+    /* The http broker's subscriptions are in the registry: close it after the broker. */
+    cm__events *ev = s->events;
+    s->events = NULL;
+    cm__events_close(ev, close_registry, s);
 }
 
 void
@@ -832,6 +944,7 @@ cm_service_free(cm_service *s)
         /* The loop runs no more: free the parts as if on its thread; cm_loop_free then runs
          * the loop until every handle is closed. */
         free_on_loop(s);
+        wait_events_closed(s);
         cm_loop_free(s->loop);
     }
     cm__health_free(s->health);
@@ -845,4 +958,22 @@ cm_service_free(cm_service *s)
     free(s->advertise);
     free(s->node_id);
     free(s);
+}
+
+int
+cm_service_subscribe(cm_service *s, const cm_subscriber *sub, void *user)
+{
+    return s == NULL ? CM_EINVAL : cm__events_add(s->events, sub, user);
+}
+
+cm_broker *
+cm_service_broker(cm_service *s)
+{
+    return s ? cm__events_broker(s->events) : NULL;
+}
+
+void
+cm_service_event_stats(cm_service *s, cm_event_stats *st)
+{
+    cm__events_stats(s->events, st);
 }

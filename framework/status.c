@@ -1,8 +1,8 @@
 /* GET /status on the service's own listener: what brpc's /status and /connections show, in one
  * page. The service (name, version, node, address, uptime, transport), its registry (backend,
  * registered or not, the last register error), the endpoints it serves (calls, errors by code,
- * latency quantiles from micro_request_duration_seconds), its server (calls in flight,
- * connections open and accepted, refusals by reason), the calls it makes and, per called
+ * latency quantiles from micro_request_duration_seconds, calls in flight), its server (calls in
+ * flight, connections open and accepted, refusals by reason), the calls it makes and, per called
  * service, the selector's view (nodes, ejected nodes, cache age, stale picks, registry ok).
  *
  * A person gets one self-contained HTML page (no script, no external asset; every string
@@ -43,6 +43,7 @@ typedef struct call_row {
     const double *bounds;
     size_t nbounds;
     double sum;
+    uint64_t inflight; /* calls being served (the endpoints served only) */
 } call_row;
 
 typedef struct call_table {
@@ -50,6 +51,7 @@ typedef struct call_table {
     call_row *rows;
     size_t n;
     uint64_t omitted; /* series whose row did not fit */
+    int has_inflight; /* the rows' inflight is read (the endpoints served) */
 } call_table;
 
 typedef struct sel_row {
@@ -177,6 +179,17 @@ on_latency(void *arg, const char *const *lv, const cm_metric *s)
     r->sum += cm_histogram_sum(s);
 }
 
+/* A series of micro_server_endpoint_inflight: service, endpoint. */
+static void
+on_inflight(void *arg, const char *const *lv, const cm_metric *s)
+{
+    call_row *r = find_row(arg, lv[0], lv[1]);
+    double v = cm_gauge_get(s);
+    if (r != NULL && v > 0) {
+        r->inflight = (uint64_t)v;
+    }
+}
+
 /* The endpoints served, in the server's order, so that those not called yet show too. */
 static void
 seed_handlers(call_table *t, cm_server *srv)
@@ -190,10 +203,11 @@ seed_handlers(call_table *t, cm_server *srv)
     }
 }
 
-/* The rows of srv's handlers (srv may be NULL), then those of every series of req and lat (NULL
- * when metrics are off). */
+/* The rows of srv's handlers (srv may be NULL), then those of every series of req, lat and
+ * inflight (NULL when metrics are off; inflight NULL for the calls made). */
 static void
-read_calls(call_table *t, cm_ctx *c, cm_server *srv, cm_metric_family *req, cm_metric_family *lat)
+read_calls(call_table *t, cm_ctx *c, cm_server *srv, cm_metric_family *req, cm_metric_family *lat,
+           cm_metric_family *inflight)
 {
     t->c = c;
     t->rows = cm_ctx_alloc_array(c, MAX_ROWS, sizeof *t->rows);
@@ -203,6 +217,10 @@ read_calls(call_table *t, cm_ctx *c, cm_server *srv, cm_metric_family *req, cm_m
     if (req != NULL && lat != NULL) {
         cm_metrics_each_series(req, on_count, t);
         cm_metrics_each_series(lat, on_latency, t);
+    }
+    if (inflight != NULL) {
+        t->has_inflight = 1;
+        cm_metrics_each_series(inflight, on_inflight, t);
     }
 }
 
@@ -241,8 +259,8 @@ read_snapshot(snapshot *s, cm_ctx *c, cm_service *svc, const char *lookup_error)
     cm_metric_family *sreq, *slat, *creq, *clat;
     cm__observe_families(cm__service_observe(svc), &sreq, &slat, &creq, &clat);
     s->metrics = sreq != NULL;
-    read_calls(&s->served, c, srv, sreq, slat);
-    read_calls(&s->made, c, NULL, creq, clat);
+    read_calls(&s->served, c, srv, sreq, slat, cm__observe_inflight(cm__service_observe(svc)));
+    read_calls(&s->made, c, NULL, creq, clat, NULL);
     s->called = cm_ctx_alloc_array(c, MAX_ROWS, sizeof *s->called);
     cm_selector_each(cm__service_selector(svc), on_called, s);
 }
@@ -294,6 +312,9 @@ json_calls(const call_table *t, int metrics)
         }
         cJSON_AddNumberToObject(o, "calls", (double)r->calls);
         cJSON_AddNumberToObject(o, "errors", (double)r->errors);
+        if (t->has_inflight) {
+            cJSON_AddNumberToObject(o, "inflight", (double)r->inflight);
+        }
         cJSON *codes = cJSON_AddObjectToObject(o, "error_codes");
         for (size_t k = 0; k < r->ncodes; k++) {
             char key[16];
@@ -578,7 +599,9 @@ html_calls(html *h, const char *id, const char *title, const call_table *t, int 
     }
     putf(h, "<table id=\"%s\"><thead><tr><th>service</th><th>endpoint</th><th>calls</th>", id);
     put(h, "<th>errors</th><th>error codes</th><th>p50</th><th>p90</th><th>p99</th>"
-           "<th>mean</th></tr></thead>\n<tbody>\n");
+           "<th>mean</th>");
+    put(h, t->has_inflight ? "<th>in flight</th></tr></thead>\n<tbody>\n"
+                           : "</tr></thead>\n<tbody>\n");
     for (size_t i = 0; i < t->n; i++) {
         const call_row *r = &t->rows[i];
         put(h, "<tr>");
@@ -596,10 +619,14 @@ html_calls(html *h, const char *id, const char *title, const call_table *t, int 
             cell_seconds(h, quantile(r, q));
         }
         cell_seconds(h, mean(r));
+        if (t->has_inflight) {
+            cell_u64(h, r->inflight);
+        }
         put(h, "</tr>\n");
     }
     if (t->n == 0) {
-        put(h, "<tr><td colspan=\"9\" class=\"note\">none yet</td></tr>\n");
+        putf(h, "<tr><td colspan=\"%d\" class=\"note\">none yet</td></tr>\n",
+             t->has_inflight ? 10 : 9);
     }
     put(h, "</tbody></table>\n");
     if (t->omitted) {

@@ -82,5 +82,8 @@ cm__tracing_install(cm_server *s, cm_client *c)
     cm_wrapper sw = {"trace", server_before, NULL, NULL};
     cm_wrapper cw = {"trace", client_before, NULL, NULL};
     int rc = cm_server_wrap(s, &sw);
+    if (rc == 0) {
+        rc = cm_server_wrap_subscriber(s, &sw); /* a message's handler calls out in its trace */
+    }
     return rc < 0 ? rc : cm_client_wrap(c, &cw);
 }

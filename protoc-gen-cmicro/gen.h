@@ -144,7 +144,8 @@ void gen_meta_free(gen_meta *m);
 void gen_put_literal(sbuf *b, const char *s);
 
 /* Writes f's <name>.cmicro.h and .cmicro.c into hdr and src. Returns GEN_OK (nothing is
- * written for a file without services), GEN_MALFORMED or GEN_UNSUPPORTED with a message in err. */
+ * written for a file without services or events), GEN_MALFORMED or GEN_UNSUPPORTED with a message
+ * in err. */
 int gen_file_emit(const gen_index *ix, const gen_file *f, sbuf *hdr, sbuf *src, char *err,
                   size_t errlen);
 
@@ -155,6 +156,15 @@ int gen_values_emit(const gen_index *ix, const gen_file *f, sbuf *src, char *err
                     size_t errlen);
 /* The name of the top Value table of message t; owned by the caller. */
 char *gen_value_name(const gen_type *t);
+
+/* ---- events (events.c) ---- */
+
+/* The top-level messages of f marked "@event" in their leading comment, in file order: up to max
+ * in out; returns how many there are. */
+size_t gen_event_types(const gen_index *ix, const gen_file *f, const gen_type **out, size_t max);
+/* The typed publish and subscribe helpers of those messages, declarations and definitions. */
+void gen_events_header(sbuf *h, const gen_index *ix, const gen_file *f);
+void gen_events_source(sbuf *c, const gen_index *ix, const gen_file *f);
 
 /* ---- the whole request (run.c) ---- */
 

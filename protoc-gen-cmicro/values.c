@@ -398,6 +398,11 @@ gen_values_emit(const gen_index *ix, const gen_file *f, sbuf *src, char *err, si
             typelist_add(&top, out);
         }
     }
+    const gen_type *events[256];
+    size_t nevents = gen_event_types(ix, f, events, 256);
+    for (size_t i = 0; i < nevents && i < 256; i++) {
+        typelist_add(&top, events[i]);
+    }
     /* Depth-1 messages: singular message fields of the top messages. */
     for (size_t i = 0; i < top.n && rc == GEN_OK; i++) {
         rc = message_fields(ix, top.items[i], &vs, err, errlen);

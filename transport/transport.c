@@ -9,21 +9,7 @@
 #include <sys/resource.h>
 
 /* Every backend, found by name: the built-ins, then those registered by the application. */
-#define BACKENDS_MAX 16
-static const cm_transport_ops *backends[BACKENDS_MAX] = {
-    &cm__transport_http,
-};
-static size_t nbackends = 1;
-static uv_mutex_t backends_mu;
-static uv_once_t backends_once = UV_ONCE_INIT;
-
-static void
-backends_init(void)
-{
-    if (uv_mutex_init(&backends_mu) != 0) {
-        abort();
-    }
-}
+static cm__backends backends = {.names = {"http"}, .ops = {&cm__transport_http}, .n = 1};
 
 int
 cm_transport_register(const cm_transport_ops *ops)
@@ -32,39 +18,13 @@ cm_transport_register(const cm_transport_ops *ops)
         !ops->close || !ops->listen || !ops->reply || !ops->roundtrip) {
         return CM_EINVAL;
     }
-    uv_once(&backends_once, backends_init);
-    uv_mutex_lock(&backends_mu);
-    int r = 0;
-    size_t i = 0;
-    while (i < nbackends && strcmp(backends[i]->name, ops->name) != 0) {
-        i++;
-    }
-    if (i == BACKENDS_MAX) {
-        r = CM_ENOMEM;
-    } else {
-        backends[i] = ops;
-        nbackends += i == nbackends;
-    }
-    uv_mutex_unlock(&backends_mu);
-    return r;
+    return cm__backends_add(&backends, ops->name, ops);
 }
 
 const cm_transport_ops *
 cm_transport_find(const char *name)
 {
-    if (!name) {
-        return NULL;
-    }
-    uv_once(&backends_once, backends_init);
-    uv_mutex_lock(&backends_mu);
-    const cm_transport_ops *ops = NULL;
-    for (size_t i = 0; i < nbackends && !ops; i++) {
-        if (strcmp(backends[i]->name, name) == 0) {
-            ops = backends[i];
-        }
-    }
-    uv_mutex_unlock(&backends_mu);
-    return ops;
+    return cm__backends_find(&backends, name);
 }
 
 const char *

@@ -5,9 +5,13 @@
  * and metadata {secure, broker: "http", topic}; the node is registered again every 30 s with a
  * TTL of 1 min, and deregistered on unsubscribe. Publishing looks the service up, keeps the nodes
  * of the topic, and POSTs the JSON message to "/?id=<node id>" of every node of the broadcast
- * version and of one random node of each queue version. Receiving: a POST's body is decoded and
- * handed to every subscription of its Micro-Topic (go-micro filters by the id parameter too; the
- * node ids of one broker and topic are all equal, so this is the same set), and answered 200.
+ * version and of one random node of each queue version. As go-micro's broker (its registry
+ * cache), the lookup is kept: for CACHE_TTL_MS, until a watch of the service reports a change, a
+ * subscription of this broker changes, or a POST fails; one lookup at a time serves every
+ * publish that waits for it, and a failed lookup falls back on the last answer. Receiving: a POST's
+ * body is decoded and handed to every subscription of its Micro-Topic (go-micro filters by the id
+ * parameter too; the node ids of one broker and topic are all equal, so this is the same set), and
+ * answered 200.
  *
  * Everything runs on the loop: the HTTP transport listens and sends, the registry calls back. */
 #include "broker_int.h"
@@ -22,6 +26,9 @@
 #define MODULE "broker"
 #define SERVICE "micro.http.broker"
 #define BROADCAST "ff.http.broadcast"
+#define CACHE_TTL_MS 60000 /* go-micro's registry cache */
+
+typedef struct pub pub;
 
 typedef struct http_priv {
     cm_broker *b;
@@ -35,9 +42,17 @@ typedef struct http_priv {
     uv_timer_t *timer;   /* its own allocation: it closes after the broker is freed */
     uint64_t ttl_ms, interval_ms;
     size_t max_body;
-    unsigned inflight; /* registry requests whose callbacks have not run */
+    unsigned inflight; /* registry requests and publishes whose callbacks have not run */
     int busy;          /* disconnect steps still to finish */
     int disconnecting;
+    /* The nodes of SERVICE, as the last lookup found them (NULL: none yet). */
+    cm_reg_service_list *cache;
+    uint64_t cache_at; /* cm_now_ms() of that lookup; 0: to be looked up again */
+    int lookup_err;    /* the last lookup's error, when there is no cache to fall back on */
+    int looking;       /* a lookup is in flight */
+    int flush_posted;  /* a flush of the waiting publishes is deferred */
+    pub *wait_head, *wait_tail; /* publishes waiting for a lookup or the flush */
+    cm_watcher *watch;          /* changes of SERVICE: the cache is stale */
 } http_priv;
 
 typedef struct http_sub {
@@ -119,6 +134,7 @@ on_registry(int status, void *arg)
     reg_req *r = arg;
     http_priv *p = r->p;
     p->inflight--;
+    p->cache_at = 0; /* a subscription of ours came or went */
     if (status < 0) {
         cm_log(CM_LOG_WARN, MODULE, "http: registering subscription %s failed: %s", r->node_id,
                cm_strerror(status));
@@ -211,7 +227,8 @@ http_unsubscribe(cm_broker *b, cm_broker_sub *s)
 
 /* ---- publishing ---- */
 
-typedef struct pub {
+struct pub {
+    pub *next; /* waiting for the lookup */
     cm_broker *b;
     cm_broker_publish_cb cb;
     void *arg;
@@ -221,7 +238,7 @@ typedef struct pub {
     int status;
     cm_broker_node_err *errs;
     size_t nerrs;
-} pub;
+};
 
 typedef struct pub_node {
     pub *pb;
@@ -260,6 +277,7 @@ pub_fail(pub *pb, char *id, char *addr, int status)
 {
     cm_broker *b = pb->b;
     b->stats.publish_errors++;
+    ((http_priv *)cm_broker_priv(b))->cache_at = 0; /* the node may be gone: look again */
     cm_log(CM_LOG_DEBUG, MODULE, "http: publish on \"%s\" to %s (%s) failed: %s", pb->topic, id,
            addr, cm_strerror(status));
     if (pb->status == 0) {
@@ -362,17 +380,17 @@ node_matches(const cm_node *n, const char *topic)
     return br != NULL && strcmp(br, "http") == 0 && tp != NULL && strcmp(tp, topic) == 0;
 }
 
+/* POSTs pb to the nodes of its topic in list (NULL: the lookup failed with p->lookup_err). */
 static void
-on_lookup(int status, const cm_reg_service_list *list, void *arg)
+dispatch(pub *pb, const cm_reg_service_list *list)
 {
-    pub *pb = arg;
     http_priv *p = cm_broker_priv(pb->b);
     pb->outstanding = 1; /* held while posting, so that no callback finishes pb early */
-    if (status < 0 && status != CM_ENOTFOUND) {
-        pb->status = status;
-        cm_broker_set_why(pb->b, "http: looking up %s: %s", SERVICE, cm_strerror(status));
+    if (list == NULL) {
+        pb->status = p->lookup_err;
+        cm_broker_set_why(pb->b, "http: looking up %s: %s", SERVICE, cm_strerror(p->lookup_err));
     }
-    for (size_t i = 0; status == 0 && !p->disconnecting && i < list->n; i++) {
+    for (size_t i = 0; list != NULL && !p->disconnecting && i < list->n; i++) {
         const cm_reg_service *svc = list->items[i];
         size_t matching = 0;
         for (size_t k = 0; k < svc->nnodes; k++) {
@@ -392,6 +410,69 @@ on_lookup(int status, const cm_reg_service_list *list, void *arg)
     }
     if (--pb->outstanding == 0) {
         pub_finish(pb);
+    }
+}
+
+/* Sends every waiting publish with the cache (or its lookup's error). */
+static void
+flush(void *arg)
+{
+    http_priv *p = arg;
+    p->flush_posted = 0;
+    pub *pb = p->wait_head;
+    p->wait_head = p->wait_tail = NULL;
+    while (pb != NULL) { /* a callback that publishes again waits for the next flush */
+        pub *next = pb->next;
+        dispatch(pb, p->cache);
+        pb = next;
+    }
+}
+
+static void
+on_lookup(int status, const cm_reg_service_list *list, void *arg)
+{
+    http_priv *p = arg;
+    p->looking = 0;
+    p->inflight--;
+    cm_reg_service_list *dup = NULL;
+    if (status == 0 && (dup = cm_reg_service_list_dup(list)) == NULL) {
+        status = CM_ENOMEM;
+    }
+    if (status == 0 || status == CM_ENOTFOUND) {
+        cm_reg_service_list_free(p->cache);
+        p->cache = dup != NULL ? dup : cm_reg_service_list_dup(&(cm_reg_service_list){NULL, 0});
+        p->cache_at = cm_now_ms();
+    } else if (p->cache != NULL) {
+        cm_log(CM_LOG_DEBUG, MODULE, "http: looking up %s: %s; using the last answer", SERVICE,
+               cm_strerror(status));
+    }
+    p->lookup_err = p->cache != NULL ? 0 : status;
+    flush(p);
+    maybe_disconnected(p);
+}
+
+/* Sends the waiting publishes on a later turn: with the cache when it is fresh, else after a
+ * lookup. */
+static void
+kick(http_priv *p)
+{
+    int fresh = p->cache != NULL && p->cache_at != 0 && cm_now_ms() - p->cache_at < CACHE_TTL_MS;
+    if (!fresh && !p->looking) {
+        int rc = cm_registry_get_service(p->reg, SERVICE, on_lookup, p);
+        if (rc == 0) {
+            p->looking = 1;
+            p->inflight++;
+            return;
+        }
+        if (p->cache == NULL) {
+            p->lookup_err = rc;
+        }
+    }
+    if (p->looking || p->flush_posted) {
+        return;
+    }
+    if (cm__broker_defer(p->b, flush, p) == 0) {
+        p->flush_posted = 1;
     }
 }
 
@@ -424,16 +505,20 @@ http_publish(cm_broker *b, const char *topic, const cm_md *header, const uint8_t
                           p->max_body);
         rc = CM_ETOOBIG;
     }
-    if (rc == 0) {
-        rc = cm_registry_get_service(p->reg, SERVICE, on_lookup, pb);
-    }
     if (rc < 0) {
         if (pb != NULL) {
             pub_free(pb);
         }
         return rc;
     }
+    if (p->wait_tail != NULL) {
+        p->wait_tail->next = pb;
+    } else {
+        p->wait_head = pb;
+    }
+    p->wait_tail = pb;
     p->inflight++;
+    kick(p);
     return 0;
 }
 
@@ -477,6 +562,14 @@ connected_later(void *arg)
     cm_broker_connected(arg, 0);
 }
 
+static void
+on_watch(cm_watch_action action, const cm_reg_service *svc, void *arg)
+{
+    (void)action;
+    (void)svc;
+    ((http_priv *)arg)->cache_at = 0;
+}
+
 static int
 http_connect(cm_broker *b)
 {
@@ -489,6 +582,10 @@ http_connect(cm_broker *b)
     if (rc == 0) {
         node_address(p);
         p->disconnecting = 0;
+        p->cache_at = 0;
+        if (cm_registry_watch(p->reg, SERVICE, on_watch, p, &p->watch) < 0) {
+            p->watch = NULL; /* the TTL still bounds what the cache misses */
+        }
         uv_timer_start(p->timer, on_refresh, p->interval_ms, p->interval_ms);
         rc = cm__broker_defer(b, connected_later, b);
     }
@@ -525,6 +622,10 @@ http_disconnect(cm_broker *b)
 {
     http_priv *p = cm_broker_priv(b);
     uv_timer_stop(p->timer);
+    if (p->watch != NULL) {
+        cm_watcher_stop(p->watch);
+        p->watch = NULL;
+    }
     p->disconnecting = 1;
     p->busy = 1;
     cm_listener_close(p->l, listener_closed, p);
@@ -620,6 +721,8 @@ http_fini(cm_broker *b)
     if (p->timer != NULL) {
         uv_close((uv_handle_t *)p->timer, free_handle);
     }
+    cm_reg_service_list_free(p->cache);
+    p->cache = NULL;
     cm_transport_close(p->t, NULL, NULL);
     if (p->own_reg) {
         cm_registry_close(p->reg, NULL, NULL);

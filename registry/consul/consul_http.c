@@ -4,7 +4,6 @@
  * the loop; every completion runs on a later loop turn. */
 #include "consul_int.h"
 
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,164 +33,6 @@ struct cm__consul_req {
     cm__consul_done_fn done;
     void *ctx;
 };
-
-/* A socket libcurl asked us to watch. */
-typedef struct sock_ctx {
-    uv_poll_t poll;
-    curl_socket_t fd;
-    cm__consul *c;
-} sock_ctx;
-
-/* ---- libcurl's global state: initialised by the first registry, cleaned by the last ---- */
-
-static pthread_mutex_t global_mu = PTHREAD_MUTEX_INITIALIZER;
-static unsigned global_refs;
-
-static int
-global_acquire(void)
-{
-    int rc = 0;
-    pthread_mutex_lock(&global_mu);
-    if (global_refs == 0 && curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
-        rc = CM_ENOMEM;
-    } else {
-        global_refs++;
-    }
-    pthread_mutex_unlock(&global_mu);
-    return rc;
-}
-
-static void
-global_release(void)
-{
-    pthread_mutex_lock(&global_mu);
-    if (global_refs > 0 && --global_refs == 0) {
-        curl_global_cleanup();
-    }
-    pthread_mutex_unlock(&global_mu);
-}
-
-/* ---- libcurl on the loop ---- */
-
-static void check_done(cm__consul *c);
-
-void
-cm__consul_handle_gone(cm__consul *c)
-{
-    c->open_handles--;
-    if (c->closing && c->open_handles == 0 && c->multi == NULL) {
-        /* The last handle of a closing registry: deliver the cancellations, then free. */
-        while (c->canceled != NULL) {
-            cm__consul_req *q = c->canceled;
-            c->canceled = q->next;
-            cm__consul_result res = {.err = CM_ECANCELED, .body = "", .agent = q->agent};
-            q->done(q->ctx, &res);
-            curl_easy_cleanup(q->easy);
-            cm_buf_free(&q->resp);
-            free(q->path);
-            free(q->body);
-            free(q);
-        }
-        cm__consul_config_free(c);
-        if (c->global_ref) {
-            c->global_ref = 0;
-            global_release();
-        }
-        cm_registry_closed(c->reg);
-    }
-}
-
-static void
-handle_closed(uv_handle_t *h)
-{
-    cm__consul *c = h->data;
-    if (h->type == UV_POLL) {
-        free(h);
-    }
-    cm__consul_handle_gone(c);
-}
-
-static void
-on_poll(uv_poll_t *h, int status, int events)
-{
-    sock_ctx *s = (sock_ctx *)(void *)h;
-    cm__consul *c = s->c;
-    int flags = 0;
-    if (status < 0) {
-        flags = CURL_CSELECT_ERR;
-    } else {
-        flags |= (events & UV_READABLE) ? CURL_CSELECT_IN : 0;
-        flags |= (events & UV_WRITABLE) ? CURL_CSELECT_OUT : 0;
-    }
-    int running = 0;
-    c->dispatching++;
-    curl_multi_socket_action(c->multi, s->fd, flags, &running);
-    check_done(c);
-    c->dispatching--;
-}
-
-static int
-on_socket(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp)
-{
-    (void)easy;
-    cm__consul *c = userp;
-    sock_ctx *s = socketp;
-    if (what == CURL_POLL_REMOVE) {
-        if (s != NULL) {
-            uv_poll_stop(&s->poll);
-            uv_close((uv_handle_t *)&s->poll, handle_closed);
-            curl_multi_assign(c->multi, fd, NULL);
-        }
-        return 0;
-    }
-    if (s == NULL) {
-        s = calloc(1, sizeof(*s));
-        if (s == NULL) {
-            return -1;
-        }
-        if (uv_poll_init_socket(c->uv, &s->poll, fd) < 0) {
-            free(s);
-            return -1;
-        }
-        s->fd = fd;
-        s->c = c;
-        s->poll.data = c;
-        c->open_handles++;
-        curl_multi_assign(c->multi, fd, s);
-    }
-    int events = 0;
-    events |= (what & CURL_POLL_IN) ? UV_READABLE : 0;
-    events |= (what & CURL_POLL_OUT) ? UV_WRITABLE : 0;
-    return uv_poll_start(&s->poll, events, on_poll) < 0 ? -1 : 0;
-}
-
-static void
-on_timeout(uv_timer_t *t)
-{
-    cm__consul *c = t->data;
-    int running = 0;
-    c->dispatching++;
-    curl_multi_socket_action(c->multi, CURL_SOCKET_TIMEOUT, 0, &running);
-    check_done(c);
-    c->dispatching--;
-}
-
-static int
-on_timer(CURLM *multi, long timeout_ms, void *userp)
-{
-    (void)multi;
-    cm__consul *c = userp;
-    if (c->closing) {
-        return 0;
-    }
-    if (timeout_ms < 0) {
-        uv_timer_stop(&c->timer);
-    } else {
-        /* Even 0 goes through the loop: never call back into libcurl from its callback. */
-        uv_timer_start(&c->timer, on_timeout, (uint64_t)timeout_ms, 0);
-    }
-    return 0;
-}
 
 static size_t
 on_body(char *data, size_t size, size_t n, void *arg)
@@ -275,6 +116,22 @@ free_req(cm__consul_req *q)
     free(q);
 }
 
+/* The last handle of a closing registry: deliver the cancellations, then free. */
+static void
+on_gone(void *owner)
+{
+    cm__consul *c = owner;
+    while (c->canceled != NULL) {
+        cm__consul_req *q = c->canceled;
+        c->canceled = q->next;
+        cm__consul_result res = {.err = CM_ECANCELED, .body = "", .agent = q->agent};
+        q->done(q->ctx, &res);
+        free_req(q);
+    }
+    cm__consul_config_free(c);
+    cm_registry_closed(c->reg);
+}
+
 /* Points q's handle at agent a and hands it to the multi handle. */
 static int
 start_on(cm__consul *c, cm__consul_req *q, size_t a)
@@ -299,7 +156,7 @@ start_on(cm__consul *c, cm__consul_req *q, size_t a)
     q->index = 0;
     q->too_big = 0;
     q->errbuf[0] = '\0';
-    if (curl_multi_add_handle(c->multi, e) != CURLM_OK) {
+    if (curl_multi_add_handle(c->http.multi, e) != CURLM_OK) {
         return CM_ENOMEM;
     }
     return 0;
@@ -361,7 +218,7 @@ setup_easy(cm__consul *c, cm__consul_req *q)
 int
 cm__consul_send(cm__consul *c, const cm__consul_call *call, cm__consul_req **out)
 {
-    if (c->closing) {
+    if (c->http.closing) {
         return CM_ESTATE;
     }
     cm__consul_req *q = calloc(1, sizeof(*q));
@@ -412,51 +269,9 @@ cm__consul_cancel(cm__consul *c, cm__consul_req *q)
     if (q == NULL) {
         return;
     }
-    curl_multi_remove_handle(c->multi, q->easy);
+    curl_multi_remove_handle(c->http.multi, q->easy);
     unlink_req(c, q);
     free_req(q);
-}
-
-/* A transfer error that says the agent was never reached: worth trying the next one. */
-static int
-unreachable(CURLcode rc, CURL *e)
-{
-    if (rc == CURLE_COULDNT_CONNECT || rc == CURLE_COULDNT_RESOLVE_HOST ||
-        rc == CURLE_COULDNT_RESOLVE_PROXY) {
-        return 1;
-    }
-    if (rc == CURLE_OPERATION_TIMEDOUT) {
-        curl_off_t connect = 0;
-        curl_easy_getinfo(e, CURLINFO_CONNECT_TIME_T, &connect);
-        return connect == 0;
-    }
-    return 0;
-}
-
-static int
-map_error(CURLcode rc, const cm__consul_req *q)
-{
-    long oserr = 0;
-    curl_easy_getinfo(q->easy, CURLINFO_OS_ERRNO, &oserr);
-    switch (rc) {
-    case CURLE_OPERATION_TIMEDOUT:
-        return CM_ETIMEDOUT;
-    case CURLE_COULDNT_RESOLVE_HOST:
-    case CURLE_COULDNT_RESOLVE_PROXY:
-        return UV_EAI_NONAME;
-    case CURLE_COULDNT_CONNECT:
-        return oserr > 0 ? -(int)oserr : UV_ECONNREFUSED;
-    case CURLE_GOT_NOTHING:
-    case CURLE_RECV_ERROR:
-    case CURLE_SEND_ERROR:
-        return oserr > 0 ? -(int)oserr : CM_ECLOSED;
-    case CURLE_WRITE_ERROR:
-        return q->too_big ? CM_ETOOBIG : CM_ENOMEM;
-    case CURLE_OUT_OF_MEMORY:
-        return CM_ENOMEM;
-    default:
-        return CM_EREGISTRY;
-    }
 }
 
 /* Prints "METHOD /path" (without the query) into buf. */
@@ -500,10 +315,15 @@ cm__consul_log_failure(const cm__consul *c, cm_log_level level, const char *meth
 
 /* A finished transfer: fail over, or deliver. */
 static void
-finish(cm__consul *c, cm__consul_req *q, CURLcode rc)
+finish(void *owner, CURL *easy, CURLcode rc)
 {
-    curl_multi_remove_handle(c->multi, q->easy);
-    if (rc != CURLE_OK && !q->pinned && q->tried < c->nagents && unreachable(rc, q->easy)) {
+    cm__consul *c = owner;
+    char *priv = NULL;
+    curl_easy_getinfo(easy, CURLINFO_PRIVATE, &priv);
+    cm__consul_req *q = (cm__consul_req *)(void *)priv;
+    curl_multi_remove_handle(c->http.multi, q->easy);
+    if (rc != CURLE_OK && !q->pinned && q->tried < c->nagents &&
+        cm__curl_unreachable(rc, q->easy)) {
         size_t next = (q->agent + 1) % c->nagents;
         cm_log(CM_LOG_WARN, "registry.consul", "agent %s unreachable (%s); trying %s",
                c->agents[q->agent].base, q->errbuf[0] ? q->errbuf : curl_easy_strerror(rc),
@@ -521,7 +341,7 @@ finish(cm__consul *c, cm__consul_req *q, CURLcode rc)
         res.has_index = q->has_index;
         res.index = q->index;
     } else {
-        res.err = map_error(rc, q);
+        res.err = cm__curl_error(rc, q->easy, q->too_big);
         res.detail = q->errbuf[0] != '\0' ? q->errbuf : curl_easy_strerror(rc);
     }
     if (cm_buf_append(&q->resp, "", 1) == 0) {
@@ -538,24 +358,8 @@ finish(cm__consul *c, cm__consul_req *q, CURLcode rc)
     }
     q->done(q->ctx, &res);
     free_req(q);
-    if (moved && !c->closing) {
+    if (moved && !c->http.closing) {
         cm__consul_agent_changed(c);
-    }
-}
-
-static void
-check_done(cm__consul *c)
-{
-    CURLMsg *m;
-    int left = 0;
-    while (!c->closing && (m = curl_multi_info_read(c->multi, &left)) != NULL) {
-        if (m->msg != CURLMSG_DONE) {
-            continue;
-        }
-        char *priv = NULL;
-        CURLcode rc = m->data.result;
-        curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, &priv);
-        finish(c, (cm__consul_req *)(void *)priv, rc);
     }
 }
 
@@ -566,64 +370,29 @@ cm__consul_http_init(cm__consul *c, cm_registry *r)
 {
     memset(c, 0, sizeof(*c));
     c->reg = r;
-    c->uv = cm_loop_uv(r->loop);
     int rc = cm__consul_config_parse(c, r);
     if (rc == 0) {
-        rc = global_acquire();
-        c->global_ref = rc == 0;
-    }
-    if (rc == 0) {
-        c->multi = curl_multi_init();
-        rc = c->multi != NULL ? 0 : CM_ENOMEM;
+        rc = cm__curl_init(&c->http, cm_loop_uv(r->loop), c);
     }
     if (rc < 0) {
-        if (c->multi != NULL) {
-            curl_multi_cleanup(c->multi);
-        }
-        if (c->global_ref) {
-            global_release();
-        }
-        cm__consul_config_free(c);
-        return rc;
+        cm__consul_config_free(c); /* what parse made before it failed, too */
     }
-    curl_multi_setopt(c->multi, CURLMOPT_SOCKETFUNCTION, on_socket);
-    curl_multi_setopt(c->multi, CURLMOPT_SOCKETDATA, (void *)c);
-    curl_multi_setopt(c->multi, CURLMOPT_TIMERFUNCTION, on_timer);
-    curl_multi_setopt(c->multi, CURLMOPT_TIMERDATA, (void *)c);
-    uv_timer_init(c->uv, &c->timer);
-    c->timer.data = c;
-    c->open_handles = 1;
-    return 0;
-}
-
-static void
-teardown(uv_timer_t *t)
-{
-    cm__consul *c = t->data;
-    /* Closes the cached connections: their sockets' poll handles close through on_socket. */
-    curl_multi_cleanup(c->multi);
-    c->multi = NULL;
-    /* The canceled callbacks and the registry's release follow from the close callbacks. */
-    uv_close((uv_handle_t *)&c->timer, handle_closed);
+    c->http.done = finish;
+    c->http.gone = on_gone;
+    return rc;
 }
 
 void
 cm__consul_http_close(cm__consul *c)
 {
-    c->closing = 1;
+    c->http.closing = 1;
     cm__consul_watch_stop_all(c);
     while (c->reqs != NULL) {
         cm__consul_req *q = c->reqs;
         unlink_req(c, q);
-        curl_multi_remove_handle(c->multi, q->easy);
+        curl_multi_remove_handle(c->http.multi, q->easy);
         q->next = c->canceled;
         c->canceled = q;
     }
-    uv_timer_stop(&c->timer);
-    if (c->dispatching == 0) {
-        teardown(&c->timer);
-    } else {
-        /* Called back from inside libcurl's processing: finish on a later turn. */
-        uv_timer_start(&c->timer, teardown, 0, 0);
-    }
+    cm__curl_close(&c->http);
 }

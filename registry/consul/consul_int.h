@@ -6,7 +6,7 @@
 
 #include "registry_int.h"
 
-#include <curl/curl.h>
+#include "../curl_loop.h"
 
 /* One agent of the address list. */
 typedef struct cm__consul_agent {
@@ -36,10 +36,7 @@ typedef struct cm__consul_watch cm__consul_watch;
 /* The registry's private state (in cm_registry.priv). */
 typedef struct cm__consul {
     cm_registry *reg;
-    uv_loop_t *uv;
-    CURLM *multi;
-    uv_timer_t timer; /* libcurl's timeout, then the teardown step on close */
-    unsigned open_handles;
+    cm__curl http; /* libcurl on the loop */
 
     cm__consul_agent *agents;
     size_t nagents;
@@ -54,9 +51,6 @@ typedef struct cm__consul {
     uint64_t tcp_check_ms; /* option tcp_check_interval_ms: a TCP check instead of the TTL one */
     char *read_query; /* "?stale&dc=x", "?dc=x", "" ... */
 
-    int closing;
-    unsigned dispatching;     /* inside libcurl's socket or timer processing */
-    int global_ref;           /* holds a reference on curl_global_init */
     cm__consul_req *reqs;     /* in flight */
     cm__consul_req *canceled; /* taken out by close, their callbacks run at teardown */
     cm__consul_node *nodes;   /* registrations this registry made */
@@ -103,7 +97,6 @@ void cm__consul_http_close(cm__consul *c);
 int cm__consul_send(cm__consul *c, const cm__consul_call *call, cm__consul_req **out);
 /* One uv handle of the registry (a watch's timer) finished closing; the last one of a closing
  * registry completes the close. */
-void cm__consul_handle_gone(cm__consul *c);
 /* Stops a request in flight; its done never runs. */
 void cm__consul_cancel(cm__consul *c, cm__consul_req *q);
 /* The stderr line for a failed request: "cmicro: consul: PUT /v1/...: 403 Permission denied". */

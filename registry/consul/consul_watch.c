@@ -371,7 +371,7 @@ ws_closed(uv_handle_t *h)
     cm_reg_service_list_free(ws->snap);
     free(ws->name);
     free(ws);
-    cm__consul_handle_gone(c);
+    cm__curl_handle_gone(&c->http);
 }
 
 static void
@@ -409,9 +409,9 @@ cm__consul_watch_start(cm_registry *r, cm_watcher *w)
     ws->w = w;
     cm__consul_wstate_init(&ws->st);
     ws->rng = (uint32_t)(uv_hrtime() ^ (uintptr_t)ws) | 1u;
-    uv_timer_init(c->uv, &ws->timer);
+    uv_timer_init(c->http.uv, &ws->timer);
     ws->timer.data = ws;
-    c->open_handles++;
+    cm__curl_handle_opened(&c->http);
     ws->next = c->watches;
     c->watches = ws;
     *slot_of(w) = ws;

@@ -7,7 +7,6 @@
  * the loop; every completion runs on a later loop turn. */
 #include "etcd_int.h"
 
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,41 +39,6 @@ struct cm__etcd_req {
     void *ctx;
 };
 
-typedef struct sock_ctx {
-    uv_poll_t poll;
-    curl_socket_t fd;
-    cm__etcd *c;
-} sock_ctx;
-
-/* ---- libcurl's global state ---- */
-
-static pthread_mutex_t global_mu = PTHREAD_MUTEX_INITIALIZER;
-static unsigned global_refs;
-
-static int
-global_acquire(void)
-{
-    int rc = 0;
-    pthread_mutex_lock(&global_mu);
-    if (global_refs == 0 && curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
-        rc = CM_ENOMEM;
-    } else {
-        global_refs++;
-    }
-    pthread_mutex_unlock(&global_mu);
-    return rc;
-}
-
-static void
-global_release(void)
-{
-    pthread_mutex_lock(&global_mu);
-    if (global_refs > 0 && --global_refs == 0) {
-        curl_global_cleanup();
-    }
-    pthread_mutex_unlock(&global_mu);
-}
-
 static void
 free_req(cm__etcd_req *q)
 {
@@ -86,18 +50,11 @@ free_req(cm__etcd_req *q)
     free(q);
 }
 
-/* ---- libcurl on the loop ---- */
-
-static void check_done(cm__etcd *c);
-
-void
-cm__etcd_handle_gone(cm__etcd *c)
+/* The last handle of a closing registry: deliver the cancellations, then free. */
+static void
+on_gone(void *owner)
 {
-    c->open_handles--;
-    if (!c->closing || c->open_handles > 0 || c->multi != NULL) {
-        return;
-    }
-    /* The last handle of a closing registry: deliver the cancellations, then free. */
+    cm__etcd *c = owner;
     while (c->canceled != NULL) {
         cm__etcd_req *q = c->canceled;
         c->canceled = q->next;
@@ -108,21 +65,7 @@ cm__etcd_handle_gone(cm__etcd *c)
         free_req(q);
     }
     cm__etcd_config_free(c);
-    if (c->global_ref) {
-        c->global_ref = 0;
-        global_release();
-    }
     cm_registry_closed(c->reg);
-}
-
-static void
-handle_closed(uv_handle_t *h)
-{
-    cm__etcd *c = h->data;
-    if (h->type == UV_POLL) {
-        free(h);
-    }
-    cm__etcd_handle_gone(c);
 }
 
 static void stop_stream(cm__etcd *c, cm__etcd_req *q);
@@ -141,7 +84,7 @@ flush_one(cm__etcd *c, cm__etcd_req *q)
         q->resp.data[i] = '\0';
         int stop = i > start && q->on_line(q->ctx, (char *)q->resp.data + start, i - start);
         start = i + 1;
-        gone = q->dead || c->closing;
+        gone = q->dead || c->http.closing;
         if (stop && !gone) {
             q->stopped = 1;
             gone = 1;
@@ -152,12 +95,12 @@ flush_one(cm__etcd *c, cm__etcd_req *q)
         free_req(q);
         return 1;
     }
-    if (!c->closing) {
+    if (!c->http.closing) {
         memmove(q->resp.data, q->resp.data + start, q->resp.len - start);
         q->resp.len -= start;
         q->lines = 0;
     }
-    if (q->stopped && !c->closing) {
+    if (q->stopped && !c->http.closing) {
         stop_stream(c, q);
     }
     return gone;
@@ -165,10 +108,11 @@ flush_one(cm__etcd *c, cm__etcd_req *q)
 
 /* The lines streams received in this turn, delivered outside libcurl's callbacks. */
 static void
-flush_lines(cm__etcd *c)
+flush_lines(void *owner)
 {
+    cm__etcd *c = owner;
     int again = 1;
-    while (again && !c->closing) {
+    while (again && !c->http.closing) {
         again = 0;
         for (cm__etcd_req *q = c->reqs; q != NULL; q = q->next) {
             if (q->lines && q->on_line != NULL) {
@@ -179,89 +123,6 @@ flush_lines(cm__etcd *c)
             }
         }
     }
-}
-
-static void
-on_poll(uv_poll_t *h, int status, int events)
-{
-    sock_ctx *s = (sock_ctx *)(void *)h;
-    cm__etcd *c = s->c;
-    int flags = 0;
-    if (status < 0) {
-        flags = CURL_CSELECT_ERR;
-    } else {
-        flags |= (events & UV_READABLE) ? CURL_CSELECT_IN : 0;
-        flags |= (events & UV_WRITABLE) ? CURL_CSELECT_OUT : 0;
-    }
-    int running = 0;
-    c->dispatching++;
-    curl_multi_socket_action(c->multi, s->fd, flags, &running);
-    flush_lines(c);
-    check_done(c);
-    c->dispatching--;
-}
-
-static int
-on_socket(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp)
-{
-    (void)easy;
-    cm__etcd *c = userp;
-    sock_ctx *s = socketp;
-    if (what == CURL_POLL_REMOVE) {
-        if (s != NULL) {
-            uv_poll_stop(&s->poll);
-            uv_close((uv_handle_t *)&s->poll, handle_closed);
-            curl_multi_assign(c->multi, fd, NULL);
-        }
-        return 0;
-    }
-    if (s == NULL) {
-        s = calloc(1, sizeof(*s));
-        if (s == NULL) {
-            return -1;
-        }
-        if (uv_poll_init_socket(c->uv, &s->poll, fd) < 0) {
-            free(s);
-            return -1;
-        }
-        s->fd = fd;
-        s->c = c;
-        s->poll.data = c;
-        c->open_handles++;
-        curl_multi_assign(c->multi, fd, s);
-    }
-    int events = 0;
-    events |= (what & CURL_POLL_IN) ? UV_READABLE : 0;
-    events |= (what & CURL_POLL_OUT) ? UV_WRITABLE : 0;
-    return uv_poll_start(&s->poll, events, on_poll) < 0 ? -1 : 0;
-}
-
-static void
-on_timeout(uv_timer_t *t)
-{
-    cm__etcd *c = t->data;
-    int running = 0;
-    c->dispatching++;
-    curl_multi_socket_action(c->multi, CURL_SOCKET_TIMEOUT, 0, &running);
-    flush_lines(c);
-    check_done(c);
-    c->dispatching--;
-}
-
-static int
-on_timer(CURLM *multi, long timeout_ms, void *userp)
-{
-    (void)multi;
-    cm__etcd *c = userp;
-    if (c->closing) {
-        return 0;
-    }
-    if (timeout_ms < 0) {
-        uv_timer_stop(&c->timer);
-    } else {
-        uv_timer_start(&c->timer, on_timeout, (uint64_t)timeout_ms, 0);
-    }
-    return 0;
 }
 
 /* A stream's bytes wait in resp until the loop is out of libcurl's processing (flush_lines):
@@ -372,7 +233,7 @@ start_on(cm__etcd *c, cm__etcd_req *q, size_t e)
     q->stopped = 0;
     q->lines = 0;
     q->errbuf[0] = '\0';
-    return curl_multi_add_handle(c->multi, q->easy) == CURLM_OK ? 0 : CM_ENOMEM;
+    return curl_multi_add_handle(c->http.multi, q->easy) == CURLM_OK ? 0 : CM_ENOMEM;
 }
 
 static int
@@ -535,7 +396,7 @@ auth_done(void *ctx, const cm__etcd_result *res)
 int
 cm__etcd_send(cm__etcd *c, const cm__etcd_call *call, cm__etcd_req **out)
 {
-    if (c->closing) {
+    if (c->http.closing) {
         return CM_ESTATE;
     }
     cm__etcd_req *q = new_req(c, call);
@@ -573,7 +434,7 @@ cm__etcd_cancel(cm__etcd *c, cm__etcd_req *q)
     }
     if (q == c->flushing) {
         /* Its line callback is on the stack: flush_one frees it. */
-        curl_multi_remove_handle(c->multi, q->easy);
+        curl_multi_remove_handle(c->http.multi, q->easy);
         unlink_req(&c->reqs, q);
         q->dead = 1;
         return;
@@ -585,54 +446,10 @@ cm__etcd_cancel(cm__etcd *c, cm__etcd_req *q)
     if (waiting) {
         unlink_req(&c->auth_wait, q);
     } else {
-        curl_multi_remove_handle(c->multi, q->easy);
+        curl_multi_remove_handle(c->http.multi, q->easy);
         unlink_req(&c->reqs, q);
     }
     free_req(q);
-}
-
-/* A transfer error that says the endpoint was never reached: worth trying the next one. */
-static int
-unreachable(CURLcode rc, CURL *e)
-{
-    if (rc == CURLE_COULDNT_CONNECT || rc == CURLE_COULDNT_RESOLVE_HOST ||
-        rc == CURLE_COULDNT_RESOLVE_PROXY) {
-        return 1;
-    }
-    if (rc == CURLE_OPERATION_TIMEDOUT) {
-        /* Not one byte of the request went out (a reused connection has no connect time). */
-        long sent = 0;
-        curl_easy_getinfo(e, CURLINFO_REQUEST_SIZE, &sent);
-        return sent == 0;
-    }
-    return 0;
-}
-
-static int
-map_error(CURLcode rc, const cm__etcd_req *q)
-{
-    long oserr = 0;
-    curl_easy_getinfo(q->easy, CURLINFO_OS_ERRNO, &oserr);
-    switch (rc) {
-    case CURLE_OPERATION_TIMEDOUT:
-        return CM_ETIMEDOUT;
-    case CURLE_COULDNT_RESOLVE_HOST:
-    case CURLE_COULDNT_RESOLVE_PROXY:
-        return UV_EAI_NONAME;
-    case CURLE_COULDNT_CONNECT:
-        return oserr > 0 ? -(int)oserr : UV_ECONNREFUSED;
-    case CURLE_GOT_NOTHING:
-    case CURLE_RECV_ERROR:
-    case CURLE_SEND_ERROR:
-    case CURLE_PARTIAL_FILE:
-        return oserr > 0 ? -(int)oserr : CM_ECLOSED;
-    case CURLE_WRITE_ERROR:
-        return q->too_big ? CM_ETOOBIG : CM_ENOMEM;
-    case CURLE_OUT_OF_MEMORY:
-        return CM_ENOMEM;
-    default:
-        return CM_EREGISTRY;
-    }
 }
 
 void
@@ -708,10 +525,14 @@ retry_with_new_token(cm__etcd *c, cm__etcd_req *q, const cm__etcd_result *res)
 
 /* A finished transfer: fail over, or deliver. */
 static void
-finish(cm__etcd *c, cm__etcd_req *q, CURLcode rc)
+finish(void *owner, CURL *easy, CURLcode rc)
 {
-    curl_multi_remove_handle(c->multi, q->easy);
-    if (rc != CURLE_OK && q->tried < c->nendpoints && unreachable(rc, q->easy)) {
+    cm__etcd *c = owner;
+    char *priv = NULL;
+    curl_easy_getinfo(easy, CURLINFO_PRIVATE, &priv);
+    cm__etcd_req *q = (cm__etcd_req *)(void *)priv;
+    curl_multi_remove_handle(c->http.multi, q->easy);
+    if (rc != CURLE_OK && q->tried < c->nendpoints && cm__curl_unreachable(rc, q->easy)) {
         size_t next = (q->endpoint + 1) % c->nendpoints;
         cm_log(CM_LOG_DEBUG, "registry.etcd", "endpoint %s unreachable (%s); trying %s",
                c->endpoints[q->endpoint], q->errbuf[0] ? q->errbuf : curl_easy_strerror(rc),
@@ -741,7 +562,7 @@ finish(cm__etcd *c, cm__etcd_req *q, CURLcode rc)
             res.err = CM_ECLOSED; /* a stream that ended */
         }
     } else {
-        res.err = map_error(rc, q);
+        res.err = cm__curl_error(rc, q->easy, q->too_big);
         res.detail = q->errbuf[0] != '\0' ? q->errbuf : curl_easy_strerror(rc);
     }
     if (res.err == CM_EREGISTRY && retry_with_new_token(c, q, &res)) {
@@ -763,27 +584,11 @@ finish(cm__etcd *c, cm__etcd_req *q, CURLcode rc)
 static void
 stop_stream(cm__etcd *c, cm__etcd_req *q)
 {
-    curl_multi_remove_handle(c->multi, q->easy);
+    curl_multi_remove_handle(c->http.multi, q->easy);
     unlink_req(&c->reqs, q);
     cm__etcd_result res = {.err = CM_ECANCELED, .body = "", .endpoint = q->endpoint, .detail = ""};
     q->done(q->ctx, &res);
     free_req(q);
-}
-
-static void
-check_done(cm__etcd *c)
-{
-    CURLMsg *m;
-    int left = 0;
-    while (!c->closing && (m = curl_multi_info_read(c->multi, &left)) != NULL) {
-        if (m->msg != CURLMSG_DONE) {
-            continue;
-        }
-        char *priv = NULL;
-        CURLcode rc = m->data.result;
-        curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, &priv);
-        finish(c, (cm__etcd_req *)(void *)priv, rc);
-    }
 }
 
 /* ---- life cycle ---- */
@@ -793,43 +598,17 @@ cm__etcd_http_init(cm__etcd *c, cm_registry *r)
 {
     memset(c, 0, sizeof(*c));
     c->reg = r;
-    c->uv = cm_loop_uv(r->loop);
     int rc = cm__etcd_config_parse(c, r);
     if (rc == 0) {
-        rc = global_acquire();
-        c->global_ref = rc == 0;
-    }
-    if (rc == 0) {
-        c->multi = curl_multi_init();
-        rc = c->multi != NULL ? 0 : CM_ENOMEM;
+        rc = cm__curl_init(&c->http, cm_loop_uv(r->loop), c);
     }
     if (rc < 0) {
-        if (c->multi != NULL) {
-            curl_multi_cleanup(c->multi);
-        }
-        if (c->global_ref) {
-            global_release();
-        }
-        cm__etcd_config_free(c);
-        return rc;
+        cm__etcd_config_free(c); /* what parse made before it failed, too */
     }
-    curl_multi_setopt(c->multi, CURLMOPT_SOCKETFUNCTION, on_socket);
-    curl_multi_setopt(c->multi, CURLMOPT_SOCKETDATA, (void *)c);
-    curl_multi_setopt(c->multi, CURLMOPT_TIMERFUNCTION, on_timer);
-    curl_multi_setopt(c->multi, CURLMOPT_TIMERDATA, (void *)c);
-    uv_timer_init(c->uv, &c->timer);
-    c->timer.data = c;
-    c->open_handles = 1;
-    return 0;
-}
-
-static void
-teardown(uv_timer_t *t)
-{
-    cm__etcd *c = t->data;
-    curl_multi_cleanup(c->multi);
-    c->multi = NULL;
-    uv_close((uv_handle_t *)&c->timer, handle_closed);
+    c->http.done = finish;
+    c->http.after = flush_lines;
+    c->http.gone = on_gone;
+    return rc;
 }
 
 static void
@@ -838,7 +617,7 @@ cancel_list(cm__etcd *c, cm__etcd_req **head)
     while (*head != NULL) {
         cm__etcd_req *q = *head;
         unlink_req(head, q);
-        curl_multi_remove_handle(c->multi, q->easy);
+        curl_multi_remove_handle(c->http.multi, q->easy);
         q->next = c->canceled;
         c->canceled = q;
     }
@@ -847,14 +626,9 @@ cancel_list(cm__etcd *c, cm__etcd_req **head)
 void
 cm__etcd_http_close(cm__etcd *c)
 {
-    c->closing = 1;
+    c->http.closing = 1;
     cm__etcd_watch_stop_all(c);
     cancel_list(c, &c->reqs);
     cancel_list(c, &c->auth_wait);
-    uv_timer_stop(&c->timer);
-    if (c->dispatching == 0) {
-        teardown(&c->timer);
-    } else {
-        uv_timer_start(&c->timer, teardown, 0, 0);
-    }
+    cm__curl_close(&c->http);
 }

@@ -7,7 +7,7 @@
 
 #include "registry_int.h"
 
-#include <curl/curl.h>
+#include "../curl_loop.h"
 
 /* go-micro's etcd plugin keeps every node under this prefix: /micro/registry/<svc>/<node>. */
 #define CM__ETCD_PREFIX "/micro/registry/"
@@ -36,10 +36,7 @@ typedef struct cm__etcd_watch cm__etcd_watch;
 /* The registry's private state (in cm_registry.priv). */
 typedef struct cm__etcd {
     cm_registry *reg;
-    uv_loop_t *uv;
-    CURLM *multi;
-    uv_timer_t timer; /* libcurl's timeout, then the teardown step on close */
-    unsigned open_handles;
+    cm__curl http; /* libcurl on the loop */
 
     char **endpoints; /* "http://127.0.0.1:2379", no trailing '/' */
     size_t nendpoints;
@@ -56,10 +53,7 @@ typedef struct cm__etcd {
     int insecure;
     uint64_t timeout_ms;
 
-    int closing;
     cm__etcd_req *flushing; /* the stream whose lines are being delivered */
-    unsigned dispatching;   /* inside libcurl's socket or timer processing */
-    int global_ref;         /* holds a reference on curl_global_init */
     cm__etcd_req *reqs;     /* in flight */
     cm__etcd_req *canceled;
     cm__etcd_node *nodes; /* registrations this registry made */
@@ -105,7 +99,6 @@ int cm__etcd_send(cm__etcd *c, const cm__etcd_call *call, cm__etcd_req **out);
 /* Stops a request; its done never runs. */
 void cm__etcd_cancel(cm__etcd *c, cm__etcd_req *q);
 /* One uv handle of the registry (a watch's timer) finished closing. */
-void cm__etcd_handle_gone(cm__etcd *c);
 /* The log line of a failed request: "POST /v3/kv/put: http://...: etcdserver: ...". */
 void cm__etcd_log_failure(const cm__etcd *c, cm_log_level level, const char *path,
                           const cm__etcd_result *res);

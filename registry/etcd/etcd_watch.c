@@ -176,13 +176,13 @@ want_one(const cm_watcher *w, void *arg)
 static int
 emit(cm__etcd_watch *ws, cm_watch_action a, const cm_reg_service *svc)
 {
-    if (ws->w == NULL || ws->c->closing) {
+    if (ws->w == NULL || ws->c->http.closing) {
         return 1;
     }
     if (svc != NULL) {
         cm__registry_notify_if(ws->c->reg, a, svc, want_one, ws->w);
     }
-    return ws->w == NULL || ws->c->closing;
+    return ws->w == NULL || ws->c->http.closing;
 }
 
 /* ---- starting and restarting ---- */
@@ -238,7 +238,7 @@ static void
 on_timer(uv_timer_t *t)
 {
     cm__etcd_watch *ws = t->data;
-    if (ws->w == NULL || ws->c->closing) {
+    if (ws->w == NULL || ws->c->http.closing) {
         return;
     }
     int rc = start(ws);
@@ -254,7 +254,7 @@ static void
 again(cm__etcd_watch *ws, int err, const char *detail)
 {
     ws->req = NULL;
-    if (ws->w == NULL || ws->c->closing) {
+    if (ws->w == NULL || ws->c->http.closing) {
         return;
     }
     if (cm_now_ms() - ws->started_ms >= HEALTHY_MS) {
@@ -484,7 +484,7 @@ stream_done(void *ctx, const cm__etcd_result *res)
     if (res->err == CM_ECANCELED && ws->resync) {
         /* Ended to resync: at once. */
         ws->req = NULL;
-        if (ws->w != NULL && !ws->c->closing && start(ws) < 0) {
+        if (ws->w != NULL && !ws->c->http.closing && start(ws) < 0) {
             again(ws, CM_ENOMEM, "");
         }
         return;
@@ -503,7 +503,7 @@ ws_closed(uv_handle_t *h)
     free(ws->prefix);
     free(ws->end);
     free(ws);
-    cm__etcd_handle_gone(c);
+    cm__curl_handle_gone(&c->http);
 }
 
 int
@@ -540,9 +540,9 @@ cm__etcd_watch_start(cm_registry *r, cm_watcher *w)
         free(ws);
         return rc;
     }
-    uv_timer_init(c->uv, &ws->timer);
+    uv_timer_init(c->http.uv, &ws->timer);
     ws->timer.data = ws;
-    c->open_handles++;
+    cm__curl_handle_opened(&c->http);
     ws->next = c->watches;
     c->watches = ws;
     *(cm__etcd_watch **)cm_watcher_priv(w) = ws;

@@ -292,6 +292,19 @@ test_pubsub(void)
     CHECK_EQ_INT(b.n, 30);
     CHECK_EQ_INT(a.bad + b.bad + q1.bad + q2.bad, 0);
 
+    /* A subscriber that arrives after the publisher's (cached) lookup: the publisher's watch of
+     * the registry says so, and the next publish reaches it too. */
+    rx c = {0};
+    cm_broker *s3 = http_broker();
+    sub(s3, "fan", NULL, &c);
+    wait_until(NULL, 0, 50);
+    pubres n3 = {0};
+    publish_n(pub, "fan", 40, 45, &n3);
+    CHECK_EQ_INT(n3.status, 0);
+    CHECK(wait_until(&c.n, 5, 5000));
+    CHECK_EQ_INT(a.n, 45);
+    broker_down(s3);
+
     /* Disconnect deregisters everything. */
     broker_down(s1);
     broker_down(s2);

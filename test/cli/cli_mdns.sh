@@ -1,8 +1,9 @@
 #!/bin/sh
 # The cmicro tool against the hello server over mDNS (inside test/mdns/run-netns.sh's private
 # namespace): services lists it, describe shows its endpoint and node, call answers with JSON
-# and metadata, a go-micro error prints as JSON with exit 1, a name nobody serves exits 1, and
-# watch prints the server's goodbye as a delete event.
+# and metadata, a go-micro error prints as JSON with exit 1, a name nobody serves exits 1, the
+# api gateway calls, answers /health and counts its requests on /metrics, and watch prints the
+# server's goodbye as a delete event.
 #   cli_mdns.sh HELLO_SERVER CMICRO
 set -u
 server_bin=$1
@@ -13,10 +14,11 @@ out=$(mktemp)
 "$server_bin" >"$log" 2>&1 &
 server=$!
 passed=0
+api=
 fail() {
     echo "FAIL: $*" >&2
     cat "$log" >&2
-    kill -KILL "$server" 2>/dev/null
+    kill -KILL "$server" $api 2>/dev/null
     rm -f "$log" "$out"
     exit 1
 }
@@ -100,8 +102,23 @@ got=$(curl -s -m 10 -o "$out" -w '%{http_code}' "http://$gw/health")
 [ "$got" = 200 ] && grep -q '^{"status":"up"}$' "$out" || fail "api's /health answered $got"
 got=$(curl -s -m 10 -o /dev/null -w '%{http_code}' -X PUT "http://$gw/api/x/Y.z")
 [ "$got" = 405 ] || fail "api's PUT answered $got"
+# /metrics: the requests above by status (2 x 200, 2 x 400, 500, 404, 405), in the text format.
+got=$(curl -s -m 10 -o "$out" -w '%{http_code} %{content_type}' "http://$gw/metrics")
+[ "$got" = "200 text/plain; version=0.0.4; charset=utf-8" ] || fail "api's /metrics answered $got"
+grep -q '^# TYPE micro_api_requests_total counter$' "$out" || fail "api's /metrics: $(cat "$out")"
+for want in 200:2 400:2 500:1 404:1 405:1; do
+    grep -qx "micro_api_requests_total{code=\"${want%%:*}\"} ${want#*:}" "$out" ||
+        fail "api's /metrics has no $want: $(cat "$out")"
+done
+[ "$(grep -c '^micro_api_requests_total{' "$out")" = 5 ] || fail "api's /metrics: $(cat "$out")"
+# ... and the scrape itself in the next one.
+curl -s -m 10 "http://$gw/metrics?x" | grep -qx 'micro_api_requests_total{code="200"} 3' ||
+    fail "the second scrape did not count the first"
+got=$(curl -s -m 10 -o /dev/null -w '%{http_code}' "http://$gw/metricsx")
+[ "$got" = 405 ] || fail "api's GET /metricsx answered $got"
 kill -TERM "$api"
-wait "$api" || fail "api did not exit cleanly on SIGTERM: $(cat "$apilog")"
+wait "$api" || { api=; fail "api did not exit cleanly on SIGTERM: $(cat "$apilog")"; }
+api=
 rm -f "$apilog"
 passed=$((passed + 1))
 

@@ -21,18 +21,8 @@ fail() {
     cleanup
     exit 1
 }
-if [ -z "${CONSUL_HTTP_ADDR:-}" ]; then
-    "$python" "$agent_py" --port 0 >"$tmp/agent.out" 2>"$tmp/agent.err" &
-    agent=$!
-    i=0
-    until [ -s "$tmp/agent.out" ]; do
-        i=$((i + 1))
-        [ "$i" -le 100 ] || fail "test agent did not start"
-        sleep 0.1
-    done
-    CONSUL_HTTP_ADDR=127.0.0.1:$(head -n 1 "$tmp/agent.out")
-    export CONSUL_HTTP_ADDR
-fi
+. "$(dirname "$agent_py")/agent.sh"
+consul_agent_start "$python" "$agent_py" "$tmp" || fail "test agent did not start"
 export MICRO_REGISTRY=consul MICRO_SERVER_ADDRESS=127.0.0.1:0
 "$server_bin" >"$tmp/server.log" 2>&1 &
 server=$!

@@ -437,6 +437,8 @@ tls_env(const char *name, const char *file)
 
 /* One call of Echo.Call on name by a client-only service made from the environment as it is;
  * rc, and the error's detail in detail. */
+static int tls_attempts = 1;
+
 static int
 tls_call(const char *name, char *detail, size_t len)
 {
@@ -444,7 +446,7 @@ tls_call(const char *name, char *detail, size_t len)
     cm_service_opts_init(&o);
     o.name = "tls-caller";
     o.registry = "memory";
-    o.max_attempts = 1;
+    o.max_attempts = tls_attempts;
     cm_service *c;
     CHECK_EQ_INT(cm_service_new(&o, &c), 0);
     Rpctest__Req req = RPCTEST__REQ__INIT;
@@ -486,6 +488,12 @@ test_tls_env(void)
     unsetenv("MICRO_TRANSPORT_TLS_KEY");
     CHECK_EQ_INT(tls_call("tls-greeter", detail, sizeof detail), CM_ECERT);
     CHECK(strstr(detail, "TLS peer certificate not trusted") != NULL);
+    /* A certificate failure is permanent: one attempt however many are allowed. */
+    tls_attempts = 3;
+    CHECK_EQ_INT(tls_call("tls-greeter", detail, sizeof detail), CM_ECERT);
+    CHECK(strstr(detail, "(attempt 1 of 3 to ") != NULL);
+    CHECK(strstr(detail, "no retry: a certificate failure is permanent") != NULL);
+    tls_attempts = 1;
     /* ... unless it opts out of verification. */
     setenv("MICRO_TRANSPORT_TLS_INSECURE", "true", 1);
     CHECK_EQ_INT(tls_call("tls-greeter", detail, sizeof detail), 0);

@@ -50,13 +50,8 @@ grep -q "meson setup build && ninja -C build" hello2/README.md || fail "README l
     fail "the scaffold does not build: $(tail -n 20 "$tmp/setup.log" "$tmp/ninja.log")"
 echo "ok: cmicro new hello2 builds against the installed cmicro"
 
-if [ -z "${CONSUL_HTTP_ADDR:-}" ]; then
-    "$python" "$agent_py" --port 0 >"$tmp/agent.out" 2>"$tmp/agent.err" &
-    agent=$!
-    wait_for "$tmp/agent.out" . "test agent did not start"
-    CONSUL_HTTP_ADDR=127.0.0.1:$(head -n 1 "$tmp/agent.out")
-    export CONSUL_HTTP_ADDR
-fi
+. "$(dirname "$agent_py")/agent.sh"
+consul_agent_start "$python" "$agent_py" "$tmp" || fail "test agent did not start"
 export MICRO_REGISTRY=consul MICRO_SERVER_ADDRESS=127.0.0.1:0
 hello2/build/server >"$tmp/server.log" 2>&1 &
 server=$!

@@ -2,18 +2,20 @@
 """The broker interop tests: cmicro's brokers against go-micro v4.11.0 programs (go/gbroker).
 
     broker_interop.py --c PEER --go GBROKER --consul-agent PY encode
-    broker_interop.py --c PEER --go GBROKER --consul-agent PY BROKER CODEC FROM TO
+    broker_interop.py --c PEER --go GBROKER --consul-agent PY BROKER CODEC FROM TO [mdns]
     broker_interop.py --c PEER --go GBROKER --consul-agent PY killed-subscriber
 
 encode: go-micro's JSON of broker.Message and cmicro's cm_broker_msg_encode agree byte for byte
 on a set of messages (escapes, sorted keys, invalid UTF-8, binary bodies).
 
-BROKER nats|http, CODEC json|proto, FROM/TO c|go: four subscribers of TO (two on topic "fan",
+BROKER nats|http, CODEC json|proto, FROM/TO c|cev|go (c: the broker layer alone, cev: the events
+API of a service, --cev PEER): four subscribers of TO (two on topic "fan",
 two in queue group "grp" on topic "work") and one publisher of FROM that publishes 20 events to
 each topic with go-micro's client header (Content-Type, Micro-Topic, Micro-ID) and X-Seq. Each
 "fan" subscriber gets all 20, the queue group gets each "work" event exactly once, every event
 decodes with its codec and carries its header. nats: a real nats-server on a free loopback
-port. http: the subscriptions in the Consul test agent (test/consul/consul_agent.py).
+port. http: the subscriptions in the Consul test agent (test/consul/consul_agent.py), or with
+"mdns" in mDNS (run under test/mdns/run-netns.sh).
 
 killed-subscriber: HTTP broker over the Consul test agent, see killed_subscriber().
 """
@@ -113,16 +115,20 @@ def encode(args, env):
         log("  message %d: %d bytes, identical" % (i, len(base64.b64decode(a))))
 
 
+def c_peer(args, side):
+    return args.cev if side == "cev" else args.c
+
+
 def sub_argv(args, side, broker, topic, queue, count):
-    if side == "c":
-        return [args.c, "sub", broker, topic, queue or "-", str(count)]
+    if side in ("c", "cev"):
+        return [c_peer(args, side), "sub", broker, topic, queue or "-", str(count)]
     return [args.go, "sub", "-broker", broker, "-address", os.environ.get("NATS_URL", ""),
             "-topic", topic, "-count", str(count)] + (["-queue", queue] if queue else [])
 
 
 def pub_argv(args, side, broker, topic, ct):
-    if side == "c":
-        return [args.c, "pub", broker, topic, str(N), ct]
+    if side in ("c", "cev"):
+        return [c_peer(args, side), "pub", broker, topic, str(N), ct]
     return [args.go, "pub", "-broker", broker, "-address", os.environ.get("NATS_URL", ""),
             "-topic", topic, "-count", str(N), "-content-type", ct]
 
@@ -213,6 +219,7 @@ def killed_subscriber(args, env):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--c", required=True)
+    ap.add_argument("--cev", default="")
     ap.add_argument("--go", default="")
     ap.add_argument("--consul-agent", required=True)
     ap.add_argument("mode", nargs="+")
@@ -233,7 +240,7 @@ def main():
             return 0
         if args.mode == ["killed-subscriber"]:
             args.mode = ["http", "killed-subscriber"]
-        broker, codec, src, dst = (args.mode + ["", ""])[:4]
+        broker, codec, src, dst, reg = (args.mode + ["", "", ""])[:5]
         if broker == "nats":
             natsd = shutil.which("nats-server") or "/usr/sbin/nats-server"
             if not os.access(natsd, os.X_OK):
@@ -250,6 +257,9 @@ def main():
                     time.sleep(0.02)
             env["NATS_URL"] = os.environ["NATS_URL"] = "nats://127.0.0.1:%d" % port
             env["MICRO_BROKER_ADDRESS"] = env["NATS_URL"]
+        elif reg == "mdns":
+            env["MICRO_REGISTRY"] = "mdns"
+            env["MICRO_MDNS_INTERFACE"] = "lo"
         else:
             agent = subprocess.Popen([sys.executable, args.consul_agent, "--port", "0"],
                                      stdout=subprocess.PIPE, env=env)

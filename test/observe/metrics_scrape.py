@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """GET /metrics of a running C service, parsed by prometheus-client's own parser: the counts match
 the calls made (successes, go-micro errors, refusals of the concurrency limit), the histogram
-counts every call, the sampled families are there; MICRO_METRICS=off turns /metrics into a 404.
+counts every call, the sampled families are there, a call blocked in its handler is in flight on
+its endpoint's gauge and no longer once it has returned; MICRO_METRICS=off turns /metrics into a
+404.
 
     metrics_scrape.py ECHO_SERVER
 """
@@ -10,6 +12,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 import urllib.error
 import urllib.request
 
@@ -72,12 +75,23 @@ def main():
         errors = [call(addr, {"failCode": 409}) for _ in range(3)]
         if any(e[1] is None or '"code":409' not in e[1] for e in errors):
             fail("the failing calls answered %r" % errors)
-        # Two calls at once on a limit of one: one sleeps, the other is refused with 429.
+        # Two calls at once on a limit of one: one sleeps, the other is refused with 429. The
+        # sleeping one is in flight on Echo.Call's gauge while it sleeps.
         results = []
-        ts = [threading.Thread(target=lambda: results.append(call(addr, {"sleepMs": 400})))
+        ts = [threading.Thread(target=lambda: results.append(call(addr, {"sleepMs": 2000})))
               for _ in range(2)]
         for t in ts:
             t.start()
+        inflight = dict(service=SERVICE, endpoint="Echo.Call")
+        deadline = time.time() + 1.5
+        while True:
+            got = value(samples(get(addr, "/metrics")[2]), "micro_server_endpoint_inflight",
+                        **inflight)
+            if got == 1:
+                break
+            if time.time() > deadline or len(results) == 2:
+                fail("micro_server_endpoint_inflight while a call sleeps: %r" % got)
+            time.sleep(0.02)
         for t in ts:
             t.join()
         refused = [r for r in results if r[1] and '"code":429' in r[1]]
@@ -98,7 +112,10 @@ def main():
                 fail("micro_request_duration_seconds_count %s = %r, want >= %d" % (st, cnt, n))
         slow = value(m, "micro_request_duration_seconds_bucket", status="success", le="0.25", **base)
         if slow is None or slow != 7:
-            fail("7 fast calls under 0.25 s, the 400 ms one above: bucket le=0.25 is %r" % slow)
+            fail("7 fast calls under 0.25 s, the 2 s one above: bucket le=0.25 is %r" % slow)
+        if value(m, "micro_server_endpoint_inflight", **inflight) != 0:
+            fail("micro_server_endpoint_inflight after the calls returned: %r" %
+                 value(m, "micro_server_endpoint_inflight", **inflight))
         if value(m, "micro_server_refused_total", reason="concurrency") != 1:
             fail("micro_server_refused_total{reason=concurrency} is %r" %
                  value(m, "micro_server_refused_total", reason="concurrency"))
@@ -109,7 +126,7 @@ def main():
         if value(m, "micro_server_connections_accepted_total") < 1:
             fail("no connection counted as accepted")
         print("ok: /metrics parses with prometheus-client and counts 8 successes, 3 errors, "
-              "1 refusal")
+              "1 refusal, 1 call in flight on Echo.Call while it sleeps, 0 after")
         for path in ("/metrics/x", "/metricsx", "/metrics?" + "a" * 300):
             st, _, _ = get(addr, path)
             if st != (200 if path.startswith("/metrics?") else 404):

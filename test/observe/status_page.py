@@ -5,7 +5,8 @@ the HTML form loaded in headless Chromium, which must log no console message and
 show the endpoint table with those counts and a hostile service name as plain text; odd paths and a
 huge query answered without a crash; 302 called endpoints shown as 256 rows and 46 omitted; with
 MICRO_METRICS=off the endpoints listed without counts, and a registry that refuses (Consul on a
-closed loopback port) shown with its last error.
+closed loopback port) shown with its last error; a call blocked in its handler shown in flight on
+its endpoint's row, in JSON and HTML, and no longer once it has returned.
 
     status_page.py STATUS_SERVER
 
@@ -20,6 +21,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -100,10 +102,13 @@ def rows_by_endpoint(rows, service):
 
 def check_row(row, calls, errors, codes, what):
     check(row is not None, "%s: no row" % what)
+    if "inflight" not in row:  # a call made: the in-flight gauge is the server's
+        row = dict(row, inflight=0)
     check(row["calls"] == calls, "%s: calls %r, want %d" % (what, row["calls"], calls))
     check(row["errors"] == errors, "%s: errors %r, want %d" % (what, row["errors"], errors))
     check(row["error_codes"] == codes, "%s: error codes %r, want %r" % (what, row["error_codes"],
                                                                        codes))
+    check(row["inflight"] == 0, "%s: inflight %r, want 0" % (what, row["inflight"]))
     lat = row["latency_seconds"]
     q = [lat["p50"], lat["p90"], lat["p99"]]
     check(all(isinstance(v, (int, float)) for v in q) and 0 < q[0] <= q[1] <= q[2] <= 10,
@@ -253,6 +258,50 @@ def check_browser(addr, evil_code):
           "Echo.Call 11 calls 3 errors, Echo.Relay 6/3; the hostile name is text")
 
 
+# ---- calls in flight ----
+
+def html_inflight(addr):
+    """The "in flight" cell of each endpoint row of the HTML page."""
+    st, _, page = get(addr, "/status")
+    check(st == 200, "/status answered %d" % st)
+    t = Tables()
+    t.feed(page)
+    eps = t.tables.get("endpoints")
+    check(eps is not None and cell(eps, 0, 9) == "in flight", "no in flight column in\n" + page)
+    return {r[1]: r[9] for r in eps[1:] if len(r) > 9 and r[0] == SERVICE}
+
+
+def check_inflight(addr):
+    """A call blocked in its handler: in flight on Echo.Call's row while it runs, 0 after."""
+    done = []
+    t = threading.Thread(target=lambda: done.append(call(addr, "Echo.Call",
+                                                         {"n": 1, "sleepMs": 3000})))
+    t.start()
+    try:
+        deadline = time.time() + 2.5
+        while True:
+            eps = rows_by_endpoint(status_json(addr)["endpoints"], SERVICE)
+            if eps["Echo.Call"]["inflight"] == 1:
+                break
+            check(time.time() < deadline and not done,
+                  "the blocked call is not in flight: %r" % eps)
+            time.sleep(0.02)
+        check(eps["Echo.Relay"]["inflight"] == 0, "Echo.Relay in flight: %r" % eps["Echo.Relay"])
+        cells = html_inflight(addr)
+        check(cells == {"Echo.Call": "1", "Echo.Relay": "0"},
+              "the HTML in flight column shows %r while a call blocks" % cells)
+    finally:
+        t.join()
+    check(done == [None], "the blocked call answered %r" % done)
+    eps = rows_by_endpoint(status_json(addr)["endpoints"], SERVICE)
+    check(eps["Echo.Call"]["inflight"] == 0 and eps["Echo.Relay"]["inflight"] == 0,
+          "in flight after the call returned: %r" % eps)
+    cells = html_inflight(addr)
+    check(cells == {"Echo.Call": "0", "Echo.Relay": "0"}, "the HTML in flight column after: %r"
+          % cells)
+    print("ok: a call blocked in Echo.Call shows 1 in flight on its row (JSON and HTML), 0 after")
+
+
 # ---- bad input ----
 
 def raw_get(addr, target):
@@ -362,6 +411,7 @@ def main():
         print("ok: /status?format=json: 17 calls served, 6 made, errors by code, quantiles, "
               "server, registry and selector fields")
         check_browser(addr, evil_code)
+        check_inflight(addr)
         check_odd_paths(addr)
         check_bounded(addr)
         check(p.poll() is None, "the service exited")
@@ -370,7 +420,7 @@ def main():
         p.wait(timeout=10)
     check(p.returncode == 0, "status-server exited %d" % p.returncode)
     check_off_and_failing(sys.argv[1])
-    print("5 passed, 0 failed")
+    print("6 passed, 0 failed")
 
 
 if __name__ == "__main__":

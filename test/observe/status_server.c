@@ -3,16 +3,18 @@
  *   status-server NAME
  *
  * It serves Echo.Call (rpctest.Req -> rpctest.Rsp: n echoed; fail_code answers that go-micro
- * error) and Echo.Relay, which calls Echo.Call of the service named in the request's name with
- * the same request through the service's own client, so that the page has calls made and called
- * services to show. Configured by the environment like any cmicro service. Once listening it
- * prints "listening <address> <node id>" on stdout; SIGTERM stops it.
+ * error; sleep_ms blocks its worker that long first) and Echo.Relay, which calls Echo.Call of the
+ * service named in the request's name with the same request through the service's own client, so
+ * that the page has calls made and called services to show. Configured by the environment like any
+ * cmicro service. Once listening it prints "listening <address> <node id>" on stdout; SIGTERM stops
+ * it.
  */
 #include "rpctest.pb-c.h"
 
 #include <cmicro/cmicro.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <time.h>
 
 static int
 echo(cm_ctx *ctx, const void *vreq, void *vrsp, void *user)
@@ -20,6 +22,10 @@ echo(cm_ctx *ctx, const void *vreq, void *vrsp, void *user)
     (void)user;
     const Rpctest__Req *req = vreq;
     Rpctest__Rsp *rsp = vrsp;
+    if (req->sleep_ms > 0) {
+        struct timespec ts = {req->sleep_ms / 1000, (long)(req->sleep_ms % 1000) * 1000000L};
+        nanosleep(&ts, NULL);
+    }
     if (req->fail_code != 0) {
         return cm_ctx_error(ctx, req->fail_code, "failing as asked");
     }

@@ -24,6 +24,7 @@ golden=$root/test/protoc-gen-cmicro/golden
 # directory:file of every proto with golden output.
 protos="examples/hello:hello.proto test/proto:echo.proto test/protoc-gen-cmicro:naming.proto"
 protos="$protos test/protoc-gen-cmicro:optional.proto test/protoc-gen-cmicro:described.proto"
+protos="$protos test/protoc-gen-cmicro:events.proto"
 
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
@@ -54,8 +55,8 @@ for p in $protos; do
 done
 # Nothing else: one .h and one .c per proto.
 count=$(ls "$tmp" | wc -l)
-if [ "$count" -ne 10 ]; then
-    echo "FAIL: expected 10 files, protoc-gen-cmicro wrote: $(ls "$tmp" | tr '\n' ' ')" >&2
+if [ "$count" -ne 12 ]; then
+    echo "FAIL: expected 12 files, protoc-gen-cmicro wrote: $(ls "$tmp" | tr '\n' ' ')" >&2
     fail=1
 fi
 exit $fail

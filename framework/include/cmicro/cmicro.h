@@ -2,10 +2,12 @@
 #ifndef CMICRO_H
 #define CMICRO_H
 
+#include <cmicro/broker.h>
 #include <cmicro/buf.h>
 #include <cmicro/client.h>
 #include <cmicro/codec.h>
 #include <cmicro/error.h>
+#include <cmicro/event.h>
 #include <cmicro/log.h>
 #include <cmicro/loop.h>
 #include <cmicro/md.h>

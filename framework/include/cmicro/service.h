@@ -23,6 +23,8 @@
  *   pool size       MICRO_CLIENT_POOL_SIZE     100 idle connections per address
  *   pool TTL        MICRO_CLIENT_POOL_TTL      (duration) 60 s
  *   transport       MICRO_TRANSPORT            "http"
+ *   broker          MICRO_BROKER               "http" (also "nats"; see <cmicro/event.h>)
+ *   broker address  MICRO_BROKER_ADDRESS       the backend's default (http: 127.0.0.1:0)
  *   server limits   MICRO_SERVER_HEADER_TIMEOUT, _BODY_TIMEOUT, _IDLE_TIMEOUT (durations),
  *                   MICRO_SERVER_MAX_CONNS, MICRO_SERVER_MAX_CONNS_PER_IP (see the options)
  *   call limits     MICRO_SERVER_MAX_CONCURRENT (per endpoint), MICRO_SERVER_RATE_LIMIT (calls/s),
@@ -44,6 +46,7 @@
 #ifndef CMICRO_SERVICE_H
 #define CMICRO_SERVICE_H
 
+#include <cmicro/broker.h>
 #include <cmicro/client.h>
 #include <cmicro/metrics.h>
 #include <cmicro/registry.h>
@@ -121,6 +124,9 @@ typedef struct cm_service_opts {
     const char *tls_ca_file;     /* MICRO_TRANSPORT_TLS_CA; default the system's CA store */
     const char *tls_server_name; /* MICRO_TRANSPORT_TLS_SERVER_NAME: the name the client checks
                                     in certificates instead of the host dialled */
+    /* The broker of cm_publish and the subscribers (<cmicro/event.h>). */
+    const char *broker;         /* backend name; NULL: MICRO_BROKER, else "http" */
+    const char *broker_address; /* NULL: MICRO_BROKER_ADDRESS, else the backend's default */
 } cm_service_opts;
 
 /* A health check: 0 when healthy; otherwise it may write why (whylen bytes with the NUL). It runs

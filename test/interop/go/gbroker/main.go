@@ -14,7 +14,8 @@
 //	                                      after N events
 //
 // -broker is nats (at -address, a NATS URL) or http (go-micro's HTTP broker, its subscriptions
-// in the Consul registry at $CONSUL_HTTP_ADDR). Servers listen on 127.0.0.1:0 only; the NATS
+// in the Consul registry at $CONSUL_HTTP_ADDR, or in mDNS with MICRO_REGISTRY=mdns inside the
+// network namespace of test/mdns/run-netns.sh). Servers listen on 127.0.0.1:0 only; the NATS
 // peer's own service registers in a memory registry (nothing else needs it).
 package main
 
@@ -121,11 +122,21 @@ func newService(c *common, opts ...micro.Option) (micro.Service, error) {
 		nopts.Timeout = 10 * time.Second // loaded CI machines
 		b = natsbroker.NewBroker(broker.Addrs(c.address), natsbroker.Options(nopts))
 	case "http":
-		addr := os.Getenv("CONSUL_HTTP_ADDR")
-		if addr == "" {
-			return nil, fmt.Errorf("CONSUL_HTTP_ADDR is not set")
+		if os.Getenv("MICRO_REGISTRY") == "mdns" {
+			// Only inside the private network namespace of test/mdns/run-netns.sh.
+			self, _ := os.Readlink("/proc/self/ns/net")
+			if os.Getenv("CMICRO_TEST_NETNS") != "1" || self == "" ||
+				self == os.Getenv("CMICRO_TEST_PARENT_NETNS") {
+				return nil, fmt.Errorf("mDNS runs only under test/mdns/run-netns.sh")
+			}
+			r = registry.NewRegistry()
+		} else {
+			addr := os.Getenv("CONSUL_HTTP_ADDR")
+			if addr == "" {
+				return nil, fmt.Errorf("CONSUL_HTTP_ADDR is not set")
+			}
+			r = consul.NewRegistry(registry.Addrs(addr))
 		}
-		r = consul.NewRegistry(registry.Addrs(addr))
 		b = broker.NewBroker(broker.Registry(r))
 	default:
 		return nil, fmt.Errorf("unknown broker %q", c.broker)

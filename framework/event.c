@@ -1,0 +1,741 @@
+/* Events: go-micro's client.Publish and server subscribers, on the service's broker. A publish is
+ * encoded on the caller's thread and handed to the loop, which connects the broker at the first
+ * one. A message for a subscriber is decoded on the loop into a call context of the server's pool
+ * and its handler runs on the worker pool (or inline), inside the subscriber wrappers; the
+ * server's drain counts it as a call in flight. */
+#include "framework_int.h"
+
+#include <cmicro/event.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <uuid/uuid.h>
+
+#define PENDING_MAX 65536 /* messages waiting for a worker, per service */
+#define WAITING_MAX 4096  /* publishes waiting for the broker to connect */
+#define LOG_EVERY_MS 1000 /* a repeated failure is logged once per second */
+
+typedef struct ev_sub {
+    cm__events *ev;
+    cm_subscriber sub; /* its strings owned */
+    void *user;
+    cm_broker_sub *bs;
+    uint64_t failed_log_ms; /* when a failure of this subscriber was last logged */
+    uint64_t failed_quiet;  /* failures not logged since */
+} ev_sub;
+
+typedef struct pub_req {
+    struct pub_req *next;
+    cm__events *ev;
+    char *topic; /* the broker topic */
+    cm_md *hdr;
+    cm_buf body;
+    cm_publish_cb cb;
+    void *user;
+} pub_req;
+
+enum { IDLE, CONNECTING, CONNECTED };
+
+struct cm__events {
+    cm_loop *loop;
+    cm_server *srv;
+    cm_broker *broker;
+    int state;
+    int started; /* subscribed (the service runs) */
+    ev_sub **subs;
+    size_t nsubs, cap;
+    pub_req *wait_head, *wait_tail; /* publishes waiting for the connection */
+    size_t nwaiting;
+    size_t pending; /* messages waiting for a worker */
+    uint64_t dropped_log_ms;
+    cm_event_stats st;
+    cm__events_cb start_cb;
+    void *start_arg;
+};
+
+/* ---- setup ---- */
+
+int
+cm__events_new(cm_loop *loop, cm_server *srv, cm_registry *reg, const char *name,
+               const char *address, cm__events **out)
+{
+    cm__events *ev = calloc(1, sizeof(*ev));
+    if (ev == NULL) {
+        return CM_ENOMEM;
+    }
+    ev->loop = loop;
+    ev->srv = srv;
+    cm_broker_opts o;
+    cm_broker_opts_init(&o);
+    o.addresses = address;
+    o.registry = reg;
+    int rc = cm_broker_new(loop, name, &o, &ev->broker);
+    if (rc < 0) {
+        free(ev);
+        return rc;
+    }
+    *out = ev;
+    return 0;
+}
+
+static void
+sub_free(ev_sub *es)
+{
+    free((char *)es->sub.topic);
+    free((char *)es->sub.queue);
+    free((char *)es->sub.endpoint);
+    free(es);
+}
+
+static char *
+dup_or_null(const char *s, int *oom)
+{
+    char *d = s != NULL && s[0] != '\0' ? strdup(s) : NULL;
+    if (s != NULL && s[0] != '\0' && d == NULL) {
+        *oom = 1;
+    }
+    return d;
+}
+
+int
+cm__events_add(cm__events *ev, const cm_subscriber *sub, void *user)
+{
+    if (sub == NULL || sub->topic == NULL || sub->topic[0] == '\0' || sub->fn == NULL ||
+        strpbrk(sub->topic, "\r\n") != NULL) {
+        return CM_EINVAL;
+    }
+    if (ev->started) {
+        return CM_ESTATE;
+    }
+    if (ev->nsubs == ev->cap) {
+        size_t cap = ev->cap ? ev->cap * 2 : 4;
+        ev_sub **subs = realloc(ev->subs, cap * sizeof(*subs));
+        if (subs == NULL) {
+            return CM_ENOMEM;
+        }
+        ev->subs = subs;
+        ev->cap = cap;
+    }
+    ev_sub *es = calloc(1, sizeof(*es));
+    if (es == NULL) {
+        return CM_ENOMEM;
+    }
+    int oom = 0;
+    es->ev = ev;
+    es->sub = *sub;
+    es->sub.topic = dup_or_null(sub->topic, &oom);
+    es->sub.queue = dup_or_null(sub->queue, &oom);
+    es->sub.endpoint = dup_or_null(sub->endpoint ? sub->endpoint : "Func", &oom);
+    es->user = user;
+    if (oom) {
+        sub_free(es);
+        return CM_ENOMEM;
+    }
+    ev->subs[ev->nsubs++] = es;
+    return 0;
+}
+
+cm_broker *
+cm__events_broker(const cm__events *ev)
+{
+    return ev->broker;
+}
+
+size_t
+cm__events_count(const cm__events *ev)
+{
+    return ev->nsubs;
+}
+
+const cm_subscriber *
+cm__events_sub(const cm__events *ev, size_t i)
+{
+    return &ev->subs[i]->sub;
+}
+
+void
+cm__events_stats(const cm__events *ev, cm_event_stats *st)
+{
+    *st = ev->st;
+}
+
+/* ---- delivery ---- */
+
+/* Logs a failure of es, once per LOG_EVERY_MS with the count of those not logged. */
+static void
+sub_failed(ev_sub *es, const char *fmt, const char *a, const char *b)
+{
+    uint64_t now = cm_now_ms();
+    if (es->failed_log_ms != 0 && now - es->failed_log_ms < LOG_EVERY_MS) {
+        es->failed_quiet++;
+        return;
+    }
+    char text[512];
+    snprintf(text, sizeof text, fmt, a, b);
+    if (es->failed_quiet > 0) {
+        cm_log(CM_LOG_WARN, "event", "topic %s: %s (and %llu more in the last second)",
+               es->sub.topic, text, (unsigned long long)es->failed_quiet);
+    } else {
+        cm_log(CM_LOG_WARN, "event", "topic %s: %s", es->sub.topic, text);
+    }
+    es->failed_log_ms = now;
+    es->failed_quiet = 0;
+}
+
+static void
+call_subscriber(cm_ctx *c, const ev_sub *es)
+{
+    c->status = es->sub.fn(c, c->req_msg, es->user);
+    if (c->status == CM_EREMOTE && c->error == NULL) {
+        c->status = CM_EINVAL;
+    }
+}
+
+/* The handler inside the server's subscriber wrappers. */
+static void
+run_wrapped(cm_ctx *c, const ev_sub *es, const cm__wraps *ws)
+{
+    cm_wrap_info wi;
+    memset(&wi, 0, sizeof wi);
+    wi.kind = CM_WRAP_SUBSCRIBER;
+    wi.service = cm__server_name(c->srv);
+    wi.endpoint = es->sub.topic;
+    wi.deadline_ms = -1;
+    wi.md = c->req;
+    wi.req_desc = es->sub.message;
+    wi.req = c->req_msg;
+    wi.start_ns = c->start_ns;
+    wi.ctx = c;
+    void *states[CM_WRAP_MAX];
+    size_t ran;
+    cm_error *err;
+    if (cm__wraps_before(ws, &wi, states, &ran, &err) == 0) {
+        call_subscriber(c, es);
+    } else {
+        cm_error_free(c->error);
+        c->error = err;
+        c->status = CM_EREMOTE;
+    }
+    wi.status = c->status;
+    wi.error = c->error;
+    cm__wraps_after(ws, &wi, states, ran);
+}
+
+static void
+sub_run(cm_ctx *c)
+{
+    const ev_sub *es = c->event_sub;
+    const cm__wraps *ws = cm__server_sub_wraps(c->srv);
+    if (ws->n == 0) {
+        call_subscriber(c, es);
+    } else {
+        run_wrapped(c, es, ws);
+    }
+}
+
+static void
+sub_release(cm_ctx *c)
+{
+    cm_server *srv = c->srv;
+    cm__ctx_put(c);
+    cm__server_release(srv);
+}
+
+static void
+sub_done(cm_ctx *c)
+{
+    ev_sub *es = (ev_sub *)c->event_sub;
+    cm__events *ev = es->ev;
+    if (c->status == 0) {
+        ev->st.handled++;
+    } else {
+        ev->st.handler_errors++;
+        char *json = c->error ? cm_error_to_json(c->error) : NULL;
+        sub_failed(es, "subscriber error: %s%s", json ? json : cm_strerror(c->status), "");
+        free(json);
+    }
+    sub_release(c);
+}
+
+static void
+job_work(cm__job *j)
+{
+    sub_run((cm_ctx *)j);
+}
+
+static void
+job_done(cm__job *j)
+{
+    cm_ctx *c = (cm_ctx *)j;
+    ((ev_sub *)c->event_sub)->ev->pending--;
+    sub_done(c);
+}
+
+/* The message's header as the context's request metadata, in c's arena. 0 or CM_ENOMEM. */
+static int
+take_header(cm_ctx *c, const cm_md *h)
+{
+    size_t n = cm_md_count(h);
+    cm_msg *m = cm_ctx_alloc(c, sizeof(*m));
+    cm_hdr *hdrs = cm_ctx_alloc_array(c, n, sizeof(*hdrs));
+    if (m == NULL || hdrs == NULL) {
+        return CM_ENOMEM;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const char *k, *v;
+        cm_md_at(h, i, &k, &v);
+        hdrs[i].key = cm_ctx_strdup(c, k);
+        hdrs[i].val = cm_ctx_strdup(c, v);
+        if (hdrs[i].key == NULL || hdrs[i].val == NULL) {
+            return CM_ENOMEM;
+        }
+    }
+    m->hdrs = hdrs;
+    m->nhdrs = n;
+    m->body = NULL;
+    m->body_len = 0;
+    c->req = m;
+    return 0;
+}
+
+/* Decodes m into c. 0, or < 0 after logging why (rate-limited). */
+static int
+decode(cm_ctx *c, ev_sub *es, const cm_broker_msg *m)
+{
+    if (take_header(c, m->header) < 0) {
+        sub_failed(es, "%s%s", "out of memory", "");
+        return CM_ENOMEM;
+    }
+    const char *ct = cm_msg_header(c->req, "Content-Type");
+    c->content_type = ct != NULL && ct[0] != '\0' ? ct : CM_CT_PROTOBUF;
+    c->codec = cm_codec_find(c->content_type);
+    if (c->codec == NULL) {
+        sub_failed(es, "unsupported Content-Type: %s%s", c->content_type, "");
+        return CM_ECONTENTTYPE;
+    }
+    char reason[160] = "";
+    int rc = c->codec->unmarshal(es->sub.message, m->body, m->body_len, &c->arena.pbc, &c->req_msg,
+                                 reason, sizeof(reason));
+    if (rc < 0) {
+        sub_failed(es, "unable to decode message body as %s: %s", c->content_type,
+                   reason[0] ? reason : cm_strerror(rc));
+    }
+    return rc;
+}
+
+/* Drops a message: too many wait for a worker. Logged once per burst. */
+static int
+drop(cm__events *ev, const char *topic)
+{
+    ev->st.dropped++;
+    uint64_t now = cm_now_ms();
+    if (now - ev->dropped_log_ms >= LOG_EVERY_MS) {
+        cm_log(CM_LOG_WARN, "event",
+               "topic %s: message dropped, %zu messages wait for a worker (%llu dropped so far)",
+               topic, ev->pending, (unsigned long long)ev->st.dropped);
+        ev->dropped_log_ms = now;
+    }
+    return CM_ENOMEM;
+}
+
+/* The broker's handler of every subscription (loop thread). */
+static int
+on_message(const cm_broker_msg *m, void *arg)
+{
+    ev_sub *es = arg;
+    cm__events *ev = es->ev;
+    int inline_ = (es->sub.flags & CM_HANDLER_INLINE) != 0;
+    if (!inline_ && ev->pending >= PENDING_MAX) {
+        return drop(ev, es->sub.topic);
+    }
+    cm_ctx *c = cm__ctx_get(ev->srv);
+    if (c == NULL) {
+        return drop(ev, es->sub.topic);
+    }
+    cm__server_hold(ev->srv);
+    c->conn = NULL;
+    c->deadline_ms = -1;
+    c->service = cm__server_name(ev->srv);
+    c->endpoint = es->sub.topic;
+    c->event_sub = es;
+    c->start_ns = uv_hrtime();
+    if (decode(c, es, m) < 0) {
+        ev->st.decode_errors++;
+        sub_release(c);
+        return 0; /* logged */
+    }
+    ev->st.received++;
+    if (inline_) {
+        sub_run(c);
+        sub_done(c);
+        return 0;
+    }
+    ev->pending++;
+    c->job.work = job_work;
+    c->job.done = job_done;
+    cm__server_submit(ev->srv, &c->job);
+    return 0;
+}
+
+/* ---- start and stop (loop thread) ---- */
+
+static void
+on_sub_ready(int status, void *arg)
+{
+    ev_sub *es = arg;
+    if (status < 0) {
+        cm_log(CM_LOG_WARN, "event", "subscribe to %s on broker %s failed: %s (%s)", es->sub.topic,
+               cm_broker_name(es->ev->broker), cm_strerror(status), cm_broker_why(es->ev->broker));
+        return;
+    }
+    cm_log(CM_LOG_INFO, "event", "subscribed to %s%s%s on broker %s", es->sub.topic,
+           es->sub.queue ? " in queue " : "", es->sub.queue ? es->sub.queue : "",
+           cm_broker_name(es->ev->broker));
+}
+
+static int
+subscribe_all(cm__events *ev)
+{
+    for (size_t i = 0; i < ev->nsubs; i++) {
+        ev_sub *es = ev->subs[i];
+        cm_broker_sub_opts so;
+        cm_broker_sub_opts_init(&so);
+        so.queue = es->sub.queue;
+        so.ready = on_sub_ready;
+        so.ready_arg = es;
+        int rc = cm_broker_subscribe(ev->broker, es->sub.topic, &so, on_message, es, &es->bs);
+        if (rc < 0) {
+            cm_log(CM_LOG_ERROR, "event", "subscribe to %s on broker %s: %s (%s)", es->sub.topic,
+                   cm_broker_name(ev->broker), cm_strerror(rc), cm_broker_why(ev->broker));
+            return rc;
+        }
+    }
+    return 0;
+}
+
+static void publish_now(pub_req *p);
+static void publish_failed(pub_req *p, int status, const char *why);
+
+static void
+on_connected(int status, void *arg)
+{
+    cm__events *ev = arg;
+    /* A failure goes to the publishes waiting and to the service's start, which say it. */
+    ev->state = status == 0 ? CONNECTED : IDLE;
+    pub_req *p = ev->wait_head;
+    ev->wait_head = ev->wait_tail = NULL;
+    ev->nwaiting = 0;
+    while (p != NULL) {
+        pub_req *next = p->next;
+        if (status == 0) {
+            publish_now(p);
+        } else {
+            publish_failed(p, status, cm_broker_why(ev->broker));
+        }
+        p = next;
+    }
+    cm__events_cb cb = ev->start_cb;
+    ev->start_cb = NULL;
+    if (cb != NULL) {
+        if (status == 0 && ev->started) {
+            status = subscribe_all(ev);
+        }
+        cb(status, ev->start_arg);
+    }
+}
+
+/* Connects the broker unless it is (or is being) connected. 0 or the error of connect. */
+static int
+connect_broker(cm__events *ev)
+{
+    if (ev->state != IDLE) {
+        return 0;
+    }
+    int rc = cm_broker_connect(ev->broker, on_connected, ev);
+    if (rc == 0) {
+        ev->state = CONNECTING;
+    }
+    return rc;
+}
+
+int
+cm__events_start(cm__events *ev, cm__events_cb cb, void *arg)
+{
+    ev->started = 1;
+    ev->start_cb = cb;
+    ev->start_arg = arg;
+    int rc = connect_broker(ev);
+    if (rc < 0) {
+        ev->start_cb = NULL;
+        return rc;
+    }
+    if (ev->state == CONNECTED) {
+        ev->start_cb = NULL;
+        rc = subscribe_all(ev);
+        return rc < 0 ? rc : 1;
+    }
+    return 0;
+}
+
+void
+cm__events_stop(cm__events *ev)
+{
+    for (size_t i = 0; i < ev->nsubs; i++) {
+        if (ev->subs[i]->bs != NULL) {
+            cm_broker_unsubscribe(ev->subs[i]->bs);
+            ev->subs[i]->bs = NULL;
+        }
+    }
+}
+
+void
+cm__events_close(cm__events *ev, void (*done)(void *arg), void *arg)
+{
+    if (ev == NULL) {
+        if (done != NULL) {
+            done(arg);
+        }
+        return;
+    }
+    cm__events_stop(ev);
+    for (pub_req *p = ev->wait_head, *next; p != NULL; p = next) {
+        next = p->next;
+        publish_failed(p, CM_ECANCELED, "the service is closing");
+    }
+    ev->wait_head = ev->wait_tail = NULL;
+    cm_broker_close(ev->broker, done, arg);
+    for (size_t i = 0; i < ev->nsubs; i++) {
+        sub_free(ev->subs[i]);
+    }
+    free(ev->subs);
+    free(ev);
+}
+
+/* ---- publish ---- */
+
+static void
+pub_free(pub_req *p)
+{
+    free(p->topic);
+    cm_md_free(p->hdr);
+    cm_buf_free(&p->body);
+    free(p);
+}
+
+static void
+publish_failed(pub_req *p, int status, const char *why)
+{
+    p->ev->st.publish_errors++;
+    if (p->cb != NULL) {
+        cm_error *e = cm_error_new(
+            CM__CLIENT_ERROR_ID, status == CM_ECLOSED || status == UV_ECONNREFUSED ? 503 : 500,
+            "publish %s on broker %s: %s%s%s", p->topic, cm_broker_name(p->ev->broker),
+            cm_strerror(status), why && why[0] ? ": " : "", why ? why : "");
+        p->cb(status, e, p->user);
+        cm_error_free(e);
+    }
+    pub_free(p);
+}
+
+static void
+on_published(int status, const cm_broker_node_err *errs, size_t nerrs, void *arg)
+{
+    pub_req *p = arg;
+    if (status == 0) {
+        p->ev->st.published++;
+        if (p->cb != NULL) {
+            p->cb(0, NULL, p->user);
+        }
+        pub_free(p);
+        return;
+    }
+    char why[512] = "";
+    size_t len = 0;
+    for (size_t i = 0; i < nerrs && len < sizeof why - 1; i++) {
+        int n = snprintf(why + len, sizeof why - len, "%snode %s at %s: %s", i ? "; " : "",
+                         errs[i].node_id, errs[i].address, cm_strerror(errs[i].status));
+        len += n > 0 ? (size_t)n : 0;
+    }
+    publish_failed(p, status, nerrs > 0 ? why : cm_broker_why(p->ev->broker));
+}
+
+static void
+publish_now(pub_req *p)
+{
+    cm__events *ev = p->ev;
+    int rc =
+        cm_broker_publish(ev->broker, p->topic, p->hdr, p->body.data, p->body.len, on_published, p);
+    if (rc < 0) {
+        publish_failed(p, rc, cm_broker_why(ev->broker));
+    }
+}
+
+static void
+publish_on_loop(void *arg)
+{
+    pub_req *p = arg;
+    cm__events *ev = p->ev;
+    if (ev->state == CONNECTED) {
+        publish_now(p);
+        return;
+    }
+    if (ev->nwaiting >= WAITING_MAX) {
+        publish_failed(p, CM_ENOMEM, "too many publishes wait for the broker to connect");
+        return;
+    }
+    int rc = connect_broker(ev);
+    if (rc < 0) {
+        publish_failed(p, rc, cm_broker_why(ev->broker));
+        return;
+    }
+    if (ev->state == CONNECTED) {
+        publish_now(p);
+        return;
+    }
+    if (ev->wait_tail != NULL) {
+        ev->wait_tail->next = p;
+    } else {
+        ev->wait_head = p;
+    }
+    ev->wait_tail = p;
+    ev->nwaiting++;
+}
+
+/* The header go-micro's client publishes with: the parent's metadata, the caller's, then
+ * Content-Type, Micro-Topic and Micro-ID. 0 or CM_ENOMEM. */
+static int
+make_header(cm_md *h, const char *topic, const char *ct, const cm_publish_opts *o)
+{
+    const cm_msg *pm = o && o->parent ? cm_ctx_headers(o->parent) : NULL;
+    const char *tracestate = NULL;
+    const char *span = o && o->parent ? cm__ctx_trace((cm_ctx *)o->parent, &tracestate) : NULL;
+    int rc = 0;
+    for (size_t i = 0; pm != NULL && i < pm->nhdrs && rc == 0; i++) {
+        if (!cm__is_framework_header(pm->hdrs[i].key)) {
+            rc = cm_md_set(h, pm->hdrs[i].key, pm->hdrs[i].val);
+        }
+    }
+    if (rc == 0 && span != NULL) {
+        rc = cm_md_set(h, "Traceparent", span);
+        if (rc == 0) {
+            rc = tracestate ? cm_md_set(h, "Tracestate", tracestate) : cm_md_del(h, "Tracestate");
+        }
+    }
+    for (size_t i = 0; o != NULL && i < cm_md_count(o->md) && rc == 0; i++) {
+        const char *k, *v;
+        cm_md_at(o->md, i, &k, &v);
+        rc = cm_md_set(h, k, v);
+    }
+    uuid_t u;
+    char id[37];
+    uuid_generate_random(u);
+    uuid_unparse_lower(u, id);
+    if (rc == 0) {
+        rc = cm_md_set(h, "Content-Type", ct);
+    }
+    if (rc == 0) {
+        rc = cm_md_set(h, CM_BROKER_TOPIC_HEADER, topic);
+    }
+    if (rc == 0) {
+        rc = cm_md_set(h, CM_BROKER_ID_HEADER, id);
+    }
+    return rc < 0 ? rc : 0;
+}
+
+int
+cm_publish_async(cm_client *c, const char *topic, const ProtobufCMessageDescriptor *desc,
+                 const void *msg, const cm_publish_opts *o, cm_publish_cb cb, void *user)
+{
+    if (c == NULL || topic == NULL || topic[0] == '\0' || strpbrk(topic, "\r\n") || msg == NULL) {
+        return CM_EINVAL;
+    }
+    cm__events *ev = cm__client_events(c);
+    if (ev == NULL) {
+        return CM_ESTATE;
+    }
+    cm_client_opts co;
+    cm_client_get_opts(c, &co);
+    const char *ct = o && o->content_type ? o->content_type : co.content_type;
+    const cm_codec_ops *codec = cm_codec_find(ct);
+    if (codec == NULL) {
+        return CM_ECONTENTTYPE;
+    }
+    const char *bt = o && o->exchange && o->exchange[0] ? o->exchange : topic;
+    pub_req *p = calloc(1, sizeof(*p));
+    if (p == NULL) {
+        return CM_ENOMEM;
+    }
+    p->ev = ev;
+    p->cb = cb;
+    p->user = user;
+    p->topic = strdup(bt);
+    p->hdr = cm_md_new();
+    int rc = p->topic && p->hdr ? make_header(p->hdr, topic, ct, o) : CM_ENOMEM;
+    if (rc == 0) {
+        rc = codec->marshal(desc, msg, &p->body);
+    }
+    if (rc == 0) {
+        rc = cm_loop_post(ev->loop, publish_on_loop, p);
+    }
+    if (rc < 0) {
+        pub_free(p);
+        return rc;
+    }
+    cm__client_autostart_loop(c);
+    return 0;
+}
+
+typedef struct pub_waiter {
+    uv_mutex_t mu;
+    uv_cond_t cv;
+    int done;
+    int status;
+    cm_error *err;
+} pub_waiter;
+
+static void
+on_sync_published(int status, const cm_error *err, void *user)
+{
+    pub_waiter *w = user;
+    cm_error *e = err ? cm_error_dup(err) : NULL;
+    uv_mutex_lock(&w->mu);
+    w->status = status;
+    w->err = e;
+    w->done = 1;
+    uv_cond_signal(&w->cv);
+    uv_mutex_unlock(&w->mu);
+}
+
+int
+cm_publish(cm_client *c, const char *topic, const ProtobufCMessageDescriptor *desc, const void *msg,
+           const cm_publish_opts *o, cm_error **err)
+{
+    if (err != NULL) {
+        *err = NULL;
+    }
+    if (c != NULL && cm_loop_on_loop_thread(cm_client_loop(c))) {
+        return CM_ESTATE;
+    }
+    pub_waiter w;
+    memset(&w, 0, sizeof(w));
+    uv_mutex_init(&w.mu);
+    uv_cond_init(&w.cv);
+    int rc = cm_publish_async(c, topic, desc, msg, o, on_sync_published, &w);
+    if (rc == 0) {
+        uv_mutex_lock(&w.mu);
+        while (!w.done) {
+            uv_cond_wait(&w.cv, &w.mu);
+        }
+        uv_mutex_unlock(&w.mu);
+        rc = w.status;
+        if (err != NULL) {
+            *err = w.err;
+        } else {
+            cm_error_free(w.err);
+        }
+    }
+    uv_cond_destroy(&w.cv);
+    uv_mutex_destroy(&w.mu);
+    return rc;
+}
