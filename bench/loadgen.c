@@ -13,9 +13,12 @@
  *
  *   loadgen --addr 127.0.0.1:8080 [--conns 64] [--payload 64] [--warmup 1] [--duration 3]
  *           [--max-requests 10000000] [--rate 0] [--server-pid PID] [--snap 0|1] [--label name]
+ *           [--rsp-body BYTES]
  *
  * --snap 1 sends SIGUSR2 to the server at the start and the end of the window (the
- * malloc_count preload library then writes its counters).
+ * malloc_count preload library then writes its counters). --rsp-body says how long a right
+ * answer's body is when it is not the echo of the request (nginx's fixed reply); a response of
+ * another length counts as bad.
  */
 #include <errno.h>
 #include <signal.h>
@@ -520,7 +523,7 @@ usage(void)
 {
     fprintf(stderr, "usage: loadgen --addr HOST:PORT [--conns N] [--payload BYTES] [--warmup S] "
                     "[--duration S] [--max-requests N] [--rate R] [--server-pid PID] "
-                    "[--snap 0|1] [--label NAME]\n");
+                    "[--snap 0|1] [--label NAME] [--rsp-body BYTES]\n");
     exit(2);
 }
 
@@ -536,6 +539,7 @@ main(int argc, char **argv)
     g.duration_s = 3;
     g.max_requests = 10000000;
     g.label = "-";
+    long rsp_body = -1;
     for (int i = 1; i < argc; i += 2) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -562,6 +566,8 @@ main(int argc, char **argv)
             g.snap = atoi(v);
         } else if (!strcmp(a, "--label")) {
             g.label = v;
+        } else if (!strcmp(a, "--rsp-body")) {
+            rsp_body = atol(v);
         } else {
             usage();
         }
@@ -587,6 +593,9 @@ main(int argc, char **argv)
         die("address", r);
     }
     build_request(&g, addr);
+    if (rsp_body >= 0) {
+        g.rsp_body = (size_t)rsp_body;
+    }
 
     /* Enough room for the window: the rate bounds it in open loop; in closed loop 2 M answers
      * per second is above what one loopback connection set can reach. */

@@ -2,13 +2,18 @@
 # cmicro's benchmark: one invocation runs the echo peers side by side on 127.0.0.1 and prints
 # the table of README "Performance".
 #
-#   bench/run.sh                 the full run (about 15 minutes on 2 CPUs)
+#   bench/run.sh                 the full run (about 35 minutes on 2 CPUs)
 #   QUICK=1 bench/run.sh         a short run (1 repetition, short windows) to try the script
 #
-# Peers: cmicro (bench/echo_cmicro.c), a raw libuv echo (the physical limit), go-micro v4.11
-# (bench/go, HTTP transport + proto codec) and gRPC C++ (bench/grpc, Debian's libgrpc++; it is
-# installed with apt-get when missing and the script runs as root). The HTTP/1.1 peers are driven
-# by the same C load generator (bench/loadgen.c); gRPC by its own C++ client (bench/grpc/client.cc).
+# Peers: cmicro (bench/echo_cmicro.c) with an inline handler ("cmicro") and with the default
+# handler on the worker pool ("cmicro-worker", BENCH_WORKER=1), a raw libuv echo (the physical
+# limit), nginx (Debian's, one worker, a fixed 64 B reply on keep-alive connections: the HTTP/1.1
+# floor; its configuration is written to a temporary folder, on a loopback port), go-micro v4.11
+# (bench/go, HTTP transport + proto codec) and gRPC C++ (bench/grpc, Debian's libgrpc++). nginx and
+# libgrpc++ are installed with apt-get when missing and the script runs as root. The HTTP/1.1 peers
+# are driven by two load generators in turn: the project's C load generator (bench/loadgen.c) and
+# wrk (Debian's wrk, one thread, bench/wrk-echo.lua sends the same request); gRPC by its own C++
+# client (bench/grpc/client.cc).
 #
 # Method: the server is pinned to CPU 0 and the load generator to CPU 1 (taskset); every
 # configuration (payload x concurrency) is run for each peer in turn, the peer order rotating
@@ -19,8 +24,10 @@
 # counter) on the server hot path and on the cmicro client's cached path.
 #
 # Knobs (environment): REPS (5), WARMUP (1 s), DURATION (2 s), PAYLOADS ("64 4096"),
-# CONCS ("1 16 64 256"), PEERS ("cmicro raw gomicro grpc"), WORK (build and result folder,
-# default /tmp/cmicro-bench), SKIP_CALLGRIND=1, SKIP_GRPC_INSTALL=1.
+# CONCS ("1 16 64 256"), PEERS ("cmicro cmicro-worker raw nginx gomicro grpc"), GENS ("loadgen
+# wrk": the load generators of the closed-loop table), WORK (build and result folder, default
+# /tmp/cmicro-bench), SKIP_CALLGRIND=1, SKIP_GRPC_INSTALL=1 (and SKIP_INSTALL=1: no apt-get at
+# all).
 # Every load run is bounded in time and count and stops by itself; all traffic is on 127.0.0.1.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -34,7 +41,8 @@ WARMUP=${WARMUP:-1}
 DURATION=${DURATION:-2}
 PAYLOADS=${PAYLOADS:-"64 4096"}
 CONCS=${CONCS:-"1 16 64 256"}
-PEERS=${PEERS:-"cmicro raw gomicro grpc"}
+PEERS=${PEERS:-"cmicro cmicro-worker raw nginx gomicro grpc"}
+GENS=${GENS:-"loadgen wrk"}
 MAXREQ=20000000
 mkdir -p "$WORK"
 res="$WORK/results.txt"
@@ -58,22 +66,41 @@ B="$WORK/build/bench"
 LOADGEN="$B/loadgen"
 
 have_peer() { case " $PEERS " in *" $1 "*) return 0 ;; esac; return 1; }
+drop_peer() { PEERS=$(tr ' ' '\n' <<< "$PEERS" | grep -vx "$1" | tr '\n' ' '); }
+apt_install() { # packages...: installs them when allowed (root, apt-get, not SKIP_INSTALL)
+  if [ "${SKIP_INSTALL:-0}" != 1 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    log "installing $* (apt-get)"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+  fi
+}
+
+if ! command -v wrk >/dev/null; then
+  apt_install wrk || true
+fi
+if ! command -v wrk >/dev/null; then
+  log "no wrk: the wrk rows are skipped"; GENS=${GENS/wrk/}
+fi
+if have_peer nginx && ! command -v nginx >/dev/null && [ ! -x /usr/sbin/nginx ]; then
+  apt_install nginx || true
+fi
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+if have_peer nginx && [ ! -x "$NGINX" ]; then
+  log "no nginx: nginx peer skipped"; drop_peer nginx
+fi
 
 if have_peer gomicro; then
   if command -v go >/dev/null; then
     log "building the go-micro peer"
     (cd "$here/go" && GOFLAGS=-mod=mod go build -o "$WORK/gomicro-echo" .) || {
-      log "go-micro peer did not build: skipped"; PEERS=${PEERS/gomicro/}; }
+      log "go-micro peer did not build: skipped"; drop_peer gomicro; }
   else
-    log "no Go toolchain: go-micro peer skipped"; PEERS=${PEERS/gomicro/}
+    log "no Go toolchain: go-micro peer skipped"; drop_peer gomicro
   fi
 fi
 if have_peer grpc; then
   if ! pkg-config --exists grpc++ || ! command -v grpc_cpp_plugin >/dev/null; then
-    if [ "${SKIP_GRPC_INSTALL:-0}" != 1 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-      log "installing libgrpc++-dev protobuf-compiler-grpc (apt-get)"
-      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-        libgrpc++-dev protobuf-compiler-grpc g++ pkg-config >/dev/null
+    if [ "${SKIP_GRPC_INSTALL:-0}" != 1 ]; then
+      apt_install libgrpc++-dev protobuf-compiler-grpc g++ pkg-config || true
     fi
   fi
   if pkg-config --exists grpc++ && command -v grpc_cpp_plugin >/dev/null; then
@@ -83,13 +110,15 @@ if have_peer grpc; then
       bash "$here/grpc/build.sh" "$WORK/grpc"
     fi
   else
-    log "no libgrpc++: gRPC peer skipped"; PEERS=${PEERS/grpc/}
+    log "no libgrpc++: gRPC peer skipped"; drop_peer grpc
   fi
 fi
 
 # ---- servers ----
-declare -A BIN PID ADDR IDLE
+declare -A BIN PID ADDR IDLE ENVS
 BIN[cmicro]="$B/echo-cmicro"
+BIN[cmicro-worker]="$B/echo-cmicro"
+ENVS[cmicro-worker]="BENCH_WORKER=1"
 BIN[raw]="$B/echo-raw"
 BIN[gomicro]="$WORK/gomicro-echo"
 BIN[grpc]="$WORK/grpc/grpc-echo"
@@ -100,14 +129,63 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# nginx: one worker answering every request with 64 bytes, keep-alive, on a free loopback port,
+# everything in a temporary folder. PID[nginx] is the worker (the process that serves).
+start_nginx() {
+  local dir="$WORK/nginx" port
+  rm -rf "$dir" && mkdir -p "$dir"
+  port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  cat > "$dir/nginx.conf" <<EOF
+daemon off;
+worker_processes 1;
+pid $dir/nginx.pid;
+error_log $dir/error.log warn;
+events { worker_connections 8192; }
+http {
+  access_log off;
+  client_body_temp_path $dir/body;
+  proxy_temp_path $dir/proxy;
+  fastcgi_temp_path $dir/fastcgi;
+  uwsgi_temp_path $dir/uwsgi;
+  scgi_temp_path $dir/scgi;
+  keepalive_requests 1000000000;
+  keepalive_timeout 60s;
+  client_max_body_size 2m;
+  server {
+    listen 127.0.0.1:$port;
+    location / {
+      default_type application/octet-stream;
+      return 200 "$(printf 'x%.0s' $(seq 64))";
+    }
+  }
+}
+EOF
+  taskset -c 0 "$NGINX" -e "$dir/error.log" -p "$dir" -c "$dir/nginx.conf" \
+    > "$WORK/nginx.out" 2> "$WORK/nginx.err" &
+  local master=$! worker=""
+  spids+=("$master")
+  for _ in $(seq 200); do
+    worker=$(cat "/proc/$master/task/$master/children" 2>/dev/null || true)
+    [ -n "$worker" ] && (echo > "/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
+    sleep 0.05
+  done
+  [ -n "$worker" ] || { echo "nginx did not start:"; cat "$WORK/nginx.err" "$dir/error.log"; exit 1; }
+  ADDR[nginx]="127.0.0.1:$port"
+  PID[nginx]=${worker%% *}
+  NGINX_MASTER=$master
+}
+
 # start NAME [env...]: starts the server pinned to CPU 0; sets PID[NAME] and ADDR[NAME].
 start() {
   local name=$1; shift
+  if [ "$name" = nginx ]; then start_nginx; return; fi
   local out="$WORK/$name.out"
-  env "$@" taskset -c 0 "${BIN[$name]}" 0 > "$out" 2> "$WORK/$name.err" &
+  : > "$out"  # now, not in the background job: the wait below must not see the last run's line
+  # shellcheck disable=SC2086 # ENVS holds VAR=value words
+  env ${ENVS[$name]:-} "$@" taskset -c 0 "${BIN[$name]}" 0 > "$out" 2> "$WORK/$name.err" &
   local pid=$!
   spids+=("$pid")
-  for _ in $(seq 200); do
+  for _ in $(seq 400); do
     grep -q '^listening ' "$out" 2>/dev/null && break
     sleep 0.05
   done
@@ -116,19 +194,47 @@ start() {
   PID[$name]=$pid
 }
 stop() {
-  local name=$1
-  kill -TERM "${PID[$name]}" 2>/dev/null || true
-  wait "${PID[$name]}" 2>/dev/null || true
+  local name=$1 pid=${PID[$1]}
+  [ "$name" = nginx ] && pid=$NGINX_MASTER
+  kill -TERM "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
 }
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
 rss_kb() { awk -v k="$2:" '$1 == k {print $2}' "/proc/$1/status"; }
 
-# load NAME CONNS PAYLOAD [extra loadgen args]: one bounded run against a running server.
+# wrk_load NAME CONNS PAYLOAD: a warm-up run, then the measured one; prints loadgen's key=value
+# line (the server's CPU from /proc around the measured run).
+wrk_load() {
+  local name=$1 conns=$2 payload=$3 pid=${PID[$1]}
+  local url="http://${ADDR[$name]}/" lua="$here/wrk-echo.lua"
+  local warm dur  # wrk takes whole seconds
+  warm=$(awk -v s="$WARMUP" 'BEGIN {n = int(s); print (n < s ? n + 1 : n)}')
+  dur=$(awk -v s="$DURATION" 'BEGIN {n = int(s); print (n < s ? n + 1 : n)}')
+  taskset -c 1 wrk -t1 -c"$conns" -d"${warm}s" -s "$lua" "$url" -- "$payload" > /dev/null || true
+  local t0 t1 out calls
+  t0=$(cpu_ticks "$pid")
+  out=$(taskset -c 1 wrk -t1 -c"$conns" -d"${dur}s" -s "$lua" "$url" -- "$payload" |
+    grep '^calls=' || true)
+  t1=$(cpu_ticks "$pid")
+  calls=$(sed -n 's/^calls=\([0-9]*\).*/\1/p' <<< "$out")
+  echo "label=$name conns=$conns payload=$payload $out $(awk -v t=$((t1 - t0)) -v n="${calls:-0}" \
+    'BEGIN {printf "cpu_s=%.2f cpu_per_100k=%.3f", t / 100, (n > 0 ? t / 100 / n * 100000 : -1)}')"
+}
+
+# load NAME CONNS PAYLOAD [extra loadgen args]: one bounded run against a running server, by the
+# load generator GEN (loadgen, or wrk for the closed loop).
 load() {
   local name=$1 conns=$2 payload=$3; shift 3
   local pid=${PID[$name]}
   echo 5 > "/proc/$pid/clear_refs" 2>/dev/null || true  # resets VmHWM: peak of this run
   local line
-  if [ "$name" = grpc ]; then
+  if [ "${GEN:-loadgen}" = wrk ]; then
+    line=$(wrk_load "$name" "$conns" "$payload")
+  elif [ "$name" = nginx ]; then
+    line=$(taskset -c 1 "$LOADGEN" --addr "${ADDR[$name]}" --conns "$conns" --payload "$payload" \
+      --warmup "$WARMUP" --duration "$DURATION" --max-requests $MAXREQ --server-pid "$pid" \
+      --label "$name" --rsp-body 64 "$@") || true
+  elif [ "$name" = grpc ]; then
     line=$(taskset -c 1 "$WORK/grpc/grpc-load" --addr "${ADDR[$name]}" --conns "$conns" \
       --payload "$payload" --warmup "$WARMUP" --duration "$DURATION" --max-requests $MAXREQ \
       --server-pid "$pid" --label "$name" "$@") || true
@@ -155,18 +261,22 @@ read -r -a order <<< "$PEERS"
 for r in $(seq "$REPS"); do
   for payload in $PAYLOADS; do
     for c in $CONCS; do
-      for i in "${!order[@]}"; do
-        p=${order[$(( (i + r) % ${#order[@]} ))]}
-        line=$(load "$p" "$c" "$payload")
-        echo "closed round=$r peer=$p $line" >> "$res"
-        log "round $r/$REPS payload $payload conns $c $p: $(grep -o 'rps=[0-9]*' <<< "$line")"
+      for GEN in $GENS; do
+        for i in "${!order[@]}"; do
+          p=${order[$(( (i + r) % ${#order[@]} ))]}
+          [ "$GEN" = wrk ] && [ "$p" = grpc ] && continue  # HTTP/2: its own client only
+          line=$(load "$p" "$c" "$payload")
+          echo "closed round=$r gen=$GEN peer=$p $line" >> "$res"
+          log "round $r/$REPS payload $payload conns $c $GEN $p: $(grep -o 'rps=[0-9]*' <<< "$line")"
+        done
       done
     done
   done
 done
+GEN=loadgen
 
 # ---- per-call cost from 1 to 1000 connections (64 B) ----
-for p in cmicro raw; do
+for p in cmicro cmicro-worker raw; do
   have_peer "$p" || continue
   for c in 1 64 1000; do
     for r in 1 2 3; do
@@ -177,12 +287,12 @@ done
 log "per-call cost from 1 to 1000 connections: done"
 
 # ---- open loop at 50% and 80% of cmicro's peak (64 B, 64 connections) ----
-peak=$(awk '$1 == "closed" && $3 == "peer=cmicro" && / conns=64 / && / payload=64 / {
+peak=$(awk '$1 == "closed" && / gen=loadgen / && / peer=cmicro / && / conns=64 / && / payload=64 / {
   for (i = 1; i <= NF; i++) if ($i ~ /^rps=/) { sub("rps=", "", $i); print $i } }' "$res" |
   sort -n | awk '{a[NR] = $1} END {print a[int((NR + 1) / 2)]}')
 for pct in 50 80; do
   rate=$(( peak * pct / 100 ))
-  for p in cmicro raw gomicro; do
+  for p in cmicro cmicro-worker raw gomicro; do
     have_peer "$p" || continue
     for r in 1 2 3; do
       echo "open pct=$pct round=$r peer=$p $(load "$p" 64 64 --rate "$rate")" >> "$res"
@@ -202,9 +312,8 @@ alloc_run() { # name conns payload
   sleep 0.2
   echo "alloc peer=$name $line $(tr '\n' ' ' < "$cnt")" >> "$res"
 }
-for p in cmicro raw grpc; do
+for p in cmicro cmicro-worker raw; do
   have_peer "$p" || continue
-  [ "$p" = grpc ] && continue  # its client sends no snapshot signal
   for payload in $PAYLOADS; do
     alloc_run "$p" 64 "$payload"
   done
@@ -230,7 +339,10 @@ if [ "${SKIP_CALLGRIND:-0}" != 1 ] && command -v valgrind >/dev/null; then
   cg_total() { # name calls -> total Ir of a server run serving that many calls (16 conns)
     local name=$1 n=$2 out="$WORK/cg-$1-$2.out"
     stop "$name"
-    taskset -c 0 valgrind --tool=callgrind --callgrind-out-file="$out" "${BIN[$name]}" 0 \
+    : > "$WORK/$name.out"
+    # shellcheck disable=SC2086 # ENVS holds VAR=value words
+    env ${ENVS[$name]:-} taskset -c 0 valgrind --tool=callgrind --callgrind-out-file="$out" \
+      "${BIN[$name]}" 0 \
       > "$WORK/$name.out" 2> "$WORK/$name.err" &
     local pid=$!
     spids+=("$pid")
@@ -242,7 +354,7 @@ if [ "${SKIP_CALLGRIND:-0}" != 1 ] && command -v valgrind >/dev/null; then
     kill -TERM "$pid"; wait "$pid" || true
     awk '/^(summary|totals):/ {print $2; exit}' "$out"
   }
-  for p in cmicro raw; do
+  for p in cmicro cmicro-worker raw; do
     have_peer "$p" || continue
     n1=2000; n2=12000
     [ "${QUICK:-0}" = 1 ] && n2=4000

@@ -4,9 +4,11 @@ import statistics
 import sys
 from collections import defaultdict
 
-NAMES = {"cmicro": "cmicro", "raw": "raw libuv echo", "gomicro": "go-micro v4.11",
+NAMES = {"cmicro": "cmicro inline handler", "cmicro-worker": "cmicro default handler (workers)",
+         "raw": "raw libuv echo", "nginx": "nginx, fixed 64 B reply", "gomicro": "go-micro v4.11",
          "grpc": "gRPC C++ (own client)"}
-ORDER = ["cmicro", "raw", "grpc", "gomicro"]
+ORDER = ["cmicro", "cmicro-worker", "raw", "nginx", "grpc", "gomicro"]
+GENS = {"loadgen": "bench/loadgen", "wrk": "wrk"}
 
 
 def parse(path):
@@ -52,35 +54,34 @@ def f1(x):
     return "n/a" if x != x else (f"{x:,.0f}" if x >= 100 else f"{x:.1f}")
 
 
-def main():
-    rows, meta = parse(sys.argv[1])
-    for m in meta:
-        print(m)
-    print()
-    closed = [r for r in rows if r["kind"] == "closed"]
+def same_rounds(by, key, base, rs):
+    """The ratios base/peer of the req/s of the rounds both ran, as text, and the list."""
+    b = {r["round"]: num(r, "rps") for r in by[key + (base,)]}
+    rat = [b[r["round"]] / num(r, "rps") for r in rs if r["round"] in b and num(r, "rps") > 0]
+    txt = f"{med(rat):.2f} ({min(rat):.2f}–{max(rat):.2f})" if rat else "—"
+    return txt, rat
+
+
+def closed_table(closed, by, gen, ratios):
     peers = [p for p in ORDER if any(r["peer"] == p for r in closed)]
-    by = defaultdict(list)
-    for r in closed:
-        by[(r["payload"], r["conns"], r["peer"])].append(r)
     payloads = sorted({r["payload"] for r in closed}, key=int)
     concs = sorted({r["conns"] for r in closed}, key=int)
     print("| payload | conns | peer | req/s median (min–max) | p50 µs | p99 µs | p99.9 µs "
-          "| CPU s / 100k calls | peak RSS MiB | cmicro/peer req/s (same rounds) |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
-    ratios = {}
+          "| CPU s / 100k calls | peak RSS MiB | inline/peer req/s | default/peer req/s |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for pl in payloads:
         for c in concs:
-            cm = {r["round"]: num(r, "rps") for r in by[(pl, c, "cmicro")]}
             for p in peers:
-                rs = by[(pl, c, p)]
+                rs = by[(gen, pl, c, p)]
                 if not rs:
                     continue
                 rps = [num(r, "rps") for r in rs]
-                rat = [cm[r["round"]] / num(r, "rps") for r in rs
-                       if r["round"] in cm and num(r, "rps") > 0]
-                ratios[(pl, c, p)] = rat
-                rtxt = "—" if p == "cmicro" or not rat else \
-                    f"{med(rat):.2f} ({min(rat):.2f}–{max(rat):.2f})"
+                itxt, rat = same_rounds(by, (gen, pl, c), "cmicro", rs)
+                wtxt, _ = same_rounds(by, (gen, pl, c), "cmicro-worker", rs)
+                if gen == "loadgen":
+                    ratios[(pl, c, p)] = rat
+                itxt = "—" if p == "cmicro" else itxt
+                wtxt = "—" if p == "cmicro-worker" else wtxt
                 errs = sum(int(r.get("errors", "0")) + int(r.get("bad", "0")) for r in rs)
                 flag = f" ⚠ {errs} errors" if errs else ""
                 peak = max(num(r, "peak_rss_kb") for r in rs) / 1024
@@ -89,8 +90,27 @@ def main():
                       f"| {f1(med([num(r, 'p99_us') for r in rs]))} "
                       f"| {f1(med([num(r, 'p999_us') for r in rs]))} "
                       f"| {med([num(r, 'cpu_per_100k') for r in rs]):.2f} "
-                      f"| {peak:.1f} | {rtxt} |")
+                      f"| {peak:.1f} | {itxt} | {wtxt} |")
     print()
+
+
+def main():
+    rows, meta = parse(sys.argv[1])
+    for m in meta:
+        print(m)
+    print()
+    closed = [r for r in rows if r["kind"] == "closed"]
+    for r in closed:
+        r.setdefault("gen", "loadgen")
+    by = defaultdict(list)
+    for r in closed:
+        by[(r["gen"], r["payload"], r["conns"], r["peer"])].append(r)
+    ratios = {}
+    for gen in [g for g in GENS if any(r["gen"] == g for r in closed)]:
+        print(f"Closed loop, load generator {GENS[gen]}:")
+        print()
+        closed_table([r for r in closed if r["gen"] == gen], by, gen, ratios)
+    by = defaultdict(list, {k[1:]: v for k, v in by.items() if k[0] == "loadgen"})
 
     idle = {r["peer"]: num(r, "rss_kb") for r in rows if r["kind"] == "idle"}
     if idle:

@@ -80,6 +80,9 @@ typedef struct cm__workers cm__workers;
 int cm__workers_new(uv_loop_t *loop, unsigned n, cm__workers **out);
 /* Queues job (any thread). */
 void cm__workers_submit(cm__workers *w, cm__job *job);
+/* Queues job from the loop thread: the jobs posted in one turn of the loop are handed to the
+ * workers together, before the loop waits for I/O again (one lock, at most one wake-up). */
+void cm__workers_post(cm__workers *w, cm__job *job);
 /* Waits for queued and running jobs, runs their done callbacks on the calling thread (the loop
  * thread or any thread once the loop no longer runs), joins the threads, frees. */
 void cm__workers_free(cm__workers *w);
@@ -162,7 +165,7 @@ uint64_t cm__server_started_unix(const cm_server *s);
  * until its release. Loop thread. */
 void cm__server_hold(cm_server *s);
 void cm__server_release(cm_server *s);
-/* Runs job on the server's worker pool. */
+/* Runs job on the server's worker pool (loop thread). */
 void cm__server_submit(cm_server *s, cm__job *job);
 /* Non-zero once cm_server_stop() has been called. */
 int cm__server_stopping(const cm_server *s);

@@ -628,7 +628,7 @@ cm__server_started_unix(const cm_server *s)
 void
 cm__server_submit(cm_server *s, cm__job *job)
 {
-    cm__workers_submit(s->workers, job);
+    cm__workers_post(s->workers, job);
 }
 
 int
@@ -746,7 +746,7 @@ dispatch(cm_ctx *c)
     }
     c->job.work = job_work;
     c->job.done = job_done;
-    cm__workers_submit(c->srv->workers, &c->job);
+    cm__workers_post(c->srv->workers, &c->job);
 }
 
 /* A stream endpoint (stream.c): the first request's headers are copied into the call's memory

@@ -1,5 +1,18 @@
 /* The worker pool: a fixed set of threads taking jobs from one queue; completions return to the
- * loop through a uv_async_t. */
+ * loop through a uv_async_t.
+ *
+ * The hand-off is batched both ways, so that a busy server pays a wake-up per batch, not per
+ * call:
+ * - to the workers: cm__workers_post() (loop thread) appends to a batch that the loop hands over
+ *   in its next idle phase, after the I/O callbacks of this iteration: one lock and at most one
+ *   wake-up for all the requests read in one turn of the loop;
+ * - on the workers: a worker takes jobs one at a time and goes back to the queue after each,
+ *   sleeping only when it is empty; it wakes a sleeping peer only when it takes a job and more
+ *   are waiting and no wake-up is already on its way. So one woken worker drains a batch when
+ *   handlers are quick, and a handler that blocks still leaves a worker free for the jobs behind
+ *   it (while any worker sleeps): each job taken with others waiting hands them to a peer;
+ * - back to the loop: a finished job joins the done list; only the one that finds the list empty
+ *   sends the uv_async_t, and the loop runs every done callback of the list in one callback. */
 #include "framework_int.h"
 
 #include <stdlib.h>
@@ -7,12 +20,19 @@
 struct cm__workers {
     uv_mutex_t mu;
     uv_cond_t cv;
-    cm__job *q_head, *q_tail;   /* waiting for a worker */
-    cm__job *d_head, *d_tail;   /* finished, waiting for done() on the loop */
+    cm__job *q_head, *q_tail; /* waiting for a worker */
+    cm__job *d_head, *d_tail; /* finished, waiting for done() on the loop */
+    unsigned sleeping;        /* workers waiting on cv */
+    unsigned wakes;           /* signals sent that no worker has woken up for yet */
     int quit;
     unsigned n;
     uv_thread_t *threads;
+    /* Loop thread only: the batch posted since the last hand-over. */
+    cm__job *p_head, *p_tail;
+    int flushing; /* idle is started */
+    int open_handles;
     uv_async_t async;
+    uv_idle_t idle;
 };
 
 static void
@@ -27,6 +47,26 @@ push(cm__job **head, cm__job **tail, cm__job *j)
     *tail = j;
 }
 
+/* Under mu: should a sleeping worker be woken for the queued jobs? Counts the wake-up. */
+static int
+need_wake(cm__workers *w)
+{
+    if (w->q_head == NULL || w->wakes > 0 || w->sleeping == 0) {
+        return 0;
+    }
+    w->wakes++;
+    return 1;
+}
+
+/* Under mu: appends a finished job; non-zero when the loop must be told (the list was empty). */
+static int
+push_done(cm__workers *w, cm__job *j)
+{
+    int first = w->d_head == NULL;
+    push(&w->d_head, &w->d_tail, j);
+    return first;
+}
+
 static void
 worker_main(void *arg)
 {
@@ -34,7 +74,12 @@ worker_main(void *arg)
     uv_mutex_lock(&w->mu);
     for (;;) {
         while (w->q_head == NULL && !w->quit) {
+            w->sleeping++;
             uv_cond_wait(&w->cv, &w->mu);
+            w->sleeping--;
+            if (w->wakes > 0) {
+                w->wakes--;
+            }
         }
         if (w->q_head == NULL) {
             break;
@@ -44,11 +89,18 @@ worker_main(void *arg)
         if (w->q_head == NULL) {
             w->q_tail = NULL;
         }
+        int wake = need_wake(w);
         uv_mutex_unlock(&w->mu);
+        if (wake) {
+            uv_cond_signal(&w->cv);
+        }
         j->work(j);
         uv_mutex_lock(&w->mu);
-        push(&w->d_head, &w->d_tail, j);
-        uv_async_send(&w->async);
+        if (push_done(w, j)) {
+            uv_mutex_unlock(&w->mu);
+            uv_async_send(&w->async);
+            uv_mutex_lock(&w->mu);
+        }
     }
     uv_mutex_unlock(&w->mu);
 }
@@ -73,10 +125,59 @@ on_async(uv_async_t *a)
     run_done(a->data);
 }
 
+/* Moves the posted batch to the queue and wakes a worker if none is on its way. */
+static void
+flush(cm__workers *w)
+{
+    if (w->p_head == NULL) {
+        return;
+    }
+    uv_mutex_lock(&w->mu);
+    if (w->q_tail != NULL) {
+        w->q_tail->next = w->p_head;
+    } else {
+        w->q_head = w->p_head;
+    }
+    w->q_tail = w->p_tail;
+    w->p_head = w->p_tail = NULL;
+    int wake = need_wake(w);
+    uv_mutex_unlock(&w->mu);
+    if (wake) {
+        uv_cond_signal(&w->cv);
+    }
+}
+
+static void
+on_idle(uv_idle_t *h)
+{
+    cm__workers *w = h->data;
+    flush(w);
+    w->flushing = 0;
+    uv_idle_stop(h);
+}
+
 static void
 free_after_close(uv_handle_t *h)
 {
-    free(h->data);
+    cm__workers *w = h->data;
+    if (--w->open_handles == 0) {
+        free(w);
+    }
+}
+
+static int
+start_threads(cm__workers *w, unsigned n)
+{
+    int rc = 0;
+    for (unsigned i = 0; i < n; i++) {
+        uv_thread_options_t o = {UV_THREAD_HAS_STACK_SIZE, 256 * 1024};
+        rc = uv_thread_create_ex(&w->threads[i], &o, worker_main, w);
+        if (rc < 0) {
+            break;
+        }
+        w->n++;
+    }
+    return w->n > 0 ? 0 : rc;
 }
 
 int
@@ -102,21 +203,18 @@ cm__workers_new(uv_loop_t *loop, unsigned n, cm__workers **out)
     }
     w->async.data = w;
     uv_unref((uv_handle_t *)&w->async);
+    uv_idle_init(loop, &w->idle); /* cannot fail */
+    w->idle.data = w;
+    w->open_handles = 2;
     uv_mutex_init(&w->mu);
     uv_cond_init(&w->cv);
-    for (unsigned i = 0; i < n; i++) {
-        uv_thread_options_t o = {UV_THREAD_HAS_STACK_SIZE, 256 * 1024};
-        rc = uv_thread_create_ex(&w->threads[i], &o, worker_main, w);
-        if (rc < 0) {
-            break;
-        }
-        w->n++;
-    }
-    if (rc < 0 && w->n == 0) {
+    rc = start_threads(w, n);
+    if (rc < 0) {
         uv_cond_destroy(&w->cv);
         uv_mutex_destroy(&w->mu);
         free(w->threads);
         uv_close((uv_handle_t *)&w->async, free_after_close);
+        uv_close((uv_handle_t *)&w->idle, free_after_close);
         return rc;
     }
     *out = w;
@@ -128,8 +226,21 @@ cm__workers_submit(cm__workers *w, cm__job *job)
 {
     uv_mutex_lock(&w->mu);
     push(&w->q_head, &w->q_tail, job);
-    uv_cond_signal(&w->cv);
+    int wake = need_wake(w);
     uv_mutex_unlock(&w->mu);
+    if (wake) {
+        uv_cond_signal(&w->cv);
+    }
+}
+
+void
+cm__workers_post(cm__workers *w, cm__job *job)
+{
+    push(&w->p_head, &w->p_tail, job);
+    if (!w->flushing) {
+        w->flushing = 1;
+        uv_idle_start(&w->idle, on_idle);
+    }
 }
 
 void
@@ -138,10 +249,11 @@ cm__workers_free(cm__workers *w)
     if (w == NULL) {
         return;
     }
+    flush(w);
     uv_mutex_lock(&w->mu);
     w->quit = 1;
-    uv_cond_broadcast(&w->cv);
     uv_mutex_unlock(&w->mu);
+    uv_cond_broadcast(&w->cv);
     for (unsigned i = 0; i < w->n; i++) {
         uv_thread_join(&w->threads[i]);
     }
@@ -150,4 +262,5 @@ cm__workers_free(cm__workers *w)
     uv_mutex_destroy(&w->mu);
     free(w->threads);
     uv_close((uv_handle_t *)&w->async, free_after_close);
+    uv_close((uv_handle_t *)&w->idle, free_after_close);
 }

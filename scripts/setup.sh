@@ -13,6 +13,7 @@ pkgs=(
   chromium
   libnats-dev nats-server
   etcd-server etcd-client
+  wrk
 )
 
 missing=()
