@@ -6,6 +6,7 @@
  * server's connections and calls in flight, its limits, and the selector's view of every called
  * service when /metrics is rendered (on the loop thread). */
 #include "framework_int.h"
+#include "stream_int.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -184,6 +185,35 @@ collect_events(cm_metrics_writer *w, cm_service *svc)
     }
 }
 
+/* The streams being served: how many, and what they have sent and received so far. */
+static void
+collect_streams(cm_metrics_writer *w, cm_server *srv)
+{
+    size_t n = 0;
+    uint64_t sent = 0, received = 0, queued = 0;
+    for (cm_stream *s = *cm__server_streams(srv); s != NULL; s = s->snext) {
+        cm_stream_stats st;
+        cm_stream_get_stats(s, &st);
+        n++;
+        sent += st.sent;
+        received += st.received;
+        queued += st.queued;
+    }
+    value(w, CM_METRIC_GAUGE, "micro_server_streams", "Streams being served.", (double)n);
+    value(w, CM_METRIC_GAUGE, "micro_server_stream_queued_bytes",
+          "Bytes the streams being served have waiting to be written (each bounded by its "
+          "window).",
+          (double)queued);
+    static const char *const dir[] = {"direction"};
+    if (cm_metrics_write_family(w, CM_METRIC_GAUGE, "micro_server_stream_messages",
+                                "Messages of the streams being served, sent and received so far.",
+                                dir, 1) == 0) {
+        const char *l[][1] = {{"sent"}, {"received"}};
+        cm_metrics_write_value(w, l[0], (double)sent);
+        cm_metrics_write_value(w, l[1], (double)received);
+    }
+}
+
 /* The broker's own counts (below the events: what its transport received and dropped). */
 static void
 collect_broker(cm_metrics_writer *w, cm_service *svc)
@@ -238,6 +268,7 @@ collect(cm_metrics_writer *w, void *arg)
     }
     collect_selector(w, cm__service_selector(o->svc));
     collect_events(w, o->svc);
+    collect_streams(w, srv);
     collect_broker(w, o->svc);
     cm__otlp *x = cm__service_otlp(o->svc);
     static const char *const outcome[] = {"outcome"};
