@@ -6,12 +6,12 @@
  * TTL of 1 min, and deregistered on unsubscribe. Publishing looks the service up, keeps the nodes
  * of the topic, and POSTs the JSON message to "/?id=<node id>" of every node of the broadcast
  * version and of one random node of each queue version. As go-micro's broker (its registry
- * cache), the lookup is kept: for CACHE_TTL_MS, until a watch of the service reports a change, a
- * subscription of this broker changes, or a POST fails; one lookup at a time serves every
- * publish that waits for it, and a failed lookup falls back on the last answer. Receiving: a POST's
- * body is decoded and handed to every subscription of its Micro-Topic (go-micro filters by the id
- * parameter too; the node ids of one broker and topic are all equal, so this is the same set), and
- * answered 200.
+ * cache), the lookup is kept: for publish_cache_ms, until a watch of the service reports a change,
+ * a subscription of this broker changes, or a POST fails; one lookup at a time serves every publish
+ * that waits for it, and a failed lookup falls back on the last answer. Receiving: a POST's body is
+ * decoded and handed to every subscription of its Micro-Topic (go-micro filters by the id parameter
+ * too; the node ids of one broker and topic are all equal, so this is the same set), and answered
+ * 200.
  *
  * Everything runs on the loop: the HTTP transport listens and sends, the registry calls back. */
 #include "broker_int.h"
@@ -26,7 +26,6 @@
 #define MODULE "broker"
 #define SERVICE "micro.http.broker"
 #define BROADCAST "ff.http.broadcast"
-#define CACHE_TTL_MS 60000 /* go-micro's registry cache */
 
 typedef struct pub pub;
 
@@ -48,6 +47,7 @@ typedef struct http_priv {
     /* The nodes of SERVICE, as the last lookup found them (NULL: none yet). */
     cm_reg_service_list *cache;
     uint64_t cache_at; /* cm_now_ms() of that lookup; 0: to be looked up again */
+    uint64_t cache_ms; /* how long it is kept at most (publish_cache_ms) */
     int lookup_err;    /* the last lookup's error, when there is no cache to fall back on */
     int looking;       /* a lookup is in flight */
     int flush_posted;  /* a flush of the waiting publishes is deferred */
@@ -456,7 +456,7 @@ on_lookup(int status, const cm_reg_service_list *list, void *arg)
 static void
 kick(http_priv *p)
 {
-    int fresh = p->cache != NULL && p->cache_at != 0 && cm_now_ms() - p->cache_at < CACHE_TTL_MS;
+    int fresh = p->cache != NULL && p->cache_at != 0 && cm_now_ms() - p->cache_at < p->cache_ms;
     if (!fresh && !p->looking) {
         int rc = cm_registry_get_service(p->reg, SERVICE, on_lookup, p);
         if (rc == 0) {
@@ -669,6 +669,9 @@ http_init(cm_broker *b)
     uint64_t max_body = 0;
     int rc = opt_u64(b, "register_ttl_ms", 60000, &p->ttl_ms);
     if (rc == 0) {
+        rc = opt_u64(b, "publish_cache_ms", 60000, &p->cache_ms); /* go-micro's registry cache */
+    }
+    if (rc == 0) {
         rc = opt_u64(b, "register_interval_ms", 30000, &p->interval_ms);
     }
     if (rc == 0) {
@@ -729,8 +732,9 @@ http_fini(cm_broker *b)
     }
 }
 
-static const char *const http_keys[] = {"advertise", "max_body_bytes", "register_ttl_ms",
-                                        "register_interval_ms", NULL};
+static const char *const http_keys[] = {"advertise",        "max_body_bytes",
+                                        "register_ttl_ms",  "register_interval_ms",
+                                        "publish_cache_ms", NULL};
 
 const cm_broker_ops cm__broker_http = {
     .abi_version = CM_ABI_VERSION,

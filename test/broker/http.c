@@ -327,6 +327,10 @@ test_options(void)
     o.registry = reg;
     cm_broker_opts_set(&o, "max_body_bytes", "-5");
     CHECK_EQ_INT(cm_broker_new(L, "http", &o, &b), CM_EINVAL);
+    cm_broker_opts_init(&o);
+    o.registry = reg;
+    cm_broker_opts_set(&o, "publish_cache_ms", "soon");
+    CHECK_EQ_INT(cm_broker_new(L, "http", &o, &b), CM_EINVAL);
 
     /* Body limit: a message whose JSON is over max_body_bytes is refused before any POST. */
     cm_broker_opts_init(&o);
