@@ -504,6 +504,32 @@ test_async(void)
     cm_stream_free(st);
 }
 
+/* Messages sent at once after the opening, likely before the connection is up, with a window
+ * smaller than one message: each send waits for the previous one to be written, also for those
+ * that were written when the connection came up (a regression: their count stayed). */
+static void
+test_early_sends(void)
+{
+    /* By name: the lookup (on libuv's threads) delays the connect past the first sends. */
+    char saved[128];
+    snprintf(saved, sizeof saved, "%s", S.addr);
+    snprintf(S.addr, sizeof S.addr, "localhost:%s", strrchr(saved, ':') + 1);
+    cm_stream *st = open_stream("Test.Sum", 5000, 1024, NULL);
+    snprintf(S.addr, sizeof S.addr, "%s", saved);
+    char pad[2049];
+    memset(pad, 'e', 2048);
+    pad[2048] = '\0';
+    for (int i = 1; i <= 20; i++) {
+        send_req(st, pad, i, 0, 0);
+    }
+    CHECK_EQ_INT(cm_stream_close_send(st), 0);
+    check_sum(st, 210, "20 messages");
+    cm_stream_stats ss;
+    cm_stream_get_stats(st, &ss);
+    CHECK(ss.max_queued < 1024 + 2048 + 1024);
+    cm_stream_free(st);
+}
+
 static void
 run_codec(const char *ct)
 {
@@ -516,6 +542,7 @@ run_codec(const char *ct)
     RUN(test_deadline);
     RUN(test_flow_control);
     RUN(test_async);
+    RUN(test_early_sends);
 }
 
 static void
