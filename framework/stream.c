@@ -102,8 +102,12 @@ kick_locked(cm_stream *s)
 static void
 tell(cm_stream *s)
 {
-    if (s->notify != NULL) {
-        s->notify(s, s->notify_arg);
+    uv_mutex_lock(&s->mu);
+    void (*fn)(cm_stream *, void *) = s->notify;
+    void *arg = s->notify_arg;
+    uv_mutex_unlock(&s->mu);
+    if (fn != NULL) {
+        fn(s, arg);
     }
 }
 
@@ -206,9 +210,13 @@ kick_on_loop(void *arg)
         s->in_paused = 0;
     }
     int canceled = s->canceled, released = s->released, send_eof = s->send_eof;
-    int ended = s->ended;
+    int ended = s->ended, notify = s->notify_kick;
+    s->notify_kick = 0;
     uv_mutex_unlock(&s->mu);
     cm__stream_flush(s);
+    if (notify && !released) {
+        tell(s); /* a new notify hook sees what arrived before it */
+    }
     if (resume && s->ts != NULL) {
         cm_tstream_pause(s->ts, 0);
     }
@@ -544,6 +552,10 @@ cm_stream_set_notify(cm_stream *s, void (*fn)(cm_stream *s, void *arg), void *ar
     uv_mutex_lock(&s->mu);
     s->notify = fn;
     s->notify_arg = arg;
+    if (fn != NULL) {
+        s->notify_kick = 1;
+        kick_locked(s);
+    }
     uv_mutex_unlock(&s->mu);
 }
 

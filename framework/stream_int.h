@@ -36,6 +36,7 @@ struct cm_stream {
     size_t out_bytes; /* queued here, not handed to the transport yet */
     size_t tq;        /* the transport's queued bytes, as last seen on the loop */
     int recv_eof, send_eof, ended, canceled, timed_out, released, posted, destroy_on_kick;
+    int notify_kick; /* a notify hook was set: call it once from the loop */
     int end_status;
     cm_error *err;
     cm_stream_stats st;

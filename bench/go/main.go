@@ -4,6 +4,8 @@
 // bench.EchoMsg (field 1, bytes). It listens on 127.0.0.1 and prints "listening ADDR".
 //
 //	go-micro-echo [PORT]
+//
+// stream.go adds the streaming benchmark's subcommands (stream-server, stream-client).
 package main
 
 import (
@@ -28,6 +30,9 @@ func (b *Bench) Echo(ctx context.Context, req *wrapperspb.BytesValue, rsp *wrapp
 }
 
 func main() {
+	if streamMain() {
+		return
+	}
 	port := "0"
 	if len(os.Args) > 1 {
 		port = os.Args[1]

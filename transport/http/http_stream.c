@@ -264,14 +264,20 @@ on_connect(uv_connect_t *req, int status)
     uv_timer_stop(&s->timer);
     uv_tcp_nodelay(&s->tcp, 1);
     int r = uv_read_start((uv_stream_t *)&s->tcp, on_alloc, on_read);
+    int flushed = 0;
     if (r == 0 && s->pending.len > 0) {
         r = cm__http_wq_write(&s->wq, (uv_stream_t *)&s->tcp, NULL, s->pending.p, s->pending.len,
                               NULL, 0);
         s->pending.len = 0;
         cm__http_buf_trim(&s->pending, 0);
+        flushed = 1;
     }
     if (r < 0) {
         stream_end(s, r);
+    } else if (flushed && !s->released && s->cbs->on_written != NULL) {
+        /* The queued count changed (what was pending may have been written at once, and then
+         * no write completion would say so). */
+        s->cbs->on_written(s->user);
     }
 }
 

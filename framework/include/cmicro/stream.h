@@ -63,7 +63,8 @@ CM_EXTERN int cm_stream_recv(cm_stream *s, void **msg);
 CM_EXTERN int cm_stream_try_send(cm_stream *s, const void *msg);
 CM_EXTERN int cm_stream_try_recv(cm_stream *s, void **msg);
 /* Runs fn(arg) on the loop thread whenever the stream may have changed: a message arrived,
- * the window opened, the stream ended. fn borrowed until cm_stream_free. Any thread. */
+ * the window opened, the stream ended; and once soon after it is set, for what happened before.
+ * fn (NULL: none) borrowed until cm_stream_free or the next call. Any thread. */
 CM_EXTERN void cm_stream_set_notify(cm_stream *s, void (*fn)(cm_stream *s, void *arg), void *arg);
 /* Client: ends the sending side with go-micro's EOS message; receiving goes on. 0, CM_ESTATE
  * (on a server: the handler ends its side by returning), CM_ECLOSED. Any thread. */
