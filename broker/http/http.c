@@ -3,11 +3,13 @@
  * Subscribing registers a node of the registry service "micro.http.broker", version
  * "ff.http.broadcast" or the queue name, node id "<topic>-<broker uuid>", the listener's address
  * and metadata {secure, broker: "http", topic}; the node is registered again every 30 s with a
- * TTL of 1 min, and deregistered on unsubscribe. Publishing looks the service up, keeps the nodes
- * of the topic, and POSTs the JSON message to "/?id=<node id>" of every node of the broadcast
- * version and of one random node of each queue version. Receiving: a POST's body is decoded and
- * handed to every subscription of its Micro-Topic (go-micro filters by the id parameter too; the
- * node ids of one broker and topic are all equal, so this is the same set), and answered 200.
+ * TTL of 1 min, and deregistered on unsubscribe. Publishing looks the service up (the lookup is
+ * kept publish_cache_ms, default 1 s, and dropped when a POST fails: go-micro's broker caches its
+ * lookups as well), keeps the nodes of the topic, and POSTs the JSON message to "/?id=<node id>" of
+ * every node of the broadcast version and of one random node of each queue version. Receiving: a
+ * POST's body is decoded and handed to every subscription of its Micro-Topic (go-micro filters by
+ * the id parameter too; the node ids of one broker and topic are all equal, so this is the same
+ * set), and answered 200.
  *
  * Everything runs on the loop: the HTTP transport listens and sends, the registry calls back. */
 #include "broker_int.h"
@@ -38,6 +40,14 @@ typedef struct http_priv {
     unsigned inflight; /* registry requests whose callbacks have not run */
     int busy;          /* disconnect steps still to finish */
     int disconnecting;
+    /* Publishing: the last lookup of SERVICE, kept cache_ms (go-micro's broker keeps its lookups
+     * in a registry cache too) and dropped when a POST fails; publishes wait in a queue for a
+     * lookup in flight or for a turn of the loop. */
+    cm_reg_service_list *cache; /* NULL: the lookup failed or found nothing */
+    int cache_status;
+    uint64_t cache_at, cache_ms;
+    struct pub *wait_head, *wait_tail;
+    int looking, posted;
 } http_priv;
 
 typedef struct http_sub {
@@ -221,6 +231,7 @@ typedef struct pub {
     int status;
     cm_broker_node_err *errs;
     size_t nerrs;
+    struct pub *next; /* in http_priv's queue */
 } pub;
 
 typedef struct pub_node {
@@ -259,6 +270,8 @@ static void
 pub_fail(pub *pb, char *id, char *addr, int status)
 {
     cm_broker *b = pb->b;
+    http_priv *p = cm_broker_priv(b);
+    p->cache_at = 0; /* look the nodes up again */
     b->stats.publish_errors++;
     cm_log(CM_LOG_DEBUG, MODULE, "http: publish on \"%s\" to %s (%s) failed: %s", pb->topic, id,
            addr, cm_strerror(status));
@@ -362,10 +375,10 @@ node_matches(const cm_node *n, const char *topic)
     return br != NULL && strcmp(br, "http") == 0 && tp != NULL && strcmp(tp, topic) == 0;
 }
 
+/* Posts pb to the nodes of its topic in list (the lookup's outcome). */
 static void
-on_lookup(int status, const cm_reg_service_list *list, void *arg)
+post_nodes(pub *pb, int status, const cm_reg_service_list *list)
 {
-    pub *pb = arg;
     http_priv *p = cm_broker_priv(pb->b);
     pb->outstanding = 1; /* held while posting, so that no callback finishes pb early */
     if (status < 0 && status != CM_ENOTFOUND) {
@@ -393,6 +406,69 @@ on_lookup(int status, const cm_reg_service_list *list, void *arg)
     if (--pb->outstanding == 0) {
         pub_finish(pb);
     }
+}
+
+/* Posts every waiting publish with the cached lookup. */
+static void
+drain(http_priv *p)
+{
+    pub *pb = p->wait_head;
+    p->wait_head = p->wait_tail = NULL;
+    while (pb != NULL) {
+        pub *next = pb->next;
+        post_nodes(pb, p->cache_status, p->cache);
+        pb = next;
+    }
+}
+
+static void
+on_lookup(int status, const cm_reg_service_list *list, void *arg)
+{
+    http_priv *p = arg;
+    p->looking = 0;
+    cm_reg_service_list_free(p->cache);
+    p->cache = status == 0 ? cm_reg_service_list_dup(list) : NULL;
+    p->cache_status = status == 0 && p->cache == NULL ? CM_ENOMEM : status;
+    p->cache_at = status == 0 && p->cache != NULL ? cm_now_ms() : 0;
+    if (p->cache_at == 0 && status == CM_ENOTFOUND) {
+        p->cache_at = cm_now_ms(); /* no subscriber at all: kept as well */
+    }
+    drain(p);
+}
+
+static void
+on_posted_turn(void *arg)
+{
+    http_priv *p = arg;
+    p->posted = 0;
+    drain(p);
+}
+
+/* Queues pb; it goes out with the cached lookup on the next turn of the loop when the cache is
+ * fresh, else with the next lookup. */
+static int
+enqueue(http_priv *p, pub *pb)
+{
+    int rc = 0;
+    if (!p->looking && !p->posted) {
+        uint64_t now = cm_now_ms();
+        if (p->cache_at != 0 && now - p->cache_at < p->cache_ms) {
+            rc = cm_loop_post(cm_broker_loop(p->b), on_posted_turn, p);
+            p->posted = rc == 0;
+        } else {
+            rc = cm_registry_get_service(p->reg, SERVICE, on_lookup, p);
+            p->looking = rc == 0;
+        }
+    }
+    if (rc == 0) {
+        if (p->wait_tail != NULL) {
+            p->wait_tail->next = pb;
+        } else {
+            p->wait_head = pb;
+        }
+        p->wait_tail = pb;
+    }
+    return rc;
 }
 
 static int
@@ -425,7 +501,7 @@ http_publish(cm_broker *b, const char *topic, const cm_md *header, const uint8_t
         rc = CM_ETOOBIG;
     }
     if (rc == 0) {
-        rc = cm_registry_get_service(p->reg, SERVICE, on_lookup, pb);
+        rc = enqueue(p, pb);
     }
     if (rc < 0) {
         if (pb != NULL) {
@@ -526,6 +602,7 @@ http_disconnect(cm_broker *b)
     http_priv *p = cm_broker_priv(b);
     uv_timer_stop(p->timer);
     p->disconnecting = 1;
+    p->cache_at = 0;
     p->busy = 1;
     cm_listener_close(p->l, listener_closed, p);
     p->l = NULL;
@@ -572,6 +649,9 @@ http_init(cm_broker *b)
     }
     if (rc == 0) {
         rc = opt_u64(b, "max_body_bytes", 4u << 20, &max_body);
+    }
+    if (rc == 0) {
+        rc = opt_u64(b, "publish_cache_ms", 1000, &p->cache_ms);
     }
     if (rc < 0) {
         return rc;
@@ -620,14 +700,16 @@ http_fini(cm_broker *b)
     if (p->timer != NULL) {
         uv_close((uv_handle_t *)p->timer, free_handle);
     }
+    cm_reg_service_list_free(p->cache);
     cm_transport_close(p->t, NULL, NULL);
     if (p->own_reg) {
         cm_registry_close(p->reg, NULL, NULL);
     }
 }
 
-static const char *const http_keys[] = {"advertise", "max_body_bytes", "register_ttl_ms",
-                                        "register_interval_ms", NULL};
+static const char *const http_keys[] = {"advertise",        "max_body_bytes",
+                                        "register_ttl_ms",  "register_interval_ms",
+                                        "publish_cache_ms", NULL};
 
 const cm_broker_ops cm__broker_http = {
     .abi_version = CM_ABI_VERSION,

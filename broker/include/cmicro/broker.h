@@ -77,6 +77,9 @@ typedef struct cm_broker_opt {
  *         "max_body_bytes"     largest message received or sent; default 4194304
  *         "register_ttl_ms"    TTL of the subscription nodes; default 60000 (go-micro's)
  *         "register_interval_ms"  re-registration period; default 30000 (go-micro's)
+ *         "publish_cache_ms"   how long a publisher reuses its lookup of the subscription nodes
+ *                              (a failed POST drops it); default 1000. go-micro's broker caches
+ *                              its lookups too (registry/cache)
  *   nats  "name"               the connection name the server shows
  *         "reconnect_wait_ms"  first pause between reconnect rounds (doubled each round up to
  *                              reconnect_max_ms, with jitter); default 100
