@@ -96,9 +96,16 @@ for _ in $(seq 100); do
   (exec 3<>"/dev/tcp/127.0.0.1/$nport") 2>/dev/null && break
   sleep 0.05
 done
-coproc CONSUL { exec python3 "$root/test/consul/consul_agent.py" --port 0; }
-pids+=($CONSUL_PID)
-read -r cport <&"${CONSUL[0]}"
+# its first line is its port; its request log goes to a file, never to a pipe nobody reads
+python3 "$root/test/consul/consul_agent.py" --port 0 >"$WORK/consul.out" 2>"$WORK/consul.err" &
+pids+=($!)
+cport=
+for _ in $(seq 200); do
+  cport=$(head -n1 "$WORK/consul.out" 2>/dev/null || true)
+  [ -n "$cport" ] && break
+  sleep 0.05
+done
+[ -n "$cport" ] || { echo "the Consul test agent did not start" >&2; exit 1; }
 export CONSUL_HTTP_ADDR="127.0.0.1:$cport" MICRO_REGISTRY=consul
 log "nats-server at $NATS_URL, Consul test agent at $CONSUL_HTTP_ADDR"
 
