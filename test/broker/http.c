@@ -3,7 +3,7 @@
  * metadata), fan-out to two subscribers, a queue group of two (each message exactly once across
  * it), a subscriber whose process is gone (its node still registered, nothing listening) reported
  * to the publisher by node while the others keep receiving, malformed POSTs, unsubscribe and
- * disconnect deregistering. */
+ * disconnect deregistering, and the publisher's cache of its lookups. */
 #include "harness.h"
 
 #include <cmicro/transport.h>
@@ -37,14 +37,24 @@ on_msg(const cm_broker_msg *m, void *arg)
     return 0;
 }
 
+/* cache_ms: publish_cache_ms, NULL for the default. */
 static cm_broker *
-http_broker(void)
+http_broker_cached(const char *cache_ms)
 {
     cm_broker_opts o;
     cm_broker_opts_init(&o);
     o.registry = reg;
     o.timeout_ms = 2000;
+    if (cache_ms != NULL) {
+        cm_broker_opts_set(&o, "publish_cache_ms", cache_ms);
+    }
     return broker_up("http", &o);
+}
+
+static cm_broker *
+http_broker(void)
+{
+    return http_broker_cached(NULL);
 }
 
 static int ready;
@@ -230,7 +240,7 @@ test_malformed(cm_broker *s1, rx *a)
 static void
 test_pubsub(void)
 {
-    cm_broker *pub = http_broker(), *s1 = http_broker(), *s2 = http_broker();
+    cm_broker *pub = http_broker_cached("100"), *s1 = http_broker(), *s2 = http_broker();
     rx a = {0}, b = {0}, q1 = {0}, q2 = {0};
     sub(s1, "fan", NULL, &a);
     cm_broker_sub *sb = sub(s2, "fan", NULL, &b);
@@ -260,6 +270,7 @@ test_pubsub(void)
     /* A dead subscriber: the publisher hears which node failed; the others still receive. */
     char dead_addr[64];
     cm_reg_service *dead = dead_subscriber("fan", dead_addr, sizeof(dead_addr));
+    wait_until(NULL, 0, 150); /* the publisher's last lookup expires */
     pubres d = {0};
     publish_n(pub, "fan", 20, 30, &d);
     CHECK_EQ_INT(d.status, UV_ECONNREFUSED);
@@ -310,6 +321,56 @@ test_pubsub(void)
     broker_down(s2);
     CHECK(lookup("ff.http.broadcast") == NULL);
     CHECK(lookup("grp") == NULL);
+    broker_down(pub);
+}
+
+/* The publisher keeps its lookup: a subscriber that comes meanwhile is seen at the next publish
+ * (the publisher's watch of the registry), one that goes without deregistering fails its POST,
+ * which drops the lookup, and a burst shares one lookup. */
+static void
+test_cache(void)
+{
+    cm_broker *pub = http_broker_cached("60000"), *s1 = http_broker(), *s2 = http_broker();
+    rx a = {0}, b = {0};
+    sub(s1, "cached", NULL, &a);
+    pubres r1 = {0};
+    publish_n(pub, "cached", 0, 1, &r1);
+    CHECK(wait_until(&a.n, 1, 5000));
+    sub(s2, "cached", NULL, &b);
+    wait_until(NULL, 0, 50);
+    pubres r2 = {0};
+    publish_n(pub, "cached", 1, 2, &r2); /* not the cached lookup: both */
+    CHECK_EQ_INT(r2.status, 0);
+    CHECK(wait_until(&a.n, 2, 5000) && wait_until(&b.n, 1, 5000));
+    /* s2's node stays registered but nothing listens (a process killed): the POST to it fails,
+     * and the next publish looks up again. */
+    char dead_addr[64];
+    cm_reg_service *dead = dead_subscriber("cached", dead_addr, sizeof(dead_addr));
+    wait_until(NULL, 0, 50);
+    pubres r4 = {0};
+    publish_n(pub, "cached", 2, 3, &r4);
+    CHECK_EQ_INT(r4.status, UV_ECONNREFUSED);
+    regdone = 0;
+    CHECK_EQ_INT(cm_registry_deregister_service(reg, dead, on_reg, NULL), 0);
+    CHECK(wait_until(&regdone, 1, 5000));
+    cm_reg_service_free(dead);
+    wait_until(NULL, 0, 50);
+    pubres r5 = {0};
+    publish_n(pub, "cached", 3, 4, &r5);
+    CHECK_EQ_INT(r5.status, 0);
+    CHECK_EQ_INT(r5.nerrs, 0);
+    CHECK(wait_until(&a.n, 4, 5000) && wait_until(&b.n, 3, 5000));
+    /* A burst shares one lookup and reaches the subscribers whole. */
+    pubres r6 = {0};
+    publish_n(pub, "cached", 4, 200, &r6);
+    CHECK_EQ_INT(r6.status, 0);
+    CHECK(wait_until(&a.n, 200, 5000) && wait_until(&b.n, 199, 5000));
+    for (int i = 0; i < 200; i++) {
+        CHECK_EQ_INT(a.seen[i], 1);
+    }
+    CHECK_EQ_INT(a.bad + b.bad, 0);
+    broker_down(s2);
+    broker_down(s1);
     broker_down(pub);
 }
 
@@ -368,6 +429,7 @@ main(void)
     CHECK_EQ_INT(cm_registry_new(L, "memory", &ro, &reg), 0);
     RUN(test_options);
     RUN(test_pubsub);
+    RUN(test_cache);
     cm_reg_service_list_free(found);
     int closed = 0;
     cm_registry_close(reg, NULL, NULL);
