@@ -60,4 +60,7 @@ int cm__backends_add(cm__backends *t, const char *name, const void *ops);
 /* The backend of that name, or NULL. */
 const void *cm__backends_find(cm__backends *t, const char *name);
 
+/* n random bytes from getrandom(2), drawn 256 at a time per thread (trace.c). 0 or -errno. */
+int cm__random_bytes(uint8_t *out, size_t n);
+
 #endif

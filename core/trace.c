@@ -144,8 +144,8 @@ register_atfork(void)
     pthread_atfork(NULL, NULL, pool_forget);
 }
 
-static int
-random_bytes(uint8_t *out, size_t n)
+int
+cm__random_bytes(uint8_t *out, size_t n)
 {
     pthread_once(&atfork_once, register_atfork);
     while (n > 0) {
@@ -176,7 +176,7 @@ static int
 random_id(uint8_t *out, size_t n)
 {
     do {
-        int rc = random_bytes(out, n);
+        int rc = cm__random_bytes(out, n);
         if (rc < 0) {
             return rc;
         }

@@ -10,7 +10,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <uuid/uuid.h>
 
 #define PENDING_MAX 65536 /* messages waiting for a worker, per service */
 #define WAITING_MAX 4096  /* publishes waiting for the broker to connect */
@@ -26,7 +25,7 @@ typedef struct ev_sub {
 } ev_sub;
 
 typedef struct pub_req {
-    struct pub_req *next;
+    struct pub_req *next; /* in the hand-over queue, then waiting for the connection */
     cm__events *ev;
     char *topic; /* the broker topic */
     cm_md *hdr;
@@ -52,6 +51,11 @@ struct cm__events {
     cm_event_stats st;
     cm__events_cb start_cb;
     void *start_arg;
+    /* Publishes handed to the loop by any thread: one post (and one wake-up) per batch. */
+    uv_mutex_t qmu;
+    pub_req *q_head, *q_tail;
+    int q_posted; /* a drain is posted: it frees ev when ev is closed meanwhile */
+    int closed;
 };
 
 /* ---- setup ---- */
@@ -66,12 +70,14 @@ cm__events_new(cm_loop *loop, cm_server *srv, cm_registry *reg, const char *name
     }
     ev->loop = loop;
     ev->srv = srv;
+    uv_mutex_init(&ev->qmu);
     cm_broker_opts o;
     cm_broker_opts_init(&o);
     o.addresses = address;
     o.registry = reg;
     int rc = cm_broker_new(loop, name, &o, &ev->broker);
     if (rc < 0) {
+        uv_mutex_destroy(&ev->qmu);
         free(ev);
         return rc;
     }
@@ -416,6 +422,7 @@ subscribe_all(cm__events *ev)
 
 static void publish_now(pub_req *p);
 static void publish_failed(pub_req *p, int status, const char *why);
+static void fail_all(pub_req *p, const char *why);
 
 static void
 on_connected(int status, void *arg)
@@ -499,17 +506,27 @@ cm__events_close(cm__events *ev, void (*done)(void *arg), void *arg)
         return;
     }
     cm__events_stop(ev);
-    for (pub_req *p = ev->wait_head, *next; p != NULL; p = next) {
-        next = p->next;
-        publish_failed(p, CM_ECANCELED, "the service is closing");
-    }
+    uv_mutex_lock(&ev->qmu);
+    pub_req *handed = ev->q_head;
+    ev->q_head = ev->q_tail = NULL;
+    int posted = ev->q_posted;
+    ev->closed = 1;
+    uv_mutex_unlock(&ev->qmu);
+    fail_all(handed, "the service is closing");
+    fail_all(ev->wait_head, "the service is closing");
     ev->wait_head = ev->wait_tail = NULL;
     cm_broker_close(ev->broker, done, arg);
+    ev->broker = NULL;
     for (size_t i = 0; i < ev->nsubs; i++) {
         sub_free(ev->subs[i]);
     }
     free(ev->subs);
-    free(ev);
+    ev->subs = NULL;
+    ev->nsubs = 0;
+    if (!posted) {
+        uv_mutex_destroy(&ev->qmu);
+        free(ev); /* else the posted drain frees it */
+    }
 }
 
 /* ---- publish ---- */
@@ -528,9 +545,10 @@ publish_failed(pub_req *p, int status, const char *why)
 {
     p->ev->st.publish_errors++;
     if (p->cb != NULL) {
+        cm_broker *b = p->ev->broker;
         cm_error *e = cm_error_new(
             CM__CLIENT_ERROR_ID, status == CM_ECLOSED || status == UV_ECONNREFUSED ? 503 : 500,
-            "publish %s on broker %s: %s%s%s", p->topic, cm_broker_name(p->ev->broker),
+            "publish %s on broker %s: %s%s%s", p->topic, b ? cm_broker_name(b) : "(closed)",
             cm_strerror(status), why && why[0] ? ": " : "", why ? why : "");
         p->cb(status, e, p->user);
         cm_error_free(e);
@@ -558,6 +576,16 @@ on_published(int status, const cm_broker_node_err *errs, size_t nerrs, void *arg
         len += n > 0 ? (size_t)n : 0;
     }
     publish_failed(p, status, nerrs > 0 ? why : cm_broker_why(p->ev->broker));
+}
+
+static void
+fail_all(pub_req *p, const char *why)
+{
+    while (p != NULL) {
+        pub_req *next = p->next;
+        publish_failed(p, CM_ECANCELED, why);
+        p = next;
+    }
 }
 
 static void
@@ -602,6 +630,83 @@ publish_on_loop(void *arg)
     ev->nwaiting++;
 }
 
+/* The loop's side of the hand-over: every publish queued since the last drain. */
+static void
+drain_publishes(void *arg)
+{
+    cm__events *ev = arg;
+    uv_mutex_lock(&ev->qmu);
+    pub_req *p = ev->q_head;
+    ev->q_head = ev->q_tail = NULL;
+    ev->q_posted = 0;
+    int closed = ev->closed;
+    uv_mutex_unlock(&ev->qmu);
+    if (closed) { /* closed while this was posted: its publishes were failed then */
+        uv_mutex_destroy(&ev->qmu);
+        free(ev);
+        return;
+    }
+    while (p != NULL) {
+        pub_req *next = p->next;
+        publish_on_loop(p);
+        p = next;
+    }
+}
+
+/* Queues p for the loop: one post, and one wake-up of the loop, per batch. 0, CM_ESTATE (the
+ * service is closing) or CM_ENOMEM. */
+static int
+hand_over(cm__events *ev, pub_req *p)
+{
+    p->next = NULL;
+    uv_mutex_lock(&ev->qmu);
+    if (ev->closed) {
+        uv_mutex_unlock(&ev->qmu);
+        return CM_ESTATE;
+    }
+    int post = !ev->q_posted; /* then the queue is empty */
+    if (ev->q_tail != NULL) {
+        ev->q_tail->next = p;
+    } else {
+        ev->q_head = p;
+    }
+    ev->q_tail = p;
+    ev->q_posted = 1;
+    uv_mutex_unlock(&ev->qmu);
+    int rc = post ? cm_loop_post(ev->loop, drain_publishes, ev) : 0;
+    if (rc < 0) {
+        uv_mutex_lock(&ev->qmu);
+        ev->q_head = ev->q_tail = NULL;
+        ev->q_posted = 0;
+        uv_mutex_unlock(&ev->qmu);
+    }
+    return rc;
+}
+
+/* A random (version 4) UUID, as go-micro's uuid.New(), from the thread's pool of random bytes: no
+ * system call for most publishes. 0 or CM_ENOMEM. */
+static int
+uuid4(char out[37])
+{
+    uint8_t b[16];
+    if (cm__random_bytes(b, sizeof b) < 0) {
+        return CM_ENOMEM;
+    }
+    b[6] = (uint8_t)((b[6] & 0x0f) | 0x40);
+    b[8] = (uint8_t)((b[8] & 0x3f) | 0x80);
+    static const char hex[] = "0123456789abcdef";
+    char *o = out;
+    for (int i = 0; i < 16; i++) {
+        if (i == 4 || i == 6 || i == 8 || i == 10) {
+            *o++ = '-';
+        }
+        *o++ = hex[b[i] >> 4];
+        *o++ = hex[b[i] & 15];
+    }
+    *o = '\0';
+    return 0;
+}
+
 /* The header go-micro's client publishes with: the parent's metadata, the caller's, then
  * Content-Type, Micro-Topic and Micro-ID. 0 or CM_ENOMEM. */
 static int
@@ -627,10 +732,10 @@ make_header(cm_md *h, const char *topic, const char *ct, const cm_publish_opts *
         cm_md_at(o->md, i, &k, &v);
         rc = cm_md_set(h, k, v);
     }
-    uuid_t u;
     char id[37];
-    uuid_generate_random(u);
-    uuid_unparse_lower(u, id);
+    if (rc == 0) {
+        rc = uuid4(id);
+    }
     if (rc == 0) {
         rc = cm_md_set(h, "Content-Type", ct);
     }
@@ -676,7 +781,7 @@ cm_publish_async(cm_client *c, const char *topic, const ProtobufCMessageDescript
         rc = codec->marshal(desc, msg, &p->body);
     }
     if (rc == 0) {
-        rc = cm_loop_post(ev->loop, publish_on_loop, p);
+        rc = hand_over(ev, p);
     }
     if (rc < 0) {
         pub_free(p);
