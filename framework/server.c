@@ -915,7 +915,9 @@ cm_server_free(cm_server *s)
     }
     if (s->workers != NULL) {
         /* Handlers still running past the drain timeout finish here; their replies find the
-         * connection closed. */
+         * connection closed. A stream handler waiting for its peer is canceled first, so that
+         * nothing waits for ever. */
+        cm__streams_cancel(s);
         cm__workers_free(s->workers);
     }
     if (s->listener != NULL) {
