@@ -17,6 +17,11 @@ int cm__loop_running(const cm_loop *l);
 /* Stops and joins the loop's own thread, if cm_loop_start() started one; the loop can then be
  * run again on another thread. Not on the loop thread. */
 void cm__loop_stop_join(cm_loop *l);
+/* Takes the loop for the calling thread, which runs it next with cm_loop_run(): stops and joins
+ * the loop's own thread first; from then on cm_loop_start() answers CM_ESTATE. 0, or CM_ESTATE
+ * when a caller has it already. cm__loop_unclaim() gives it back without running it. */
+int cm__loop_claim(cm_loop *l);
+void cm__loop_unclaim(cm_loop *l);
 
 /* A closure posted to a loop, in storage of the caller's (a node embedded in an object posts it
  * without allocating). The node must stay valid until fn runs; fn may free it. */

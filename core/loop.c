@@ -22,6 +22,7 @@ struct cm_loop {
     uv_idle_t idle;     /* active after a post from the loop thread, until the queue is empty */
     atomic_int stop;
     atomic_int has_thread;
+    uv_mutex_t start_mu; /* held while the loop's own thread starts or is joined */
     uv_thread_t thread;
     atomic_ulong runner; /* uv_thread_t of the thread running the loop, as integer; 0 when none */
     int running;
@@ -86,9 +87,11 @@ cm_loop_new(cm_loop **out)
         return rc;
     }
     uv_mutex_init(&l->mu);
+    uv_mutex_init(&l->start_mu);
     rc = uv_async_init(&l->uv, &l->async, on_async);
     if (rc < 0) {
         uv_mutex_destroy(&l->mu);
+        uv_mutex_destroy(&l->start_mu);
         uv_loop_close(&l->uv);
         free(l);
         return rc;
@@ -128,14 +131,50 @@ run(cm_loop *l)
     atomic_store(&l->runner, 0);
 }
 
+/* has_thread is the one claim on the loop: 0 free, OWN_THREAD for cm_loop_start's thread,
+ * CALLER for a thread in cm_loop_run (or one that claimed it with cm__loop_claim), taken with a
+ * compare-and-swap so that two threads never run the loop at once. */
+enum { FREE = 0, OWN_THREAD = 1, CALLER = 2 };
+
+/* Under start_mu: stops and joins the loop's own thread, if it has one. */
+static void
+stop_join_locked(cm_loop *l)
+{
+    if (atomic_load(&l->has_thread) == OWN_THREAD) {
+        cm_loop_stop(l);
+        uv_thread_join(&l->thread);
+        atomic_store(&l->has_thread, FREE);
+    }
+}
+
+int
+cm__loop_claim(cm_loop *l)
+{
+    uv_mutex_lock(&l->start_mu);
+    stop_join_locked(l);
+    int expected = FREE;
+    int ok = atomic_compare_exchange_strong(&l->has_thread, &expected, CALLER);
+    uv_mutex_unlock(&l->start_mu);
+    return ok ? 0 : CM_ESTATE;
+}
+
+void
+cm__loop_unclaim(cm_loop *l)
+{
+    atomic_store(&l->has_thread, FREE);
+}
+
 int
 cm_loop_run(cm_loop *l)
 {
-    if (atomic_load(&l->runner) != 0 || atomic_load(&l->has_thread)) {
-        return CM_ESTATE;
+    int expected = FREE;
+    if (!atomic_compare_exchange_strong(&l->has_thread, &expected, CALLER) &&
+        (expected != CALLER || atomic_load(&l->runner) != 0)) {
+        return CM_ESTATE; /* claimed by cm__loop_claim (expected CALLER, no runner): ours */
     }
     atomic_store(&l->stop, 0);
     run(l);
+    atomic_store(&l->has_thread, FREE);
     return 0;
 }
 
@@ -148,28 +187,26 @@ thread_main(void *arg)
 int
 cm_loop_start(cm_loop *l)
 {
-    int expected = 0;
-    if (atomic_load(&l->runner) != 0 || !atomic_compare_exchange_strong(&l->has_thread,
-                                                                         &expected, 1)) {
-        return CM_ESTATE;
+    uv_mutex_lock(&l->start_mu);
+    int expected = FREE;
+    int rc = CM_ESTATE;
+    if (atomic_compare_exchange_strong(&l->has_thread, &expected, OWN_THREAD)) {
+        atomic_store(&l->stop, 0);
+        rc = uv_thread_create(&l->thread, thread_main, l);
+        if (rc < 0) {
+            atomic_store(&l->has_thread, FREE);
+        }
     }
-    atomic_store(&l->stop, 0);
-    int rc = uv_thread_create(&l->thread, thread_main, l);
-    if (rc < 0) {
-        atomic_store(&l->has_thread, 0);
-        return rc;
-    }
-    return 0;
+    uv_mutex_unlock(&l->start_mu);
+    return rc;
 }
 
 void
 cm__loop_stop_join(cm_loop *l)
 {
-    if (atomic_load(&l->has_thread)) {
-        cm_loop_stop(l);
-        uv_thread_join(&l->thread);
-        atomic_store(&l->has_thread, 0);
-    }
+    uv_mutex_lock(&l->start_mu);
+    stop_join_locked(l);
+    uv_mutex_unlock(&l->start_mu);
 }
 
 void
@@ -264,6 +301,7 @@ cm_loop_free(cm_loop *l)
     (void)rc;
     assert(rc == 0);
     uv_mutex_destroy(&l->mu);
+    uv_mutex_destroy(&l->start_mu);
     free(l);
 }
 

@@ -810,11 +810,16 @@ start_on_loop(cm_service *s)
 int
 cm_service_run(cm_service *s)
 {
-    /* A client call made before run() may have started the loop on a thread of its own. */
-    cm__loop_stop_join(s->loop);
+    /* A client call made before run() may have started the loop on a thread of its own: stop
+     * it, and claim the loop before touching it, so that a client call made meanwhile posts to
+     * the loop this thread runs instead of starting another. */
+    if (cm__loop_claim(s->loop) < 0) {
+        return CM_ESTATE; /* run twice */
+    }
     int rc = cm_server_start(s->server);
     if (rc < 0) {
         cm_log(CM_LOG_DEBUG, "service", "cannot listen on %s: %s", s->address, cm_strerror(rc));
+        cm__loop_unclaim(s->loop);
         return rc;
     }
     rc = compute_advertised(s);
@@ -822,6 +827,7 @@ cm_service_run(cm_service *s)
         rc = build_registration(s);
     }
     if (rc < 0) {
+        cm__loop_unclaim(s->loop);
         return rc;
     }
     if (s->log_config) {
