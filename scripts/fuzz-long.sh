@@ -17,7 +17,7 @@ dir=${FUZZ_BUILD:-build-fuzz}
 workers=${FUZZ_WORKERS:-2}
 all=(http-request http-response codec-proto codec-json mdns-packet consul-json registry-tags
      micro-error codec-envelope http-server trace-context
-     broker-msg)
+     broker-msg stream-server)
 harnesses=("$@")
 [ ${#harnesses[@]} -eq 0 ] && harnesses=("${all[@]}")
 each=$(awk -v h="$hours" -v n=${#harnesses[@]} 'BEGIN { printf "%d", h * 3600 / n }')

@@ -20,7 +20,7 @@ parallel=${FUZZ_PARALLEL:-2}
 dir=${FUZZ_BUILD:-build-fuzz}
 all=(http-request http-response codec-proto codec-json mdns-packet consul-json registry-tags
      micro-error codec-envelope http-server trace-context
-     broker-msg)
+     broker-msg stream-server)
 harnesses=("$@")
 [ ${#harnesses[@]} -eq 0 ] && harnesses=("${all[@]}")
 
