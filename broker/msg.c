@@ -56,48 +56,73 @@ utf8_len(const uint8_t *s, size_t n, uint32_t *rune)
     return len;
 }
 
-/* A JSON string as encoding/json writes it with HTML escaping on. */
+/* 1 for the ASCII bytes encoding/json writes as they are (HTML escaping on). */
+static int
+plain(uint8_t c)
+{
+    return c >= 0x20 && c < 0x80 && c != '"' && c != '\\' && c != '<' && c != '>' && c != '&';
+}
+
+/* The escape of the character at s (its length in *adv) into esc, or 0: write it as it is. */
+static size_t
+escape(const uint8_t *s, size_t n, size_t *adv, char esc[8])
+{
+    static const char hex[] = "0123456789abcdef";
+    uint8_t c = s[0];
+    *adv = 1;
+    if (c == '"' || c == '\\') {
+        esc[0] = '\\', esc[1] = (char)c;
+        return 2;
+    }
+    if (c == '\n' || c == '\r' || c == '\t' || c == '\b' || c == '\f') {
+        esc[0] = '\\';
+        esc[1] = c == '\n' ? 'n' : c == '\r' ? 'r' : c == '\t' ? 't' : c == '\b' ? 'b' : 'f';
+        return 2;
+    }
+    if (c < 0x80) { /* a control byte, '<', '>' or '&' */
+        memcpy(esc, "\\u00", 4);
+        esc[4] = hex[c >> 4], esc[5] = hex[c & 15];
+        return 6;
+    }
+    uint32_t r;
+    size_t len = utf8_len(s, n, &r);
+    if (len == 0) {
+        memcpy(esc, "\\ufffd", 6);
+        return 6;
+    }
+    *adv = len;
+    if (r == 0x2028 || r == 0x2029) {
+        memcpy(esc, r == 0x2028 ? "\\u2028" : "\\u2029", 6);
+        return 6;
+    }
+    return 0;
+}
+
+/* A JSON string as encoding/json writes it with HTML escaping on: runs of plain bytes are
+ * copied at once. */
 static int
 put_string(cm_buf *out, const char *str)
 {
-    static const char hex[] = "0123456789abcdef";
     const uint8_t *s = (const uint8_t *)str;
     size_t n = strlen(str);
-    if (put(out, "\"", 1) < 0) {
+    if (cm_buf_reserve(out, n + 2) < 0 || put(out, "\"", 1) < 0) {
         return CM_ENOMEM;
     }
     for (size_t i = 0; i < n;) {
-        uint8_t c = s[i];
-        char esc[8];
-        size_t elen = 0;
-        size_t adv = 1;
-        if (c < 0x80) {
-            if (c == '"' || c == '\\') {
-                esc[0] = '\\', esc[1] = (char)c, elen = 2;
-            } else if (c == '\n' || c == '\r' || c == '\t' || c == '\b' || c == '\f') {
-                esc[0] = '\\';
-                esc[1] = c == '\n'   ? 'n'
-                         : c == '\r' ? 'r'
-                         : c == '\t' ? 't'
-                         : c == '\b' ? 'b'
-                                     : 'f';
-                elen = 2;
-            } else if (c < 0x20 || c == '<' || c == '>' || c == '&') {
-                memcpy(esc, "\\u00", 4);
-                esc[4] = hex[c >> 4], esc[5] = hex[c & 15], elen = 6;
-            }
-        } else {
-            uint32_t r;
-            size_t len = utf8_len(s + i, n - i, &r);
-            if (len == 0) {
-                memcpy(esc, "\\ufffd", 6), elen = 6;
-            } else if (r == 0x2028 || r == 0x2029) {
-                memcpy(esc, r == 0x2028 ? "\\u2028" : "\\u2029", 6), elen = 6;
-                adv = len;
-            } else {
-                adv = len;
-            }
+        size_t run = i;
+        while (run < n && plain(s[run])) {
+            run++;
         }
+        if (run > i && put(out, (const char *)s + i, run - i) < 0) {
+            return CM_ENOMEM;
+        }
+        i = run;
+        if (i == n) {
+            break;
+        }
+        char esc[8];
+        size_t adv;
+        size_t elen = escape(s + i, n - i, &adv, esc);
         int rc = elen ? put(out, esc, elen) : put(out, (const char *)s + i, adv);
         if (rc < 0) {
             return CM_ENOMEM;
@@ -141,7 +166,8 @@ static int
 put_header(cm_buf *out, const cm_md *header)
 {
     size_t n = cm_md_count(header);
-    const char **keys = malloc((n ? n : 1) * sizeof(*keys));
+    const char *few[16];
+    const char **keys = n <= 16 ? few : malloc(n * sizeof(*keys));
     if (keys == NULL) {
         return CM_ENOMEM;
     }
@@ -157,7 +183,9 @@ put_header(cm_buf *out, const cm_md *header)
             rc = CM_ENOMEM;
         }
     }
-    free(keys);
+    if (keys != few) {
+        free(keys);
+    }
     return rc == 0 && put(out, "}", 1) == 0 ? 0 : CM_ENOMEM;
 }
 
@@ -286,11 +314,18 @@ decode_header(const cJSON *h, cm_md *md, char *err, size_t errlen)
         if (++n > HEADER_MAX) {
             return fail(err, errlen, "more than 1024 Header entries");
         }
-        char *k = md_safe(e->string, 1);
-        char *v = md_safe(e->valuestring, 0);
+        /* copied only when a byte must be replaced (cm_md_set copies anyway) */
+        int kc = e->string[0] == '\0' || strpbrk(e->string, "\r\n:") != NULL;
+        int vc = strpbrk(e->valuestring, "\r\n") != NULL;
+        char *k = kc ? md_safe(e->string, 1) : e->string;
+        char *v = vc ? md_safe(e->valuestring, 0) : e->valuestring;
         int rc = k != NULL && v != NULL ? cm_md_set(md, k, v) : CM_ENOMEM;
-        free(k);
-        free(v);
+        if (kc) {
+            free(k);
+        }
+        if (vc) {
+            free(v);
+        }
         if (rc < 0) {
             return rc == CM_ENOMEM ? rc : fail(err, errlen, "a Header entry is not valid");
         }
