@@ -235,6 +235,7 @@ void
 cm_broker_get_stats(const cm_broker *b, cm_broker_stats *st)
 {
     *st = b->stats;
+    st->published += atomic_load(&b->published_now);
 }
 
 void
@@ -446,6 +447,24 @@ cm_broker_publish(cm_broker *b, const char *topic, const cm_md *header, const ui
     int rc = b->ops->publish(b, topic, header, body != NULL ? body : empty, body_len, cb, arg);
     if (rc == 0) {
         b->stats.published++;
+    }
+    return rc;
+}
+
+int
+cm_broker_publish_now(cm_broker *b, const char *topic, const cm_md *header, const uint8_t *body,
+                      size_t body_len)
+{
+    if (b != NULL && b->ops->publish_now == NULL) {
+        return CM_ENOTSUP; /* first: a call with a NULL topic asks whether the backend can */
+    }
+    if (b == NULL || topic == NULL || topic[0] == '\0' || (body == NULL && body_len > 0)) {
+        return CM_EINVAL;
+    }
+    static const uint8_t empty[1];
+    int rc = b->ops->publish_now(b, topic, header, body != NULL ? body : empty, body_len);
+    if (rc == 0) {
+        atomic_fetch_add_explicit(&b->published_now, 1, memory_order_relaxed);
     }
     return rc;
 }

@@ -7,6 +7,7 @@
 
 #include <cmicro/broker.h>
 #include <stdalign.h>
+#include <stdatomic.h>
 
 enum { BROKER_IDLE, BROKER_CONNECTING, BROKER_CONNECTED, BROKER_DISCONNECTING };
 
@@ -38,6 +39,7 @@ struct cm_broker {
     void *conn_arg;
     cm_broker_sub *subs;
     cm_broker_stats stats;
+    atomic_uint_fast64_t published_now; /* cm_broker_publish_now's, any thread */
     void (*close_done)(void *arg);
     void *close_arg;
     char why[320];

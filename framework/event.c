@@ -1,8 +1,10 @@
 /* Events: go-micro's client.Publish and server subscribers, on the service's broker. A publish is
- * encoded on the caller's thread and handed to the loop, which connects the broker at the first
- * one. A message for a subscriber is decoded on the loop into a call context of the server's pool
- * and its handler runs on the worker pool (or inline), inside the subscriber wrappers; the
- * server's drain counts it as a call in flight. */
+ * encoded on the caller's thread. Once the broker is connected, a backend that publishes from any
+ * thread (nats) takes it there and then, and only its callback goes to the loop; otherwise it is
+ * handed to the loop, which connects the broker at the first one. A message for a subscriber is
+ * decoded on the loop into a call context of the server's pool and its handler runs on the worker
+ * pool (or inline), inside the subscriber wrappers; the server's drain counts it as a call in
+ * flight. */
 #include "framework_int.h"
 
 #include <cmicro/event.h>
@@ -32,6 +34,8 @@ typedef struct pub_req {
     cm_buf body;
     cm_publish_cb cb;
     void *user;
+    int done;   /* published on the caller's thread: the loop reports status */
+    int status; /* of a publish done */
 } pub_req;
 
 enum { IDLE, CONNECTING, CONNECTED };
@@ -56,9 +60,23 @@ struct cm__events {
     pub_req *q_head, *q_tail;
     int q_posted; /* a drain is posted: it frees ev when ev is closed meanwhile */
     int closed;
+    /* Publishing on the caller's thread (cm_broker_publish_now): 1 while the broker is connected
+     * and can, 0 otherwise (-1: it cannot). Each such publish holds direct_lock for reading; the
+     * loop writes under it before the broker goes. */
+    uv_rwlock_t direct_lock;
+    int direct;
+    atomic_uint_fast64_t published_now;
 };
 
 /* ---- setup ---- */
+
+static void
+ev_free(cm__events *ev)
+{
+    uv_rwlock_destroy(&ev->direct_lock);
+    uv_mutex_destroy(&ev->qmu);
+    free(ev);
+}
 
 int
 cm__events_new(cm_loop *loop, cm_server *srv, cm_registry *reg, const char *name,
@@ -70,17 +88,26 @@ cm__events_new(cm_loop *loop, cm_server *srv, cm_registry *reg, const char *name
     }
     ev->loop = loop;
     ev->srv = srv;
-    uv_mutex_init(&ev->qmu);
+    if (uv_mutex_init(&ev->qmu) != 0) {
+        free(ev);
+        return CM_ENOMEM;
+    }
+    if (uv_rwlock_init(&ev->direct_lock) != 0) {
+        uv_mutex_destroy(&ev->qmu);
+        free(ev);
+        return CM_ENOMEM;
+    }
     cm_broker_opts o;
     cm_broker_opts_init(&o);
     o.addresses = address;
     o.registry = reg;
     int rc = cm_broker_new(loop, name, &o, &ev->broker);
     if (rc < 0) {
-        uv_mutex_destroy(&ev->qmu);
-        free(ev);
+        ev_free(ev);
         return rc;
     }
+    /* a NULL topic only asks whether the backend publishes from any thread */
+    ev->direct = cm_broker_publish_now(ev->broker, NULL, NULL, NULL, 0) == CM_ENOTSUP ? -1 : 0;
     *out = ev;
     return 0;
 }
@@ -164,6 +191,7 @@ void
 cm__events_stats(const cm__events *ev, cm_event_stats *st)
 {
     *st = ev->st;
+    st->published += atomic_load(&((cm__events *)ev)->published_now);
 }
 
 /* ---- delivery ---- */
@@ -424,6 +452,23 @@ static void publish_now(pub_req *p);
 static void publish_failed(pub_req *p, int status, const char *why);
 static void fail_all(pub_req *p, const char *why);
 
+/* Lets other threads publish with cm_broker_publish_now once the broker is connected and no
+ * publish handed to the loop waits: a thread's publishes keep their order. Loop thread. */
+static void
+maybe_direct(cm__events *ev)
+{
+    if (ev->direct != 0 || ev->state != CONNECTED) {
+        return;
+    }
+    uv_rwlock_wrlock(&ev->direct_lock);
+    uv_mutex_lock(&ev->qmu);
+    if (ev->q_head == NULL && ev->direct == 0) {
+        ev->direct = 1; /* else the drain of what was handed over tries again */
+    }
+    uv_mutex_unlock(&ev->qmu);
+    uv_rwlock_wrunlock(&ev->direct_lock);
+}
+
 static void
 on_connected(int status, void *arg)
 {
@@ -442,6 +487,7 @@ on_connected(int status, void *arg)
         }
         p = next;
     }
+    maybe_direct(ev);
     cm__events_cb cb = ev->start_cb;
     ev->start_cb = NULL;
     if (cb != NULL) {
@@ -506,6 +552,9 @@ cm__events_close(cm__events *ev, void (*done)(void *arg), void *arg)
         return;
     }
     cm__events_stop(ev);
+    uv_rwlock_wrlock(&ev->direct_lock); /* waits for publishes on other threads */
+    ev->direct = -1;
+    uv_rwlock_wrunlock(&ev->direct_lock);
     uv_mutex_lock(&ev->qmu);
     pub_req *handed = ev->q_head;
     ev->q_head = ev->q_tail = NULL;
@@ -524,8 +573,7 @@ cm__events_close(cm__events *ev, void (*done)(void *arg), void *arg)
     ev->subs = NULL;
     ev->nsubs = 0;
     if (!posted) {
-        uv_mutex_destroy(&ev->qmu);
-        free(ev); /* else the posted drain frees it */
+        ev_free(ev); /* else the posted drain frees it */
     }
 }
 
@@ -561,7 +609,7 @@ on_published(int status, const cm_broker_node_err *errs, size_t nerrs, void *arg
 {
     pub_req *p = arg;
     if (status == 0) {
-        p->ev->st.published++;
+        p->ev->st.published += !p->done; /* else counted in published_now */
         if (p->cb != NULL) {
             p->cb(0, NULL, p->user);
         }
@@ -604,6 +652,14 @@ publish_on_loop(void *arg)
 {
     pub_req *p = arg;
     cm__events *ev = p->ev;
+    if (p->done) { /* published (or refused) on the caller's thread */
+        if (p->status < 0) {
+            publish_failed(p, p->status, p->status == CM_ECLOSED ? "reconnecting" : NULL);
+        } else {
+            on_published(0, NULL, 0, p);
+        }
+        return;
+    }
     if (ev->state == CONNECTED) {
         publish_now(p);
         return;
@@ -621,6 +677,7 @@ publish_on_loop(void *arg)
         publish_now(p);
         return;
     }
+    p->next = NULL; /* it was the hand-over queue's link */
     if (ev->wait_tail != NULL) {
         ev->wait_tail->next = p;
     } else {
@@ -642,8 +699,7 @@ drain_publishes(void *arg)
     int closed = ev->closed;
     uv_mutex_unlock(&ev->qmu);
     if (closed) { /* closed while this was posted: its publishes were failed then */
-        uv_mutex_destroy(&ev->qmu);
-        free(ev);
+        ev_free(ev);
         return;
     }
     while (p != NULL) {
@@ -651,6 +707,7 @@ drain_publishes(void *arg)
         publish_on_loop(p);
         p = next;
     }
+    maybe_direct(ev);
 }
 
 /* Queues p for the loop: one post, and one wake-up of the loop, per batch. 0, CM_ESTATE (the
@@ -748,9 +805,10 @@ make_header(cm_md *h, const char *topic, const char *ct, const cm_publish_opts *
     return rc < 0 ? rc : 0;
 }
 
-int
-cm_publish_async(cm_client *c, const char *topic, const ProtobufCMessageDescriptor *desc,
-                 const void *msg, const cm_publish_opts *o, cm_publish_cb cb, void *user)
+/* Validates a publish and encodes it (header and body) into a new request. 0 or an error. */
+static int
+prepare(cm_client *c, const char *topic, const ProtobufCMessageDescriptor *desc, const void *msg,
+        const cm_publish_opts *o, pub_req **out)
 {
     if (c == NULL || topic == NULL || topic[0] == '\0' || strpbrk(topic, "\r\n") || msg == NULL) {
         return CM_EINVAL;
@@ -772,16 +830,63 @@ cm_publish_async(cm_client *c, const char *topic, const ProtobufCMessageDescript
         return CM_ENOMEM;
     }
     p->ev = ev;
-    p->cb = cb;
-    p->user = user;
     p->topic = strdup(bt);
     p->hdr = cm_md_new();
     int rc = p->topic && p->hdr ? make_header(p->hdr, topic, ct, o) : CM_ENOMEM;
     if (rc == 0) {
         rc = codec->marshal(desc, msg, &p->body);
     }
-    if (rc == 0) {
+    if (rc < 0) {
+        pub_free(p);
+        return rc;
+    }
+    *out = p;
+    return 0;
+}
+
+/* Publishes p on the caller's thread when the broker can, else hands it to the loop; either way
+ * under the read lock, so that the loop's switch between the two keeps a thread's order.
+ * Returns 1 (published here, p->status the outcome), 0 (handed over) or an error of the hand-over
+ * (p not taken). */
+static int
+publish_or_hand_over(pub_req *p)
+{
+    cm__events *ev = p->ev;
+    int rc = CM_ESTATE;
+    uv_rwlock_rdlock(&ev->direct_lock);
+    if (ev->direct == 1) {
+        rc = cm_broker_publish_now(ev->broker, p->topic, p->hdr, p->body.data, p->body.len);
+    }
+    if (rc == CM_ESTATE) { /* not (or no longer) connected: the loop connects, or says why */
         rc = hand_over(ev, p);
+        uv_rwlock_rdunlock(&ev->direct_lock);
+        return rc;
+    }
+    uv_rwlock_rdunlock(&ev->direct_lock);
+    if (rc == 0) {
+        atomic_fetch_add_explicit(&ev->published_now, 1, memory_order_relaxed);
+    }
+    p->done = 1;
+    p->status = rc;
+    return 1;
+}
+
+/* Publishes or hands over a prepared p (taken in every case). Returns 1 when it was published on
+ * this thread and quiet_ok (its cb is not run then), 0 when cb will run on the loop, or an error
+ * (cb will not run). */
+static int
+submit(cm_client *c, pub_req *p, int quiet_ok)
+{
+    int rc = publish_or_hand_over(p);
+    if (rc == 1 && p->status == 0 && quiet_ok) {
+        pub_free(p);
+        return 1;
+    }
+    if (rc == 1) { /* the loop runs cb, and counts and logs a failure */
+        cm_md_free(p->hdr);
+        p->hdr = NULL;
+        cm_buf_free(&p->body);
+        rc = hand_over(p->ev, p);
     }
     if (rc < 0) {
         pub_free(p);
@@ -789,6 +894,21 @@ cm_publish_async(cm_client *c, const char *topic, const ProtobufCMessageDescript
     }
     cm__client_autostart_loop(c);
     return 0;
+}
+
+int
+cm_publish_async(cm_client *c, const char *topic, const ProtobufCMessageDescriptor *desc,
+                 const void *msg, const cm_publish_opts *o, cm_publish_cb cb, void *user)
+{
+    pub_req *p;
+    int rc = prepare(c, topic, desc, msg, o, &p);
+    if (rc < 0) {
+        return rc;
+    }
+    p->cb = cb;
+    p->user = user;
+    rc = submit(c, p, cb == NULL);
+    return rc < 0 ? rc : 0;
 }
 
 typedef struct pub_waiter {
@@ -822,11 +942,18 @@ cm_publish(cm_client *c, const char *topic, const ProtobufCMessageDescriptor *de
     if (c != NULL && cm_loop_on_loop_thread(cm_client_loop(c))) {
         return CM_ESTATE;
     }
+    pub_req *p;
+    int rc = prepare(c, topic, desc, msg, o, &p);
+    if (rc < 0) {
+        return rc;
+    }
     pub_waiter w;
     memset(&w, 0, sizeof(w));
     uv_mutex_init(&w.mu);
     uv_cond_init(&w.cv);
-    int rc = cm_publish_async(c, topic, desc, msg, o, on_sync_published, &w);
+    p->cb = on_sync_published;
+    p->user = &w;
+    rc = submit(c, p, 1); /* 1: published on this thread, as go-micro's NATS publish returns */
     if (rc == 0) {
         uv_mutex_lock(&w.mu);
         while (!w.done) {
@@ -840,6 +967,7 @@ cm_publish(cm_client *c, const char *topic, const ProtobufCMessageDescriptor *de
             cm_error_free(w.err);
         }
     }
+    rc = rc == 1 ? 0 : rc;
     uv_cond_destroy(&w.cv);
     uv_mutex_destroy(&w.mu);
     return rc;

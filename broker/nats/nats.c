@@ -19,6 +19,7 @@
 #include <uv.h>
 
 #define MODULE "broker"
+#define WAKE_BATCH 256 /* messages queued for the loop before it is woken regardless */
 
 typedef struct item {
     struct item *next;
@@ -39,6 +40,7 @@ typedef struct shared {
     size_t n, max;
     uint64_t dropped, malformed; /* counted here, moved to the broker's stats by the loop */
     int dropping;                /* a drop was logged; reset when the queue drains */
+    int signalled;               /* async sent since the loop last drained */
 } shared;
 
 typedef struct nats_priv {
@@ -55,13 +57,19 @@ typedef struct nats_priv {
     char err[256];
     char url[256];
     cm_buf out; /* the encoded message of a publish */
-    int64_t wait_ms, max_ms;
+    /* nc for cm_broker_publish_now's threads: set once connected, NULL from the start of a
+     * disconnect; read under the read lock, written under the write lock. */
+    uv_rwlock_t live_lock;
+    natsConnection *live;
+    atomic_uint_fast64_t slow_log_ms; /* a slow consumer was last logged (libnats's threads) */
+    int64_t wait_ms, max_ms, pending_max;
     int max_reconnect;
 } nats_priv;
 
 typedef struct nats_sub {
     natsSubscription *ns;
     int64_t sid;
+    int64_t lib_dropped; /* libnats's count of its drops, as last moved to the stats */
 } nats_sub;
 
 static void
@@ -87,6 +95,16 @@ item_free(item *it)
     cm_md_free(it->header);
     free(it->body);
     free(it);
+}
+
+/* Wakes the loop, once until it drains the queue. Under sh->mu. */
+static void
+wake(shared *sh)
+{
+    if (!sh->signalled) {
+        sh->signalled = 1;
+        uv_async_send(sh->async);
+    }
 }
 
 /* libnats's delivery thread. */
@@ -125,6 +143,7 @@ on_msg(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *closure)
             sh->dropped++;
             log_drop = !sh->dropping;
             sh->dropping = 1;
+            wake(sh); /* when the queue filled while libnats still held more */
         }
         uv_mutex_unlock(&sh->mu);
         item_free(it);
@@ -140,8 +159,13 @@ on_msg(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *closure)
         sh->head = it;
     }
     sh->tail = it;
-    if (sh->n++ == 0) {
-        uv_async_send(sh->async);
+    sh->n++;
+    /* One wake-up of the loop per batch: while libnats holds more messages of this subscription
+     * it calls again at once, so the loop is woken at the last one (or every WAKE_BATCH). */
+    int more = 0;
+    if (sh->n >= WAKE_BATCH || sh->n >= sh->max ||
+        natsSubscription_GetPending(sub, &more, NULL) != NATS_OK || more == 0) {
+        wake(sh);
     }
     uv_mutex_unlock(&sh->mu);
 }
@@ -157,6 +181,22 @@ find_sub(cm_broker *b, int64_t sid)
     return NULL;
 }
 
+/* Moves libnats's drops (a subscription whose pending messages reached libnats's limit: a slow
+ * consumer) into the broker's stats. */
+static void
+count_lib_drops(cm_broker *b)
+{
+    for (cm_broker_sub *s = b->subs; s != NULL; s = s->next) {
+        nats_sub *ns = cm_broker_sub_priv(s);
+        int64_t n = 0;
+        if (ns->ns != NULL && natsSubscription_GetDropped(ns->ns, &n) == NATS_OK &&
+            n > ns->lib_dropped) {
+            b->stats.dropped += (uint64_t)(n - ns->lib_dropped);
+            ns->lib_dropped = n;
+        }
+    }
+}
+
 /* The loop: runs the handlers of the queued messages. */
 static void
 on_async(uv_async_t *a)
@@ -169,6 +209,7 @@ on_async(uv_async_t *a)
     sh->head = sh->tail = NULL;
     sh->n = 0;
     sh->dropping = 0;
+    sh->signalled = 0;
     b->stats.dropped += sh->dropped;
     b->stats.malformed += sh->malformed;
     sh->dropped = sh->malformed = 0;
@@ -182,6 +223,7 @@ on_async(uv_async_t *a)
         item_free(it);
         it = next;
     }
+    count_lib_drops(b);
 }
 
 /* ---- connection events (libnats threads): logged once per change of state ---- */
@@ -194,6 +236,28 @@ on_disconnected(natsConnection *nc, void *closure)
         return; /* closed on purpose (disconnect) */
     }
     cm_log(CM_LOG_WARN, MODULE, "nats: disconnected from the server; reconnecting");
+}
+
+/* Asynchronous errors: a slow consumer is the one that loses messages. Once per episode, as
+ * libnats reports it. */
+static void
+on_error(natsConnection *nc, natsSubscription *sub, natsStatus err, void *closure)
+{
+    (void)nc;
+    nats_priv *p = closure;
+    if (err == NATS_SLOW_CONSUMER && sub != NULL) {
+        uint64_t now = cm_now_ms(), last = atomic_load(&p->slow_log_ms);
+        if ((last != 0 && now - last < 1000) ||
+            !atomic_compare_exchange_strong(&p->slow_log_ms, &last, now)) {
+            return; /* logged less than a second ago */
+        }
+        cm_log(CM_LOG_WARN, MODULE,
+               "nats: the subscription on \"%s\" cannot keep up: libnats drops its messages "
+               "beyond %lld pending (counted as dropped; option pending_max)",
+               natsSubscription_GetSubject(sub), (long long)p->pending_max);
+    } else {
+        cm_log(CM_LOG_WARN, MODULE, "nats: %s", natsStatus_GetText(err));
+    }
 }
 
 static void
@@ -300,6 +364,12 @@ make_options(nats_priv *p, natsOptions **opts)
     if (s == NATS_OK) {
         s = natsOptions_SetReconnectedCB(*opts, on_reconnected, p);
     }
+    if (s == NATS_OK) {
+        s = natsOptions_SetErrorHandler(*opts, on_error, p);
+    }
+    if (s == NATS_OK) {
+        s = natsOptions_SetMaxPendingMsgs(*opts, (int)p->pending_max);
+    }
     return s;
 }
 
@@ -369,6 +439,9 @@ connect_done(uv_work_t *w, int status)
     if (rc == 0) {
         natsConnection_GetConnectedUrl(p->nc, p->url, sizeof(p->url));
         cm_log(CM_LOG_DEBUG, MODULE, "nats: connected to %s", p->url);
+        uv_rwlock_wrlock(&p->live_lock);
+        p->live = p->nc;
+        uv_rwlock_wrunlock(&p->live_lock);
         cm_broker_connected(b, 0);
         return;
     }
@@ -459,6 +532,9 @@ static void
 nats_disconnect(cm_broker *b)
 {
     nats_priv *p = cm_broker_priv(b);
+    uv_rwlock_wrlock(&p->live_lock); /* no publish_now uses nc from here on */
+    p->live = NULL;
+    uv_rwlock_wrunlock(&p->live_lock);
     uv_mutex_lock(&p->sh->mu);
     p->sh->closed = 1;
     uv_mutex_unlock(&p->sh->mu);
@@ -482,29 +558,43 @@ run_pub_done(void *arg)
     free(d);
 }
 
+/* Encodes the message into out and publishes it on nc. 0 or an error; *st is libnats's status
+ * (NATS_OK when it was not reached). */
+static int
+encode_publish(natsConnection *nc, cm_buf *out, const char *topic, const cm_md *header,
+               const uint8_t *body, size_t body_len, natsStatus *st)
+{
+    *st = NATS_OK;
+    if (natsConnection_Status(nc) != NATS_CONN_STATUS_CONNECTED) {
+        return CM_ECLOSED;
+    }
+    out->len = 0;
+    int rc = cm_broker_msg_encode(header, body, body_len, out);
+    if (rc == 0 && out->len > INT32_MAX) {
+        rc = CM_ETOOBIG;
+    }
+    if (rc == 0) {
+        *st = natsConnection_Publish(nc, topic, out->data, (int)out->len);
+        rc = status_error(*st);
+    }
+    return rc;
+}
+
 static int
 nats_publish(cm_broker *b, const char *topic, const cm_md *header, const uint8_t *body,
              size_t body_len, cm_broker_publish_cb cb, void *arg)
 {
     nats_priv *p = cm_broker_priv(b);
-    if (natsConnection_Status(p->nc) != NATS_CONN_STATUS_CONNECTED) {
-        cm_broker_set_why(b, "nats: not connected to the server (reconnecting)");
-        return CM_ECLOSED;
-    }
     pub_done *d = NULL;
     if (cb != NULL && (d = malloc(sizeof(*d))) == NULL) {
         return CM_ENOMEM;
     }
-    p->out.len = 0;
-    int rc = cm_broker_msg_encode(header, body, body_len, &p->out);
-    if (rc == 0 && p->out.len > INT32_MAX) {
-        rc = CM_ETOOBIG;
-    }
-    if (rc == 0) {
-        natsStatus s = natsConnection_Publish(p->nc, topic, p->out.data, (int)p->out.len);
-        if ((rc = status_error(s)) < 0) {
-            cm_broker_set_why(b, "nats: publish on \"%s\": %s", topic, natsStatus_GetText(s));
-        }
+    natsStatus s;
+    int rc = encode_publish(p->nc, &p->out, topic, header, body, body_len, &s);
+    if (rc == CM_ECLOSED && s == NATS_OK) {
+        cm_broker_set_why(b, "nats: not connected to the server (reconnecting)");
+    } else if (rc < 0 && s != NATS_OK) {
+        cm_broker_set_why(b, "nats: publish on \"%s\": %s", topic, natsStatus_GetText(s));
     }
     if (p->out.cap > 1 << 20) {
         cm_buf_free(&p->out); /* a big message leaves no big buffer behind */
@@ -517,6 +607,27 @@ nats_publish(cm_broker *b, const char *topic, const cm_md *header, const uint8_t
     if (rc < 0) {
         free(d);
     }
+    return rc;
+}
+
+/* Any thread: the message is encoded into a buffer of this call. */
+static int
+nats_publish_now(cm_broker *b, const char *topic, const cm_md *header, const uint8_t *body,
+                 size_t body_len)
+{
+    nats_priv *p = cm_broker_priv(b);
+    cm_buf out = {0};
+    if (cm_buf_reserve(&out, 160 + body_len / 3 * 4 + 4) < 0) {
+        return CM_ENOMEM;
+    }
+    natsStatus s;
+    int rc = CM_ESTATE;
+    uv_rwlock_rdlock(&p->live_lock);
+    if (p->live != NULL) {
+        rc = encode_publish(p->live, &out, topic, header, body, body_len, &s);
+    }
+    uv_rwlock_rdunlock(&p->live_lock);
+    cm_buf_free(&out);
     return rc;
 }
 
@@ -637,6 +748,9 @@ nats_init(cm_broker *b)
 {
     nats_priv *p = cm_broker_priv(b);
     p->b = b;
+    if (uv_rwlock_init(&p->live_lock) != 0) {
+        return CM_ENOMEM;
+    }
     int64_t mr = 0;
     int rc = opt_int(b, "reconnect_wait_ms", 100, 1, &p->wait_ms);
     if (rc == 0) {
@@ -645,10 +759,19 @@ nats_init(cm_broker *b)
     if (rc == 0) {
         rc = opt_int(b, "max_reconnect", -1, -1, &mr);
     }
+    if (rc == 0) {
+        rc = opt_int(b, "pending_max", 65536, 1, &p->pending_max);
+    }
+    if (p->pending_max > INT32_MAX) {
+        p->pending_max = INT32_MAX;
+    }
     if (rc == 0 && p->max_ms < p->wait_ms) {
         p->max_ms = p->wait_ms;
     }
     p->max_reconnect = mr > INT32_MAX ? INT32_MAX : (int)mr;
+    if (rc < 0) {
+        uv_rwlock_destroy(&p->live_lock);
+    }
     return rc;
 }
 
@@ -657,10 +780,11 @@ nats_fini(cm_broker *b)
 {
     nats_priv *p = cm_broker_priv(b);
     cm_buf_free(&p->out);
+    uv_rwlock_destroy(&p->live_lock);
 }
 
-static const char *const nats_keys[] = {"name", "reconnect_wait_ms", "reconnect_max_ms",
-                                        "max_reconnect", NULL};
+static const char *const nats_keys[] = {"name",          "reconnect_wait_ms", "reconnect_max_ms",
+                                        "max_reconnect", "pending_max",       NULL};
 
 const cm_broker_ops cm__broker_nats = {
     .abi_version = CM_ABI_VERSION,
@@ -676,4 +800,5 @@ const cm_broker_ops cm__broker_nats = {
     .subscribe = nats_subscribe,
     .unsubscribe = nats_unsubscribe,
     .address = nats_address,
+    .publish_now = nats_publish_now,
 };

@@ -237,6 +237,110 @@ test_malformed_and_drops(void)
     broker_down(s);
 }
 
+/* cm_broker_publish_now from another thread: every message arrives, in the thread's order. */
+typedef struct ordered {
+    int n, out_of_order;
+    int last;
+} ordered;
+
+static int
+on_ordered(const cm_broker_msg *m, void *arg)
+{
+    ordered *o = arg;
+    char body[16] = "";
+    memcpy(body, m->body, m->body_len < 15 ? m->body_len : 15);
+    int i = atoi(body);
+    o->out_of_order += i != o->last + 1;
+    o->last = i;
+    o->n++;
+    return 0;
+}
+
+enum { NOW_COUNT = 20000 };
+
+static void
+publish_now_thread(void *arg)
+{
+    cm_broker *b = arg;
+    for (int i = 1; i <= NOW_COUNT; i++) {
+        char body[16];
+        snprintf(body, sizeof(body), "%d", i);
+        CHECK_EQ_INT(cm_broker_publish_now(b, "now", NULL, (const uint8_t *)body, strlen(body)), 0);
+    }
+}
+
+static void
+test_publish_now(cm_broker *pub)
+{
+    cm_broker *idle = NULL, *http = NULL;
+    CHECK_EQ_INT(cm_broker_new(L, "nats", NULL, &idle), 0);
+    CHECK_EQ_INT(cm_broker_publish_now(idle, "t", NULL, (const uint8_t *)"x", 1), CM_ESTATE);
+    cm_broker_close(idle, NULL, NULL);
+    CHECK_EQ_INT(cm_broker_new(L, "http", NULL, &http), 0);
+    CHECK_EQ_INT(cm_broker_publish_now(http, "t", NULL, (const uint8_t *)"x", 1), CM_ENOTSUP);
+    cm_broker_close(http, NULL, NULL);
+    CHECK_EQ_INT(cm_broker_publish_now(pub, "", NULL, NULL, 0), CM_EINVAL);
+
+    cm_broker *s = nats_broker(0);
+    ordered o = {0};
+    cm_broker_sub_opts so;
+    cm_broker_sub_opts_init(&so);
+    so.ready = on_ready;
+    cm_broker_sub *bs = NULL;
+    int before = ready;
+    CHECK_EQ_INT(cm_broker_subscribe(s, "now", &so, on_ordered, &o, &bs), 0);
+    CHECK(wait_until(&ready, before + 1, 5000));
+    cm_broker_stats st0, st;
+    cm_broker_get_stats(pub, &st0);
+    uv_thread_t t;
+    CHECK_EQ_INT(uv_thread_create(&t, publish_now_thread, pub), 0);
+    CHECK(wait_until(&o.n, NOW_COUNT, 10000));
+    uv_thread_join(&t);
+    CHECK_EQ_INT(o.out_of_order, 0);
+    cm_broker_get_stats(pub, &st);
+    CHECK_EQ_INT(st.published - st0.published, NOW_COUNT);
+    broker_down(s);
+}
+
+/* A burst larger than libnats's pending limit while the loop does not run: what libnats drops
+ * (a slow consumer) is counted, so that delivered + dropped is what was sent. */
+static void
+test_slow_consumer(void)
+{
+    cm_broker_opts o;
+    cm_broker_opts_init(&o);
+    o.addresses = url;
+    o.queue_max = 8;
+    cm_broker_opts_set(&o, "pending_max", "8");
+    cm_broker *s = broker_up("nats", &o);
+    rx r = {0};
+    sub(s, "slow", NULL, &r);
+    natsConnection *raw = NULL;
+    CHECK_EQ_INT(natsConnection_ConnectTo(&raw, url), NATS_OK);
+    enum { BURST = 20000 };
+    for (int i = 0; i < BURST; i++) {
+        CHECK_EQ_INT(natsConnection_PublishString(
+                         raw, "slow", "{\"Header\":{\"X-Seq\":\"msg-7\"},\"Body\":\"bXNnLTc=\"}"),
+                     NATS_OK);
+    }
+    CHECK_EQ_INT(natsConnection_FlushTimeout(raw, 5000), NATS_OK);
+    usleep(500000); /* the loop does not run: both queues overflow */
+    cm_broker_stats st;
+    for (int i = 0; i < 100; i++) {
+        wait_until(NULL, 0, 20);
+        cm_broker_get_stats(s, &st);
+        if (st.delivered + st.dropped >= BURST) {
+            break;
+        }
+    }
+    fprintf(stderr, "   burst of %d: %llu delivered, %llu dropped\n", BURST,
+            (unsigned long long)st.delivered, (unsigned long long)st.dropped);
+    CHECK_EQ_INT(st.delivered + st.dropped, BURST);
+    CHECK(st.dropped > BURST / 2);
+    natsConnection_Destroy(raw);
+    broker_down(s);
+}
+
 /* The server killed and restarted on the same port. */
 static void
 test_restart(cm_broker *pub, pid_t *natsd)
@@ -303,6 +407,9 @@ main(void)
     cm_broker *pub = nats_broker(0);
     CHECK(strstr(cm_broker_address(pub), "127.0.0.1") != NULL);
     RUN(test_malformed_and_drops);
+    RUN(test_slow_consumer);
+    fprintf(stderr, "-- test_publish_now\n");
+    test_publish_now(pub);
     fprintf(stderr, "-- test_fanout_and_queue\n");
     test_fanout_and_queue(pub);
     fprintf(stderr, "-- test_restart\n");

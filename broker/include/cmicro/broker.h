@@ -86,6 +86,8 @@ typedef struct cm_broker_opt {
  *                              reconnect_max_ms, with jitter); default 100
  *         "reconnect_max_ms"   longest pause; default 2000
  *         "max_reconnect"      reconnect rounds before giving up; default -1: forever
+ *         "pending_max"        messages libnats holds per subscription before it drops (a slow
+ *                              consumer: counted as dropped and logged); default 65536
  * cm_broker_new refuses a key its backend does not list (CM_EINVAL). */
 typedef struct cm_broker_opts {
     const char *addresses; /* comma separated. http: the listen address ("127.0.0.1:0", go-micro's
@@ -163,6 +165,16 @@ typedef void (*cm_broker_publish_cb)(int status, const cm_broker_node_err *errs,
 CM_EXTERN int cm_broker_publish(cm_broker *b, const char *topic, const cm_md *header,
                                 const uint8_t *body, size_t body_len, cm_broker_publish_cb cb,
                                 void *arg);
+
+/* Publishes as cm_broker_publish does, from any thread and without the loop, for a backend that
+ * can (nats: libnats is thread-safe): the message is encoded on the caller's thread and this
+ * returns once the backend took it (nats: in the connection's outgoing buffer), with no callback.
+ * Returns 0, CM_ENOTSUP (the backend publishes only on its loop: http; checked first, so that a
+ * call with a NULL topic asks whether the backend can), CM_ESTATE (not
+ * connected, or disconnecting), CM_ECLOSED (nats: reconnecting), CM_ETOOBIG, CM_EINVAL or
+ * CM_ENOMEM; nothing is sent then. Not while cm_broker_close runs. */
+CM_EXTERN int cm_broker_publish_now(cm_broker *b, const char *topic, const cm_md *header,
+                                    const uint8_t *body, size_t body_len);
 
 typedef struct cm_broker_sub_opts {
     const char *queue; /* queue group; NULL or "": every subscription gets every message */
@@ -243,6 +255,10 @@ typedef struct cm_broker_ops {
     void (*unsubscribe)(cm_broker *b, cm_broker_sub *s);
     /* The address in use (cm_broker_address); may be NULL. */
     const char *(*address)(cm_broker *b);
+    /* cm_broker_publish_now: any thread, so the backend guards its connection itself; returns
+     * CM_ESTATE when it is not connected. May be NULL (CM_ENOTSUP). */
+    int (*publish_now)(cm_broker *b, const char *topic, const cm_md *header, const uint8_t *body,
+                       size_t body_len);
 } cm_broker_ops;
 
 /* Adds or replaces the backend of ops->name. ops is borrowed for the life of the process (a

@@ -1,0 +1,243 @@
+/* The events API on the NATS broker, against a real nats-server on a loopback port. Once the
+ * broker is connected a publish goes to libnats on the caller's thread (cm_broker_publish_now):
+ * a fresh publisher's messages, the first handed to the loop while it connects and the rest
+ * published on the caller's thread, all arrive in the thread's order, each callback runs once on
+ * the loop, and the counts add up. With the server killed, cm_publish and cm_publish_async fail
+ * with a clear error (counted), and publishing works again once it is back. A burst beyond the
+ * bound of publishes waiting for the connection fails its excess, each callback once. */
+#include "harness.h"
+#include "rpctest.pb-c.h"
+
+#include <cmicro/cmicro.h>
+#include <stdatomic.h>
+#include <unistd.h>
+
+enum { COUNT = 20000 };
+
+static char url[64];
+static atomic_int got, out_of_order, last_n;
+
+/* Inline (on the loop): messages are handled in arrival order. */
+static int
+on_event(cm_ctx *ctx, const void *msg, void *user)
+{
+    (void)ctx;
+    (void)user;
+    const Rpctest__Req *m = msg;
+    if (m->n != atomic_load(&last_n) + 1) {
+        atomic_fetch_add(&out_of_order, 1);
+    }
+    atomic_store(&last_n, (int)m->n);
+    atomic_fetch_add(&got, 1);
+    return 0;
+}
+
+static atomic_int cb_ok, cb_failed, cb_off_loop;
+static cm_client *pub_client;
+
+static void
+on_published(int status, const cm_error *err, void *user)
+{
+    (void)user;
+    if (!cm_loop_on_loop_thread(cm_client_loop(pub_client))) {
+        atomic_fetch_add(&cb_off_loop, 1);
+    }
+    if (status == 0) {
+        atomic_fetch_add(&cb_ok, 1);
+        return;
+    }
+    if (atomic_fetch_add(&cb_failed, 1) == 0) {
+        fprintf(stderr, "   async publish failed: %s\n", err != NULL ? err->detail : "?");
+    }
+}
+
+static cm_service *
+make_service(const char *name)
+{
+    cm_service_opts o;
+    cm_service_opts_init(&o);
+    o.name = name;
+    o.address = "127.0.0.1:0";
+    o.registry = "memory";
+    o.broker = "nats";
+    o.broker_address = url;
+    o.deregister_wait_ms = 10;
+    o.log_config = 0;
+    cm_service *s = NULL;
+    CHECK_EQ_INT(cm_service_new(&o, &s), 0);
+    return s;
+}
+
+static atomic_int burst_got, burst_ok, burst_failed;
+
+static int
+on_burst(cm_ctx *ctx, const void *msg, void *user)
+{
+    (void)ctx;
+    (void)msg;
+    (void)user;
+    atomic_fetch_add(&burst_got, 1);
+    return 0;
+}
+
+static void
+on_burst_published(int status, const cm_error *err, void *user)
+{
+    (void)user;
+    if (status == 0) {
+        atomic_fetch_add(&burst_ok, 1);
+    } else if (atomic_fetch_add(&burst_failed, 1) == 0) {
+        fprintf(stderr, "   first failure: %s\n", err != NULL ? err->detail : "?");
+    }
+}
+
+static int
+wait_count(atomic_int *p, int want, int ms)
+{
+    for (int i = 0; i < ms / 10 && atomic_load(p) < want; i++) {
+        uv_sleep(10);
+    }
+    return atomic_load(p);
+}
+
+static int
+publish_async(int n)
+{
+    Rpctest__Req req = RPCTEST__REQ__INIT;
+    req.n = n;
+    return cm_publish_async(pub_client, "evn.order", &rpctest__req__descriptor, &req, NULL,
+                            on_published, NULL);
+}
+
+static int
+publish_sync(int n, char *why, size_t len)
+{
+    Rpctest__Req req = RPCTEST__REQ__INIT;
+    req.n = n;
+    cm_error *err = NULL;
+    int rc = cm_publish(pub_client, "evn.order", &rpctest__req__descriptor, &req, NULL, &err);
+    snprintf(why, len, "%s", err != NULL ? err->detail : "");
+    cm_error_free(err);
+    return rc;
+}
+
+static void
+run_thread(void *arg)
+{
+    CHECK_EQ_INT(cm_service_run(arg), 0);
+}
+
+/* A fresh publisher's burst larger than the bound of publishes waiting for the connection
+ * (4,096): every callback runs once, those beyond the bound fail (counted), the others arrive. */
+static void
+test_burst_while_connecting(void)
+{
+    cm_service *pub = make_service("evn-burst");
+    cm_client *c = cm_service_client(pub);
+    enum { BURST = 6000 };
+    Rpctest__Req req = RPCTEST__REQ__INIT;
+    for (int i = 0; i < BURST; i++) {
+        CHECK_EQ_INT(cm_publish_async(c, "evn.burst", &rpctest__req__descriptor, &req, NULL,
+                                      on_burst_published, NULL),
+                     0);
+    }
+    for (int i = 0; i < 500 && atomic_load(&burst_ok) + atomic_load(&burst_failed) < BURST; i++) {
+        uv_sleep(10);
+    }
+    CHECK_EQ_INT(atomic_load(&burst_ok) + atomic_load(&burst_failed), BURST);
+    CHECK_EQ_INT(wait_count(&burst_got, atomic_load(&burst_ok), 5000), atomic_load(&burst_ok));
+    fprintf(stderr, "   burst of %d while connecting: %d published, %d refused\n", BURST,
+            atomic_load(&burst_ok), atomic_load(&burst_failed));
+    cm_service_free(pub);
+}
+
+/* The server killed: publishes fail with a clear error, then work again once it is back. */
+static void
+test_server_down(pid_t *natsd, int port, int next)
+{
+    natsd_kill(*natsd);
+    char why[256] = "";
+    int rc = 0;
+    for (int i = 0; i < 300 && rc == 0; i++) {
+        rc = publish_sync(next, why, sizeof why);
+        uv_sleep(rc == 0 ? 10 : 0);
+    }
+    fprintf(stderr, "   server down: cm_publish says %s: %s\n", cm_err_name(rc), why);
+    CHECK_EQ_INT(rc, CM_ECLOSED);
+    CHECK(strstr(why, "reconnecting") != NULL);
+    int failed = atomic_load(&cb_failed);
+    CHECK_EQ_INT(publish_async(next), 0);
+    CHECK(wait_count(&cb_failed, failed + 1, 5000) == failed + 1);
+
+    *natsd = natsd_start(port);
+    rc = -1;
+    for (int i = 0; i < 800 && rc != 0; i++) { /* until the broker reconnected */
+        rc = publish_sync(next, why, sizeof why);
+        uv_sleep(rc == 0 ? 0 : 10);
+    }
+    CHECK_EQ_INT(rc, 0);
+}
+
+int
+main(void)
+{
+    setenv("CMICRO_QUIET", "1", 1);
+    harness_init();
+    int port = free_port();
+    snprintf(url, sizeof(url), "nats://127.0.0.1:%d", port);
+    pid_t natsd = natsd_start(port);
+    if (natsd == 0) {
+        fprintf(stderr, "SKIP: nats-server not installed (scripts/setup.sh installs it)\n");
+        return getenv("CI") != NULL ? 1 : 77;
+    }
+    cm_service *sub = make_service("evn-sub");
+    cm_subscriber s = {0};
+    s.topic = "evn.order";
+    s.message = &rpctest__req__descriptor;
+    s.fn = on_event;
+    s.flags = CM_HANDLER_INLINE;
+    CHECK_EQ_INT(cm_service_subscribe(sub, &s, NULL), 0);
+    cm_subscriber b = s;
+    b.topic = "evn.burst";
+    b.fn = on_burst;
+    CHECK_EQ_INT(cm_service_subscribe(sub, &b, NULL), 0);
+    uv_thread_t th;
+    CHECK_EQ_INT(uv_thread_create(&th, run_thread, sub), 0);
+    uv_sleep(300); /* the subscription reaches the server (the service subscribes as it runs) */
+
+    RUN(test_burst_while_connecting);
+    /* A fresh publisher: the first publishes wait on the loop for the connection. */
+    cm_service *pub = make_service("evn-pub"); /* client only: never runs */
+    pub_client = cm_service_client(pub);
+    for (int i = 1; i <= COUNT; i++) {
+        CHECK_EQ_INT(publish_async(i), 0);
+        if (i % 1000 == 0) { /* at most 3,000 wait for the connection (the bound is 4,096) */
+            wait_count(&cb_ok, i - 2000, 5000);
+        }
+    }
+    CHECK_EQ_INT(wait_count(&got, COUNT, 10000), COUNT);
+    CHECK_EQ_INT(wait_count(&cb_ok, COUNT, 5000), COUNT);
+    CHECK_EQ_INT(atomic_load(&out_of_order), 0);
+    CHECK_EQ_INT(atomic_load(&cb_failed), 0);
+    /* cm_publish returns once libnats took the message */
+    char why[256];
+    CHECK_EQ_INT(publish_sync(COUNT + 1, why, sizeof why), 0);
+    CHECK_EQ_INT(wait_count(&got, COUNT + 1, 5000), COUNT + 1);
+    CHECK_EQ_INT(atomic_load(&out_of_order), 0);
+
+    test_server_down(&natsd, port, COUNT + 2);
+    CHECK_EQ_INT(atomic_load(&cb_off_loop), 0);
+    cm_service_stop(sub);
+    uv_thread_join(&th);
+    cm_event_stats st;
+    cm_service_event_stats(pub, &st);
+    fprintf(stderr, "   publisher: %llu published, %llu failed\n", (unsigned long long)st.published,
+            (unsigned long long)st.publish_errors);
+    CHECK(st.published >= COUNT + 2);
+    CHECK(st.publish_errors >= 2);
+    cm_service_free(pub);
+    cm_service_free(sub);
+    natsd_kill(natsd);
+    cm_loop_free(L);
+    TEST_DONE();
+}
