@@ -55,7 +55,8 @@ typedef struct cm_publish_opts {
                                  client.PublishExchange); Micro-Topic still says topic */
 } cm_publish_opts;
 
-/* The outcome of a publish, on the client's loop thread, exactly once. status 0: the broker took
+/* The outcome of a publish, on the client's loop thread, exactly once (also when the message
+ * was published on the caller's thread: nats once connected). status 0: the broker took
  * the message (http: every subscriber node answered 200; nats: handed to the server); otherwise
  * CM_ECLOSED (nats reconnecting), UV_ECONNREFUSED (broker unreachable), CM_ETIMEDOUT, CM_ETOOBIG,
  * ... and err (borrowed during the callback) says which nodes failed and why. */
@@ -69,7 +70,8 @@ CM_EXTERN int cm_publish_async(cm_client *c, const char *topic,
                                const ProtobufCMessageDescriptor *desc, const void *msg,
                                const cm_publish_opts *o, cm_publish_cb cb, void *user);
 /* The same, waiting for the outcome (not on the loop thread: CM_ESTATE), which the broker's
- * timeouts bound (connect, and one POST for http: cm_broker_opts.timeout_ms, 5 s). On failure
+ * timeouts bound (connect, and one POST for http: cm_broker_opts.timeout_ms, 5 s). On a connected
+ * NATS broker it returns once libnats took the message, as go-micro's Publish. On failure
  * *err (may be NULL; returns owned: cm_error_free) says why. */
 CM_EXTERN int cm_publish(cm_client *c, const char *topic, const ProtobufCMessageDescriptor *desc,
                          const void *msg, const cm_publish_opts *o, cm_error **err);
