@@ -6,8 +6,10 @@
 #   QUICK=1 bench/broker.sh      a short run (1 round, small counts) to try the script
 #
 # Pairs (a subscriber process and a publisher process of the same kind, one topic):
-#   nats  cmicro         the events API (cm_publish_async on a service's client from the main
-#                        thread; cm_service_subscribe, handlers on the worker pool), NATS broker
+#   nats  cmicro         the events API in the default configuration (cm_publish_async on a
+#                        service's client from the main thread; cm_service_subscribe, handlers on
+#                        the worker pool; metrics and trace context on), NATS broker
+#         cmicro-asap    the same with the NATS broker's send_asap (a write per publish)
 #         cmicro-broker  the broker layer alone (cm_broker_publish / cm_broker_subscribe on a loop)
 #         gomicro        go-micro v4.11 with plugins broker/nats v1.2.0 (bench/go/pubsub)
 #         raw            plain libnats, the payload as the NATS message (bench/pubsub_nats_raw.c)
@@ -116,6 +118,8 @@ run() {
   case $peer in
     cmicro) sub=("$CMICRO" sub "$broker" events "$count")
             pub=("$CMICRO" pub "$broker" events "$count" "$size" "$rate") ;;
+    cmicro-asap) sub=(env NATS_SEND_ASAP=1 "$CMICRO" sub "$broker" events "$count")
+            pub=(env NATS_SEND_ASAP=1 "$CMICRO" pub "$broker" events "$count" "$size" "$rate") ;;
     cmicro-broker) sub=("$CMICRO" sub "$broker" broker "$count")
             pub=("$CMICRO" pub "$broker" broker "$count" "$size" "$rate") ;;
     gomicro) sub=("$GOMICRO" sub "$broker" "$count")
@@ -151,7 +155,7 @@ run() {
 
 peers_of() {
   case $1 in
-    nats) echo "cmicro cmicro-broker${GOMICRO:+ gomicro} raw" ;;
+    nats) echo "cmicro cmicro-asap cmicro-broker${GOMICRO:+ gomicro} raw" ;;
     http) echo "cmicro cmicro-broker${GOMICRO:+ gomicro}" ;;
   esac
 }

@@ -13,7 +13,7 @@ trap 'rm -rf "$work"' EXIT
 table=$(WORK=$work BIN_DIR=$bin REPS=1 SIZES=64 NATS_COUNT=300 NATS_PACED=40 NATS_RATE=2000 \
   HTTP_COUNT=60 HTTP_PACED=20 HTTP_RATE=500 IDLE_MS=500 "$here/broker.sh")
 echo "$table"
-peers="nats:cmicro nats:cmicro-broker nats:raw http:cmicro http:cmicro-broker"
+peers="nats:cmicro nats:cmicro-asap nats:cmicro-broker nats:raw http:cmicro http:cmicro-broker"
 if command -v go >/dev/null; then
   peers="$peers nats:gomicro http:gomicro"
 fi

@@ -18,7 +18,8 @@
  *   RESULT n=<received> rate=<msg/s> p50_us=<..> p99_us=<..>
  *   STATS dropped=<..> ...      the framework's or broker's count of messages it dropped
  * rate is n over the time from the earliest publish time seen to the last delivery. Environment:
- * WINDOW (publishes in flight, default 256), IDLE_MS (default 3000). */
+ * WINDOW (publishes in flight, default 256), IDLE_MS (default 3000), NATS_SEND_ASAP (1: the
+ * events layer's NATS broker with send_asap). */
 #include "echo.pb-c.h"
 
 #include <cmicro/cmicro.h>
@@ -175,10 +176,16 @@ make_service(const char *broker)
     o.address = "127.0.0.1:0";
     o.broker = broker;
     o.log_config = 0;
-    o.metrics = -1;
-    o.tracing = -1;
     if (strcmp(broker, "nats") == 0) {
         o.registry = "memory";
+    }
+    /* the default configuration (metrics and trace context on), with NATS_SEND_ASAP=1 the
+     * broker's send_asap */
+    cm_broker_opts bo;
+    cm_broker_opts_init(&bo);
+    if (env_int("NATS_SEND_ASAP", 0) == 1) {
+        cm_broker_opts_set(&bo, "send_asap", "1");
+        o.broker_opts = &bo;
     }
     cm_service *s = NULL;
     int rc = cm_service_new(&o, &s);
@@ -203,8 +210,11 @@ sub_events(const char *broker)
     print_result();
     cm_event_stats st;
     cm_service_event_stats(svc, &st);
-    printf("STATS dropped=%llu decode_errors=%llu\n", (unsigned long long)st.dropped,
-           (unsigned long long)st.decode_errors);
+    cm_broker_stats bst;
+    cm_broker_get_stats(cm_service_broker(svc), &bst);
+    printf("STATS dropped=%llu decode_errors=%llu broker_dropped=%llu\n",
+           (unsigned long long)st.dropped, (unsigned long long)st.decode_errors,
+           (unsigned long long)bst.dropped);
     cm_service_free(svc);
     return rc < 0 ? 1 : 0;
 }

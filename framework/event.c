@@ -80,7 +80,7 @@ ev_free(cm__events *ev)
 
 int
 cm__events_new(cm_loop *loop, cm_server *srv, cm_registry *reg, const char *name,
-               const char *address, cm__events **out)
+               const char *address, const cm_broker_opts *bo, cm__events **out)
 {
     cm__events *ev = calloc(1, sizeof(*ev));
     if (ev == NULL) {
@@ -98,7 +98,11 @@ cm__events_new(cm_loop *loop, cm_server *srv, cm_registry *reg, const char *name
         return CM_ENOMEM;
     }
     cm_broker_opts o;
-    cm_broker_opts_init(&o);
+    if (bo != NULL) {
+        o = *bo;
+    } else {
+        cm_broker_opts_init(&o);
+    }
     o.addresses = address;
     o.registry = reg;
     int rc = cm_broker_new(loop, name, &o, &ev->broker);

@@ -269,10 +269,10 @@ void cm__status_get(cm_ctx *c, cm_service *svc, const char *path, const char *lo
 
 typedef struct cm__events cm__events;
 typedef void (*cm__events_cb)(int status, void *arg);
-/* The service's events: the broker (made by name and address, its subscriptions in reg) and the
- * subscribers. 0 or an error of cm_broker_new. */
+/* The service's events: the broker (made by name, address and settings bo (may be NULL), its
+ * subscriptions in reg) and the subscribers. 0 or an error of cm_broker_new. */
 int cm__events_new(cm_loop *loop, cm_server *srv, cm_registry *reg, const char *name,
-                   const char *address, cm__events **out);
+                   const char *address, const cm_broker_opts *bo, cm__events **out);
 int cm__events_add(cm__events *ev, const cm_subscriber *sub, void *user);
 size_t cm__events_count(const cm__events *ev);
 const cm_subscriber *cm__events_sub(const cm__events *ev, size_t i);

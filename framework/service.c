@@ -134,7 +134,8 @@ open_registry(cm_service *s, const cm_service_opts *o, const cm__svc_config *c)
 static int
 open_events(cm_service *s, const cm_service_opts *o)
 {
-    int rc = cm__events_new(s->loop, s->server, s->reg, o->broker, o->broker_address, &s->events);
+    int rc = cm__events_new(s->loop, s->server, s->reg, o->broker, o->broker_address,
+                            o->broker_opts, &s->events);
     if (rc < 0) {
         const char *name = o->broker ? o->broker : getenv("MICRO_BROKER");
         snprintf(last_why, sizeof last_why, "broker %s: %s",

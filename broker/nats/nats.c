@@ -62,7 +62,7 @@ typedef struct nats_priv {
     uv_rwlock_t live_lock;
     natsConnection *live;
     atomic_uint_fast64_t slow_log_ms; /* a slow consumer was last logged (libnats's threads) */
-    int64_t wait_ms, max_ms, pending_max;
+    int64_t wait_ms, max_ms, pending_max, send_asap;
     int max_reconnect;
 } nats_priv;
 
@@ -369,6 +369,9 @@ make_options(nats_priv *p, natsOptions **opts)
     }
     if (s == NATS_OK) {
         s = natsOptions_SetMaxPendingMsgs(*opts, (int)p->pending_max);
+    }
+    if (s == NATS_OK && p->send_asap) {
+        s = natsOptions_SetSendAsap(*opts, true);
     }
     return s;
 }
@@ -762,6 +765,9 @@ nats_init(cm_broker *b)
     if (rc == 0) {
         rc = opt_int(b, "pending_max", 65536, 1, &p->pending_max);
     }
+    if (rc == 0) {
+        rc = opt_int(b, "send_asap", 0, 0, &p->send_asap);
+    }
     if (p->pending_max > INT32_MAX) {
         p->pending_max = INT32_MAX;
     }
@@ -783,8 +789,9 @@ nats_fini(cm_broker *b)
     uv_rwlock_destroy(&p->live_lock);
 }
 
-static const char *const nats_keys[] = {"name",          "reconnect_wait_ms", "reconnect_max_ms",
-                                        "max_reconnect", "pending_max",       NULL};
+static const char *const nats_keys[] = {
+    "name", "reconnect_wait_ms", "reconnect_max_ms", "max_reconnect", "pending_max", "send_asap",
+    NULL};
 
 const cm_broker_ops cm__broker_nats = {
     .abi_version = CM_ABI_VERSION,

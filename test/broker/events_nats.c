@@ -4,7 +4,8 @@
  * published on the caller's thread, all arrive in the thread's order, each callback runs once on
  * the loop, and the counts add up. With the server killed, cm_publish and cm_publish_async fail
  * with a clear error (counted), and publishing works again once it is back. A burst beyond the
- * bound of publishes waiting for the connection fails its excess, each callback once. */
+ * bound of publishes waiting for the connection fails its excess, each callback once. The
+ * broker's settings reach it through the service's options. */
 #include "harness.h"
 #include "rpctest.pb-c.h"
 
@@ -52,10 +53,11 @@ on_published(int status, const cm_error *err, void *user)
 }
 
 static cm_service *
-make_service(const char *name)
+make_service_with(const char *name, const cm_broker_opts *bo)
 {
     cm_service_opts o;
     cm_service_opts_init(&o);
+    o.broker_opts = bo;
     o.name = name;
     o.address = "127.0.0.1:0";
     o.registry = "memory";
@@ -66,6 +68,12 @@ make_service(const char *name)
     cm_service *s = NULL;
     CHECK_EQ_INT(cm_service_new(&o, &s), 0);
     return s;
+}
+
+static cm_service *
+make_service(const char *name)
+{
+    return make_service_with(name, NULL);
 }
 
 static atomic_int burst_got, burst_ok, burst_failed;
@@ -151,6 +159,39 @@ test_burst_while_connecting(void)
     cm_service_free(pub);
 }
 
+/* The broker's settings through the service: send_asap publishes, an unknown key is refused. */
+static void
+test_broker_opts(int next)
+{
+    cm_broker_opts bo;
+    cm_broker_opts_init(&bo);
+    CHECK_EQ_INT(cm_broker_opts_set(&bo, "send_asap", "1"), 0);
+    cm_service *pub = make_service_with("evn-asap", &bo);
+    cm_client *c = cm_service_client(pub);
+    int before = atomic_load(&got);
+    for (int i = 0; i < 100; i++) {
+        Rpctest__Req req = RPCTEST__REQ__INIT;
+        req.n = next + i;
+        CHECK_EQ_INT(cm_publish(c, "evn.order", &rpctest__req__descriptor, &req, NULL, NULL), 0);
+    }
+    CHECK_EQ_INT(wait_count(&got, before + 100, 5000), before + 100);
+    CHECK_EQ_INT(atomic_load(&out_of_order), 0);
+    cm_service_free(pub);
+
+    cm_broker_opts_init(&bo);
+    CHECK_EQ_INT(cm_broker_opts_set(&bo, "no_such_key", "1"), 0);
+    cm_service_opts o;
+    cm_service_opts_init(&o);
+    o.name = "evn-bad";
+    o.registry = "memory";
+    o.broker = "nats";
+    o.broker_opts = &bo;
+    o.log_config = 0;
+    cm_service *s = NULL;
+    CHECK_EQ_INT(cm_service_new(&o, &s), CM_EINVAL);
+    CHECK(strstr(cm_service_why(), "broker nats") != NULL);
+}
+
 /* The server killed: publishes fail with a clear error, then work again once it is back. */
 static void
 test_server_down(pid_t *natsd, int port, int next)
@@ -225,7 +266,8 @@ main(void)
     CHECK_EQ_INT(wait_count(&got, COUNT + 1, 5000), COUNT + 1);
     CHECK_EQ_INT(atomic_load(&out_of_order), 0);
 
-    test_server_down(&natsd, port, COUNT + 2);
+    test_broker_opts(COUNT + 2);
+    test_server_down(&natsd, port, COUNT + 102);
     CHECK_EQ_INT(atomic_load(&cb_off_loop), 0);
     cm_service_stop(sub);
     uv_thread_join(&th);

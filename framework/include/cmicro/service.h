@@ -127,6 +127,11 @@ typedef struct cm_service_opts {
     /* The broker of cm_publish and the subscribers (<cmicro/event.h>). */
     const char *broker;         /* backend name; NULL: MICRO_BROKER, else "http" */
     const char *broker_address; /* NULL: MICRO_BROKER_ADDRESS, else the backend's default */
+    /* The broker's settings (timeout_ms, queue_max and the backend's keys, such as nats's
+     * "send_asap" or "pending_max": <cmicro/broker.h>); borrowed during cm_service_new. Its
+     * addresses and registry are ignored: broker_address and the service's registry. NULL:
+     * defaults. */
+    const cm_broker_opts *broker_opts;
 } cm_service_opts;
 
 /* A health check: 0 when healthy; otherwise it may write why (whylen bytes with the NUL). It runs
