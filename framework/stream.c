@@ -358,6 +358,15 @@ const cm_tstream_cbs cm__stream_cbs = {on_msg, on_end, on_written};
 
 /* ---- the application's half ---- */
 
+/* What send and recv answer once the transport ended the stream: its reason when it is one of
+ * cmicro's (CM_ECERT: the TLS handshake refused the peer; CM_ETIMEDOUT: the dial; CM_EPROTO),
+ * else CM_ECLOSED (the connection went away). */
+static int
+end_code(const cm_stream *s)
+{
+    return s->end_status <= CM_EINVAL && s->end_status != CM_ECANCELED ? s->end_status : CM_ECLOSED;
+}
+
 /* Why a send cannot go on (under mu), or 0. */
 static int
 send_blocked_by(const cm_stream *s)
@@ -375,7 +384,7 @@ send_blocked_by(const cm_stream *s)
         return CM_EREMOTE;
     }
     if (s->ended) {
-        return CM_ECLOSED;
+        return end_code(s);
     }
     return 0;
 }
@@ -493,7 +502,7 @@ take_in(cm_stream *s, item **out)
         return CM_ETIMEDOUT;
     }
     if (s->ended) {
-        return CM_ECLOSED;
+        return end_code(s);
     }
     return CM_EAGAIN;
 }

@@ -2,9 +2,12 @@
  * client-stream (ended by close-send and by a message marked last, as go-micro clients must),
  * bidi, a handler's go-micro error mid-stream, the deadline ending both sides, flow control
  * bounding what a writer queues for a reader that sleeps, and the drain of a stopping server
- * canceling a stream. Proto and JSON codecs. */
+ * canceling a stream. Proto and JSON codecs. With a CA script as argument (test/common/
+ * make-test-ca.sh) all of it again over TLS, and a client that does not trust the server's
+ * certificate fails to open a stream with CM_ECERT. */
 #include "rpctest.pb-c.h"
 #include "test.h"
+#include "test_loop.h"
 
 #include <cmicro/cmicro.h>
 #include <stdatomic.h>
@@ -166,6 +169,19 @@ typedef struct srv {
     int stopped;
 } srv;
 
+/* TLS: the directory of the test PKI, "" for plain HTTP. */
+static char tls_dir[256];
+
+static const char *
+tls_path(const char *name)
+{
+    static char buf[3][512];
+    static int i;
+    i = (i + 1) % 3;
+    snprintf(buf[i], sizeof(buf[i]), "%s/%s", tls_dir, name);
+    return buf[i];
+}
+
 static void
 srv_start(srv *t)
 {
@@ -179,6 +195,10 @@ srv_start(srv *t)
     o.address = "127.0.0.1:0";
     o.workers = 6;
     o.drain_timeout_ms = 300;
+    if (tls_dir[0]) {
+        o.transport_opts.tls_cert_file = tls_path("server.pem");
+        o.transport_opts.tls_key_file = tls_path("server.key");
+    }
     CHECK_EQ_INT(cm_server_new(t->loop, &o, &t->s), 0);
     static const char *const md[] = {"stream", "true", NULL};
     struct {
@@ -231,8 +251,8 @@ srv_stop(srv *t)
         uv_cond_wait(&t->cv, &t->mu);
     }
     uv_mutex_unlock(&t->mu);
+    test_on_loop(t->loop, test_free_server, t->s);
     cm_loop_stop(t->loop);
-    cm_server_free(t->s);
     cm_loop_free(t->loop);
     uv_cond_destroy(&t->cv);
     uv_mutex_destroy(&t->mu);
@@ -567,14 +587,72 @@ test_drain(void)
     cm_stream_free(st);
 }
 
-int
-main(void)
+static cm_client *
+tls_client(const char *ca)
 {
+    cm_client_opts o;
+    cm_client_opts_init(&o);
+    o.transport_opts.tls_ca_file = tls_path(ca);
+    cm_client *c = NULL;
+    CHECK_EQ_INT(cm_client_new(NULL, &o, &c), 0);
+    return c;
+}
+
+/* A client that trusts another CA: the handshake fails, and so does the stream, with why. */
+static void
+test_tls_untrusted(void)
+{
+    cm_client *c = tls_client("other-ca.pem");
+    cm_call_opts co;
+    cm_call_opts_init(&co);
+    co.address = S.addr;
+    co.timeout_ms = 5000;
+    cm_stream *st = NULL;
+    cm_error *err = NULL;
+    int rc = cm_client_stream(c, "rpctest", "Test.Echo", &rpctest__req__descriptor,
+                              &rpctest__rsp__descriptor, &co, NULL, &st, &err);
+    if (rc == 0) { /* the stream opens at once; the handshake's failure ends it */
+        Rpctest__Req r = RPCTEST__REQ__INIT;
+        cm_stream_send(st, &r);
+        void *m = NULL;
+        rc = cm_stream_recv(st, &m);
+        CHECK(m == NULL);
+        err = cm_stream_error(st) ? cm_error_dup(cm_stream_error(st)) : NULL;
+        cm_stream_free(st);
+    }
+    fprintf(stderr, "   untrusted: %s: %s\n", cm_err_name(rc), err ? err->detail : "");
+    CHECK_EQ_INT(rc, CM_ECERT);
+    cm_error_free(err);
+    cm_client_free(c);
+}
+
+int
+main(int argc, char **argv)
+{
+    if (argc > 1) {
+        snprintf(tls_dir, sizeof tls_dir, "%s", "/tmp/cmicro-stream-tls-XXXXXX");
+        CHECK(mkdtemp(tls_dir) != NULL);
+        char cmd[1024];
+        snprintf(cmd, sizeof cmd, "sh '%s' '%s'", argv[1], tls_dir);
+        CHECK_EQ_INT(system(cmd), 0);
+    }
     srv_start(&S);
-    CHECK_EQ_INT(cm_client_new(NULL, NULL, &C), 0);
+    if (tls_dir[0]) {
+        C = tls_client("ca.pem");
+    } else {
+        CHECK_EQ_INT(cm_client_new(NULL, NULL, &C), 0);
+    }
     run_codec(CM_CT_PROTOBUF);
     run_codec(CM_CT_JSON);
+    if (tls_dir[0]) {
+        RUN(test_tls_untrusted);
+    }
     RUN(test_drain);
     cm_client_free(C);
+    if (tls_dir[0]) {
+        char cmd[512];
+        snprintf(cmd, sizeof cmd, "rm -rf '%s'", tls_dir);
+        CHECK_EQ_INT(system(cmd), 0);
+    }
     TEST_DONE();
 }

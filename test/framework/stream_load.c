@@ -4,6 +4,7 @@
  * each message counted). Then the same count client to server. */
 #include "rpctest.pb-c.h"
 #include "test.h"
+#include "test_loop.h"
 
 #include <cmicro/cmicro.h>
 #include <stdatomic.h>
@@ -197,8 +198,8 @@ main(void)
     CHECK(RSS_FLAT(rss_early, rss_end));
 
     cm_client_free(c);
+    test_on_loop(loop, test_free_server, s);
     cm_loop_stop(loop);
-    cm_server_free(s);
     cm_loop_free(loop);
     TEST_DONE();
 }

@@ -2,6 +2,7 @@
  * go-micro error, headers they add, and the attempts of a retried call. */
 #include "rpctest.pb-c.h"
 #include "test.h"
+#include "test_loop.h"
 #include <uv.h>
 
 #include <cmicro/cmicro.h>
@@ -384,8 +385,8 @@ main(void)
         uv_sleep(10);
     }
     CHECK(atomic_load(&f.stopped));
+    test_on_loop(f.loop, test_free_server, f.s);
     cm_loop_stop(f.loop);
-    cm_server_free(f.s);
     cm_loop_free(f.loop);
     RUN(test_limits);
     TEST_DONE();

@@ -5,7 +5,8 @@
  * stream is a connection of the listener turned into a stream (http_server.c); the write queue
  * below serves both sides.
  *
- * TLS: not on client streams yet (CM_ENOTSUP); a server stream on a TLS listener works. */
+ * TLS: a client stream of a TLS transport makes its handshake within the dial deadline, and its
+ * messages wait until it is done; a server stream on a TLS listener works as any. */
 #include "http_int.h"
 
 #include <stdio.h>
@@ -80,6 +81,7 @@ typedef struct cstream {
     int read_stopped;
     int parsing;
     int peer_eof; /* the server closed: what is buffered is parsed, then the end */
+    cm__tls *tls; /* NULL: plain HTTP */
     cm__http_wq wq;
     cm__http_buf pending; /* messages sent before the connection was up */
     cm__http_buf wb;
@@ -124,6 +126,7 @@ maybe_free(cstream *s)
     cm__http_buf_free(&s->wb);
     cm__http_rbuf_free(&s->rb);
     cm__http_in_free(&s->in);
+    cm__tls_free(s->tls);
     free(s);
     cm__http_client_maybe_closed(t);
 }
@@ -176,6 +179,10 @@ on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
     (void)suggested;
     cstream *s = h->data;
+    if (s->tls != NULL) {
+        cm__tls_rbuf(client_of(s->t)->tls, buf); /* records: decrypted into s->rb */
+        return;
+    }
     cm__http_rbuf_alloc(&s->rb, buf);
 }
 
@@ -227,26 +234,97 @@ parse(cstream *s)
     }
 }
 
+static void ready(cstream *s);
+
+/* The server is done sending: the responses still buffered are read first. */
+static void
+peer_done(cstream *s)
+{
+    s->peer_eof = 1;
+    uv_read_stop((uv_stream_t *)&s->tcp);
+    s->read_stopped = 1;
+    parse(s);
+}
+
+/* n bytes of TLS records: the handshake, then responses. */
+static void
+on_tls_data(cstream *s, const char *data, size_t n)
+{
+    int handshaking = !cm__tls_done(s->tls);
+    size_t plain;
+    int r = cm__tls_input(s->tls, (uv_stream_t *)&s->tcp, data, n, &s->rb, &plain);
+    if (r < 0) {
+        cm_log(CM_LOG_DEBUG, "transport.http", "%s: stream: TLS: %s", s->addr, cm__tls_why(s->tls));
+        stream_end(s, r);
+        return;
+    }
+    if (handshaking && cm__tls_done(s->tls)) {
+        ready(s);
+    }
+    if (s->closed) {
+        return;
+    }
+    if (cm__tls_eof(s->tls)) {
+        peer_done(s);
+    } else if (plain > 0) {
+        parse(s);
+    }
+}
+
 static void
 on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
 {
     cstream *s = st->data;
+    if (nread < 0 && s->tls != NULL && !cm__tls_done(s->tls)) {
+        stream_end(s, cm__tls_closed_in_handshake(s->tls));
+        return;
+    }
     if (nread == UV_EOF) {
-        /* The responses still buffered are read first. */
-        s->peer_eof = 1;
-        uv_read_stop(st);
-        s->read_stopped = 1;
-        parse(s);
+        peer_done(s);
         return;
     }
     if (nread < 0) {
         stream_end(s, (int)nread);
         return;
     }
-    if (nread > 0) {
+    if (nread > 0 && s->tls != NULL) {
+        on_tls_data(s, buf->base, (size_t)nread);
+    } else if (nread > 0) {
         cm__http_rbuf_filled(&s->rb, (size_t)nread, buf->len);
         parse(s);
     }
+}
+
+/* The connection is up (and its handshake done): what was sent meanwhile goes out. */
+static void
+ready(cstream *s)
+{
+    s->connected = 1;
+    uv_timer_stop(&s->timer);
+    int r = 0, flushed = 0;
+    if (s->pending.len > 0) {
+        r = cm__http_wq_write(&s->wq, (uv_stream_t *)&s->tcp, s->tls, s->pending.p, s->pending.len,
+                              NULL, 0);
+        s->pending.len = 0;
+        cm__http_buf_trim(&s->pending, 0);
+        flushed = 1;
+    }
+    if (r < 0) {
+        stream_end(s, r);
+    } else if (flushed && !s->released && s->cbs->on_written != NULL) {
+        /* The queued count changed (what was pending may have been written at once, and then
+         * no write completion would say so). */
+        s->cbs->on_written(s->user);
+    }
+}
+
+/* Starts the handshake; the dial's deadline still runs. 0 or < 0. */
+static int
+start_tls(cstream *s)
+{
+    const cm_transport_opts *o = &s->t->opts;
+    int r = cm__tls_new(client_of(s->t)->tls, 0, s->host, o->tls_server_name, s->addr, &s->tls);
+    return r < 0 ? r : cm__tls_start(s->tls, (uv_stream_t *)&s->tcp);
 }
 
 static void
@@ -260,24 +338,15 @@ on_connect(uv_connect_t *req, int status)
         stream_end(s, status);
         return;
     }
-    s->connected = 1;
-    uv_timer_stop(&s->timer);
     uv_tcp_nodelay(&s->tcp, 1);
     int r = uv_read_start((uv_stream_t *)&s->tcp, on_alloc, on_read);
-    int flushed = 0;
-    if (r == 0 && s->pending.len > 0) {
-        r = cm__http_wq_write(&s->wq, (uv_stream_t *)&s->tcp, NULL, s->pending.p, s->pending.len,
-                              NULL, 0);
-        s->pending.len = 0;
-        cm__http_buf_trim(&s->pending, 0);
-        flushed = 1;
+    if (r == 0 && client_of(s->t)->tls != NULL) {
+        r = start_tls(s);
     }
     if (r < 0) {
         stream_end(s, r);
-    } else if (flushed && !s->released && s->cbs->on_written != NULL) {
-        /* The queued count changed (what was pending may have been written at once, and then
-         * no write completion would say so). */
-        s->cbs->on_written(s->user);
+    } else if (s->tls == NULL) {
+        ready(s);
     }
 }
 
@@ -365,9 +434,6 @@ cm__http_dial_stream(cm_transport *t, const char *addr, uint64_t dial_timeout_ms
     if (cl->closing) {
         return CM_ESTATE;
     }
-    if (cl->tls != NULL) {
-        return CM_ENOTSUP;
-    }
     cstream *s = calloc(1, sizeof(*s));
     if (s == NULL) {
         return CM_ENOMEM;
@@ -446,7 +512,7 @@ client_send(cstream *s, const cm_msg *m)
             r = cm__http_buf_append(&s->pending, m->body, m->body_len);
         }
     } else {
-        r = cm__http_wq_write(&s->wq, (uv_stream_t *)&s->tcp, NULL, s->wb.p, s->wb.len, m->body,
+        r = cm__http_wq_write(&s->wq, (uv_stream_t *)&s->tcp, s->tls, s->wb.p, s->wb.len, m->body,
                               m->body_len);
     }
     cm__http_buf_trim(&s->wb, KEEP_WBUF_MAX);
