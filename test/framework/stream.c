@@ -5,6 +5,7 @@
  * canceling a stream. Proto and JSON codecs. */
 #include "rpctest.pb-c.h"
 #include "test.h"
+#include "testsrv.h"
 
 #include <cmicro/cmicro.h>
 #include <stdatomic.h>
@@ -157,29 +158,16 @@ hold(cm_ctx *ctx, const void *req, void *rsp, void *user)
     return rc;
 }
 
-typedef struct srv {
-    cm_loop *loop;
-    cm_server *s;
-    char addr[128];
-    uv_mutex_t mu;
-    uv_cond_t cv;
-    int stopped;
-} srv;
-
 static void
-srv_start(srv *t)
+srv_start(testsrv *t)
 {
-    memset(t, 0, sizeof(*t));
-    uv_mutex_init(&t->mu);
-    uv_cond_init(&t->cv);
-    CHECK_EQ_INT(cm_loop_new(&t->loop), 0);
     cm_server_opts o;
     cm_server_opts_init(&o);
     o.name = "rpctest";
     o.address = "127.0.0.1:0";
     o.workers = 6;
     o.drain_timeout_ms = 300;
-    CHECK_EQ_INT(cm_server_new(t->loop, &o, &t->s), 0);
+    testsrv_new(t, &o);
     static const char *const md[] = {"stream", "true", NULL};
     struct {
         const char *ep;
@@ -200,45 +188,19 @@ srv_start(srv *t)
                         md};
         CHECK_EQ_INT(cm_server_handle(t->s, &h, NULL), 0);
     }
-    CHECK_EQ_INT(cm_server_start(t->s), 0);
-    snprintf(t->addr, sizeof(t->addr), "%s", cm_server_address(t->s));
-    CHECK_EQ_INT(cm_loop_start(t->loop), 0);
+    testsrv_start(t);
 }
 
+/* A graceful stop (the drain timeout cancels what is left), then the server and its loop go. */
 static void
-on_stopped(void *arg)
+srv_stop(testsrv *t)
 {
-    srv *t = arg;
-    uv_mutex_lock(&t->mu);
-    t->stopped = 1;
-    uv_cond_signal(&t->cv);
-    uv_mutex_unlock(&t->mu);
+    testsrv_stop(t);
+    testsrv_wait_stopped(t);
+    testsrv_free(t);
 }
 
-static void
-do_stop(void *arg)
-{
-    srv *t = arg;
-    CHECK_EQ_INT(cm_server_stop(t->s, on_stopped, t), 0);
-}
-
-static void
-srv_stop(srv *t)
-{
-    CHECK_EQ_INT(cm_loop_post(t->loop, do_stop, t), 0);
-    uv_mutex_lock(&t->mu);
-    while (!t->stopped) {
-        uv_cond_wait(&t->cv, &t->mu);
-    }
-    uv_mutex_unlock(&t->mu);
-    cm_loop_stop(t->loop);
-    cm_server_free(t->s);
-    cm_loop_free(t->loop);
-    uv_cond_destroy(&t->cv);
-    uv_mutex_destroy(&t->mu);
-}
-
-static srv S;
+static testsrv S;
 static cm_client *C;
 static const char *CT;
 
