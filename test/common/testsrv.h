@@ -22,7 +22,8 @@ void testsrv_start(testsrv *t);
 /* Asks for a graceful stop on the loop; testsrv_wait_stopped waits for its end. */
 void testsrv_stop(testsrv *t);
 void testsrv_wait_stopped(testsrv *t);
-/* Stops the loop's thread, frees the server and the loop. */
+/* Stops the server gracefully unless it was, frees it on its loop, then stops the loop's thread
+ * and frees the loop. */
 void testsrv_free(testsrv *t);
 
 /* A service whose cm_service_run() runs on a thread of its own. */
@@ -30,10 +31,14 @@ typedef struct testsvc {
     cm_service *svc;
     uv_thread_t thread;
     int rc; /* what cm_service_run returned */
+    uv_mutex_t mu;
+    uv_cond_t cv;
+    int ready;
+    char addr[128];
 } testsvc;
 
-/* Runs t->svc on a new thread and waits (5 s at most) until its server listens; returns its
- * address (borrowed from the server). */
+/* Runs t->svc on a new thread and waits until its loop runs (its server listens then); returns
+ * the server's address (in t). */
 const char *testsvc_run(testsvc *t);
 /* cm_service_stop, joins the thread (run must have returned 0), frees the service. */
 void testsvc_end(testsvc *t);

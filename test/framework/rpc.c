@@ -93,27 +93,6 @@ srv_start(testsrv *t, unsigned drain_ms)
     CHECK(strncmp(t->addr, "127.0.0.1:", 10) == 0);
 }
 
-static void
-free_server(void *arg)
-{
-    cm_server_free(arg);
-}
-
-static void
-srv_free(testsrv *t)
-{
-    if (!t->stopped) {
-        testsrv_stop(t);
-        testsrv_wait_stopped(t);
-    }
-    /* The server is freed on its loop thread; the loop finishes closing its handles. */
-    CHECK_EQ_INT(cm_loop_post(t->loop, free_server, t->s), 0);
-    cm_loop_stop(t->loop);
-    cm_loop_free(t->loop);
-    uv_cond_destroy(&t->cv);
-    uv_mutex_destroy(&t->mu);
-}
-
 /* ---- helpers ---- */
 
 static cm_client *client;
@@ -535,7 +514,7 @@ test_graceful_stop(void)
     uv_mutex_unlock(&r.mu);
     CHECK_EQ_INT(r.status[0], 0);
     CHECK_EQ_STR(r.msg[0], "Hello inflight");
-    srv_free(&t);
+    testsrv_free(&t);
     uv_cond_destroy(&r.cv);
     uv_mutex_destroy(&r.mu);
 }
@@ -826,6 +805,6 @@ main(void)
     RUN(test_free_with_unstarted_calls);
     RUN(test_graceful_stop);
     cm_client_free(client);
-    srv_free(&S);
+    testsrv_free(&S);
     TEST_DONE();
 }
