@@ -105,6 +105,8 @@ main(int argc, char **argv)
     o.name = "bench";
     o.address = addr;
     o.drain_timeout_ms = 1000;
+    const char *loops = getenv("BENCH_LOOPS"); /* the server's loops; unset: the default */
+    o.loops = loops ? (unsigned)atoi(loops) : 0;
     const char *worker = getenv("BENCH_WORKER");
     const cm_handler h = {
         .endpoint = "Bench.Echo",

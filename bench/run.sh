@@ -27,7 +27,9 @@
 # CONCS ("1 16 64 256"), PEERS ("cmicro cmicro-worker raw nginx gomicro grpc"), GENS ("loadgen
 # wrk": the load generators of the closed-loop table), WORK (build and result folder, default
 # /tmp/cmicro-bench), SKIP_CALLGRIND=1, SKIP_GRPC_INSTALL=1 (and SKIP_INSTALL=1: no apt-get at
-# all).
+# all), LOOPS (the cmicro server's event loops, cm_server_opts.loops; unset: its default),
+# SERVER_CPUS (the CPUs the servers are pinned to, taskset's list; default 0: with LOOPS=2 both
+# loops then share CPU 0, which measures the cost of the second loop, not scaling).
 # Every load run is bounded in time and count and stops by itself; all traffic is on 127.0.0.1.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -118,7 +120,8 @@ fi
 declare -A BIN PID ADDR IDLE ENVS
 BIN[cmicro]="$B/echo-cmicro"
 BIN[cmicro-worker]="$B/echo-cmicro"
-ENVS[cmicro-worker]="BENCH_WORKER=1"
+ENVS[cmicro]="${LOOPS:+BENCH_LOOPS=$LOOPS}"
+ENVS[cmicro-worker]="BENCH_WORKER=1 ${LOOPS:+BENCH_LOOPS=$LOOPS}"
 BIN[raw]="$B/echo-raw"
 BIN[gomicro]="$WORK/gomicro-echo"
 BIN[grpc]="$WORK/grpc/grpc-echo"
@@ -182,7 +185,8 @@ start() {
   local out="$WORK/$name.out"
   : > "$out"  # now, not in the background job: the wait below must not see the last run's line
   # shellcheck disable=SC2086 # ENVS holds VAR=value words
-  env ${ENVS[$name]:-} "$@" taskset -c 0 "${BIN[$name]}" 0 > "$out" 2> "$WORK/$name.err" &
+  env ${ENVS[$name]:-} "$@" taskset -c "${SERVER_CPUS:-0}" "${BIN[$name]}" 0 > "$out" \
+    2> "$WORK/$name.err" &
   local pid=$!
   spids+=("$pid")
   for _ in $(seq 400); do

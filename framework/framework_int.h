@@ -47,6 +47,7 @@ typedef struct cm__svc_config {
     cm_selector_opts selector;
     cm_transport_opts server_transport; /* the server's connection limits */
     unsigned max_concurrent, rate_limit, rate_burst;
+    unsigned loops; /* the server's loops; 0: the default */
     int metrics; /* on or off */
     int tracing; /* on or off */
     const char *trace_export; /* OTLP/HTTP traces URL, or NULL */
@@ -68,10 +69,13 @@ size_t cm__server_handlers(const cm_server *s, const cm_handler **out, size_t ma
 
 /* ---- worker pool: handlers that may block run here ---- */
 
+typedef struct cm__wport cm__wport;
+
 typedef struct cm__job {
     struct cm__job *next;
     void (*work)(struct cm__job *job); /* on a worker thread */
-    void (*done)(struct cm__job *job); /* on the loop thread, after work */
+    void (*done)(struct cm__job *job); /* on the loop thread of the port it was posted on */
+    cm__wport *port;                   /* set by the post */
 } cm__job;
 
 typedef struct cm__workers cm__workers;
@@ -83,8 +87,18 @@ void cm__workers_submit(cm__workers *w, cm__job *job);
 /* Queues job from the loop thread: the jobs posted in one turn of the loop are handed to the
  * workers together, before the loop waits for I/O again (one lock, at most one wake-up). */
 void cm__workers_post(cm__workers *w, cm__job *job);
+/* A port of the pool on another loop (a server's extra loop): jobs posted through it run on the
+ * same threads and complete on that loop. Before the loop runs, or on its thread. Freed by
+ * cm__workers_free. 0, CM_ENOMEM or a libuv error. */
+int cm__workers_port_new(cm__workers *w, uv_loop_t *loop, cm__wport **out);
+/* The port of the loop the pool was made on. */
+cm__wport *cm__workers_home(cm__workers *w);
+/* cm__workers_post through port p (its loop's thread). */
+void cm__workers_port_post(cm__wport *p, cm__job *job);
 /* Waits for queued and running jobs, runs their done callbacks on the calling thread (the loop
- * thread or any thread once the loop no longer runs), joins the threads, frees. */
+ * thread or any thread once the loop no longer runs; no port's loop may run either), joins the
+ * threads, closes the ports' handles (each port is freed when its loop runs them closed) and
+ * frees. */
 void cm__workers_free(cm__workers *w);
 
 /* ---- server requests ---- */
@@ -102,10 +116,14 @@ typedef struct cm__route {
     void *user;
 } cm__route;
 
+/* One loop of a server (server_int.h). */
+typedef struct cm__sloop cm__sloop;
+
 /* One request in the server: pooled, with its arena and reply buffer. */
 struct cm_ctx {
     cm__job job; /* first: the worker pool hands it back */
     cm_server *srv;
+    cm__sloop *sl; /* the loop of its connection; its pool */
     cm_ctx *next_free;
     cm_tconn *conn;
     const cm_msg *req;
@@ -138,9 +156,11 @@ struct cm_ctx {
     const char *tracestate;
     cm_ctx *wait_next; /* a GET request waiting for the registry's answer */
     const void *event_sub; /* a message being handled: its subscriber (event.c); else NULL */
+    int hopped;            /* a GET served on loop 0 for another loop */
+    cm__post hop;
 };
 
-/* A context from s's pool (or a new one); NULL on out of memory. */
+/* A context from the pool of s's loop 0 (or a new one); NULL on out of memory. Loop 0. */
 cm_ctx *cm__ctx_get(cm_server *s);
 /* Back to the pool, its arena and buffers trimmed. */
 void cm__ctx_put(cm_ctx *c);
@@ -167,7 +187,7 @@ void cm__server_hold(cm_server *s);
 void cm__server_release(cm_server *s);
 /* Runs job on the server's worker pool (loop thread). */
 void cm__server_submit(cm_server *s, cm__job *job);
-/* Non-zero once cm_server_stop() has been called. */
+/* Non-zero once cm_server_stop() has been called. Any thread. */
 int cm__server_stopping(const cm_server *s);
 /* The server's name (the id of the errors it makes). */
 const char *cm__server_name(const cm_server *s);
@@ -211,6 +231,7 @@ cm__observe *cm__service_observe(cm_service *s);
 void cm__observe_free(cm__observe *o);
 /* Installs w as the server's outermost handler wrapper. Before start. */
 int cm__server_wrap_first(cm_server *s, const cm_wrapper *w);
+/* The listeners' counters, summed over the server's loops. Any thread. */
 void cm__server_listener_stats(const cm_server *s, cm_listener_stats *out);
 void cm__server_limits_refused(const cm_server *s, uint64_t *concurrency, uint64_t *rate);
 cm_selector *cm__service_selector(cm_service *s);
@@ -308,13 +329,22 @@ int cm__is_framework_header(const char *key);
  * on the worker pool; c is finished when the stream ends. 0, or < 0 (c untouched). Loop. */
 int cm__stream_serve(cm_ctx *c, const ProtobufCMessageDescriptor *req,
                      const ProtobufCMessageDescriptor *rsp);
-/* Cancels the server's streams and closes their connections (the drain timeout). Loop. */
-void cm__streams_cancel(cm_server *s);
-/* server.c's side of it. */
-struct cm_stream **cm__server_streams(cm_server *s);
-cm_loop *cm__server_loop(const cm_server *s);
+/* Cancels the streams served on a loop and closes their connections (the drain timeout). That
+ * loop's thread, or any once it no longer runs. */
+void cm__streams_cancel(cm__sloop *sl);
+/* server.c's side of it: the loop c is served on, its loop, its list of streams (changed on the
+ * loop's thread under the lock; read there without it, elsewhere under it), its worker port, its
+ * error count; a server's loops. */
+cm__sloop *cm__ctx_sloop(const cm_ctx *c);
+cm_loop *cm__sloop_loop(const cm__sloop *sl);
+struct cm_stream **cm__sloop_streams_lock(cm__sloop *sl);
+void cm__sloop_streams_unlock(cm__sloop *sl);
+struct cm_stream *cm__sloop_streams(const cm__sloop *sl);
+void cm__sloop_submit(cm__sloop *sl, cm__job *job);
+void cm__sloop_count_error(cm__sloop *sl);
+unsigned cm__server_nloops(const cm_server *s);
+cm__sloop *cm__server_sloop(cm_server *s, unsigned i);
 void cm__server_finish(cm_ctx *c);
-void cm__server_count_error(cm_server *s);
 cm_handler_fn cm__ctx_route_fn(const cm_ctx *c);
 void *cm__ctx_route_user(const cm_ctx *c);
 /* client.c's side (loop thread, but the post and the id). */

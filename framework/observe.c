@@ -191,13 +191,17 @@ collect_streams(cm_metrics_writer *w, cm_server *srv)
 {
     size_t n = 0;
     uint64_t sent = 0, received = 0, queued = 0;
-    for (cm_stream *s = *cm__server_streams(srv); s != NULL; s = s->snext) {
-        cm_stream_stats st;
-        cm_stream_get_stats(s, &st);
-        n++;
-        sent += st.sent;
-        received += st.received;
-        queued += st.queued;
+    for (unsigned i = 0; i < cm__server_nloops(srv); i++) {
+        cm__sloop *sl = cm__server_sloop(srv, i);
+        for (cm_stream *s = *cm__sloop_streams_lock(sl); s != NULL; s = s->snext) {
+            cm_stream_stats st;
+            cm_stream_get_stats(s, &st);
+            n++;
+            sent += st.sent;
+            received += st.received;
+            queued += st.queued;
+        }
+        cm__sloop_streams_unlock(sl);
     }
     value(w, CM_METRIC_GAUGE, "micro_server_streams", "Streams being served.", (double)n);
     value(w, CM_METRIC_GAUGE, "micro_server_stream_queued_bytes",

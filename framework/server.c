@@ -1,6 +1,6 @@
 /* The RPC server: routing, decoding, dispatch to handlers (worker pool or inline), replies and
  * graceful stop. */
-#include "framework_int.h"
+#include "server_int.h"
 
 #include <inttypes.h>
 #include <stdarg.h>
@@ -9,40 +9,6 @@
 #include <string.h>
 #include <strings.h>
 #include <time.h>
-
-struct cm_server {
-    cm_loop *loop;
-    char *name;
-    char *address;
-    char *transport_name;
-    cm_transport_opts topts;
-    unsigned nworkers;
-    uint64_t drain_timeout_ms;
-
-    cm__route *routes; /* sorted by endpoint */
-    size_t nroutes;
-
-    cm_transport *transport;
-    cm_listener *listener;
-    cm__workers *workers;
-    char bound[128];
-    int started;
-    uint64_t started_unix;
-    int stopping;
-    int stopped;
-    uv_timer_t drain_timer;
-    void (*stop_done)(void *arg);
-    void *stop_arg;
-
-    cm_ctx *free_ctx;
-    uint64_t calls, errors, inflight;
-    cm__wraps wraps;     /* handler wrappers */
-    cm__limits *limits;  /* the built-in limits, when configured */
-    cm__wraps sub_wraps; /* subscriber wrappers */
-    cm__get_fn get_fn;   /* answers GET requests (health, metrics, status); NULL: 404 */
-    void *get_arg;
-    cm_stream *streams; /* streams being served (stream.c) */
-};
 
 void
 cm_server_opts_init(cm_server_opts *o)
@@ -54,6 +20,7 @@ cm_server_opts_init(cm_server_opts *o)
     cm_transport_opts_init(&o->transport_opts);
     o->workers = 8;
     o->drain_timeout_ms = 10000;
+    o->loops = 0;
 }
 
 int
@@ -64,7 +31,7 @@ cm_server_new(cm_loop *loop, const cm_server_opts *o, cm_server **out)
         cm_server_opts_init(&def);
         o = &def;
     }
-    if (loop == NULL || out == NULL) {
+    if (loop == NULL || out == NULL || o->loops > CM__MAX_LOOPS) {
         return CM_EINVAL;
     }
     cm_server *s = calloc(1, sizeof(*s));
@@ -72,6 +39,18 @@ cm_server_new(cm_loop *loop, const cm_server_opts *o, cm_server **out)
         return CM_ENOMEM;
     }
     s->loop = loop;
+    s->nloops = o->loops ? o->loops : cm__server_default_loops();
+    s->loops = calloc(s->nloops, sizeof(cm__sloop));
+    if (s->loops == NULL) {
+        free(s);
+        return CM_ENOMEM;
+    }
+    for (unsigned i = 0; i < s->nloops; i++) {
+        s->loops[i].s = s;
+        s->loops[i].idx = i;
+        s->loops[i].loop = i == 0 ? loop : NULL;
+        uv_mutex_init(&s->loops[i].mu);
+    }
     s->name = strdup(o->name ? o->name : "go.micro.server");
     s->address = strdup(o->address ? o->address : ":0");
     s->transport_name = strdup(o->transport ? o->transport : CM_TRANSPORT_DEFAULT);
@@ -163,12 +142,12 @@ has_service(const cm_server *s, const char *service, size_t len)
 
 /* ---- the context pool ---- */
 
-cm_ctx *
-cm__ctx_get(cm_server *s)
+static cm_ctx *
+ctx_get(cm__sloop *sl)
 {
-    cm_ctx *c = s->free_ctx;
+    cm_ctx *c = sl->free_ctx;
     if (c != NULL) {
-        s->free_ctx = c->next_free;
+        sl->free_ctx = c->next_free;
     } else {
         c = calloc(1, sizeof(*c));
         if (c == NULL) {
@@ -176,14 +155,21 @@ cm__ctx_get(cm_server *s)
         }
         cm__arena_init(&c->arena);
     }
-    c->srv = s;
+    c->srv = sl->s;
+    c->sl = sl;
     return c;
+}
+
+cm_ctx *
+cm__ctx_get(cm_server *s)
+{
+    return ctx_get(&s->loops[0]);
 }
 
 void
 cm__ctx_put(cm_ctx *c)
 {
-    cm_server *s = c->srv;
+    cm__sloop *sl = c->sl;
     cm_error_free(c->error);
     c->error = NULL;
     c->status = 0;
@@ -201,13 +187,14 @@ cm__ctx_put(cm_ctx *c)
     c->tracestate = NULL;
     c->wait_next = NULL;
     c->event_sub = NULL;
+    c->hopped = 0;
     /* Keep a large request's arena or response buffer from pinning memory. */
     cm__arena_reset(&c->arena, 256 * 1024);
     if (c->out.cap > 256 * 1024) {
         cm_buf_free(&c->out);
     }
-    c->next_free = s->free_ctx;
-    s->free_ctx = c;
+    c->next_free = sl->free_ctx;
+    sl->free_ctx = c;
 }
 
 void
@@ -228,7 +215,8 @@ cm__server_name(const cm_server *s)
 const char *
 cm__server_transport_name(const cm_server *s)
 {
-    return s->transport ? cm_transport_name(s->transport) : s->transport_name;
+    cm_transport *t = s->loops[0].transport;
+    return t ? cm_transport_name(t) : s->transport_name;
 }
 
 /* ---- replies ---- */
@@ -240,31 +228,34 @@ send_reply(cm_ctx *c, const uint8_t *body, size_t len)
     cm_tconn_reply(c->conn, &m, c->close_after);
 }
 
+static void
+release(cm__sloop *sl)
+{
+    cm__count(&sl->inflight, 0);
+    if (atomic_load_explicit(&sl->s->stopping, memory_order_relaxed) &&
+        cm__counted(&sl->inflight) == 0) {
+        cm__server_loop_drained(sl);
+    }
+}
+
 void
 cm__server_hold(cm_server *s)
 {
-    s->inflight++;
+    cm__count(&s->loops[0].inflight, 1);
 }
 
 void
 cm__server_release(cm_server *s)
 {
-    s->inflight--;
-    if (s->stopping && s->inflight == 0 && !s->stopped) {
-        uv_timer_stop(&s->drain_timer);
-        uv_close((uv_handle_t *)&s->drain_timer, NULL);
-        s->stopped = 1;
-        cm_listener_close(s->listener, s->stop_done, s->stop_arg);
-        s->listener = NULL;
-    }
+    release(&s->loops[0]);
 }
 
 static void
 finish(cm_ctx *c)
 {
-    cm_server *s = c->srv;
+    cm__sloop *sl = c->sl;
     cm__ctx_put(c);
-    cm__server_release(s);
+    release(sl);
 }
 
 /* Encodes the reply body into c->out: the message, or for an envelope codec the response
@@ -293,7 +284,7 @@ reply_error(cm_ctx *c, const char *text)
         json = cm_error_to_json(c->error);
         text = json ? json : "internal error";
     }
-    c->srv->errors++;
+    cm__count(&c->sl->errors, 1);
     c->nrsp_hdrs = 0;
     if (c->content_type) {
         cm__ctx_add_header(c, "Content-Type", c->content_type);
@@ -537,6 +528,15 @@ read_request(cm_ctx *c, const cm_msg *req)
     }
 }
 
+/* The reply of a GET served on loop 0 for another loop, back on the connection's loop. */
+static void
+reply_on_owner(void *arg)
+{
+    cm_ctx *c = arg;
+    send_reply(c, c->out.data, c->out.len);
+    finish(c);
+}
+
 void
 cm__ctx_reply_http(cm_ctx *c, int status, const char *content_type, const char *body, size_t len)
 {
@@ -550,6 +550,10 @@ cm__ctx_reply_http(cm_ctx *c, int status, const char *content_type, const char *
     c->out.len = 0;
     if (len > 0 && cm_buf_append(&c->out, body, len) < 0) {
         c->out.len = 0;
+    }
+    if (c->hopped) {
+        cm__loop_post_node(c->sl->loop, &c->hop, reply_on_owner, c);
+        return;
     }
     send_reply(c, c->out.data, c->out.len);
     finish(c);
@@ -584,15 +588,6 @@ int
 cm__server_wrap_first(cm_server *s, const cm_wrapper *w)
 {
     return s->started ? CM_ESTATE : cm__wraps_add_first(&s->wraps, w);
-}
-
-void
-cm__server_listener_stats(const cm_server *s, cm_listener_stats *out)
-{
-    memset(out, 0, sizeof(*out));
-    if (s->listener != NULL) {
-        cm_listener_get_stats(s->listener, out);
-    }
 }
 
 void
@@ -634,7 +629,7 @@ cm__server_submit(cm_server *s, cm__job *job)
 int
 cm__server_stopping(const cm_server *s)
 {
-    return s->stopping;
+    return atomic_load_explicit(&((cm_server *)s)->stopping, memory_order_relaxed);
 }
 
 /* A request the transport refused over a limit: go-micro's error, then the connection closes. */
@@ -677,7 +672,7 @@ reply_unsupported_type(cm_ctx *c)
     } else {
         send_reply(c, NULL, 0);
     }
-    c->srv->errors++;
+    cm__count(&c->sl->errors, 1);
     finish(c);
 }
 
@@ -738,7 +733,7 @@ dispatch(cm_ctx *c)
     } else {
         memset(c->rsp_msg, 0, sizeof(ProtobufCBinaryData));
     }
-    c->srv->calls++;
+    cm__count(&c->sl->calls, 1);
     if (c->rt->h.flags & CM_HANDLER_INLINE) {
         run_handler(c);
         complete(c);
@@ -746,7 +741,7 @@ dispatch(cm_ctx *c)
     }
     c->job.work = job_work;
     c->job.done = job_done;
-    cm__workers_post(c->srv->workers, &c->job);
+    cm__workers_port_post(c->sl->port, &c->job);
 }
 
 /* A stream endpoint (stream.c): the first request's headers are copied into the call's memory
@@ -776,7 +771,7 @@ serve_stream(cm_ctx *c)
     }
     *copy = (cm_msg){h, req->nhdrs, (const uint8_t *)"", 0};
     read_request(c, copy);
-    c->srv->calls++;
+    cm__count(&c->sl->calls, 1);
     int rc = cm__stream_serve(c, c->rt->h.request, c->rt->h.response);
     if (rc < 0) {
         reply_errorf(c, 500, "cannot serve the stream: %s", cm_strerror(rc));
@@ -784,19 +779,42 @@ serve_stream(cm_ctx *c)
 }
 
 static void
-on_request(cm_tconn *conn, int status, const cm_msg *req, void *user)
+run_get(void *arg)
 {
-    cm_server *s = user;
-    cm_ctx *c = cm__ctx_get(s);
+    cm_ctx *c = arg;
+    c->srv->get_fn(c, c->http_path, c->srv->get_arg);
+}
+
+/* A GET (health, metrics, status) reads the service's state, which belongs to loop 0: one that
+ * another loop accepted hops there, and its reply hops back (cm__ctx_reply_http). */
+static void
+serve_get(cm_ctx *c)
+{
+    cm_server *s = c->srv;
+    if (s->get_fn == NULL) {
+        cm__ctx_reply_http(c, 404, "text/plain; charset=utf-8", "404 page not found\n", 19);
+    } else if (c->sl->idx != 0) {
+        c->hopped = 1;
+        cm__loop_post_node(s->loop, &c->hop, run_get, c);
+    } else {
+        s->get_fn(c, c->http_path, s->get_arg);
+    }
+}
+
+void
+cm__server_on_request(cm_tconn *conn, int status, const cm_msg *req, void *user)
+{
+    cm__sloop *sl = user;
+    cm_ctx *c = ctx_get(sl);
     if (c == NULL) {
         static const cm_hdr h[] = {{"Micro-Error", "internal error: out of memory"}};
         cm_msg m = {h, 1, NULL, 0};
         cm_tconn_reply(conn, &m, 1);
         return;
     }
-    s->inflight++;
+    cm__count(&sl->inflight, 1);
     c->conn = conn;
-    if (s->wraps.n > 0) {
+    if (sl->s->wraps.n > 0) {
         c->start_ns = uv_hrtime();
     }
     if (status < 0) {
@@ -805,14 +823,10 @@ on_request(cm_tconn *conn, int status, const cm_msg *req, void *user)
     }
     read_request(c, req);
     if (c->http_method != NULL && strcmp(c->http_method, "GET") == 0) {
-        if (s->get_fn != NULL) {
-            s->get_fn(c, c->http_path, s->get_arg);
-        } else {
-            cm__ctx_reply_http(c, 404, "text/plain; charset=utf-8", "404 page not found\n", 19);
-        }
+        serve_get(c);
         return;
     }
-    if (s->stopping) {
+    if (atomic_load_explicit(&sl->s->stopping, memory_order_relaxed)) {
         c->close_after = 1;
         reply_errorf(c, 503, "server is stopping");
         return;
@@ -842,26 +856,10 @@ cm_server_start(cm_server *s)
     if (s->started) {
         return CM_ESTATE;
     }
-    uv_loop_t *uv = cm_loop_uv(s->loop);
-    int rc = cm_transport_new(s->loop, s->transport_name, &s->topts, &s->transport);
+    int rc = cm__server_listen_all(s);
     if (rc < 0) {
         return rc;
     }
-    rc = cm__workers_new(uv, s->nworkers, &s->workers);
-    if (rc < 0) {
-        cm_transport_close(s->transport, NULL, NULL);
-        s->transport = NULL;
-        return rc;
-    }
-    rc = cm_transport_listen(s->transport, s->address, on_request, s, &s->listener);
-    if (rc < 0) {
-        cm__workers_free(s->workers);
-        s->workers = NULL;
-        cm_transport_close(s->transport, NULL, NULL);
-        s->transport = NULL;
-        return rc;
-    }
-    cm_listener_addr(s->listener, s->bound, sizeof(s->bound));
     s->started = 1;
     s->started_unix = (uint64_t)time(NULL);
     return 0;
@@ -876,30 +874,32 @@ cm_server_address(const cm_server *s)
 static void
 on_drain_timeout(uv_timer_t *t)
 {
-    cm_server *s = t->data;
-    if (s->stopped) {
-        return;
+    cm__server_close_all(t->data, 1);
+}
+
+static uint64_t
+inflight_total(const cm_server *s)
+{
+    uint64_t n = 0;
+    for (unsigned i = 0; i < s->nloops; i++) {
+        n += cm__counted(&s->loops[i].inflight);
     }
-    s->stopped = 1;
-    uv_close((uv_handle_t *)&s->drain_timer, NULL);
-    cm__streams_cancel(s);
-    cm_listener_close(s->listener, s->stop_done, s->stop_arg);
-    s->listener = NULL;
+    return n;
 }
 
 int
 cm_server_stop(cm_server *s, void (*done)(void *arg), void *arg)
 {
-    if (s == NULL || !s->started || s->stopping) {
+    if (s == NULL || !s->started || atomic_load(&s->stopping)) {
         return CM_ESTATE;
     }
-    s->stopping = 1;
     s->stop_done = done;
     s->stop_arg = arg;
-    cm_listener_stop_accepting(s->listener);
+    atomic_store(&s->stopping, 1);
+    cm__server_stop_accepting(s);
     uv_timer_init(cm_loop_uv(s->loop), &s->drain_timer);
     s->drain_timer.data = s;
-    if (s->inflight == 0) {
+    if (inflight_total(s) == 0) {
         on_drain_timeout(&s->drain_timer);
     } else {
         uv_timer_start(&s->drain_timer, on_drain_timeout, s->drain_timeout_ms, 0);
@@ -908,29 +908,26 @@ cm_server_stop(cm_server *s, void (*done)(void *arg), void *arg)
 }
 
 void
+cm__server_check_drained(cm_server *s)
+{
+    if (!atomic_load(&s->stopped) && inflight_total(s) == 0) {
+        cm__server_close_all(s, 0);
+    }
+}
+
+void
 cm_server_free(cm_server *s)
 {
     if (s == NULL) {
         return;
     }
-    if (s->workers != NULL) {
-        /* Handlers still running past the drain timeout finish here; their replies find the
-         * connection closed. A stream handler waiting for its peer is canceled first, so that
-         * nothing waits for ever. */
-        cm__streams_cancel(s);
-        cm__workers_free(s->workers);
+    if (s->loops != NULL) {
+        cm__server_free_loops(s);
+        for (unsigned i = 0; i < s->nloops; i++) {
+            uv_mutex_destroy(&s->loops[i].mu);
+        }
     }
-    if (s->listener != NULL) {
-        cm_listener_close(s->listener, NULL, NULL);
-    }
-    if (s->transport != NULL) {
-        cm_transport_close(s->transport, NULL, NULL);
-    }
-    while (s->free_ctx != NULL) {
-        cm_ctx *c = s->free_ctx;
-        s->free_ctx = c->next_free;
-        cm__ctx_destroy(c);
-    }
+    free(s->loops);
     for (size_t i = 0; i < s->nroutes; i++) {
         free(s->routes[i].endpoint);
     }
@@ -944,21 +941,6 @@ cm_server_free(cm_server *s)
     free(s);
 }
 
-void
-cm_server_get_stats(const cm_server *s, cm_server_stats *st)
-{
-    memset(st, 0, sizeof(*st));
-    if (s->listener != NULL) {
-        cm_listener_stats ls;
-        cm_listener_get_stats(s->listener, &ls);
-        st->accepted = ls.accepted;
-        st->active = ls.active;
-    }
-    st->calls = s->calls;
-    st->errors = s->errors;
-    st->inflight = s->inflight;
-}
-
 size_t
 cm__server_handlers(const cm_server *s, const cm_handler **out, size_t max)
 {
@@ -968,30 +950,67 @@ cm__server_handlers(const cm_server *s, const cm_handler **out, size_t max)
     return s->nroutes;
 }
 
-/* ---- for streams (stream.c) ---- */
+/* ---- for streams (stream_rpc.c) ---- */
 
-cm_stream **
-cm__server_streams(cm_server *s)
+cm__sloop *
+cm__ctx_sloop(const cm_ctx *c)
 {
-    return &s->streams;
+    return c->sl;
 }
 
 cm_loop *
-cm__server_loop(const cm_server *s)
+cm__sloop_loop(const cm__sloop *sl)
 {
-    return s->loop;
+    return sl->loop;
+}
+
+cm_stream **
+cm__sloop_streams_lock(cm__sloop *sl)
+{
+    uv_mutex_lock(&sl->mu);
+    return &sl->streams;
+}
+
+void
+cm__sloop_streams_unlock(cm__sloop *sl)
+{
+    uv_mutex_unlock(&sl->mu);
+}
+
+cm_stream *
+cm__sloop_streams(const cm__sloop *sl)
+{
+    return sl->streams;
+}
+
+void
+cm__sloop_submit(cm__sloop *sl, cm__job *job)
+{
+    cm__workers_port_post(sl->port, job);
+}
+
+void
+cm__sloop_count_error(cm__sloop *sl)
+{
+    cm__count(&sl->errors, 1);
+}
+
+unsigned
+cm__server_nloops(const cm_server *s)
+{
+    return s->nloops;
+}
+
+cm__sloop *
+cm__server_sloop(cm_server *s, unsigned i)
+{
+    return &s->loops[i];
 }
 
 void
 cm__server_finish(cm_ctx *c)
 {
     finish(c);
-}
-
-void
-cm__server_count_error(cm_server *s)
-{
-    s->errors++;
 }
 
 cm_handler_fn

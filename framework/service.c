@@ -162,6 +162,7 @@ open_server(cm_service *s, const cm_service_opts *o, const cm__svc_config *c)
         sv.drain_timeout_ms = o->drain_timeout_ms;
     }
     sv.max_concurrent = c->max_concurrent;
+    sv.loops = c->loops;
     sv.rate_limit = c->rate_limit;
     sv.rate_burst = c->rate_burst;
     return cm_server_new(s->loop, &sv, &s->server);
@@ -834,9 +835,10 @@ cm_service_run(cm_service *s)
     if (s->log_config) {
         cm_log(CM_LOG_INFO, "service",
                "%s version %s listening on %s, advertising %s; registry %s, register ttl %" PRIu64
-               " ms, interval %" PRIu64 " ms; node %s",
+               " ms, interval %" PRIu64 " ms; node %s; %u loop(s)",
                s->name, s->version, cm_server_address(s->server), s->advertised,
-               cm_registry_name(s->reg), s->ttl_ms, s->interval_ms, s->node_id);
+               cm_registry_name(s->reg), s->ttl_ms, s->interval_ms, s->node_id,
+               cm_server_loops(s->server));
     }
     s->run_rc = 0;
     start_on_loop(s);

@@ -250,6 +250,7 @@ from_env(cm__svc_config *c, char *why, size_t whylen)
         env_count("MICRO_SERVER_MAX_CONNS_PER_IP", 1000000, &c->server_transport.max_conns_per_ip,
                   why, whylen) < 0 ||
         env_count("MICRO_SERVER_MAX_CONCURRENT", 1000000, &c->max_concurrent, why, whylen) < 0 ||
+        env_count("MICRO_SERVER_LOOPS", 64, &c->loops, why, whylen) < 0 ||
         env_count("MICRO_SELECTOR_EJECT_FAILURES", 1000000, &c->selector.eject_failures, why,
                   whylen) < 0 ||
         env_count("MICRO_SELECTOR_EJECT_ERROR_PCT", 100, &c->selector.eject_error_pct, why,
@@ -405,6 +406,7 @@ cm__service_config(const cm_service_opts *o, cm__svc_config *c, char *why, size_
     c->server_transport.max_conns = o->max_conns;
     c->server_transport.max_conns_per_ip = o->max_conns_per_ip;
     c->max_concurrent = o->max_concurrent;
+    c->loops = o->loops;
     c->rate_limit = o->rate_limit;
     c->rate_burst = o->rate_burst;
     c->metrics = o->metrics;

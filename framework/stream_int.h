@@ -63,6 +63,7 @@ struct cm_stream {
     cm__job job;
     int status;
     cm_server *srv;
+    cm__sloop *sl; /* the server's loop it is served on */
     cm_stream *snext, *sprev;
 };
 

@@ -218,7 +218,7 @@ cm_client_stream(cm_client *c, const char *service, const char *endpoint,
 static void
 server_unlink(cm_stream *s)
 {
-    cm_stream **head = cm__server_streams(s->srv);
+    cm_stream **head = cm__sloop_streams_lock(s->sl);
     if (s->sprev) {
         s->sprev->snext = s->snext;
     } else if (*head == s) {
@@ -228,6 +228,7 @@ server_unlink(cm_stream *s)
         s->snext->sprev = s->sprev;
     }
     s->snext = s->sprev = NULL;
+    cm__sloop_streams_unlock(s->sl);
 }
 
 static void
@@ -272,7 +273,7 @@ stream_job_done(cm__job *j)
         cm_tstream_send(s->ts, &m);
     }
     if (e != NULL) {
-        cm__server_count_error(s->srv);
+        cm__sloop_count_error(s->sl);
     }
     free(json);
     cm_error_free(e);
@@ -308,12 +309,13 @@ int
 cm__stream_serve(cm_ctx *c, const ProtobufCMessageDescriptor *req,
                  const ProtobufCMessageDescriptor *rsp)
 {
-    cm_stream *s = cm__stream_new(cm__server_loop(c->srv), NULL);
+    cm_stream *s = cm__stream_new(cm__sloop_loop(cm__ctx_sloop(c)), NULL);
     if (s == NULL) {
         return CM_ENOMEM;
     }
     s->server = 1;
     s->srv = c->srv;
+    s->sl = cm__ctx_sloop(c);
     s->ctx = c;
     s->codec = c->codec;
     s->recv_desc = req;
@@ -328,22 +330,23 @@ cm__stream_serve(cm_ctx *c, const ProtobufCMessageDescriptor *req,
         return rc;
     }
     cm__stream_start_timer(s);
-    cm_stream **head = cm__server_streams(s->srv);
+    cm_stream **head = cm__sloop_streams_lock(s->sl);
     s->snext = *head;
     if (*head) {
         (*head)->sprev = s;
     }
     *head = s;
+    cm__sloop_streams_unlock(s->sl);
     s->job.work = stream_job_work;
     s->job.done = stream_job_done;
-    cm__server_submit(s->srv, &s->job);
+    cm__sloop_submit(s->sl, &s->job);
     return 0;
 }
 
 void
-cm__streams_cancel(cm_server *srv)
+cm__streams_cancel(cm__sloop *sl)
 {
-    for (cm_stream *s = *cm__server_streams(srv); s != NULL; s = s->snext) {
+    for (cm_stream *s = cm__sloop_streams(sl); s != NULL; s = s->snext) {
         cm_stream_cancel(s);
         if (s->ts != NULL) {
             cm_tstream_close(s->ts); /* the connection goes now; the handler ends on its own */

@@ -17,22 +17,31 @@
 
 #include <stdlib.h>
 
+/* One loop's side of the pool: the batch it posts and the jobs finished for it. */
+struct cm__wport {
+    cm__workers *w;
+    cm__wport *next;          /* the pool's other ports */
+    cm__job *d_head, *d_tail; /* finished, waiting for done() on the loop (under w->mu) */
+    /* Loop thread only: the batch posted since the last hand-over. */
+    cm__job *p_head, *p_tail;
+    int flushing; /* idle is started */
+    int open_handles;
+    int home; /* the pool's own port, in the pool's memory: its close frees the pool */
+    uv_async_t async;
+    uv_idle_t idle;
+};
+
 struct cm__workers {
     uv_mutex_t mu;
     uv_cond_t cv;
     cm__job *q_head, *q_tail; /* waiting for a worker */
-    cm__job *d_head, *d_tail; /* finished, waiting for done() on the loop */
     unsigned sleeping;        /* workers waiting on cv */
     unsigned wakes;           /* signals sent that no worker has woken up for yet */
     int quit;
     unsigned n;
     uv_thread_t *threads;
-    /* Loop thread only: the batch posted since the last hand-over. */
-    cm__job *p_head, *p_tail;
-    int flushing; /* idle is started */
-    int open_handles;
-    uv_async_t async;
-    uv_idle_t idle;
+    cm__wport home;   /* the loop the pool was made on */
+    cm__wport *ports; /* the other loops' (cm__workers_port_new) */
 };
 
 static void
@@ -58,12 +67,14 @@ need_wake(cm__workers *w)
     return 1;
 }
 
-/* Under mu: appends a finished job; non-zero when the loop must be told (the list was empty). */
+/* Under mu: appends a finished job to its port; non-zero when the loop must be told (the list
+ * was empty). */
 static int
-push_done(cm__workers *w, cm__job *j)
+push_done(cm__job *j)
 {
-    int first = w->d_head == NULL;
-    push(&w->d_head, &w->d_tail, j);
+    cm__wport *p = j->port;
+    int first = p->d_head == NULL;
+    push(&p->d_head, &p->d_tail, j);
     return first;
 }
 
@@ -96,9 +107,10 @@ worker_main(void *arg)
         }
         j->work(j);
         uv_mutex_lock(&w->mu);
-        if (push_done(w, j)) {
+        uv_async_t *tell = push_done(j) ? &j->port->async : NULL;
+        if (tell != NULL) {
             uv_mutex_unlock(&w->mu);
-            uv_async_send(&w->async);
+            uv_async_send(tell);
             uv_mutex_lock(&w->mu);
         }
     }
@@ -106,12 +118,12 @@ worker_main(void *arg)
 }
 
 static void
-run_done(cm__workers *w)
+run_done(cm__wport *p)
 {
-    uv_mutex_lock(&w->mu);
-    cm__job *j = w->d_head;
-    w->d_head = w->d_tail = NULL;
-    uv_mutex_unlock(&w->mu);
+    uv_mutex_lock(&p->w->mu);
+    cm__job *j = p->d_head;
+    p->d_head = p->d_tail = NULL;
+    uv_mutex_unlock(&p->w->mu);
     while (j != NULL) {
         cm__job *next = j->next;
         j->done(j);
@@ -125,21 +137,22 @@ on_async(uv_async_t *a)
     run_done(a->data);
 }
 
-/* Moves the posted batch to the queue and wakes a worker if none is on its way. */
+/* Moves the port's posted batch to the queue and wakes a worker if none is on its way. */
 static void
-flush(cm__workers *w)
+flush(cm__wport *p)
 {
-    if (w->p_head == NULL) {
+    if (p->p_head == NULL) {
         return;
     }
+    cm__workers *w = p->w;
     uv_mutex_lock(&w->mu);
     if (w->q_tail != NULL) {
-        w->q_tail->next = w->p_head;
+        w->q_tail->next = p->p_head;
     } else {
-        w->q_head = w->p_head;
+        w->q_head = p->p_head;
     }
-    w->q_tail = w->p_tail;
-    w->p_head = w->p_tail = NULL;
+    w->q_tail = p->p_tail;
+    p->p_head = p->p_tail = NULL;
     int wake = need_wake(w);
     uv_mutex_unlock(&w->mu);
     if (wake) {
@@ -150,19 +163,47 @@ flush(cm__workers *w)
 static void
 on_idle(uv_idle_t *h)
 {
-    cm__workers *w = h->data;
-    flush(w);
-    w->flushing = 0;
+    cm__wport *p = h->data;
+    flush(p);
+    p->flushing = 0;
     uv_idle_stop(h);
 }
 
 static void
 free_after_close(uv_handle_t *h)
 {
-    cm__workers *w = h->data;
-    if (--w->open_handles == 0) {
-        free(w);
+    cm__wport *p = h->data;
+    if (--p->open_handles == 0) {
+        if (p->home) {
+            free(p->w);
+        } else {
+            free(p);
+        }
     }
+}
+
+/* The port's handles on loop. 0 or a libuv error (nothing to close). */
+static int
+port_init(cm__workers *w, cm__wport *p, uv_loop_t *loop)
+{
+    p->w = w;
+    int rc = uv_async_init(loop, &p->async, on_async);
+    if (rc < 0) {
+        return rc;
+    }
+    p->async.data = p;
+    uv_unref((uv_handle_t *)&p->async);
+    uv_idle_init(loop, &p->idle); /* cannot fail */
+    p->idle.data = p;
+    p->open_handles = 2;
+    return 0;
+}
+
+static void
+port_close(cm__wport *p)
+{
+    uv_close((uv_handle_t *)&p->async, free_after_close);
+    uv_close((uv_handle_t *)&p->idle, free_after_close);
 }
 
 static int
@@ -191,21 +232,13 @@ cm__workers_new(uv_loop_t *loop, unsigned n, cm__workers **out)
         return CM_ENOMEM;
     }
     w->threads = calloc(n, sizeof(uv_thread_t));
-    if (w->threads == NULL) {
-        free(w);
-        return CM_ENOMEM;
-    }
-    int rc = uv_async_init(loop, &w->async, on_async);
+    w->home.home = 1;
+    int rc = w->threads == NULL ? CM_ENOMEM : port_init(w, &w->home, loop);
     if (rc < 0) {
         free(w->threads);
         free(w);
         return rc;
     }
-    w->async.data = w;
-    uv_unref((uv_handle_t *)&w->async);
-    uv_idle_init(loop, &w->idle); /* cannot fail */
-    w->idle.data = w;
-    w->open_handles = 2;
     uv_mutex_init(&w->mu);
     uv_cond_init(&w->cv);
     rc = start_threads(w, n);
@@ -213,17 +246,37 @@ cm__workers_new(uv_loop_t *loop, unsigned n, cm__workers **out)
         uv_cond_destroy(&w->cv);
         uv_mutex_destroy(&w->mu);
         free(w->threads);
-        uv_close((uv_handle_t *)&w->async, free_after_close);
-        uv_close((uv_handle_t *)&w->idle, free_after_close);
+        port_close(&w->home);
         return rc;
     }
     *out = w;
     return 0;
 }
 
+int
+cm__workers_port_new(cm__workers *w, uv_loop_t *loop, cm__wport **out)
+{
+    cm__wport *p = calloc(1, sizeof(*p));
+    if (p == NULL) {
+        return CM_ENOMEM;
+    }
+    int rc = port_init(w, p, loop);
+    if (rc < 0) {
+        free(p);
+        return rc;
+    }
+    uv_mutex_lock(&w->mu);
+    p->next = w->ports;
+    w->ports = p;
+    uv_mutex_unlock(&w->mu);
+    *out = p;
+    return 0;
+}
+
 void
 cm__workers_submit(cm__workers *w, cm__job *job)
 {
+    job->port = &w->home;
     uv_mutex_lock(&w->mu);
     push(&w->q_head, &w->q_tail, job);
     int wake = need_wake(w);
@@ -234,13 +287,26 @@ cm__workers_submit(cm__workers *w, cm__job *job)
 }
 
 void
+cm__workers_port_post(cm__wport *p, cm__job *job)
+{
+    job->port = p;
+    push(&p->p_head, &p->p_tail, job);
+    if (!p->flushing) {
+        p->flushing = 1;
+        uv_idle_start(&p->idle, on_idle);
+    }
+}
+
+cm__wport *
+cm__workers_home(cm__workers *w)
+{
+    return &w->home;
+}
+
+void
 cm__workers_post(cm__workers *w, cm__job *job)
 {
-    push(&w->p_head, &w->p_tail, job);
-    if (!w->flushing) {
-        w->flushing = 1;
-        uv_idle_start(&w->idle, on_idle);
-    }
+    cm__workers_port_post(&w->home, job);
 }
 
 void
@@ -249,7 +315,10 @@ cm__workers_free(cm__workers *w)
     if (w == NULL) {
         return;
     }
-    flush(w);
+    flush(&w->home);
+    for (cm__wport *p = w->ports; p != NULL; p = p->next) {
+        flush(p);
+    }
     uv_mutex_lock(&w->mu);
     w->quit = 1;
     uv_mutex_unlock(&w->mu);
@@ -257,10 +326,16 @@ cm__workers_free(cm__workers *w)
     for (unsigned i = 0; i < w->n; i++) {
         uv_thread_join(&w->threads[i]);
     }
-    run_done(w);
+    run_done(&w->home);
+    for (cm__wport *p = w->ports; p != NULL; p = p->next) {
+        run_done(p);
+    }
+    for (cm__wport *p = w->ports, *next; p != NULL; p = next) {
+        next = p->next;
+        port_close(p);
+    }
     uv_cond_destroy(&w->cv);
     uv_mutex_destroy(&w->mu);
     free(w->threads);
-    uv_close((uv_handle_t *)&w->async, free_after_close);
-    uv_close((uv_handle_t *)&w->idle, free_after_close);
+    port_close(&w->home);
 }

@@ -1,6 +1,7 @@
 /* The server and the client together over real sockets on 127.0.0.1. */
 #include "rpctest.pb-c.h"
 #include "test.h"
+#include "testsrv.h"
 #include <uv.h>
 
 #include <cmicro/cmicro.h>
@@ -64,29 +65,16 @@ fail_plain(cm_ctx *ctx, const void *req, void *rsp, void *user)
     return CM_ENOTSUP;
 }
 
-typedef struct srv {
-    cm_loop *loop;
-    cm_server *s;
-    char addr[128];
-    uv_mutex_t mu;
-    uv_cond_t cv;
-    int stopped;
-} srv;
-
 static void
-srv_start(srv *t, unsigned drain_ms)
+srv_start(testsrv *t, unsigned drain_ms)
 {
-    memset(t, 0, sizeof(*t));
-    uv_mutex_init(&t->mu);
-    uv_cond_init(&t->cv);
-    CHECK_EQ_INT(cm_loop_new(&t->loop), 0);
     cm_server_opts o;
     cm_server_opts_init(&o);
     o.name = "rpctest";
     o.address = "127.0.0.1:0";
     o.workers = 4;
     o.drain_timeout_ms = drain_ms;
-    CHECK_EQ_INT(cm_server_new(t->loop, &o, &t->s), 0);
+    testsrv_new(t, &o);
     cm_handler h = {
         "Test.Echo", &rpctest__req__descriptor, &rpctest__rsp__descriptor, echo, 0, NULL, NULL,
         NULL};
@@ -101,64 +89,8 @@ srv_start(srv *t, unsigned drain_ms)
     CHECK_EQ_INT(cm_server_handle(t->s, &plain, NULL), 0);
     cm_handler bad = {"NoDot", NULL, NULL, fail_plain, 0, NULL, NULL, NULL};
     CHECK_EQ_INT(cm_server_handle(t->s, &bad, NULL), CM_EINVAL);
-    CHECK_EQ_INT(cm_server_start(t->s), 0);
-    snprintf(t->addr, sizeof(t->addr), "%s", cm_server_address(t->s));
+    testsrv_start(t);
     CHECK(strncmp(t->addr, "127.0.0.1:", 10) == 0);
-    CHECK_EQ_INT(cm_loop_start(t->loop), 0);
-}
-
-static void
-on_stopped(void *arg)
-{
-    srv *t = arg;
-    uv_mutex_lock(&t->mu);
-    t->stopped = 1;
-    uv_cond_signal(&t->cv);
-    uv_mutex_unlock(&t->mu);
-}
-
-static void
-do_stop(void *arg)
-{
-    srv *t = arg;
-    CHECK_EQ_INT(cm_server_stop(t->s, on_stopped, t), 0);
-}
-
-static void
-srv_stop_async(srv *t)
-{
-    CHECK_EQ_INT(cm_loop_post(t->loop, do_stop, t), 0);
-}
-
-static void
-srv_wait_stopped(srv *t)
-{
-    uv_mutex_lock(&t->mu);
-    while (!t->stopped) {
-        uv_cond_wait(&t->cv, &t->mu);
-    }
-    uv_mutex_unlock(&t->mu);
-}
-
-static void
-free_server(void *arg)
-{
-    cm_server_free(arg);
-}
-
-static void
-srv_free(srv *t)
-{
-    if (!t->stopped) {
-        srv_stop_async(t);
-        srv_wait_stopped(t);
-    }
-    /* The server is freed on its loop thread; the loop finishes closing its handles. */
-    CHECK_EQ_INT(cm_loop_post(t->loop, free_server, t->s), 0);
-    cm_loop_stop(t->loop);
-    cm_loop_free(t->loop);
-    uv_cond_destroy(&t->cv);
-    uv_mutex_destroy(&t->mu);
 }
 
 /* ---- helpers ---- */
@@ -183,7 +115,7 @@ call(const char *addr, const char *endpoint, const char *ct, Rpctest__Req *req, 
 
 /* ---- tests ---- */
 
-static srv S;
+static testsrv S;
 
 static void
 test_round_trips(void)
@@ -548,7 +480,7 @@ on_async(int status, void *rsp, const cm_error *err, void *user)
 static void
 test_graceful_stop(void)
 {
-    srv t;
+    testsrv t;
     srv_start(&t, 5000);
     async_res r;
     memset(&r, 0, sizeof(r));
@@ -565,7 +497,7 @@ test_graceful_stop(void)
                                       &req, &rpctest__rsp__descriptor, &o, on_async, &r),
                  0);
     usleep(100 * 1000); /* the call is now running in a worker */
-    srv_stop_async(&t);
+    testsrv_stop(&t);
     usleep(50 * 1000);
     /* A new call is refused while the first drains. */
     req.sleep_ms = 0;
@@ -574,7 +506,7 @@ test_graceful_stop(void)
     int rc = call(t.addr, "Test.Echo", CM_CT_PROTOBUF, &req, &rsp, &err, &o);
     CHECK(rc != 0);
     cm_error_free(err);
-    srv_wait_stopped(&t);
+    testsrv_wait_stopped(&t);
     uv_mutex_lock(&r.mu);
     while (r.n < 1) {
         uv_cond_wait(&r.cv, &r.mu);
@@ -582,7 +514,7 @@ test_graceful_stop(void)
     uv_mutex_unlock(&r.mu);
     CHECK_EQ_INT(r.status[0], 0);
     CHECK_EQ_STR(r.msg[0], "Hello inflight");
-    srv_free(&t);
+    testsrv_free(&t);
     uv_cond_destroy(&r.cv);
     uv_mutex_destroy(&r.mu);
 }
@@ -873,6 +805,6 @@ main(void)
     RUN(test_free_with_unstarted_calls);
     RUN(test_graceful_stop);
     cm_client_free(client);
-    srv_free(&S);
+    testsrv_free(&S);
     TEST_DONE();
 }

@@ -7,7 +7,7 @@
  * certificate fails to open a stream with CM_ECERT. */
 #include "rpctest.pb-c.h"
 #include "test.h"
-#include "test_loop.h"
+#include "testsrv.h"
 
 #include <cmicro/cmicro.h>
 #include <stdatomic.h>
@@ -160,15 +160,6 @@ hold(cm_ctx *ctx, const void *req, void *rsp, void *user)
     return rc;
 }
 
-typedef struct srv {
-    cm_loop *loop;
-    cm_server *s;
-    char addr[128];
-    uv_mutex_t mu;
-    uv_cond_t cv;
-    int stopped;
-} srv;
-
 /* TLS: the directory of the test PKI, "" for plain HTTP. */
 static char tls_dir[256];
 
@@ -183,12 +174,8 @@ tls_path(const char *name)
 }
 
 static void
-srv_start(srv *t)
+srv_start(testsrv *t)
 {
-    memset(t, 0, sizeof(*t));
-    uv_mutex_init(&t->mu);
-    uv_cond_init(&t->cv);
-    CHECK_EQ_INT(cm_loop_new(&t->loop), 0);
     cm_server_opts o;
     cm_server_opts_init(&o);
     o.name = "rpctest";
@@ -199,7 +186,7 @@ srv_start(srv *t)
         o.transport_opts.tls_cert_file = tls_path("server.pem");
         o.transport_opts.tls_key_file = tls_path("server.key");
     }
-    CHECK_EQ_INT(cm_server_new(t->loop, &o, &t->s), 0);
+    testsrv_new(t, &o);
     static const char *const md[] = {"stream", "true", NULL};
     struct {
         const char *ep;
@@ -220,45 +207,10 @@ srv_start(srv *t)
                         md};
         CHECK_EQ_INT(cm_server_handle(t->s, &h, NULL), 0);
     }
-    CHECK_EQ_INT(cm_server_start(t->s), 0);
-    snprintf(t->addr, sizeof(t->addr), "%s", cm_server_address(t->s));
-    CHECK_EQ_INT(cm_loop_start(t->loop), 0);
+    testsrv_start(t);
 }
 
-static void
-on_stopped(void *arg)
-{
-    srv *t = arg;
-    uv_mutex_lock(&t->mu);
-    t->stopped = 1;
-    uv_cond_signal(&t->cv);
-    uv_mutex_unlock(&t->mu);
-}
-
-static void
-do_stop(void *arg)
-{
-    srv *t = arg;
-    CHECK_EQ_INT(cm_server_stop(t->s, on_stopped, t), 0);
-}
-
-static void
-srv_stop(srv *t)
-{
-    CHECK_EQ_INT(cm_loop_post(t->loop, do_stop, t), 0);
-    uv_mutex_lock(&t->mu);
-    while (!t->stopped) {
-        uv_cond_wait(&t->cv, &t->mu);
-    }
-    uv_mutex_unlock(&t->mu);
-    test_on_loop(t->loop, test_free_server, t->s);
-    cm_loop_stop(t->loop);
-    cm_loop_free(t->loop);
-    uv_cond_destroy(&t->cv);
-    uv_mutex_destroy(&t->mu);
-}
-
-static srv S;
+static testsrv S;
 static cm_client *C;
 static const char *CT;
 
@@ -577,7 +529,7 @@ test_drain(void)
     }
     CHECK(atomic_load(&hold_started));
     uint64_t t0 = cm_now_ms();
-    srv_stop(&S); /* drain timeout 300 ms: the stream is canceled then */
+    testsrv_free(&S); /* a graceful stop: the drain timeout (300 ms) cancels the stream */
     uint64_t took = cm_now_ms() - t0;
     CHECK(took >= 250 && took < 3000);
     CHECK_EQ_INT(atomic_load(&cancel_status), CM_ECANCELED);

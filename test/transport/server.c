@@ -707,6 +707,39 @@ test_listen_addresses(void)
     client_close(t);
 }
 
+/* reuse_port: listeners of transports that set it share one address and port (IPv4 and the
+ * any address, as a server with several loops binds them); one without it is refused there. */
+static void
+test_reuse_port(void)
+{
+    cm_transport_opts o;
+    cm_transport_opts_init(&o);
+    o.reuse_port = 1;
+    cm_transport *t1, *t2, *plain;
+    CHECK_EQ_INT(cm_transport_new(CL, NULL, &o, &t1), 0);
+    CHECK_EQ_INT(cm_transport_new(CL, NULL, &o, &t2), 0);
+    CHECK_EQ_INT(cm_transport_new(CL, NULL, NULL, &plain), 0);
+    const char *any[] = {"127.0.0.1:0", ":0"};
+    for (int i = 0; i < 2; i++) {
+        cm_listener *l1, *l2, *l3;
+        char a[64], b[64];
+        CHECK_EQ_INT(cm_transport_listen(t1, any[i], on_request, NULL, &l1), 0);
+        CHECK_EQ_INT(cm_listener_addr(l1, a, sizeof(a)), 0);
+        CHECK_EQ_INT(cm_transport_listen(t2, a, on_request, NULL, &l2), 0);
+        CHECK_EQ_INT(cm_listener_addr(l2, b, sizeof(b)), 0);
+        CHECK_EQ_STR(a, b);
+        CHECK_EQ_INT(cm_transport_listen(plain, a, on_request, NULL, &l3), UV_EADDRINUSE);
+        int done1 = 0, done2 = 0;
+        cm_listener_close(l1, set_flag, &done1);
+        cm_listener_close(l2, set_flag, &done2);
+        run_until(&done1, 5000);
+        run_until(&done2, 5000);
+    }
+    client_close(t1);
+    client_close(t2);
+    client_close(plain);
+}
+
 int
 main(void)
 {
@@ -723,6 +756,7 @@ main(void)
     RUN(test_close_in_flight);
     RUN(test_big_bodies);
     RUN(test_listen_addresses);
+    RUN(test_reuse_port);
     harness_done();
     TEST_DONE();
 }

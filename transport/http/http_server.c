@@ -16,6 +16,8 @@
  * Go's plain-text 400. */
 #include "http_int.h"
 
+#include <errno.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,6 +35,26 @@
 
 typedef struct listener listener;
 typedef struct sconn sconn;
+
+/* The listener's counters (cm_listener_stats). One writer, the loop thread; readers on any
+ * thread (a server with several loops sums them): a relaxed load and store, which cost what a
+ * plain increment does. */
+typedef struct lstats {
+    _Atomic uint64_t accepted, active, requests, rejected, timeouts, evicted, refused, tls_failed;
+} lstats;
+
+static void
+bump(_Atomic uint64_t *v, int up)
+{
+    uint64_t n = atomic_load_explicit(v, memory_order_relaxed);
+    atomic_store_explicit(v, up ? n + 1 : n - 1, memory_order_relaxed);
+}
+
+static uint64_t
+get(const _Atomic uint64_t *v)
+{
+    return atomic_load_explicit(v, memory_order_relaxed);
+}
 
 enum {
     S_READ,   /* parsing; idle between requests */
@@ -98,7 +120,7 @@ struct listener {
     cm__ipcount *ips;
     uint64_t evict_logged_ms; /* when the last eviction was logged (one line per burst) */
     uint64_t tls_logged_ms;   /* when the last failed handshake was logged (the same) */
-    cm_listener_stats st;
+    lstats st;
     unsigned nhandles;
     int accepting;
     int closing;
@@ -276,7 +298,7 @@ on_conn_handle_closed(uv_handle_t *h)
     }
     listener *l = c->l;
     conn_unlink(l, c);
-    l->st.active--;
+    bump(&l->st.active, 0);
     c->l = NULL;
     if (!c->in_request) {
         conn_free(c);
@@ -328,13 +350,13 @@ static void
 handshake_failed(sconn *c, const char *what)
 {
     listener *l = c->l;
-    l->st.tls_failed++;
+    bump(&l->st.tls_failed, 1);
     uint64_t now = cm_now_ms();
     if (l->tls_logged_ms == 0 || now - l->tls_logged_ms > 10000) {
         l->tls_logged_ms = now;
         cm_log(CM_LOG_WARN, "transport.http",
                "%s: TLS handshakes are failing (%llu so far; the last from %s: %s)", l->addr,
-               (unsigned long long)l->st.tls_failed, c->peer, what);
+               (unsigned long long)get(&l->st.tls_failed), c->peer, what);
     }
 }
 
@@ -346,7 +368,7 @@ on_timer(uv_timer_t *h)
         handshake_failed(c, "timed out");
     }
     if (c->tkind != T_LINGER && c->l != NULL) {
-        c->l->st.timeouts++;
+        bump(&c->l->st.timeouts, 1);
         cm_log(CM_LOG_DEBUG, "transport.http", "%s: %s timeout; closing", c->peer,
                c->tkind == T_IDLE     ? "idle"
                : c->tkind == T_HEADER ? "header"
@@ -516,7 +538,7 @@ reject(sconn *c, int err)
 {
     listener *l = c->l;
     cm__http_in *in = &c->in;
-    l->st.rejected++;
+    bump(&l->st.rejected, 1);
     c->wb.len = 0;
     if (err == CM_ENOMEM) {
         conn_close(c);
@@ -622,7 +644,7 @@ deliver(sconn *c, int status)
     arm(c, T_NONE); /* the handler's time is the RPC layer's to bound */
     c->close_after = !c->in.keep_alive;
     if (status == 0) {
-        l->st.requests++;
+        bump(&l->st.requests, 1);
     }
     l->cb(&c->base, status, status == 0 ? &c->in.msg : NULL, l->user);
 }
@@ -690,7 +712,7 @@ process(sconn *c)
         }
         c->rb.pos += (size_t)n;
         if (complete && c->state == S_STREAM) {
-            c->l->st.requests++;
+            bump(&c->l->st.requests, 1);
             c->scbs->on_msg(c->suser, &c->in.msg);
             cm__http_in_trim(&c->in);
         } else if (complete) {
@@ -882,7 +904,7 @@ on_refused_closed(uv_handle_t *h)
 static void
 refuse(listener *l, uv_stream_t *server)
 {
-    l->st.refused++;
+    bump(&l->st.refused, 1);
     uv_tcp_t *t = malloc(sizeof(*t));
     if (t != NULL && uv_tcp_init(server->loop, t) == 0) {
         uv_accept(server, (uv_stream_t *)t);
@@ -903,14 +925,14 @@ refuse(listener *l, uv_stream_t *server)
 static int
 make_room(listener *l)
 {
-    if (l->st.active < l->t->opts.max_conns) {
+    if (get(&l->st.active) < l->t->opts.max_conns) {
         return 0;
     }
     sconn *old = l->ihead;
     if (old == NULL) {
         return -1;
     }
-    l->st.evicted++;
+    bump(&l->st.evicted, 1);
     conn_close(old);
     uint64_t now = cm_now_ms();
     if (l->evict_logged_ms == 0 || now - l->evict_logged_ms > 10000) {
@@ -918,7 +940,7 @@ make_room(listener *l)
         cm_log(CM_LOG_WARN, "transport.http",
                "%s: at max_conns (%u): closing the oldest idle connections for new ones "
                "(%llu so far)",
-               l->addr, l->t->opts.max_conns, (unsigned long long)l->st.evicted);
+               l->addr, l->t->opts.max_conns, (unsigned long long)get(&l->st.evicted));
     }
     return 0;
 }
@@ -935,7 +957,7 @@ count_peer(listener *l, sconn *c)
     int rc = cm__ipcount_add(&l->ips, c->ip, l->t->opts.max_conns_per_ip);
     c->ip_counted = rc == 0;
     if (rc == CM_ESTATE) {
-        l->st.refused++;
+        bump(&l->st.refused, 1);
         cm_log(CM_LOG_DEBUG, "transport.http", "%s: %s is at max_conns_per_ip (%u)", l->addr, c->ip,
                l->t->opts.max_conns_per_ip);
     }
@@ -967,12 +989,12 @@ on_connection(uv_stream_t *server, int status)
     c->timer_init = 1;
     c->nhandles = 2;
     conn_link(l, c);
-    l->st.active++;
+    bump(&l->st.active, 1);
     if (uv_accept(server, (uv_stream_t *)&c->tcp) < 0) {
         conn_close(c);
         return;
     }
-    l->st.accepted++;
+    bump(&l->st.accepted, 1);
     uv_tcp_nodelay(&c->tcp, 1);
     struct sockaddr_storage ss;
     int len = sizeof(ss);
@@ -1012,6 +1034,21 @@ on_bind_failed_closed(uv_handle_t *h)
     free(h->data);
 }
 
+/* With reuse_port, SO_REUSEPORT on the listening socket (made by uv_tcp_init_ex, as libuv
+ * makes it only at the bind otherwise): listeners of several loops then share the address and
+ * the kernel spreads the connections among them. 0 or -errno. */
+static int
+set_reuse_port(uv_tcp_t *h)
+{
+    uv_os_fd_t fd;
+    int on = 1;
+    int r = uv_fileno((uv_handle_t *)h, &fd);
+    if (r == 0 && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof on) < 0) {
+        r = -errno;
+    }
+    return r;
+}
+
 int
 cm__http_listen(cm_transport *t, const char *addr, cm_request_cb cb, void *user, cm_listener **out)
 {
@@ -1046,12 +1083,18 @@ cm__http_listen(cm_transport *t, const char *addr, cm_request_cb cb, void *user,
     l->cb = cb;
     l->user = user;
     l->server.data = l;
-    int r = uv_tcp_init(t->loop, &l->server);
+    int r = t->opts.reuse_port ? uv_tcp_init_ex(t->loop, &l->server, ss.ss_family)
+                               : uv_tcp_init(t->loop, &l->server);
     if (r < 0) {
         free(l);
         return r;
     }
-    r = uv_tcp_bind(&l->server, (struct sockaddr *)&ss, 0);
+    if (t->opts.reuse_port) {
+        r = set_reuse_port(&l->server);
+    }
+    if (r == 0) {
+        r = uv_tcp_bind(&l->server, (struct sockaddr *)&ss, 0);
+    }
     if (r == 0) {
         r = uv_listen((uv_stream_t *)&l->server, SOMAXCONN, on_connection);
     }
@@ -1116,7 +1159,15 @@ cm__http_listener_close(cm_listener *base, void (*done)(void *arg), void *arg)
 void
 cm__http_listener_stats(const cm_listener *base, cm_listener_stats *st)
 {
-    *st = ((const listener *)base)->st;
+    const lstats *s = &((const listener *)base)->st;
+    st->accepted = get(&s->accepted);
+    st->active = get(&s->active);
+    st->requests = get(&s->requests);
+    st->rejected = get(&s->rejected);
+    st->timeouts = get(&s->timeouts);
+    st->evicted = get(&s->evicted);
+    st->refused = get(&s->refused);
+    st->tls_failed = get(&s->tls_failed);
 }
 
 const char *

@@ -82,6 +82,15 @@ typedef struct cm_server_opts {
     unsigned max_concurrent; /* calls in the handler at once, per endpoint */
     unsigned rate_limit;     /* calls per second, all endpoints (a token bucket) */
     unsigned rate_burst;     /* the bucket's size; default rate_limit */
+    /* Event loops that accept and serve connections, at most 64. 0: 1 on a machine with at
+     * most 2 CPUs (uv_available_parallelism), else half the CPUs, at most 8. Loop 0 is the
+     * server's loop; each other one runs on a thread of its own with a listener on the same
+     * address and port (SO_REUSEPORT), and the kernel spreads new connections among them by a
+     * hash of the peer's address and port. A connection stays on the loop that accepted it.
+     * Handlers, wrappers, limits, counters and the worker pool are shared; GET requests
+     * (health, metrics, status) are answered from loop 0. max_conns in transport_opts is
+     * divided among the loops; max_conns_per_ip counts per loop. */
+    unsigned loops;
 } cm_server_opts;
 
 CM_EXTERN void cm_server_opts_init(cm_server_opts *o);
@@ -110,7 +119,13 @@ typedef struct cm_server_stats {
     uint64_t errors;   /* replies carrying an error (handler, routing, codec) */
     uint64_t inflight; /* calls not yet answered */
 } cm_server_stats;
+/* Sums over the server's loops. Any thread. */
 CM_EXTERN void cm_server_get_stats(const cm_server *s, cm_server_stats *st);
+/* The number of loops the server runs (cm_server_opts.loops, resolved). */
+CM_EXTERN unsigned cm_server_loops(const cm_server *s);
+/* The counts of loop i alone (accepted and active: its listener's, 0 once stopped). Any
+ * thread. 0 or CM_EINVAL (no such loop; *st zeroed). */
+CM_EXTERN int cm_server_get_loop_stats(const cm_server *s, unsigned i, cm_server_stats *st);
 
 /* Installs a handler wrapper (see <cmicro/wrapper.h>) around every handler: the first installed
  * is the outermost. Before cm_server_start(). 0, CM_EINVAL, CM_ESTATE or CM_ENOMEM (more than

@@ -29,6 +29,7 @@
  *                   MICRO_SERVER_MAX_CONNS, MICRO_SERVER_MAX_CONNS_PER_IP (see the options)
  *   call limits     MICRO_SERVER_MAX_CONCURRENT (per endpoint), MICRO_SERVER_RATE_LIMIT (calls/s),
  *                   MICRO_SERVER_RATE_BURST; none by default; refusals answer 429
+ *   server loops    MICRO_SERVER_LOOPS         1 on at most 2 CPUs, else CPUs/2 (at most 8)
  *   metrics         MICRO_METRICS              "on" ("off": no wrappers, no /metrics)
  *   trace context   MICRO_TRACE                "on" ("off": traceparent passes untouched)
  *   span export     OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, OTEL_EXPORTER_OTLP_ENDPOINT   none
@@ -132,6 +133,9 @@ typedef struct cm_service_opts {
      * addresses and registry are ignored: broker_address and the service's registry. NULL:
      * defaults. */
     const cm_broker_opts *broker_opts;
+    /* The server's event loops (see cm_server_opts.loops), at most 64: 0 takes
+     * MICRO_SERVER_LOOPS, else 1 on at most 2 CPUs and half the CPUs (at most 8) above. */
+    unsigned loops;
 } cm_service_opts;
 
 /* A health check: 0 when healthy; otherwise it may write why (whylen bytes with the NUL). It runs

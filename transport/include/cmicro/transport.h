@@ -77,6 +77,10 @@ typedef struct cm_transport_opts {
     const char *tls_key_file;    /* its private key; NULL: in tls_cert_file */
     const char *tls_ca_file;     /* CAs the client trusts; NULL: the system store */
     const char *tls_server_name; /* client: the name checked and sent as SNI; NULL: the host */
+    /* Listeners set SO_REUSEPORT before they bind, so that several listeners (of transports on
+     * different loops) may bind the same address and port; the kernel spreads the connections
+     * among them by a hash of the peer's address and port. Default off. */
+    int reuse_port;
 } cm_transport_opts;
 
 CM_EXTERN void cm_transport_opts_init(cm_transport_opts *o);
@@ -142,6 +146,7 @@ typedef struct cm_listener_stats {
     uint64_t refused;  /* connections refused: max_conns with none idle, or max_conns_per_ip */
     uint64_t tls_failed; /* TLS handshakes that failed or timed out, plain HTTP included */
 } cm_listener_stats;
+/* Any thread (for the "http" backend: the counters are read with relaxed atomic loads). */
 CM_EXTERN void cm_listener_get_stats(const cm_listener *l, cm_listener_stats *st);
 
 /* Sends the reply to the request last delivered on conn: HTTP/1.1 200 OK with Content-Length.
