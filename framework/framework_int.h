@@ -76,8 +76,9 @@ typedef struct cm__job {
 
 typedef struct cm__workers cm__workers;
 
-/* Starts n threads. The completions are delivered on loop. 0, CM_ENOMEM or a libuv error. */
-int cm__workers_new(uv_loop_t *loop, unsigned n, cm__workers **out);
+/* Starts n threads, and more on demand up to max (max <= n: a fixed pool; both 0: one thread).
+ * The completions are delivered on loop. 0, CM_ENOMEM or a libuv error. */
+int cm__workers_new(uv_loop_t *loop, unsigned n, unsigned max, cm__workers **out);
 /* Queues job (any thread). */
 void cm__workers_submit(cm__workers *w, cm__job *job);
 /* Queues job from the loop thread: the jobs posted in one turn of the loop are handed to the
@@ -129,6 +130,9 @@ struct cm_ctx {
     size_t nrsp_hdrs;
     int close_after;
     uint64_t start_ns; /* when the request arrived; set when wrappers are installed */
+    /* A stream's peer and local addresses, copied (its connection may go before its handler
+     * returns); NULL for other calls (read from the connection). */
+    const char *peer, *local;
     void *get_state;   /* a GET request's handler state (in the arena) */
     /* Trace context, made at the first call made with this one as parent (tracing.c): 0 off,
      * 1 on, 2 being made, 3 made: the span this call is served in and the incoming tracestate,
@@ -167,6 +171,11 @@ void cm__server_hold(cm_server *s);
 void cm__server_release(cm_server *s);
 /* Runs job on the server's worker pool (loop thread). */
 void cm__server_submit(cm_server *s, cm__job *job);
+/* Runs a stream's job on a thread of the streams' pool (loop thread). */
+void cm__server_submit_stream(cm_server *s, cm__job *job);
+/* Runs c's handler inside the server's handler wrappers (c->status, c->error: the outcome). On
+ * the handler's thread. */
+void cm__server_run_handler(cm_ctx *c);
 /* Non-zero once cm_server_stop() has been called. */
 int cm__server_stopping(const cm_server *s);
 /* The server's name (the id of the errors it makes). */
@@ -313,10 +322,9 @@ void cm__streams_cancel(cm_server *s);
 /* server.c's side of it. */
 struct cm_stream **cm__server_streams(cm_server *s);
 cm_loop *cm__server_loop(const cm_server *s);
+/* A stream's call ends (loop). */
 void cm__server_finish(cm_ctx *c);
 void cm__server_count_error(cm_server *s);
-cm_handler_fn cm__ctx_route_fn(const cm_ctx *c);
-void *cm__ctx_route_user(const cm_ctx *c);
 /* client.c's side (loop thread, but the post and the id). */
 int cm__client_stream_parts(cm_client *c, cm_transport **t, cm_selector **sel);
 uint64_t cm__client_next_id(cm_client *c);

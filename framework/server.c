@@ -25,6 +25,9 @@ struct cm_server {
     cm_transport *transport;
     cm_listener *listener;
     cm__workers *workers;
+    cm__workers *stream_workers; /* a thread per stream being served, up to max_streams */
+    unsigned max_streams;
+    unsigned nstreams; /* streams being served */
     char bound[128];
     int started;
     uint64_t started_unix;
@@ -54,6 +57,7 @@ cm_server_opts_init(cm_server_opts *o)
     cm_transport_opts_init(&o->transport_opts);
     o->workers = 8;
     o->drain_timeout_ms = 10000;
+    o->max_streams = CM_SERVER_MAX_STREAMS;
 }
 
 int
@@ -77,6 +81,7 @@ cm_server_new(cm_loop *loop, const cm_server_opts *o, cm_server **out)
     s->transport_name = strdup(o->transport ? o->transport : CM_TRANSPORT_DEFAULT);
     s->topts = o->transport_opts;
     s->nworkers = o->workers ? o->workers : 8;
+    s->max_streams = o->max_streams ? o->max_streams : CM_SERVER_MAX_STREAMS;
     s->drain_timeout_ms = o->drain_timeout_ms;
     if (s->name == NULL || s->address == NULL || s->transport_name == NULL ||
         cm__limits_new(s, o->max_concurrent, o->rate_limit, o->rate_burst, &s->limits) < 0) {
@@ -201,6 +206,7 @@ cm__ctx_put(cm_ctx *c)
     c->tracestate = NULL;
     c->wait_next = NULL;
     c->event_sub = NULL;
+    c->peer = c->local = NULL;
     /* Keep a large request's arena or response buffer from pinning memory. */
     cm__arena_reset(&c->arena, 256 * 1024);
     if (c->out.cap > 256 * 1024) {
@@ -369,8 +375,9 @@ run_wrapped(cm_ctx *c)
     wi.kind = CM_WRAP_HANDLER;
     wi.service = c->srv->name;
     wi.endpoint = c->endpoint;
-    wi.node = cm_tconn_peer(c->conn);
+    wi.node = cm_ctx_peer(c);
     wi.deadline_ms = c->deadline_ms;
+    wi.stream = (c->rt->h.flags & CM_HANDLER_STREAM) != 0;
     wi.md = c->req;
     wi.req_desc = c->rt->h.request;
     wi.req = c->req_msg;
@@ -389,12 +396,12 @@ run_wrapped(cm_ctx *c)
     }
     wi.status = c->status;
     wi.error = c->error;
-    wi.rsp = c->status == 0 ? c->rsp_msg : NULL;
+    wi.rsp = c->status == 0 && !wi.stream ? c->rsp_msg : NULL;
     cm__wraps_after(ws, &wi, states, ran);
 }
 
-static void
-run_handler(cm_ctx *c)
+void
+cm__server_run_handler(cm_ctx *c)
 {
     if (c->srv->wraps.n == 0) {
         call_handler(c);
@@ -406,7 +413,7 @@ run_handler(cm_ctx *c)
 static void
 job_work(cm__job *j)
 {
-    run_handler((cm_ctx *)j);
+    cm__server_run_handler((cm_ctx *)j);
 }
 
 static void
@@ -631,6 +638,12 @@ cm__server_submit(cm_server *s, cm__job *job)
     cm__workers_post(s->workers, job);
 }
 
+void
+cm__server_submit_stream(cm_server *s, cm__job *job)
+{
+    cm__workers_post(s->stream_workers, job);
+}
+
 int
 cm__server_stopping(const cm_server *s)
 {
@@ -740,7 +753,7 @@ dispatch(cm_ctx *c)
     }
     c->srv->calls++;
     if (c->rt->h.flags & CM_HANDLER_INLINE) {
-        run_handler(c);
+        cm__server_run_handler(c);
         complete(c);
         return;
     }
@@ -751,12 +764,17 @@ dispatch(cm_ctx *c)
 
 /* A stream endpoint (stream.c): the first request's headers are copied into the call's memory
  * (the connection reads the stream's next messages into its own buffers), then the stream takes
- * the connection. */
+ * the connection. Past max_streams, go-micro's 429 error and the connection closes. */
 static void
 serve_stream(cm_ctx *c)
 {
     if (c->codec->marshal_envelope != NULL) {
         reply_errorf(c, 400, "streams are not served with %s", c->content_type);
+        return;
+    }
+    if (c->srv->nstreams >= c->srv->max_streams) {
+        c->close_after = 1; /* the caller's next messages are not new calls */
+        reply_errorf(c, 429, "too many streams open (limit %u, max_streams)", c->srv->max_streams);
         return;
     }
     const cm_msg *req = c->req;
@@ -776,11 +794,16 @@ serve_stream(cm_ctx *c)
     }
     *copy = (cm_msg){h, req->nhdrs, (const uint8_t *)"", 0};
     read_request(c, copy);
+    c->peer = cm_ctx_strdup(c, cm_tconn_peer(c->conn));
+    c->local = cm_ctx_strdup(c, cm_tconn_local(c->conn));
     c->srv->calls++;
+    c->req_msg = NULL;
     int rc = cm__stream_serve(c, c->rt->h.request, c->rt->h.response);
     if (rc < 0) {
         reply_errorf(c, 500, "cannot serve the stream: %s", cm_strerror(rc));
+        return;
     }
+    c->srv->nstreams++;
 }
 
 static void
@@ -847,16 +870,17 @@ cm_server_start(cm_server *s)
     if (rc < 0) {
         return rc;
     }
-    rc = cm__workers_new(uv, s->nworkers, &s->workers);
-    if (rc < 0) {
-        cm_transport_close(s->transport, NULL, NULL);
-        s->transport = NULL;
-        return rc;
+    rc = cm__workers_new(uv, s->nworkers, s->nworkers, &s->workers);
+    if (rc == 0) {
+        rc = cm__workers_new(uv, 0, s->max_streams, &s->stream_workers);
     }
-    rc = cm_transport_listen(s->transport, s->address, on_request, s, &s->listener);
+    if (rc == 0) {
+        rc = cm_transport_listen(s->transport, s->address, on_request, s, &s->listener);
+    }
     if (rc < 0) {
         cm__workers_free(s->workers);
-        s->workers = NULL;
+        cm__workers_free(s->stream_workers);
+        s->workers = s->stream_workers = NULL;
         cm_transport_close(s->transport, NULL, NULL);
         s->transport = NULL;
         return rc;
@@ -918,6 +942,7 @@ cm_server_free(cm_server *s)
          * connection closed. A stream handler waiting for its peer is canceled first, so that
          * nothing waits for ever. */
         cm__streams_cancel(s);
+        cm__workers_free(s->stream_workers);
         cm__workers_free(s->workers);
     }
     if (s->listener != NULL) {
@@ -985,6 +1010,7 @@ cm__server_loop(const cm_server *s)
 void
 cm__server_finish(cm_ctx *c)
 {
+    c->srv->nstreams--;
     finish(c);
 }
 
@@ -992,16 +1018,4 @@ void
 cm__server_count_error(cm_server *s)
 {
     s->errors++;
-}
-
-cm_handler_fn
-cm__ctx_route_fn(const cm_ctx *c)
-{
-    return c->rt->h.fn;
-}
-
-void *
-cm__ctx_route_user(const cm_ctx *c)
-{
-    return c->rt->user;
 }

@@ -12,7 +12,12 @@
  *   handlers are quick, and a handler that blocks still leaves a worker free for the jobs behind
  *   it (while any worker sleeps): each job taken with others waiting hands them to a peer;
  * - back to the loop: a finished job joins the done list; only the one that finds the list empty
- *   sends the uv_async_t, and the loop runs every done callback of the list in one callback. */
+ *   sends the uv_async_t, and the loop runs every done callback of the list in one callback.
+ *
+ * A pool may grow: started with n threads and a cap above n, it starts a thread whenever jobs
+ * wait that the sleeping (and starting) workers cannot all take, up to the cap. Threads that
+ * have started stay until the pool is freed. The streams' pool starts empty and grows this
+ * way, so that each stream's handler has a thread at once. */
 #include "framework_int.h"
 
 #include <stdlib.h>
@@ -25,10 +30,14 @@ struct cm__workers {
     unsigned sleeping;        /* workers waiting on cv */
     unsigned wakes;           /* signals sent that no worker has woken up for yet */
     int quit;
-    unsigned n;
+    unsigned n;        /* threads started */
+    unsigned max;      /* the cap on n */
+    unsigned starting; /* started threads that have not taken the lock yet */
+    unsigned nq;       /* jobs in the queue */
     uv_thread_t *threads;
     /* Loop thread only: the batch posted since the last hand-over. */
     cm__job *p_head, *p_tail;
+    unsigned np;  /* jobs in the batch */
     int flushing; /* idle is started */
     int open_handles;
     uv_async_t async;
@@ -72,6 +81,7 @@ worker_main(void *arg)
 {
     cm__workers *w = arg;
     uv_mutex_lock(&w->mu);
+    w->starting--;
     for (;;) {
         while (w->q_head == NULL && !w->quit) {
             w->sleeping++;
@@ -85,6 +95,7 @@ worker_main(void *arg)
             break;
         }
         cm__job *j = w->q_head;
+        w->nq--;
         w->q_head = j->next;
         if (w->q_head == NULL) {
             w->q_tail = NULL;
@@ -103,6 +114,34 @@ worker_main(void *arg)
         }
     }
     uv_mutex_unlock(&w->mu);
+}
+
+/* Under mu: starts one thread. 0 or a libuv error. */
+static int
+start_thread(cm__workers *w)
+{
+    uv_thread_options_t o = {UV_THREAD_HAS_STACK_SIZE, 256 * 1024};
+    int rc = uv_thread_create_ex(&w->threads[w->n], &o, worker_main, w);
+    if (rc == 0) {
+        w->n++;
+        w->starting++;
+    }
+    return rc;
+}
+
+/* Under mu: starts threads for the queued jobs that no sleeping or starting worker will take,
+ * up to the cap. */
+static void
+grow(cm__workers *w)
+{
+    while (!w->quit && w->n < w->max && w->nq > w->sleeping + w->starting) {
+        int rc = start_thread(w);
+        if (rc < 0) {
+            cm_log(CM_LOG_WARN, "server", "cannot start a thread (%u running): %s", w->n,
+                   uv_strerror(rc));
+            break;
+        }
+    }
 }
 
 static void
@@ -140,6 +179,9 @@ flush(cm__workers *w)
     }
     w->q_tail = w->p_tail;
     w->p_head = w->p_tail = NULL;
+    w->nq += w->np;
+    w->np = 0;
+    grow(w);
     int wake = need_wake(w);
     uv_mutex_unlock(&w->mu);
     if (wake) {
@@ -169,28 +211,29 @@ static int
 start_threads(cm__workers *w, unsigned n)
 {
     int rc = 0;
-    for (unsigned i = 0; i < n; i++) {
-        uv_thread_options_t o = {UV_THREAD_HAS_STACK_SIZE, 256 * 1024};
-        rc = uv_thread_create_ex(&w->threads[i], &o, worker_main, w);
-        if (rc < 0) {
-            break;
-        }
-        w->n++;
+    uv_mutex_lock(&w->mu);
+    for (unsigned i = 0; i < n && rc == 0; i++) {
+        rc = start_thread(w);
     }
-    return w->n > 0 ? 0 : rc;
+    uv_mutex_unlock(&w->mu);
+    return w->n > 0 || n == 0 ? 0 : rc;
 }
 
 int
-cm__workers_new(uv_loop_t *loop, unsigned n, cm__workers **out)
+cm__workers_new(uv_loop_t *loop, unsigned n, unsigned max, cm__workers **out)
 {
-    if (n == 0) {
-        n = 1;
+    if (max < n) {
+        max = n;
+    }
+    if (max == 0) {
+        n = max = 1;
     }
     cm__workers *w = calloc(1, sizeof(*w));
     if (w == NULL) {
         return CM_ENOMEM;
     }
-    w->threads = calloc(n, sizeof(uv_thread_t));
+    w->max = max;
+    w->threads = calloc(max, sizeof(uv_thread_t));
     if (w->threads == NULL) {
         free(w);
         return CM_ENOMEM;
@@ -226,6 +269,8 @@ cm__workers_submit(cm__workers *w, cm__job *job)
 {
     uv_mutex_lock(&w->mu);
     push(&w->q_head, &w->q_tail, job);
+    w->nq++;
+    grow(w);
     int wake = need_wake(w);
     uv_mutex_unlock(&w->mu);
     if (wake) {
@@ -237,6 +282,7 @@ void
 cm__workers_post(cm__workers *w, cm__job *job)
 {
     push(&w->p_head, &w->p_tail, job);
+    w->np++;
     if (!w->flushing) {
         w->flushing = 1;
         uv_idle_start(&w->idle, on_idle);

@@ -1,6 +1,7 @@
-/* A service's /metrics while it serves a stream: micro_server_streams counts it, and the
- * messages it has sent and received so far show in micro_server_stream_messages; when the stream
- * ends, the gauge is back to 0. */
+/* A service's /metrics while it serves a stream: micro_server_streams counts it, the messages
+ * it has sent and received so far show in micro_server_stream_messages, and the built-in metrics
+ * wrapper counts the stream as one call of its endpoint in flight; when the stream ends, the
+ * gauges are back to 0 and micro_request_total counts one call of the endpoint. */
 #include "rpctest.pb-c.h"
 #include "test.h"
 #include <uv.h>
@@ -117,6 +118,9 @@ main(void)
     }
     const char *t = metrics(&s);
     CHECK(strstr(t, "\nmicro_server_streams 1\n") != NULL);
+    CHECK(strstr(t, "micro_server_endpoint_inflight{service=\"stream.metrics\",endpoint=\"Test."
+                    "Echo\"} 1\n") != NULL);
+    CHECK(strstr(t, "endpoint=\"Test.Echo\",status=\"success\"") == NULL);
     CHECK(strstr(t, "micro_server_stream_messages{direction=\"sent\"} 3\n") != NULL);
     /* the opening message and three more */
     CHECK(strstr(t, "micro_server_stream_messages{direction=\"received\"} 4\n") != NULL ||
@@ -134,6 +138,14 @@ main(void)
         }
     }
     CHECK(zero);
+    t = metrics(&s);
+    if (strstr(t, "micro_request_total{service=\"stream.metrics\",endpoint=\"Test.Echo\","
+                  "status=\"success\",code=\"200\"} 1\n") == NULL) {
+        fprintf(stderr, "%s\n", t);
+        CHECK(0);
+    }
+    CHECK(strstr(t, "micro_server_endpoint_inflight{service=\"stream.metrics\",endpoint=\"Test."
+                    "Echo\"} 0\n") != NULL);
     cm_client_free(c);
     cm_service_stop(svc);
     uv_thread_join(&th);
