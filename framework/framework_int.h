@@ -46,7 +46,7 @@ typedef struct cm__svc_config {
     cm_client_opts client;
     cm_selector_opts selector;
     cm_transport_opts server_transport; /* the server's connection limits */
-    unsigned max_concurrent, rate_limit, rate_burst;
+    unsigned max_concurrent, rate_limit, rate_burst, max_streams;
     int metrics; /* on or off */
     int tracing; /* on or off */
     const char *trace_export; /* OTLP/HTTP traces URL, or NULL */
@@ -221,7 +221,9 @@ void cm__observe_free(cm__observe *o);
 /* Installs w as the server's outermost handler wrapper. Before start. */
 int cm__server_wrap_first(cm_server *s, const cm_wrapper *w);
 void cm__server_listener_stats(const cm_server *s, cm_listener_stats *out);
-void cm__server_limits_refused(const cm_server *s, uint64_t *concurrency, uint64_t *rate);
+/* Calls refused by the built-in limits, and streams refused past max_streams. Loop thread. */
+void cm__server_limits_refused(const cm_server *s, uint64_t *concurrency, uint64_t *rate,
+                               uint64_t *streams);
 cm_selector *cm__service_selector(cm_service *s);
 
 /* ---- trace context (tracing.c) ---- */

@@ -28,6 +28,7 @@ struct cm_server {
     cm__workers *stream_workers; /* a thread per stream being served, up to max_streams */
     unsigned max_streams;
     unsigned nstreams; /* streams being served */
+    uint64_t streams_refused;
     char bound[128];
     int started;
     uint64_t started_unix;
@@ -603,9 +604,11 @@ cm__server_listener_stats(const cm_server *s, cm_listener_stats *out)
 }
 
 void
-cm__server_limits_refused(const cm_server *s, uint64_t *concurrency, uint64_t *rate)
+cm__server_limits_refused(const cm_server *s, uint64_t *concurrency, uint64_t *rate,
+                          uint64_t *streams)
 {
     cm__limits_refused(s->limits, concurrency, rate);
+    *streams = s->streams_refused;
 }
 
 const cm__wraps *
@@ -774,7 +777,9 @@ serve_stream(cm_ctx *c)
     }
     if (c->srv->nstreams >= c->srv->max_streams) {
         c->close_after = 1; /* the caller's next messages are not new calls */
-        reply_errorf(c, 429, "too many streams open (limit %u, max_streams)", c->srv->max_streams);
+        c->srv->streams_refused++;
+        reply_errorf(c, 429, "too many streams open (limit %u, MICRO_SERVER_MAX_STREAMS)",
+                     c->srv->max_streams);
         return;
     }
     const cm_msg *req = c->req;

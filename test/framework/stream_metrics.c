@@ -75,7 +75,9 @@ main(void)
     o.registry = "memory";
     o.deregister_wait_ms = 10;
     cm_service *svc;
+    setenv("MICRO_SERVER_MAX_STREAMS", "1", 1);
     CHECK_EQ_INT(cm_service_new(&o, &svc), 0);
+    unsetenv("MICRO_SERVER_MAX_STREAMS");
     static const char *const md[] = {"stream", "true", NULL};
     cm_handler h = {"Test.Echo",
                     &rpctest__req__descriptor,
@@ -121,6 +123,18 @@ main(void)
     CHECK(strstr(t, "micro_server_endpoint_inflight{service=\"stream.metrics\",endpoint=\"Test."
                     "Echo\"} 1\n") != NULL);
     CHECK(strstr(t, "endpoint=\"Test.Echo\",status=\"success\"") == NULL);
+    /* MICRO_SERVER_MAX_STREAMS=1: a second stream is refused with go-micro's 429. */
+    cm_stream *two;
+    CHECK_EQ_INT(cm_client_stream(c, "stream.metrics", "Test.Echo", &rpctest__req__descriptor,
+                                  &rpctest__rsp__descriptor, &co, NULL, &two, NULL),
+                 0);
+    void *none;
+    CHECK_EQ_INT(cm_stream_recv(two, &none), CM_EREMOTE);
+    const cm_error *e = cm_stream_error(two);
+    CHECK(e != NULL && e->code == 429);
+    CHECK(strstr(e->detail, "limit 1, MICRO_SERVER_MAX_STREAMS") != NULL);
+    cm_stream_free(two);
+    CHECK(strstr(metrics(&s), "micro_server_refused_total{reason=\"max_streams\"} 1\n") != NULL);
     CHECK(strstr(t, "micro_server_stream_messages{direction=\"sent\"} 3\n") != NULL);
     /* the opening message and three more */
     CHECK(strstr(t, "micro_server_stream_messages{direction=\"received\"} 4\n") != NULL ||

@@ -29,6 +29,7 @@
  *                   MICRO_SERVER_MAX_CONNS, MICRO_SERVER_MAX_CONNS_PER_IP (see the options)
  *   call limits     MICRO_SERVER_MAX_CONCURRENT (per endpoint), MICRO_SERVER_RATE_LIMIT (calls/s),
  *                   MICRO_SERVER_RATE_BURST; none by default; refusals answer 429
+ *   open streams    MICRO_SERVER_MAX_STREAMS   256 (a thread each; refusals answer 429)
  *   metrics         MICRO_METRICS              "on" ("off": no wrappers, no /metrics)
  *   trace context   MICRO_TRACE                "on" ("off": traceparent passes untouched)
  *   span export     OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, OTEL_EXPORTER_OTLP_ENDPOINT   none
@@ -127,6 +128,9 @@ typedef struct cm_service_opts {
     /* The broker of cm_publish and the subscribers (<cmicro/event.h>). */
     const char *broker;         /* backend name; NULL: MICRO_BROKER, else "http" */
     const char *broker_address; /* NULL: MICRO_BROKER_ADDRESS, else the backend's default */
+    /* Streams served at once (see cm_server_opts); 0 takes MICRO_SERVER_MAX_STREAMS, then
+     * CM_SERVER_MAX_STREAMS. */
+    unsigned max_streams;
 } cm_service_opts;
 
 /* A health check: 0 when healthy; otherwise it may write why (whylen bytes with the NUL). It runs
