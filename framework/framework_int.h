@@ -66,7 +66,7 @@ void cm__client_set_autostart(cm_client *c, int on);
 /* The server's handlers, sorted by endpoint (go-micro's endpoint order). */
 size_t cm__server_handlers(const cm_server *s, const cm_handler **out, size_t max);
 
-/* ---- worker pool: handlers that may block run here ---- */
+/* ---- worker pools: handlers that may block run here ---- */
 
 typedef struct cm__job {
     struct cm__job *next;
@@ -316,7 +316,8 @@ int cm__is_framework_header(const char *key);
 #define CM__CONTAINER(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
 
 /* Serves c, routed to a stream handler, as a stream: takes c's connection and runs the handler
- * on the worker pool; c is finished when the stream ends. 0, or < 0 (c untouched). Loop. */
+ * inside the handler wrappers on the streams' pool; c is finished when the stream ends. 0, or
+ * < 0 (c untouched). Loop. */
 int cm__stream_serve(cm_ctx *c, const ProtobufCMessageDescriptor *req,
                      const ProtobufCMessageDescriptor *rsp);
 /* Cancels the server's streams and closes their connections (the drain timeout). Loop. */

@@ -1,5 +1,5 @@
-/* The RPC server: routing, decoding, dispatch to handlers (worker pool or inline), replies and
- * graceful stop. */
+/* The RPC server: routing, decoding, dispatch to handlers (worker pool, inline, or a stream's
+ * thread), replies and graceful stop. */
 #include "framework_int.h"
 
 #include <inttypes.h>

@@ -1,4 +1,4 @@
-/* The worker pool: a fixed set of threads taking jobs from one queue; completions return to the
+/* The worker pool: a set of threads taking jobs from one queue; completions return to the
  * loop through a uv_async_t.
  *
  * The hand-off is batched both ways, so that a busy server pays a wake-up per batch, not per

@@ -4,7 +4,8 @@
  *
  * Threads: cm_server_* functions run on the loop thread, or on any thread before the loop
  * runs. Handlers run on the server's worker pool (they may block) unless registered with
- * CM_HANDLER_INLINE, which runs them on the loop thread (they must not block).
+ * CM_HANDLER_INLINE, which runs them on the loop thread (they must not block); stream handlers
+ * run each on a thread of its own (see CM_HANDLER_STREAM).
  */
 #ifndef CMICRO_SERVER_H
 #define CMICRO_SERVER_H
