@@ -10,6 +10,7 @@
 #include <arpa/inet.h>
 #include <cmicro/cmicro.h>
 #include <netinet/in.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <sys/socket.h>
 #include <sys/time.h>
@@ -155,6 +156,7 @@ int
 main(void)
 {
     setenv("CMICRO_QUIET", "1", 1);
+    signal(SIGPIPE, SIG_IGN);
     cm_loop *loop;
     CHECK_EQ_INT(cm_loop_new(&loop), 0);
     cm_server_opts o;

@@ -7,6 +7,7 @@
 #include <uv.h>
 
 #include <cmicro/cmicro.h>
+#include <signal.h>
 #include <stdio.h>
 
 /* Echoes every message until the caller ends its side. */
@@ -68,6 +69,7 @@ int
 main(void)
 {
     setenv("CMICRO_QUIET", "1", 1);
+    signal(SIGPIPE, SIG_IGN); /* the refused stream's EOS may meet a reset */
     cm_service_opts o;
     cm_service_opts_init(&o);
     o.name = "stream.metrics";

@@ -8,6 +8,7 @@
 #include "test.h"
 
 #include <cmicro/cmicro.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <uv.h>
 
@@ -379,6 +380,9 @@ int
 main(void)
 {
     setenv("CMICRO_QUIET", "1", 1);
+    /* A refused stream's server closes the connection with the caller's messages unread: the
+     * caller's next write (its EOS) may meet a reset. */
+    signal(SIGPIPE, SIG_IGN);
     CHECK_EQ_INT(cm_client_new(NULL, NULL, &C), 0);
     RUN(test_wrappers);
     RUN(test_max_concurrent);
