@@ -152,6 +152,63 @@ do_stop(void *arg)
     CHECK_EQ_INT(cm_server_stop(S, on_stopped, NULL), 0);
 }
 
+/* Opens stream 1 on a new connection and checks that it answers. */
+static int
+open_one(void)
+{
+    int fd = dial(cm_server_address(S));
+    send_msg(fd, "Test.Echo", "1", "1", 0, "{}"); /* the opening: its body is discarded */
+    send_msg(fd, "Test.Echo", "1", "1", 0, "{\"n\":2}");
+    expect_answer(fd, 2);
+    return fd;
+}
+
+/* Stream 1 answers n, then its EOS ends its handler and the connection closes with nothing
+ * more on it. */
+static void
+answer_then_end(int fd, int n)
+{
+    int ends = atomic_load(&echo_ends);
+    char body[32];
+    snprintf(body, sizeof body, "{\"n\":%d}", n);
+    send_msg(fd, "Test.Echo", "1", "1", 0, body);
+    expect_answer(fd, n);
+    send_msg(fd, "Test.Echo", "1", "1", 1, "");
+    char buf[4096] = "";
+    CHECK_EQ_INT(read_msg(fd, buf, sizeof buf), 0);
+    close(fd);
+    CHECK_EQ_INT(atomic_load(&echo_ends), ends + 1);
+}
+
+/* (b) An EOS for an id no stream has: dropped (go-micro drops it too). */
+static void
+test_unknown_eos(void)
+{
+    int fd = open_one();
+    send_msg(fd, "Test.Echo", "99", "99", 1, "");
+    answer_then_end(fd, 3);
+}
+
+/* (a) The frames of another stream, its opening and a message: dropped. */
+static void
+test_other_stream(void)
+{
+    int fd = open_one();
+    send_msg(fd, "Test.Echo", "2", "2", 0, "{}");
+    send_msg(fd, "Test.Echo", "2", "2", 0, "{\"n\":100}");
+    answer_then_end(fd, 4);
+}
+
+/* (c) A unary call on the stream's connection: not served. */
+static void
+test_unary_on_stream(void)
+{
+    int fd = open_one();
+    send_msg(fd, "Test.Unary", "7", "", 0, "{\"n\":41}");
+    answer_then_end(fd, 5);
+    CHECK_EQ_INT(atomic_load(&unary_calls), 0);
+}
+
 int
 main(void)
 {
@@ -183,34 +240,10 @@ main(void)
     CHECK_EQ_INT(cm_server_start(s), 0);
     CHECK_EQ_INT(cm_loop_start(loop), 0);
 
-    int fd = dial(cm_server_address(s));
-    send_msg(fd, "Test.Echo", "1", "1", 0, "{}"); /* the opening: its body is discarded */
-    send_msg(fd, "Test.Echo", "1", "1", 0, "{\"n\":2}");
-    expect_answer(fd, 2);
-
-    /* (b) an EOS for an id no stream has */
-    send_msg(fd, "Test.Echo", "99", "99", 1, "");
-    send_msg(fd, "Test.Echo", "1", "1", 0, "{\"n\":3}");
-    expect_answer(fd, 3);
-
-    /* (a) the frames of another stream: its opening and a message */
-    send_msg(fd, "Test.Echo", "2", "2", 0, "{}");
-    send_msg(fd, "Test.Echo", "2", "2", 0, "{\"n\":100}");
-    send_msg(fd, "Test.Echo", "1", "1", 0, "{\"n\":4}");
-    expect_answer(fd, 4);
-
-    /* (c) a unary call */
-    send_msg(fd, "Test.Unary", "7", "", 0, "{\"n\":41}");
-    send_msg(fd, "Test.Echo", "1", "1", 0, "{\"n\":5}");
-    expect_answer(fd, 5);
-    CHECK_EQ_INT(atomic_load(&unary_calls), 0);
-
-    /* Stream 1's EOS ends its handler; the connection closes with nothing more on it. */
-    send_msg(fd, "Test.Echo", "1", "1", 1, "");
-    char buf[4096] = "";
-    CHECK_EQ_INT(read_msg(fd, buf, sizeof buf), 0);
-    close(fd);
-    CHECK_EQ_INT(atomic_load(&echo_ends), 1);
+    RUN(test_unknown_eos);
+    RUN(test_other_stream);
+    RUN(test_unary_on_stream);
+    CHECK_EQ_INT(atomic_load(&echo_ends), 3);
     CHECK_EQ_INT(atomic_load(&unary_calls), 0);
 
     CHECK_EQ_INT(cm_loop_post(loop, do_stop, NULL), 0);
