@@ -1,9 +1,9 @@
 /* What a stream's connection carries besides its stream, written raw (HTTP/1.1, JSON) to a C
  * server: (a) the frames of another Micro-Stream id, (b) an EOS for an id no stream has and (c)
  * a unary call are dropped, unanswered, and the stream goes on, answering in order; its EOS
- * ends it and the connection closes. go-micro v4.11's server drops (b) too, and serves (a) and
- * (c), but answers them under the first request's headers (Micro-Stream and Micro-Id of the
- * stream), so no caller can tell their replies from the stream's (README, Streams). */
+ * ends it and the connection closes. go-micro's server drops (b) too, and serves (a) and (c),
+ * but answers them under the first request's headers (the stream's Micro-Stream), so no caller
+ * can tell their replies from the stream's (README, Streams; interop-stream-conn-go). */
 #include "rpctest.pb-c.h"
 #include "test.h"
 
