@@ -31,10 +31,10 @@ const char *
 cm_ctx_get(const cm_ctx *ctx, const char *key)
 {
     if (strcasecmp(key, "Remote") == 0) {
-        return cm_tconn_peer(ctx->conn);
+        return cm_ctx_peer(ctx);
     }
     if (strcasecmp(key, "Local") == 0) {
-        return cm_tconn_local(ctx->conn);
+        return ctx->local ? ctx->local : cm_tconn_local(ctx->conn);
     }
     return cm_msg_header(ctx->req, key);
 }
@@ -66,7 +66,13 @@ cm_ctx_content_type(const cm_ctx *ctx)
 const char *
 cm_ctx_peer(const cm_ctx *ctx)
 {
-    return cm_tconn_peer(ctx->conn);
+    return ctx->peer ? ctx->peer : cm_tconn_peer(ctx->conn);
+}
+
+int
+cm_ctx_is_stream(const cm_ctx *ctx)
+{
+    return ctx != NULL && ctx->rt != NULL && (ctx->rt->h.flags & CM_HANDLER_STREAM) != 0;
 }
 
 int64_t

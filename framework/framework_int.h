@@ -46,7 +46,7 @@ typedef struct cm__svc_config {
     cm_client_opts client;
     cm_selector_opts selector;
     cm_transport_opts server_transport; /* the server's connection limits */
-    unsigned max_concurrent, rate_limit, rate_burst;
+    unsigned max_concurrent, rate_limit, rate_burst, max_streams;
     unsigned loops; /* the server's loops; 0: the default */
     int metrics; /* on or off */
     int tracing; /* on or off */
@@ -67,7 +67,7 @@ void cm__client_set_autostart(cm_client *c, int on);
 /* The server's handlers, sorted by endpoint (go-micro's endpoint order). */
 size_t cm__server_handlers(const cm_server *s, const cm_handler **out, size_t max);
 
-/* ---- worker pool: handlers that may block run here ---- */
+/* ---- worker pools: handlers that may block run here ---- */
 
 typedef struct cm__wport cm__wport;
 
@@ -80,8 +80,9 @@ typedef struct cm__job {
 
 typedef struct cm__workers cm__workers;
 
-/* Starts n threads. The completions are delivered on loop. 0, CM_ENOMEM or a libuv error. */
-int cm__workers_new(uv_loop_t *loop, unsigned n, cm__workers **out);
+/* Starts n threads, and more on demand up to max (max <= n: a fixed pool; both 0: one thread).
+ * The completions are delivered on loop. 0, CM_ENOMEM or a libuv error. */
+int cm__workers_new(uv_loop_t *loop, unsigned n, unsigned max, cm__workers **out);
 /* Queues job (any thread). */
 void cm__workers_submit(cm__workers *w, cm__job *job);
 /* Queues job from the loop thread: the jobs posted in one turn of the loop are handed to the
@@ -147,6 +148,9 @@ struct cm_ctx {
     size_t nrsp_hdrs;
     int close_after;
     uint64_t start_ns; /* when the request arrived; set when wrappers are installed */
+    /* A stream's peer and local addresses, copied (its connection may go before its handler
+     * returns); NULL for other calls (read from the connection). */
+    const char *peer, *local;
     void *get_state;   /* a GET request's handler state (in the arena) */
     /* Trace context, made at the first call made with this one as parent (tracing.c): 0 off,
      * 1 on, 2 being made, 3 made: the span this call is served in and the incoming tracestate,
@@ -187,6 +191,9 @@ void cm__server_hold(cm_server *s);
 void cm__server_release(cm_server *s);
 /* Runs job on the server's worker pool (loop thread). */
 void cm__server_submit(cm_server *s, cm__job *job);
+/* Runs c's handler inside the server's handler wrappers (c->status, c->error: the outcome). On
+ * the handler's thread. */
+void cm__server_run_handler(cm_ctx *c);
 /* Non-zero once cm_server_stop() has been called. Any thread. */
 int cm__server_stopping(const cm_server *s);
 /* The server's name (the id of the errors it makes). */
@@ -233,7 +240,9 @@ void cm__observe_free(cm__observe *o);
 int cm__server_wrap_first(cm_server *s, const cm_wrapper *w);
 /* The listeners' counters, summed over the server's loops. Any thread. */
 void cm__server_listener_stats(const cm_server *s, cm_listener_stats *out);
-void cm__server_limits_refused(const cm_server *s, uint64_t *concurrency, uint64_t *rate);
+/* Calls refused by the built-in limits, and streams refused past max_streams. Any thread. */
+void cm__server_limits_refused(const cm_server *s, uint64_t *concurrency, uint64_t *rate,
+                               uint64_t *streams);
 cm_selector *cm__service_selector(cm_service *s);
 
 /* ---- trace context (tracing.c) ---- */
@@ -326,7 +335,8 @@ int cm__is_framework_header(const char *key);
 #define CM__CONTAINER(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
 
 /* Serves c, routed to a stream handler, as a stream: takes c's connection and runs the handler
- * on the worker pool; c is finished when the stream ends. 0, or < 0 (c untouched). Loop. */
+ * inside the handler wrappers on the streams' pool; c is finished when the stream ends. 0, or
+ * < 0 (c untouched). Loop. */
 int cm__stream_serve(cm_ctx *c, const ProtobufCMessageDescriptor *req,
                      const ProtobufCMessageDescriptor *rsp);
 /* Cancels the streams served on a loop and closes their connections (the drain timeout). That
@@ -341,6 +351,8 @@ struct cm_stream **cm__sloop_streams_lock(cm__sloop *sl);
 void cm__sloop_streams_unlock(cm__sloop *sl);
 struct cm_stream *cm__sloop_streams(const cm__sloop *sl);
 void cm__sloop_submit(cm__sloop *sl, cm__job *job);
+/* A stream's job, on a thread of the streams' pool (its loop's thread). */
+void cm__sloop_submit_stream(cm__sloop *sl, cm__job *job);
 void cm__sloop_count_error(cm__sloop *sl);
 unsigned cm__server_nloops(const cm_server *s);
 cm__sloop *cm__server_sloop(cm_server *s, unsigned i);

@@ -261,12 +261,12 @@ collect(cm_metrics_writer *w, void *arg)
     if (cm_metrics_write_family(w, CM_METRIC_COUNTER, "micro_server_refused_total",
                                 "Connections or requests refused by the server's limits.", reason,
                                 1) == 0) {
-        uint64_t conc, rate;
-        cm__server_limits_refused(srv, &conc, &rate);
-        const char *r[][1] = {{"timeout"},   {"evicted"},     {"max_conns"},
-                              {"malformed"}, {"concurrency"}, {"rate"}};
-        uint64_t v[] = {ls.timeouts, ls.evicted, ls.refused, ls.rejected, conc, rate};
-        for (size_t i = 0; i < 6; i++) {
+        uint64_t conc, rate, streams;
+        cm__server_limits_refused(srv, &conc, &rate, &streams);
+        const char *r[][1] = {{"timeout"},     {"evicted"}, {"max_conns"},  {"malformed"},
+                              {"concurrency"}, {"rate"},    {"max_streams"}};
+        uint64_t v[] = {ls.timeouts, ls.evicted, ls.refused, ls.rejected, conc, rate, streams};
+        for (size_t i = 0; i < sizeof v / sizeof v[0]; i++) {
             cm_metrics_write_value(w, r[i], (double)v[i]);
         }
     }

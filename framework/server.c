@@ -1,5 +1,5 @@
-/* The RPC server: routing, decoding, dispatch to handlers (worker pool or inline), replies and
- * graceful stop. */
+/* The RPC server: routing, decoding, dispatch to handlers (worker pool, inline, or a stream's
+ * thread), replies and graceful stop. */
 #include "server_int.h"
 
 #include <inttypes.h>
@@ -21,6 +21,7 @@ cm_server_opts_init(cm_server_opts *o)
     o->workers = 8;
     o->drain_timeout_ms = 10000;
     o->loops = 0;
+    o->max_streams = CM_SERVER_MAX_STREAMS;
 }
 
 int
@@ -56,6 +57,7 @@ cm_server_new(cm_loop *loop, const cm_server_opts *o, cm_server **out)
     s->transport_name = strdup(o->transport ? o->transport : CM_TRANSPORT_DEFAULT);
     s->topts = o->transport_opts;
     s->nworkers = o->workers ? o->workers : 8;
+    s->max_streams = o->max_streams ? o->max_streams : CM_SERVER_MAX_STREAMS;
     s->drain_timeout_ms = o->drain_timeout_ms;
     if (s->name == NULL || s->address == NULL || s->transport_name == NULL ||
         cm__limits_new(s, o->max_concurrent, o->rate_limit, o->rate_burst, &s->limits) < 0) {
@@ -188,6 +190,7 @@ cm__ctx_put(cm_ctx *c)
     c->wait_next = NULL;
     c->event_sub = NULL;
     c->hopped = 0;
+    c->peer = c->local = NULL;
     /* Keep a large request's arena or response buffer from pinning memory. */
     cm__arena_reset(&c->arena, 256 * 1024);
     if (c->out.cap > 256 * 1024) {
@@ -360,8 +363,9 @@ run_wrapped(cm_ctx *c)
     wi.kind = CM_WRAP_HANDLER;
     wi.service = c->srv->name;
     wi.endpoint = c->endpoint;
-    wi.node = cm_tconn_peer(c->conn);
+    wi.node = cm_ctx_peer(c);
     wi.deadline_ms = c->deadline_ms;
+    wi.stream = (c->rt->h.flags & CM_HANDLER_STREAM) != 0;
     wi.md = c->req;
     wi.req_desc = c->rt->h.request;
     wi.req = c->req_msg;
@@ -380,12 +384,12 @@ run_wrapped(cm_ctx *c)
     }
     wi.status = c->status;
     wi.error = c->error;
-    wi.rsp = c->status == 0 ? c->rsp_msg : NULL;
+    wi.rsp = c->status == 0 && !wi.stream ? c->rsp_msg : NULL;
     cm__wraps_after(ws, &wi, states, ran);
 }
 
-static void
-run_handler(cm_ctx *c)
+void
+cm__server_run_handler(cm_ctx *c)
 {
     if (c->srv->wraps.n == 0) {
         call_handler(c);
@@ -397,7 +401,7 @@ run_handler(cm_ctx *c)
 static void
 job_work(cm__job *j)
 {
-    run_handler((cm_ctx *)j);
+    cm__server_run_handler((cm_ctx *)j);
 }
 
 static void
@@ -591,9 +595,11 @@ cm__server_wrap_first(cm_server *s, const cm_wrapper *w)
 }
 
 void
-cm__server_limits_refused(const cm_server *s, uint64_t *concurrency, uint64_t *rate)
+cm__server_limits_refused(const cm_server *s, uint64_t *concurrency, uint64_t *rate,
+                          uint64_t *streams)
 {
     cm__limits_refused(s->limits, concurrency, rate);
+    *streams = atomic_load_explicit(&s->streams_refused, memory_order_relaxed);
 }
 
 const cm__wraps *
@@ -735,7 +741,7 @@ dispatch(cm_ctx *c)
     }
     cm__count(&c->sl->calls, 1);
     if (c->rt->h.flags & CM_HANDLER_INLINE) {
-        run_handler(c);
+        cm__server_run_handler(c);
         complete(c);
         return;
     }
@@ -746,7 +752,9 @@ dispatch(cm_ctx *c)
 
 /* A stream endpoint (stream.c): the first request's headers are copied into the call's memory
  * (the connection reads the stream's next messages into its own buffers), then the stream takes
- * the connection. */
+ * the connection. Past max_streams, go-micro's 429 error and the connection closes. */
+static int open_stream(cm_ctx *c);
+
 static void
 serve_stream(cm_ctx *c)
 {
@@ -754,28 +762,50 @@ serve_stream(cm_ctx *c)
         reply_errorf(c, 400, "streams are not served with %s", c->content_type);
         return;
     }
+    /* counted at once, so that the loops together stay within the cap */
+    if (atomic_fetch_add(&c->srv->nstreams, 1) >= c->srv->max_streams) {
+        atomic_fetch_sub(&c->srv->nstreams, 1);
+        c->close_after = 1; /* the caller's next messages are not new calls */
+        atomic_fetch_add_explicit(&c->srv->streams_refused, 1, memory_order_relaxed);
+        reply_errorf(c, 429, "too many streams open (limit %u, MICRO_SERVER_MAX_STREAMS)",
+                     c->srv->max_streams);
+        return;
+    }
+    if (open_stream(c) < 0) {
+        atomic_fetch_sub(&c->srv->nstreams, 1);
+    }
+}
+
+/* serve_stream's part once the stream is counted. 0, or < 0 after replying the error. */
+static int
+open_stream(cm_ctx *c)
+{
     const cm_msg *req = c->req;
     cm_msg *copy = cm__arena_alloc(&c->arena, sizeof(*copy));
     cm_hdr *h = cm__arena_alloc(&c->arena, (req->nhdrs + 1) * sizeof(cm_hdr));
     if (copy == NULL || h == NULL) {
         reply_errorf(c, 500, "out of memory");
-        return;
+        return CM_ENOMEM;
     }
     for (size_t i = 0; i < req->nhdrs; i++) {
         h[i].key = cm_ctx_strdup(c, req->hdrs[i].key);
         h[i].val = cm_ctx_strdup(c, req->hdrs[i].val);
         if (h[i].key == NULL || h[i].val == NULL) {
             reply_errorf(c, 500, "out of memory");
-            return;
+            return CM_ENOMEM;
         }
     }
     *copy = (cm_msg){h, req->nhdrs, (const uint8_t *)"", 0};
     read_request(c, copy);
+    c->peer = cm_ctx_strdup(c, cm_tconn_peer(c->conn));
+    c->local = cm_ctx_strdup(c, cm_tconn_local(c->conn));
     cm__count(&c->sl->calls, 1);
+    c->req_msg = NULL;
     int rc = cm__stream_serve(c, c->rt->h.request, c->rt->h.response);
     if (rc < 0) {
         reply_errorf(c, 500, "cannot serve the stream: %s", cm_strerror(rc));
     }
+    return rc;
 }
 
 static void
@@ -990,6 +1020,12 @@ cm__sloop_submit(cm__sloop *sl, cm__job *job)
 }
 
 void
+cm__sloop_submit_stream(cm__sloop *sl, cm__job *job)
+{
+    cm__workers_port_post(sl->stream_port, job);
+}
+
+void
 cm__sloop_count_error(cm__sloop *sl)
 {
     cm__count(&sl->errors, 1);
@@ -1010,6 +1046,7 @@ cm__server_sloop(cm_server *s, unsigned i)
 void
 cm__server_finish(cm_ctx *c)
 {
+    atomic_fetch_sub(&c->srv->nstreams, 1);
     finish(c);
 }
 

@@ -18,7 +18,8 @@ struct cm__sloop {
     cm_loop *loop;
     cm_transport *transport;
     cm_listener *listener;
-    cm__wport *port; /* the worker pool's port on this loop */
+    cm__wport *port;        /* the worker pool's port on this loop */
+    cm__wport *stream_port; /* the streams' pool's */
     cm_ctx *free_ctx;
     /* One writer (this loop's thread), read from any thread. */
     _Atomic uint64_t calls, errors, inflight;
@@ -43,6 +44,10 @@ struct cm_server {
     size_t nroutes;
 
     cm__workers *workers;
+    cm__workers *stream_workers; /* a thread per stream being served, up to max_streams */
+    unsigned max_streams;
+    atomic_uint nstreams;             /* streams being served, on every loop */
+    _Atomic uint64_t streams_refused; /* past max_streams */
     char bound[128];
     int started;
     uint64_t started_unix;

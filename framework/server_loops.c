@@ -38,6 +38,9 @@ open_loop(cm__sloop *sl, const cm_transport_opts *o)
         rc = cm__workers_port_new(s->workers, cm_loop_uv(sl->loop), &sl->port);
     }
     if (rc == 0) {
+        rc = cm__workers_port_new(s->stream_workers, cm_loop_uv(sl->loop), &sl->stream_port);
+    }
+    if (rc == 0) {
         rc = cm_transport_listen(sl->transport, s->bound, cm__server_on_request, sl, &sl->listener);
     }
     if (rc == 0) {
@@ -53,10 +56,14 @@ open_loop0(cm_server *s, const cm_transport_opts *o)
     cm__sloop *l0 = &s->loops[0];
     int rc = cm_transport_new(s->loop, s->transport_name, o, &l0->transport);
     if (rc == 0) {
-        rc = cm__workers_new(cm_loop_uv(s->loop), s->nworkers, &s->workers);
+        rc = cm__workers_new(cm_loop_uv(s->loop), s->nworkers, s->nworkers, &s->workers);
+    }
+    if (rc == 0) { /* no thread until a stream opens */
+        rc = cm__workers_new(cm_loop_uv(s->loop), 0, s->max_streams, &s->stream_workers);
     }
     if (rc == 0) {
         l0->port = cm__workers_home(s->workers);
+        l0->stream_port = cm__workers_home(s->stream_workers);
         rc = cm_transport_listen(l0->transport, s->address, cm__server_on_request, l0,
                                  &l0->listener);
     }
@@ -204,7 +211,7 @@ free_loop(cm__sloop *sl)
         sl->free_ctx = c->next_free;
         cm__ctx_destroy(c);
     }
-    sl->port = NULL;
+    sl->port = sl->stream_port = NULL;
     if (sl->idx != 0 && sl->loop != NULL) {
         cm_loop_free(sl->loop); /* runs the closes above to their end */
         sl->loop = NULL;
@@ -226,8 +233,9 @@ cm__server_free_loops(cm_server *s)
         for (unsigned i = 0; i < s->nloops; i++) {
             cm__streams_cancel(&s->loops[i]);
         }
+        cm__workers_free(s->stream_workers);
         cm__workers_free(s->workers);
-        s->workers = NULL;
+        s->workers = s->stream_workers = NULL;
     }
     for (unsigned i = 0; i < s->nloops; i++) {
         free_loop(&s->loops[i]);

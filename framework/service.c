@@ -165,6 +165,9 @@ open_server(cm_service *s, const cm_service_opts *o, const cm__svc_config *c)
     sv.loops = c->loops;
     sv.rate_limit = c->rate_limit;
     sv.rate_burst = c->rate_burst;
+    if (c->max_streams) {
+        sv.max_streams = c->max_streams;
+    }
     return cm_server_new(s->loop, &sv, &s->server);
 }
 

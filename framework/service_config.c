@@ -256,7 +256,8 @@ from_env(cm__svc_config *c, char *why, size_t whylen)
         env_count("MICRO_SELECTOR_EJECT_ERROR_PCT", 100, &c->selector.eject_error_pct, why,
                   whylen) < 0 ||
         env_count("MICRO_SERVER_RATE_LIMIT", 100000000, &c->rate_limit, why, whylen) < 0 ||
-        env_count("MICRO_SERVER_RATE_BURST", 100000000, &c->rate_burst, why, whylen) < 0) {
+        env_count("MICRO_SERVER_RATE_BURST", 100000000, &c->rate_burst, why, whylen) < 0 ||
+        env_count("MICRO_SERVER_MAX_STREAMS", 65536, &c->max_streams, why, whylen) < 0) {
         return CM_EINVAL;
     }
     const char *retries = env("MICRO_CLIENT_RETRIES");
@@ -409,6 +410,7 @@ cm__service_config(const cm_service_opts *o, cm__svc_config *c, char *why, size_
     c->loops = o->loops;
     c->rate_limit = o->rate_limit;
     c->rate_burst = o->rate_burst;
+    c->max_streams = o->max_streams;
     c->metrics = o->metrics;
     c->tracing = o->tracing;
     c->trace_export = o->trace_export_url;

@@ -70,7 +70,7 @@ typedef struct snapshot {
     int metrics;
     cm_server_stats st;
     cm_listener_stats ls;
-    uint64_t refused_conc, refused_rate;
+    uint64_t refused_conc, refused_rate, refused_streams;
     call_table served, made;
     sel_row *called;
     size_t ncalled;
@@ -255,7 +255,7 @@ read_snapshot(snapshot *s, cm_ctx *c, cm_service *svc, const char *lookup_error)
     s->reg_error = cm__service_register_error(svc, &s->reg_failures, &s->reg_error_unix);
     cm_server_get_stats(srv, &s->st);
     cm__server_listener_stats(srv, &s->ls);
-    cm__server_limits_refused(srv, &s->refused_conc, &s->refused_rate);
+    cm__server_limits_refused(srv, &s->refused_conc, &s->refused_rate, &s->refused_streams);
     cm_metric_family *sreq, *slat, *creq, *clat;
     cm__observe_families(cm__service_observe(svc), &sreq, &slat, &creq, &clat);
     s->metrics = sreq != NULL;
@@ -387,6 +387,7 @@ json_server(cJSON *root, const snapshot *s)
     cJSON_AddNumberToObject(ref, "malformed", (double)s->ls.rejected);
     cJSON_AddNumberToObject(ref, "concurrency", (double)s->refused_conc);
     cJSON_AddNumberToObject(ref, "rate", (double)s->refused_rate);
+    cJSON_AddNumberToObject(ref, "max_streams", (double)s->refused_streams);
 }
 
 static cJSON *
@@ -650,6 +651,7 @@ html_server(html *h, const snapshot *s)
     kv_u64(h, "refused (malformed or too large)", s->ls.rejected);
     kv_u64(h, "refused (concurrency limit)", s->refused_conc);
     kv_u64(h, "refused (rate limit)", s->refused_rate);
+    kv_u64(h, "refused (max_streams)", s->refused_streams);
     put(h, "</table>\n");
 }
 

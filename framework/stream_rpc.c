@@ -1,7 +1,7 @@
 /* cmicro: a stream's two ends: the client's opening (a node picked as calls pick one, a
  * connection of the stream's own, go-micro's opening message) and the server's serving (the
- * request's connection taken over, the handler on the worker pool, EOS or the error at its
- * end). */
+ * request's connection taken over, the handler inside the handler wrappers on a thread of the
+ * streams' pool, EOS or the error at its end). */
 #include "stream_int.h"
 
 #include <inttypes.h>
@@ -231,15 +231,17 @@ server_unlink(cm_stream *s)
     cm__sloop_streams_unlock(s->sl);
 }
 
+/* The handler, called with req NULL and rsp the stream, inside the wrappers (a refusal of one
+ * ends the stream with its error). */
 static void
 stream_job_work(cm__job *j)
 {
     cm_stream *s = CM__CONTAINER(j, cm_stream, job);
     cm_ctx *c = s->ctx;
-    s->status = cm__ctx_route_fn(c)(c, NULL, s, cm__ctx_route_user(c));
-    if (s->status == CM_EREMOTE && c->error == NULL) {
-        s->status = CM_EINVAL;
-    }
+    c->req_msg = NULL;
+    c->rsp_msg = s;
+    cm__server_run_handler(c);
+    s->status = c->status;
 }
 
 /* The handler returned (loop): what is queued goes out, then EOS or the error, then the
@@ -339,7 +341,7 @@ cm__stream_serve(cm_ctx *c, const ProtobufCMessageDescriptor *req,
     cm__sloop_streams_unlock(s->sl);
     s->job.work = stream_job_work;
     s->job.done = stream_job_done;
-    cm__sloop_submit(s->sl, &s->job);
+    cm__sloop_submit_stream(s->sl, &s->job);
     return 0;
 }
 

@@ -1,4 +1,4 @@
-/* The worker pool: a fixed set of threads taking jobs from one queue; completions return to the
+/* The worker pool: a set of threads taking jobs from one queue; completions return to the
  * loop through a uv_async_t.
  *
  * The hand-off is batched both ways, so that a busy server pays a wake-up per batch, not per
@@ -12,7 +12,12 @@
  *   handlers are quick, and a handler that blocks still leaves a worker free for the jobs behind
  *   it (while any worker sleeps): each job taken with others waiting hands them to a peer;
  * - back to the loop: a finished job joins the done list; only the one that finds the list empty
- *   sends the uv_async_t, and the loop runs every done callback of the list in one callback. */
+ *   sends the uv_async_t, and the loop runs every done callback of the list in one callback.
+ *
+ * A pool may grow: started with n threads and a cap above n, it starts a thread whenever jobs
+ * wait that the sleeping (and starting) workers cannot all take, up to the cap. Threads that
+ * have started stay until the pool is freed. The streams' pool starts empty and grows this
+ * way, so that each stream's handler has a thread at once. */
 #include "framework_int.h"
 
 #include <stdlib.h>
@@ -24,6 +29,7 @@ struct cm__wport {
     cm__job *d_head, *d_tail; /* finished, waiting for done() on the loop (under w->mu) */
     /* Loop thread only: the batch posted since the last hand-over. */
     cm__job *p_head, *p_tail;
+    unsigned np;  /* jobs in the batch */
     int flushing; /* idle is started */
     int open_handles;
     int home; /* the pool's own port, in the pool's memory: its close frees the pool */
@@ -38,7 +44,10 @@ struct cm__workers {
     unsigned sleeping;        /* workers waiting on cv */
     unsigned wakes;           /* signals sent that no worker has woken up for yet */
     int quit;
-    unsigned n;
+    unsigned n;        /* threads started */
+    unsigned max;      /* the cap on n */
+    unsigned starting; /* started threads that have not taken the lock yet */
+    unsigned nq;       /* jobs in the queue */
     uv_thread_t *threads;
     cm__wport home;   /* the loop the pool was made on */
     cm__wport *ports; /* the other loops' (cm__workers_port_new) */
@@ -83,6 +92,7 @@ worker_main(void *arg)
 {
     cm__workers *w = arg;
     uv_mutex_lock(&w->mu);
+    w->starting--;
     for (;;) {
         while (w->q_head == NULL && !w->quit) {
             w->sleeping++;
@@ -96,6 +106,7 @@ worker_main(void *arg)
             break;
         }
         cm__job *j = w->q_head;
+        w->nq--;
         w->q_head = j->next;
         if (w->q_head == NULL) {
             w->q_tail = NULL;
@@ -115,6 +126,34 @@ worker_main(void *arg)
         }
     }
     uv_mutex_unlock(&w->mu);
+}
+
+/* Under mu: starts one thread. 0 or a libuv error. */
+static int
+start_thread(cm__workers *w)
+{
+    uv_thread_options_t o = {UV_THREAD_HAS_STACK_SIZE, 256 * 1024};
+    int rc = uv_thread_create_ex(&w->threads[w->n], &o, worker_main, w);
+    if (rc == 0) {
+        w->n++;
+        w->starting++;
+    }
+    return rc;
+}
+
+/* Under mu: starts threads for the queued jobs that no sleeping or starting worker will take,
+ * up to the cap. */
+static void
+grow(cm__workers *w)
+{
+    while (!w->quit && w->n < w->max && w->nq > w->sleeping + w->starting) {
+        int rc = start_thread(w);
+        if (rc < 0) {
+            cm_log(CM_LOG_WARN, "server", "cannot start a thread (%u running): %s", w->n,
+                   uv_strerror(rc));
+            break;
+        }
+    }
 }
 
 static void
@@ -153,6 +192,9 @@ flush(cm__wport *p)
     }
     w->q_tail = p->p_tail;
     p->p_head = p->p_tail = NULL;
+    w->nq += p->np;
+    p->np = 0;
+    grow(w);
     int wake = need_wake(w);
     uv_mutex_unlock(&w->mu);
     if (wake) {
@@ -210,28 +252,29 @@ static int
 start_threads(cm__workers *w, unsigned n)
 {
     int rc = 0;
-    for (unsigned i = 0; i < n; i++) {
-        uv_thread_options_t o = {UV_THREAD_HAS_STACK_SIZE, 256 * 1024};
-        rc = uv_thread_create_ex(&w->threads[i], &o, worker_main, w);
-        if (rc < 0) {
-            break;
-        }
-        w->n++;
+    uv_mutex_lock(&w->mu);
+    for (unsigned i = 0; i < n && rc == 0; i++) {
+        rc = start_thread(w);
     }
-    return w->n > 0 ? 0 : rc;
+    uv_mutex_unlock(&w->mu);
+    return w->n > 0 || n == 0 ? 0 : rc;
 }
 
 int
-cm__workers_new(uv_loop_t *loop, unsigned n, cm__workers **out)
+cm__workers_new(uv_loop_t *loop, unsigned n, unsigned max, cm__workers **out)
 {
-    if (n == 0) {
-        n = 1;
+    if (max < n) {
+        max = n;
+    }
+    if (max == 0) {
+        n = max = 1;
     }
     cm__workers *w = calloc(1, sizeof(*w));
     if (w == NULL) {
         return CM_ENOMEM;
     }
-    w->threads = calloc(n, sizeof(uv_thread_t));
+    w->max = max;
+    w->threads = calloc(max, sizeof(uv_thread_t));
     w->home.home = 1;
     int rc = w->threads == NULL ? CM_ENOMEM : port_init(w, &w->home, loop);
     if (rc < 0) {
@@ -279,6 +322,8 @@ cm__workers_submit(cm__workers *w, cm__job *job)
     job->port = &w->home;
     uv_mutex_lock(&w->mu);
     push(&w->q_head, &w->q_tail, job);
+    w->nq++;
+    grow(w);
     int wake = need_wake(w);
     uv_mutex_unlock(&w->mu);
     if (wake) {
@@ -291,6 +336,7 @@ cm__workers_port_post(cm__wport *p, cm__job *job)
 {
     job->port = p;
     push(&p->p_head, &p->p_tail, job);
+    p->np++;
     if (!p->flushing) {
         p->flushing = 1;
         uv_idle_start(&p->idle, on_idle);

@@ -1,5 +1,5 @@
 /* Streaming RPC, each kind: the server's handlers receive and send through the generated typed
- * helpers on a cm_stream (they run on the worker pool and may block); the client opens each
+ * helpers on a cm_stream (each on a thread of its own, so they may block); the client opens each
  * stream with its generated stub. Both run in one process on the memory registry:
  *
  *   build/examples/stream/stream-example [N]

@@ -157,7 +157,7 @@ test_loop_and_workers(void)
 
     CHECK_EQ_INT(cm_loop_new(&l), 0);
     cm__workers *w;
-    CHECK_EQ_INT(cm__workers_new(cm_loop_uv(l), 3, &w), 0);
+    CHECK_EQ_INT(cm__workers_new(cm_loop_uv(l), 3, 3, &w), 0);
     job jobs[50];
     memset(jobs, 0, sizeof(jobs));
     for (int i = 0; i < 50; i++) {

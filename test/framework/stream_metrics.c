@@ -1,11 +1,13 @@
-/* A service's /metrics while it serves a stream: micro_server_streams counts it, and the
- * messages it has sent and received so far show in micro_server_stream_messages; when the stream
- * ends, the gauge is back to 0. */
+/* A service's /metrics while it serves a stream: micro_server_streams counts it, the messages
+ * it has sent and received so far show in micro_server_stream_messages, and the built-in metrics
+ * wrapper counts the stream as one call of its endpoint in flight; when the stream ends, the
+ * gauges are back to 0 and micro_request_total counts one call of the endpoint. */
 #include "rpctest.pb-c.h"
 #include "test.h"
 #include <uv.h>
 
 #include <cmicro/cmicro.h>
+#include <signal.h>
 #include <stdio.h>
 
 /* Echoes every message until the caller ends its side. */
@@ -67,6 +69,7 @@ int
 main(void)
 {
     setenv("CMICRO_QUIET", "1", 1);
+    signal(SIGPIPE, SIG_IGN); /* the refused stream's EOS may meet a reset */
     cm_service_opts o;
     cm_service_opts_init(&o);
     o.name = "stream.metrics";
@@ -74,7 +77,9 @@ main(void)
     o.registry = "memory";
     o.deregister_wait_ms = 10;
     cm_service *svc;
+    setenv("MICRO_SERVER_MAX_STREAMS", "1", 1);
     CHECK_EQ_INT(cm_service_new(&o, &svc), 0);
+    unsetenv("MICRO_SERVER_MAX_STREAMS");
     static const char *const md[] = {"stream", "true", NULL};
     cm_handler h = {"Test.Echo",
                     &rpctest__req__descriptor,
@@ -117,6 +122,21 @@ main(void)
     }
     const char *t = metrics(&s);
     CHECK(strstr(t, "\nmicro_server_streams 1\n") != NULL);
+    CHECK(strstr(t, "micro_server_endpoint_inflight{service=\"stream.metrics\",endpoint=\"Test."
+                    "Echo\"} 1\n") != NULL);
+    CHECK(strstr(t, "endpoint=\"Test.Echo\",status=\"success\"") == NULL);
+    /* MICRO_SERVER_MAX_STREAMS=1: a second stream is refused with go-micro's 429. */
+    cm_stream *two;
+    CHECK_EQ_INT(cm_client_stream(c, "stream.metrics", "Test.Echo", &rpctest__req__descriptor,
+                                  &rpctest__rsp__descriptor, &co, NULL, &two, NULL),
+                 0);
+    void *none;
+    CHECK_EQ_INT(cm_stream_recv(two, &none), CM_EREMOTE);
+    const cm_error *e = cm_stream_error(two);
+    CHECK(e != NULL && e->code == 429);
+    CHECK(strstr(e->detail, "limit 1, MICRO_SERVER_MAX_STREAMS") != NULL);
+    cm_stream_free(two);
+    CHECK(strstr(metrics(&s), "micro_server_refused_total{reason=\"max_streams\"} 1\n") != NULL);
     CHECK(strstr(t, "micro_server_stream_messages{direction=\"sent\"} 3\n") != NULL);
     /* the opening message and three more */
     CHECK(strstr(t, "micro_server_stream_messages{direction=\"received\"} 4\n") != NULL ||
@@ -134,6 +154,14 @@ main(void)
         }
     }
     CHECK(zero);
+    t = metrics(&s);
+    if (strstr(t, "micro_request_total{service=\"stream.metrics\",endpoint=\"Test.Echo\","
+                  "status=\"success\",code=\"200\"} 1\n") == NULL) {
+        fprintf(stderr, "%s\n", t);
+        CHECK(0);
+    }
+    CHECK(strstr(t, "micro_server_endpoint_inflight{service=\"stream.metrics\",endpoint=\"Test."
+                    "Echo\"} 0\n") != NULL);
     cm_client_free(c);
     cm_service_stop(svc);
     uv_thread_join(&th);

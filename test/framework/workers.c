@@ -120,33 +120,38 @@ post_all(uv_timer_t *tm)
 }
 
 /* Jobs of one batch that wait for each other: as many as there are workers all run at once, so
- * one wake-up per batch still leaves no worker asleep while jobs wait. */
+ * one wake-up per batch still leaves no worker asleep while jobs wait. A pool of n threads that
+ * may grow to max runs a batch of max such jobs at once, and again (its threads stay). */
 static void
-test_blocking_batch(unsigned nworkers)
+test_blocking_batch(unsigned n, unsigned max)
 {
-    CHECK_EQ_INT(cm__workers_new(uv, nworkers, &pool), 0);
-    reset((int)nworkers);
-    want_together = (int)nworkers;
-    tjob *t = jobs_new(total);
-    for (int i = 0; i < total; i++) {
-        t[i].blocking = 1;
+    CHECK_EQ_INT(cm__workers_new(uv, n, max, &pool), 0);
+    for (int round = 0; round < 2; round++) {
+        reset((int)max);
+        want_together = (int)max;
+        tjob *t = jobs_new(total);
+        for (int i = 0; i < total; i++) {
+            t[i].blocking = 1;
+        }
+        run_case(post_all, t);
+        for (int i = 0; i < total; i++) {
+            CHECK_EQ_INT(t[i].done, 1);
+            CHECK_EQ_INT(t[i].ok, 1);
+        }
+        CHECK_EQ_INT(atomic_load(&off_loop), 0);
+        free(t);
     }
-    run_case(post_all, t);
-    for (int i = 0; i < total; i++) {
-        CHECK_EQ_INT(t[i].done, 1);
-        CHECK_EQ_INT(t[i].ok, 1);
-    }
-    CHECK_EQ_INT(atomic_load(&off_loop), 0);
     cm__workers_free(pool);
     uv_run(uv, UV_RUN_NOWAIT);
-    free(t);
 }
 
 static void
 test_blocking(void)
 {
-    test_blocking_batch(2);
-    test_blocking_batch(8);
+    test_blocking_batch(2, 2);
+    test_blocking_batch(8, 8);
+    test_blocking_batch(0, 6);
+    test_blocking_batch(2, 7);
 }
 
 /* A job that blocks until the quick jobs queued behind it have come back to the loop: their
@@ -154,7 +159,7 @@ test_blocking(void)
 static void
 test_blocked_holds_nothing_back(void)
 {
-    CHECK_EQ_INT(cm__workers_new(uv, 2, &pool), 0);
+    CHECK_EQ_INT(cm__workers_new(uv, 2, 2, &pool), 0);
     reset(200);
     want_dones = total - 1;
     tjob *t = jobs_new(total);
@@ -188,7 +193,7 @@ post_some(uv_timer_t *tm)
 static void
 test_many_batches(void)
 {
-    CHECK_EQ_INT(cm__workers_new(uv, 3, &pool), 0);
+    CHECK_EQ_INT(cm__workers_new(uv, 3, 3, &pool), 0);
     reset(5000);
     ticks = 0;
     tjob *t = jobs_new(total);
@@ -218,7 +223,7 @@ post_then_free(uv_timer_t *tm)
 static void
 test_free_with_posted_batch(void)
 {
-    CHECK_EQ_INT(cm__workers_new(uv, 4, &pool), 0);
+    CHECK_EQ_INT(cm__workers_new(uv, 4, 4, &pool), 0);
     reset(100);
     tjob *t = jobs_new(total);
     run_case(post_then_free, t);

@@ -138,7 +138,8 @@ def check_json(s, addr, node, pid, evil_code):
     check(srv["connections"]["open"] >= 1 and srv["connections"]["accepted"] >= 13,
           "server.connections %r" % srv["connections"])
     check(srv["refused"] == {"timeout": 0, "evicted": 0, "max_conns": 0, "malformed": 0,
-                             "concurrency": 0, "rate": 0}, "server.refused %r" % srv["refused"])
+                             "concurrency": 0, "rate": 0, "max_streams": 0},
+          "server.refused %r" % srv["refused"])
     eps = rows_by_endpoint(s["endpoints"], SERVICE)
     check(len(s["endpoints"]) == 2 and s["endpoints_omitted"] == 0,
           "endpoints %r" % s["endpoints"])

@@ -4,7 +4,8 @@
  *
  * Threads: cm_server_* functions run on the loop thread, or on any thread before the loop
  * runs. Handlers run on the server's worker pool (they may block) unless registered with
- * CM_HANDLER_INLINE, which runs them on the loop thread (they must not block).
+ * CM_HANDLER_INLINE, which runs them on the loop thread (they must not block); stream handlers
+ * run each on a thread of its own (see CM_HANDLER_STREAM).
  */
 #ifndef CMICRO_SERVER_H
 #define CMICRO_SERVER_H
@@ -36,12 +37,14 @@ typedef int (*cm_handler_fn)(cm_ctx *ctx, const void *req, void *rsp, void *user
 /* Served, but not published in the registry (go-micro's InternalHandler). */
 #define CM_HANDLER_INTERNAL 2u
 /* A stream endpoint (go-micro's server-stream, client-stream and bidi; <cmicro/stream.h>). fn
- * runs on the worker pool (CM_HANDLER_INLINE is ignored) and is called with req NULL and rsp
- * the call's cm_stream *, which receives messages of the request descriptor and sends messages
- * of the response descriptor. Returning 0 ends the server's side with go-micro's EOS;
- * CM_EREMOTE after cm_ctx_error() ends it with that error; another code with a 500 error (408
- * when the stream's deadline passed). Publish metadata "stream", "true", as go-micro does for
- * stream endpoints. */
+ * runs on a thread of its own for the stream's life, from the server's streams pool (not the
+ * worker pool, so that open streams never keep unary calls waiting; CM_HANDLER_INLINE is
+ * ignored), inside the server's handler wrappers and limits as any handler, and is called with
+ * req NULL and rsp the call's cm_stream *, which receives messages of the request descriptor and
+ * sends messages of the response descriptor. Returning 0 ends the server's side with go-micro's
+ * EOS; CM_EREMOTE after cm_ctx_error() ends it with that error; another code with a 500 error
+ * (408 when the stream's deadline passed). Publish metadata "stream", "true", as go-micro does
+ * for stream endpoints. */
 #define CM_HANDLER_STREAM 4u
 
 /* The shape of a message as go-micro's registry publishes it (spec 1.3: a Value tree named
@@ -91,7 +94,12 @@ typedef struct cm_server_opts {
      * (health, metrics, status) are answered from loop 0. max_conns in transport_opts is
      * divided among the loops; max_conns_per_ip counts per loop. */
     unsigned loops;
+    /* Streams served at once, each on a thread of its own; past it a new stream is refused with
+     * go-micro's error 429. Default CM_SERVER_MAX_STREAMS. */
+    unsigned max_streams;
 } cm_server_opts;
+
+#define CM_SERVER_MAX_STREAMS 256
 
 CM_EXTERN void cm_server_opts_init(cm_server_opts *o);
 
@@ -145,6 +153,9 @@ CM_EXTERN const char *cm_ctx_endpoint(const cm_ctx *ctx);
 CM_EXTERN const char *cm_ctx_service(const cm_ctx *ctx);
 CM_EXTERN const char *cm_ctx_content_type(const cm_ctx *ctx);
 CM_EXTERN const char *cm_ctx_peer(const cm_ctx *ctx);
+/* Non-zero when the call is a stream (its handler is a CM_HANDLER_STREAM one): for wrappers,
+ * which see no request and no response message for a stream. */
+CM_EXTERN int cm_ctx_is_stream(const cm_ctx *ctx);
 /* Milliseconds left before the caller's deadline (Timeout header); -1 when it sent none;
  * 0 when it has passed. */
 CM_EXTERN int64_t cm_ctx_remaining_ms(const cm_ctx *ctx);

@@ -30,6 +30,7 @@
  *   call limits     MICRO_SERVER_MAX_CONCURRENT (per endpoint), MICRO_SERVER_RATE_LIMIT (calls/s),
  *                   MICRO_SERVER_RATE_BURST; none by default; refusals answer 429
  *   server loops    MICRO_SERVER_LOOPS         1 on at most 2 CPUs, else CPUs/2 (at most 8)
+ *   open streams    MICRO_SERVER_MAX_STREAMS   256 (a thread each; refusals answer 429)
  *   metrics         MICRO_METRICS              "on" ("off": no wrappers, no /metrics)
  *   trace context   MICRO_TRACE                "on" ("off": traceparent passes untouched)
  *   span export     OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, OTEL_EXPORTER_OTLP_ENDPOINT   none
@@ -136,6 +137,9 @@ typedef struct cm_service_opts {
     /* The server's event loops (see cm_server_opts.loops), at most 64: 0 takes
      * MICRO_SERVER_LOOPS, else 1 on at most 2 CPUs and half the CPUs (at most 8) above. */
     unsigned loops;
+    /* Streams served at once (see cm_server_opts); 0 takes MICRO_SERVER_MAX_STREAMS, then
+     * CM_SERVER_MAX_STREAMS. */
+    unsigned max_streams;
 } cm_service_opts;
 
 /* A health check: 0 when healthy; otherwise it may write why (whylen bytes with the NUL). It runs

@@ -3,7 +3,7 @@
  * to the stream by Micro-Stream, the end of a side told by a message with Micro-Error: EOS.
  *
  * One cm_stream serves both sides. A client opens it with cm_client_stream(); a server hands it
- * to a stream handler (cm_handler.stream_fn), which runs on the worker pool. Messages are
+ * to a stream handler (CM_HANDLER_STREAM), which runs on a thread of its own. Messages are
  * encoded and decoded with the codec of the stream's Content-Type on the thread that sends or
  * receives them.
  *
@@ -14,7 +14,7 @@
  * connection until the reader catches up, and TCP pushes back on the peer.
  *
  * Threads: the blocking functions (cm_stream_send, cm_stream_recv) are for threads other than
- * the loop's (handlers on the worker pool, application threads); on the loop thread they answer
+ * the loop's (stream handlers, application threads); on the loop thread they answer
  * CM_ESTATE. The try functions never block and run on any thread; cm_stream_set_notify tells the
  * loop thread when to try again.
  */

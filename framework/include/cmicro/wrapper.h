@@ -14,10 +14,19 @@
  * that short-circuits cleans up in its before). Built-in metrics,
  * tracing and the resilience wrappers use the same hooks.
  *
- * Threads: handler and subscriber wrappers run on the thread of the handler (a worker, or the
- * loop for inline handlers); a client wrapper's before runs on the thread that starts the call
- * and its after on the loop thread; call wrappers run on the loop thread. Hooks must not block.
- * With no wrapper installed a call pays one branch.
+ * Threads: handler and subscriber wrappers run on the thread of the handler (a worker, the
+ * stream's thread, or the loop for inline handlers); a client wrapper's before runs on the
+ * thread that starts the call and its after on the loop thread; call wrappers run on the loop
+ * thread. Hooks must not block. With no wrapper installed a call pays one branch.
+ *
+ * Streams: handler wrappers run around stream handlers too (as go-micro's do), once per
+ * stream: before() when the stream is opened, after() when its handler returns, so a stream
+ * counts as one call for its whole life. For a stream, cm_wrap_info.stream is 1, md holds the
+ * opening message's headers, req and rsp are NULL (req_desc and rsp_desc describe the messages
+ * the stream receives and sends), status and error are the handler's outcome, and a
+ * short-circuit ends the stream with its error before the handler runs (the caller's first
+ * cm_stream_recv answers CM_EREMOTE with it). Headers set with cm_wrap_set_header are not sent
+ * on a stream.
  */
 #ifndef CMICRO_WRAPPER_H
 #define CMICRO_WRAPPER_H
@@ -60,6 +69,7 @@ typedef struct cm_wrap_info {
     cm_ctx *ctx;           /* handler: the call being served (cm_ctx_set_header, cm_ctx_alloc);
                               else NULL */
     void *priv;            /* the framework's */
+    int stream;            /* handler: 1 when the call is a stream (see above); else 0 */
 } cm_wrap_info;
 
 typedef struct cm_wrapper {

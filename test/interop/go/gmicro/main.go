@@ -62,6 +62,8 @@ func Main() {
 		err = streamServer(args)
 	case "stream-client":
 		err = streamClient(args)
+	case "stream-conn-probe":
+		err = streamConnProbe(args)
 	default:
 		err = fmt.Errorf("unknown subcommand %q", cmd)
 	}
