@@ -7,7 +7,8 @@
 # protocols differ; apt-get installs libgrpc++-dev when missing and the script runs as root,
 # see bench/lib.sh; without it the gRPC column says "-"). Server on CPU 0, client on CPU 1
 # (taskset); REPS runs per cell, median shown, then the ratios of the medians cmicro -> cmicro
-# over go-micro -> go-micro and over gRPC -> gRPC.
+# over go-micro -> go-micro and over gRPC -> gRPC. Every run's line is kept in
+# $WORK/stream-runs.txt.
 #
 #   bench/stream.sh                    REPS=3, N_C=N_GRPC=200000 and N_GO=20000 messages per
 #                                      stream (to a cmicro, gRPC, go-micro server)
@@ -58,6 +59,8 @@ start cmicro "$C" server; A_C=$ADDR
 start gomicro "$G" stream-server; A_G=$ADDR
 if [ $grpc = 1 ]; then start grpc "$R" server; A_R=$ADDR; fi
 
+runs="$WORK/stream-runs.txt"  # every run's line, for the spread behind the medians
+: > "$runs"
 median() { sort -n | awk '{a[NR] = $1} END {print a[int((NR + 1) / 2)]}'; }
 run() { # CLIENT ADDR KIND PAYLOAD N: prints the median rate of REPS runs
   local bin=$1 addr=$2 kind=$3 payload=$4 n=$5 sub=client
@@ -67,6 +70,7 @@ run() { # CLIENT ADDR KIND PAYLOAD N: prints the median rate of REPS runs
     { timeout 120 taskset -c 1 "$bin" $sub "$addr" "$kind" "$payload" "$n" ||
         { echo "== $bin $kind $payload to $addr failed ($?): counted as 0" >&2
           echo " rate=0"; }; } |
+      sed -n "s|^|$(basename "$bin") to $addr: |; /rate=/p" | tee -a "$runs" |
       sed -n 's/.* rate=\([0-9]*\).*/\1/p'
   done | median
 }
