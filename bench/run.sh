@@ -50,6 +50,8 @@ mkdir -p "$WORK"
 res="$WORK/results.txt"
 : > "$res"
 log() { echo "== $*" >&2; }
+# shellcheck source=bench/lib.sh
+. "$here/lib.sh"  # apt_install, grpc_peer
 
 if [ "$(nproc)" -lt 2 ]; then
   echo "bench/run.sh needs 2 CPUs (server on CPU 0, load generator on CPU 1)" >&2
@@ -69,12 +71,6 @@ LOADGEN="$B/loadgen"
 
 have_peer() { case " $PEERS " in *" $1 "*) return 0 ;; esac; return 1; }
 drop_peer() { PEERS=$(tr ' ' '\n' <<< "$PEERS" | grep -vx "$1" | tr '\n' ' '); }
-apt_install() { # packages...: installs them when allowed (root, apt-get, not SKIP_INSTALL)
-  if [ "${SKIP_INSTALL:-0}" != 1 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    log "installing $* (apt-get)"
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
-  fi
-}
 
 if ! command -v wrk >/dev/null; then
   apt_install wrk || true
@@ -99,21 +95,8 @@ if have_peer gomicro; then
     log "no Go toolchain: go-micro peer skipped"; drop_peer gomicro
   fi
 fi
-if have_peer grpc; then
-  if ! pkg-config --exists grpc++ || ! command -v grpc_cpp_plugin >/dev/null; then
-    if [ "${SKIP_GRPC_INSTALL:-0}" != 1 ]; then
-      apt_install libgrpc++-dev protobuf-compiler-grpc g++ pkg-config || true
-    fi
-  fi
-  if pkg-config --exists grpc++ && command -v grpc_cpp_plugin >/dev/null; then
-    if [ ! -x "$WORK/grpc/grpc-echo" ] || [ "$here/grpc/server.cc" -nt "$WORK/grpc/grpc-echo" ] ||
-       [ "$here/grpc/client.cc" -nt "$WORK/grpc/grpc-load" ]; then
-      log "building the gRPC C++ peer"
-      bash "$here/grpc/build.sh" "$WORK/grpc"
-    fi
-  else
-    log "no libgrpc++: gRPC peer skipped"; drop_peer grpc
-  fi
+if have_peer grpc && ! grpc_peer "$WORK/grpc"; then
+  drop_peer grpc
 fi
 
 # ---- servers ----

@@ -3,14 +3,20 @@
 # bidi (the client sends from one thread while it receives on another; the server answers each
 # message), 64 B and 4 KiB payloads, for cmicro (bench/stream_cmicro.c) and go-micro v4.11
 # (bench/go, stream-server / stream-client), each server with its own client and with the
-# other's. Server on CPU 0, client on CPU 1 (taskset); REPS runs per cell, median shown.
+# other's, and gRPC C++ (bench/grpc/stream.cc, Debian's libgrpc++: its own client only, the
+# protocols differ; apt-get installs libgrpc++-dev when missing and the script runs as root,
+# see bench/lib.sh; without it the gRPC column says "-"). Server on CPU 0, client on CPU 1
+# (taskset); REPS runs per cell, median shown, then the ratios of the medians cmicro -> cmicro
+# over go-micro -> go-micro and over gRPC -> gRPC. Every run's line is kept in
+# $WORK/stream-runs.txt.
 #
-#   bench/stream.sh                    REPS=3, N_C=200000 and N_GO=20000 messages per stream
-#   QUICK=1 bench/stream.sh            a short run
+#   bench/stream.sh                    REPS=3, N_C=N_GRPC=200000 and N_GO=20000 messages per
+#                                      stream (to a cmicro, gRPC, go-micro server)
+#   QUICK=1 bench/stream.sh            a short run (REPS=1, 50000 / 5000 messages)
 #   KINDS, PAYLOADS                    the rows ("down bidi", "64 4096")
+#   SKIP_GRPC=1                        no gRPC column (SKIP_GRPC_INSTALL=1: no apt-get for it)
 #
-# gRPC C++ streaming is not measured (see docs/BENCHMARKS.md). All traffic is on 127.0.0.1;
-# every run is bounded by its message count and a timeout.
+# All traffic is on 127.0.0.1; every run is bounded by its message count and a timeout.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
@@ -19,8 +25,12 @@ if [ "${QUICK:-0}" = 1 ]; then REPS=${REPS:-1}; N_C=${N_C:-50000}; N_GO=${N_GO:-
 REPS=${REPS:-3}
 N_C=${N_C:-200000}
 N_GO=${N_GO:-20000}
+N_GRPC=${N_GRPC:-$N_C}
 mkdir -p "$WORK"
 log() { echo "== $*" >&2; }
+# shellcheck source=bench/lib.sh
+. "$here/lib.sh"  # grpc_peer
+load_start=$(cut -d' ' -f1-3 /proc/loadavg)
 
 log "building cmicro (release) in $WORK/build and the go-micro peer"
 if [ ! -f "$WORK/build/build.ninja" ]; then
@@ -30,6 +40,9 @@ ninja -C "$WORK/build" bench/stream-cmicro >/dev/null
 (cd "$here/go" && GOFLAGS=-mod=readonly go build -o "$WORK/gomicro-echo" .)
 C="$WORK/build/bench/stream-cmicro"
 G="$WORK/gomicro-echo"
+R="$WORK/grpc/grpc-stream"
+grpc=0
+if [ "${SKIP_GRPC:-0}" != 1 ] && grpc_peer "$WORK/grpc"; then grpc=1; fi
 
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
@@ -44,7 +57,10 @@ start() { # NAME CMD...: a server on CPU 0; sets ADDR
 }
 start cmicro "$C" server; A_C=$ADDR
 start gomicro "$G" stream-server; A_G=$ADDR
+if [ $grpc = 1 ]; then start grpc "$R" server; A_R=$ADDR; fi
 
+runs="$WORK/stream-runs.txt"  # every run's line, for the spread behind the medians
+: > "$runs"
 median() { sort -n | awk '{a[NR] = $1} END {print a[int((NR + 1) / 2)]}'; }
 run() { # CLIENT ADDR KIND PAYLOAD N: prints the median rate of REPS runs
   local bin=$1 addr=$2 kind=$3 payload=$4 n=$5 sub=client
@@ -52,20 +68,34 @@ run() { # CLIENT ADDR KIND PAYLOAD N: prints the median rate of REPS runs
   for _ in $(seq "$REPS"); do
     # A run that fails or times out counts as 0 (and is logged).
     { timeout 120 taskset -c 1 "$bin" $sub "$addr" "$kind" "$payload" "$n" ||
-        echo "rate=0 ($bin $kind $payload to $addr failed: $?)" >&2; } |
+        { echo "== $bin $kind $payload to $addr failed ($?): counted as 0" >&2
+          echo " rate=0"; }; } |
+      sed -n "s|^|$(basename "$bin") to $addr: |; /rate=/p" | tee -a "$runs" |
       sed -n 's/.* rate=\([0-9]*\).*/\1/p'
   done | median
 }
 
-printf '| kind | payload | cmicro -> cmicro | go-micro -> go-micro | cmicro client -> go-micro | go-micro client -> cmicro |\n'
-printf '| --- | --- | --- | --- | --- | --- |\n'
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN {print (b + 0 > 0 ? sprintf("%.2f", a / b) : "-")}'; }
+
+printf '| kind | payload | cmicro -> cmicro | go-micro -> go-micro | cmicro client -> go-micro | go-micro client -> cmicro | gRPC C++ -> gRPC C++ | cmicro / go-micro | cmicro / gRPC C++ |\n'
+printf '| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n'
 for kind in ${KINDS:-down bidi}; do
   for payload in ${PAYLOADS:-64 4096}; do
     cc=$(run "$C" "$A_C" $kind $payload "$N_C")
     gg=$(run "$G" "$A_G" $kind $payload "$N_GO")
     cg=$(run "$C" "$A_G" $kind $payload "$N_GO")
     gc=$(run "$G" "$A_C" $kind $payload "$N_C")
+    rr=-
+    if [ $grpc = 1 ]; then rr=$(run "$R" "$A_R" $kind $payload "$N_GRPC"); fi
     label=$([ $kind = down ] && echo server-stream || echo bidi)
-    printf '| %s | %s B | %s | %s | %s | %s |\n' "$label" "$payload" "$cc" "$gg" "$cg" "$gc"
+    printf '| %s | %s B | %s | %s | %s | %s | %s | %s | %s |\n' "$label" "$payload" "$cc" "$gg" \
+      "$cg" "$gc" "$rr" "$(ratio "$cc" "$gg")" "$(ratio "$cc" "$rr")"
   done
 done
+echo
+echo "machine: $(nproc) CPUs, $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)," \
+  "Linux $(uname -r); server on CPU 0, client on CPU 1"
+echo "run: $(date -u +%Y-%m-%d) REPS=$REPS, N_C=$N_C N_GO=$N_GO N_GRPC=$N_GRPC messages" \
+  "per stream;" \
+  "load average (other processes on the machine) at the start: $load_start, at the end:" \
+  "$(cut -d' ' -f1-3 /proc/loadavg)"
