@@ -58,8 +58,12 @@ struct cm__events {
     /* Publishes handed to the loop by any thread: one post (and one wake-up) per batch. */
     uv_mutex_t qmu;
     pub_req *q_head, *q_tail;
-    int q_posted; /* a drain is posted: it frees ev when ev is closed meanwhile */
+    int q_posted; /* a drain is posted: when ev is closed meanwhile, the last of it and the
+                     broker's close frees ev */
     int closed;
+    int broker_closed; /* the broker's close is done: no publish callback can come (loop) */
+    void (*close_done)(void *arg);
+    void *close_arg;
     /* Publishing on the caller's thread (cm_broker_publish_now): 1 while the broker is connected
      * and can, 0 otherwise (-1: it cannot). Each such publish holds direct_lock for reading; the
      * loop writes under it before the broker goes. */
@@ -546,6 +550,20 @@ cm__events_stop(cm__events *ev)
     }
 }
 
+/* The broker has closed: ev goes once no drain is posted either. Loop thread. */
+static void
+on_broker_closed(void *arg)
+{
+    cm__events *ev = arg;
+    ev->broker_closed = 1;
+    if (ev->close_done != NULL) {
+        ev->close_done(ev->close_arg);
+    }
+    if (!ev->q_posted) {
+        ev_free(ev); /* else the posted drain frees it */
+    }
+}
+
 void
 cm__events_close(cm__events *ev, void (*done)(void *arg), void *arg)
 {
@@ -562,23 +580,23 @@ cm__events_close(cm__events *ev, void (*done)(void *arg), void *arg)
     uv_mutex_lock(&ev->qmu);
     pub_req *handed = ev->q_head;
     ev->q_head = ev->q_tail = NULL;
-    int posted = ev->q_posted;
-    ev->closed = 1;
+    ev->closed = 1; /* from now on only the loop changes q_posted */
     uv_mutex_unlock(&ev->qmu);
     fail_all(handed, "the service is closing");
     fail_all(ev->wait_head, "the service is closing");
     ev->wait_head = ev->wait_tail = NULL;
-    cm_broker_close(ev->broker, done, arg);
-    ev->broker = NULL;
     for (size_t i = 0; i < ev->nsubs; i++) {
         sub_free(ev->subs[i]);
     }
     free(ev->subs);
     ev->subs = NULL;
     ev->nsubs = 0;
-    if (!posted) {
-        ev_free(ev); /* else the posted drain frees it */
-    }
+    ev->close_done = done;
+    ev->close_arg = arg;
+    /* The publishes in flight report to ev (on_published) until the broker has closed. */
+    cm_broker *b = ev->broker;
+    ev->broker = NULL;
+    cm_broker_close(b, on_broker_closed, ev);
 }
 
 /* ---- publish ---- */
@@ -703,7 +721,9 @@ drain_publishes(void *arg)
     int closed = ev->closed;
     uv_mutex_unlock(&ev->qmu);
     if (closed) { /* closed while this was posted: its publishes were failed then */
-        ev_free(ev);
+        if (ev->broker_closed) {
+            ev_free(ev); /* else the broker's close does */
+        }
         return;
     }
     while (p != NULL) {
