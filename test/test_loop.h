@@ -17,7 +17,7 @@ typedef struct test_on_loop_job {
     int done;
 } test_on_loop_job;
 
-static void
+static inline void
 test_on_loop_run(void *arg)
 {
     test_on_loop_job *j = arg;
@@ -28,7 +28,7 @@ test_on_loop_run(void *arg)
     uv_mutex_unlock(&j->mu);
 }
 
-static void
+static inline void
 test_on_loop(cm_loop *l, void (*fn)(void *arg), void *arg)
 {
     test_on_loop_job j;
@@ -48,7 +48,7 @@ test_on_loop(cm_loop *l, void (*fn)(void *arg), void *arg)
 }
 
 /* cm_server_free on the server's loop thread (pass the cm_server *). */
-static void
+static inline void
 test_free_server(void *server)
 {
     cm_server_free(server);

@@ -2,6 +2,7 @@
  * from the public parts, and the load driver. Compiled once per suite; ECHO_SERVER comes from
  * test/reliability/meson.build. */
 #include "rel.h"
+#include "test_loop.h"
 
 #include <sys/prctl.h>
 
@@ -215,42 +216,6 @@ rclient_open(rclient *c, const char *agent_addr, const rclient_opts *o)
     CHECK_EQ_INT(cm_loop_start(c->loop), 0);
 }
 
-typedef struct on_loop_job {
-    void (*fn)(void *arg);
-    void *arg;
-    uv_mutex_t mu;
-    uv_cond_t cv;
-    int done;
-} on_loop_job;
-
-static void
-on_loop_run(void *arg)
-{
-    on_loop_job *j = arg;
-    j->fn(j->arg);
-    uv_mutex_lock(&j->mu);
-    j->done = 1;
-    uv_cond_signal(&j->cv);
-    uv_mutex_unlock(&j->mu);
-}
-
-/* Runs fn(arg) on the client's loop thread and waits for it. */
-static void
-on_loop(rclient *c, void (*fn)(void *arg), void *arg)
-{
-    on_loop_job j = {.fn = fn, .arg = arg};
-    uv_mutex_init(&j.mu);
-    uv_cond_init(&j.cv);
-    CHECK_EQ_INT(cm_loop_post(c->loop, on_loop_run, &j), 0);
-    uv_mutex_lock(&j.mu);
-    while (!j.done) {
-        uv_cond_wait(&j.cv, &j.mu);
-    }
-    uv_mutex_unlock(&j.mu);
-    uv_cond_destroy(&j.cv);
-    uv_mutex_destroy(&j.mu);
-}
-
 typedef struct cache_probe {
     rclient *c;
     const char *service;
@@ -277,7 +242,7 @@ int
 cache_has(rclient *c, const char *service, const char *tag)
 {
     cache_probe p = {c, service, tag, 0};
-    on_loop(c, cache_probe_run, &p);
+    test_on_loop(c->loop, cache_probe_run, &p);
     CHECK(p.status == 0 || p.status == CM_ENONODE || p.status == CM_ENOTFOUND);
     return p.status == 0;
 }
@@ -300,7 +265,7 @@ rclient_close(rclient *c)
 {
     cm_client_free(c->cli);
     teardown t = {c, 0};
-    on_loop(c, teardown_run, &t);
+    test_on_loop(c->loop, teardown_run, &t);
     cm_loop_stop(c->loop);
     cm_loop_free(c->loop);
     memset(c, 0, sizeof(*c));
