@@ -48,6 +48,7 @@ typedef struct nats_priv {
     natsConnection *nc;
     shared *sh;
     uv_async_t async;
+    uv_timer_t drops_timer; /* counts libnats's drops each second while connected */
     uv_work_t work;
     int conn_rc;   /* a failed connect's status, reported once the async handle closed */
     int busy;      /* steps of a disconnect still to finish */
@@ -195,6 +196,13 @@ count_lib_drops(cm_broker *b)
             ns->lib_dropped = n;
         }
     }
+}
+
+static void
+on_drops_timer(uv_timer_t *t)
+{
+    nats_priv *p = t->data;
+    count_lib_drops(p->b);
 }
 
 /* The loop: runs the handlers of the queued messages. */
@@ -445,6 +453,12 @@ connect_done(uv_work_t *w, int status)
         uv_rwlock_wrlock(&p->live_lock);
         p->live = p->nc;
         uv_rwlock_wrunlock(&p->live_lock);
+        /* libnats's drops are counted as messages arrive, and each second, so that drops with
+         * no delivery after them are counted too */
+        uv_timer_init(cm_loop_uv(cm_broker_loop(b)), &p->drops_timer);
+        p->drops_timer.data = p;
+        uv_timer_start(&p->drops_timer, on_drops_timer, 1000, 1000);
+        uv_unref((uv_handle_t *)&p->drops_timer);
         cm_broker_connected(b, 0);
         return;
     }
@@ -523,6 +537,12 @@ close_done(uv_work_t *w, int status)
 }
 
 static void
+timer_closed(uv_handle_t *h)
+{
+    step_done(h->data);
+}
+
+static void
 async_closed(uv_handle_t *h)
 {
     nats_priv *p = h->data;
@@ -541,8 +561,9 @@ nats_disconnect(cm_broker *b)
     uv_mutex_lock(&p->sh->mu);
     p->sh->closed = 1;
     uv_mutex_unlock(&p->sh->mu);
-    p->busy = 2;
+    p->busy = 3;
     uv_close((uv_handle_t *)&p->async, async_closed);
+    uv_close((uv_handle_t *)&p->drops_timer, timer_closed);
     uv_queue_work(cm_loop_uv(cm_broker_loop(b)), &p->work, close_work, close_done);
 }
 
