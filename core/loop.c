@@ -9,6 +9,7 @@
 #include <uv.h>
 
 #include <assert.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 
@@ -74,9 +75,32 @@ on_idle(uv_idle_t *h)
     }
 }
 
+/* A peer that resets a connection while a write is in flight makes write() raise SIGPIPE, whose
+ * default action ends the process, and libuv does not block it. The first loop sets SIGPIPE to
+ * ignored when it still has its default action (an application's own handler stays), as Go's
+ * runtime does: the write then fails with EPIPE, which the transports report as a closed
+ * connection. */
+static void
+ignore_sigpipe_once(void)
+{
+    struct sigaction sa;
+    if (sigaction(SIGPIPE, NULL, &sa) == 0 && !(sa.sa_flags & SA_SIGINFO) &&
+        sa.sa_handler == SIG_DFL) {
+        signal(SIGPIPE, SIG_IGN);
+    }
+}
+
+static void
+ignore_sigpipe(void)
+{
+    static uv_once_t once = UV_ONCE_INIT;
+    uv_once(&once, ignore_sigpipe_once);
+}
+
 int
 cm_loop_new(cm_loop **out)
 {
+    ignore_sigpipe();
     cm_loop *l = calloc(1, sizeof(*l));
     if (l == NULL) {
         return CM_ENOMEM;
