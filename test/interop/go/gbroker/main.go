@@ -234,6 +234,9 @@ func sub(args []string) error {
 	}
 	select {
 	case <-done:
+		// The last message's POST is answered after the handler returns: give it the time to
+		// be written before Stop closes the broker's listener and its connections.
+		time.Sleep(300 * time.Millisecond)
 	case <-time.After(20 * time.Second):
 	}
 	return svc.Server().Stop()
