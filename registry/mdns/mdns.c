@@ -495,7 +495,7 @@ cm__mdns_handle_packet(cm_registry *r, const uint8_t *data, size_t len, const st
         return;
     }
     ldns_pkt *pkt = NULL;
-    ldns_status s = ldns_wire2pkt(&pkt, data, len);
+    ldns_status s = cm__mdns_wire2pkt(&pkt, data, len);
     if (s != LDNS_STATUS_OK) {
         cm__mdns_debug("dropped a malformed datagram from %s: %s",
                        cm__mdns_addr_str(from, a, sizeof a), ldns_get_errorstr_by_id(s));

@@ -56,6 +56,9 @@ typedef struct cm__mdns_zone {
 /* Builds the zone's names. txt (txtlen characters) is copied; it may be NULL. Returns 0,
  * CM_EINVAL (a name that is not a valid DNS name: empty or over-long label, over 255 bytes) or
  * CM_ENOMEM; on error nothing is left allocated. */
+/* ldns_wire2pkt, refusing what would make it leak (more than one TSIG record). */
+ldns_status cm__mdns_wire2pkt(ldns_pkt **pkt, const uint8_t *wire, size_t len);
+
 int cm__mdns_zone_init(cm__mdns_zone *z, const char *instance, const char *service,
                        const char *host, uint16_t port, int family, const uint8_t ip[16],
                        const char *txt, size_t txtlen);

@@ -269,7 +269,7 @@ query_recv(uv_udp_t *h, ssize_t nread, const uv_buf_t *buf, const struct sockadd
         return;
     }
     ldns_pkt *pkt = NULL;
-    ldns_status s = ldns_wire2pkt(&pkt, (const uint8_t *)buf->base, (size_t)nread);
+    ldns_status s = cm__mdns_wire2pkt(&pkt, (const uint8_t *)buf->base, (size_t)nread);
     if (s != LDNS_STATUS_OK) {
         cm__mdns_debug("dropped a malformed reply from %s: %s",
                        cm__mdns_addr_str(addr, a, sizeof a), ldns_get_errorstr_by_id(s));

@@ -465,3 +465,41 @@ cm__mdns_query_wire(const char *qname, uint16_t id, uint8_t **wire, size_t *len)
     ldns_pkt_free(pkt);
     return rc;
 }
+
+/* ---- parsing ---- */
+
+/* ldns_wire2pkt of ldns 1.8.3 keeps only the last TSIG record of the additional section and
+ * leaks the others (ldns_pkt_set_tsig does not free the one it replaces): a packet with two of
+ * them would cost 73 bytes each time it arrives. mDNS never carries TSIG, so such a packet is
+ * refused after a first walk over its records with ldns's own ldns_wire2rr. */
+static int
+tsig_records(const uint8_t *wire, size_t len)
+{
+    const size_t counts[4] = {LDNS_QDCOUNT(wire), LDNS_ANCOUNT(wire), LDNS_NSCOUNT(wire),
+                              LDNS_ARCOUNT(wire)};
+    const ldns_pkt_section sections[4] = {LDNS_SECTION_QUESTION, LDNS_SECTION_ANSWER,
+                                          LDNS_SECTION_AUTHORITY, LDNS_SECTION_ADDITIONAL};
+    size_t pos = LDNS_HEADER_SIZE;
+    int n = 0;
+    for (int s = 0; s < 4; s++) {
+        for (size_t i = 0; i < counts[s]; i++) {
+            ldns_rr *rr = NULL;
+            if (ldns_wire2rr(&rr, wire, len, &pos, sections[s]) != LDNS_STATUS_OK) {
+                return n; /* ldns_wire2pkt says what is wrong */
+            }
+            n += s == 3 && ldns_rr_get_type(rr) == LDNS_RR_TYPE_TSIG;
+            ldns_rr_free(rr);
+        }
+    }
+    return n;
+}
+
+ldns_status
+cm__mdns_wire2pkt(ldns_pkt **pkt, const uint8_t *wire, size_t len)
+{
+    *pkt = NULL;
+    if (len >= LDNS_HEADER_SIZE && LDNS_ARCOUNT(wire) > 1 && tsig_records(wire, len) > 1) {
+        return LDNS_STATUS_ERR;
+    }
+    return ldns_wire2pkt(pkt, wire, len);
+}

@@ -136,7 +136,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     }
     ldns_pkt *pkt = NULL;
-    if (ldns_wire2pkt(&pkt, data, size) != LDNS_STATUS_OK) {
+    if (cm__mdns_wire2pkt(&pkt, data, size) != LDNS_STATUS_OK) {
         ldns_pkt_free(pkt);
         return 0;
     }
