@@ -27,7 +27,7 @@
 # CONCS ("1 16 64 256"), PEERS ("cmicro cmicro-worker raw nginx gomicro grpc"), GENS ("loadgen
 # wrk": the load generators of the closed-loop table), WORK (build and result folder, default
 # /tmp/cmicro-bench), SKIP_CALLGRIND=1, SKIP_GRPC_INSTALL=1 (and SKIP_INSTALL=1: no apt-get at
-# all), LOOPS (the cmicro server's event loops, cm_server_opts.loops; unset: its default),
+# all), CLOSED_ONLY=1 (the closed-loop table alone), LOOPS (the cmicro server's event loops, cm_server_opts.loops; unset: its default),
 # SERVER_CPUS (the CPUs the servers are pinned to, taskset's list; default 0: with LOOPS=2 both
 # loops then share CPU 0, which measures the cost of the second loop, not scaling).
 # Every load run is bounded in time and count and stops by itself; all traffic is on 127.0.0.1.
@@ -261,6 +261,10 @@ for r in $(seq "$REPS"); do
   done
 done
 GEN=loadgen
+if [ "${CLOSED_ONLY:-0}" = 1 ]; then  # the closed-loop table alone: no later section has a peer
+  PEERS=""
+  SKIP_CALLGRIND=1
+fi
 
 # ---- per-call cost from 1 to 1000 connections (64 B) ----
 for p in cmicro cmicro-worker raw; do

@@ -162,6 +162,10 @@ struct cm_ctx {
     const void *event_sub; /* a message being handled: its subscriber (event.c); else NULL */
     int hopped;            /* a GET served on loop 0 for another loop */
     cm__post hop;
+    /* The reply was encoded by the worker (encode_rc its result) and, when encode_rc is 0,
+     * handed to cm_tconn_reply_early(). */
+    int encoded;
+    int encode_rc;
 };
 
 /* A context from the pool of s's loop 0 (or a new one); NULL on out of memory. Loop 0. */

@@ -190,6 +190,7 @@ cm__ctx_put(cm_ctx *c)
     c->wait_next = NULL;
     c->event_sub = NULL;
     c->hopped = 0;
+    c->encoded = 0;
     c->peer = c->local = NULL;
     /* Keep a large request's arena or response buffer from pinning memory. */
     cm__arena_reset(&c->arena, 256 * 1024);
@@ -318,6 +319,17 @@ reply_errorf(cm_ctx *c, int32_t code, const char *fmt, ...)
     reply_error(c, c->error ? NULL : "internal error: out of memory");
 }
 
+/* A handler's successful reply: the response message encoded, with its Content-Type. */
+static int
+encode_ok(cm_ctx *c)
+{
+    int rc = encode_reply(c, c->rt->h.response, c->rsp_msg, NULL);
+    if (rc == 0 && c->out.len > 0) {
+        cm__ctx_add_header(c, "Content-Type", c->content_type);
+    }
+    return rc;
+}
+
 static void
 complete(cm_ctx *c)
 {
@@ -328,7 +340,7 @@ complete(cm_ctx *c)
         reply_error(c, c->error ? NULL : "internal error: out of memory");
         return;
     }
-    int rc = encode_reply(c, c->rt->h.response, c->rsp_msg, NULL);
+    int rc = c->encoded ? c->encode_rc : encode_ok(c);
     if (rc < 0) {
         cm_error_free(c->error);
         c->error = NULL;
@@ -336,9 +348,6 @@ complete(cm_ctx *c)
         snprintf(text, sizeof(text), "Unable to encode body: %s", cm_strerror(rc));
         reply_error(c, text);
         return;
-    }
-    if (c->out.len > 0) {
-        cm__ctx_add_header(c, "Content-Type", c->content_type);
     }
     send_reply(c, c->out.data, c->out.len);
     finish(c);
@@ -398,10 +407,23 @@ cm__server_run_handler(cm_ctx *c)
     }
 }
 
+/* On a worker: the handler, then its successful reply encoded and written from here when the
+ * connection allows it, so that the reply does not wait for the loop to wake up (the loop
+ * finishes the call in job_done). */
 static void
 job_work(cm__job *j)
 {
-    cm__server_run_handler((cm_ctx *)j);
+    cm_ctx *c = (cm_ctx *)j;
+    cm__server_run_handler(c);
+    if (c->status != 0) {
+        return;
+    }
+    c->encode_rc = encode_ok(c);
+    c->encoded = 1;
+    if (c->encode_rc == 0) {
+        cm_msg m = {c->rsp_hdrs, c->nrsp_hdrs, c->out.data, c->out.len};
+        cm_tconn_reply_early(c->conn, &m);
+    }
 }
 
 static void

@@ -223,6 +223,18 @@ cm_tconn_reply(cm_tconn *conn, const cm_msg *rsp, int close_after)
     return conn->ops->reply(conn, rsp, close_after);
 }
 
+int
+cm_tconn_reply_early(cm_tconn *conn, const cm_msg *rsp)
+{
+    if (!conn || !rsp) {
+        return CM_EINVAL;
+    }
+    if (!conn->ops->reply_early) {
+        return CM_ENOTSUP;
+    }
+    return conn->ops->reply_early(conn, rsp);
+}
+
 const char *
 cm_tconn_peer(const cm_tconn *conn)
 {

@@ -740,6 +740,111 @@ test_reuse_port(void)
     client_close(plain);
 }
 
+/* ---- early replies: written from another thread, finished on the loop ---- */
+
+typedef struct early {
+    cm_tconn *conn;
+    cm_msg req;
+    int seen;
+    int rc; /* cm_tconn_reply_early's, on the thread */
+} early;
+
+static void
+on_early_request(cm_tconn *c, int status, const cm_msg *req, void *user)
+{
+    early *e = user;
+    CHECK_EQ_INT(status, 0);
+    e->conn = c;
+    e->req = *req;
+    e->seen++;
+}
+
+static void
+reply_early_thread(void *arg)
+{
+    early *e = arg;
+    static cm_hdr h = {"X-Early", "1"};
+    cm_msg rsp = {&h, 1, e->req.body, e->req.body_len};
+    e->rc = cm_tconn_reply_early(e->conn, &rsp);
+}
+
+/* One call: the request reaches the callback, a thread writes the echo reply early, then the
+ * loop calls cm_tconn_reply. A small reply reaches the client before that call. */
+static void
+early_call(cm_transport *c, const char *addr, early *e, const uint8_t *body, size_t n)
+{
+    result r = {0};
+    cm_msg req = {NULL, 0, body, n};
+    int seen = e->seen;
+    CHECK_EQ_INT(cm_transport_roundtrip(c, addr, &req, 15000, on_result, &r, NULL), 0);
+    while (e->seen == seen) {
+        uv_run(L, UV_RUN_ONCE);
+    }
+    in_thread(reply_early_thread, e);
+    CHECK_EQ_INT(e->rc, 0);
+    static cm_hdr h2 = {"X-Early", "1"};
+    cm_msg again = {&h2, 1, e->req.body, e->req.body_len};
+    CHECK_EQ_INT(cm_tconn_reply_early(e->conn, &again), CM_ENOTSUP); /* once per request */
+    if (n < 1024) {
+        run_until(&r.done, 5000); /* written by the thread alone */
+    }
+    CHECK_EQ_INT(cm_tconn_reply(e->conn, &again, 0), 0);
+    run_until(&r.done, 15000);
+    CHECK_EQ_INT(r.status, 0);
+    CHECK(strstr(r.rendered, "X-Early=1") != NULL);
+    CHECK_EQ_INT(r.body_len, n);
+    CHECK(memcmp(r.body, body, n) == 0);
+    result_free(&r);
+}
+
+static void
+test_reply_early(void)
+{
+    cm_transport *t, *c;
+    CHECK_EQ_INT(cm_transport_new(CL, NULL, NULL, &t), 0);
+    CHECK_EQ_INT(cm_transport_new(CL, NULL, NULL, &c), 0);
+    early e = {0};
+    cm_listener *l;
+    char addr[64];
+    CHECK_EQ_INT(cm_transport_listen(t, "127.0.0.1:0", on_early_request, &e, &l), 0);
+    CHECK_EQ_INT(cm_listener_addr(l, addr, sizeof(addr)), 0);
+    /* Small, then 4 MiB (the socket takes part of it; the loop writes the rest), then small
+     * again on the same connection. */
+    size_t big = 4 * 1024 * 1024;
+    uint8_t *body = malloc(big);
+    CHECK(body != NULL);
+    for (size_t i = 0; i < big; i++) {
+        body[i] = (uint8_t)(i * 13 + (i >> 10));
+    }
+    early_call(c, addr, &e, body, 5);
+    early_call(c, addr, &e, body, big);
+    early_call(c, addr, &e, body, 0);
+    cm_pool_stats ps;
+    cm_transport_get_pool_stats(c, &ps);
+    CHECK_EQ_INT(ps.dialed, 1);
+    /* A connection closed while its request is with the callback: the early reply writes
+     * nothing, and cm_tconn_reply says it is closed. */
+    result r = {0};
+    cm_msg req = {NULL, 0, body, 3};
+    CHECK_EQ_INT(cm_transport_roundtrip(c, addr, &req, 5000, on_result, &r, NULL), 0);
+    while (e.seen < 4) {
+        uv_run(L, UV_RUN_ONCE);
+    }
+    int done = 0;
+    cm_listener_close(l, set_flag, &done);
+    in_thread(reply_early_thread, &e);
+    CHECK_EQ_INT(e.rc, 0);
+    cm_msg rsp = {NULL, 0, NULL, 0};
+    CHECK_EQ_INT(cm_tconn_reply(e.conn, &rsp, 0), CM_ECLOSED);
+    run_until(&done, 5000);
+    run_until(&r.done, 5000);
+    CHECK_EQ_INT(r.status, CM_ECLOSED);
+    result_free(&r);
+    free(body);
+    client_close(c);
+    client_close(t);
+}
+
 int
 main(void)
 {
@@ -757,6 +862,7 @@ main(void)
     RUN(test_big_bodies);
     RUN(test_listen_addresses);
     RUN(test_reuse_port);
+    RUN(test_reply_early);
     harness_done();
     TEST_DONE();
 }

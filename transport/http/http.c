@@ -920,4 +920,5 @@ const cm_transport_ops cm__transport_http = {
     .stream_queued = cm__http_stream_queued,
     .stream_pause = cm__http_stream_pause,
     .stream_close = cm__http_stream_close,
+    .reply_early = cm__http_reply_early,
 };

@@ -230,6 +230,7 @@ void cm__http_listener_stop_accepting(cm_listener *l);
 void cm__http_listener_close(cm_listener *l, void (*done)(void *arg), void *arg);
 void cm__http_listener_stats(const cm_listener *l, cm_listener_stats *st);
 int cm__http_reply(cm_tconn *c, const cm_msg *rsp, int close_after);
+int cm__http_reply_early(cm_tconn *c, const cm_msg *rsp);
 const char *cm__http_peer(const cm_tconn *c);
 const char *cm__http_local(const cm_tconn *c);
 

@@ -17,10 +17,13 @@
 #include "http_int.h"
 
 #include <errno.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
 
 /* While a request is handled, reading goes on (to see the peer leave) until this many bytes
  * wait unparsed. */
@@ -85,6 +88,17 @@ struct sconn {
     int peer_eof;      /* the peer shut down its writing side */
     int continue_sent; /* "100 Continue" was sent for the current request */
     int ip_counted;    /* counted in the listener's per-address table */
+    /* The early reply (cm_tconn_reply_early), written by the thread that ran the handler. The
+     * loop sets early_ok and early_fd when it delivers a request; the handler's thread writes
+     * the header block into wb and sets the rest, and the loop reads them in cm_tconn_reply()
+     * (the hand-off of the finished call orders the two). wguard keeps the socket open while
+     * that thread writes: 0 free, 1 writing, 2 closed (conn_close waits for 1 to end). */
+    int early_ok;
+    int early_fd;
+    int early;     /* the header block is in wb and early_sent bytes were written */
+    int early_err; /* the write failed (a libuv error): the connection closes */
+    size_t early_sent;
+    _Atomic int wguard;
     unsigned nhandles;
     size_t drained;
     cm__http_rbuf rb;
@@ -306,6 +320,22 @@ on_conn_handle_closed(uv_handle_t *h)
     listener_maybe_done(l);
 }
 
+/* Keeps an early reply's writer off the socket from now on; waits while one writes (a single
+ * non-blocking send). */
+static void
+close_guard(sconn *c)
+{
+    int expect = 0;
+    while (!atomic_compare_exchange_weak_explicit(&c->wguard, &expect, 2, memory_order_acquire,
+                                                  memory_order_relaxed)) {
+        if (expect == 2) {
+            return;
+        }
+        expect = 0;
+        sched_yield();
+    }
+}
+
 /* Closes the socket now. A request with the callback keeps the struct alive until its reply. */
 static void
 conn_close(sconn *c)
@@ -321,6 +351,7 @@ conn_close(sconn *c)
         c->ip_counted = 0;
         cm__ipcount_del(c->l->ips, c->ip);
     }
+    close_guard(c);
     uv_close((uv_handle_t *)&c->tcp, on_conn_handle_closed);
     if (c->timer_init) {
         uv_close((uv_handle_t *)&c->timer, on_conn_handle_closed);
@@ -581,6 +612,87 @@ put_status_line(cm__http_buf *b, const cm_msg *rsp)
     return put_str(b, line);
 }
 
+/* The reply's header block, in b from its start. */
+static int
+put_head(cm__http_buf *b, const cm_msg *rsp)
+{
+    b->len = 0;
+    if (put_status_line(b, rsp) < 0 || put_str(b, "Content-Length: ") < 0 ||
+        cm__http_put_u64(b, rsp->body_len) < 0 || put_str(b, "\r\n") < 0 ||
+        cm__http_put_headers(b, rsp,
+                             CM__HTTP_SKIP_HOST | CM__HTTP_SKIP_CLEN | CM__HTTP_SKIP_TE |
+                                 CM__HTTP_SKIP_CONN) < 0 ||
+        put_str(b, "\r\n") < 0) {
+        return CM_ENOMEM;
+    }
+    return 0;
+}
+
+/* Any thread, while the request is with the callback: the header block into wb, and as much of
+ * the reply as the socket takes now. The loop's cm__http_reply() sends the rest. */
+int
+cm__http_reply_early(cm_tconn *base, const cm_msg *rsp)
+{
+    sconn *c = (sconn *)base;
+    if (!c->early_ok || c->early) {
+        return CM_ENOTSUP;
+    }
+    if (put_head(&c->wb, rsp) < 0) {
+        return CM_ENOMEM;
+    }
+    c->early = 1;
+    c->early_sent = 0;
+    c->early_err = 0;
+    int expect = 0;
+    if (!atomic_compare_exchange_strong_explicit(&c->wguard, &expect, 1, memory_order_acquire,
+                                                 memory_order_relaxed)) {
+        return 0; /* closed: the loop's reply learns it */
+    }
+    struct iovec iov[2] = {{c->wb.p, c->wb.len}, {(void *)(uintptr_t)rsp->body, rsp->body_len}};
+    struct msghdr mh = {.msg_iov = iov, .msg_iovlen = rsp->body_len > 0 ? 2 : 1};
+    ssize_t n;
+    do {
+        n = sendmsg(c->early_fd, &mh, MSG_DONTWAIT | MSG_NOSIGNAL);
+    } while (n < 0 && errno == EINTR);
+    atomic_store_explicit(&c->wguard, 0, memory_order_release);
+    if (n >= 0) {
+        c->early_sent = (size_t)n;
+    } else if (errno != EAGAIN && errno != EWOULDBLOCK) {
+        c->early_err = uv_translate_sys_error(errno);
+    }
+    return 0;
+}
+
+/* On the loop: what an early reply left to write. */
+static int
+send_rest(sconn *c, const cm_msg *rsp)
+{
+    c->early = 0;
+    if (c->early_err != 0) {
+        conn_close(c);
+        return c->early_err;
+    }
+    size_t hlen = c->wb.len, sent = c->early_sent;
+    const uint8_t *body = rsp->body;
+    size_t blen = rsp->body_len;
+    if (sent >= hlen) {
+        if (blen > 0) { /* an empty body may be NULL */
+            body += sent - hlen;
+            blen -= sent - hlen;
+        }
+        c->wb.len = 0;
+    } else {
+        memmove(c->wb.p, c->wb.p + sent, hlen - sent);
+        c->wb.len = hlen - sent;
+    }
+    if (c->wb.len == 0 && blen == 0) {
+        c->state = S_READ; /* as send_reply() after a whole write */
+        arm(c, T_NONE);
+        return 0;
+    }
+    return send_reply(c, body, blen, 0);
+}
+
 int
 cm__http_reply(cm_tconn *base, const cm_msg *rsp, int close_after)
 {
@@ -600,18 +712,16 @@ cm__http_reply(cm_tconn *base, const cm_msg *rsp, int close_after)
         rsp = &empty;
     }
     c->close_after = c->close_after || close_after;
-    c->wb.len = 0;
-    if (put_status_line(&c->wb, rsp) < 0 || put_str(&c->wb, "Content-Length: ") < 0 ||
-        cm__http_put_u64(&c->wb, rsp->body_len) < 0 || put_str(&c->wb, "\r\n") < 0 ||
-        cm__http_put_headers(&c->wb, rsp,
-                             CM__HTTP_SKIP_HOST | CM__HTTP_SKIP_CLEN | CM__HTTP_SKIP_TE |
-                                 CM__HTTP_SKIP_CONN) < 0 ||
-        put_str(&c->wb, "\r\n") < 0) {
+    int r;
+    if (c->early) {
+        r = send_rest(c, rsp);
+    } else if (put_head(&c->wb, rsp) < 0) {
         conn_close(c);
         return CM_ENOMEM;
+    } else {
+        r = send_reply(c, rsp->body, rsp->body_len, 0);
     }
     /* rsp may point into the request (an echo): the request's buffers go only now. */
-    int r = send_reply(c, rsp->body, rsp->body_len, 0);
     cm__http_in_trim(&c->in);
     if (r < 0) {
         return CM_ECLOSED;
@@ -643,6 +753,13 @@ deliver(sconn *c, int status)
     idle_unlink(c);
     arm(c, T_NONE); /* the handler's time is the RPC layer's to bound */
     c->close_after = !c->in.keep_alive;
+    /* An early reply needs plain text and nothing else on its way out (a "100 Continue"). */
+    uv_os_fd_t fd;
+    c->early = 0;
+    c->early_ok = status == 0 && c->tls == NULL &&
+                  uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) == 0 &&
+                  uv_fileno((uv_handle_t *)&c->tcp, &fd) == 0;
+    c->early_fd = c->early_ok ? fd : -1;
     if (status == 0) {
         bump(&l->st.requests, 1);
     }
@@ -1220,6 +1337,7 @@ cm__http_tconn_stream(cm_tconn *base, const cm_tstream_cbs *cbs, void *user, cm_
         return CM_ECLOSED;
     }
     /* in_request stays set: it keeps the connection's memory until cm_tstream_close(). */
+    c->early_ok = 0;
     c->ts.base.ops = c->base.ops;
     c->ts.server = 1;
     c->scbs = cbs;

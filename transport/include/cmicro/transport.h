@@ -159,6 +159,15 @@ CM_EXTERN void cm_listener_get_stats(const cm_listener *l, cm_listener_stats *st
  * header ":status" ("404") is sent with that status instead of 200; pseudo headers are never
  * sent as headers. */
 CM_EXTERN int cm_tconn_reply(cm_tconn *conn, const cm_msg *rsp, int close_after);
+/* Any thread, at most once per request, while the request is with the callback: writes the
+ * reply to the request last delivered on conn from the calling thread, as much of it as the
+ * socket takes without waiting, so that a handler running off the loop answers without a trip
+ * back to it. Returns 0 when it took the reply: the connection's loop must still call
+ * cm_tconn_reply(conn, rsp, close_after) with the same rsp (its headers are not read again;
+ * its body must be unchanged until then), which writes what is left and moves the connection
+ * on. Any other return (CM_ENOTSUP: a TLS connection, or something else is being written):
+ * nothing was written; reply with cm_tconn_reply() alone. */
+CM_EXTERN int cm_tconn_reply_early(cm_tconn *conn, const cm_msg *rsp);
 /* Peer and local addresses of the connection ("127.0.0.1:5555"); never NULL. */
 CM_EXTERN const char *cm_tconn_peer(const cm_tconn *conn);
 CM_EXTERN const char *cm_tconn_local(const cm_tconn *conn);
@@ -300,6 +309,8 @@ typedef struct cm_transport_ops {
     size_t (*stream_queued)(const cm_tstream *s);
     void (*stream_pause)(cm_tstream *s, int on);
     void (*stream_close)(cm_tstream *s);
+    /* May be NULL (CM_ENOTSUP): see cm_tconn_reply_early(). */
+    int (*reply_early)(cm_tconn *c, const cm_msg *rsp);
 } cm_transport_ops;
 
 /* Adds or replaces the backend of ops->name. ops is borrowed for the life of the process (a
