@@ -150,6 +150,7 @@ ctx_get(cm__sloop *sl)
     cm_ctx *c = sl->free_ctx;
     if (c != NULL) {
         sl->free_ctx = c->next_free;
+        sl->nfree--;
     } else {
         c = calloc(1, sizeof(*c));
         if (c == NULL) {
@@ -172,6 +173,10 @@ void
 cm__ctx_put(cm_ctx *c)
 {
     cm__sloop *sl = c->sl;
+    if (sl->nfree >= CM__CTX_KEEP) {
+        cm__ctx_destroy(c);
+        return;
+    }
     cm_error_free(c->error);
     c->error = NULL;
     c->status = 0;
@@ -199,6 +204,7 @@ cm__ctx_put(cm_ctx *c)
     }
     c->next_free = sl->free_ctx;
     sl->free_ctx = c;
+    sl->nfree++;
 }
 
 void

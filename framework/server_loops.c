@@ -211,6 +211,7 @@ free_loop(cm__sloop *sl)
         sl->free_ctx = c->next_free;
         cm__ctx_destroy(c);
     }
+    sl->nfree = 0;
     sl->port = sl->stream_port = NULL;
     if (sl->idx != 0 && sl->loop != NULL) {
         cm_loop_free(sl->loop); /* runs the closes above to their end */

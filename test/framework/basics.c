@@ -1,5 +1,6 @@
 /* Errors, metadata, header helpers, the loop and the worker pool. */
 #include "framework_int.h"
+#include "server_int.h"
 #include "test.h"
 
 #include <stdatomic.h>
@@ -172,6 +173,37 @@ test_loop_and_workers(void)
     cm_loop_free(l);
 }
 
+/* The pool of call contexts keeps at most CM__CTX_KEEP free ones: a burst of calls does not pin
+ * its memory. */
+static void
+test_ctx_pool(void)
+{
+    cm_loop *l;
+    CHECK_EQ_INT(cm_loop_new(&l), 0);
+    cm_server_opts o;
+    cm_server_opts_init(&o);
+    o.name = "pool";
+    cm_server *s;
+    CHECK_EQ_INT(cm_server_new(l, &o, &s), 0);
+    enum { BURST = 3000 };
+    static cm_ctx *cs[BURST];
+    for (int i = 0; i < BURST; i++) {
+        cs[i] = cm__ctx_get(s);
+        CHECK(cs[i] != NULL);
+    }
+    CHECK_EQ_INT(s->loops[0].nfree, 0);
+    for (int i = 0; i < BURST; i++) {
+        cm__ctx_put(cs[i]);
+    }
+    CHECK_EQ_INT(s->loops[0].nfree, CM__CTX_KEEP);
+    cm_ctx *c = cm__ctx_get(s);
+    CHECK(c == cs[CM__CTX_KEEP - 1]); /* the last one kept */
+    CHECK_EQ_INT(s->loops[0].nfree, CM__CTX_KEEP - 1);
+    cm__ctx_put(c);
+    cm_server_free(s);
+    cm_loop_free(l);
+}
+
 static void
 test_arena(void)
 {
@@ -204,5 +236,6 @@ main(void)
     RUN(test_headers);
     RUN(test_loop_and_workers);
     RUN(test_arena);
+    RUN(test_ctx_pool);
     TEST_DONE();
 }

@@ -270,6 +270,60 @@ test_per_ip(void)
     server_stop(&S);
 }
 
+/* Listeners sharing an address with reuse_port (a server's loops) count max_conns_per_ip
+ * together: of 8 connections from 127.0.0.1, spread by the kernel over two listeners, 2 are
+ * served in all (counted per listener, each would serve 2). */
+static void
+job_per_ip_shared(void *arg)
+{
+    job *j = arg;
+    int fds[8];
+    for (int i = 0; i < 8; i++) {
+        fds[i] = raw_connect(j->port);
+    }
+    usleep(200000); /* the refused ones are closed by now */
+    int served = 0;
+    char buf[4096];
+    for (int i = 0; i < 8; i++) {
+        size_t have = 0;
+        if (raw_send(fds[i], "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n", 47) == 0 &&
+            raw_read_response(fds[i], buf, sizeof buf, &have) > 0) {
+            served++;
+        }
+        close(fds[i]);
+    }
+    J_CHECK(j, served == 2);
+}
+
+static void
+test_per_ip_shared(void)
+{
+    cm_transport_opts o;
+    cm_transport_opts_init(&o);
+    o.reuse_port = 1;
+    o.max_conns_per_ip = 2;
+    server_start(&S, &o);
+    cm_transport *t2;
+    cm_listener *l2;
+    CHECK_EQ_INT(cm_transport_new(CL, "http", &o, &t2), 0);
+    CHECK_EQ_INT(cm_transport_listen(t2, S.addr, on_request, &S, &l2), 0);
+    job j = {S.port, 0, 0};
+    in_thread(job_per_ip_shared, &j);
+    CHECK_EQ_INT(j.fail, 0);
+    cm_listener_stats a, b;
+    cm_listener_get_stats(S.l, &a);
+    cm_listener_get_stats(l2, &b);
+    CHECK_EQ_INT(a.accepted + b.accepted, 8);
+    CHECK_EQ_INT(a.refused + b.refused, 6);
+    int done = 0;
+    cm_listener_close(l2, set_flag, &done);
+    run_until(&done, 5000);
+    done = 0;
+    cm_transport_close(t2, set_flag, &done);
+    run_until(&done, 5000);
+    server_stop(&S);
+}
+
 /* ---- memory, half-close, strict reading, 100-continue ---- */
 
 static void
@@ -413,6 +467,7 @@ main(void)
     RUN(test_max_conns);
     RUN(test_max_conns_none_idle);
     RUN(test_per_ip);
+    RUN(test_per_ip_shared);
     harness_done();
     TEST_DONE();
 }

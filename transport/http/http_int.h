@@ -181,11 +181,16 @@ void cm__http_buf_trim(cm__http_buf *b, size_t max);
 
 /* Connection counts per client address (http_limits.c). */
 typedef struct cm__ipcount cm__ipcount;
-/* Counts one more connection of ip, creating the table at the first use. 0, CM_ESTATE (ip has
- * max already; max 0: no cap) or CM_ENOMEM. */
-int cm__ipcount_add(cm__ipcount **t, const char *ip, unsigned max);
+/* A listener's table: key NULL for its own, or the bound address of a reuse_port listener, whose
+ * table the other listeners on that address share (the loops of one server). NULL on out of
+ * memory. Any thread. */
+cm__ipcount *cm__ipcount_open(const char *key);
+/* Drops the listener's reference (the last one frees the table). */
+void cm__ipcount_close(cm__ipcount *t);
+/* Counts one more connection of ip. 0, CM_ESTATE (ip has max already; max 0: no cap) or
+ * CM_ENOMEM. */
+int cm__ipcount_add(cm__ipcount *t, const char *ip, unsigned max);
 void cm__ipcount_del(cm__ipcount *t, const char *ip);
-void cm__ipcount_free(cm__ipcount *t);
 
 /* A stream's handle: server (http_server.c) or client (http_stream.c). */
 typedef struct cm__http_tstream {

@@ -289,7 +289,7 @@ listener_maybe_done(listener *l)
     if (l->done) {
         l->done(l->done_arg);
     }
-    cm__ipcount_free(l->ips);
+    cm__ipcount_close(l->ips);
     free(l);
 }
 
@@ -1071,7 +1071,7 @@ count_peer(listener *l, sconn *c)
     if (colon != NULL) {
         *colon = '\0';
     }
-    int rc = cm__ipcount_add(&l->ips, c->ip, l->t->opts.max_conns_per_ip);
+    int rc = cm__ipcount_add(l->ips, c->ip, l->t->opts.max_conns_per_ip);
     c->ip_counted = rc == 0;
     if (rc == CM_ESTATE) {
         bump(&l->st.refused, 1);
@@ -1221,6 +1221,9 @@ cm__http_listen(cm_transport *t, const char *addr, cm_request_cb cb, void *user,
     }
     if (r == 0) {
         r = cm__http_format_addr((struct sockaddr *)&ss, l->addr, sizeof(l->addr));
+    }
+    if (r == 0 && (l->ips = cm__ipcount_open(t->opts.reuse_port ? l->addr : NULL)) == NULL) {
+        r = CM_ENOMEM;
     }
     if (r < 0) {
         uv_close((uv_handle_t *)&l->server, on_bind_failed_closed);

@@ -79,7 +79,8 @@ typedef struct cm_transport_opts {
     const char *tls_server_name; /* client: the name checked and sent as SNI; NULL: the host */
     /* Listeners set SO_REUSEPORT before they bind, so that several listeners (of transports on
      * different loops) may bind the same address and port; the kernel spreads the connections
-     * among them by a hash of the peer's address and port. Default off. */
+     * among them by a hash of the peer's address and port. Such listeners on one address count
+     * max_conns_per_ip together (each of them still applies its own max_conns). Default off. */
     int reuse_port;
 } cm_transport_opts;
 
