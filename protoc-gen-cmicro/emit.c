@@ -414,8 +414,8 @@ emit_header(sbuf *h, const gen_index *ix, const plan *p)
                       "<cmicro/event.h>).");
     sb_printf(h, "#ifndef %s\n#define %s\n\n", p->guard, p->guard);
     sb_puts(h, "#include <cmicro/cmicro.h>\n\n");
-    sb_puts(h, "#if CM_ABI_VERSION != 2\n");
-    sb_printf(h, "#error \"the cmicro stubs of %s need cmicro ABI version 2: regenerate them\"\n",
+    sb_puts(h, "#if CM_ABI_VERSION != 3\n");
+    sb_printf(h, "#error \"the cmicro stubs of %s need cmicro ABI version 3: regenerate them\"\n",
               p->shown);
     sb_puts(h, "#endif\n\n");
     sb_printf(h, "#include \"%s.pb-c.h\"\n\n", p->base);

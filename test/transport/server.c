@@ -747,6 +747,8 @@ typedef struct early {
     cm_msg req;
     int seen;
     int rc; /* cm_tconn_reply_early's, on the thread */
+    const uint8_t *rbody; /* the reply's body; NULL: the request's (an echo) */
+    size_t rlen;
 } early;
 
 static void
@@ -760,18 +762,41 @@ on_early_request(cm_tconn *c, int status, const cm_msg *req, void *user)
 }
 
 static void
+never_msg(void *user, const cm_msg *m)
+{
+    (void)user;
+    (void)m;
+    CHECK(0);
+}
+
+static void
+never_end(void *user, int status)
+{
+    (void)user;
+    (void)status;
+    CHECK(0);
+}
+
+static void
 reply_early_thread(void *arg)
 {
     early *e = arg;
     static cm_hdr h = {"X-Early", "1"};
     cm_msg rsp = {&h, 1, e->req.body, e->req.body_len};
+    if (e->rbody != NULL) {
+        rsp.body = e->rbody;
+        rsp.body_len = e->rlen;
+    }
     e->rc = cm_tconn_reply_early(e->conn, &rsp);
 }
 
 /* One call: the request reaches the callback, a thread writes the echo reply early, then the
- * loop calls cm_tconn_reply. A small reply reaches the client before that call. */
+ * loop calls cm_tconn_reply. A small reply reaches the client before that call. With held set,
+ * the early reply is written while the loop stands still, so that the client (on the loop)
+ * reads nothing meanwhile: a big reply fills the socket, and the rest waits for
+ * cm_tconn_reply. */
 static void
-early_call(cm_transport *c, const char *addr, early *e, const uint8_t *body, size_t n)
+early_call(cm_transport *c, const char *addr, early *e, const uint8_t *body, size_t n, int held)
 {
     result r = {0};
     cm_msg req = {NULL, 0, body, n};
@@ -780,20 +805,33 @@ early_call(cm_transport *c, const char *addr, early *e, const uint8_t *body, siz
     while (e->seen == seen) {
         uv_run(L, UV_RUN_ONCE);
     }
-    in_thread(reply_early_thread, e);
+    if (held) {
+        reply_early_thread(e);
+    } else {
+        in_thread(reply_early_thread, e);
+    }
     CHECK_EQ_INT(e->rc, 0);
+    const uint8_t *want = e->rbody ? e->rbody : body;
+    size_t wlen = e->rbody ? e->rlen : n;
     static cm_hdr h2 = {"X-Early", "1"};
-    cm_msg again = {&h2, 1, e->req.body, e->req.body_len};
+    cm_msg again = {&h2, 1, want, wlen};
     CHECK_EQ_INT(cm_tconn_reply_early(e->conn, &again), CM_ENOTSUP); /* once per request */
-    if (n < 1024) {
+    static const cm_tstream_cbs cbs = {never_msg, never_end, NULL};
+    cm_tstream *ts;
+    CHECK_EQ_INT(cm_tconn_stream(e->conn, &cbs, NULL, &ts), CM_ESTATE); /* it is answered */
+    if (wlen < 1024) {
         run_until(&r.done, 5000); /* written by the thread alone */
+    } else if (held) {
+        run_for(200);
+        CHECK_EQ_INT(r.done, 0); /* the socket took part of it; the rest is the loop's */
     }
     CHECK_EQ_INT(cm_tconn_reply(e->conn, &again, 0), 0);
+    CHECK_EQ_INT(cm_tconn_reply_early(e->conn, &again), CM_ENOTSUP); /* replied */
     run_until(&r.done, 15000);
     CHECK_EQ_INT(r.status, 0);
     CHECK(strstr(r.rendered, "X-Early=1") != NULL);
-    CHECK_EQ_INT(r.body_len, n);
-    CHECK(memcmp(r.body, body, n) == 0);
+    CHECK_EQ_INT(r.body_len, wlen);
+    CHECK(memcmp(r.body, want, wlen) == 0);
     result_free(&r);
 }
 
@@ -802,7 +840,10 @@ test_reply_early(void)
 {
     cm_transport *t, *c;
     CHECK_EQ_INT(cm_transport_new(CL, NULL, NULL, &t), 0);
-    CHECK_EQ_INT(cm_transport_new(CL, NULL, NULL, &c), 0);
+    cm_transport_opts co;
+    cm_transport_opts_init(&co);
+    co.max_body_bytes = 64 * 1024 * 1024;
+    CHECK_EQ_INT(cm_transport_new(CL, NULL, &co, &c), 0);
     early e = {0};
     cm_listener *l;
     char addr[64];
@@ -816,18 +857,44 @@ test_reply_early(void)
     for (size_t i = 0; i < big; i++) {
         body[i] = (uint8_t)(i * 13 + (i >> 10));
     }
-    early_call(c, addr, &e, body, 5);
-    early_call(c, addr, &e, body, big);
-    early_call(c, addr, &e, body, 0);
+    early_call(c, addr, &e, body, 5, 0);
+    early_call(c, addr, &e, body, big, 0);
+    /* 32 MiB to a small request while the loop stands still: more than the socket buffers of
+     * both ends take (loopback's grow to a few MiB). */
+    size_t huge = 32 * 1024 * 1024;
+    uint8_t *hbody = malloc(huge);
+    CHECK(hbody != NULL);
+    for (size_t i = 0; i < huge; i++) {
+        hbody[i] = (uint8_t)(i * 31 + (i >> 16));
+    }
+    e.rbody = hbody;
+    e.rlen = huge;
+    early_call(c, addr, &e, body, 5, 1);
+    e.rbody = NULL;
+    free(hbody);
+    early_call(c, addr, &e, body, 0, 1);
     cm_pool_stats ps;
     cm_transport_get_pool_stats(c, &ps);
     CHECK_EQ_INT(ps.dialed, 1);
-    /* A connection closed while its request is with the callback: the early reply writes
-     * nothing, and cm_tconn_reply says it is closed. */
+    /* A reply whose body is not the one the early reply announced: the connection closes. */
     result r = {0};
     cm_msg req = {NULL, 0, body, 3};
     CHECK_EQ_INT(cm_transport_roundtrip(c, addr, &req, 5000, on_result, &r, NULL), 0);
-    while (e.seen < 4) {
+    while (e.seen < 5) {
+        uv_run(L, UV_RUN_ONCE);
+    }
+    reply_early_thread(&e);
+    CHECK_EQ_INT(e.rc, 0);
+    cm_msg shorter = {NULL, 0, body, 2};
+    CHECK_EQ_INT(cm_tconn_reply(e.conn, &shorter, 0), CM_ECLOSED);
+    run_until(&r.done, 5000);
+    CHECK_EQ_INT(r.status, 0); /* the client read the early reply before the close */
+    CHECK_EQ_INT(r.body_len, 3);
+    result_free(&r);
+    /* A connection closed while its request is with the callback: the early reply finds it
+     * closed (it writes nothing: the client sees the close), and cm_tconn_reply says so. */
+    CHECK_EQ_INT(cm_transport_roundtrip(c, addr, &req, 5000, on_result, &r, NULL), 0);
+    while (e.seen < 6) {
         uv_run(L, UV_RUN_ONCE);
     }
     int done = 0;

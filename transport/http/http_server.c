@@ -98,6 +98,7 @@ struct sconn {
     int early;     /* the header block is in wb and early_sent bytes were written */
     int early_err; /* the write failed (a libuv error): the connection closes */
     size_t early_sent;
+    size_t early_blen; /* the body length its header block announced */
     _Atomic int wguard;
     unsigned nhandles;
     size_t drained;
@@ -643,6 +644,7 @@ cm__http_reply_early(cm_tconn *base, const cm_msg *rsp)
     c->early = 1;
     c->early_sent = 0;
     c->early_err = 0;
+    c->early_blen = rsp->body_len;
     int expect = 0;
     if (!atomic_compare_exchange_strong_explicit(&c->wguard, &expect, 1, memory_order_acquire,
                                                  memory_order_relaxed)) {
@@ -668,9 +670,9 @@ static int
 send_rest(sconn *c, const cm_msg *rsp)
 {
     c->early = 0;
-    if (c->early_err != 0) {
-        conn_close(c);
-        return c->early_err;
+    if (c->early_err != 0 || rsp->body_len != c->early_blen) {
+        conn_close(c); /* a failed write, or a body unlike the one announced */
+        return c->early_err != 0 ? c->early_err : CM_EINVAL;
     }
     size_t hlen = c->wb.len, sent = c->early_sent;
     const uint8_t *body = rsp->body;
@@ -701,6 +703,7 @@ cm__http_reply(cm_tconn *base, const cm_msg *rsp, int close_after)
         return CM_ESTATE;
     }
     c->in_request = 0;
+    c->early_ok = 0; /* a late cm_tconn_reply_early() must not write into this reply */
     if (c->state == S_CLOSED) {
         if (!c->l) {
             conn_free(c);
@@ -1329,8 +1332,8 @@ int
 cm__http_tconn_stream(cm_tconn *base, const cm_tstream_cbs *cbs, void *user, cm_tstream **out)
 {
     sconn *c = (sconn *)base;
-    if (!c->in_request || c->scbs != NULL) {
-        return CM_ESTATE;
+    if (!c->in_request || c->scbs != NULL || c->early) {
+        return CM_ESTATE; /* after an early reply the request is answered */
     }
     if (c->state == S_CLOSED) {
         c->in_request = 0;

@@ -23,10 +23,12 @@ extern "C" {
 #define CM_PRINTF(f, a)
 #endif
 
-/* The ABI version of the plugin tables (codec, transport, registry) and of generated code.
- * Generated code checks it at compile time. 2: the layout of 0.2 (core layer, public backend
- * registration, requests refused by a transport passed up as codes). */
-#define CM_ABI_VERSION 2
+/* The ABI version of the plugin tables (codec, transport, registry, broker) and of generated
+ * code. Generated code checks it at compile time; a table of another version is refused when
+ * it is registered. 2: the layout of 0.2 (core layer, public backend registration, requests
+ * refused by a transport passed up as codes). 3: the transport table's reply_early slot and the
+ * broker table's publish_now slot, which the framework calls on its common paths. */
+#define CM_ABI_VERSION 3
 
 /* X(name, value, message) */
 #define CM_ERRNO_MAP(X)                                                                            \

@@ -125,7 +125,8 @@ typedef struct cm_server_stats {
     uint64_t active;   /* connections open */
     uint64_t calls;    /* requests dispatched to a handler */
     uint64_t errors;   /* replies carrying an error (handler, routing, codec) */
-    uint64_t inflight; /* calls not yet answered */
+    uint64_t inflight; /* calls not yet finished (a reply a worker wrote is finished by the
+                        * loop right after: a client may see it first) */
 } cm_server_stats;
 /* Sums over the server's loops. Any thread. */
 CM_EXTERN void cm_server_get_stats(const cm_server *s, cm_server_stats *st);

@@ -9,8 +9,8 @@
 
 #include <cmicro/cmicro.h>
 
-#if CM_ABI_VERSION != 2
-#error "the cmicro stubs of described.proto need cmicro ABI version 2: regenerate them"
+#if CM_ABI_VERSION != 3
+#error "the cmicro stubs of described.proto need cmicro ABI version 3: regenerate them"
 #endif
 
 #include "described.pb-c.h"

@@ -9,8 +9,8 @@
 
 #include <cmicro/cmicro.h>
 
-#if CM_ABI_VERSION != 2
-#error "the cmicro stubs of echo.proto need cmicro ABI version 2: regenerate them"
+#if CM_ABI_VERSION != 3
+#error "the cmicro stubs of echo.proto need cmicro ABI version 3: regenerate them"
 #endif
 
 #include "echo.pb-c.h"

@@ -11,8 +11,8 @@
 
 #include <cmicro/cmicro.h>
 
-#if CM_ABI_VERSION != 2
-#error "the cmicro stubs of events.proto need cmicro ABI version 2: regenerate them"
+#if CM_ABI_VERSION != 3
+#error "the cmicro stubs of events.proto need cmicro ABI version 3: regenerate them"
 #endif
 
 #include "events.pb-c.h"
