@@ -127,7 +127,7 @@ void
 cm__http_rbuf_filled(cm__http_rbuf *rb, size_t nread, size_t offered)
 {
     rb->len += nread;
-    if (nread == offered && rb->cap < RBUF_GROW_MAX) {
+    if (nread == offered && rb->cap < RBUF_GROW_MAX && !rb->borrowed) {
         rb->grow = 1;
     }
 }
@@ -135,8 +135,50 @@ cm__http_rbuf_filled(cm__http_rbuf *rb, size_t nread, size_t offered)
 void
 cm__http_rbuf_free(cm__http_rbuf *rb)
 {
-    free(rb->p);
+    if (!rb->borrowed) {
+        free(rb->p);
+    }
     memset(rb, 0, sizeof(*rb));
+}
+
+void
+cm__http_rbuf_lend(cm__http_rbuf *rb, char *shared, size_t cap, uv_buf_t *buf)
+{
+    size_t n = rb->len - rb->pos;
+    if (shared == NULL || n > cap / 2) {
+        cm__http_rbuf_alloc(rb, buf);
+        return;
+    }
+    /* A few unparsed bytes (a request that came while the last one was handled) move over. */
+    if (n > 0) {
+        memcpy(shared, rb->p + rb->pos, n);
+    }
+    free(rb->p);
+    rb->p = shared;
+    rb->pos = 0;
+    rb->len = n;
+    rb->cap = cap;
+    rb->grow = 0;
+    rb->borrowed = 1;
+    *buf = uv_buf_init(shared + n, (unsigned)(cap - n));
+}
+
+int
+cm__http_rbuf_settle(cm__http_rbuf *rb)
+{
+    if (!rb->borrowed) {
+        return 0;
+    }
+    size_t n = rb->len - rb->pos;
+    char *p = n > 0 ? malloc(n) : NULL;
+    if (p != NULL) {
+        memcpy(p, rb->p + rb->pos, n);
+    }
+    rb->p = p;
+    rb->pos = 0;
+    rb->len = rb->cap = p != NULL ? n : 0;
+    rb->borrowed = 0;
+    return n > 0 && p == NULL ? CM_ENOMEM : 0;
 }
 
 /* ---- parsing ---- */

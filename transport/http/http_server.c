@@ -35,6 +35,10 @@
 #define LINGER_BYTES (16 * 1024 * 1024)
 /* Buffers bigger than this are freed after their message. */
 #define KEEP_WBUF_MAX (1024 * 1024)
+/* A connection with no unparsed bytes holds no read buffer: its reads go to the listener's
+ * buffer of this size, and only what is left unparsed after one (pipelined requests) is copied
+ * to memory of the connection's. */
+#define LOAN_BYTES (64 * 1024)
 
 typedef struct listener listener;
 typedef struct sconn sconn;
@@ -132,6 +136,7 @@ struct listener {
     sconn *conns;
     sconn *qhead, *qtail;
     sconn *ihead, *itail; /* idle connections, oldest first */
+    char *rbuf;           /* LOAN_BYTES lent to one read at a time (cm__http_rbuf_lend) */
     cm__ipcount *ips;
     uint64_t evict_logged_ms; /* when the last eviction was logged (one line per burst) */
     uint64_t tls_logged_ms;   /* when the last failed handshake was logged (the same) */
@@ -291,6 +296,7 @@ listener_maybe_done(listener *l)
         l->done(l->done_arg);
     }
     cm__ipcount_close(l->ips);
+    free(l->rbuf);
     free(l);
 }
 
@@ -865,7 +871,11 @@ on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
         cm__tls_rbuf(cm__http_tls_ctx(c->l->t), buf);
         return;
     }
-    cm__http_rbuf_alloc(&c->rb, buf);
+    listener *l = c->l;
+    if (l->rbuf == NULL) {
+        l->rbuf = malloc(LOAN_BYTES); /* NULL: the connection reads into a buffer of its own */
+    }
+    cm__http_rbuf_lend(&c->rb, l->rbuf, LOAN_BYTES, buf);
 }
 
 /* The peer's end of file, or a read error. */
@@ -989,19 +999,18 @@ on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     sconn *c = s->data;
     if (nread < 0) {
         on_end(c, nread);
-        return;
-    }
-    if (nread == 0) {
-        return;
-    }
-    if (c->tls != NULL && c->state != S_LINGER) {
+    } else if (nread > 0 && c->tls != NULL && c->state != S_LINGER) {
         on_tls_data(c, buf->base, (size_t)nread);
-        return;
+    } else if (nread > 0) {
+        if (c->tls == NULL) {
+            cm__http_rbuf_filled(&c->rb, (size_t)nread, buf->len);
+        }
+        on_data(c, (size_t)nread);
     }
-    if (c->tls == NULL) {
-        cm__http_rbuf_filled(&c->rb, (size_t)nread, buf->len);
+    /* The listener's buffer goes back: what is left unparsed moves to the connection's own. */
+    if (cm__http_rbuf_settle(&c->rb) < 0) {
+        conn_close(c);
     }
-    on_data(c, (size_t)nread);
 }
 
 static void
