@@ -35,6 +35,10 @@ enum {
 
 /* A read is offered at least this much room. */
 #define RBUF_ROOM 4096
+/* What a borrowing read leaves unparsed goes to a buffer of at least this size; one of at most
+ * the maximum is kept across borrows (cm__http_rbuf_lend). */
+#define RBUF_SPARE_MIN 512
+#define RBUF_SPARE_MAX 1024
 
 /* ---- buffers ---- */
 
@@ -138,6 +142,7 @@ cm__http_rbuf_free(cm__http_rbuf *rb)
     if (!rb->borrowed) {
         free(rb->p);
     }
+    free(rb->spare);
     memset(rb, 0, sizeof(*rb));
 }
 
@@ -153,7 +158,12 @@ cm__http_rbuf_lend(cm__http_rbuf *rb, char *shared, size_t cap, uv_buf_t *buf)
     if (n > 0) {
         memcpy(shared, rb->p + rb->pos, n);
     }
-    free(rb->p);
+    if (rb->p != NULL && rb->spare == NULL && rb->cap <= RBUF_SPARE_MAX) {
+        rb->spare = rb->p; /* kept for the bytes this read may leave */
+        rb->spare_cap = rb->cap;
+    } else {
+        free(rb->p);
+    }
     rb->p = shared;
     rb->pos = 0;
     rb->len = n;
@@ -169,16 +179,29 @@ cm__http_rbuf_settle(cm__http_rbuf *rb)
     if (!rb->borrowed) {
         return 0;
     }
+    const char *left = rb->p + rb->pos;
     size_t n = rb->len - rb->pos;
-    char *p = n > 0 ? malloc(n) : NULL;
-    if (p != NULL) {
-        memcpy(p, rb->p + rb->pos, n);
-    }
-    rb->p = p;
-    rb->pos = 0;
-    rb->len = rb->cap = p != NULL ? n : 0;
     rb->borrowed = 0;
-    return n > 0 && p == NULL ? CM_ENOMEM : 0;
+    rb->p = NULL;
+    rb->pos = rb->len = rb->cap = 0;
+    if (n == 0) {
+        return 0;
+    }
+    if (rb->spare != NULL && n <= rb->spare_cap) {
+        rb->p = rb->spare;
+        rb->cap = rb->spare_cap;
+        rb->spare = NULL;
+    } else {
+        rb->cap = n < RBUF_SPARE_MIN ? RBUF_SPARE_MIN : n;
+        rb->p = malloc(rb->cap);
+        if (rb->p == NULL) {
+            rb->cap = 0;
+            return CM_ENOMEM;
+        }
+    }
+    memcpy(rb->p, left, n);
+    rb->len = n;
+    return 0;
 }
 
 /* ---- parsing ---- */

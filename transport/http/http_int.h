@@ -124,6 +124,8 @@ typedef struct cm__http_rbuf {
     size_t cap;
     int grow;     /* the last read filled the buffer: offer a bigger one next time */
     int borrowed; /* p is a buffer of the loop's, lent for one read (cm__http_rbuf_lend) */
+    char *spare;  /* a small buffer of rb's own kept during a borrow for what is left after */
+    size_t spare_cap;
 } cm__http_rbuf;
 
 /* The uv_alloc_cb body: compacts or grows rb and offers its free tail. */
@@ -137,8 +139,9 @@ void cm__http_rbuf_free(cm__http_rbuf *rb);
  * The read callback must call cm__http_rbuf_settle() before it returns, whatever the read's
  * result. */
 void cm__http_rbuf_lend(cm__http_rbuf *rb, char *shared, size_t cap, uv_buf_t *buf);
-/* Ends a borrow: the bytes not parsed yet, if any, move to memory of rb's own, of their size.
- * 0 or CM_ENOMEM (they are dropped). */
+/* Ends a borrow: the bytes not parsed yet, if any, move to memory of rb's own (its spare
+ * buffer when they fit: a connection that often has a few bytes left allocates once). 0 or
+ * CM_ENOMEM (they are dropped). */
 int cm__http_rbuf_settle(cm__http_rbuf *rb);
 
 /* The contexts of a transport whose options ask for TLS (*out NULL when they do not). Reads the
