@@ -260,14 +260,17 @@ on_line_data(http_parser *p, const char *at, size_t len)
     return count_header(in_of(p), len);
 }
 
-/* A request's target: kept (truncated) for the ":path" pseudo header. */
+/* A request's target: kept (truncated) at the start of strs for the ":path" pseudo header. */
 static int
 on_url(http_parser *p, const char *at, size_t len)
 {
     cm__http_in *in = in_of(p);
-    size_t room = sizeof(in->url) - 1 - in->url_len;
+    size_t room = CM__HTTP_URL_MAX - in->url_len;
     size_t n = len < room ? len : room;
-    memcpy(in->url + in->url_len, at, n);
+    /* It comes before any header: strs holds nothing else yet. */
+    if (append_or_fail(in, &in->strs, at, n) < 0) {
+        return -1;
+    }
     in->url_len += n;
     return count_header(in, len);
 }
@@ -545,11 +548,15 @@ add_pseudo_headers(cm__http_in *in, int status_header)
         int n = snprintf(val, sizeof(val), "%u", (unsigned)in->parser.status_code);
         return add_pseudo(in, ":status", val, (size_t)n);
     }
-    int rpc = in->parser.method == HTTP_POST && in->url_len == 1 && in->url[0] == '/';
+    char url[CM__HTTP_URL_MAX];
+    if (in->url_len > 0) {
+        memcpy(url, in->strs.p, in->url_len); /* add_pseudo() may move strs */
+    }
+    int rpc = in->parser.method == HTTP_POST && in->url_len == 1 && url[0] == '/';
     if (in->parser.type == HTTP_REQUEST && !rpc) {
         const char *m = http_method_str((enum http_method)in->parser.method);
         if (add_pseudo(in, ":method", m, strlen(m)) < 0 ||
-            add_pseudo(in, ":path", in->url, in->url_len) < 0) {
+            add_pseudo(in, ":path", url, in->url_len) < 0) {
             return -1;
         }
     }

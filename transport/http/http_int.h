@@ -26,6 +26,9 @@ typedef struct cm__http_hoff {
     size_t val;
 } cm__http_hoff;
 
+/* The longest request target kept (for the ":path" pseudo header). */
+#define CM__HTTP_URL_MAX 255
+
 /* One incoming message (request or response) being parsed by http_parser into a cm_msg. The
  * buffers are kept from message to message of a connection. */
 typedef struct cm__http_in {
@@ -52,8 +55,7 @@ typedef struct cm__http_in {
     int expect_continue; /* the request said "Expect: 100-continue" */
     int expect_failed;   /* it said another expectation: answered 417 */
     int started;         /* a byte of the current message has been seen */
-    char url[256];       /* a request's target, truncated to fit */
-    size_t url_len;
+    size_t url_len;      /* a request's target, truncated to CM__HTTP_URL_MAX: strs[0..url_len) */
     cm_msg msg;          /* the completed message */
 } cm__http_in;
 

@@ -79,7 +79,6 @@ struct sconn {
     uv_write_t wreq;
     uv_shutdown_t sreq;
     uv_timer_t timer; /* the deadline of what the connection waits for (tkind) */
-    uv_write_t creq;  /* "100 Continue" */
     int tkind;        /* T_*: what the timer bounds */
     int state;
     int in_request;   /* a request was delivered and not replied yet */
@@ -779,6 +778,7 @@ static void
 on_continue_written(uv_write_t *req, int status)
 {
     sconn *c = req->data;
+    free(req);
     if (status < 0 && c->state != S_CLOSED) {
         conn_close(c);
     }
@@ -810,8 +810,15 @@ send_continue(sconn *c)
         conn_close(c);
         return;
     }
-    c->creq.data = c;
-    if (uv_write(&c->creq, (uv_stream_t *)&c->tcp, &b, 1, on_continue_written) < 0) {
+    /* Rare (the socket's buffer is full): the request is allocated for this write alone. */
+    uv_write_t *req = malloc(sizeof(*req));
+    if (req == NULL) {
+        conn_close(c);
+        return;
+    }
+    req->data = c;
+    if (uv_write(req, (uv_stream_t *)&c->tcp, &b, 1, on_continue_written) < 0) {
+        free(req);
         conn_close(c);
     }
 }
