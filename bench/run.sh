@@ -266,8 +266,8 @@ if [ "${CLOSED_ONLY:-0}" = 1 ]; then  # the closed-loop table alone: no later se
   SKIP_CALLGRIND=1
 fi
 
-# ---- per-call cost from 1 to 1000 connections (64 B) ----
-for p in cmicro cmicro-worker raw; do
+# ---- per-call cost and memory from 1 to 1000 connections (64 B) ----
+for p in cmicro cmicro-worker raw nginx gomicro; do
   have_peer "$p" || continue
   for c in 1 64 1000; do
     for r in 1 2 3; do

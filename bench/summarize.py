@@ -120,16 +120,18 @@ def main():
 
     flat = [r for r in rows if r["kind"] == "flat"]
     if flat:
-        print("Per-call server CPU from 1 to 1000 connections (64 B, closed loop, median of 3):")
+        print("Per-call server CPU and server memory from 1 to 1000 connections (64 B, closed "
+              "loop, median of 3; peak RSS: the highest of the 3 runs):")
         print()
-        print("| peer | conns | req/s | CPU s / 100k calls | p99 µs |")
-        print("|---|---|---|---|---|")
+        print("| peer | conns | req/s | CPU s / 100k calls | p99 µs | peak RSS MiB |")
+        print("|---|---|---|---|---|---|")
         for p in ORDER:
             for c in sorted({r["conns"] for r in flat if r["peer"] == p}, key=int):
                 rs = [r for r in flat if r["peer"] == p and r["conns"] == c]
                 print(f"| {NAMES[p]} | {c} | {med([num(r, 'rps') for r in rs]):,.0f} "
                       f"| {med([num(r, 'cpu_per_100k') for r in rs]):.2f} "
-                      f"| {f1(med([num(r, 'p99_us') for r in rs]))} |")
+                      f"| {f1(med([num(r, 'p99_us') for r in rs]))} "
+                      f"| {max(num(r, 'peak_rss_kb') for r in rs) / 1024:.1f} |")
         print()
 
     op = [r for r in rows if r["kind"] == "open"]
@@ -228,6 +230,15 @@ def main():
             print(f"- cmicro's own per-call CPU (cmicro − raw, s / 100k calls) at 1 / 64 / 1000 "
                   f"connections: {own['1']:.2f} / {own['64']:.2f} / {own['1000']:.2f}; "
                   f"1000 vs 64: {x:.2f}× (flat: ≤ 1.25×): {chk(x <= 1.25)}")
+    def flat_rss(p, c):
+        rs = [num(r, "peak_rss_kb") for r in flat if r["peer"] == p and r["conns"] == c]
+        return max(rs) / 1024 if rs else float("nan")
+    grow = [(p, flat_rss(p, "1"), flat_rss(p, "1000")) for p in ORDER]
+    grow = [g for g in grow if g[1] == g[1] and g[2] == g[2]]
+    if grow:
+        print("- server RSS at 1 → 1000 connections (MiB, closed loop: a call at a time on each connection): " +
+              ", ".join(f"{NAMES[p]} {a:.1f} → {b:.1f} (+{(b - a) * 1024 / 1000:.1f} KiB per "
+                        f"connection)" for p, a, b in grow))
     cl = [r for r in al if r["peer"] == "client-cmicro"]
     if cl:
         per = []
