@@ -5,7 +5,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 
-#define CHUNK_MIN 1024u
+#define CHUNK_MIN 512u
 
 struct cm__chunk {
     cm__chunk *next;

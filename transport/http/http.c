@@ -35,9 +35,9 @@ enum {
 
 /* A read is offered at least this much room. */
 #define RBUF_ROOM 4096
-/* What a borrowing read leaves unparsed goes to a buffer of at least this size; one of at most
- * the maximum is kept across borrows (cm__http_rbuf_lend). */
-#define RBUF_SPARE_MIN 512
+/* What a borrowing read leaves unparsed goes to a buffer of its size rounded up to this; one of
+ * at most the maximum is kept across borrows (cm__http_rbuf_lend). */
+#define RBUF_SPARE_ALIGN 64
 #define RBUF_SPARE_MAX 1024
 
 /* ---- buffers ---- */
@@ -192,7 +192,9 @@ cm__http_rbuf_settle(cm__http_rbuf *rb)
         rb->cap = rb->spare_cap;
         rb->spare = NULL;
     } else {
-        rb->cap = n < RBUF_SPARE_MIN ? RBUF_SPARE_MIN : n;
+        free(rb->spare); /* too small: the new buffer becomes the spare at the next lend */
+        rb->spare = NULL;
+        rb->cap = (n + RBUF_SPARE_ALIGN - 1) & ~(size_t)(RBUF_SPARE_ALIGN - 1);
         rb->p = malloc(rb->cap);
         if (rb->p == NULL) {
             rb->cap = 0;
