@@ -928,8 +928,12 @@ typedef struct memjob {
 static size_t
 heap_used(void)
 {
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 33))
     struct mallinfo2 mi = mallinfo2();
     return mi.uordblks + mi.hblkhd;
+#else
+    return 0; /* the test is skipped */
+#endif
 }
 
 /* Opens MEM_CONNS connections that each make a request, and measures the heap they hold. */
@@ -939,6 +943,14 @@ job_memory(void *arg)
     memjob *j = arg;
     int fds[MEM_CONNS];
     char buf[4096];
+    /* A first connection: what the listener allocates once (its read buffer) is not counted. */
+    int warm = raw_connect(j->s->port);
+    raw_send_str(warm, "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n");
+    if (j->s->mode == REPLY_NOW) {
+        size_t have = 0;
+        T_CHECK(j, raw_read_response(warm, buf, sizeof(buf), &have) > 0, 2);
+    }
+    usleep(50000);
     size_t before = heap_used();
     for (int i = 0; i < MEM_CONNS; i++) {
         fds[i] = raw_connect(j->s->port);
@@ -950,7 +962,7 @@ job_memory(void *arg)
         }
     }
     for (int i = 0; i < 500 && __atomic_load_n(&j->s->nheld, __ATOMIC_RELAXED) <
-                                   (j->s->mode == REPLY_NOW ? 0 : MEM_CONNS);
+                                   (j->s->mode == REPLY_NOW ? 0 : MEM_CONNS + 1);
          i++) {
         usleep(10000);
     }
@@ -961,6 +973,7 @@ job_memory(void *arg)
     for (int i = 0; i < MEM_CONNS; i++) {
         close(fds[i]);
     }
+    close(warm);
 }
 
 /* A connection holds no read buffer while it has nothing unparsed (reads go to a buffer of the
@@ -985,8 +998,8 @@ test_memory_per_conn(void)
         server_stop(&s);
     }
     printf("  heap per connection: idle %zu B, request held %zu B\n", j.idle_bytes, j.held_bytes);
-    CHECK(j.idle_bytes > 0 && j.idle_bytes < 6144);
-    CHECK(j.held_bytes > 0 && j.held_bytes < 6144);
+    CHECK(j.idle_bytes > 0 && j.idle_bytes < 4096);
+    CHECK(j.held_bytes > 0 && j.held_bytes < 4096);
 }
 
 int

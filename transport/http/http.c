@@ -36,9 +36,10 @@ enum {
 /* A read is offered at least this much room. */
 #define RBUF_ROOM 4096
 /* What a borrowing read leaves unparsed goes to a buffer of its size rounded up to this; one of
- * at most the maximum is kept across borrows (cm__http_rbuf_lend). */
+ * at most the maximum is kept as a spare while nothing is unparsed, and a read lends only while
+ * at most that much waits unparsed (cm__http_rbuf_lend). */
 #define RBUF_SPARE_ALIGN 64
-#define RBUF_SPARE_MAX 1024
+#define RBUF_SPARE_MAX 4096
 
 /* ---- buffers ---- */
 
@@ -146,24 +147,46 @@ cm__http_rbuf_free(cm__http_rbuf *rb)
     memset(rb, 0, sizeof(*rb));
 }
 
+/* Keeps an own buffer that is empty or moved from as rb's spare: the larger of the two. */
+static void
+keep_spare(cm__http_rbuf *rb, char *p, size_t cap)
+{
+    if (p == NULL) {
+        return;
+    }
+    if (rb->spare != NULL && rb->spare_cap >= cap) {
+        free(p);
+        return;
+    }
+    free(rb->spare);
+    rb->spare = p;
+    rb->spare_cap = cap;
+}
+
+/* A connection with nothing unparsed keeps no spare above RBUF_SPARE_MAX. */
+static void
+trim_spare(cm__http_rbuf *rb)
+{
+    if (rb->spare != NULL && rb->spare_cap > RBUF_SPARE_MAX) {
+        free(rb->spare);
+        rb->spare = NULL;
+        rb->spare_cap = 0;
+    }
+}
+
 void
 cm__http_rbuf_lend(cm__http_rbuf *rb, char *shared, size_t cap, uv_buf_t *buf)
 {
     size_t n = rb->len - rb->pos;
-    if (shared == NULL || n > cap / 2) {
-        cm__http_rbuf_alloc(rb, buf);
+    if (shared == NULL || n > RBUF_SPARE_MAX || n > cap / 2) {
+        cm__http_rbuf_alloc(rb, buf); /* more waits unparsed: the read appends to it */
         return;
     }
     /* A few unparsed bytes (a request that came while the last one was handled) move over. */
     if (n > 0) {
         memcpy(shared, rb->p + rb->pos, n);
     }
-    if (rb->p != NULL && rb->spare == NULL && rb->cap <= RBUF_SPARE_MAX) {
-        rb->spare = rb->p; /* kept for the bytes this read may leave */
-        rb->spare_cap = rb->cap;
-    } else {
-        free(rb->p);
-    }
+    keep_spare(rb, rb->p, rb->cap); /* for the bytes this read may leave */
     rb->p = shared;
     rb->pos = 0;
     rb->len = n;
@@ -185,6 +208,7 @@ cm__http_rbuf_settle(cm__http_rbuf *rb)
     rb->p = NULL;
     rb->pos = rb->len = rb->cap = 0;
     if (n == 0) {
+        trim_spare(rb);
         return 0;
     }
     if (rb->spare != NULL && n <= rb->spare_cap) {
@@ -192,7 +216,7 @@ cm__http_rbuf_settle(cm__http_rbuf *rb)
         rb->cap = rb->spare_cap;
         rb->spare = NULL;
     } else {
-        free(rb->spare); /* too small: the new buffer becomes the spare at the next lend */
+        free(rb->spare); /* too small: the new buffer becomes the spare when it is drained */
         rb->spare = NULL;
         rb->cap = (n + RBUF_SPARE_ALIGN - 1) & ~(size_t)(RBUF_SPARE_ALIGN - 1);
         rb->p = malloc(rb->cap);
@@ -204,6 +228,19 @@ cm__http_rbuf_settle(cm__http_rbuf *rb)
     memcpy(rb->p, left, n);
     rb->len = n;
     return 0;
+}
+
+void
+cm__http_rbuf_drained(cm__http_rbuf *rb)
+{
+    if (rb->borrowed || rb->p == NULL || rb->pos < rb->len) {
+        return;
+    }
+    keep_spare(rb, rb->p, rb->cap);
+    rb->p = NULL;
+    rb->pos = rb->len = rb->cap = 0;
+    rb->grow = 0;
+    trim_spare(rb);
 }
 
 /* ---- parsing ---- */

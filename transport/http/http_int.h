@@ -136,15 +136,17 @@ void cm__http_rbuf_alloc(cm__http_rbuf *rb, uv_buf_t *buf);
 void cm__http_rbuf_filled(cm__http_rbuf *rb, size_t nread, size_t offered);
 void cm__http_rbuf_free(cm__http_rbuf *rb);
 /* The uv_alloc_cb body for a reader that holds no more memory than its unparsed bytes: rb
- * borrows shared[0..cap), a buffer of the loop's, for one read, after its unparsed bytes (up to
- * cap / 2) are moved there and its own buffer is freed; with more, it is cm__http_rbuf_alloc().
- * The read callback must call cm__http_rbuf_settle() before it returns, whatever the read's
- * result. */
+ * borrows shared[0..cap), a buffer of the loop's, for one read, after its unparsed bytes (a few
+ * KiB at most) are moved there and its own buffer is kept as its spare; with more, it is
+ * cm__http_rbuf_alloc(). The read callback must call cm__http_rbuf_settle() before it returns,
+ * whatever the read's result. */
 void cm__http_rbuf_lend(cm__http_rbuf *rb, char *shared, size_t cap, uv_buf_t *buf);
 /* Ends a borrow: the bytes not parsed yet, if any, move to memory of rb's own (its spare
  * buffer when they fit: a connection that often has a few bytes left allocates once). 0 or
  * CM_ENOMEM (they are dropped). */
 int cm__http_rbuf_settle(cm__http_rbuf *rb);
+/* rb's own buffer was parsed to its end: it becomes the spare (a small one) or is freed. */
+void cm__http_rbuf_drained(cm__http_rbuf *rb);
 
 /* The contexts of a transport whose options ask for TLS (*out NULL when they do not). Reads the
  * certificate, key and CA files. 0, CM_EINVAL (logged: which file and why) or CM_ENOMEM. */

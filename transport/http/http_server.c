@@ -855,6 +855,7 @@ process(sconn *c)
         }
     }
     c->parsing = 0;
+    cm__http_rbuf_drained(&c->rb); /* when everything was parsed */
     if (c->state == S_STREAM && c->peer_eof) {
         if (c->rb.pos >= c->rb.len) {
             conn_close(c);
@@ -1014,7 +1015,11 @@ on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         }
         on_data(c, (size_t)nread);
     }
-    /* The listener's buffer goes back: what is left unparsed moves to the connection's own. */
+    /* The listener's buffer goes back: what is left unparsed moves to the connection's own
+     * (nothing when the connection is closing). */
+    if (c->state == S_CLOSED) {
+        c->rb.pos = c->rb.len;
+    }
     if (cm__http_rbuf_settle(&c->rb) < 0) {
         conn_close(c);
     }
