@@ -481,6 +481,71 @@ test_whole_and_bytewise(void)
     }
 }
 
+/* ---- the lent read buffer ---- */
+
+/* One read into the lent buffer that leaves `left` bytes unparsed, then those bytes parsed from
+ * the connection's own buffer. Returns 1 when the leftover needed a new allocation. */
+static int
+lend_cycle(cm__http_rbuf *rb, char *shared, size_t cap, size_t left)
+{
+    uv_buf_t b;
+    cm__http_rbuf_lend(rb, shared, cap, &b);
+    CHECK(rb->borrowed && b.base == shared && b.len == cap);
+    memset(b.base, 'x', left + 10);
+    cm__http_rbuf_filled(rb, left + 10, b.len);
+    rb->pos = 10; /* the parser took 10 bytes */
+    char *spare = rb->spare;
+    CHECK_EQ_INT(cm__http_rbuf_settle(rb), 0);
+    CHECK(!rb->borrowed && rb->len - rb->pos == left && rb->p != shared);
+    CHECK(rb->p[0] == 'x' && rb->p[left - 1] == 'x');
+    int fresh = rb->p != spare;
+    rb->pos = rb->len; /* parsed later (on_idle, or after the reply) */
+    cm__http_rbuf_drained(rb);
+    CHECK(rb->p == NULL && rb->spare != NULL);
+    return fresh;
+}
+
+/* A connection that keeps having a few bytes left allocates once per size it grows to, not once
+ * per read; with nothing left it holds no more than its spare; more than 4 KiB waiting unparsed
+ * makes the next read append to its own buffer instead of borrowing. */
+static void
+test_rbuf_lend(void)
+{
+    enum { CAP = 64 * 1024 };
+    char *shared = malloc(CAP);
+    CHECK(shared != NULL);
+    cm__http_rbuf rb = {0};
+    int fresh = 0;
+    for (int i = 0; i < 50; i++) {
+        fresh += lend_cycle(&rb, shared, CAP, 100);
+    }
+    CHECK_EQ_INT(fresh, 1);
+    fresh = 0;
+    for (int i = 0; i < 50; i++) {
+        fresh += lend_cycle(&rb, shared, CAP, 700 + (size_t)(i % 2) * 2000);
+    }
+    CHECK_EQ_INT(fresh, 2); /* 700, then 2,700: the spare grows twice */
+    /* A read that leaves nothing: the spare of at most 4 KiB stays, nothing else. */
+    uv_buf_t b;
+    cm__http_rbuf_lend(&rb, shared, CAP, &b);
+    cm__http_rbuf_filled(&rb, 10, b.len);
+    rb.pos = rb.len;
+    CHECK_EQ_INT(cm__http_rbuf_settle(&rb), 0);
+    CHECK(rb.p == NULL && rb.cap == 0 && rb.spare != NULL && rb.spare_cap <= 4096);
+    /* 5,000 bytes left: the next read does not borrow, it appends. */
+    cm__http_rbuf_lend(&rb, shared, CAP, &b);
+    memset(b.base, 'y', 5000);
+    cm__http_rbuf_filled(&rb, 5000, b.len);
+    CHECK_EQ_INT(cm__http_rbuf_settle(&rb), 0);
+    cm__http_rbuf_lend(&rb, shared, CAP, &b);
+    CHECK(!rb.borrowed && b.base == rb.p + 5000);
+    cm__http_rbuf_filled(&rb, 0, b.len);
+    CHECK_EQ_INT(cm__http_rbuf_settle(&rb), 0);
+    CHECK(rb.len == 5000 && rb.p[4999] == 'y');
+    cm__http_rbuf_free(&rb);
+    free(shared);
+}
+
 int
 main(void)
 {
@@ -492,5 +557,6 @@ main(void)
     RUN(test_writers);
     RUN(test_addresses);
     RUN(test_generic);
+    RUN(test_rbuf_lend);
     TEST_DONE();
 }
