@@ -646,6 +646,13 @@ static const unsigned char tchars[256] = {
     0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
 };
 
+/* A control character other than HTAB (RFC 9110 §5.5: not allowed in a field value). */
+static int
+is_ctl(unsigned char c)
+{
+    return (c < 0x20 && c != '\t') || c == 0x7f;
+}
+
 static int
 tchar(unsigned char c)
 {
@@ -665,6 +672,10 @@ strict_scan(cm__http_in *in, const char *data, size_t len)
         case SC_VALUE:
             if (c == '\n') {
                 in->refusal = bare_lf;
+                return -1;
+            }
+            if (in->scan == SC_VALUE && c != '\r' && is_ctl((unsigned char)c)) {
+                in->refusal = "a control character in a header value";
                 return -1;
             }
             in->scan = c == '\r' ? (in->scan == SC_LINE ? SC_LINE_CR : SC_CR) : in->scan;
@@ -817,14 +828,11 @@ cm__http_put_headers(cm__http_buf *b, const cm_msg *m, unsigned skip)
         o += kn;
         *o++ = ':';
         *o++ = ' ';
-        if (memchr(v, '\r', vn) == NULL && memchr(v, '\n', vn) == NULL) {
-            memcpy(o, v, vn);
-            o += vn;
-        } else {
-            for (size_t j = 0; j < vn; j++) {
-                char c = v[j];
-                *o++ = (c == '\r' || c == '\n') ? ' ' : c;
-            }
+        /* A control character (CR and LF above all) would end the line or make a strict peer
+         * refuse the message: each goes out as a space. */
+        for (size_t j = 0; j < vn; j++) {
+            unsigned char c = (unsigned char)v[j];
+            *o++ = (char)(is_ctl(c) ? ' ' : c);
         }
         *o++ = '\r';
         *o++ = '\n';
