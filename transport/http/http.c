@@ -314,17 +314,25 @@ on_url(http_parser *p, const char *at, size_t len)
     return count_header(in, len);
 }
 
+/* While a header block is read, a header's key and value are offsets into in->strs, kept in its
+ * cm_hdr's pointers (strs may move); finish_message() turns them into pointers. */
+static const char *
+as_off(size_t off)
+{
+    return (const char *)(uintptr_t)off;
+}
+
+static const char *
+at_off(const cm__http_in *in, const char *off)
+{
+    return in->strs.p + (uintptr_t)off;
+}
+
 /* Makes room for one more header entry. */
 static int
 grow_headers(cm__http_in *in)
 {
     size_t cap = in->hcap ? in->hcap * 2 : 16;
-    cm__http_hoff *offs = realloc(in->offs, cap * sizeof(*offs));
-    if (!offs) {
-        in->oom = 1;
-        return -1;
-    }
-    in->offs = offs;
     cm_hdr *hdrs = realloc(in->hdrs, cap * sizeof(*hdrs));
     if (!hdrs) {
         in->oom = 1;
@@ -352,8 +360,8 @@ on_header_field(http_parser *p, const char *at, size_t len)
         if (in->nhdrs == in->hcap && grow_headers(in) < 0) {
             return -1;
         }
-        in->offs[in->nhdrs].key = in->strs.len;
-        in->offs[in->nhdrs].val = 0;
+        in->hdrs[in->nhdrs].key = as_off(in->strs.len);
+        in->hdrs[in->nhdrs].val = as_off(0);
         in->nhdrs++;
         in->hstate = 1;
     }
@@ -377,7 +385,7 @@ on_header_value(http_parser *p, const char *at, size_t len)
         if (append_or_fail(in, &in->strs, "", 1) < 0) {
             return -1;
         }
-        in->offs[in->nhdrs - 1].val = in->strs.len;
+        in->hdrs[in->nhdrs - 1].val = as_off(in->strs.len);
         in->hstate = 2;
     }
     if (count_header(in, len) < 0) {
@@ -394,7 +402,7 @@ end_headers(cm__http_in *in)
         if (append_or_fail(in, &in->strs, "", 1) < 0) {
             return -1;
         }
-        in->offs[in->nhdrs - 1].val = in->strs.len;
+        in->hdrs[in->nhdrs - 1].val = as_off(in->strs.len);
         in->hstate = 2;
     }
     if (in->hstate == 2 && append_or_fail(in, &in->strs, "", 1) < 0) {
@@ -412,8 +420,8 @@ find_header(const cm__http_in *in, const char *key, int *count)
     const char *first = NULL;
     *count = 0;
     for (size_t i = 0; i < in->nhdrs; i++) {
-        if (strcasecmp(in->strs.p + in->offs[i].key, key) == 0) {
-            first = first ? first : in->strs.p + in->offs[i].val;
+        if (strcasecmp(at_off(in, in->hdrs[i].key), key) == 0) {
+            first = first ? first : at_off(in, in->hdrs[i].val);
             (*count)++;
         }
     }
@@ -541,9 +549,7 @@ cm__http_in_free(cm__http_in *in)
 {
     cm__http_buf_free(&in->strs);
     cm__http_buf_free(&in->body);
-    free(in->offs);
     free(in->hdrs);
-    in->offs = NULL;
     in->hdrs = NULL;
     in->nhdrs = in->hcap = 0;
 }
@@ -571,8 +577,8 @@ add_pseudo(cm__http_in *in, const char *key, const char *val, size_t n)
     if (append_or_fail(in, &in->strs, val, n) < 0 || append_or_fail(in, &in->strs, "", 1) < 0) {
         return -1;
     }
-    in->offs[in->nhdrs].key = k;
-    in->offs[in->nhdrs].val = v;
+    in->hdrs[in->nhdrs].key = as_off(k);
+    in->hdrs[in->nhdrs].val = as_off(v);
     in->nhdrs++;
     return 0;
 }
@@ -616,8 +622,8 @@ finish_message(cm__http_in *in, int status_header)
         return -1;
     }
     for (size_t i = 0; i < in->nhdrs; i++) {
-        in->hdrs[i].key = in->strs.p + in->offs[i].key;
-        in->hdrs[i].val = in->strs.p + in->offs[i].val;
+        in->hdrs[i].key = at_off(in, in->hdrs[i].key);
+        in->hdrs[i].val = at_off(in, in->hdrs[i].val);
     }
     in->msg.hdrs = in->hdrs;
     in->msg.nhdrs = in->nhdrs;
@@ -904,7 +910,18 @@ cm__http_send(uv_stream_t *s, cm__tls *tls, uv_write_t *req, cm__http_buf *b, si
     uv_buf_t rest;
     rest.base = b->p;
     rest.len = b->len;
+    uv_write_t *own = NULL;
+    if (req == NULL) {
+        req = own = malloc(sizeof(*req));
+        if (req == NULL) {
+            return CM_ENOMEM;
+        }
+        req->data = s->data;
+    }
     int err = uv_write(req, s, &rest, 1, cb);
+    if (err < 0) {
+        free(own);
+    }
     return err < 0 ? err : 0;
 }
 

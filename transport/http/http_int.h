@@ -19,13 +19,6 @@ int cm__http_buf_reserve(cm__http_buf *b, size_t n);
 int cm__http_buf_append(cm__http_buf *b, const void *p, size_t n);
 void cm__http_buf_free(cm__http_buf *b);
 
-/* Offsets of one header's key and value in cm__http_in.strs (pointers are made at the end,
- * once the buffer stops moving). */
-typedef struct cm__http_hoff {
-    size_t key;
-    size_t val;
-} cm__http_hoff;
-
 /* The longest request target kept (for the ":path" pseudo header). */
 #define CM__HTTP_URL_MAX 255
 
@@ -34,8 +27,7 @@ typedef struct cm__http_hoff {
 typedef struct cm__http_in {
     http_parser parser;
     cm__http_buf strs;   /* "key\0value\0" for every header */
-    cm__http_hoff *offs; /* nhdrs entries */
-    cm_hdr *hdrs;        /* hcap entries, filled when the message completes */
+    cm_hdr *hdrs;        /* hcap entries: offsets into strs until the message completes */
     size_t nhdrs;
     size_t hcap;
     cm__http_buf body;
@@ -60,9 +52,10 @@ typedef struct cm__http_in {
 } cm__http_in;
 
 /* A request parser reads strictly (in->strict): whitespace between a header name and its colon,
- * obs-folded lines, a bare LF as a line end, and a message with both Content-Length and
- * Transfer-Encoding are refused (400), so that every framing decision rests on one reading that
- * no proxy in front can read differently. A response parser (the client side) is lenient. */
+ * obs-folded lines, a bare LF as a line end, a control character in a header value (other than
+ * HTAB), and a message with both Content-Length and Transfer-Encoding are refused (400), so that
+ * every framing decision rests on one reading that no proxy in front can read differently. A
+ * response parser (the client side) is lenient. */
 void cm__http_in_init(cm__http_in *in, enum http_parser_type type, size_t max_hdr, size_t max_body);
 void cm__http_in_free(cm__http_in *in);
 /* Runs http_parser over data. The parser pauses when a message completes: then *complete is
@@ -99,10 +92,11 @@ typedef struct cm__tls_ctx cm__tls_ctx; /* a transport's OpenSSL contexts */
 typedef struct cm__tls cm__tls;         /* one connection's TLS session */
 
 /* Writes b->p[0..hlen) and then body: uv_try_write first, and what it could not take is
- * copied to the front of b and queued with uv_write(req, cb). Returns 1 when everything was
- * written at once (cb will not run), 0 when a write was queued, or a libuv error (nothing
- * queued). *sent receives the bytes written at once. With tls (non-NULL, its handshake done)
- * the bytes are encrypted first and b holds the records. */
+ * copied to the front of b and queued with uv_write(req, cb). With req NULL, a request is
+ * allocated only then (its data is s->data; cb frees it). Returns 1 when everything was
+ * written at once (cb will not run), 0 when a write was queued, or a libuv error or CM_ENOMEM
+ * (nothing queued). *sent receives the bytes written at once. With tls (non-NULL, its handshake
+ * done) the bytes are encrypted first and b holds the records. */
 int cm__http_send(uv_stream_t *s, cm__tls *tls, uv_write_t *req, cm__http_buf *b, size_t hlen,
                   const uint8_t *body, size_t blen, uv_write_cb cb, size_t *sent);
 

@@ -76,8 +76,6 @@ struct sconn {
     struct cm_tconn base;
     listener *l; /* NULL once the socket is closed */
     uv_tcp_t tcp;
-    uv_write_t wreq;
-    uv_shutdown_t sreq;
     uv_timer_t timer; /* the deadline of what the connection waits for (tkind) */
     int tkind;        /* T_*: what the timer bounds */
     int state;
@@ -476,6 +474,7 @@ static void
 on_shutdown(uv_shutdown_t *req, int status)
 {
     sconn *c = req->data;
+    free(req);
     /* The replies are written. A peer that already shut down its side has nothing more to
      * send: no need to drain until the linger deadline. */
     if (status < 0 || c->peer_eof) {
@@ -493,11 +492,17 @@ start_linger(sconn *c)
 {
     c->state = S_LINGER;
     c->rb.pos = c->rb.len = 0;
-    c->sreq.data = c;
     if (c->tls != NULL) {
         cm__tls_close_notify(c->tls, (uv_stream_t *)&c->tcp);
     }
-    if (uv_shutdown(&c->sreq, (uv_stream_t *)&c->tcp, on_shutdown) < 0) {
+    uv_shutdown_t *req = malloc(sizeof(*req)); /* rare: no room kept for it in every sconn */
+    if (req == NULL) {
+        conn_close(c);
+        return;
+    }
+    req->data = c;
+    if (uv_shutdown(req, (uv_stream_t *)&c->tcp, on_shutdown) < 0) {
+        free(req);
         conn_close(c);
         return;
     }
@@ -517,6 +522,7 @@ static void
 on_write(uv_write_t *req, int status)
 {
     sconn *c = req->data;
+    free(req); /* cm__http_send() allocated it */
     if (c->state == S_CLOSED) {
         return;
     }
@@ -543,8 +549,7 @@ static int
 send_reply(sconn *c, const uint8_t *body, size_t blen, int final)
 {
     size_t sent;
-    c->wreq.data = c;
-    int r = cm__http_send((uv_stream_t *)&c->tcp, wtls(c), &c->wreq, &c->wb, c->wb.len, body, blen,
+    int r = cm__http_send((uv_stream_t *)&c->tcp, wtls(c), NULL, &c->wb, c->wb.len, body, blen,
                           on_write, &sent);
     if (r < 0) {
         conn_close(c);
