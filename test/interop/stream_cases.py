@@ -79,7 +79,9 @@ def run_faults(ctx, Proc, Caller, check, log):
     log("-- SIGKILL to the callee 400 ms into a 5 s stream")
     threading.Timer(0.4, srv.kill).start()
     r = cl.run("deadline proto 5000")
-    check(not r["ok"] and r.get("error") and 3 <= r["n"] < 30 and r["ms"] < 2000,
+    # The kill timer starts before the caller has found the callee and opened the stream; on a
+    # loaded machine that takes a few hundred ms, so the stream may see only one message.
+    check(not r["ok"] and r.get("error") and 1 <= r["n"] < 30 and r["ms"] < 2000,
           "callee killed: want an error soon after the kill, got %r" % r)
     cl.quit()
     if a.callee != "c":

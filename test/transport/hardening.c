@@ -119,6 +119,87 @@ test_timeouts(void)
     server_stop(&S);
 }
 
+/* Whether the server closed fd (0 bytes or an error); -1 while it is open and silent. */
+static int
+peer_closed(int fd)
+{
+    char b[256];
+    ssize_t n = recv(fd, b, sizeof b, MSG_DONTWAIT);
+    return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) ? 1 : n > 0 ? 0 : -1;
+}
+
+/* Connections waiting for different things at once, on the listener's deadline lists: each is
+ * closed after its own timeout, a later one of the same kind after an earlier one, and a
+ * connection that keeps making progress is never closed (re-arming moves it to its list's
+ * tail). */
+static void
+job_deadlines(void *arg)
+{
+    job *j = arg;
+    enum { IDLE, HEADER, BODY, LATE_IDLE, BUSY, N };
+    int fd[N];
+    int64_t closed_ms[N];
+    uint64_t t0 = now_ms();
+    fd[IDLE] = raw_connect(j->port); /* idle timeout 400 ms */
+    fd[HEADER] = raw_connect(j->port);
+    raw_send_str(fd[HEADER], "POST / HTTP/1.1\r\nHo"); /* header timeout 300 ms */
+    fd[BODY] = raw_connect(j->port);
+    raw_send_str(fd[BODY], "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 9\r\n\r\nab");
+    fd[BUSY] = raw_connect(j->port);
+    usleep(200000);
+    fd[LATE_IDLE] = raw_connect(j->port); /* 200 ms after IDLE: closed about 200 ms later */
+    uint64_t t_late = now_ms();
+    for (int i = 0; i < N; i++) {
+        closed_ms[i] = -1;
+    }
+    int replies = 0;
+    uint64_t next_call = now_ms();
+    while (now_ms() - t0 < 1500) {
+        if (now_ms() >= next_call) { /* a call every 150 ms: never idle for 400 */
+            raw_send_str(fd[BUSY], "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n");
+            char buf[4096];
+            size_t have = 0;
+            replies += raw_read_response(fd[BUSY], buf, sizeof buf, &have) > 0;
+            next_call += 150;
+        }
+        for (int i = 0; i < N; i++) {
+            if (i != BUSY && closed_ms[i] < 0 && peer_closed(fd[i]) == 1) {
+                closed_ms[i] = (int64_t)(now_ms() - (i == LATE_IDLE ? t_late : t0));
+            }
+        }
+        usleep(5000);
+    }
+    J_CHECK(j, closed_ms[IDLE] >= 350 && closed_ms[IDLE] < 1000);
+    J_CHECK(j, closed_ms[HEADER] >= 250 && closed_ms[HEADER] < 1000);
+    J_CHECK(j, closed_ms[BODY] >= 250 && closed_ms[BODY] < 1000);
+    J_CHECK(j, closed_ms[LATE_IDLE] >= 350 && closed_ms[LATE_IDLE] < 1000);
+    J_CHECK(j, peer_closed(fd[BUSY]) == -1);
+    J_CHECK(j, replies >= 7);
+    if (j->fail) {
+        fprintf(stderr,
+                "closed after (ms): idle %lld, header %lld, body %lld, late idle %lld; "
+                "%d replies\n",
+                (long long)closed_ms[IDLE], (long long)closed_ms[HEADER],
+                (long long)closed_ms[BODY], (long long)closed_ms[LATE_IDLE], replies);
+    }
+    for (int i = 0; i < N; i++) {
+        close(fd[i]);
+    }
+}
+
+static void
+test_deadlines_at_once(void)
+{
+    start(0, 0);
+    job j = {S.port, 0, 0};
+    in_thread(job_deadlines, &j);
+    CHECK_EQ_INT(j.fail, 0);
+    cm_listener_stats st;
+    cm_listener_get_stats(S.l, &st);
+    CHECK_EQ_INT(st.timeouts, 4);
+    server_stop(&S);
+}
+
 /* A handler that takes longer than every timeout is not cut: the RPC layer bounds it. */
 static void
 job_slow_handler(void *arg)
@@ -478,6 +559,7 @@ main(void)
     RUN(test_half_close);
     RUN(test_expect_continue);
     RUN(test_timeouts);
+    RUN(test_deadlines_at_once);
     RUN(test_slow_handler_kept);
     RUN(test_max_conns);
     RUN(test_max_conns_none_idle);

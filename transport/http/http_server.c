@@ -2,13 +2,15 @@
  * requests one at a time: http_parser pauses at the end of a message, the request goes to the
  * callback, and bytes that follow it stay buffered until cm_tconn_reply().
  *
- * One timer per connection bounds whatever it waits for: the header block (header_timeout_ms
- * from its first byte), the body and the writing of a reply (body_timeout_ms without progress),
- * the next request (idle_timeout_ms, above the 60 s go-micro clients keep idle connections), and
- * the linger after a final reply. A handler's own time is not bounded here: the RPC layer's
- * deadline does that. max_conns closes the oldest idle connection to make room for a new one,
- * and max_conns_per_ip caps one client address. A peer that shuts down its writing side after
- * a request (HTTP/1.0 clients, nc -N) still gets its reply.
+ * A deadline bounds whatever a connection waits for: the header block (header_timeout_ms from
+ * its first byte), the body and the writing of a reply (body_timeout_ms without progress), the
+ * next request (idle_timeout_ms, above the 60 s go-micro clients keep idle connections), and the
+ * linger after a final reply. Each kind has one timeout per listener, so the connections waiting
+ * for one kind form a list in deadline order (re-arming moves one to the tail), and one timer per
+ * listener serves them all: no timer per connection, no heap operation per request. A handler's own
+ * time is not bounded here: the RPC layer's deadline does that. max_conns closes the oldest idle
+ * connection to make room for a new one, and max_conns_per_ip caps one client address. A peer that
+ * shuts down its writing side after a request (HTTP/1.0 clients, nc -N) still gets its reply.
  *
  * With TLS (http_tls.c) a connection first runs the handshake, bounded by header_timeout_ms;
  * received bytes are decrypted into the same read buffer, replies are encrypted on their way
@@ -72,18 +74,19 @@ enum {
     S_CLOSED, /* the socket is closing or closed */
 };
 
+enum { T_NONE, T_IDLE, T_HEADER, T_BODY, T_LINGER, T_KINDS };
+
 struct sconn {
     struct cm_tconn base;
     listener *l; /* NULL once the socket is closed */
     uv_tcp_t tcp;
-    uv_timer_t timer; /* the deadline of what the connection waits for (tkind) */
-    int tkind;        /* T_*: what the timer bounds */
+    uint64_t deadline; /* loop time (uv_now) when what it waits for (tkind) times out */
+    int tkind;         /* T_*: what the deadline bounds; its list in the listener */
     int state;
     int in_request;   /* a request was delivered and not replied yet */
     int parsing;      /* inside process() */
     int read_stopped; /* reading paused: too many unparsed bytes */
     int close_after;  /* close once the reply is written */
-    int timer_init;
     int queued; /* in the listener's resume queue */
     int idle;   /* in the listener's idle list */
     int peer_eof;      /* the peer shut down its writing side */
@@ -110,13 +113,13 @@ struct sconn {
     sconn *prev, *next;   /* the listener's connections */
     sconn *qprev, *qnext; /* the listener's resume queue */
     sconn *iprev, *inext; /* the listener's idle list, oldest first */
+    sconn *dprev, *dnext; /* the listener's list of the deadline kind tkind */
     cm__http_tstream ts;  /* the stream's handle (cm_tconn_stream) */
     const cm_tstream_cbs *scbs;
     void *suser;
     cm__http_wq wq;
     int spaused;          /* the stream's reader asked to stop reading */
     int sdone;            /* the stream was released or told of its end: no more callbacks */
-    char ip[64];          /* the peer's address without the port */
     char peer[64];
     char local[64];
 };
@@ -133,6 +136,9 @@ struct listener {
     sconn *conns;
     sconn *qhead, *qtail;
     sconn *ihead, *itail; /* idle connections, oldest first */
+    sconn *dhead[T_KINDS], *dtail[T_KINDS]; /* by deadline kind, earliest first */
+    uv_timer_t timer;                       /* the earliest deadline of all */
+    uint64_t timer_due;                     /* when it fires, while it runs */
     char *rbuf;           /* LOAN_BYTES lent to one read at a time (cm__http_rbuf_lend) */
     cm__ipcount *ips;
     uint64_t evict_logged_ms; /* when the last eviction was logged (one line per burst) */
@@ -149,8 +155,6 @@ struct listener {
 static void process(sconn *c);
 static void update_phase(sconn *c);
 static void start_linger(sconn *c);
-
-enum { T_NONE, T_IDLE, T_HEADER, T_BODY, T_LINGER };
 
 /* ---- lists ---- */
 
@@ -263,6 +267,28 @@ idle_link(sconn *c)
     l->itail = c;
 }
 
+/* Takes the connection off its deadline list (the listener's timer is left to find out). */
+static void
+deadline_unlink(sconn *c)
+{
+    listener *l = c->l;
+    int k = c->tkind;
+    if (k == T_NONE || l == NULL || (c->dprev == NULL && l->dhead[k] != c)) {
+        return;
+    }
+    if (c->dprev) {
+        c->dprev->dnext = c->dnext;
+    } else {
+        l->dhead[k] = c->dnext;
+    }
+    if (c->dnext) {
+        c->dnext->dprev = c->dprev;
+    } else {
+        l->dtail[k] = c->dprev;
+    }
+    c->dprev = c->dnext = NULL;
+}
+
 /* Parses what connections left buffered when their reply was sent, one turn later, so that a
  * request is never delivered from inside cm_tconn_reply(). */
 static void
@@ -340,6 +366,17 @@ close_guard(sconn *c)
     }
 }
 
+/* The peer's address without the port (the key of the per-address count). */
+static void
+peer_ip(const sconn *c, char *ip)
+{
+    memcpy(ip, c->peer, sizeof(c->peer));
+    char *colon = strrchr(ip, ':');
+    if (colon != NULL) {
+        *colon = '\0';
+    }
+}
+
 /* Closes the socket now. A request with the callback keeps the struct alive until its reply. */
 static void
 conn_close(sconn *c)
@@ -352,14 +389,14 @@ conn_close(sconn *c)
     dequeue(c);
     idle_unlink(c);
     if (c->ip_counted) {
+        char ip[sizeof(c->peer)];
+        peer_ip(c, ip);
         c->ip_counted = 0;
-        cm__ipcount_del(c->l->ips, c->ip);
+        cm__ipcount_del(c->l->ips, ip);
     }
+    deadline_unlink(c);
     close_guard(c);
     uv_close((uv_handle_t *)&c->tcp, on_conn_handle_closed);
-    if (c->timer_init) {
-        uv_close((uv_handle_t *)&c->timer, on_conn_handle_closed);
-    }
     if (was_stream && !c->sdone) {
         c->sdone = 1;
         c->scbs->on_end(c->suser, CM_ECLOSED);
@@ -395,10 +432,10 @@ handshake_failed(sconn *c, const char *what)
     }
 }
 
+/* A connection's deadline passed. */
 static void
-on_timer(uv_timer_t *h)
+expired(sconn *c)
 {
-    sconn *c = h->data;
     if (c->tkind == T_HEADER && in_handshake(c) && c->l != NULL) {
         handshake_failed(c, "timed out");
     }
@@ -412,21 +449,77 @@ on_timer(uv_timer_t *h)
     conn_close(c);
 }
 
+static void on_timer(uv_timer_t *h);
+
+/* Runs the listener's timer for the earliest deadline of its lists (stops it when none). */
+static void
+timer_update(listener *l)
+{
+    uint64_t due = UINT64_MAX;
+    for (int k = T_IDLE; k < T_KINDS; k++) {
+        if (l->dhead[k] != NULL && l->dhead[k]->deadline < due) {
+            due = l->dhead[k]->deadline;
+        }
+    }
+    if (due == UINT64_MAX) {
+        uv_timer_stop(&l->timer);
+        return;
+    }
+    if (uv_is_active((uv_handle_t *)&l->timer) && l->timer_due == due) {
+        return;
+    }
+    uint64_t now = uv_now(l->timer.loop);
+    l->timer_due = due;
+    uv_timer_start(&l->timer, on_timer, due > now ? due - now : 0, 0);
+}
+
+/* Times out the connections whose deadline passed. */
+static void
+on_timer(uv_timer_t *h)
+{
+    listener *l = h->data;
+    uint64_t now = uv_now(h->loop);
+    for (int k = T_IDLE; k < T_KINDS; k++) {
+        while (l->dhead[k] != NULL && l->dhead[k]->deadline <= now) {
+            sconn *c = l->dhead[k];
+            deadline_unlink(c);
+            expired(c); /* closes it */
+        }
+    }
+    timer_update(l);
+}
+
 /* Bounds what the connection waits for now. */
 static void
 arm(sconn *c, int kind)
 {
-    const cm_transport_opts *o = &c->l->t->opts;
+    deadline_unlink(c);
+    c->tkind = kind;
+    if (kind == T_NONE || c->state == S_CLOSED) {
+        return;
+    }
+    listener *l = c->l;
+    const cm_transport_opts *o = &l->t->opts;
     uint64_t ms = kind == T_IDLE     ? o->idle_timeout_ms
                   : kind == T_HEADER ? o->header_timeout_ms
                   : kind == T_BODY   ? o->body_timeout_ms
                                      : LINGER_MS;
-    c->tkind = kind;
-    if (kind == T_NONE || ms == UINT64_MAX) {
-        uv_timer_stop(&c->timer);
+    if (ms == UINT64_MAX) {
         return;
     }
-    uv_timer_start(&c->timer, on_timer, ms, 0);
+    uint64_t now = uv_now(l->timer.loop);
+    c->deadline = now + ms;
+    c->dnext = NULL;
+    c->dprev = l->dtail[kind];
+    if (l->dtail[kind]) {
+        l->dtail[kind]->dnext = c;
+    } else {
+        l->dhead[kind] = c;
+    }
+    l->dtail[kind] = c;
+    if (!uv_is_active((uv_handle_t *)&l->timer) || c->deadline < l->timer_due) {
+        timer_update(l);
+    }
 }
 
 /* After bytes were read or a reply went out, while reading: idle, in a header block (its
@@ -1095,16 +1188,13 @@ make_room(listener *l)
 static int
 count_peer(listener *l, sconn *c)
 {
-    snprintf(c->ip, sizeof(c->ip), "%s", c->peer);
-    char *colon = strrchr(c->ip, ':');
-    if (colon != NULL) {
-        *colon = '\0';
-    }
-    int rc = cm__ipcount_add(l->ips, c->ip, l->t->opts.max_conns_per_ip);
+    char ip[sizeof(c->peer)];
+    peer_ip(c, ip);
+    int rc = cm__ipcount_add(l->ips, ip, l->t->opts.max_conns_per_ip);
     c->ip_counted = rc == 0;
     if (rc == CM_ESTATE) {
         bump(&l->st.refused, 1);
-        cm_log(CM_LOG_DEBUG, "transport.http", "%s: %s is at max_conns_per_ip (%u)", l->addr, c->ip,
+        cm_log(CM_LOG_DEBUG, "transport.http", "%s: %s is at max_conns_per_ip (%u)", l->addr, ip,
                l->t->opts.max_conns_per_ip);
     }
     return rc == 0 ? 0 : -1;
@@ -1130,10 +1220,7 @@ on_connection(uv_stream_t *server, int status)
     c->l = l;
     c->tcp.data = c;
     uv_tcp_init(server->loop, &c->tcp);
-    uv_timer_init(server->loop, &c->timer);
-    c->timer.data = c;
-    c->timer_init = 1;
-    c->nhandles = 2;
+    c->nhandles = 1;
     conn_link(l, c);
     bump(&l->st.active, 1);
     if (uv_accept(server, (uv_stream_t *)&c->tcp) < 0) {
@@ -1260,7 +1347,9 @@ cm__http_listen(cm_transport *t, const char *addr, cm_request_cb cb, void *user,
     }
     uv_idle_init(t->loop, &l->idle);
     l->idle.data = l;
-    l->nhandles = 2;
+    uv_timer_init(t->loop, &l->timer);
+    l->timer.data = l;
+    l->nhandles = 3;
     l->accepting = 1;
     *out = &l->base;
     return 0;
@@ -1300,6 +1389,7 @@ cm__http_listener_close(cm_listener *base, void (*done)(void *arg), void *arg)
     l->done = done;
     l->done_arg = arg;
     uv_close((uv_handle_t *)&l->idle, on_listener_handle_closed);
+    uv_close((uv_handle_t *)&l->timer, on_listener_handle_closed);
     for (sconn *c = l->conns; c; c = c->next) {
         conn_close(c);
     }
