@@ -87,6 +87,22 @@ member(const cm__json_value *obj, const char *key)
     return NULL;
 }
 
+/* s into dst of cap bytes; a string that does not fit is cut at a character boundary (s is
+ * UTF-8: the decoder made it so), so that what is written back reads the same. */
+static void
+copy_text(char *dst, size_t cap, const char *s)
+{
+    size_t n = strlen(s);
+    if (n >= cap) {
+        n = cap - 1;
+        while (n > 0 && ((unsigned char)s[n] & 0xC0) == 0x80) {
+            n--; /* s[n] continues the character that s[n - 1...] starts */
+        }
+    }
+    memcpy(dst, s, n);
+    dst[n] = '\0';
+}
+
 /* Reads id, method and error into env; *msg is the params[0] or result value (NULL: none). */
 static int
 read_envelope(int response, const cm__json_value *root, cm_codec_envelope *env,
@@ -98,18 +114,18 @@ read_envelope(int response, const cm__json_value *root, cm_codec_envelope *env,
     }
     const cm__json_value *id = member(root, "id");
     if (id != NULL && (id->type == CM__JSON_STRING || id->type == CM__JSON_NUMBER)) {
-        snprintf(env->id, sizeof env->id, "%s", id->str);
+        copy_text(env->id, sizeof env->id, id->str);
         env->id_is_string = id->type == CM__JSON_STRING;
     }
     const cm__json_value *method = member(root, "method");
     if (method != NULL && method->type == CM__JSON_STRING) {
-        snprintf(env->method, sizeof env->method, "%s", method->str);
+        copy_text(env->method, sizeof env->method, method->str);
     }
     if (response) {
         const cm__json_value *e = member(root, "error");
         if (e != NULL && e->type != CM__JSON_NULL) {
-            snprintf(env->error, sizeof env->error, "%s",
-                     e->type == CM__JSON_STRING && e->len > 0 ? e->str : "unspecified error");
+            copy_text(env->error, sizeof env->error,
+                      e->type == CM__JSON_STRING && e->len > 0 ? e->str : "unspecified error");
         }
         *msg = member(root, "result");
         return 0;

@@ -154,6 +154,43 @@ test_grpc_json(void)
     cm_buf_free(&j);
 }
 
+/* An error or id longer than its field is cut at a character boundary, so that what is written
+ * back is the same UTF-8 (found by the codec-envelope fuzzer: a cut inside a character came back
+ * as U+FFFD and read differently). */
+static void
+test_json_rpc_cut_at_characters(void)
+{
+    cm_buf in = {0};
+    const char *head = "{\"id\":\"";
+    CHECK_EQ_INT(cm_buf_append(&in, head, strlen(head)), 0);
+    for (int i = 0; i < 40; i++) {
+        CHECK_EQ_INT(cm_buf_append(&in, "\xc3\xa9", 2), 0); /* e acute: 2 bytes */
+    }
+    const char *mid = "\",\"result\":null,\"error\":\"x";
+    CHECK_EQ_INT(cm_buf_append(&in, mid, strlen(mid)), 0);
+    for (int i = 0; i < 600; i++) {
+        CHECK_EQ_INT(cm_buf_append(&in, "\xe2\x82\xac", 3), 0); /* the euro sign: 3 bytes */
+    }
+    CHECK_EQ_INT(cm_buf_append(&in, "\"}", 2), 0);
+    cm_codec_envelope env, env2;
+    void *msg = NULL;
+    char err[160] = "";
+    CHECK_EQ_INT(cm_codec_json_rpc.unmarshal_envelope(1, ECHO_DESC, in.data, in.len, NULL, &env,
+                                                      &msg, err, sizeof err),
+                 0);
+    CHECK_EQ_INT(strlen(env.id), 2 * 31);         /* 63 bytes fit: 31 whole characters */
+    CHECK_EQ_INT(strlen(env.error), 1 + 3 * 340); /* 1,023 fit: "x" and 340 characters */
+    cm_buf out = {0};
+    CHECK_EQ_INT(cm_codec_json_rpc.marshal_envelope(1, &env, ECHO_DESC, NULL, &out), 0);
+    CHECK_EQ_INT(cm_codec_json_rpc.unmarshal_envelope(1, ECHO_DESC, out.data, out.len, NULL, &env2,
+                                                      &msg, err, sizeof err),
+                 0);
+    CHECK_EQ_STR(env2.id, env.id);
+    CHECK_EQ_STR(env2.error, env.error);
+    cm_buf_free(&in);
+    cm_buf_free(&out);
+}
+
 int
 main(void)
 {
@@ -162,6 +199,7 @@ main(void)
     RUN(test_round_trips);
     RUN(test_errors_in_envelope);
     RUN(test_json_rpc_wire);
+    RUN(test_json_rpc_cut_at_characters);
     RUN(test_proto_rpc_bounds);
     RUN(test_grpc_json);
     TEST_DONE();
