@@ -92,6 +92,29 @@ for kind in ${KINDS:-down bidi}; do
       "$cg" "$gc" "$rr" "$(ratio "$cc" "$gg")" "$(ratio "$cc" "$rr")"
   done
 done
+
+# Heap allocations per message in the cmicro server (bench/malloc_count.c counts them between two
+# SIGUSR2; a warm-up stream first), for a cmicro client's streams.
+ninja -C "$WORK/build" bench/libmalloc_count.so >/dev/null
+cnt="$WORK/stream-malloc.txt"
+: > "$cnt"
+start counted env MALLOC_COUNT_OUT="$cnt" LD_PRELOAD="$WORK/build/bench/libmalloc_count.so" \
+  "$C" server
+counted=${pids[-1]}
+echo
+printf '| kind | payload | heap allocations per message, cmicro server |\n| --- | --- | --- |\n'
+for kind in ${KINDS:-down bidi}; do
+  for payload in ${PAYLOADS:-64 4096}; do
+    timeout 60 taskset -c 1 "$C" client "$ADDR" $kind $payload 1000 >/dev/null
+    sleep 0.2; kill -USR2 "$counted"; sleep 0.1
+    timeout 120 taskset -c 1 "$C" client "$ADDR" $kind $payload "$N_C" >/dev/null
+    sleep 0.2; kill -USR2 "$counted"; sleep 0.1
+    per=$(tail -2 "$cnt" | sed 's/[^0-9 ]//g' |
+          awk -v n="$N_C" 'NR == 1 {a = $1} NR == 2 {printf "%.2f", ($1 - a) / n}')
+    printf '| %s | %s B | %s |\n' "$([ $kind = down ] && echo server-stream || echo bidi)" \
+      "$payload" "$per"
+  done
+done
 echo
 echo "machine: $(nproc) CPUs, $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)," \
   "Linux $(uname -r); server on CPU 0, client on CPU 1"

@@ -6,6 +6,7 @@
 #include "stream_int.h"
 
 #include <inttypes.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,6 +34,57 @@ cm__stream_new(cm_loop *loop, const cm_stream_opts *o)
     return s;
 }
 
+/* Keeps i in the pool while it holds at most CM__STREAM_SPARE_BYTES, or frees it (under mu). */
+static void
+item_done_locked(item_pool *p, item *i)
+{
+    if (p->bytes + i->cap <= CM__STREAM_SPARE_BYTES) {
+        i->next = p->head;
+        p->head = i;
+        p->bytes += i->cap;
+    } else {
+        free(i);
+    }
+}
+
+/* The pool's first item, or NULL (under mu). */
+static item *
+item_take_locked(item_pool *p)
+{
+    item *i = p->head;
+    if (i != NULL) {
+        p->head = i->next;
+        p->bytes -= i->cap;
+    }
+    return i;
+}
+
+/* The pool's first item when it holds len bytes and a NUL (under mu), else a new item; NULL: no
+ * memory. */
+static item *
+item_get_locked(item_pool *p, size_t len)
+{
+    item *i = p->head;
+    if (i != NULL && i->cap > len) {
+        return item_take_locked(p);
+    }
+    i = malloc(offsetof(item, data) + len + 1);
+    if (i != NULL) {
+        i->cap = len + 1;
+    }
+    return i;
+}
+
+/* An item of len bytes from pool p (taken under mu), or NULL. */
+static item *
+item_get(cm_stream *s, item_pool *p, size_t len)
+{
+    uv_mutex_lock(&s->mu);
+    item *i = item_get_locked(p, len);
+    uv_mutex_unlock(&s->mu);
+    return i;
+}
+
 static void
 items_free(item *i)
 {
@@ -48,6 +100,8 @@ cm__stream_destroy(cm_stream *s)
 {
     items_free(s->in_head);
     items_free(s->out_head);
+    items_free(s->in_spare.head);
+    items_free(s->out_spare.head);
     cm_error_free(s->err);
     for (size_t i = 0; i < s->nowned; i++) {
         free(s->owned[i]);
@@ -131,6 +185,7 @@ cm__stream_flush(cm_stream *s)
     s->out_head = s->out_tail = NULL;
     uv_mutex_unlock(&s->mu);
     size_t taken = 0;
+    item *done = NULL; /* the items sent, back to the spare or freed under mu */
     while (list != NULL) {
         item *n = list->next;
         taken += msg_cost(s, list->len);
@@ -145,11 +200,17 @@ cm__stream_flush(cm_stream *s)
             cm_msg m = {h, nh, list->data, list->kind == I_EOS ? 0 : list->len};
             cm_tstream_send(s->ts, &m);
         }
-        free(list);
+        list->next = done;
+        done = list;
         list = n;
     }
     size_t q = s->ts != NULL ? cm_tstream_queued(s->ts) : 0;
     uv_mutex_lock(&s->mu);
+    while (done != NULL) {
+        item *n = done->next;
+        item_done_locked(&s->out_spare, done);
+        done = n;
+    }
     s->out_bytes -= taken;
     s->tq = q;
     if (s->out_bytes + s->tq > s->st.max_queued) {
@@ -300,7 +361,7 @@ on_msg(void *user, const cm_msg *m)
         data = (const uint8_t *)text;
         len = strlen(text);
     }
-    item *i = malloc(sizeof(*i) + len + 1);
+    item *i = item_get(s, &s->in_spare, len);
     if (i == NULL) {
         return;
     }
@@ -389,21 +450,14 @@ send_blocked_by(const cm_stream *s)
     return 0;
 }
 
+/* Queues item i (an I_MSG or I_EOS) for the loop, waiting for room in the window when wait is
+ * set; the item is the stream's from then on, whatever the result. */
 static int
-enqueue_out(cm_stream *s, int kind, const cm_buf *b, int wait)
+enqueue_out(cm_stream *s, int kind, item *i, int wait)
 {
-    size_t len = b ? b->len : 0;
-    item *i = malloc(sizeof(*i) + len + 1);
-    if (i == NULL) {
-        return CM_ENOMEM;
-    }
+    size_t len = i->len;
     i->next = NULL;
     i->kind = kind;
-    i->len = len;
-    if (len) {
-        memcpy(i->data, b->data, len);
-    }
-    i->data[len] = '\0';
     uv_mutex_lock(&s->mu);
     int rc;
     for (;;) {
@@ -436,9 +490,36 @@ enqueue_out(cm_stream *s, int kind, const cm_buf *b, int wait)
         kick_locked(s);
         i = NULL;
     }
+    if (i != NULL) {
+        item_done_locked(&s->out_spare, i);
+    }
     uv_mutex_unlock(&s->mu);
-    free(i);
     return rc;
+}
+
+/* msg encoded into an item: the codec appends to a buffer that starts with the item's head (the
+ * spare's memory when there is one), so that the encoding is neither copied nor allocated twice. */
+static int
+encode_item(cm_stream *s, const void *msg, item **out)
+{
+    const size_t off = offsetof(item, data);
+    uv_mutex_lock(&s->mu);
+    item *sp = item_take_locked(&s->out_spare);
+    uv_mutex_unlock(&s->mu);
+    cm_buf b = {(uint8_t *)sp, sp ? off : 0, sp ? off + sp->cap : 0};
+    int rc = sp ? 0 : cm_buf_reserve(&b, off + 64);
+    b.len = off;
+    rc = rc ? rc : s->codec->marshal(s->send_desc, msg, &b);
+    rc = rc ? rc : cm_buf_append(&b, "", 1);
+    if (rc < 0) {
+        cm_buf_free(&b);
+        return rc;
+    }
+    item *i = (item *)(void *)b.data;
+    i->len = b.len - off - 1;
+    i->cap = b.cap - off;
+    *out = i;
+    return 0;
 }
 
 static int
@@ -450,13 +531,9 @@ do_send(cm_stream *s, const void *msg, int wait)
     if (wait && cm_loop_on_loop_thread(s->loop)) {
         return CM_ESTATE;
     }
-    cm_buf b = {0};
-    int rc = s->codec->marshal(s->send_desc, msg, &b);
-    if (rc == 0) {
-        rc = enqueue_out(s, I_MSG, &b, wait);
-    }
-    cm_buf_free(&b);
-    return rc;
+    item *i;
+    int rc = encode_item(s, msg, &i);
+    return rc < 0 ? rc : enqueue_out(s, I_MSG, i, wait);
 }
 
 int
@@ -539,7 +616,11 @@ do_recv(cm_stream *s, void **msg, int wait)
             cm_log(CM_LOG_DEBUG, "stream", "stream %s: cannot decode a message: %s", s->id, why);
         }
     }
-    free(i);
+    if (i != NULL) {
+        uv_mutex_lock(&s->mu);
+        item_done_locked(&s->in_spare, i);
+        uv_mutex_unlock(&s->mu);
+    }
     return rc;
 }
 
@@ -577,7 +658,13 @@ cm_stream_close_send(cm_stream *s)
     if (s->server) {
         return CM_ESTATE;
     }
-    int rc = enqueue_out(s, I_EOS, NULL, 0);
+    item *i = item_get(s, &s->out_spare, 0);
+    if (i == NULL) {
+        return CM_ENOMEM;
+    }
+    i->len = 0;
+    i->data[0] = '\0';
+    int rc = enqueue_out(s, I_EOS, i, 0);
     return rc == CM_EOF ? 0 : rc;
 }
 

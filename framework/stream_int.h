@@ -14,8 +14,18 @@ typedef struct item {
     struct item *next;
     int kind;
     size_t len;
+    size_t cap;     /* bytes data[] has room for */
     uint8_t data[]; /* the body, or an error's text (NUL-terminated) */
 } item;
+
+/* Items done with are kept for the next messages that fit, up to this many bytes per direction:
+ * a stream of like-sized messages allocates nothing per message. */
+#define CM__STREAM_SPARE_BYTES (64 * 1024)
+
+typedef struct item_pool {
+    item *head;
+    size_t bytes;
+} item_pool;
 
 struct cm_stream {
     cm_loop *loop;
@@ -29,6 +39,7 @@ struct cm_stream {
     uv_mutex_t mu; /* guards what follows, up to the loop's part */
     uv_cond_t cv;
     item *in_head, *in_tail;
+    item_pool in_spare, out_spare; /* under mu */
     size_t in_bytes;
     int in_paused;   /* the transport was told to stop reading */
     int want_resume; /* the reader caught up: the loop resumes reading */

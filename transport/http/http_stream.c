@@ -38,10 +38,52 @@ on_qwrite(uv_write_t *req, int status)
     q->on_written(q, status);
 }
 
+/* Plain text: what the socket takes now goes without a copy; only the rest is queued, in a write
+ * of its own. */
+static int
+wq_write_plain(cm__http_wq *q, uv_stream_t *st, const char *hdr, size_t hlen, const uint8_t *body,
+               size_t blen)
+{
+    uv_buf_t bufs[2] = {{(char *)(uintptr_t)hdr, hlen}, {(char *)(uintptr_t)body, blen}};
+    int n = uv_try_write(st, bufs, blen > 0 ? 2 : 1); /* UV_EAGAIN while writes are queued */
+    if (n < 0 && n != UV_EAGAIN) {
+        return n;
+    }
+    size_t done = n > 0 ? (size_t)n : 0;
+    if (done == hlen + blen) {
+        return 0;
+    }
+    qwrite *w = calloc(1, sizeof(*w));
+    size_t hdone = done < hlen ? done : hlen;
+    size_t bdone = done - hdone;
+    if (w == NULL || cm__http_buf_append(&w->b, hdr + hdone, hlen - hdone) < 0 ||
+        (blen > bdone && cm__http_buf_append(&w->b, body + bdone, blen - bdone) < 0)) {
+        if (w != NULL) {
+            cm__http_buf_free(&w->b);
+        }
+        free(w);
+        return CM_ENOMEM;
+    }
+    w->q = q;
+    uv_buf_t rest = {w->b.p, w->b.len};
+    int r = uv_write(&w->req, st, &rest, 1, on_qwrite);
+    if (r < 0) {
+        cm__http_buf_free(&w->b);
+        free(w);
+        return r;
+    }
+    w->n = w->b.len;
+    q->queued += w->n;
+    return 0;
+}
+
 int
 cm__http_wq_write(cm__http_wq *q, uv_stream_t *st, cm__tls *tls, const char *hdr, size_t hlen,
                   const uint8_t *body, size_t blen)
 {
+    if (tls == NULL) {
+        return wq_write_plain(q, st, hdr, hlen, body, blen);
+    }
     qwrite *w = calloc(1, sizeof(*w));
     if (w == NULL || cm__http_buf_append(&w->b, hdr, hlen) < 0) {
         free(w);
