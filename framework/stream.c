@@ -186,6 +186,10 @@ cm__stream_flush(cm_stream *s)
     uv_mutex_unlock(&s->mu);
     size_t taken = 0;
     item *done = NULL; /* the items sent, back to the spare or freed under mu */
+    int cork = s->ts != NULL && list != NULL && list->next != NULL;
+    if (cork) {
+        cm_tstream_cork(s->ts, 1); /* one write for the lot, and bigger reads for the peer */
+    }
     while (list != NULL) {
         item *n = list->next;
         taken += msg_cost(s, list->len);
@@ -203,6 +207,9 @@ cm__stream_flush(cm_stream *s)
         list->next = done;
         done = list;
         list = n;
+    }
+    if (cork && s->ts != NULL) {
+        cm_tstream_cork(s->ts, 0);
     }
     size_t q = s->ts != NULL ? cm_tstream_queued(s->ts) : 0;
     uv_mutex_lock(&s->mu);
@@ -383,7 +390,10 @@ on_msg(void *user, const cm_msg *m)
     if (pause) {
         s->in_paused = 1;
     }
-    uv_cond_broadcast(&s->cv);
+    /* A waiting receiver is woken once for what this turn of the loop read (the kick runs
+     * before the loop polls again), not for each message: woken for the first, it would take
+     * the CPU from the loop and sleep again for every message that follows. */
+    kick_locked(s);
     uv_mutex_unlock(&s->mu);
     if (pause && s->ts != NULL) {
         cm_tstream_pause(s->ts, 1);

@@ -332,6 +332,12 @@ cm_tstream_pause(cm_tstream *s, int on)
     }
 }
 
+int
+cm_tstream_cork(cm_tstream *s, int on)
+{
+    return s && s->ops->stream_cork ? s->ops->stream_cork(s, on) : 0;
+}
+
 void
 cm_tstream_close(cm_tstream *s)
 {

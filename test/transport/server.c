@@ -1003,6 +1003,179 @@ test_memory_per_conn(void)
     CHECK(j.held_bytes > 0 && j.held_bytes < 2560);
 }
 
+/* ---- corked stream writes ---- */
+
+#define CORK_MSGS 64
+
+typedef struct corked {
+    cm_tconn *conn;  /* the server's connection, once its first request came */
+    cm_tstream *sts; /* the server's end */
+    int got;         /* messages the client received */
+    int bad;         /* ... out of order or with the wrong body */
+    int ended;
+    size_t len;  /* the body length of each message */
+    int written; /* the server's on_written calls */
+    int sgot;    /* corked requests the server received, in order */
+} corked;
+
+static void
+on_cork_request(cm_tconn *c, int status, const cm_msg *req, void *user)
+{
+    (void)req;
+    CHECK_EQ_INT(status, 0);
+    corked *k = *(corked **)user; /* the round under way */
+    CHECK(k != NULL && k->conn == NULL);
+    k->conn = c;
+}
+
+static void
+cork_srv_msg(void *user, const cm_msg *m)
+{
+    corked *k = user;
+    char want[16];
+    snprintf(want, sizeof want, "c%d", k->sgot);
+    CHECK(m->body_len == strlen(want) && memcmp(m->body, want, m->body_len) == 0);
+    k->sgot++;
+}
+
+static void
+cork_end(void *user, int status)
+{
+    (void)status;
+    ((corked *)user)->ended = 1;
+}
+
+static void
+cork_written(void *user)
+{
+    ((corked *)user)->written++;
+}
+
+static void
+cork_fill(uint8_t *b, size_t len, int i)
+{
+    for (size_t k = 0; k < len; k++) {
+        b[k] = (uint8_t)(i * 7 + k);
+    }
+}
+
+static void
+cork_cli_msg(void *user, const cm_msg *m)
+{
+    corked *k = user;
+    uint8_t *want = malloc(k->len + 1);
+    CHECK(want != NULL);
+    cork_fill(want, k->len, k->got);
+    char seq[16];
+    snprintf(seq, sizeof seq, "%d", k->got);
+    const char *h = cm_msg_header(m, "X-Seq");
+    if (m->body_len != k->len || memcmp(m->body, want, k->len) != 0 || h == NULL ||
+        strcmp(h, seq) != 0) {
+        k->bad++;
+    }
+    k->got++;
+    free(want);
+}
+
+/* The server sends CORK_MSGS messages of len bytes corked: until the uncork they are gathered
+ * (counted as queued, none reaches the client), then they go out in order. With the client
+ * paused and big messages, the socket takes part of the gathered bytes and the rest is queued
+ * without loss. */
+static void
+cork_round(cm_transport *c, const char *addr, corked **cur, size_t len, int pause_client)
+{
+    corked k = {0};
+    k.len = len;
+    *cur = &k;
+    static const cm_tstream_cbs scbs = {cork_srv_msg, cork_end, cork_written};
+    static const cm_tstream_cbs ccbs = {cork_cli_msg, cork_end, NULL};
+    cm_tstream *cts;
+    CHECK_EQ_INT(cm_transport_dial_stream(c, addr, 5000, &ccbs, &k, &cts), 0);
+    cm_msg first = {NULL, 0, (const uint8_t *)"go", 2};
+    CHECK_EQ_INT(cm_tstream_send(cts, &first), 0);
+    while (k.conn == NULL) {
+        uv_run(L, UV_RUN_ONCE);
+    }
+    CHECK_EQ_INT(cm_tconn_stream(k.conn, &scbs, &k, &k.sts), 0);
+    /* The client's side corks too. */
+    CHECK_EQ_INT(cm_tstream_cork(cts, 1), 0);
+    for (int i = 0; i < 3; i++) {
+        char b[16];
+        snprintf(b, sizeof b, "c%d", i);
+        cm_msg m = {NULL, 0, (const uint8_t *)b, strlen(b)};
+        CHECK_EQ_INT(cm_tstream_send(cts, &m), 0);
+    }
+    CHECK(cm_tstream_queued(cts) > 6);
+    CHECK_EQ_INT(cm_tstream_cork(cts, 0), 0);
+    CHECK_EQ_INT(cm_tstream_queued(cts), 0);
+    while (k.sgot < 3) {
+        uv_run(L, UV_RUN_ONCE);
+    }
+    if (pause_client) {
+        cm_tstream_pause(cts, 1);
+    }
+    uint8_t *body = malloc(len);
+    CHECK(body != NULL);
+    CHECK_EQ_INT(cm_tstream_cork(k.sts, 1), 0);
+    size_t sent = 0;
+    for (int i = 0; i < CORK_MSGS; i++) {
+        char seq[16];
+        snprintf(seq, sizeof seq, "%d", i);
+        cm_hdr h = {"X-Seq", seq};
+        cork_fill(body, len, i);
+        cm_msg m = {&h, 1, body, len};
+        CHECK_EQ_INT(cm_tstream_send(k.sts, &m), 0);
+        sent += len;
+    }
+    CHECK(cm_tstream_queued(k.sts) > sent); /* gathered: the bodies and their heads */
+    run_for(50);
+    CHECK_EQ_INT(k.got, 0);
+    CHECK_EQ_INT(cm_tstream_cork(k.sts, 0), 0);
+    free(body);
+    if (pause_client) {
+        CHECK(cm_tstream_queued(k.sts) > 0); /* more than the socket takes at once */
+        run_for(100);
+        CHECK_EQ_INT(k.got, 0);
+        cm_tstream_pause(cts, 0);
+    } else {
+        CHECK_EQ_INT(cm_tstream_queued(k.sts), 0); /* one write took them all */
+    }
+    uint64_t t0 = uv_now(L);
+    while (k.got < CORK_MSGS && uv_now(L) - t0 < 10000) {
+        uv_run(L, UV_RUN_ONCE);
+    }
+    CHECK_EQ_INT(k.got, CORK_MSGS);
+    CHECK_EQ_INT(k.bad, 0);
+    CHECK_EQ_INT(cm_tstream_queued(k.sts), 0);
+    CHECK(pause_client ? k.written > 0 : k.written == 0);
+    CHECK_EQ_INT(k.ended, 0);
+    cm_tstream_close(cts);
+    cm_tstream_close(k.sts);
+    run_for(50);
+    *cur = NULL;
+}
+
+static void
+test_stream_cork(void)
+{
+    cm_transport *t, *c;
+    CHECK_EQ_INT(cm_transport_new(CL, NULL, NULL, &t), 0);
+    CHECK_EQ_INT(cm_transport_new(CL, NULL, NULL, &c), 0);
+    corked *cur = NULL;
+    cm_listener *l;
+    char addr[64];
+    CHECK_EQ_INT(cm_transport_listen(t, "127.0.0.1:0", on_cork_request, &cur, &l), 0);
+    CHECK_EQ_INT(cm_listener_addr(l, addr, sizeof(addr)), 0);
+    cork_round(c, addr, &cur, 64, 0);
+    cork_round(c, addr, &cur, 256 * 1024, 1); /* 16 MiB gathered */
+    cork_round(c, addr, &cur, 100, 0);        /* the connection's buffer kept or trimmed */
+    int done = 0;
+    cm_listener_close(l, set_flag, &done);
+    run_until(&done, 5000);
+    client_close(c);
+    client_close(t);
+}
+
 int
 main(void)
 {
@@ -1022,6 +1195,7 @@ main(void)
     RUN(test_reuse_port);
     RUN(test_reply_early);
     RUN(test_memory_per_conn);
+    RUN(test_stream_cork);
     harness_done();
     TEST_DONE();
 }

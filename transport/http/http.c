@@ -1055,6 +1055,7 @@ const cm_transport_ops cm__transport_http = {
     .stream_send = cm__http_stream_send,
     .stream_queued = cm__http_stream_queued,
     .stream_pause = cm__http_stream_pause,
+    .stream_cork = cm__http_stream_cork,
     .stream_close = cm__http_stream_close,
     .reply_early = cm__http_reply_early,
 };

@@ -106,11 +106,20 @@ int cm__http_send(uv_stream_t *s, cm__tls *tls, uv_write_t *req, cm__http_buf *b
 typedef struct cm__http_wq {
     size_t queued;
     void (*on_written)(struct cm__http_wq *q, int status);
+    int corked; /* writes are gathered in gather, written at the uncork */
+    cm__http_buf gather;
 } cm__http_wq;
 /* Writes hdr[0..hlen) and body on st (through tls when non-NULL), copying what cannot be written
- * at once into a write of its own. 0, CM_ENOMEM or a libuv error. */
+ * at once into a write of its own; while corked, appends them to the gathered bytes. 0,
+ * CM_ENOMEM or a libuv error. */
 int cm__http_wq_write(cm__http_wq *q, uv_stream_t *st, cm__tls *tls, const char *hdr, size_t hlen,
                       const uint8_t *body, size_t blen);
+/* Corks q (on non-zero), or uncorks it and writes what was gathered in one write (st may be NULL:
+ * the gathered bytes are dropped). 0, CM_ENOMEM or a libuv error. */
+int cm__http_wq_cork(cm__http_wq *q, uv_stream_t *st, cm__tls *tls, int on);
+/* The bytes queued and gathered. */
+size_t cm__http_wq_pending(const cm__http_wq *q);
+void cm__http_wq_free(cm__http_wq *q);
 
 /* A read buffer: bytes [pos, len) are received but not parsed yet. */
 typedef struct cm__http_rbuf {
@@ -214,6 +223,7 @@ int cm__http_tconn_stream(cm_tconn *c, const cm_tstream_cbs *cbs, void *user, cm
 int cm__http_server_stream_send(cm_tstream *s, const cm_msg *m);
 size_t cm__http_server_stream_queued(const cm_tstream *s);
 void cm__http_server_stream_pause(cm_tstream *s, int on);
+int cm__http_server_stream_cork(cm_tstream *s, int on);
 void cm__http_server_stream_close(cm_tstream *s);
 
 /* The client side's state: the transport's private part. */
@@ -266,6 +276,7 @@ int cm__http_dial_stream(cm_transport *t, const char *addr, uint64_t dial_timeou
 int cm__http_stream_send(cm_tstream *s, const cm_msg *m);
 size_t cm__http_stream_queued(const cm_tstream *s);
 void cm__http_stream_pause(cm_tstream *s, int on);
+int cm__http_stream_cork(cm_tstream *s, int on);
 void cm__http_stream_close(cm_tstream *s);
 /* Closes every client stream (cm_transport_close): their on_end runs with CM_ECANCELED. */
 void cm__http_streams_close(cm_transport *t);

@@ -329,6 +329,7 @@ conn_free(sconn *c)
     cm__http_rbuf_free(&c->rb);
     cm__http_in_free(&c->in);
     cm__http_buf_free(&c->wb);
+    cm__http_wq_free(&c->wq);
     cm__tls_free(c->tls);
     free(c);
 }
@@ -1516,7 +1517,20 @@ size_t
 cm__http_server_stream_queued(const cm_tstream *ts)
 {
     const sconn *c = CM__HTTP_CONTAINER(ts, const sconn, ts);
-    return c->wq.queued;
+    return cm__http_wq_pending(&c->wq);
+}
+
+int
+cm__http_server_stream_cork(cm_tstream *ts, int on)
+{
+    sconn *c = CM__HTTP_CONTAINER(ts, sconn, ts);
+    int live = c->state == S_STREAM;
+    int r = cm__http_wq_cork(&c->wq, live ? (uv_stream_t *)&c->tcp : NULL, wtls(c), on);
+    if (r < 0) {
+        conn_close(c);
+        return CM_ECLOSED;
+    }
+    return 0;
 }
 
 void

@@ -77,10 +77,80 @@ wq_write_plain(cm__http_wq *q, uv_stream_t *st, const char *hdr, size_t hlen, co
     return 0;
 }
 
+/* Plain text: the gathered bytes, written at once as far as the socket takes them; the rest is
+ * queued in a write that takes over the gathered buffer (no copy). */
+static int
+wq_write_gathered(cm__http_wq *q, uv_stream_t *st)
+{
+    uv_buf_t buf = {q->gather.p, q->gather.len};
+    int n = uv_try_write(st, &buf, 1);
+    if (n < 0 && n != UV_EAGAIN) {
+        return n;
+    }
+    size_t done = n > 0 ? (size_t)n : 0;
+    if (done == q->gather.len) {
+        return 0;
+    }
+    qwrite *w = calloc(1, sizeof(*w));
+    if (w == NULL) {
+        return CM_ENOMEM;
+    }
+    w->q = q;
+    w->b = q->gather;
+    memset(&q->gather, 0, sizeof(q->gather));
+    uv_buf_t rest = {w->b.p + done, w->b.len - done};
+    int r = uv_write(&w->req, st, &rest, 1, on_qwrite);
+    if (r < 0) {
+        cm__http_buf_free(&w->b);
+        free(w);
+        return r;
+    }
+    w->n = rest.len;
+    q->queued += w->n;
+    return 0;
+}
+
+int
+cm__http_wq_cork(cm__http_wq *q, uv_stream_t *st, cm__tls *tls, int on)
+{
+    if (on) {
+        q->corked = 1;
+        return 0;
+    }
+    q->corked = 0;
+    int r = 0;
+    if (q->gather.len > 0 && st != NULL) {
+        r = tls != NULL ? cm__http_wq_write(q, st, tls, q->gather.p, q->gather.len, NULL, 0)
+                        : wq_write_gathered(q, st);
+    }
+    q->gather.len = 0;
+    cm__http_buf_trim(&q->gather, KEEP_WBUF_MAX);
+    return r;
+}
+
+size_t
+cm__http_wq_pending(const cm__http_wq *q)
+{
+    return q->queued + q->gather.len;
+}
+
+void
+cm__http_wq_free(cm__http_wq *q)
+{
+    cm__http_buf_free(&q->gather);
+}
+
 int
 cm__http_wq_write(cm__http_wq *q, uv_stream_t *st, cm__tls *tls, const char *hdr, size_t hlen,
                   const uint8_t *body, size_t blen)
 {
+    if (q->corked) {
+        if (cm__http_buf_append(&q->gather, hdr, hlen) < 0 ||
+            (blen > 0 && cm__http_buf_append(&q->gather, body, blen) < 0)) {
+            return CM_ENOMEM;
+        }
+        return 0;
+    }
     if (tls == NULL) {
         return wq_write_plain(q, st, hdr, hlen, body, blen);
     }
@@ -165,6 +235,7 @@ maybe_free(cstream *s)
     cm_transport *t = s->t;
     stream_unlink(s);
     cm__http_buf_free(&s->pending);
+    cm__http_wq_free(&s->wq);
     cm__http_buf_free(&s->wb);
     cm__http_rbuf_free(&s->rb);
     cm__http_in_free(&s->in);
@@ -626,7 +697,24 @@ cm__http_stream_queued(const cm_tstream *ts)
         return cm__http_server_stream_queued(ts);
     }
     const cstream *s = (const cstream *)h;
-    return s->wq.queued + s->pending.len;
+    return cm__http_wq_pending(&s->wq) + s->pending.len;
+}
+
+int
+cm__http_stream_cork(cm_tstream *ts, int on)
+{
+    cm__http_tstream *h = (cm__http_tstream *)ts;
+    if (h->server) {
+        return cm__http_server_stream_cork(ts, on);
+    }
+    cstream *s = (cstream *)h;
+    int live = s->connected && !s->closed && !s->released;
+    int r = cm__http_wq_cork(&s->wq, live ? (uv_stream_t *)&s->tcp : NULL, s->tls, on);
+    if (r < 0) {
+        stream_end(s, r);
+        return CM_ECLOSED;
+    }
+    return 0;
 }
 
 void

@@ -257,6 +257,11 @@ CM_EXTERN int cm_tstream_send(cm_tstream *s, const cm_msg *m);
 CM_EXTERN size_t cm_tstream_queued(const cm_tstream *s);
 /* Stops (on non-zero) or resumes reading from the peer. */
 CM_EXTERN void cm_tstream_pause(cm_tstream *s, int on);
+/* Corks s (on non-zero): the messages sent until the uncork are gathered and written together,
+ * in one system call where the socket takes them, as TCP_CORK gathers segments. Uncorking
+ * writes them; 0, or CM_ECLOSED when that write failed (on_end runs as after a failed send).
+ * A backend without the slot writes each message as it is sent. */
+CM_EXTERN int cm_tstream_cork(cm_tstream *s, int on);
 /* Closes the connection once the queued bytes are written (at most a few seconds), and releases
  * s: no callback runs after this. */
 CM_EXTERN void cm_tstream_close(cm_tstream *s);
@@ -312,6 +317,8 @@ typedef struct cm_transport_ops {
     void (*stream_close)(cm_tstream *s);
     /* May be NULL (CM_ENOTSUP): see cm_tconn_reply_early(). */
     int (*reply_early)(cm_tconn *c, const cm_msg *rsp);
+    /* May be NULL (nothing is gathered): see cm_tstream_cork(). */
+    int (*stream_cork)(cm_tstream *s, int on);
 } cm_transport_ops;
 
 /* Adds or replaces the backend of ops->name. ops is borrowed for the life of the process (a
