@@ -34,11 +34,13 @@ cm__stream_new(cm_loop *loop, const cm_stream_opts *o)
     return s;
 }
 
-/* Keeps i in the pool while it holds at most CM__STREAM_SPARE_BYTES, or frees it (under mu). */
+/* Keeps i in the pool while it holds at most the window's bytes, or frees it (under mu). The items
+ * of one direction in flight weigh at most the window (each costs its head on top of its
+ * bytes), so a steady stream finds every item it needs in the pool. */
 static void
-item_done_locked(item_pool *p, item *i)
+item_done_locked(const cm_stream *s, item_pool *p, item *i)
 {
-    if (p->bytes + i->cap <= CM__STREAM_SPARE_BYTES) {
+    if (p->bytes + i->cap <= s->window) {
         i->next = p->head;
         p->head = i;
         p->bytes += i->cap;
@@ -215,7 +217,7 @@ cm__stream_flush(cm_stream *s)
     uv_mutex_lock(&s->mu);
     while (done != NULL) {
         item *n = done->next;
-        item_done_locked(&s->out_spare, done);
+        item_done_locked(s, &s->out_spare, done);
         done = n;
     }
     s->out_bytes -= taken;
@@ -501,7 +503,7 @@ enqueue_out(cm_stream *s, int kind, item *i, int wait)
         i = NULL;
     }
     if (i != NULL) {
-        item_done_locked(&s->out_spare, i);
+        item_done_locked(s, &s->out_spare, i);
     }
     uv_mutex_unlock(&s->mu);
     return rc;
@@ -515,11 +517,13 @@ encode_item(cm_stream *s, const void *msg, item **out)
     const size_t off = offsetof(item, data);
     uv_mutex_lock(&s->mu);
     item *sp = item_take_locked(&s->out_spare);
+    size_t hint = s->out_hint; /* a new item is sized for the last message, not grown to it */
     uv_mutex_unlock(&s->mu);
-    cm_buf b = {(uint8_t *)sp, sp ? off : 0, sp ? off + sp->cap : 0};
-    int rc = sp ? 0 : cm_buf_reserve(&b, off + 64);
-    b.len = off;
-    rc = rc ? rc : s->codec->marshal(s->send_desc, msg, &b);
+    cm_buf b = {(uint8_t *)sp, off, sp ? off + sp->cap : off + hint + 64};
+    if (sp == NULL && (b.data = malloc(b.cap)) == NULL) {
+        return CM_ENOMEM;
+    }
+    int rc = s->codec->marshal(s->send_desc, msg, &b);
     rc = rc ? rc : cm_buf_append(&b, "", 1);
     if (rc < 0) {
         cm_buf_free(&b);
@@ -528,6 +532,9 @@ encode_item(cm_stream *s, const void *msg, item **out)
     item *i = (item *)(void *)b.data;
     i->len = b.len - off - 1;
     i->cap = b.cap - off;
+    uv_mutex_lock(&s->mu);
+    s->out_hint = i->len;
+    uv_mutex_unlock(&s->mu);
     *out = i;
     return 0;
 }
@@ -628,7 +635,7 @@ do_recv(cm_stream *s, void **msg, int wait)
     }
     if (i != NULL) {
         uv_mutex_lock(&s->mu);
-        item_done_locked(&s->in_spare, i);
+        item_done_locked(s, &s->in_spare, i);
         uv_mutex_unlock(&s->mu);
     }
     return rc;

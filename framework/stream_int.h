@@ -18,10 +18,8 @@ typedef struct item {
     uint8_t data[]; /* the body, or an error's text (NUL-terminated) */
 } item;
 
-/* Items done with are kept for the next messages that fit, up to this many bytes per direction:
- * a stream of like-sized messages allocates nothing per message. */
-#define CM__STREAM_SPARE_BYTES (64 * 1024)
-
+/* Items done with are kept for the next messages that fit, up to the window's bytes per
+ * direction: a stream of like-sized messages allocates nothing per message. */
 typedef struct item_pool {
     item *head;
     size_t bytes;
@@ -40,6 +38,7 @@ struct cm_stream {
     uv_cond_t cv;
     item *in_head, *in_tail;
     item_pool in_spare, out_spare; /* under mu */
+    size_t out_hint;               /* the last encoded length (under mu) */
     size_t in_bytes;
     int in_paused;   /* the transport was told to stop reading */
     int want_resume; /* the reader caught up: the loop resumes reading */

@@ -108,6 +108,7 @@ typedef struct cm__http_wq {
     void (*on_written)(struct cm__http_wq *q, int status);
     int corked; /* writes are gathered in gather, written at the uncork */
     cm__http_buf gather;
+    void *spare_w; /* a completed write's request, kept for the next one */
 } cm__http_wq;
 /* Writes hdr[0..hlen) and body on st (through tls when non-NULL), copying what cannot be written
  * at once into a write of its own; while corked, appends them to the gathered bytes. 0,

@@ -27,14 +27,38 @@ typedef struct qwrite {
     size_t n;
 } qwrite;
 
+/* A write request: the one kept from the last completed write, or a new one (NULL: no memory). */
+static qwrite *
+qwrite_get(cm__http_wq *q)
+{
+    qwrite *w = q->spare_w;
+    if (w != NULL) {
+        q->spare_w = NULL;
+        memset(w, 0, sizeof(*w));
+        return w;
+    }
+    return calloc(1, sizeof(*w));
+}
+
+/* A written request, its buffer kept for the next gathering when there is none, and itself for
+ * the next write: a stream that writes batch after batch allocates nothing. */
 static void
 on_qwrite(uv_write_t *req, int status)
 {
     qwrite *w = CM__HTTP_CONTAINER(req, qwrite, req);
     cm__http_wq *q = w->q;
     q->queued -= w->n;
-    cm__http_buf_free(&w->b);
-    free(w);
+    if (q->gather.p == NULL && w->b.cap <= KEEP_WBUF_MAX) {
+        q->gather = w->b;
+        q->gather.len = 0;
+    } else {
+        cm__http_buf_free(&w->b);
+    }
+    if (q->spare_w == NULL) {
+        q->spare_w = w;
+    } else {
+        free(w);
+    }
     q->on_written(q, status);
 }
 
@@ -53,7 +77,7 @@ wq_write_plain(cm__http_wq *q, uv_stream_t *st, const char *hdr, size_t hlen, co
     if (done == hlen + blen) {
         return 0;
     }
-    qwrite *w = calloc(1, sizeof(*w));
+    qwrite *w = qwrite_get(q);
     size_t hdone = done < hlen ? done : hlen;
     size_t bdone = done - hdone;
     if (w == NULL || cm__http_buf_append(&w->b, hdr + hdone, hlen - hdone) < 0 ||
@@ -91,7 +115,7 @@ wq_write_gathered(cm__http_wq *q, uv_stream_t *st)
     if (done == q->gather.len) {
         return 0;
     }
-    qwrite *w = calloc(1, sizeof(*w));
+    qwrite *w = qwrite_get(q);
     if (w == NULL) {
         return CM_ENOMEM;
     }
@@ -138,6 +162,8 @@ void
 cm__http_wq_free(cm__http_wq *q)
 {
     cm__http_buf_free(&q->gather);
+    free(q->spare_w);
+    q->spare_w = NULL;
 }
 
 int
@@ -154,7 +180,7 @@ cm__http_wq_write(cm__http_wq *q, uv_stream_t *st, cm__tls *tls, const char *hdr
     if (tls == NULL) {
         return wq_write_plain(q, st, hdr, hlen, body, blen);
     }
-    qwrite *w = calloc(1, sizeof(*w));
+    qwrite *w = qwrite_get(q);
     if (w == NULL || cm__http_buf_append(&w->b, hdr, hlen) < 0) {
         free(w);
         return CM_ENOMEM;
