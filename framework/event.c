@@ -24,6 +24,7 @@ typedef struct ev_sub {
     cm_broker_sub *bs;
     uint64_t failed_log_ms; /* when a failure of this subscriber was last logged */
     uint64_t failed_quiet;  /* failures not logged since */
+    _Atomic(void *) ok_series[2]; /* the metrics of its successes (observe.c), found once */
 } ev_sub;
 
 typedef struct pub_req {
@@ -995,4 +996,10 @@ cm_publish(cm_client *c, const char *topic, const ProtobufCMessageDescriptor *de
     uv_cond_destroy(&w.cv);
     uv_mutex_destroy(&w.mu);
     return rc;
+}
+
+_Atomic(void *) *
+cm__ctx_event_series(cm_ctx *c)
+{
+    return ((ev_sub *)(uintptr_t)c->event_sub)->ok_series;
 }

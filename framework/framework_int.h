@@ -219,6 +219,8 @@ void cm__limits_free(cm__limits *l);
 atomic_int *cm__ctx_route_inflight(cm_ctx *c);
 /* The success series slots of the endpoint c is routed to (two). */
 _Atomic(void *) *cm__ctx_route_series(cm_ctx *c);
+/* The same for the subscriber of a message being handled (c->event_sub set): two slots. */
+_Atomic(void *) *cm__ctx_event_series(cm_ctx *c);
 
 /* ---- built-in metrics (observe.c) ---- */
 

@@ -100,7 +100,20 @@ subscriber_after(const cm_wrap_info *w, void *arg, void *state)
     (void)state;
     cm__observe *o = arg;
     cm_metric *r, *l;
-    series(o->srv_req, o->srv_lat, w, &r, &l);
+    if (w->status != 0) {
+        series(o->srv_req, o->srv_lat, w, &r, &l);
+        count(r, l, w);
+        return;
+    }
+    /* A success: the subscriber's series, found at its first success (not per message). */
+    _Atomic(void *) *slot = cm__ctx_event_series(w->ctx);
+    r = atomic_load_explicit(&slot[0], memory_order_acquire);
+    l = atomic_load_explicit(&slot[1], memory_order_acquire);
+    if (r == NULL || l == NULL) {
+        series(o->srv_req, o->srv_lat, w, &r, &l);
+        atomic_store_explicit(&slot[1], l, memory_order_release);
+        atomic_store_explicit(&slot[0], r, memory_order_release);
+    }
     count(r, l, w);
 }
 

@@ -481,6 +481,13 @@ main(void)
     CHECK(strstr(text, "micro_events_total{outcome=\"decode_error\"} 1\n") != NULL);
     CHECK(strstr(text, "micro_request_total{service=\"events-sub2\",endpoint=\"ev.fail\","
                        "status=\"fail\",code=\"409\"} 1\n") != NULL);
+    /* Every success of a subscriber is counted in its one series (found at the first). */
+    char want[200];
+    snprintf(want, sizeof want,
+             "micro_request_total{service=\"events-sub2\",endpoint=\"ev.work\",status=\"success\","
+             "code=\"200\"} %d\n",
+             atomic_load(&q_b.n));
+    CHECK(atomic_load(&q_b.n) == 0 || strstr(text, want) != NULL);
     CHECK(strstr(text, "micro_broker_messages_total{broker=\"http\",outcome=\"malformed\"} 0\n") !=
           NULL);
     cm_buf_free(&m);
