@@ -34,13 +34,15 @@ cm__stream_new(cm_loop *loop, const cm_stream_opts *o)
     return s;
 }
 
-/* Keeps i in the pool while it holds at most the window's bytes, or frees it (under mu). The items
- * of one direction in flight weigh at most the window (each costs its head on top of its
- * bytes), so a steady stream finds every item it needs in the pool. */
+/* Keeps i in the pool while it holds at most the window's bytes (and at most
+ * CM__STREAM_SPARE_MAX; always one item), or frees it (under mu). The items of one direction in
+ * flight weigh at most the window (each costs its head on top of its bytes), so a steady stream
+ * finds every item it needs in the pool. */
 static void
 item_done_locked(const cm_stream *s, item_pool *p, item *i)
 {
-    if (p->bytes + i->cap <= s->window) {
+    size_t max = s->window < CM__STREAM_SPARE_MAX ? s->window : CM__STREAM_SPARE_MAX;
+    if (p->head == NULL || p->bytes + i->cap <= max) {
         i->next = p->head;
         p->head = i;
         p->bytes += i->cap;

@@ -1155,6 +1155,45 @@ cork_round(cm_transport *c, const char *addr, corked **cur, size_t len, int paus
     *cur = NULL;
 }
 
+/* A stream closed while corked writes what it gathered first: the server's three messages
+ * reach the client before the end, and so do the client's three. */
+static void
+close_corked_round(cm_transport *c, const char *addr, corked **cur, int server_closes)
+{
+    corked k = {0};
+    k.len = 10;
+    *cur = &k;
+    static const cm_tstream_cbs scbs = {cork_srv_msg, cork_end, NULL};
+    static const cm_tstream_cbs ccbs = {cork_cli_msg, cork_end, NULL};
+    cm_tstream *cts;
+    CHECK_EQ_INT(cm_transport_dial_stream(c, addr, 5000, &ccbs, &k, &cts), 0);
+    cm_msg first = {NULL, 0, (const uint8_t *)"go", 2};
+    CHECK_EQ_INT(cm_tstream_send(cts, &first), 0);
+    while (k.conn == NULL) {
+        uv_run(L, UV_RUN_ONCE);
+    }
+    CHECK_EQ_INT(cm_tconn_stream(k.conn, &scbs, &k, &k.sts), 0);
+    cm_tstream *from = server_closes ? k.sts : cts;
+    CHECK_EQ_INT(cm_tstream_cork(from, 1), 0);
+    uint8_t body[10];
+    for (int i = 0; i < 3; i++) {
+        char seq[16];
+        snprintf(seq, sizeof seq, server_closes ? "%d" : "c%d", i);
+        cm_hdr h = {"X-Seq", seq};
+        cork_fill(body, sizeof body, i);
+        cm_msg m = {&h, 1, server_closes ? body : (const uint8_t *)seq,
+                    server_closes ? sizeof body : strlen(seq)};
+        CHECK_EQ_INT(cm_tstream_send(from, &m), 0);
+    }
+    cm_tstream_close(from);    /* no uncork */
+    run_until(&k.ended, 5000); /* the other side's end, after the messages */
+    CHECK_EQ_INT(server_closes ? k.got : k.sgot, 3);
+    CHECK_EQ_INT(k.bad, 0);
+    cm_tstream_close(server_closes ? cts : k.sts);
+    run_for(50);
+    *cur = NULL;
+}
+
 static void
 test_stream_cork(void)
 {
@@ -1169,6 +1208,8 @@ test_stream_cork(void)
     cork_round(c, addr, &cur, 64, 0);
     cork_round(c, addr, &cur, 256 * 1024, 1); /* 16 MiB gathered */
     cork_round(c, addr, &cur, 100, 0);        /* the connection's buffer kept or trimmed */
+    close_corked_round(c, addr, &cur, 1);
+    close_corked_round(c, addr, &cur, 0);
     int done = 0;
     cm_listener_close(l, set_flag, &done);
     run_until(&done, 5000);

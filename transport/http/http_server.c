@@ -1557,6 +1557,9 @@ cm__http_server_stream_close(cm_tstream *ts)
     sconn *c = CM__HTTP_CONTAINER(ts, sconn, ts);
     c->sdone = 1;
     c->in_request = 0;
+    if (c->wq.corked) {
+        cm__http_server_stream_cork(ts, 0); /* what was gathered goes first */
+    }
     if (c->state == S_STREAM) {
         start_linger(c); /* what is queued is written, then the close */
         if (c->state == S_LINGER && c->wq.queued > 0) {

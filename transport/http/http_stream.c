@@ -17,6 +17,8 @@
 /* A paused reader still reads until this many bytes wait unparsed. */
 #define PENDING_MAX (64 * 1024)
 #define KEEP_WBUF_MAX (1024 * 1024)
+/* A stream keeps its gathering buffer between batches up to this size. */
+#define KEEP_GATHER_MAX (128 * 1024)
 
 /* ---- the write queue ---- */
 
@@ -48,7 +50,7 @@ on_qwrite(uv_write_t *req, int status)
     qwrite *w = CM__HTTP_CONTAINER(req, qwrite, req);
     cm__http_wq *q = w->q;
     q->queued -= w->n;
-    if (q->gather.p == NULL && w->b.cap <= KEEP_WBUF_MAX) {
+    if (q->gather.p == NULL && w->b.cap <= KEEP_GATHER_MAX) {
         q->gather = w->b;
         q->gather.len = 0;
     } else {
@@ -148,7 +150,7 @@ cm__http_wq_cork(cm__http_wq *q, uv_stream_t *st, cm__tls *tls, int on)
                         : wq_write_gathered(q, st);
     }
     q->gather.len = 0;
-    cm__http_buf_trim(&q->gather, KEEP_WBUF_MAX);
+    cm__http_buf_trim(&q->gather, KEEP_GATHER_MAX);
     return r;
 }
 
@@ -171,8 +173,10 @@ cm__http_wq_write(cm__http_wq *q, uv_stream_t *st, cm__tls *tls, const char *hdr
                   const uint8_t *body, size_t blen)
 {
     if (q->corked) {
+        size_t had = q->gather.len;
         if (cm__http_buf_append(&q->gather, hdr, hlen) < 0 ||
             (blen > 0 && cm__http_buf_append(&q->gather, body, blen) < 0)) {
+            q->gather.len = had; /* never half a message */
             return CM_ENOMEM;
         }
         return 0;
@@ -678,6 +682,14 @@ client_close(cstream *s)
     if (s->closed) {
         maybe_free(s);
         return;
+    }
+    if (s->wq.corked) { /* what was gathered goes out before the close */
+        int live = s->connected;
+        int r = cm__http_wq_cork(&s->wq, live ? (uv_stream_t *)&s->tcp : NULL, s->tls, 0);
+        if (r < 0) {
+            stream_end(s, r);
+            return;
+        }
     }
     if (s->connected && s->wq.queued > 0) {
         /* The queued messages (a final EOS) go out, then the close. */
