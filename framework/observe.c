@@ -70,27 +70,33 @@ server_before(cm_wrap_info *w, void *arg, void **state, cm_error **err)
     return 0;
 }
 
+/* A finished call counted in req and lat. slot (a success's, or NULL) keeps the series found at
+ * the first success; a failure's are looked up by its code. */
+static void
+count_call(cm_metric_family *req, cm_metric_family *lat, const cm_wrap_info *w,
+           _Atomic(void *) *slot)
+{
+    cm_metric *r = NULL, *l = NULL;
+    if (slot != NULL) {
+        r = atomic_load_explicit(&slot[0], memory_order_acquire);
+        l = atomic_load_explicit(&slot[1], memory_order_acquire);
+    }
+    if (r == NULL || l == NULL) {
+        series(req, lat, w, &r, &l);
+        if (slot != NULL) {
+            atomic_store_explicit(&slot[1], l, memory_order_release);
+            atomic_store_explicit(&slot[0], r, memory_order_release);
+        }
+    }
+    count(r, l, w);
+}
+
 static void
 server_after(const cm_wrap_info *w, void *arg, void *state)
 {
     cm__observe *o = arg;
     cm_gauge_add(state, -1.0);
-    cm_metric *r, *l;
-    if (w->status != 0) {
-        series(o->srv_req, o->srv_lat, w, &r, &l);
-        count(r, l, w);
-        return;
-    }
-    /* A success: the endpoint's series, found at its first success. */
-    _Atomic(void *) *slot = cm__ctx_route_series(w->ctx);
-    r = atomic_load_explicit(&slot[0], memory_order_acquire);
-    l = atomic_load_explicit(&slot[1], memory_order_acquire);
-    if (r == NULL || l == NULL) {
-        series(o->srv_req, o->srv_lat, w, &r, &l);
-        atomic_store_explicit(&slot[1], l, memory_order_release);
-        atomic_store_explicit(&slot[0], r, memory_order_release);
-    }
-    count(r, l, w);
+    count_call(o->srv_req, o->srv_lat, w, w->status == 0 ? cm__ctx_route_series(w->ctx) : NULL);
 }
 
 /* A message handled: as go-micro's Prometheus subscriber wrapper, the topic is the endpoint. */
@@ -99,22 +105,7 @@ subscriber_after(const cm_wrap_info *w, void *arg, void *state)
 {
     (void)state;
     cm__observe *o = arg;
-    cm_metric *r, *l;
-    if (w->status != 0) {
-        series(o->srv_req, o->srv_lat, w, &r, &l);
-        count(r, l, w);
-        return;
-    }
-    /* A success: the subscriber's series, found at its first success (not per message). */
-    _Atomic(void *) *slot = cm__ctx_event_series(w->ctx);
-    r = atomic_load_explicit(&slot[0], memory_order_acquire);
-    l = atomic_load_explicit(&slot[1], memory_order_acquire);
-    if (r == NULL || l == NULL) {
-        series(o->srv_req, o->srv_lat, w, &r, &l);
-        atomic_store_explicit(&slot[1], l, memory_order_release);
-        atomic_store_explicit(&slot[0], r, memory_order_release);
-    }
-    count(r, l, w);
+    count_call(o->srv_req, o->srv_lat, w, w->status == 0 ? cm__ctx_event_series(w->ctx) : NULL);
 }
 
 static void
@@ -122,9 +113,7 @@ client_after(const cm_wrap_info *w, void *arg, void *state)
 {
     (void)state;
     cm__observe *o = arg;
-    cm_metric *r, *l;
-    series(o->cli_req, o->cli_lat, w, &r, &l);
-    count(r, l, w);
+    count_call(o->cli_req, o->cli_lat, w, NULL);
 }
 
 /* ---- sampled at render ---- */

@@ -21,6 +21,7 @@ typedef struct item {
 /* Items done with are kept for the next messages that fit, up to the window's bytes per
  * direction (at most this many): a stream of like-sized messages allocates nothing per message. */
 #define CM__STREAM_SPARE_MAX (256 * 1024)
+
 typedef struct item_pool {
     item *head;
     size_t bytes;

@@ -106,17 +106,24 @@ job_timeouts(void *arg)
     close(fd);
 }
 
+/* Runs fn against a fresh server; it counts four connections closed by their deadlines. */
 static void
-test_timeouts(void)
+timeouts_job(void (*fn)(void *))
 {
     start(0, 0);
     job j = {S.port, 0, 0};
-    in_thread(job_timeouts, &j);
+    in_thread(fn, &j);
     CHECK_EQ_INT(j.fail, 0);
     cm_listener_stats st;
     cm_listener_get_stats(S.l, &st);
     CHECK_EQ_INT(st.timeouts, 4);
     server_stop(&S);
+}
+
+static void
+test_timeouts(void)
+{
+    timeouts_job(job_timeouts);
 }
 
 /* Whether the server closed fd (0 bytes or an error); -1 while it is open and silent. */
@@ -190,14 +197,7 @@ job_deadlines(void *arg)
 static void
 test_deadlines_at_once(void)
 {
-    start(0, 0);
-    job j = {S.port, 0, 0};
-    in_thread(job_deadlines, &j);
-    CHECK_EQ_INT(j.fail, 0);
-    cm_listener_stats st;
-    cm_listener_get_stats(S.l, &st);
-    CHECK_EQ_INT(st.timeouts, 4);
-    server_stop(&S);
+    timeouts_job(job_deadlines);
 }
 
 /* A handler that takes longer than every timeout is not cut: the RPC layer bounds it. */

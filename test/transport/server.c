@@ -1077,6 +1077,25 @@ cork_cli_msg(void *user, const cm_msg *m)
     free(want);
 }
 
+/* Opens a stream to addr for round k: the client's first message makes the server's request,
+ * whose connection becomes the server's end (k->sts). Returns the client's end. */
+static cm_tstream *
+cork_open(cm_transport *c, const char *addr, corked *k, int count_written)
+{
+    static const cm_tstream_cbs scbs = {cork_srv_msg, cork_end, cork_written};
+    static const cm_tstream_cbs scbs_quiet = {cork_srv_msg, cork_end, NULL};
+    static const cm_tstream_cbs ccbs = {cork_cli_msg, cork_end, NULL};
+    cm_tstream *cts;
+    CHECK_EQ_INT(cm_transport_dial_stream(c, addr, 5000, &ccbs, k, &cts), 0);
+    cm_msg first = {NULL, 0, (const uint8_t *)"go", 2};
+    CHECK_EQ_INT(cm_tstream_send(cts, &first), 0);
+    while (k->conn == NULL) {
+        uv_run(L, UV_RUN_ONCE);
+    }
+    CHECK_EQ_INT(cm_tconn_stream(k->conn, count_written ? &scbs : &scbs_quiet, k, &k->sts), 0);
+    return cts;
+}
+
 /* The server sends CORK_MSGS messages of len bytes corked: until the uncork they are gathered
  * (counted as queued, none reaches the client), then they go out in order. With the client
  * paused and big messages, the socket takes part of the gathered bytes and the rest is queued
@@ -1087,16 +1106,7 @@ cork_round(cm_transport *c, const char *addr, corked **cur, size_t len, int paus
     corked k = {0};
     k.len = len;
     *cur = &k;
-    static const cm_tstream_cbs scbs = {cork_srv_msg, cork_end, cork_written};
-    static const cm_tstream_cbs ccbs = {cork_cli_msg, cork_end, NULL};
-    cm_tstream *cts;
-    CHECK_EQ_INT(cm_transport_dial_stream(c, addr, 5000, &ccbs, &k, &cts), 0);
-    cm_msg first = {NULL, 0, (const uint8_t *)"go", 2};
-    CHECK_EQ_INT(cm_tstream_send(cts, &first), 0);
-    while (k.conn == NULL) {
-        uv_run(L, UV_RUN_ONCE);
-    }
-    CHECK_EQ_INT(cm_tconn_stream(k.conn, &scbs, &k, &k.sts), 0);
+    cm_tstream *cts = cork_open(c, addr, &k, 1);
     /* The client's side corks too. */
     CHECK_EQ_INT(cm_tstream_cork(cts, 1), 0);
     for (int i = 0; i < 3; i++) {
@@ -1163,16 +1173,7 @@ close_corked_round(cm_transport *c, const char *addr, corked **cur, int server_c
     corked k = {0};
     k.len = 10;
     *cur = &k;
-    static const cm_tstream_cbs scbs = {cork_srv_msg, cork_end, NULL};
-    static const cm_tstream_cbs ccbs = {cork_cli_msg, cork_end, NULL};
-    cm_tstream *cts;
-    CHECK_EQ_INT(cm_transport_dial_stream(c, addr, 5000, &ccbs, &k, &cts), 0);
-    cm_msg first = {NULL, 0, (const uint8_t *)"go", 2};
-    CHECK_EQ_INT(cm_tstream_send(cts, &first), 0);
-    while (k.conn == NULL) {
-        uv_run(L, UV_RUN_ONCE);
-    }
-    CHECK_EQ_INT(cm_tconn_stream(k.conn, &scbs, &k, &k.sts), 0);
+    cm_tstream *cts = cork_open(c, addr, &k, 0);
     cm_tstream *from = server_closes ? k.sts : cts;
     CHECK_EQ_INT(cm_tstream_cork(from, 1), 0);
     uint8_t body[10];
