@@ -58,6 +58,10 @@ cm_server_new(cm_loop *loop, const cm_server_opts *o, cm_server **out)
     s->topts = o->transport_opts;
     s->nworkers = o->workers ? o->workers : 8;
     s->max_streams = o->max_streams ? o->max_streams : CM_SERVER_MAX_STREAMS;
+    if (s->topts.max_calls == 0) { /* calls beyond the workers wait in their queue anyway */
+        unsigned twice = s->nworkers * 2;
+        s->topts.max_calls = twice > CM_TRANSPORT_MAX_CALLS ? twice : CM_TRANSPORT_MAX_CALLS;
+    }
     s->drain_timeout_ms = o->drain_timeout_ms;
     if (s->name == NULL || s->address == NULL || s->transport_name == NULL ||
         cm__limits_new(s, o->max_concurrent, o->rate_limit, o->rate_burst, &s->limits) < 0) {

@@ -249,6 +249,8 @@ from_env(cm__svc_config *c, char *why, size_t whylen)
             0 ||
         env_count("MICRO_SERVER_MAX_CONNS_PER_IP", 1000000, &c->server_transport.max_conns_per_ip,
                   why, whylen) < 0 ||
+        env_count("MICRO_SERVER_MAX_CALLS", 1000000, &c->server_transport.max_calls, why, whylen) <
+            0 ||
         env_count("MICRO_SERVER_MAX_CONCURRENT", 1000000, &c->max_concurrent, why, whylen) < 0 ||
         env_count("MICRO_SERVER_LOOPS", 64, &c->loops, why, whylen) < 0 ||
         env_count("MICRO_SELECTOR_EJECT_FAILURES", 1000000, &c->selector.eject_failures, why,
@@ -336,6 +338,7 @@ defaults(cm__svc_config *c)
     c->server_transport.idle_timeout_ms = st.idle_timeout_ms;
     c->server_transport.max_conns = st.max_conns;
     c->server_transport.max_conns_per_ip = st.max_conns_per_ip;
+    c->server_transport.max_calls = st.max_calls;
     c->server_transport.tls = st.tls;
     c->server_transport.tls_insecure = st.tls_insecure;
     c->server_transport.tls_cert_file = st.tls_cert_file;

@@ -96,6 +96,7 @@ cm_transport_new(cm_loop *loop, const char *name, const cm_transport_opts *opts,
     o.body_timeout_ms = o.body_timeout_ms ? o.body_timeout_ms : d.body_timeout_ms;
     o.idle_timeout_ms = o.idle_timeout_ms ? o.idle_timeout_ms : d.idle_timeout_ms;
     o.max_conns = o.max_conns ? o.max_conns : d.max_conns;
+    o.max_calls = o.max_calls ? o.max_calls : CM_TRANSPORT_MAX_CALLS;
     cm_transport *t = calloc(1, sizeof(*t) + ops->priv_size);
     if (!t) {
         return CM_ENOMEM;

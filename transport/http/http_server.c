@@ -42,8 +42,39 @@
  * to memory of the connection's. */
 #define LOAN_BYTES (64 * 1024)
 
+/* The parsers and reply buffers an idle listener keeps for its next requests. */
+#define POOL_MAX 64
+/* A pooled buffer bigger than this is freed rather than kept. */
+#define POOL_KEEP_BYTES (16 * 1024)
+
+#define ADDR_MAX 64 /* "[v6 address]:port" and its NUL */
+
+/* Before the connection's addresses are known, or when there was no memory for them. */
+static char no_addr[] = "";
+
 typedef struct listener listener;
 typedef struct sconn sconn;
+
+/* What a connection holds only while a request is read, handled and answered (or while it is a
+ * stream): the parser with its buffers, and the reply's header block. An idle connection, or one
+ * waiting for a call slot, holds none. */
+typedef struct work {
+    cm__http_in in;
+    cm__http_buf wb;
+    int early;     /* the header block is in wb and early_sent bytes were written */
+    int early_err; /* the write failed (a libuv error): the connection closes */
+    size_t early_sent;
+    size_t early_blen; /* the body length its header block announced */
+    /* A stream's (cm_tconn_stream): its handle, callbacks and queued writes. */
+    cm__http_tstream ts;
+    const cm_tstream_cbs *scbs;
+    void *suser;
+    cm__http_wq wq;
+    struct sconn *c;   /* the connection that holds it */
+    struct work *next; /* in the listener's pool */
+    char *rspare;      /* a read buffer's spare, kept with the parser while it is pooled */
+    size_t rspare_cap;
+} work;
 
 /* The listener's counters (cm_listener_stats). One writer, the loop thread; readers on any
  * thread (a server with several loops sums them): a relaxed load and store, which cost what a
@@ -81,47 +112,42 @@ struct sconn {
     listener *l; /* NULL once the socket is closed */
     uv_tcp_t tcp;
     uint64_t deadline; /* loop time (uv_now) when what it waits for (tkind) times out */
-    int tkind;         /* T_*: what the deadline bounds; its list in the listener */
-    int state;
-    int in_request;   /* a request was delivered and not replied yet */
-    int parsing;      /* inside process() */
-    int read_stopped; /* reading paused: too many unparsed bytes */
-    int close_after;  /* close once the reply is written */
-    int queued; /* in the listener's resume queue */
-    int idle;   /* in the listener's idle list */
-    int peer_eof;      /* the peer shut down its writing side */
-    int continue_sent; /* "100 Continue" was sent for the current request */
-    int ip_counted;    /* counted in the listener's per-address table */
+    /* Written by the loop thread only (bit-fields share their words). */
+    unsigned tkind : 3; /* T_*: what the deadline bounds; its list in the listener */
+    unsigned state : 3;
+    unsigned in_request : 1;    /* a request was delivered and not replied yet */
+    unsigned parsing : 1;       /* inside process() */
+    unsigned read_stopped : 1;  /* reading paused: too many unparsed bytes */
+    unsigned close_after : 1;   /* close once the reply is written */
+    unsigned queued : 1;        /* in the listener's resume queue */
+    unsigned idle : 1;          /* in the listener's idle list */
+    unsigned waiting : 1;       /* in the listener's list of connections waiting for a call slot */
+    unsigned counted : 1;       /* holds one of the listener's call slots */
+    unsigned peer_eof : 1;      /* the peer shut down its writing side */
+    unsigned continue_sent : 1; /* "100 Continue" was sent for the current request */
+    unsigned ip_counted : 1;    /* counted in the listener's per-address table */
+    unsigned spaused : 1;       /* the stream's reader asked to stop reading */
+    unsigned sdone : 1;         /* the stream was released or told of its end: no more callbacks */
     /* The early reply (cm_tconn_reply_early), written by the thread that ran the handler. The
      * loop sets early_ok and early_fd when it delivers a request; the handler's thread writes
-     * the header block into wb and sets the rest, and the loop reads them in cm_tconn_reply()
-     * (the hand-off of the finished call orders the two). wguard keeps the socket open while
-     * that thread writes: 0 free, 1 writing, 2 closed (conn_close waits for 1 to end). */
+     * the header block into the work's wb and sets the work's early fields, and the loop reads
+     * them in cm_tconn_reply() (the hand-off of the finished call orders the two). wguard keeps
+     * the socket open while that thread writes: 0 free, 1 writing, 2 closed (conn_close waits
+     * for 1 to end). */
     int early_ok;
     int early_fd;
-    int early;     /* the header block is in wb and early_sent bytes were written */
-    int early_err; /* the write failed (a libuv error): the connection closes */
-    size_t early_sent;
-    size_t early_blen; /* the body length its header block announced */
     _Atomic int wguard;
     unsigned nhandles;
     size_t drained;
     cm__http_rbuf rb;
-    cm__http_in in;
-    cm__http_buf wb;
+    work *w;              /* NULL while idle */
     cm__tls *tls;         /* NULL: plain HTTP */
     sconn *prev, *next;   /* the listener's connections */
     sconn *qprev, *qnext; /* the listener's resume queue */
-    sconn *iprev, *inext; /* the listener's idle list, oldest first */
+    sconn *iprev, *inext; /* the listener's idle list, oldest first, or its waiting list */
     sconn *dprev, *dnext; /* the listener's list of the deadline kind tkind */
-    cm__http_tstream ts;  /* the stream's handle (cm_tconn_stream) */
-    const cm_tstream_cbs *scbs;
-    void *suser;
-    cm__http_wq wq;
-    int spaused;          /* the stream's reader asked to stop reading */
-    int sdone;            /* the stream was released or told of its end: no more callbacks */
-    char peer[64];
-    char local[64];
+    char *peer;           /* "addr:port", then local's bytes: one allocation */
+    char *local;
 };
 
 struct listener {
@@ -136,6 +162,10 @@ struct listener {
     sconn *conns;
     sconn *qhead, *qtail;
     sconn *ihead, *itail; /* idle connections, oldest first */
+    sconn *whead, *wtail; /* connections with a request, waiting for a call slot */
+    unsigned calls;       /* requests with the callback (the slots taken) */
+    work *pool;           /* parsers kept for the next requests */
+    unsigned npool;
     sconn *dhead[T_KINDS], *dtail[T_KINDS]; /* by deadline kind, earliest first */
     uv_timer_t timer;                       /* the earliest deadline of all */
     uint64_t timer_due;                     /* when it fires, while it runs */
@@ -153,6 +183,9 @@ struct listener {
 };
 
 static void process(sconn *c);
+static void conn_close(sconn *c);
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
 static void update_phase(sconn *c);
 static void start_linger(sconn *c);
 
@@ -289,6 +322,181 @@ deadline_unlink(sconn *c)
     c->dprev = c->dnext = NULL;
 }
 
+/* ---- the parsers' pool ---- */
+
+static void
+work_free(work *w)
+{
+    if (w != NULL) {
+        cm__http_in_free(&w->in);
+        cm__http_buf_free(&w->wb);
+        cm__http_wq_free(&w->wq);
+        free(w->rspare);
+        free(w);
+    }
+}
+
+/* Gives c a parser (and a reply buffer) for its next request, from the listener's pool when it
+ * has one. 0 or CM_ENOMEM. */
+static int
+work_get(sconn *c)
+{
+    if (c->w != NULL) {
+        return 0;
+    }
+    listener *l = c->l;
+    work *w = l->pool;
+    if (w != NULL) {
+        l->pool = w->next;
+        l->npool--;
+    } else if ((w = calloc(1, sizeof(*w))) == NULL) {
+        return CM_ENOMEM;
+    }
+    cm__http_in kept = w->in; /* the buffers go on; the parser starts afresh */
+    cm__http_in_init(&w->in, HTTP_REQUEST, l->t->opts.max_header_bytes, l->t->opts.max_body_bytes);
+    w->in.strs = kept.strs;
+    w->in.hdrs = kept.hdrs;
+    w->in.hcap = kept.hcap;
+    w->in.body = kept.body;
+    w->wb.len = 0;
+    w->c = c;
+    c->w = w;
+    if (c->rb.spare == NULL && w->rspare != NULL) { /* for bytes a read leaves unparsed */
+        c->rb.spare = w->rspare;
+        c->rb.spare_cap = w->rspare_cap;
+        w->rspare = NULL;
+    }
+    return 0;
+}
+
+/* c is idle: its parser goes back to the listener's pool (its buffers when of ordinary sizes). */
+static void
+work_put(sconn *c)
+{
+    work *w = c->w;
+    listener *l = c->l;
+    if (w == NULL || l == NULL) {
+        return;
+    }
+    c->w = NULL;
+    if (w->rspare == NULL) { /* an idle connection keeps no read memory */
+        w->rspare = c->rb.spare;
+        w->rspare_cap = c->rb.spare_cap;
+    } else {
+        free(c->rb.spare);
+    }
+    c->rb.spare = NULL;
+    c->rb.spare_cap = 0;
+    if (l->npool >= POOL_MAX || l->closing) {
+        work_free(w);
+        return;
+    }
+    cm__http_buf_trim(&w->in.strs, POOL_KEEP_BYTES);
+    cm__http_buf_trim(&w->in.body, POOL_KEEP_BYTES);
+    cm__http_buf_trim(&w->wb, POOL_KEEP_BYTES);
+    if (w->in.hcap * sizeof(cm_hdr) > POOL_KEEP_BYTES) {
+        free(w->in.hdrs);
+        w->in.hdrs = NULL;
+        w->in.hcap = 0;
+    }
+    w->next = l->pool;
+    l->pool = w;
+    l->npool++;
+}
+
+/* ---- call slots ---- */
+
+/* c has a request to parse and every call slot is taken: it stops reading (what it sent waits in
+ * the kernel's socket buffers) until a slot is freed. */
+static void
+wait_link(sconn *c)
+{
+    listener *l = c->l;
+    if (c->waiting) {
+        return;
+    }
+    idle_unlink(c); /* the two lists share the links */
+    work_put(c);
+    c->waiting = 1;
+    c->inext = NULL;
+    c->iprev = l->wtail;
+    if (l->wtail) {
+        l->wtail->inext = c;
+    } else {
+        l->whead = c;
+    }
+    l->wtail = c;
+    if (!c->read_stopped) {
+        uv_read_stop((uv_stream_t *)&c->tcp);
+        c->read_stopped = 1;
+    }
+}
+
+static void
+wait_unlink(sconn *c)
+{
+    listener *l = c->l;
+    if (!c->waiting || l == NULL) {
+        return;
+    }
+    c->waiting = 0;
+    if (c->iprev) {
+        c->iprev->inext = c->inext;
+    } else {
+        l->whead = c->inext;
+    }
+    if (c->inext) {
+        c->inext->iprev = c->iprev;
+    } else {
+        l->wtail = c->iprev;
+    }
+    c->iprev = c->inext = NULL;
+}
+
+/* Takes a call slot for c's request, unless it holds one. 0, or -1 when every slot is taken. */
+static int
+slot_take(sconn *c)
+{
+    listener *l = c->l;
+    if (c->counted) {
+        return 0;
+    }
+    if (l->calls >= l->t->opts.max_calls) {
+        return -1;
+    }
+    c->counted = 1;
+    l->calls++;
+    return 0;
+}
+
+/* c's request is answered (or became a stream, or c closed): its slot goes to the connection
+ * that has waited longest, whose bytes are parsed one turn later. */
+static void
+slot_release(sconn *c)
+{
+    listener *l = c->l;
+    if (!c->counted || l == NULL) {
+        return;
+    }
+    c->counted = 0;
+    l->calls--;
+    sconn *next = l->whead;
+    if (next == NULL) {
+        return;
+    }
+    wait_unlink(next);
+    slot_take(next); /* kept for it: a connection that did not wait cannot take it first */
+    if (next->rb.pos < next->rb.len) {
+        enqueue(next); /* its request is parsed one turn later */
+    } else {
+        /* It was readable: its request, or its end, is read on the next turn. */
+        next->read_stopped = 0;
+        if (uv_read_start((uv_stream_t *)&next->tcp, on_alloc, on_read) < 0) {
+            conn_close(next);
+        }
+    }
+}
+
 /* Parses what connections left buffered when their reply was sent, one turn later, so that a
  * request is never delivered from inside cm_tconn_reply(). */
 static void
@@ -320,6 +528,11 @@ listener_maybe_done(listener *l)
     }
     cm__ipcount_close(l->ips);
     free(l->rbuf);
+    while (l->pool != NULL) {
+        work *w = l->pool;
+        l->pool = w->next;
+        work_free(w);
+    }
     free(l);
 }
 
@@ -327,9 +540,10 @@ static void
 conn_free(sconn *c)
 {
     cm__http_rbuf_free(&c->rb);
-    cm__http_in_free(&c->in);
-    cm__http_buf_free(&c->wb);
-    cm__http_wq_free(&c->wq);
+    work_free(c->w);
+    if (c->peer != no_addr) {
+        free(c->peer);
+    }
     cm__tls_free(c->tls);
     free(c);
 }
@@ -371,7 +585,7 @@ close_guard(sconn *c)
 static void
 peer_ip(const sconn *c, char *ip)
 {
-    memcpy(ip, c->peer, sizeof(c->peer));
+    snprintf(ip, ADDR_MAX, "%s", c->peer);
     char *colon = strrchr(ip, ':');
     if (colon != NULL) {
         *colon = '\0';
@@ -385,12 +599,15 @@ conn_close(sconn *c)
     if (c->state == S_CLOSED) {
         return;
     }
-    int was_stream = c->state == S_STREAM || (c->scbs != NULL && c->state == S_LINGER);
+    int was_stream =
+        c->state == S_STREAM || (c->w != NULL && c->w->scbs != NULL && c->state == S_LINGER);
     c->state = S_CLOSED;
     dequeue(c);
     idle_unlink(c);
+    wait_unlink(c);
+    slot_release(c);
     if (c->ip_counted) {
-        char ip[sizeof(c->peer)];
+        char ip[ADDR_MAX];
         peer_ip(c, ip);
         c->ip_counted = 0;
         cm__ipcount_del(c->l->ips, ip);
@@ -400,7 +617,7 @@ conn_close(sconn *c)
     uv_close((uv_handle_t *)&c->tcp, on_conn_handle_closed);
     if (was_stream && !c->sdone) {
         c->sdone = 1;
-        c->scbs->on_end(c->suser, CM_ECLOSED);
+        c->w->scbs->on_end(c->w->suser, CM_ECLOSED);
     }
 }
 
@@ -547,15 +764,20 @@ update_phase(sconn *c)
         }
         return;
     }
-    if (!c->in.started && c->rb.pos >= c->rb.len) {
+    if (c->waiting) {
+        arm(c, T_NONE); /* the calls ahead of it are bounded by the layer above */
+        return;
+    }
+    if ((c->w == NULL || !c->w->in.started) && c->rb.pos >= c->rb.len) {
         if (c->tkind != T_IDLE) {
             arm(c, T_IDLE);
         }
+        work_put(c);
         idle_link(c);
         return;
     }
     idle_unlink(c);
-    if (!c->in.in_body) {
+    if (c->w == NULL || !c->w->in.in_body) {
         if (c->tkind != T_HEADER) {
             arm(c, T_HEADER);
         }
@@ -575,9 +797,6 @@ on_shutdown(uv_shutdown_t *req, int status)
         conn_close(c);
     }
 }
-
-static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
-static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
 
 /* Sends FIN after the queued writes and drains the peer until it closes (or a deadline), so that
  * the peer reads a final reply rather than a reset caused by unread bytes. */
@@ -627,7 +846,7 @@ on_write(uv_write_t *req, int status)
     if (c->state != S_WRITE) {
         return; /* a lingering connection's final reply */
     }
-    cm__http_buf_trim(&c->wb, KEEP_WBUF_MAX);
+    cm__http_buf_trim(&c->w->wb, KEEP_WBUF_MAX);
     if (c->close_after) {
         start_linger(c);
         return;
@@ -637,14 +856,14 @@ on_write(uv_write_t *req, int status)
     update_phase(c);
 }
 
-/* Writes the header block in c->wb and body; 0 (written or queued) or a libuv error / CM_ENOMEM
+/* Writes the header block in c->w->wb and body; 0 (written or queued) or a libuv error / CM_ENOMEM
  * (the connection is closed). With final set the connection lingers and closes afterwards. */
 static int
 send_reply(sconn *c, const uint8_t *body, size_t blen, int final)
 {
     size_t sent;
-    int r = cm__http_send((uv_stream_t *)&c->tcp, wtls(c), NULL, &c->wb, c->wb.len, body, blen,
-                          on_write, &sent);
+    int r = cm__http_send((uv_stream_t *)&c->tcp, wtls(c), NULL, &c->w->wb, c->w->wb.len, body,
+                          blen, on_write, &sent);
     if (r < 0) {
         conn_close(c);
         return r;
@@ -673,24 +892,25 @@ static void
 reject(sconn *c, int err)
 {
     listener *l = c->l;
-    cm__http_in *in = &c->in;
+    cm__http_in *in = &c->w->in;
     bump(&l->st.rejected, 1);
-    c->wb.len = 0;
+    c->w->wb.len = 0;
     if (err == CM_ENOMEM) {
         conn_close(c);
         return;
     }
     if (in->limit) {
-        c->in.keep_alive = 0;
+        c->w->in.keep_alive = 0;
         deliver(c, in->limit == 431 ? CM_EHDRTOOBIG : CM_ETOOBIG);
         return;
     }
     const char *desc = cm__http_in_error(in);
     const char *status =
         in->expect_failed ? "HTTP/1.1 417 Expectation Failed\r\n" : "HTTP/1.1 400 Bad Request\r\n";
-    if (put_str(&c->wb, status) < 0 ||
-        put_str(&c->wb, "Content-Type: text/plain\r\nConnection: close\r\nContent-Length: ") < 0 ||
-        cm__http_put_u64(&c->wb, strlen(desc)) < 0 || put_str(&c->wb, "\r\n\r\n") < 0) {
+    if (put_str(&c->w->wb, status) < 0 ||
+        put_str(&c->w->wb, "Content-Type: text/plain\r\nConnection: close\r\nContent-Length: ") <
+            0 ||
+        cm__http_put_u64(&c->w->wb, strlen(desc)) < 0 || put_str(&c->w->wb, "\r\n\r\n") < 0) {
         conn_close(c);
         return;
     }
@@ -739,22 +959,23 @@ int
 cm__http_reply_early(cm_tconn *base, const cm_msg *rsp)
 {
     sconn *c = (sconn *)base;
-    if (!c->early_ok || c->early) {
+    if (!c->early_ok || c->w->early) {
         return CM_ENOTSUP;
     }
-    if (put_head(&c->wb, rsp) < 0) {
+    if (put_head(&c->w->wb, rsp) < 0) {
         return CM_ENOMEM;
     }
-    c->early = 1;
-    c->early_sent = 0;
-    c->early_err = 0;
-    c->early_blen = rsp->body_len;
+    c->w->early = 1;
+    c->w->early_sent = 0;
+    c->w->early_err = 0;
+    c->w->early_blen = rsp->body_len;
     int expect = 0;
     if (!atomic_compare_exchange_strong_explicit(&c->wguard, &expect, 1, memory_order_acquire,
                                                  memory_order_relaxed)) {
         return 0; /* closed: the loop's reply learns it */
     }
-    struct iovec iov[2] = {{c->wb.p, c->wb.len}, {(void *)(uintptr_t)rsp->body, rsp->body_len}};
+    struct iovec iov[2] = {{c->w->wb.p, c->w->wb.len},
+                           {(void *)(uintptr_t)rsp->body, rsp->body_len}};
     struct msghdr mh = {.msg_iov = iov, .msg_iovlen = rsp->body_len > 0 ? 2 : 1};
     ssize_t n;
     do {
@@ -762,9 +983,9 @@ cm__http_reply_early(cm_tconn *base, const cm_msg *rsp)
     } while (n < 0 && errno == EINTR);
     atomic_store_explicit(&c->wguard, 0, memory_order_release);
     if (n >= 0) {
-        c->early_sent = (size_t)n;
+        c->w->early_sent = (size_t)n;
     } else if (errno != EAGAIN && errno != EWOULDBLOCK) {
-        c->early_err = uv_translate_sys_error(errno);
+        c->w->early_err = uv_translate_sys_error(errno);
     }
     return 0;
 }
@@ -773,12 +994,12 @@ cm__http_reply_early(cm_tconn *base, const cm_msg *rsp)
 static int
 send_rest(sconn *c, const cm_msg *rsp)
 {
-    c->early = 0;
-    if (c->early_err != 0 || rsp->body_len != c->early_blen) {
+    c->w->early = 0;
+    if (c->w->early_err != 0 || rsp->body_len != c->w->early_blen) {
         conn_close(c); /* a failed write, or a body unlike the one announced */
-        return c->early_err != 0 ? c->early_err : CM_EINVAL;
+        return c->w->early_err != 0 ? c->w->early_err : CM_EINVAL;
     }
-    size_t hlen = c->wb.len, sent = c->early_sent;
+    size_t hlen = c->w->wb.len, sent = c->w->early_sent;
     const uint8_t *body = rsp->body;
     size_t blen = rsp->body_len;
     if (sent >= hlen) {
@@ -786,12 +1007,12 @@ send_rest(sconn *c, const cm_msg *rsp)
             body += sent - hlen;
             blen -= sent - hlen;
         }
-        c->wb.len = 0;
+        c->w->wb.len = 0;
     } else {
-        memmove(c->wb.p, c->wb.p + sent, hlen - sent);
-        c->wb.len = hlen - sent;
+        memmove(c->w->wb.p, c->w->wb.p + sent, hlen - sent);
+        c->w->wb.len = hlen - sent;
     }
-    if (c->wb.len == 0 && blen == 0) {
+    if (c->w->wb.len == 0 && blen == 0) {
         c->state = S_READ; /* as send_reply() after a whole write */
         arm(c, T_NONE);
         return 0;
@@ -803,10 +1024,11 @@ int
 cm__http_reply(cm_tconn *base, const cm_msg *rsp, int close_after)
 {
     sconn *c = (sconn *)base;
-    if (!c->in_request || c->scbs != NULL) {
+    if (!c->in_request || c->w->scbs != NULL) {
         return CM_ESTATE;
     }
     c->in_request = 0;
+    slot_release(c);
     c->early_ok = 0; /* a late cm_tconn_reply_early() must not write into this reply */
     if (c->state == S_CLOSED) {
         if (!c->l) {
@@ -820,16 +1042,16 @@ cm__http_reply(cm_tconn *base, const cm_msg *rsp, int close_after)
     }
     c->close_after = c->close_after || close_after;
     int r;
-    if (c->early) {
+    if (c->w->early) {
         r = send_rest(c, rsp);
-    } else if (put_head(&c->wb, rsp) < 0) {
+    } else if (put_head(&c->w->wb, rsp) < 0) {
         conn_close(c);
         return CM_ENOMEM;
     } else {
         r = send_reply(c, rsp->body, rsp->body_len, 0);
     }
     /* rsp may point into the request (an echo): the request's buffers go only now. */
-    cm__http_in_trim(&c->in);
+    cm__http_in_trim(&c->w->in);
     if (r < 0) {
         return CM_ECLOSED;
     }
@@ -856,13 +1078,17 @@ deliver(sconn *c, int status)
     listener *l = c->l;
     c->state = S_HANDLE;
     c->in_request = 1;
+    if (!c->counted) { /* a request parsed while the slots were taken goes over by one */
+        c->counted = 1;
+        l->calls++;
+    }
     c->continue_sent = 0;
     idle_unlink(c);
     arm(c, T_NONE); /* the handler's time is the RPC layer's to bound */
-    c->close_after = !c->in.keep_alive;
+    c->close_after = !c->w->in.keep_alive;
     /* An early reply needs plain text and nothing else on its way out (a "100 Continue"). */
     uv_os_fd_t fd;
-    c->early = 0;
+    c->w->early = 0;
     c->early_ok = status == 0 && c->tls == NULL &&
                   uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) == 0 &&
                   uv_fileno((uv_handle_t *)&c->tcp, &fd) == 0;
@@ -870,7 +1096,7 @@ deliver(sconn *c, int status)
     if (status == 0) {
         bump(&l->st.requests, 1);
     }
-    l->cb(&c->base, status, status == 0 ? &c->in.msg : NULL, l->user);
+    l->cb(&c->base, status, status == 0 ? &c->w->in.msg : NULL, l->user);
 }
 
 static void
@@ -931,9 +1157,18 @@ process(sconn *c)
     }
     c->parsing = 1;
     while ((c->state == S_READ || (c->state == S_STREAM && !c->spaused)) && c->rb.pos < c->rb.len) {
+        if (c->state == S_READ && (c->w == NULL || !c->w->in.started) && !c->counted &&
+            c->l->calls >= c->l->t->opts.max_calls) {
+            wait_link(c); /* a new request, and every call slot is taken */
+            break;
+        }
+        if (work_get(c) < 0) {
+            conn_close(c);
+            break;
+        }
         int complete;
-        ptrdiff_t n =
-            cm__http_in_execute(&c->in, c->rb.p + c->rb.pos, c->rb.len - c->rb.pos, &complete, 0);
+        ptrdiff_t n = cm__http_in_execute(&c->w->in, c->rb.p + c->rb.pos, c->rb.len - c->rb.pos,
+                                          &complete, 0);
         if (n < 0) {
             if (c->state == S_STREAM) {
                 conn_close(c); /* the stream learns it from on_end */
@@ -945,15 +1180,18 @@ process(sconn *c)
         c->rb.pos += (size_t)n;
         if (complete && c->state == S_STREAM) {
             bump(&c->l->st.requests, 1);
-            c->scbs->on_msg(c->suser, &c->in.msg);
-            cm__http_in_trim(&c->in);
+            c->w->scbs->on_msg(c->w->suser, &c->w->in.msg);
+            cm__http_in_trim(&c->w->in);
         } else if (complete) {
             deliver(c, 0);
-        } else if (c->in.expect_continue && c->in.in_body && !c->continue_sent) {
+        } else if (c->w->in.expect_continue && c->w->in.in_body && !c->continue_sent) {
             send_continue(c);
         }
     }
     c->parsing = 0;
+    if (c->counted && !c->in_request) {
+        slot_release(c); /* kept for it while it waited, and no request came of it */
+    }
     cm__http_rbuf_drained(&c->rb); /* when everything was parsed */
     if (c->state == S_STREAM && c->peer_eof) {
         if (c->rb.pos >= c->rb.len) {
@@ -961,12 +1199,27 @@ process(sconn *c)
         }
         return;
     }
-    if ((c->state == S_READ || (c->state == S_STREAM && !c->spaused)) && c->read_stopped) {
+    if ((c->state == S_READ || (c->state == S_STREAM && !c->spaused)) && c->read_stopped &&
+        !c->waiting) {
         c->read_stopped = 0;
         if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) < 0) {
             conn_close(c);
         }
     }
+}
+
+/* What c would read next is a new request, and every call slot is taken (c's own, while its
+ * request is handled, counts as taken): it is left in the kernel's socket buffers for now, so
+ * that a connection waiting for a slot holds no memory for it. */
+static int
+next_waits(const sconn *c)
+{
+    const listener *l = c->l;
+    if (c->rb.pos < c->rb.len || (c->w != NULL && c->w->in.started) ||
+        l->calls < l->t->opts.max_calls) {
+        return 0;
+    }
+    return (c->state == S_READ && !c->counted) || c->state == S_HANDLE || c->state == S_WRITE;
 }
 
 static void
@@ -979,6 +1232,10 @@ on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
         return;
     }
     listener *l = c->l;
+    if (next_waits(c)) {
+        *buf = uv_buf_init(NULL, 0); /* on_read() learns it as UV_ENOBUFS */
+        return;
+    }
     if (l->rbuf == NULL) {
         l->rbuf = malloc(LOAN_BYTES); /* NULL: the connection reads into a buffer of its own */
     }
@@ -1064,8 +1321,7 @@ refuse_plain(sconn *c)
     static const char rsp[] = "HTTP/1.0 400 Bad Request\r\n\r\n"
                               "Client sent an HTTP request to an HTTPS server.\n";
     handshake_failed(c, "plain HTTP on a TLS listener");
-    c->wb.len = 0;
-    if (cm__http_buf_append(&c->wb, rsp, sizeof(rsp) - 1) < 0) {
+    if (work_get(c) < 0 || cm__http_buf_append(&c->w->wb, rsp, sizeof(rsp) - 1) < 0) {
         conn_close(c);
         return;
     }
@@ -1104,6 +1360,16 @@ static void
 on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 {
     sconn *c = s->data;
+    if (nread == UV_ENOBUFS && c->state == S_READ) {
+        wait_link(c); /* next_waits(): it waits for a slot, in turn */
+        update_phase(c);
+        return;
+    }
+    if (nread == UV_ENOBUFS && (c->state == S_HANDLE || c->state == S_WRITE)) {
+        uv_read_stop(s); /* read again once its reply is out (process() restarts it) */
+        c->read_stopped = 1;
+        return;
+    }
     if (nread < 0) {
         on_end(c, nread);
     } else if (nread > 0 && c->tls != NULL && c->state != S_LINGER) {
@@ -1189,7 +1455,7 @@ make_room(listener *l)
 static int
 count_peer(listener *l, sconn *c)
 {
-    char ip[sizeof(c->peer)];
+    char ip[ADDR_MAX];
     peer_ip(c, ip);
     int rc = cm__ipcount_add(l->ips, ip, l->t->opts.max_conns_per_ip);
     c->ip_counted = rc == 0;
@@ -1199,6 +1465,34 @@ count_peer(listener *l, sconn *c)
                l->t->opts.max_conns_per_ip);
     }
     return rc == 0 ? 0 : -1;
+}
+
+/* The connection's addresses, as text, in one allocation of their size. 0 or CM_ENOMEM. */
+static int
+name_addrs(sconn *c)
+{
+    char peer[ADDR_MAX] = "", local[ADDR_MAX] = "";
+    struct sockaddr_storage ss;
+    int len = sizeof(ss);
+    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) < 0 ||
+        cm__http_format_addr((struct sockaddr *)&ss, peer, sizeof(peer)) < 0) {
+        peer[0] = '\0';
+    }
+    len = sizeof(ss);
+    if (uv_tcp_getsockname(&c->tcp, (struct sockaddr *)&ss, &len) < 0 ||
+        cm__http_format_addr((struct sockaddr *)&ss, local, sizeof(local)) < 0) {
+        local[0] = '\0';
+    }
+    size_t np = strlen(peer) + 1, nl = strlen(local) + 1;
+    char *p = malloc(np + nl);
+    if (p == NULL) {
+        return CM_ENOMEM;
+    }
+    memcpy(p, peer, np);
+    memcpy(p + np, local, nl);
+    c->peer = p;
+    c->local = p + np;
+    return 0;
 }
 
 static void
@@ -1219,6 +1513,7 @@ on_connection(uv_stream_t *server, int status)
     }
     c->base.ops = &cm__transport_http;
     c->l = l;
+    c->peer = c->local = no_addr;
     c->tcp.data = c;
     uv_tcp_init(server->loop, &c->tcp);
     c->nhandles = 1;
@@ -1230,20 +1525,8 @@ on_connection(uv_stream_t *server, int status)
     }
     bump(&l->st.accepted, 1);
     uv_tcp_nodelay(&c->tcp, 1);
-    struct sockaddr_storage ss;
-    int len = sizeof(ss);
-    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) < 0 ||
-        cm__http_format_addr((struct sockaddr *)&ss, c->peer, sizeof(c->peer)) < 0) {
-        c->peer[0] = '\0';
-    }
-    len = sizeof(ss);
-    if (uv_tcp_getsockname(&c->tcp, (struct sockaddr *)&ss, &len) < 0 ||
-        cm__http_format_addr((struct sockaddr *)&ss, c->local, sizeof(c->local)) < 0) {
-        c->local[0] = '\0';
-    }
-    cm__http_in_init(&c->in, HTTP_REQUEST, l->t->opts.max_header_bytes, l->t->opts.max_body_bytes);
     cm__tls_ctx *tls = cm__http_tls_ctx(l->t);
-    if (count_peer(l, c) < 0 ||
+    if (name_addrs(c) < 0 || count_peer(l, c) < 0 ||
         (tls != NULL && cm__tls_new(tls, 1, NULL, NULL, c->peer, &c->tls) < 0) ||
         uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) < 0) {
         conn_close(c);
@@ -1427,7 +1710,7 @@ cm__http_local(const cm_tconn *base)
 static void
 on_stream_written(cm__http_wq *q, int status)
 {
-    sconn *c = CM__HTTP_CONTAINER(q, sconn, wq);
+    sconn *c = CM__HTTP_CONTAINER(q, work, wq)->c;
     if (status == 0 && c->state == S_LINGER) {
         /* A closed stream's last messages: the linger starts once they are written; until then
          * each write is progress, bounded as a reply's. */
@@ -1440,8 +1723,8 @@ on_stream_written(cm__http_wq *q, int status)
         }
         return;
     }
-    if (c->scbs->on_written != NULL && !c->sdone) {
-        c->scbs->on_written(c->suser);
+    if (c->w->scbs->on_written != NULL && !c->sdone) {
+        c->w->scbs->on_written(c->w->suser);
     }
 }
 
@@ -1449,7 +1732,7 @@ int
 cm__http_tconn_stream(cm_tconn *base, const cm_tstream_cbs *cbs, void *user, cm_tstream **out)
 {
     sconn *c = (sconn *)base;
-    if (!c->in_request || c->scbs != NULL || c->early) {
+    if (!c->in_request || c->w->scbs != NULL || c->w->early) {
         return CM_ESTATE; /* after an early reply the request is answered */
     }
     if (c->state == S_CLOSED) {
@@ -1459,16 +1742,18 @@ cm__http_tconn_stream(cm_tconn *base, const cm_tstream_cbs *cbs, void *user, cm_
         }
         return CM_ECLOSED;
     }
-    /* in_request stays set: it keeps the connection's memory until cm_tstream_close(). */
+    /* in_request stays set: it keeps the connection's memory until cm_tstream_close(). A stream
+     * takes no call slot (cm_server_opts.max_streams bounds them). */
+    slot_release(c);
     c->early_ok = 0;
-    c->ts.base.ops = c->base.ops;
-    c->ts.server = 1;
-    c->scbs = cbs;
-    c->suser = user;
-    c->wq.on_written = on_stream_written;
+    c->w->ts.base.ops = c->base.ops;
+    c->w->ts.server = 1;
+    c->w->scbs = cbs;
+    c->w->suser = user;
+    c->w->wq.on_written = on_stream_written;
     c->state = S_STREAM;
     c->close_after = 0;
-    cm__http_in_trim(&c->in);
+    cm__http_in_trim(&c->w->in);
     idle_unlink(c);
     arm(c, T_NONE); /* the stream's deadline is the RPC layer's */
     if (c->rb.pos < c->rb.len) {
@@ -1477,35 +1762,35 @@ cm__http_tconn_stream(cm_tconn *base, const cm_tstream_cbs *cbs, void *user, cm_
     if (c->read_stopped) {
         c->read_stopped = 0;
         if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) < 0) {
-            c->scbs = NULL;
+            c->w->scbs = NULL;
             c->state = S_READ;
             conn_close(c);
             return CM_ECLOSED;
         }
     }
-    *out = &c->ts.base;
+    *out = &c->w->ts.base;
     return 0;
 }
 
 int
 cm__http_server_stream_send(cm_tstream *ts, const cm_msg *m)
 {
-    sconn *c = CM__HTTP_CONTAINER(ts, sconn, ts);
+    sconn *c = CM__HTTP_CONTAINER(ts, work, ts)->c;
     if (c->state != S_STREAM) {
         return CM_ECLOSED;
     }
-    c->wb.len = 0;
-    if (put_status_line(&c->wb, m) < 0 || put_str(&c->wb, "Content-Length: ") < 0 ||
-        cm__http_put_u64(&c->wb, m->body_len) < 0 || put_str(&c->wb, "\r\n") < 0 ||
-        cm__http_put_headers(&c->wb, m,
+    c->w->wb.len = 0;
+    if (put_status_line(&c->w->wb, m) < 0 || put_str(&c->w->wb, "Content-Length: ") < 0 ||
+        cm__http_put_u64(&c->w->wb, m->body_len) < 0 || put_str(&c->w->wb, "\r\n") < 0 ||
+        cm__http_put_headers(&c->w->wb, m,
                              CM__HTTP_SKIP_HOST | CM__HTTP_SKIP_CLEN | CM__HTTP_SKIP_TE |
                                  CM__HTTP_SKIP_CONN) < 0 ||
-        put_str(&c->wb, "\r\n") < 0) {
+        put_str(&c->w->wb, "\r\n") < 0) {
         return CM_ENOMEM;
     }
-    int r = cm__http_wq_write(&c->wq, (uv_stream_t *)&c->tcp, wtls(c), c->wb.p, c->wb.len, m->body,
-                              m->body_len);
-    cm__http_buf_trim(&c->wb, KEEP_WBUF_MAX);
+    int r = cm__http_wq_write(&c->w->wq, (uv_stream_t *)&c->tcp, wtls(c), c->w->wb.p, c->w->wb.len,
+                              m->body, m->body_len);
+    cm__http_buf_trim(&c->w->wb, KEEP_WBUF_MAX);
     if (r < 0) {
         conn_close(c);
         return r == CM_ENOMEM ? CM_ENOMEM : CM_ECLOSED;
@@ -1516,16 +1801,16 @@ cm__http_server_stream_send(cm_tstream *ts, const cm_msg *m)
 size_t
 cm__http_server_stream_queued(const cm_tstream *ts)
 {
-    const sconn *c = CM__HTTP_CONTAINER(ts, const sconn, ts);
-    return cm__http_wq_pending(&c->wq);
+    const sconn *c = CM__HTTP_CONTAINER(ts, const work, ts)->c;
+    return cm__http_wq_pending(&c->w->wq);
 }
 
 int
 cm__http_server_stream_cork(cm_tstream *ts, int on)
 {
-    sconn *c = CM__HTTP_CONTAINER(ts, sconn, ts);
+    sconn *c = CM__HTTP_CONTAINER(ts, work, ts)->c;
     int live = c->state == S_STREAM;
-    int r = cm__http_wq_cork(&c->wq, live ? (uv_stream_t *)&c->tcp : NULL, wtls(c), on);
+    int r = cm__http_wq_cork(&c->w->wq, live ? (uv_stream_t *)&c->tcp : NULL, wtls(c), on);
     if (r < 0) {
         conn_close(c);
         return CM_ECLOSED;
@@ -1536,7 +1821,7 @@ cm__http_server_stream_cork(cm_tstream *ts, int on)
 void
 cm__http_server_stream_pause(cm_tstream *ts, int on)
 {
-    sconn *c = CM__HTTP_CONTAINER(ts, sconn, ts);
+    sconn *c = CM__HTTP_CONTAINER(ts, work, ts)->c;
     if (c->state != S_STREAM || c->spaused == !!on) {
         return;
     }
@@ -1554,15 +1839,15 @@ cm__http_server_stream_pause(cm_tstream *ts, int on)
 void
 cm__http_server_stream_close(cm_tstream *ts)
 {
-    sconn *c = CM__HTTP_CONTAINER(ts, sconn, ts);
+    sconn *c = CM__HTTP_CONTAINER(ts, work, ts)->c;
     c->sdone = 1;
     c->in_request = 0;
-    if (c->wq.corked) {
+    if (c->w->wq.corked) {
         cm__http_server_stream_cork(ts, 0); /* what was gathered goes first */
     }
     if (c->state == S_STREAM) {
         start_linger(c); /* what is queued is written, then the close */
-        if (c->state == S_LINGER && c->wq.queued > 0) {
+        if (c->state == S_LINGER && c->w->wq.queued > 0) {
             arm(c, T_BODY);
         }
         return;

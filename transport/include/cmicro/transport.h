@@ -82,7 +82,16 @@ typedef struct cm_transport_opts {
      * among them by a hash of the peer's address and port. Such listeners on one address count
      * max_conns_per_ip together (each of them still applies its own max_conns). Default off. */
     int reuse_port;
+    /* Server side: at most max_calls requests of a listener are with its callback at once (not
+     * yet replied to; a request that becomes a stream leaves the count). A connection whose
+     * next request finds them all taken stops being read, its bytes waiting in the kernel's
+     * socket buffers, until a slot is freed; waiting connections get slots in the order they
+     * came. This bounds the memory of the calls in flight, not the connections. 0: the default,
+     * CM_TRANSPORT_MAX_CALLS (a server makes it at least twice its workers). */
+    unsigned max_calls;
 } cm_transport_opts;
+
+#define CM_TRANSPORT_MAX_CALLS 64
 
 CM_EXTERN void cm_transport_opts_init(cm_transport_opts *o);
 
