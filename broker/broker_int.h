@@ -51,6 +51,22 @@ struct cm_broker {
  * CM_ENOMEM. */
 int cm__broker_defer(cm_broker *b, void (*fn)(void *arg), void *arg);
 
+/* A message decoded into one allocation, block (owned: free()): first pre bytes for the caller,
+ * zeroed and aligned for any type, then header (never NULL; read only, never cm_md_free'd) and
+ * body (NULL when empty), which live as long as the block. */
+typedef struct cm__broker_dmsg {
+    void *block;
+    const cm_md *header;
+    const uint8_t *body;
+    size_t body_len;
+} cm__broker_dmsg;
+
+/* cm_broker_msg_decode into one allocation, the same rules and errors: 0 (out->block owned),
+ * CM_ECODEC (a reason in err, which may be NULL) or CM_ENOMEM; out is zeroed on failure. data
+ * may be NULL when len is 0. */
+int cm__broker_msg_decode_block(const uint8_t *data, size_t len, size_t pre, cm__broker_dmsg *out,
+                                char *err, size_t errlen);
+
 /* The built-in backends, registered by the table in broker.c. */
 extern const cm_broker_ops cm__broker_http;
 extern const cm_broker_ops cm__broker_nats;

@@ -230,18 +230,14 @@ b64_val(int c)
     return c == '+' ? 62 : c == '/' ? 63 : -1;
 }
 
-/* Go's base64.StdEncoding.Decode: padded, CR and LF ignored. *out owned (NULL when empty). */
+/* Go's base64.StdEncoding.Decode: padded, CR and LF ignored. Writes at most strlen(s) / 4 * 3
+ * bytes to o. */
 static int
-b64_decode(const char *s, uint8_t **out, size_t *outlen)
+b64_decode(const char *s, uint8_t *o, size_t *outlen)
 {
-    size_t n = strlen(s);
-    uint8_t *o = malloc(n / 4 * 3 + 3);
-    if (o == NULL) {
-        return CM_ENOMEM;
-    }
     size_t len = 0, q = 0, pad = 0;
     uint32_t acc = 0;
-    for (size_t i = 0; i < n; i++) {
+    for (size_t i = 0; s[i] != '\0'; i++) {
         int c = (unsigned char)s[i];
         if (c == '\r' || c == '\n') {
             continue;
@@ -251,7 +247,6 @@ b64_decode(const char *s, uint8_t **out, size_t *outlen)
             pad++;
             v = 0;
         } else if (v < 0 || pad > 0) {
-            free(o);
             return CM_ECODEC;
         }
         acc = acc << 6 | (uint32_t)v;
@@ -270,35 +265,22 @@ b64_decode(const char *s, uint8_t **out, size_t *outlen)
             }
         }
     }
-    if (q != 0) {
-        free(o);
-        return CM_ECODEC;
-    }
-    if (len == 0) {
-        free(o);
-        o = NULL;
-    }
-    *out = o;
     *outlen = len;
-    return 0;
+    return q != 0 ? CM_ECODEC : 0;
 }
 
-/* cm_md keeps no CR or LF and no empty or ':' key: such bytes become spaces, as the HTTP
- * transport does with header values. */
-static char *
-md_safe(const char *s, int key)
-{
-    char *c = strdup(s[0] != '\0' || !key ? s : " ");
-    for (char *p = c; p != NULL && *p != '\0'; p++) {
-        if (*p == '\r' || *p == '\n' || (key && *p == ':')) {
-            *p = ' ';
-        }
-    }
-    return c;
-}
+/* The parts of a message's JSON tree, checked: its header object (NULL: none) and entries, and
+ * its body string (NULL: none). */
+typedef struct parts {
+    const cJSON *header;
+    size_t n;         /* header entries */
+    size_t strs;      /* bytes of their keys and values, with room for the changes of copy_str */
+    const char *body; /* base64 */
+    size_t body_max;  /* its decoded length at most */
+} parts;
 
 static int
-decode_header(const cJSON *h, cm_md *md, char *err, size_t errlen)
+check_header(const cJSON *h, parts *p, char *err, size_t errlen)
 {
     if (cJSON_IsNull(h)) {
         return 0;
@@ -306,30 +288,16 @@ decode_header(const cJSON *h, cm_md *md, char *err, size_t errlen)
     if (!cJSON_IsObject(h)) {
         return fail(err, errlen, "Header is not a JSON object");
     }
-    size_t n = 0;
     for (const cJSON *e = h->child; e != NULL; e = e->next) {
         if (!cJSON_IsString(e)) {
             return fail(err, errlen, "a Header value is not a string");
         }
-        if (++n > HEADER_MAX) {
+        if (++p->n > HEADER_MAX) {
             return fail(err, errlen, "more than 1024 Header entries");
         }
-        /* copied only when a byte must be replaced (cm_md_set copies anyway) */
-        int kc = e->string[0] == '\0' || strpbrk(e->string, "\r\n:") != NULL;
-        int vc = strpbrk(e->valuestring, "\r\n") != NULL;
-        char *k = kc ? md_safe(e->string, 1) : e->string;
-        char *v = vc ? md_safe(e->valuestring, 0) : e->valuestring;
-        int rc = k != NULL && v != NULL ? cm_md_set(md, k, v) : CM_ENOMEM;
-        if (kc) {
-            free(k);
-        }
-        if (vc) {
-            free(v);
-        }
-        if (rc < 0) {
-            return rc == CM_ENOMEM ? rc : fail(err, errlen, "a Header entry is not valid");
-        }
+        p->strs += strlen(e->string) + 2 + strlen(e->valuestring) + 1;
     }
+    p->header = h;
     return 0;
 }
 
@@ -350,9 +318,9 @@ field(const cJSON *o, const char *name)
 }
 
 static int
-decode_tree(const cJSON *root, cm_md *md, uint8_t **body, size_t *body_len, char *err,
-            size_t errlen)
+check_tree(const cJSON *root, parts *p, char *err, size_t errlen)
 {
+    memset(p, 0, sizeof(*p));
     if (cJSON_IsNull(root)) {
         return 0;
     }
@@ -361,7 +329,7 @@ decode_tree(const cJSON *root, cm_md *md, uint8_t **body, size_t *body_len, char
     }
     int rc = 0;
     const cJSON *h = field(root, "Header");
-    if (h != NULL && (rc = decode_header(h, md, err, errlen)) < 0) {
+    if (h != NULL && (rc = check_header(h, p, err, errlen)) < 0) {
         return rc;
     }
     const cJSON *b = field(root, "Body");
@@ -371,8 +339,123 @@ decode_tree(const cJSON *root, cm_md *md, uint8_t **body, size_t *body_len, char
     if (!cJSON_IsString(b)) {
         return fail(err, errlen, "Body is not a JSON string");
     }
-    rc = b64_decode(b->valuestring, body, body_len);
-    return rc == CM_ECODEC ? fail(err, errlen, "Body is not standard base64") : rc;
+    p->body = b->valuestring;
+    p->body_max = strlen(p->body) / 4 * 3;
+    return 0;
+}
+
+/* Copies s to *at and moves *at past it. cm_md keeps no CR or LF and no empty or ':' key: such
+ * bytes become spaces (an empty key one space), as the HTTP transport does with header values. */
+static char *
+copy_str(char **at, const char *s, int key)
+{
+    char *c = *at, *o = c;
+    for (; *s != '\0'; s++) {
+        *o++ = *s == '\r' || *s == '\n' || (key && *s == ':') ? ' ' : *s;
+    }
+    if (key && o == c) {
+        *o++ = ' ';
+    }
+    *o++ = '\0';
+    *at = o;
+    return c;
+}
+
+/* Fills kv from the header's entries, a repeated key (without case) replacing the value of the
+ * first as cm_md_set does. Returns the pairs. */
+static size_t
+copy_header(const parts *p, char **kv, char *strs)
+{
+    size_t n = 0;
+    for (const cJSON *e = p->header ? p->header->child : NULL; e != NULL; e = e->next) {
+        char *k = copy_str(&strs, e->string, 1);
+        char *v = copy_str(&strs, e->valuestring, 0);
+        size_t i = 0;
+        while (i < n && strcasecmp(kv[2 * i], k) != 0) {
+            i++;
+        }
+        kv[2 * i] = i < n ? kv[2 * i] : k;
+        kv[2 * i + 1] = v;
+        n += i == n;
+    }
+    return n;
+}
+
+#define ALIGN_UP(n) (((n) + sizeof(max_align_t) - 1) / sizeof(max_align_t) * sizeof(max_align_t))
+
+/* The message of p in one allocation (see cm__broker_msg_decode_block). */
+static int
+make_block(const parts *p, size_t pre, cm__broker_dmsg *out, char *err, size_t errlen)
+{
+    size_t at_md = ALIGN_UP(pre), at_kv = at_md + ALIGN_UP(cm__md_view_size());
+    size_t at_strs = at_kv + 2 * p->n * sizeof(char *), at_body = at_strs + p->strs;
+    uint8_t *blk = malloc(at_body + p->body_max + 1);
+    if (blk == NULL) {
+        return CM_ENOMEM;
+    }
+    memset(blk, 0, pre);
+    char **kv = (char **)(void *)(blk + at_kv);
+    size_t n = copy_header(p, kv, (char *)blk + at_strs);
+    out->block = blk;
+    out->header = cm__md_view(blk + at_md, kv, n);
+    out->body = NULL;
+    out->body_len = 0;
+    if (p->body != NULL && b64_decode(p->body, blk + at_body, &out->body_len) < 0) {
+        free(blk);
+        return fail(err, errlen, "Body is not standard base64");
+    }
+    out->body = out->body_len > 0 ? blk + at_body : NULL;
+    return 0;
+}
+
+int
+cm__broker_msg_decode_block(const uint8_t *data, size_t len, size_t pre, cm__broker_dmsg *out,
+                            char *err, size_t errlen)
+{
+    memset(out, 0, sizeof(*out));
+    if (err != NULL && errlen > 0) {
+        err[0] = '\0';
+    }
+    const char *end = NULL;
+    cJSON *root = cJSON_ParseWithLengthOpts((const char *)data, len, &end, 0);
+    if (root == NULL) {
+        return fail(err, errlen, "not JSON");
+    }
+    while (end != NULL && end < (const char *)data + len && strchr(" \t\r\n", *end) != NULL) {
+        end++;
+    }
+    parts p;
+    int rc = 0;
+    if (end != (const char *)data + len) {
+        rc = fail(err, errlen, "bytes after the JSON value");
+    }
+    if (rc == 0) {
+        rc = check_tree(root, &p, err, errlen);
+    }
+    if (rc == 0) {
+        rc = make_block(&p, pre, out, err, errlen);
+    }
+    cJSON_Delete(root);
+    if (rc < 0) {
+        memset(out, 0, sizeof(*out));
+    }
+    return rc;
+}
+
+/* The header of a decoded message as a cm_md of its own. NULL when out of memory. */
+static cm_md *
+md_copy(const cm_md *h)
+{
+    cm_md *md = cm_md_new();
+    for (size_t i = 0; md != NULL && i < cm_md_count(h); i++) {
+        const char *k, *v;
+        cm_md_at(h, i, &k, &v);
+        if (cm_md_set(md, k, v) < 0) {
+            cm_md_free(md);
+            md = NULL;
+        }
+    }
+    return md;
 }
 
 int
@@ -385,33 +468,24 @@ cm_broker_msg_decode(const uint8_t *data, size_t len, cm_md **header, uint8_t **
     *header = NULL;
     *body = NULL;
     *body_len = 0;
-    if (err != NULL && errlen > 0) {
-        err[0] = '\0';
-    }
-    const char *end = NULL;
-    cJSON *root = cJSON_ParseWithLengthOpts((const char *)data, len, &end, 0);
-    if (root == NULL) {
-        return fail(err, errlen, "not JSON");
-    }
-    while (end != NULL && end < (const char *)data + len && strchr(" \t\r\n", *end) != NULL) {
-        end++;
-    }
-    cm_md *md = cm_md_new();
-    int rc = md == NULL ? CM_ENOMEM : 0;
-    if (rc == 0 && end != (const char *)data + len) {
-        rc = fail(err, errlen, "bytes after the JSON value");
-    }
-    if (rc == 0) {
-        rc = decode_tree(root, md, body, body_len, err, errlen);
-    }
-    cJSON_Delete(root);
+    cm__broker_dmsg m;
+    int rc = cm__broker_msg_decode_block(data, len, 0, &m, err, errlen);
     if (rc < 0) {
-        cm_md_free(md);
-        free(*body);
-        *body = NULL;
-        *body_len = 0;
         return rc;
     }
+    cm_md *md = md_copy(m.header);
+    uint8_t *b = m.body_len > 0 ? malloc(m.body_len) : NULL;
+    if (md == NULL || (m.body_len > 0 && b == NULL)) {
+        cm_md_free(md);
+        free(m.block);
+        return CM_ENOMEM;
+    }
+    if (b != NULL) {
+        memcpy(b, m.body, m.body_len);
+    }
+    free(m.block);
     *header = md;
+    *body = b;
+    *body_len = m.body_len;
     return 0;
 }

@@ -1,5 +1,5 @@
 /* Metadata: a small ordered list of key/value pairs with case-insensitive keys. */
-#include <cmicro/md.h>
+#include "core_int.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -28,6 +28,21 @@ cm_md_free(cm_md *md)
     }
     free(md->kv);
     free(md);
+}
+
+size_t
+cm__md_view_size(void)
+{
+    return sizeof(cm_md);
+}
+
+cm_md *
+cm__md_view(void *mem, char **kv, size_t n)
+{
+    cm_md *md = mem;
+    md->kv = kv;
+    md->n = md->cap = n;
+    return md;
 }
 
 static int

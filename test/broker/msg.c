@@ -135,10 +135,60 @@ test_decode(void)
     }
 }
 
+/* The decoding into one allocation that the NATS broker uses: the caller's bytes first, then the
+ * header and body in the same block, with cm_md_set's rules (a repeated key replaces the first's
+ * value; no empty key, ':' in a key or CR/LF). */
+static void
+test_decode_block(void)
+{
+    typedef struct mine {
+        char c;
+        double d;
+    } mine;
+    const char *json = "{\"Header\":{\"A\":\"1\",\"b:c\":\"x\\ny\",\"a\":\"2\",\"\":\"e\"},"
+                       "\"Body\":\"aGVs\\nbG8=\"}";
+    cm__broker_dmsg m;
+    char err[128];
+    CHECK_EQ_INT(cm__broker_msg_decode_block((const uint8_t *)json, strlen(json), sizeof(mine), &m,
+                                             err, sizeof(err)),
+                 0);
+    mine *my = m.block;
+    CHECK(my->c == 0 && my->d == 0);
+    const uint8_t *lo = m.block, *hi = lo + 4096;
+    CHECK((const uint8_t *)m.header >= lo + sizeof(mine) && (const uint8_t *)m.header < hi);
+    CHECK(m.body >= lo + sizeof(mine) && m.body < hi);
+    CHECK_EQ_INT(m.body_len, 5);
+    CHECK(memcmp(m.body, "hello", 5) == 0);
+    CHECK_EQ_INT(cm_md_count(m.header), 3);
+    const char *k, *v;
+    cm_md_at(m.header, 0, &k, &v);
+    CHECK_EQ_STR(k, "A");
+    CHECK_EQ_STR(v, "2");
+    CHECK_EQ_STR(cm_md_get(m.header, "b c"), "x y");
+    CHECK_EQ_STR(cm_md_get(m.header, " "), "e");
+    free(m.block);
+
+    /* Empty: no header entries, no body. */
+    CHECK_EQ_INT(cm__broker_msg_decode_block((const uint8_t *)"null", 4, 0, &m, NULL, 0), 0);
+    CHECK(m.block != NULL && m.body == NULL && m.body_len == 0);
+    CHECK_EQ_INT(cm_md_count(m.header), 0);
+    free(m.block);
+
+    /* A failure leaves nothing. */
+    const char *bad = "{\"Header\":{\"a\":\"b\"},\"Body\":\"YWI\"}";
+    memset(&m, 0xff, sizeof(m));
+    CHECK_EQ_INT(
+        cm__broker_msg_decode_block((const uint8_t *)bad, strlen(bad), 8, &m, err, sizeof(err)),
+        CM_ECODEC);
+    CHECK(m.block == NULL && m.header == NULL && m.body == NULL && m.body_len == 0);
+    CHECK_EQ_STR(err, "Body is not standard base64");
+}
+
 int
 main(void)
 {
     RUN(test_encode);
     RUN(test_decode);
+    RUN(test_decode_block);
     TEST_DONE();
 }
