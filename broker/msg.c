@@ -4,6 +4,7 @@
 #include "broker_int.h"
 
 #include <cJSON.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -63,9 +64,10 @@ plain(uint8_t c)
     return c >= 0x20 && c < 0x80 && c != '"' && c != '\\' && c != '<' && c != '>' && c != '&';
 }
 
-/* The escape of the character at s (its length in *adv) into esc, or 0: write it as it is. */
+/* The escape of the character at s (its length in *adv) into esc (at most 6 bytes: never more
+ * than 6 per byte of s), or 0: write it as it is. */
 static size_t
-escape(const uint8_t *s, size_t n, size_t *adv, char esc[8])
+escape(const uint8_t *s, size_t n, size_t *adv, char *esc)
 {
     static const char hex[] = "0123456789abcdef";
     uint8_t c = s[0];
@@ -98,38 +100,39 @@ escape(const uint8_t *s, size_t n, size_t *adv, char esc[8])
     return 0;
 }
 
-/* A JSON string as encoding/json writes it with HTML escaping on: runs of plain bytes are
- * copied at once. */
+/* A JSON string as encoding/json writes it with HTML escaping on, straight into out's room for the
+ * longest escaping (6 bytes a byte): runs of plain bytes are copied at once. */
 static int
 put_string(cm_buf *out, const char *str)
 {
     const uint8_t *s = (const uint8_t *)str;
     size_t n = strlen(str);
-    if (cm_buf_reserve(out, n + 2) < 0 || put(out, "\"", 1) < 0) {
+    if (n > (SIZE_MAX - 2) / 6 || cm_buf_reserve(out, 6 * n + 2) < 0) {
         return CM_ENOMEM;
     }
+    char *o = (char *)out->data + out->len;
+    *o++ = '"';
     for (size_t i = 0; i < n;) {
         size_t run = i;
         while (run < n && plain(s[run])) {
             run++;
         }
-        if (run > i && put(out, (const char *)s + i, run - i) < 0) {
-            return CM_ENOMEM;
-        }
-        i = run;
-        if (i == n) {
+        memcpy(o, s + i, run - i);
+        o += run - i;
+        if (run == n) {
             break;
         }
-        char esc[8];
         size_t adv;
-        size_t elen = escape(s + i, n - i, &adv, esc);
-        int rc = elen ? put(out, esc, elen) : put(out, (const char *)s + i, adv);
-        if (rc < 0) {
-            return CM_ENOMEM;
+        size_t elen = escape(s + run, n - run, &adv, o);
+        if (elen == 0) {
+            memcpy(o, s + run, adv);
         }
-        i += adv;
+        o += elen ? elen : adv;
+        i = run + adv;
     }
-    return put(out, "\"", 1) < 0 ? CM_ENOMEM : 0;
+    *o++ = '"';
+    out->len = (size_t)(o - (char *)out->data);
+    return 0;
 }
 
 static int
@@ -156,35 +159,38 @@ put_base64(cm_buf *out, const uint8_t *p, size_t n)
     return 0;
 }
 
+typedef struct pair {
+    const char *key, *val;
+} pair;
+
 static int
 cmp_key(const void *a, const void *b)
 {
-    return strcmp(*(const char *const *)a, *(const char *const *)b);
+    return strcmp(((const pair *)a)->key, ((const pair *)b)->key);
 }
 
 static int
 put_header(cm_buf *out, const cm_md *header)
 {
     size_t n = cm_md_count(header);
-    const char *few[16];
-    const char **keys = n <= 16 ? few : malloc(n * sizeof(*keys));
-    if (keys == NULL) {
+    pair few[16];
+    pair *kv = n <= 16 ? few : malloc(n * sizeof(*kv));
+    if (kv == NULL) {
         return CM_ENOMEM;
     }
     for (size_t i = 0; i < n; i++) {
-        const char *v;
-        cm_md_at(header, i, &keys[i], &v);
+        cm_md_at(header, i, &kv[i].key, &kv[i].val);
     }
-    qsort(keys, n, sizeof(*keys), cmp_key); /* Go sorts map keys bytewise */
+    qsort(kv, n, sizeof(*kv), cmp_key); /* Go sorts map keys bytewise */
     int rc = put(out, "{", 1);
     for (size_t i = 0; i < n && rc == 0; i++) {
-        if ((i > 0 && put(out, ",", 1) < 0) || put_string(out, keys[i]) < 0 ||
-            put(out, ":", 1) < 0 || put_string(out, cm_md_get(header, keys[i])) < 0) {
+        if ((i > 0 && put(out, ",", 1) < 0) || put_string(out, kv[i].key) < 0 ||
+            put(out, ":", 1) < 0 || put_string(out, kv[i].val) < 0) {
             rc = CM_ENOMEM;
         }
     }
-    if (keys != few) {
-        free(keys);
+    if (kv != few) {
+        free(kv);
     }
     return rc == 0 && put(out, "}", 1) == 0 ? 0 : CM_ENOMEM;
 }
@@ -217,17 +223,34 @@ fail(char *err, size_t errlen, const char *why)
     return CM_ECODEC;
 }
 
-static int
-b64_val(int c)
+/* The base64 alphabet's values plus one (0: not in it), by byte. */
+static const uint8_t B64[256] = {
+    ['A'] = 1,  ['B'] = 2,  ['C'] = 3,  ['D'] = 4,  ['E'] = 5,  ['F'] = 6,  ['G'] = 7,  ['H'] = 8,
+    ['I'] = 9,  ['J'] = 10, ['K'] = 11, ['L'] = 12, ['M'] = 13, ['N'] = 14, ['O'] = 15, ['P'] = 16,
+    ['Q'] = 17, ['R'] = 18, ['S'] = 19, ['T'] = 20, ['U'] = 21, ['V'] = 22, ['W'] = 23, ['X'] = 24,
+    ['Y'] = 25, ['Z'] = 26, ['a'] = 27, ['b'] = 28, ['c'] = 29, ['d'] = 30, ['e'] = 31, ['f'] = 32,
+    ['g'] = 33, ['h'] = 34, ['i'] = 35, ['j'] = 36, ['k'] = 37, ['l'] = 38, ['m'] = 39, ['n'] = 40,
+    ['o'] = 41, ['p'] = 42, ['q'] = 43, ['r'] = 44, ['s'] = 45, ['t'] = 46, ['u'] = 47, ['v'] = 48,
+    ['w'] = 49, ['x'] = 50, ['y'] = 51, ['z'] = 52, ['0'] = 53, ['1'] = 54, ['2'] = 55, ['3'] = 56,
+    ['4'] = 57, ['5'] = 58, ['6'] = 59, ['7'] = 60, ['8'] = 61, ['9'] = 62, ['+'] = 63, ['/'] = 64,
+};
+
+/* Decodes the groups of four alphabet bytes at the start of s[0..n) into o: what b64_decode's
+ * general loop does with them, without its checks. Returns the bytes of s consumed. */
+static size_t
+b64_groups(const uint8_t *s, size_t n, uint8_t *o, size_t *len)
 {
-    if (c >= 'A' && c <= 'Z') {
-        return c - 'A';
-    } else if (c >= 'a' && c <= 'z') {
-        return c - 'a' + 26;
-    } else if (c >= '0' && c <= '9') {
-        return c - '0' + 52;
+    size_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        uint32_t a = B64[s[i]], b = B64[s[i + 1]], c = B64[s[i + 2]], d = B64[s[i + 3]];
+        if (a == 0 || b == 0 || c == 0 || d == 0) {
+            break;
+        }
+        uint32_t v = (a - 1) << 18 | (b - 1) << 12 | (c - 1) << 6 | (d - 1);
+        o[*len] = (uint8_t)(v >> 16), o[*len + 1] = (uint8_t)(v >> 8), o[*len + 2] = (uint8_t)v;
+        *len += 3;
     }
-    return c == '+' ? 62 : c == '/' ? 63 : -1;
+    return i;
 }
 
 /* Go's base64.StdEncoding.Decode: padded, CR and LF ignored. Writes at most strlen(s) / 4 * 3
@@ -235,14 +258,14 @@ b64_val(int c)
 static int
 b64_decode(const char *s, uint8_t *o, size_t *outlen)
 {
-    size_t len = 0, q = 0, pad = 0;
+    size_t n = strlen(s), len = 0, q = 0, pad = 0;
     uint32_t acc = 0;
-    for (size_t i = 0; s[i] != '\0'; i++) {
+    for (size_t i = b64_groups((const uint8_t *)s, n, o, &len); i < n; i++) {
         int c = (unsigned char)s[i];
         if (c == '\r' || c == '\n') {
             continue;
         }
-        int v = b64_val(c);
+        int v = B64[c] - 1;
         if (c == '=' && q >= 2) {
             pad++;
             v = 0;
@@ -349,15 +372,18 @@ check_tree(const cJSON *root, parts *p, char *err, size_t errlen)
 static char *
 copy_str(char **at, const char *s, int key)
 {
-    char *c = *at, *o = c;
-    for (; *s != '\0'; s++) {
-        *o++ = *s == '\r' || *s == '\n' || (key && *s == ':') ? ' ' : *s;
+    const char *reject = key ? "\r\n:" : "\r\n";
+    char *c = *at;
+    size_t n = strlen(s);
+    memcpy(c, s, n + 1);
+    for (size_t i = strcspn(c, reject); i < n; i += 1 + strcspn(c + i + 1, reject)) {
+        c[i] = ' ';
     }
-    if (key && o == c) {
-        *o++ = ' ';
+    if (key && n == 0) {
+        c[n++] = ' ';
+        c[n] = '\0';
     }
-    *o++ = '\0';
-    *at = o;
+    *at = c + n + 1;
     return c;
 }
 

@@ -48,6 +48,22 @@ test_encode(void)
                     "\xc3\xa9\\u2028\\u2029\\ufffd\\ufffdx\"},\"Body\":\"AP/+\"}");
     free(s);
     cm_md_free(h);
+
+    /* Every byte escaped at its longest (6 bytes), and a key sorted before the others. */
+    h = cm_md_new();
+    char ctl[41], want[41 * 6 + 64] = "{\"Header\":{\"A\":\"";
+    memset(ctl, 1, 40);
+    ctl[40] = '\0';
+    cm_md_set(h, "b", "<>");
+    cm_md_set(h, "A", ctl);
+    for (int i = 0; i < 40; i++) {
+        strcat(want, "\\u0001");
+    }
+    strcat(want, "\",\"b\":\"\\u003c\\u003e\"},\"Body\":\"\"}");
+    s = enc(h, "", 0);
+    CHECK_EQ_STR(s, want);
+    free(s);
+    cm_md_free(h);
 }
 
 static int
@@ -92,6 +108,16 @@ test_decode(void)
     CHECK_EQ_INT(dec("{\"Header\":null,\"Body\":\"\"}", &h, &body, &len), 0);
     CHECK(body == NULL && len == 0);
     cm_md_free(h);
+
+    /* Whole groups first, then what follows them: line breaks, padding, a bad byte. */
+    CHECK_EQ_INT(dec("{\"Body\":\"YWJjZGVm\\r\\nYWI=\"}", &h, &body, &len), 0);
+    CHECK_EQ_INT(len, 8);
+    CHECK(memcmp(body, "abcdefab", 8) == 0);
+    cm_md_free(h);
+    free(body);
+    h = (cm_md *)1;
+    CHECK_EQ_INT(dec("{\"Body\":\"YWJjZGVm$WI=\"}", &h, &body, &len), CM_ECODEC);
+    CHECK(h == NULL && body == NULL && len == 0);
 
     /* CR and LF cannot be in cm_md: they become spaces rather than losing the message. */
     CHECK_EQ_INT(dec("{\"Header\":{\"a\":\"x\\r\\ny\"}}", &h, &body, &len), 0);
