@@ -101,18 +101,25 @@ escape(const uint8_t *s, size_t n, size_t *adv, char *esc)
 }
 
 /* A JSON string as encoding/json writes it with HTML escaping on, straight into out's room for the
- * longest escaping (6 bytes a byte): runs of plain bytes are copied at once. */
+ * longest escaping (6 bytes a byte) of what follows its first plain run: runs of plain bytes are
+ * copied at once. */
 static int
 put_string(cm_buf *out, const char *str)
 {
     const uint8_t *s = (const uint8_t *)str;
-    size_t n = strlen(str);
-    if (n > (SIZE_MAX - 2) / 6 || cm_buf_reserve(out, 6 * n + 2) < 0) {
+    size_t n = strlen(str), first = 0;
+    while (first < n && plain(s[first])) {
+        first++;
+    }
+    if (n - first > (SIZE_MAX - n - 2) / 6 ||
+        cm_buf_reserve(out, first + 6 * (n - first) + 2) < 0) {
         return CM_ENOMEM;
     }
     char *o = (char *)out->data + out->len;
     *o++ = '"';
-    for (size_t i = 0; i < n;) {
+    memcpy(o, s, first);
+    o += first;
+    for (size_t i = first; i < n;) {
         size_t run = i;
         while (run < n && plain(s[run])) {
             run++;

@@ -642,6 +642,20 @@ nats_publish(cm_broker *b, const char *topic, const cm_md *header, const uint8_t
     return rc;
 }
 
+/* The size of the message encoded when no header byte needs escaping (then its buffer is not
+ * grown while it is written). */
+static size_t
+encoded_size(const cm_md *header, size_t body_len)
+{
+    size_t n = 32 + (body_len + 2) / 3 * 4;
+    for (size_t i = 0; i < cm_md_count(header); i++) {
+        const char *k, *v;
+        cm_md_at(header, i, &k, &v);
+        n += strlen(k) + strlen(v) + 6;
+    }
+    return n;
+}
+
 /* Any thread: the message is encoded into a buffer of this call. */
 static int
 nats_publish_now(cm_broker *b, const char *topic, const cm_md *header, const uint8_t *body,
@@ -649,7 +663,7 @@ nats_publish_now(cm_broker *b, const char *topic, const cm_md *header, const uin
 {
     nats_priv *p = cm_broker_priv(b);
     cm_buf out = {0};
-    if (cm_buf_reserve(&out, 160 + body_len / 3 * 4 + 4) < 0) {
+    if (cm_buf_reserve(&out, encoded_size(header, body_len)) < 0) {
         return CM_ENOMEM;
     }
     natsStatus s;
