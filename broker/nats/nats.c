@@ -5,11 +5,12 @@
  * Threads: libnats connects, reads and reconnects on threads of its own and calls on_msg on a
  * delivery thread per subscription. on_msg decodes the message there into one allocation and
  * appends it to a bounded queue shared with the loop (struct shared), then wakes the loop with
- * uv_async_send; the loop runs the handlers of a batch, then destroys the batch's libnats messages
- * together (see items_free). Connecting, flushing a new subscription and closing block in libnats,
- * so they run on libuv's worker threads, never on the loop. Publishing appends to libnats's buffer,
- * which its flusher thread writes; only when that buffer is full does libnats write it out from the
- * publishing thread (a short blocking write, bounded by the connection's write deadline). */
+ * uv_async_send; the loop runs the handlers of a batch, and frees delivered messages with their
+ * libnats messages together, a few batches at a time (see spend). Connecting, flushing a new
+ * subscription and closing block in libnats, so they run on libuv's worker threads, never on the
+ * loop. Publishing appends to libnats's buffer, which its flusher thread writes; only when that
+ * buffer is full does libnats write it out from the publishing thread (a short blocking write,
+ * bounded by the connection's write deadline). */
 #include "broker_int.h"
 
 #include <nats/nats.h>
@@ -21,6 +22,8 @@
 
 #define MODULE "broker"
 #define WAKE_BATCH 256 /* messages queued for the loop before it is woken regardless */
+#define SPENT_MAX 2048 /* delivered messages freed together, at most */
+#define SPENT_BYTES (1024 * 1024) /* and their bytes received, at most */
 
 /* A received message: the start of the block its decoding is in (cm__broker_msg_decode_block). */
 typedef struct item {
@@ -52,6 +55,8 @@ typedef struct nats_priv {
     shared *sh;
     uv_async_t async;
     uv_timer_t drops_timer; /* counts libnats's drops each second while connected */
+    item *spent;            /* delivered items waiting to be freed together (see spend) */
+    size_t nspent, spent_bytes;
     uv_work_t work;
     int conn_rc;   /* a failed connect's status, reported once the async handle closed */
     int busy;      /* steps of a disconnect still to finish */
@@ -83,9 +88,7 @@ item_free(item *it)
     free(it);
 }
 
-/* Frees a list of items. Their messages go to libnats's collector thread, which sleeps when it
- * has nothing to free and is woken by the first one given to it: destroyed in a row, a batch
- * costs about one wake-up, where one at a time costs one per message. */
+/* Frees a list of items and their libnats messages (see spend). */
 static void
 items_free(item *it)
 {
@@ -208,11 +211,38 @@ count_lib_drops(cm_broker *b)
     }
 }
 
+/* Frees the delivered items kept by spend. */
+static void
+spent_free(nats_priv *p)
+{
+    items_free(p->spent);
+    p->spent = NULL;
+    p->nspent = p->spent_bytes = 0;
+}
+
+/* Keeps a delivered batch (head to tail: n items, bytes received) until SPENT_MAX items or
+ * SPENT_BYTES are kept, then frees them all together: each libnats message destroyed goes to
+ * libnats's collector thread, which is woken and contends for its list's lock while a burst goes
+ * on; the fewer bursts, the fewer wake-ups. The rest is freed each second (on_drops_timer) and at
+ * the disconnect. */
+static void
+spend(nats_priv *p, item *head, item *tail, size_t n, size_t bytes)
+{
+    tail->next = p->spent;
+    p->spent = head;
+    p->nspent += n;
+    p->spent_bytes += bytes;
+    if (p->nspent >= SPENT_MAX || p->spent_bytes >= SPENT_BYTES) {
+        spent_free(p);
+    }
+}
+
 static void
 on_drops_timer(uv_timer_t *t)
 {
     nats_priv *p = t->data;
     count_lib_drops(p->b);
+    spent_free(p);
 }
 
 /* The loop: runs the handlers of the queued messages. */
@@ -232,13 +262,22 @@ on_async(uv_async_t *a)
     b->stats.malformed += sh->malformed;
     sh->dropped = sh->malformed = 0;
     uv_mutex_unlock(&sh->mu);
+    item *last = NULL;
+    size_t n = 0, bytes = 0;
     for (item *i = it; i != NULL; i = i->next) {
         cm_broker_sub *s = b->state == BROKER_CONNECTED ? find_sub(b, i->sid) : NULL;
         if (s != NULL) {
             cm_broker_deliver(s, i->header, i->body, i->body_len);
         }
+        last = i;
+        n++;
+        bytes += (size_t)natsMsg_GetDataLength(i->msg) + i->body_len;
     }
-    items_free(it);
+    if (last != NULL && b->state == BROKER_CONNECTED) {
+        spend(p, it, last, n, bytes);
+    } else {
+        items_free(it); /* a handler began the disconnect, which freed what was kept */
+    }
     count_lib_drops(b);
 }
 
@@ -569,6 +608,7 @@ nats_disconnect(cm_broker *b)
     uv_mutex_lock(&p->sh->mu);
     p->sh->closed = 1;
     uv_mutex_unlock(&p->sh->mu);
+    spent_free(p);
     p->busy = 3;
     uv_close((uv_handle_t *)&p->async, async_closed);
     uv_close((uv_handle_t *)&p->drops_timer, timer_closed);

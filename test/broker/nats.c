@@ -259,6 +259,69 @@ test_close_with_queued(void)
     natsConnection_Destroy(raw);
 }
 
+/* Delivered messages are freed together, some each second: deliveries go on across that, and a
+ * close frees the rest (the sanitizer build checks both). */
+static void
+test_spent_freed(cm_broker *pub)
+{
+    cm_broker *s = nats_broker(0);
+    rx r = {0};
+    r.want_hdr = "spent";
+    sub(s, "spent", NULL, &r);
+    CHECK_EQ_INT(publish_n(pub, "spent", 0, 100), 0);
+    CHECK(wait_until(&r.n, 100, 5000));
+    wait_until(NULL, 0, 1200); /* the second's timer frees what was delivered */
+    CHECK_EQ_INT(publish_n(pub, "spent", 100, 200), 0);
+    CHECK(wait_until(&r.n, 200, 5000));
+    CHECK_EQ_INT(r.bad, 0);
+    for (int i = 0; i < 200; i++) {
+        CHECK_EQ_INT(r.seen[i], 1);
+    }
+    broker_down(s);
+}
+
+/* A handler that closes its broker: the rest of the batch is not delivered, and it is freed (the
+ * sanitizer build checks). */
+static cm_broker *self_closing;
+static int self_closed, self_msgs;
+
+static void
+on_self_closed(void *arg)
+{
+    (void)arg;
+    self_closed++;
+}
+
+static int
+on_msg_close(const cm_broker_msg *m, void *arg)
+{
+    (void)m;
+    (void)arg;
+    if (self_msgs++ == 0) {
+        cm_broker_close(self_closing, on_self_closed, NULL);
+    }
+    return 0;
+}
+
+static void
+test_close_in_handler(cm_broker *pub)
+{
+    self_closing = nats_broker(0);
+    cm_broker_sub_opts so;
+    cm_broker_sub_opts_init(&so);
+    so.ready = on_ready;
+    cm_broker_sub *bs = NULL;
+    int before = ready;
+    CHECK_EQ_INT(cm_broker_subscribe(self_closing, "selfclose", &so, on_msg_close, NULL, &bs), 0);
+    CHECK(wait_until(&ready, before + 1, 5000));
+    for (int i = 0; i < 30; i++) {
+        CHECK_EQ_INT(cm_broker_publish_now(pub, "selfclose", NULL, (const uint8_t *)"x", 1), 0);
+    }
+    usleep(300000); /* the loop does not run: it finds the 30 in one batch */
+    CHECK(wait_until(&self_closed, 1, 10000));
+    CHECK_EQ_INT(self_msgs, 1);
+}
+
 /* cm_broker_publish_now from another thread: every message arrives, in the thread's order. */
 typedef struct ordered {
     int n, out_of_order;
@@ -431,6 +494,10 @@ main(void)
     RUN(test_malformed_and_drops);
     RUN(test_slow_consumer);
     RUN(test_close_with_queued);
+    fprintf(stderr, "-- test_close_in_handler\n");
+    test_close_in_handler(pub);
+    fprintf(stderr, "-- test_spent_freed\n");
+    test_spent_freed(pub);
     fprintf(stderr, "-- test_publish_now\n");
     test_publish_now(pub);
     fprintf(stderr, "-- test_fanout_and_queue\n");
