@@ -420,7 +420,7 @@ copy_header(const parts *p, char **kv, char *strs)
 static int
 make_block(const parts *p, size_t pre, cm__broker_dmsg *out, char *err, size_t errlen)
 {
-    size_t at_md = ALIGN_UP(pre), at_kv = at_md + ALIGN_UP(cm__md_view_size());
+    size_t at_md = ALIGN_UP(pre), at_kv = at_md + ALIGN_UP(sizeof(cm_md));
     size_t at_strs = at_kv + 2 * p->n * sizeof(char *), at_body = at_strs + p->strs;
     uint8_t *blk = malloc(at_body + p->body_max + 1);
     if (blk == NULL) {
@@ -430,7 +430,7 @@ make_block(const parts *p, size_t pre, cm__broker_dmsg *out, char *err, size_t e
     char **kv = (char **)(void *)(blk + at_kv);
     size_t n = copy_header(p, kv, (char *)blk + at_strs);
     out->block = blk;
-    out->header = cm__md_view(blk + at_md, kv, n);
+    out->header = cm__md_view((cm_md *)(void *)(blk + at_md), kv, n);
     out->body = NULL;
     out->body_len = 0;
     if (p->body != NULL && b64_decode(p->body, blk + at_body, &out->body_len) < 0) {

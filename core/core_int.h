@@ -38,13 +38,16 @@ void cm__loop_post_node(cm_loop *l, cm__post *p, void (*fn)(void *arg), void *ar
 
 /* ---- metadata ---- */
 
-/* The bytes of a cm_md made by cm__md_view. */
-size_t cm__md_view_size(void);
-/* Makes in mem (cm__md_view_size() bytes, aligned for a pointer) a cm_md over n pairs that the
- * caller holds: kv[2i] a key, kv[2i+1] its value, keys distinct without case and valid for
- * cm_md_set. Read it only: it is never cm_md_free'd nor changed, and lives as long as mem, kv and
- * the strings. */
-cm_md *cm__md_view(void *mem, char **kv, size_t n);
+struct cm_md {
+    char **kv; /* key, value, key, value, ... */
+    size_t n;  /* pairs */
+    size_t cap;
+};
+
+/* Makes md a cm_md over n pairs that the caller holds: kv[2i] a key, kv[2i+1] its value, keys
+ * distinct without case and valid for cm_md_set. Read it only: it is never cm_md_free'd nor
+ * changed, and lives as long as md, kv and the strings. Returns md. */
+cm_md *cm__md_view(cm_md *md, char **kv, size_t n);
 
 /* ---- per-call arena: bump allocation, freed (reset) when the call completes ---- */
 

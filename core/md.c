@@ -5,12 +5,6 @@
 #include <string.h>
 #include <strings.h>
 
-struct cm_md {
-    char **kv; /* key, value, key, value, ... */
-    size_t n;  /* pairs */
-    size_t cap;
-};
-
 cm_md *
 cm_md_new(void)
 {
@@ -30,16 +24,9 @@ cm_md_free(cm_md *md)
     free(md);
 }
 
-size_t
-cm__md_view_size(void)
-{
-    return sizeof(cm_md);
-}
-
 cm_md *
-cm__md_view(void *mem, char **kv, size_t n)
+cm__md_view(cm_md *md, char **kv, size_t n)
 {
-    cm_md *md = mem;
     md->kv = kv;
     md->n = md->cap = n;
     return md;
