@@ -31,7 +31,8 @@ typedef struct pub_req {
     struct pub_req *next; /* in the hand-over queue, then waiting for the connection */
     cm__events *ev;
     char *topic; /* the broker topic */
-    cm_md *hdr;
+    cm_md *hdr;  /* owned: made for a publish handed to the loop */
+    const cm_md *hview; /* borrowed from the caller's pub_hdr until hdr is made */
     cm_buf body;
     cm_publish_cb cb;
     void *user;
@@ -789,10 +790,88 @@ uuid4(char out[37])
     return 0;
 }
 
-/* The header go-micro's client publishes with: the parent's metadata, the caller's, then
- * Content-Type, Micro-Topic and Micro-ID. 0 or CM_ENOMEM. */
+#define HDR_FEW 16 /* pairs of a publish's header held without an allocation */
+
+/* The header of a publish while its caller waits: pairs of strings borrowed from the parent's
+ * metadata, the options and id, made into a cm_md of its own only for a publish handed to the
+ * loop (hdr_own). */
+typedef struct pub_hdr {
+    char *few[2 * HDR_FEW];
+    char **kv;
+    size_t n, cap;
+    char id[37];
+    cm_md md; /* the view of kv */
+} pub_hdr;
+
+static void
+hdr_init(pub_hdr *h)
+{
+    h->kv = h->few;
+    h->n = 0;
+    h->cap = HDR_FEW;
+}
+
+static void
+hdr_fini(pub_hdr *h)
+{
+    if (h->kv != h->few) {
+        free(h->kv);
+    }
+}
+
 static int
-make_header(cm_md *h, const char *topic, const char *ct, const cm_publish_opts *o)
+hdr_grow(pub_hdr *h)
+{
+    char **kv = malloc(4 * h->cap * sizeof(*kv));
+    if (kv == NULL) {
+        return CM_ENOMEM;
+    }
+    memcpy(kv, h->kv, 2 * h->n * sizeof(*kv));
+    hdr_fini(h);
+    h->kv = kv;
+    h->cap *= 2;
+    return 0;
+}
+
+/* As cm_md_set: a key already there (without case) keeps its place and takes the new value. */
+static int
+hdr_set(pub_hdr *h, const char *key, const char *val)
+{
+    if (key == NULL || val == NULL || key[0] == '\0' || strpbrk(key, "\r\n:") != NULL ||
+        strpbrk(val, "\r\n") != NULL) {
+        return CM_EINVAL;
+    }
+    size_t i = 0;
+    while (i < h->n && strcasecmp(h->kv[2 * i], key) != 0) {
+        i++;
+    }
+    if (i == h->n) {
+        if (h->n == h->cap && hdr_grow(h) < 0) {
+            return CM_ENOMEM;
+        }
+        h->kv[2 * i] = (char *)key;
+        h->n++;
+    }
+    h->kv[2 * i + 1] = (char *)val;
+    return 0;
+}
+
+static void
+hdr_del(pub_hdr *h, const char *key)
+{
+    for (size_t i = 0; i < h->n; i++) {
+        if (strcasecmp(h->kv[2 * i], key) == 0) {
+            memmove(&h->kv[2 * i], &h->kv[2 * i + 2], 2 * (h->n - i - 1) * sizeof(*h->kv));
+            h->n--;
+            return;
+        }
+    }
+}
+
+/* The header go-micro's client publishes with: the parent's metadata, the caller's, then
+ * Content-Type, Micro-Topic and Micro-ID. 0, CM_EINVAL (a value cm_md refuses) or CM_ENOMEM. */
+static int
+make_header(pub_hdr *h, const char *topic, const char *ct, const cm_publish_opts *o)
 {
     const cm_msg *pm = o && o->parent ? cm_ctx_headers(o->parent) : NULL;
     const char *tracestate = NULL;
@@ -800,40 +879,63 @@ make_header(cm_md *h, const char *topic, const char *ct, const cm_publish_opts *
     int rc = 0;
     for (size_t i = 0; pm != NULL && i < pm->nhdrs && rc == 0; i++) {
         if (!cm__is_framework_header(pm->hdrs[i].key)) {
-            rc = cm_md_set(h, pm->hdrs[i].key, pm->hdrs[i].val);
+            rc = hdr_set(h, pm->hdrs[i].key, pm->hdrs[i].val);
         }
     }
     if (rc == 0 && span != NULL) {
-        rc = cm_md_set(h, "Traceparent", span);
-        if (rc == 0) {
-            rc = tracestate ? cm_md_set(h, "Tracestate", tracestate) : cm_md_del(h, "Tracestate");
+        rc = hdr_set(h, "Traceparent", span);
+        if (rc == 0 && tracestate != NULL) {
+            rc = hdr_set(h, "Tracestate", tracestate);
+        } else if (rc == 0) {
+            hdr_del(h, "Tracestate");
         }
     }
     for (size_t i = 0; o != NULL && i < cm_md_count(o->md) && rc == 0; i++) {
         const char *k, *v;
         cm_md_at(o->md, i, &k, &v);
-        rc = cm_md_set(h, k, v);
-    }
-    char id[37];
-    if (rc == 0) {
-        rc = uuid4(id);
+        rc = hdr_set(h, k, v);
     }
     if (rc == 0) {
-        rc = cm_md_set(h, "Content-Type", ct);
+        rc = uuid4(h->id);
     }
     if (rc == 0) {
-        rc = cm_md_set(h, CM_BROKER_TOPIC_HEADER, topic);
+        rc = hdr_set(h, "Content-Type", ct);
     }
     if (rc == 0) {
-        rc = cm_md_set(h, CM_BROKER_ID_HEADER, id);
+        rc = hdr_set(h, CM_BROKER_TOPIC_HEADER, topic);
     }
+    if (rc == 0) {
+        rc = hdr_set(h, CM_BROKER_ID_HEADER, h->id);
+    }
+    cm__md_view(&h->md, h->kv, h->n);
     return rc < 0 ? rc : 0;
+}
+
+/* Makes p's header a cm_md of its own, for the loop. 0 or CM_ENOMEM. */
+static int
+hdr_own(pub_req *p)
+{
+    if (p->hdr != NULL || p->hview == NULL) {
+        return 0;
+    }
+    cm_md *md = cm_md_new();
+    for (size_t i = 0; md != NULL && i < cm_md_count(p->hview); i++) {
+        const char *k, *v;
+        cm_md_at(p->hview, i, &k, &v);
+        if (cm_md_set(md, k, v) < 0) {
+            cm_md_free(md);
+            md = NULL;
+        }
+    }
+    p->hdr = md;
+    p->hview = NULL;
+    return md != NULL ? 0 : CM_ENOMEM;
 }
 
 /* Validates a publish and encodes it (header and body) into a new request. 0 or an error. */
 static int
 prepare(cm_client *c, const char *topic, const ProtobufCMessageDescriptor *desc, const void *msg,
-        const cm_publish_opts *o, pub_req **out)
+        const cm_publish_opts *o, pub_hdr *h, pub_req **out)
 {
     if (c == NULL || topic == NULL || topic[0] == '\0' || strpbrk(topic, "\r\n") || msg == NULL) {
         return CM_EINVAL;
@@ -856,8 +958,8 @@ prepare(cm_client *c, const char *topic, const ProtobufCMessageDescriptor *desc,
     }
     p->ev = ev;
     p->topic = strdup(bt);
-    p->hdr = cm_md_new();
-    int rc = p->topic && p->hdr ? make_header(p->hdr, topic, ct, o) : CM_ENOMEM;
+    p->hview = &h->md;
+    int rc = p->topic ? make_header(h, topic, ct, o) : CM_ENOMEM;
     if (rc == 0) {
         rc = codec->marshal(desc, msg, &p->body);
     }
@@ -880,10 +982,11 @@ publish_or_hand_over(pub_req *p)
     int rc = CM_ESTATE;
     uv_rwlock_rdlock(&ev->direct_lock);
     if (ev->direct == 1) {
-        rc = cm_broker_publish_now(ev->broker, p->topic, p->hdr, p->body.data, p->body.len);
+        rc = cm_broker_publish_now(ev->broker, p->topic, p->hview, p->body.data, p->body.len);
     }
     if (rc == CM_ESTATE) { /* not (or no longer) connected: the loop connects, or says why */
-        rc = hand_over(ev, p);
+        rc = hdr_own(p);
+        rc = rc < 0 ? rc : hand_over(ev, p);
         uv_rwlock_rdunlock(&ev->direct_lock);
         return rc;
     }
@@ -908,8 +1011,7 @@ submit(cm_client *c, pub_req *p, int quiet_ok)
         return 1;
     }
     if (rc == 1) { /* the loop runs cb, and counts and logs a failure */
-        cm_md_free(p->hdr);
-        p->hdr = NULL;
+        p->hview = NULL;
         cm_buf_free(&p->body);
         rc = hand_over(p->ev, p);
     }
@@ -926,13 +1028,15 @@ cm_publish_async(cm_client *c, const char *topic, const ProtobufCMessageDescript
                  const void *msg, const cm_publish_opts *o, cm_publish_cb cb, void *user)
 {
     pub_req *p;
-    int rc = prepare(c, topic, desc, msg, o, &p);
-    if (rc < 0) {
-        return rc;
+    pub_hdr h;
+    hdr_init(&h);
+    int rc = prepare(c, topic, desc, msg, o, &h, &p);
+    if (rc == 0) {
+        p->cb = cb;
+        p->user = user;
+        rc = submit(c, p, cb == NULL);
     }
-    p->cb = cb;
-    p->user = user;
-    rc = submit(c, p, cb == NULL);
+    hdr_fini(&h);
     return rc < 0 ? rc : 0;
 }
 
@@ -957,28 +1061,16 @@ on_sync_published(int status, const cm_error *err, void *user)
     uv_mutex_unlock(&w->mu);
 }
 
-int
-cm_publish(cm_client *c, const char *topic, const ProtobufCMessageDescriptor *desc, const void *msg,
-           const cm_publish_opts *o, cm_error **err)
+/* Submits p and waits for its outcome (cm_publish). */
+static int
+submit_sync(cm_client *c, pub_req *p, cm_error **err)
 {
-    if (err != NULL) {
-        *err = NULL;
-    }
-    if (c != NULL && cm_loop_on_loop_thread(cm_client_loop(c))) {
-        return CM_ESTATE;
-    }
-    pub_req *p;
-    int rc = prepare(c, topic, desc, msg, o, &p);
-    if (rc < 0) {
-        return rc;
-    }
     pub_waiter w;
     memset(&w, 0, sizeof(w));
     uv_mutex_init(&w.mu);
     uv_cond_init(&w.cv);
-    p->cb = on_sync_published;
     p->user = &w;
-    rc = submit(c, p, 1); /* 1: published on this thread, as go-micro's NATS publish returns */
+    int rc = submit(c, p, 1); /* 1: published on this thread, as go-micro's NATS publish returns */
     if (rc == 0) {
         uv_mutex_lock(&w.mu);
         while (!w.done) {
@@ -995,6 +1087,28 @@ cm_publish(cm_client *c, const char *topic, const ProtobufCMessageDescriptor *de
     rc = rc == 1 ? 0 : rc;
     uv_cond_destroy(&w.cv);
     uv_mutex_destroy(&w.mu);
+    return rc;
+}
+
+int
+cm_publish(cm_client *c, const char *topic, const ProtobufCMessageDescriptor *desc, const void *msg,
+           const cm_publish_opts *o, cm_error **err)
+{
+    if (err != NULL) {
+        *err = NULL;
+    }
+    if (c != NULL && cm_loop_on_loop_thread(cm_client_loop(c))) {
+        return CM_ESTATE;
+    }
+    pub_req *p;
+    pub_hdr h;
+    hdr_init(&h);
+    int rc = prepare(c, topic, desc, msg, o, &h, &p);
+    if (rc == 0) {
+        p->cb = on_sync_published;
+        rc = submit_sync(c, p, err);
+    }
+    hdr_fini(&h);
     return rc;
 }
 

@@ -10,6 +10,7 @@
 #include "rpctest.pb-c.h"
 
 #include <cmicro/cmicro.h>
+#include <nats/nats.h>
 #include <stdatomic.h>
 #include <unistd.h>
 
@@ -159,6 +160,146 @@ test_burst_while_connecting(void)
     cm_service_free(pub);
 }
 
+/* A publish's header with more entries than are held without an allocation, a repeated key (its
+ * value replaced, without case) and the framework's own entries after the caller's: the same
+ * whether handed to the loop (a fresh publisher, connecting) or published on the caller's thread
+ * (then connected). */
+static atomic_int hdr_got, hdr_bad;
+
+static int
+on_hdr(cm_ctx *ctx, const void *msg, void *user)
+{
+    (void)msg;
+    (void)user;
+    const cm_msg *m = cm_ctx_headers(ctx);
+    size_t mine = 0;
+    for (size_t i = 0; i < m->nhdrs; i++) {
+        mine += strncmp(m->hdrs[i].key, "X-K", 3) == 0;
+    }
+    const char *k1 = cm_msg_header(m, "X-K1"), *k20 = cm_msg_header(m, "x-k20");
+    const char *ct = cm_msg_header(m, "Content-Type"), *id = cm_msg_header(m, "Micro-Id");
+    if (mine != 20 || k1 == NULL || strcmp(k1, "again") != 0 || k20 == NULL ||
+        strcmp(k20, "v20") != 0 || ct == NULL || strcmp(ct, "application/protobuf") != 0 ||
+        id == NULL || strlen(id) != 36) {
+        atomic_fetch_add(&hdr_bad, 1);
+    }
+    atomic_fetch_add(&hdr_got, 1);
+    return 0;
+}
+
+static void
+test_publish_header(void)
+{
+    cm_md *md = cm_md_new();
+    for (int i = 1; i <= 20; i++) {
+        char k[16], v[16];
+        snprintf(k, sizeof k, "X-K%d", i);
+        snprintf(v, sizeof v, "v%d", i);
+        CHECK_EQ_INT(cm_md_set(md, k, v), 0);
+    }
+    cm_md_set(md, "content-type", "text/plain"); /* replaced by the publish's own, after */
+    cm_publish_opts po = {0};
+    po.md = md;
+    cm_service *pub = make_service("evn-hdr");
+    cm_client *c = cm_service_client(pub);
+    Rpctest__Req req = RPCTEST__REQ__INIT;
+    cm_md *again = cm_md_new();
+    for (size_t i = 0; i < cm_md_count(md); i++) {
+        const char *k, *v;
+        cm_md_at(md, i, &k, &v);
+        cm_md_set(again, k, v);
+    }
+    cm_md_set(again, "x-k1", "again");
+    po.md = again;
+    natsConnection *nc = NULL;
+    natsSubscription *raw = NULL;
+    CHECK_EQ_INT(natsConnection_ConnectTo(&nc, url), NATS_OK);
+    CHECK_EQ_INT(natsConnection_SubscribeSync(&raw, nc, "evn.hdr"), NATS_OK);
+    CHECK_EQ_INT(natsConnection_FlushTimeout(nc, 5000), NATS_OK);
+    CHECK_EQ_INT(cm_publish(c, "evn.hdr", &rpctest__req__descriptor, &req, &po, NULL), 0);
+    CHECK_EQ_INT(cm_publish(c, "evn.hdr", &rpctest__req__descriptor, &req, &po, NULL), 0);
+    CHECK_EQ_INT(wait_count(&hdr_got, 2, 5000), 2);
+    CHECK_EQ_INT(atomic_load(&hdr_bad), 0);
+    for (int i = 0; i < 2; i++) { /* on the wire: the repeated key once, with its new value */
+        natsMsg *m = NULL;
+        CHECK_EQ_INT(natsSubscription_NextMsg(&m, raw, 5000), NATS_OK);
+        const char *json = m != NULL ? natsMsg_GetData(m) : "";
+        CHECK(strstr(json, "\"X-K1\":\"again\"") != NULL && strstr(json, "\"x-k1\"") == NULL);
+        CHECK(strstr(json, "text/plain") == NULL);
+        natsMsg_Destroy(m);
+    }
+    natsSubscription_Destroy(raw);
+    natsConnection_Destroy(nc);
+    cm_md_free(again);
+    cm_md_free(md);
+    cm_service_free(pub);
+}
+
+/* A handler's publish with its message as parent carries the message's metadata and a span of
+ * its trace: with the incoming tracestate when the incoming traceparent is valid, without it
+ * otherwise (a new trace). */
+static cm_service *relay_svc;
+static atomic_int relay_failed;
+
+static int
+on_relay(cm_ctx *ctx, const void *msg, void *user)
+{
+    (void)user;
+    cm_publish_opts po = {0};
+    po.parent = ctx;
+    int rc = cm_publish(cm_service_client(relay_svc), "evn.relayed", &rpctest__req__descriptor, msg,
+                        &po, NULL);
+    if (rc < 0) {
+        atomic_fetch_add(&relay_failed, 1);
+    }
+    return rc;
+}
+
+/* The JSON of the next message on raw. */
+static char *
+next_json(natsSubscription *raw)
+{
+    natsMsg *m = NULL;
+    CHECK_EQ_INT(natsSubscription_NextMsg(&m, raw, 5000), NATS_OK);
+    char *json = strdup(m != NULL ? natsMsg_GetData(m) : "");
+    natsMsg_Destroy(m);
+    return json;
+}
+
+static void
+test_publish_with_parent(void)
+{
+    natsConnection *nc = NULL;
+    natsSubscription *raw = NULL;
+    CHECK_EQ_INT(natsConnection_ConnectTo(&nc, url), NATS_OK);
+    CHECK_EQ_INT(natsConnection_SubscribeSync(&raw, nc, "evn.relayed"), NATS_OK);
+    CHECK_EQ_INT(natsConnection_FlushTimeout(nc, 5000), NATS_OK);
+    CHECK_EQ_INT(natsConnection_PublishString(
+                     nc, "evn.relay",
+                     "{\"Header\":{\"Content-Type\":\"application/protobuf\",\"X-Keep\":\"1\","
+                     "\"Tracestate\":\"a=b\"},\"Body\":\"\"}"),
+                 NATS_OK);
+    char *json = next_json(raw);
+    CHECK(strstr(json, "\"X-Keep\":\"1\"") != NULL);
+    CHECK(strstr(json, "\"Traceparent\":\"00-") != NULL);
+    CHECK(strstr(json, "Tracestate") == NULL);
+    free(json);
+    CHECK_EQ_INT(natsConnection_PublishString(
+                     nc, "evn.relay",
+                     "{\"Header\":{\"Content-Type\":\"application/protobuf\",\"Tracestate\":"
+                     "\"a=b\",\"Traceparent\":\"00-0af7651916cd43dd8448eb211c80319c-"
+                     "b7ad6b7169203331-01\"},\"Body\":\"\"}"),
+                 NATS_OK);
+    json = next_json(raw);
+    CHECK(strstr(json, "\"Tracestate\":\"a=b\"") != NULL);
+    CHECK(strstr(json, "\"Traceparent\":\"00-0af7651916cd43dd8448eb211c80319c-") != NULL);
+    CHECK(strstr(json, "b7ad6b7169203331") == NULL);
+    free(json);
+    CHECK_EQ_INT(atomic_load(&relay_failed), 0);
+    natsSubscription_Destroy(raw);
+    natsConnection_Destroy(nc);
+}
+
 /* The broker's settings through the service: send_asap publishes, an unknown key is refused. */
 static void
 test_broker_opts(int next)
@@ -242,6 +383,16 @@ main(void)
     b.topic = "evn.burst";
     b.fn = on_burst;
     CHECK_EQ_INT(cm_service_subscribe(sub, &b, NULL), 0);
+    cm_subscriber hs = s;
+    hs.topic = "evn.hdr";
+    hs.fn = on_hdr;
+    hs.flags = 0;
+    CHECK_EQ_INT(cm_service_subscribe(sub, &hs, NULL), 0);
+    cm_subscriber rs = hs;
+    rs.topic = "evn.relay";
+    rs.fn = on_relay;
+    CHECK_EQ_INT(cm_service_subscribe(sub, &rs, NULL), 0);
+    relay_svc = sub;
     uv_thread_t th;
     CHECK_EQ_INT(uv_thread_create(&th, run_thread, sub), 0);
     uv_sleep(300); /* the subscription reaches the server (the service subscribes as it runs) */
@@ -266,6 +417,8 @@ main(void)
     CHECK_EQ_INT(wait_count(&got, COUNT + 1, 5000), COUNT + 1);
     CHECK_EQ_INT(atomic_load(&out_of_order), 0);
 
+    RUN(test_publish_header);
+    RUN(test_publish_with_parent);
     test_broker_opts(COUNT + 2);
     test_server_down(&natsd, port, COUNT + 102);
     CHECK_EQ_INT(atomic_load(&cb_off_loop), 0);
