@@ -30,7 +30,7 @@ typedef struct ev_sub {
 typedef struct pub_req {
     struct pub_req *next; /* in the hand-over queue, then waiting for the connection */
     cm__events *ev;
-    char *topic; /* the broker topic */
+    char *topic; /* the broker topic, in the request's allocation */
     cm_md *hdr;  /* owned: made for a publish handed to the loop */
     const cm_md *hview; /* borrowed from the caller's pub_hdr until hdr is made */
     cm_buf body;
@@ -606,7 +606,6 @@ cm__events_close(cm__events *ev, void (*done)(void *arg), void *arg)
 static void
 pub_free(pub_req *p)
 {
-    free(p->topic);
     cm_md_free(p->hdr);
     cm_buf_free(&p->body);
     free(p);
@@ -952,14 +951,15 @@ prepare(cm_client *c, const char *topic, const ProtobufCMessageDescriptor *desc,
         return CM_ECONTENTTYPE;
     }
     const char *bt = o && o->exchange && o->exchange[0] ? o->exchange : topic;
-    pub_req *p = calloc(1, sizeof(*p));
+    size_t tlen = strlen(bt);
+    pub_req *p = calloc(1, sizeof(*p) + tlen + 1);
     if (p == NULL) {
         return CM_ENOMEM;
     }
     p->ev = ev;
-    p->topic = strdup(bt);
+    p->topic = memcpy(p + 1, bt, tlen + 1);
     p->hview = &h->md;
-    int rc = p->topic ? make_header(h, topic, ct, o) : CM_ENOMEM;
+    int rc = make_header(h, topic, ct, o);
     if (rc == 0) {
         rc = codec->marshal(desc, msg, &p->body);
     }
