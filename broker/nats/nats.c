@@ -75,6 +75,13 @@ typedef struct nats_priv {
     int max_reconnect;
 } nats_priv;
 
+/* What libnats's delivery thread gets with a subscription's messages. Freed by the subscription's
+ * on-complete callback (sub_ref_done), with its reference to sh. */
+typedef struct sub_ref {
+    shared *sh;
+    _Atomic int64_t sid; /* 0 until the subscription is made: then on_msg asks libnats */
+} sub_ref;
+
 typedef struct nats_sub {
     natsSubscription *ns;
     int64_t sid;
@@ -97,6 +104,16 @@ items_free(item *it)
         item_free(it);
         it = next;
     }
+}
+
+static void shared_unref(void *p);
+
+static void
+sub_ref_done(void *arg)
+{
+    sub_ref *r = arg;
+    shared_unref(r->sh);
+    free(r);
 }
 
 static void
@@ -126,7 +143,9 @@ static void
 on_msg(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *closure)
 {
     (void)nc;
-    shared *sh = closure;
+    sub_ref *r = closure;
+    shared *sh = r->sh;
+    int64_t sid = atomic_load_explicit(&r->sid, memory_order_acquire);
     char why[128];
     cm__broker_dmsg m;
     int rc = cm__broker_msg_decode_block((const uint8_t *)natsMsg_GetData(msg),
@@ -145,7 +164,7 @@ on_msg(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *closure)
         return;
     }
     item *it = m.block;
-    it->sid = natsSubscription_GetID(sub);
+    it->sid = sid != 0 ? sid : natsSubscription_GetID(sub);
     it->msg = msg;
     it->header = m.header;
     it->body = m.body;
@@ -755,17 +774,25 @@ nats_subscribe(cm_broker *b, cm_broker_sub *s)
     nats_sub *ns = cm_broker_sub_priv(s);
     const char *q = cm_broker_sub_queue(s);
     const char *topic = cm_broker_sub_topic(s);
-    natsStatus st = q != NULL
-                        ? natsConnection_QueueSubscribe(&ns->ns, p->nc, topic, q, on_msg, p->sh)
-                        : natsConnection_Subscribe(&ns->ns, p->nc, topic, on_msg, p->sh);
+    sub_ref *r = calloc(1, sizeof(*r));
+    if (r == NULL) {
+        return CM_ENOMEM;
+    }
+    r->sh = p->sh;
+    natsStatus st = q != NULL ? natsConnection_QueueSubscribe(&ns->ns, p->nc, topic, q, on_msg, r)
+                              : natsConnection_Subscribe(&ns->ns, p->nc, topic, on_msg, r);
     if (st != NATS_OK) {
+        free(r);
         cm_broker_set_why(b, "nats: subscribe to \"%s\": %s", topic, natsStatus_GetText(st));
         return status_error(st);
     }
     ns->sid = natsSubscription_GetID(ns->ns);
+    atomic_store_explicit(&r->sid, ns->sid, memory_order_release);
     atomic_fetch_add(&p->sh->refs, 1);
-    if (natsSubscription_SetOnCompleteCB(ns->ns, shared_unref, p->sh) != NATS_OK) {
-        atomic_fetch_sub(&p->sh->refs, 1); /* cannot fail on a live async subscription */
+    if (natsSubscription_SetOnCompleteCB(ns->ns, sub_ref_done, r) != NATS_OK) {
+        /* cannot fail on a live async subscription; else r stays, for a delivery thread whose
+         * end cannot be known */
+        atomic_fetch_sub(&p->sh->refs, 1);
     }
     if (s->ready == NULL) {
         return 0;
