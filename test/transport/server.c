@@ -79,7 +79,7 @@ test_roundtrip(void)
                   strlen("Content-Length=7\nX-Seq=1\nX-Echo=hello\n"
                          "Content-Type=application/json\nX-Render=")) == 0);
     CHECK(strstr(r.rendered, "Connection") == NULL);
-    CHECK(strstr(r.rendered, "999") == NULL);
+    CHECK(strstr(r.rendered, "Content-Length=999") == NULL); /* (the port may hold "999") */
     result_free(&r);
 
     /* An empty body still carries Content-Length: 0. */

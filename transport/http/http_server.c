@@ -1208,9 +1208,10 @@ process(sconn *c)
     }
 }
 
-/* What c would read next is a new request, and every call slot is taken (c's own, while its
- * request is handled, counts as taken): it is left in the kernel's socket buffers for now, so
- * that a connection waiting for a slot holds no memory for it. */
+/* What c would read next is a new request, and every call slot is taken: it is left in the
+ * kernel's socket buffers for now, so that a connection waiting for a slot holds no memory for
+ * it. A connection whose request is handled reads its next one early unless others wait: the
+ * slot its reply frees would go to them. */
 static int
 next_waits(const sconn *c)
 {
@@ -1219,7 +1220,10 @@ next_waits(const sconn *c)
         l->calls < l->t->opts.max_calls) {
         return 0;
     }
-    return (c->state == S_READ && !c->counted) || c->state == S_HANDLE || c->state == S_WRITE;
+    if (c->state == S_HANDLE || c->state == S_WRITE) {
+        return l->whead != NULL;
+    }
+    return c->state == S_READ && !c->counted;
 }
 
 static void
