@@ -1097,6 +1097,55 @@ test_call_slots(void)
     server_stop(&s);
 }
 
+/* The client side of test_slot_not_kept: "a" takes the one slot, then "b" sends half a header
+ * block and "c" a whole request, both while the slot is taken. */
+static void
+job_slot_not_kept(void *arg)
+{
+    rawjob *j = arg;
+    int a = raw_connect(j->port), b = raw_connect(j->port), c = raw_connect(j->port);
+    raw_send_str(a, "POST / HTTP/1.1\r\nHost: x\r\nX-Test: a\r\nContent-Length: 0\r\n\r\n");
+    usleep(100000);
+    raw_send_str(b, "POST / HTTP/1.1\r\nHo");
+    usleep(50000);
+    raw_send_str(c, "POST / HTTP/1.1\r\nHost: x\r\nX-Test: c\r\nContent-Length: 0\r\n\r\n");
+    char buf[4096];
+    size_t have = 0;
+    T_CHECK(j, raw_read_response(a, buf, sizeof(buf), &have) > 0, 1);
+    have = 0;
+    T_CHECK(j, raw_read_response(c, buf, sizeof(buf), &have) > 0, 2);
+    T_CHECK(j, strstr(buf, "X-Echo: c\r\n") != NULL, 3);
+    close(a);
+    close(b);
+    close(c);
+}
+
+/* A slot kept for a waiting connection whose bytes do not make a request goes on to the next
+ * one at once (not when its header deadline passes). */
+static void
+test_slot_not_kept(void)
+{
+    cm_transport_opts o;
+    cm_transport_opts_init(&o);
+    o.max_calls = 1;
+    server s;
+    server_start(&s, &o);
+    s.mode = REPLY_NEVER;
+    rawjob j = {s.port, 0};
+    worker w;
+    worker_start(&w, job_slot_not_kept, &j);
+    expect_seen(&s, 1);
+    run_for(100); /* "b" and "c" wait */
+    CHECK_EQ_INT(s.seen, 1);
+    reply_oldest(&s); /* the slot is kept for "b", which has no request: "c" gets it */
+    expect_seen(&s, 2);
+    CHECK_EQ_STR(cm_msg_header(s.held_req[0], "X-Test"), "c");
+    reply_oldest(&s);
+    worker_wait(&w, 10000);
+    CHECK_EQ_INT(j.fail, 0);
+    server_stop(&s);
+}
+
 /* ---- corked stream writes ---- */
 
 #define CORK_MSGS 64
@@ -1332,6 +1381,7 @@ main(void)
     RUN(test_reply_early);
     RUN(test_memory_per_conn);
     RUN(test_call_slots);
+    RUN(test_slot_not_kept);
     RUN(test_stream_cork);
     harness_done();
     TEST_DONE();

@@ -42,8 +42,6 @@
  * to memory of the connection's. */
 #define LOAN_BYTES (64 * 1024)
 
-/* The parsers and reply buffers an idle listener keeps for its next requests. */
-#define POOL_MAX 64
 /* A pooled buffer bigger than this is freed rather than kept. */
 #define POOL_KEEP_BYTES (16 * 1024)
 
@@ -387,7 +385,7 @@ work_put(sconn *c)
     }
     c->rb.spare = NULL;
     c->rb.spare_cap = 0;
-    if (l->npool >= POOL_MAX || l->closing) {
+    if (l->npool >= l->t->opts.max_calls || l->closing) { /* as many as the slots use */
         work_free(w);
         return;
     }
@@ -453,20 +451,14 @@ wait_unlink(sconn *c)
     c->iprev = c->inext = NULL;
 }
 
-/* Takes a call slot for c's request, unless it holds one. 0, or -1 when every slot is taken. */
-static int
-slot_take(sconn *c)
+/* c holds a call slot (one it was kept, or one more). */
+static void
+slot_hold(sconn *c)
 {
-    listener *l = c->l;
-    if (c->counted) {
-        return 0;
+    if (!c->counted) {
+        c->counted = 1;
+        c->l->calls++;
     }
-    if (l->calls >= l->t->opts.max_calls) {
-        return -1;
-    }
-    c->counted = 1;
-    l->calls++;
-    return 0;
 }
 
 /* c's request is answered (or became a stream, or c closed): its slot goes to the connection
@@ -485,7 +477,7 @@ slot_release(sconn *c)
         return;
     }
     wait_unlink(next);
-    slot_take(next); /* kept for it: a connection that did not wait cannot take it first */
+    slot_hold(next); /* kept for it: a connection that did not wait cannot take it first */
     if (next->rb.pos < next->rb.len) {
         enqueue(next); /* its request is parsed one turn later */
     } else {
@@ -1078,10 +1070,7 @@ deliver(sconn *c, int status)
     listener *l = c->l;
     c->state = S_HANDLE;
     c->in_request = 1;
-    if (!c->counted) { /* a request parsed while the slots were taken goes over by one */
-        c->counted = 1;
-        l->calls++;
-    }
+    slot_hold(c); /* a request parsed while the slots were taken goes over by one */
     c->continue_sent = 0;
     idle_unlink(c);
     arm(c, T_NONE); /* the handler's time is the RPC layer's to bound */
