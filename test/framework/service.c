@@ -251,7 +251,8 @@ test_env_vars(void)
     const char *bad[][2] = {
         {"MICRO_CLIENT_POOL_SIZE", "lots"},       {"MICRO_SERVER_MAX_CONNS", "-1"},
         {"MICRO_SERVER_IDLE_TIMEOUT", "forever"}, {"MICRO_CLIENT_POOL_TTL", "soon"},
-        {"MICRO_SERVER_METADATA", "novalue"},     {"MICRO_TRANSPORT", "carrier-pigeon"}};
+        {"MICRO_SERVER_METADATA", "novalue"},     {"MICRO_TRANSPORT", "carrier-pigeon"},
+        {"MICRO_SERVER_MAX_CALLS", "some"}};
     o.pool_size = 0;
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         const char *was = getenv(bad[i][0]);
