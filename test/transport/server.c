@@ -1063,20 +1063,28 @@ reply_oldest(server *s)
     memmove(s->held_seq, s->held_seq + 1, (size_t)s->nheld * sizeof(s->held_seq[0]));
 }
 
+/* A server with max_calls slots that holds its requests, and the raw clients of job on a thread. */
+static void
+slots_start(server *s, unsigned max_calls, rawjob *j, worker *w, void (*job)(void *))
+{
+    cm_transport_opts o;
+    cm_transport_opts_init(&o);
+    o.max_calls = max_calls;
+    server_start(s, &o);
+    s->mode = REPLY_NEVER;
+    *j = (rawjob){s->port, 0};
+    worker_start(w, job, j);
+}
+
 /* With max_calls 2, two requests are with the callback and the others wait unread; each reply
  * lets in the connection that waited longest, one that closed meanwhile included. */
 static void
 test_call_slots(void)
 {
-    cm_transport_opts o;
-    cm_transport_opts_init(&o);
-    o.max_calls = 2;
     server s;
-    server_start(&s, &o);
-    s.mode = REPLY_NEVER;
-    rawjob j = {s.port, 0};
+    rawjob j;
     worker w;
-    worker_start(&w, job_call_slots, &j);
+    slots_start(&s, 2, &j, &w, job_call_slots);
     expect_seen(&s, 2);
     run_for(200); /* every request was sent: still two */
     CHECK_EQ_INT(s.seen, 2);
@@ -1125,15 +1133,10 @@ job_slot_not_kept(void *arg)
 static void
 test_slot_not_kept(void)
 {
-    cm_transport_opts o;
-    cm_transport_opts_init(&o);
-    o.max_calls = 1;
     server s;
-    server_start(&s, &o);
-    s.mode = REPLY_NEVER;
-    rawjob j = {s.port, 0};
+    rawjob j;
     worker w;
-    worker_start(&w, job_slot_not_kept, &j);
+    slots_start(&s, 1, &j, &w, job_slot_not_kept);
     expect_seen(&s, 1);
     run_for(100); /* "b" and "c" wait */
     CHECK_EQ_INT(s.seen, 1);

@@ -259,43 +259,54 @@ dequeue(sconn *c)
     }
 }
 
+/* The idle list and the waiting list share a connection's links (it is in one at most). */
 static void
-idle_unlink(sconn *c)
+ilist_append(sconn **head, sconn **tail, sconn *c)
 {
-    listener *l = c->l;
-    if (!c->idle || l == NULL) {
-        return;
+    c->inext = NULL;
+    c->iprev = *tail;
+    if (*tail) {
+        (*tail)->inext = c;
+    } else {
+        *head = c;
     }
-    c->idle = 0;
+    *tail = c;
+}
+
+static void
+ilist_remove(sconn **head, sconn **tail, sconn *c)
+{
     if (c->iprev) {
         c->iprev->inext = c->inext;
     } else {
-        l->ihead = c->inext;
+        *head = c->inext;
     }
     if (c->inext) {
         c->inext->iprev = c->iprev;
     } else {
-        l->itail = c->iprev;
+        *tail = c->iprev;
     }
     c->iprev = c->inext = NULL;
+}
+
+static void
+idle_unlink(sconn *c)
+{
+    listener *l = c->l;
+    if (c->idle && l != NULL) {
+        c->idle = 0;
+        ilist_remove(&l->ihead, &l->itail, c);
+    }
 }
 
 static void
 idle_link(sconn *c)
 {
     listener *l = c->l;
-    if (c->idle) {
-        return;
+    if (!c->idle) {
+        c->idle = 1;
+        ilist_append(&l->ihead, &l->itail, c);
     }
-    c->idle = 1;
-    c->inext = NULL;
-    c->iprev = l->itail;
-    if (l->itail) {
-        l->itail->inext = c;
-    } else {
-        l->ihead = c;
-    }
-    l->itail = c;
 }
 
 /* Takes the connection off its deadline list (the listener's timer is left to find out). */
@@ -413,17 +424,10 @@ wait_link(sconn *c)
     if (c->waiting) {
         return;
     }
-    idle_unlink(c); /* the two lists share the links */
+    idle_unlink(c);
     work_put(c);
     c->waiting = 1;
-    c->inext = NULL;
-    c->iprev = l->wtail;
-    if (l->wtail) {
-        l->wtail->inext = c;
-    } else {
-        l->whead = c;
-    }
-    l->wtail = c;
+    ilist_append(&l->whead, &l->wtail, c);
     if (!c->read_stopped) {
         uv_read_stop((uv_stream_t *)&c->tcp);
         c->read_stopped = 1;
@@ -434,21 +438,10 @@ static void
 wait_unlink(sconn *c)
 {
     listener *l = c->l;
-    if (!c->waiting || l == NULL) {
-        return;
+    if (c->waiting && l != NULL) {
+        c->waiting = 0;
+        ilist_remove(&l->whead, &l->wtail, c);
     }
-    c->waiting = 0;
-    if (c->iprev) {
-        c->iprev->inext = c->inext;
-    } else {
-        l->whead = c->inext;
-    }
-    if (c->inext) {
-        c->inext->iprev = c->iprev;
-    } else {
-        l->wtail = c->iprev;
-    }
-    c->iprev = c->inext = NULL;
 }
 
 /* c holds a call slot (one it was kept, or one more). */
