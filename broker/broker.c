@@ -322,6 +322,7 @@ cm_broker_connected(cm_broker *b, int status)
     void *arg = b->conn_arg;
     b->conn_cb = NULL;
     b->state = status == 0 ? BROKER_CONNECTED : BROKER_IDLE;
+    b->paused = 0;
     if (b->closing) {
         if (status == 0) {
             b->state = BROKER_DISCONNECTING;
@@ -575,7 +576,30 @@ cm_broker_sub_ready(cm_broker_sub *s, int status)
     }
 }
 
+int
+cm_broker_can_pause(const cm_broker *b)
+{
+    return b != NULL && b->resume != NULL;
+}
+
 void
+cm_broker_set_resume(cm_broker *b, void (*fn)(cm_broker *b))
+{
+    b->resume = fn;
+}
+
+void
+cm_broker_resume(cm_broker *b)
+{
+    if (b != NULL && b->paused) {
+        b->paused = 0;
+        if (b->state == BROKER_CONNECTED) {
+            b->resume(b);
+        }
+    }
+}
+
+int
 cm_broker_deliver(cm_broker_sub *s, const cm_md *header, const uint8_t *body, size_t body_len)
 {
     cm_broker *b = s->broker;
@@ -585,9 +609,15 @@ cm_broker_deliver(cm_broker_sub *s, const cm_md *header, const uint8_t *body, si
                        .body_len = body_len};
     b->stats.delivered++;
     int rc = s->handler(&m, s->arg);
+    if (rc == CM_EAGAIN && b->resume != NULL) {
+        b->stats.delivered--;
+        b->paused = 1;
+        return CM_EAGAIN;
+    }
     if (rc < 0) {
         b->stats.handler_errors++;
         cm_log(CM_LOG_WARN, "broker", "%s: handler of topic \"%s\" failed: %s", b->ops->name,
                s->topic, cm_strerror(rc));
     }
+    return 0;
 }

@@ -42,6 +42,8 @@ struct cm_broker {
     atomic_uint_fast64_t published_now; /* cm_broker_publish_now's, any thread */
     void (*close_done)(void *arg);
     void *close_arg;
+    void (*resume)(cm_broker *b); /* cm_broker_set_resume's; NULL: no flow control */
+    int paused;                   /* a handler returned CM_EAGAIN; cm_broker_resume not yet run */
     char why[320];
     /* the backend's private state (ops->priv_size bytes) follows */
     max_align_t priv[];

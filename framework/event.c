@@ -14,6 +14,7 @@
 #include <strings.h>
 
 #define PENDING_MAX 65536 /* messages waiting for a worker, per service */
+#define PAUSE_MIN 256     /* a broker that can pause is paused at max(this, 4 workers) waiting */
 #define WAITING_MAX 4096  /* publishes waiting for the broker to connect */
 #define LOG_EVERY_MS 1000 /* a repeated failure is logged once per second */
 
@@ -52,7 +53,9 @@ struct cm__events {
     size_t nsubs, cap;
     pub_req *wait_head, *wait_tail; /* publishes waiting for the connection */
     size_t nwaiting;
-    size_t pending; /* messages waiting for a worker */
+    size_t pending;  /* messages waiting for a worker */
+    size_t pause_at; /* pending at which a broker that can is paused (resumed at half) */
+    int paused;      /* a handler returned CM_EAGAIN to the broker, not resumed yet */
     uint64_t dropped_log_ms;
     cm_event_stats st;
     cm__events_cb start_cb;
@@ -94,6 +97,10 @@ cm__events_new(cm_loop *loop, cm_server *srv, cm_registry *reg, const char *name
     }
     ev->loop = loop;
     ev->srv = srv;
+    ev->pause_at = 4 * (size_t)cm__server_workers(srv);
+    if (ev->pause_at < PAUSE_MIN) {
+        ev->pause_at = PAUSE_MIN;
+    }
     if (uv_mutex_init(&ev->qmu) != 0) {
         free(ev);
         return CM_ENOMEM;
@@ -312,8 +319,13 @@ static void
 job_done(cm__job *j)
 {
     cm_ctx *c = (cm_ctx *)j;
-    ((ev_sub *)c->event_sub)->ev->pending--;
+    cm__events *ev = ((ev_sub *)c->event_sub)->ev;
+    ev->pending--;
     sub_done(c);
+    if (ev->paused && ev->pending <= ev->pause_at / 2) {
+        ev->paused = 0;
+        cm_broker_resume(ev->broker);
+    }
 }
 
 /* The message's header as the context's request metadata, in c's arena. 0 or CM_ENOMEM. */
@@ -383,13 +395,20 @@ drop(cm__events *ev, const char *topic)
     return CM_ENOMEM;
 }
 
-/* The broker's handler of every subscription (loop thread). */
+/* The broker's handler of every subscription (loop thread). When many messages wait for a
+ * worker, a broker that can keep them (NATS) is paused until half of them are handled, so that
+ * the backlog waits in the broker's queue and libnats's, not as call contexts; others (HTTP)
+ * drop beyond PENDING_MAX. */
 static int
 on_message(const cm_broker_msg *m, void *arg)
 {
     ev_sub *es = arg;
     cm__events *ev = es->ev;
     int inline_ = (es->sub.flags & CM_HANDLER_INLINE) != 0;
+    if (!inline_ && ev->pending >= ev->pause_at && cm_broker_can_pause(ev->broker)) {
+        ev->paused = 1;
+        return CM_EAGAIN;
+    }
     if (!inline_ && ev->pending >= PENDING_MAX) {
         return drop(ev, es->sub.topic);
     }

@@ -202,6 +202,7 @@ void cm__server_run_handler(cm_ctx *c);
 int cm__server_stopping(const cm_server *s);
 /* The server's name (the id of the errors it makes). */
 const char *cm__server_name(const cm_server *s);
+unsigned cm__server_workers(const cm_server *s); /* the worker pool's threads */
 /* The name of the server's transport ("http"), as node metadata "transport" carries it. */
 const char *cm__server_transport_name(const cm_server *s);
 

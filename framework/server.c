@@ -220,6 +220,12 @@ cm__ctx_destroy(cm_ctx *c)
     free(c);
 }
 
+unsigned
+cm__server_workers(const cm_server *s)
+{
+    return s->nworkers;
+}
+
 const char *
 cm__server_name(const cm_server *s)
 {

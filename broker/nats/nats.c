@@ -264,6 +264,40 @@ on_drops_timer(uv_timer_t *t)
     spent_free(p);
 }
 
+/* Puts back at the front of the queue the n messages from it to last, which the loop did not
+ * deliver (a handler returned CM_EAGAIN), and keeps the loop from being woken until it resumes. */
+static void
+requeue(shared *sh, item *it, item *last, size_t n)
+{
+    uv_mutex_lock(&sh->mu);
+    last->next = sh->head;
+    sh->head = it;
+    if (sh->tail == NULL) {
+        sh->tail = last;
+    }
+    sh->n += n;
+    sh->signalled = 1; /* until nats_resume */
+    uv_mutex_unlock(&sh->mu);
+}
+
+/* Delivers the messages from it on until a handler returns CM_EAGAIN; returns the first one not
+ * delivered (NULL: all were). Sets *tail, *n and *bytes to the last delivered one, their count
+ * and their bytes received. */
+static item *
+deliver(cm_broker *b, item *it, item **tail, size_t *n, size_t *bytes)
+{
+    for (; it != NULL; it = it->next) {
+        cm_broker_sub *s = b->state == BROKER_CONNECTED ? find_sub(b, it->sid) : NULL;
+        if (s != NULL && cm_broker_deliver(s, it->header, it->body, it->body_len) == CM_EAGAIN) {
+            return it;
+        }
+        *tail = it;
+        (*n)++;
+        *bytes += (size_t)natsMsg_GetDataLength(it->msg) + it->body_len;
+    }
+    return NULL;
+}
+
 /* The loop: runs the handlers of the queued messages. */
 static void
 on_async(uv_async_t *a)
@@ -272,7 +306,8 @@ on_async(uv_async_t *a)
     cm_broker *b = p->b;
     shared *sh = p->sh;
     uv_mutex_lock(&sh->mu);
-    item *it = sh->head;
+    item *it = sh->head, *tail = sh->tail;
+    size_t taken = sh->n;
     sh->head = sh->tail = NULL;
     sh->n = 0;
     sh->dropping = 0;
@@ -283,21 +318,28 @@ on_async(uv_async_t *a)
     uv_mutex_unlock(&sh->mu);
     item *last = NULL;
     size_t n = 0, bytes = 0;
-    for (item *i = it; i != NULL; i = i->next) {
-        cm_broker_sub *s = b->state == BROKER_CONNECTED ? find_sub(b, i->sid) : NULL;
-        if (s != NULL) {
-            cm_broker_deliver(s, i->header, i->body, i->body_len);
-        }
-        last = i;
-        n++;
-        bytes += (size_t)natsMsg_GetDataLength(i->msg) + i->body_len;
+    item *rest = deliver(b, it, &last, &n, &bytes);
+    if (last != NULL) {
+        last->next = NULL;
+    }
+    if (rest != NULL && b->state == BROKER_CONNECTED) {
+        requeue(sh, rest, tail, taken - n);
+    } else {
+        items_free(rest);
     }
     if (last != NULL && b->state == BROKER_CONNECTED) {
         spend(p, it, last, n, bytes);
-    } else {
+    } else if (last != NULL) {
         items_free(it); /* a handler began the disconnect, which freed what was kept */
     }
     count_lib_drops(b);
+}
+
+/* cm_broker_resume: delivers the queue again, from the message refused. */
+static void
+nats_resume(cm_broker *b)
+{
+    uv_async_send(&((nats_priv *)cm_broker_priv(b))->async);
 }
 
 /* ---- connection events (libnats threads): logged once per change of state ---- */
@@ -590,6 +632,17 @@ static void
 close_work(uv_work_t *w)
 {
     nats_priv *p = w->data;
+    /* What was published reaches the server first: libnats's close writes out its buffer, but
+     * does not wait for the server to read it, and a publisher that closes at once loses what the
+     * server has not read yet. A flush waits for the server's answer to a PING sent after it. */
+    if (natsConnection_Status(p->nc) == NATS_CONN_STATUS_CONNECTED) {
+        natsStatus st = natsConnection_FlushTimeout(p->nc, (int64_t)cm_broker_timeout_ms(p->b));
+        if (st != NATS_OK) {
+            cm_log(CM_LOG_WARN, MODULE,
+                   "nats: closing without the server's confirmation of what was published: %s",
+                   natsStatus_GetText(st));
+        }
+    }
     natsConnection_Close(p->nc);
 }
 
@@ -861,6 +914,7 @@ nats_init(cm_broker *b)
 {
     nats_priv *p = cm_broker_priv(b);
     p->b = b;
+    cm_broker_set_resume(b, nats_resume);
     if (uv_rwlock_init(&p->live_lock) != 0) {
         return CM_ENOMEM;
     }

@@ -4,8 +4,9 @@
  * published on the caller's thread, all arrive in the thread's order, each callback runs once on
  * the loop, and the counts add up. With the server killed, cm_publish and cm_publish_async fail
  * with a clear error (counted), and publishing works again once it is back. A burst beyond the
- * bound of publishes waiting for the connection fails its excess, each callback once. The
- * broker's settings reach it through the service's options. */
+ * bound of publishes waiting for the connection fails its excess, each callback once. A burst
+ * that the workers cannot keep up with pauses the broker instead of dropping. The broker's
+ * settings reach it through the service's options. */
 #include "harness.h"
 #include "rpctest.pb-c.h"
 
@@ -333,6 +334,74 @@ test_broker_opts(int next)
     CHECK(strstr(cm_service_why(), "broker nats") != NULL);
 }
 
+/* Flow control: with every worker held, a burst larger than the bound of messages waiting for a
+ * worker (65,536) is not dropped. Past max(256, 4 workers) waiting, the framework pauses the
+ * broker, and the rest wait in its queue (queue_max 100,000 here) until the workers go on; each
+ * message is handled once. Without the pause the framework would take 65,536 and drop the rest. */
+enum { FLOW_COUNT = 70000 };
+static atomic_int flow_gate, flow_got, flow_dup, flow_range;
+static atomic_int *flow_seen;
+
+static int
+on_flow(cm_ctx *ctx, const void *msg, void *user)
+{
+    (void)ctx;
+    (void)user;
+    const Rpctest__Req *m = msg;
+    while (!atomic_load(&flow_gate)) {
+        uv_sleep(1);
+    }
+    if (m->n < 0 || m->n >= FLOW_COUNT) {
+        atomic_fetch_add(&flow_range, 1);
+    } else if (atomic_fetch_add(&flow_seen[m->n], 1) != 0) {
+        atomic_fetch_add(&flow_dup, 1);
+    }
+    atomic_fetch_add(&flow_got, 1);
+    return 0;
+}
+
+static void
+test_flow_control(void)
+{
+    flow_seen = calloc(FLOW_COUNT, sizeof(*flow_seen));
+    cm_broker_opts bo;
+    cm_broker_opts_init(&bo);
+    bo.queue_max = 100000;
+    cm_service *svc = make_service_with("evn-flow", &bo);
+    cm_subscriber fs = {0};
+    fs.topic = "evn.flow";
+    fs.message = &rpctest__req__descriptor;
+    fs.fn = on_flow;
+    CHECK_EQ_INT(cm_service_subscribe(svc, &fs, NULL), 0);
+    uv_thread_t th;
+    CHECK_EQ_INT(uv_thread_create(&th, run_thread, svc), 0);
+    uv_sleep(300);
+    int failed = 0;
+    for (int i = 0; i < FLOW_COUNT; i++) {
+        Rpctest__Req req = RPCTEST__REQ__INIT;
+        req.n = i;
+        failed +=
+            cm_publish(pub_client, "evn.flow", &rpctest__req__descriptor, &req, NULL, NULL) != 0;
+    }
+    CHECK_EQ_INT(failed, 0);
+    uv_sleep(500); /* all reach the subscriber, and wait */
+    atomic_store(&flow_gate, 1);
+    CHECK_EQ_INT(wait_count(&flow_got, FLOW_COUNT, 30000), FLOW_COUNT);
+    uv_sleep(100); /* time for a duplicate to show */
+    CHECK_EQ_INT(atomic_load(&flow_got), FLOW_COUNT);
+    CHECK_EQ_INT(atomic_load(&flow_dup) + atomic_load(&flow_range), 0);
+    cm_service_stop(svc);
+    uv_thread_join(&th);
+    cm_event_stats st;
+    cm_service_event_stats(svc, &st);
+    fprintf(stderr, "   %d held: %llu handled, %llu dropped\n", FLOW_COUNT,
+            (unsigned long long)st.handled, (unsigned long long)st.dropped);
+    CHECK_EQ_INT(st.dropped, 0);
+    CHECK_EQ_INT(st.handled, FLOW_COUNT);
+    cm_service_free(svc);
+    free(flow_seen);
+}
+
 /* The server killed: publishes fail with a clear error, then work again once it is back. */
 static void
 test_server_down(pid_t *natsd, int port, int next)
@@ -419,6 +488,7 @@ main(void)
 
     RUN(test_publish_header);
     RUN(test_publish_with_parent);
+    RUN(test_flow_control);
     test_broker_opts(COUNT + 2);
     test_server_down(&natsd, port, COUNT + 102);
     CHECK_EQ_INT(atomic_load(&cb_off_loop), 0);

@@ -1,8 +1,9 @@
 /* The NATS broker against a real nats-server on a loopback port: a clear error when no server
  * answers, fan-out to two subscribers, a queue group of two (each message exactly once across
- * it), malformed messages and a full delivery queue counted without a crash, and the server
- * killed and restarted: publishes fail while it is down, then delivery resumes on the same
- * brokers with their subscriptions restored. */
+ * it), malformed messages and a full delivery queue counted without a crash, a handler that
+ * pauses delivery until it is resumed, a publisher closed right after a burst losing nothing, and
+ * the server killed and restarted: publishes fail while it is down, then delivery resumes on the
+ * same brokers with their subscriptions restored. */
 #include "harness.h"
 
 #include <nats/nats.h>
@@ -387,6 +388,116 @@ test_publish_now(cm_broker *pub)
     broker_down(s);
 }
 
+/* Flow control: a handler that returns CM_EAGAIN leaves its message in the broker, nothing more
+ * is delivered until cm_broker_resume, and delivery starts again with that message: all arrive
+ * once, in order. A broker without flow control (http) says so. */
+typedef struct pauser {
+    rx r;
+    int refusals; /* of message 10, still to make */
+    int refused;
+    int last, out_of_order;
+} pauser;
+
+static int
+on_msg_pausing(const cm_broker_msg *m, void *arg)
+{
+    pauser *p = arg;
+    if (p->r.n == 10 && p->refusals > 0) {
+        p->refusals--;
+        p->refused++;
+        return CM_EAGAIN;
+    }
+    int before = p->r.n;
+    on_msg(m, &p->r);
+    if (p->r.n > before) {
+        char body[16] = "";
+        memcpy(body, m->body, m->body_len < 15 ? m->body_len : 15);
+        int i = atoi(body + 4);
+        p->out_of_order += i != p->last + 1;
+        p->last = i;
+    }
+    return 0;
+}
+
+static void
+test_pause_resume(cm_broker *pub)
+{
+    cm_broker *http = NULL;
+    CHECK_EQ_INT(cm_broker_new(L, "http", NULL, &http), 0);
+    CHECK_EQ_INT(cm_broker_can_pause(http), 0);
+    cm_broker_close(http, NULL, NULL);
+    cm_broker *s = nats_broker(0);
+    CHECK_EQ_INT(cm_broker_can_pause(s), 1);
+    cm_broker_resume(s); /* nothing paused: nothing happens */
+    pauser p = {.refusals = 2, .last = -1};
+    cm_broker_sub_opts so;
+    cm_broker_sub_opts_init(&so);
+    so.ready = on_ready;
+    cm_broker_sub *bs = NULL;
+    int before = ready;
+    CHECK_EQ_INT(cm_broker_subscribe(s, "pause", &so, on_msg_pausing, &p, &bs), 0);
+    CHECK(wait_until(&ready, before + 1, 5000));
+    CHECK_EQ_INT(publish_n(pub, "pause", 0, 40), 0);
+    CHECK(wait_until(&p.refused, 1, 5000));
+    wait_until(NULL, 0, 200); /* the other 29 arrive meanwhile, and wait */
+    CHECK_EQ_INT(p.r.n, 10);
+    cm_broker_stats st;
+    cm_broker_get_stats(s, &st);
+    CHECK_EQ_INT(st.delivered, 10);
+    cm_broker_resume(s); /* refused once more */
+    CHECK(wait_until(&p.refused, 2, 5000));
+    wait_until(NULL, 0, 100);
+    CHECK_EQ_INT(p.r.n, 10);
+    cm_broker_resume(s);
+    CHECK(wait_until(&p.r.n, 40, 5000));
+    CHECK_EQ_INT(p.out_of_order, 0);
+    CHECK_EQ_INT(p.r.bad, 0);
+    for (int i = 0; i < 40; i++) {
+        CHECK_EQ_INT(p.r.seen[i], 1);
+    }
+    cm_broker_get_stats(s, &st);
+    CHECK_EQ_INT(st.delivered, 40);
+    CHECK_EQ_INT(st.handler_errors + st.dropped, 0);
+    broker_down(s);
+}
+
+/* A publisher closed right after a burst: every message reaches the server before the connection
+ * goes (the close waits for the server's confirmation), so none is lost. */
+static int
+on_count(const cm_broker_msg *m, void *arg)
+{
+    (void)m;
+    (*(int *)arg)++;
+    return 0;
+}
+
+static void
+test_close_flushes(void)
+{
+    enum { BURST = 20000 };
+    cm_broker *s = nats_broker(0);
+    int n = 0;
+    cm_broker_sub_opts so;
+    cm_broker_sub_opts_init(&so);
+    so.ready = on_ready;
+    cm_broker_sub *bs = NULL;
+    int before = ready;
+    CHECK_EQ_INT(cm_broker_subscribe(s, "flushed", &so, on_count, &n, &bs), 0);
+    CHECK(wait_until(&ready, before + 1, 5000));
+    for (int round = 1; round <= 5; round++) {
+        cm_broker *p = nats_broker(0);
+        int failed = 0;
+        for (int i = 0; i < BURST; i++) {
+            failed += cm_broker_publish_now(p, "flushed", NULL, (const uint8_t *)"x", 1) != 0;
+        }
+        broker_down(p);
+        CHECK_EQ_INT(failed, 0);
+        wait_until(&n, round * BURST, 10000);
+        CHECK_EQ_INT(n, round * BURST);
+    }
+    broker_down(s);
+}
+
 /* A burst larger than libnats's pending limit while the loop does not run: what libnats drops
  * (a slow consumer) is counted, so that delivered + dropped is what was sent. */
 static void
@@ -500,6 +611,9 @@ main(void)
     test_spent_freed(pub);
     fprintf(stderr, "-- test_publish_now\n");
     test_publish_now(pub);
+    fprintf(stderr, "-- test_pause_resume\n");
+    test_pause_resume(pub);
+    RUN(test_close_flushes);
     fprintf(stderr, "-- test_fanout_and_queue\n");
     test_fanout_and_queue(pub);
     fprintf(stderr, "-- test_restart\n");

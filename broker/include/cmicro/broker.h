@@ -58,7 +58,13 @@ typedef struct cm_broker_msg {
 
 /* A subscription handler. Its return value is what go-micro's handler error is: < 0 is logged
  * (warn, with the topic) and counted in cm_broker_stats.handler_errors; the message is not
- * redelivered (neither go-micro broker acknowledges). */
+ * redelivered (neither go-micro broker acknowledges).
+ *
+ * Flow control: on a broker where cm_broker_can_pause() is true (NATS), a handler that cannot
+ * take more now returns CM_EAGAIN. The message is not delivered then: the broker keeps it, with
+ * those after it, in its queue (opts.queue_max, beyond which it drops and counts), delivers
+ * nothing more until cm_broker_resume(), then starts again with that message. Elsewhere CM_EAGAIN
+ * is a handler error like any other. */
 typedef int (*cm_broker_handler)(const cm_broker_msg *m, void *arg);
 
 /* One backend setting: both strings borrowed until cm_broker_new copies them. */
@@ -199,6 +205,11 @@ CM_EXTERN int cm_broker_subscribe(cm_broker *b, const char *topic, const cm_brok
                                   cm_broker_handler handler, void *arg, cm_broker_sub **out);
 /* Ends a subscription (http: deregisters its node); its handler never runs after this returns. */
 CM_EXTERN void cm_broker_unsubscribe(cm_broker_sub *s);
+/* Does b keep a message whose handler returned CM_EAGAIN (see cm_broker_handler)? */
+CM_EXTERN int cm_broker_can_pause(const cm_broker *b);
+/* Delivers again after a handler returned CM_EAGAIN, from the message it refused, on a later turn
+ * of the loop. Does nothing when nothing is paused. */
+CM_EXTERN void cm_broker_resume(cm_broker *b);
 CM_EXTERN const char *cm_broker_sub_topic(const cm_broker_sub *s);
 CM_EXTERN const char *cm_broker_sub_queue(const cm_broker_sub *s); /* NULL: none */
 
@@ -288,9 +299,15 @@ CM_EXTERN void cm_broker_disconnected(cm_broker *b);
 CM_EXTERN void *cm_broker_sub_priv(cm_broker_sub *s);
 CM_EXTERN cm_broker *cm_broker_sub_broker(const cm_broker_sub *s);
 CM_EXTERN void cm_broker_sub_ready(cm_broker_sub *s, int status);
-/* Runs s's handler with a message (loop thread); counts it and logs a handler error. */
-CM_EXTERN void cm_broker_deliver(cm_broker_sub *s, const cm_md *header, const uint8_t *body,
-                                 size_t body_len);
+/* Runs s's handler with a message (loop thread); counts it and logs a handler error. Returns
+ * CM_EAGAIN when the handler refused the message for now and the backend set a resume function
+ * (cm_broker_set_resume): the backend keeps it and delivers nothing more until that function
+ * runs. Otherwise 0. */
+CM_EXTERN int cm_broker_deliver(cm_broker_sub *s, const cm_md *header, const uint8_t *body,
+                                size_t body_len);
+/* Says that the backend keeps messages refused with CM_EAGAIN: cm_broker_resume calls fn(b) then
+ * (loop thread), which must deliver again on a later turn. Call it once, in init. */
+CM_EXTERN void cm_broker_set_resume(cm_broker *b, void (*fn)(cm_broker *b));
 /* The subscriptions, for backends that dispatch by topic: the first, and the one after s. */
 CM_EXTERN cm_broker_sub *cm_broker_subs(cm_broker *b);
 CM_EXTERN cm_broker_sub *cm_broker_sub_next(const cm_broker_sub *s);
