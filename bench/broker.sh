@@ -6,14 +6,16 @@
 #   QUICK=1 bench/broker.sh      a short run (1 round, small counts) to try the script
 #
 # Pairs (a subscriber process and a publisher process of the same kind, one topic):
-#   nats  cmicro         the events API in the default configuration (cm_publish_async on a
-#                        service's client from the main thread; cm_service_subscribe, handlers on
-#                        the worker pool; metrics and trace context on), NATS broker
-#         cmicro-asap    the same with the NATS broker's send_asap (a write per publish)
+#   nats  cmicro         the events API in the default configuration (cm_publish from the main
+#                        thread, as go-micro's Publish; cm_service_subscribe, handlers on the
+#                        worker pool; metrics and trace context on), NATS broker
+#         cmicro-async   the same publishing with cm_publish_async, WINDOW in flight
+#         cmicro-asap    cmicro with the NATS broker's send_asap (a write per publish)
 #         cmicro-broker  the broker layer alone (cm_broker_publish / cm_broker_subscribe on a loop)
 #         gomicro        go-micro v4.11 with plugins broker/nats v1.2.0 (bench/go/pubsub)
 #         raw            plain libnats, the payload as the NATS message (bench/pubsub_nats_raw.c)
-#   http  cmicro, cmicro-broker, gomicro: the HTTP brokers, subscriptions in the Consul test agent
+#   http  cmicro (cm_publish_async, WINDOW in flight: a cm_publish waits for its POSTs), cmicro-broker,
+#         gomicro: the HTTP brokers, subscriptions in the Consul test agent
 #         (test/consul/consul_agent.py) for both languages
 # against a nats-server the script starts on a free loopback port. The message is bench.EchoMsg
 # (payload 64 B or 4 KiB); its first 8 bytes are the publish time (CLOCK_REALTIME ns), and the
@@ -114,10 +116,16 @@ log "nats-server at $NATS_URL, Consul test agent at $CONSUL_HTTP_ADDR"
 # ---- one run: a subscriber, then a publisher ----
 # run BROKER PEER SIZE MODE COUNT RATE ROUND -> a line in $res
 run() {
-  local broker=$1 peer=$2 size=$3 mode=$4 count=$5 rate=$6 round=$7 sub pub
+  local broker=$1 peer=$2 size=$3 mode=$4 count=$5 rate=$6 round=$7 sub pub mode_env
   case $peer in
     cmicro) sub=("$CMICRO" sub "$broker" events "$count")
-            pub=("$CMICRO" pub "$broker" events "$count" "$size" "$rate") ;;
+            # cm_publish, as go-micro's Publish, over NATS; over HTTP, where each publish waits
+            # for its POSTs, cm_publish_async with a window (go-micro's HTTP broker returns
+            # before it sends)
+            if [ "$broker" = nats ]; then mode_env=PUBLISH=sync; else mode_env=PUBLISH=async; fi
+            pub=(env "$mode_env" "$CMICRO" pub "$broker" events "$count" "$size" "$rate") ;;
+    cmicro-async) sub=("$CMICRO" sub "$broker" events "$count")
+            pub=(env PUBLISH=async "$CMICRO" pub "$broker" events "$count" "$size" "$rate") ;;
     cmicro-asap) sub=(env NATS_SEND_ASAP=1 "$CMICRO" sub "$broker" events "$count")
             pub=(env NATS_SEND_ASAP=1 "$CMICRO" pub "$broker" events "$count" "$size" "$rate") ;;
     cmicro-broker) sub=("$CMICRO" sub "$broker" broker "$count")
@@ -155,7 +163,7 @@ run() {
 
 peers_of() {
   case $1 in
-    nats) echo "cmicro cmicro-asap cmicro-broker${GOMICRO:+ gomicro} raw" ;;
+    nats) echo "cmicro cmicro-async cmicro-asap cmicro-broker${GOMICRO:+ gomicro} raw" ;;
     http) echo "cmicro cmicro-broker${GOMICRO:+ gomicro}" ;;
   esac
 }

@@ -5,21 +5,23 @@
  *                                             COUNT messages, IDLE_MS without one, or 60 s
  *   pubsub-cmicro pub BROKER LAYER COUNT SIZE RATE
  *                                             publishes COUNT messages whose payload is SIZE
- *                                             bytes, RATE per second (0: as fast as a window of
- *                                             WINDOW publishes in flight allows), prints
+ *                                             bytes, RATE per second (0: as fast as publishing
+ *                                             goes), prints
  *                                             PUBLISHED <ok> <failed>
  *
  * BROKER: "nats" (the server at MICRO_BROKER_ADDRESS) or "http" (the registry of MICRO_REGISTRY,
  * Consul at CONSUL_HTTP_ADDR in the benchmark). LAYER: "events", the default configuration (a
- * service, cm_publish_async from the main thread, subscriber handlers on the worker pool), or
- * "broker" (cm_broker_* on a loop, handlers on the loop thread). The message is bench.EchoMsg;
+ * service publishing from the main thread with cm_publish, or cm_publish_async with PUBLISH=async;
+ * subscriber handlers on the worker pool), or "broker" (cm_broker_* on a loop, handlers on the
+ * loop thread). The message is bench.EchoMsg;
  * the first 8 bytes of its payload are the publish time (CLOCK_REALTIME ns, little-endian).
  *
  *   RESULT n=<received> rate=<msg/s> p50_us=<..> p99_us=<..>
  *   STATS dropped=<..> ...      the framework's or broker's count of messages it dropped
  * rate is n over the time from the earliest publish time seen to the last delivery. Environment:
- * WINDOW (publishes in flight, default 256), IDLE_MS (default 3000), NATS_SEND_ASAP (1: the
- * events layer's NATS broker with send_asap). */
+ * PUBLISH ("sync", the default, or "async"), WINDOW (cm_publish_async's publishes in flight,
+ * default 256), IDLE_MS (default 3000), NATS_SEND_ASAP (1: the events layer's NATS broker with
+ * send_asap). */
 #include "echo.pb-c.h"
 
 #include <cmicro/cmicro.h>
@@ -296,6 +298,7 @@ sub_broker(const char *broker)
 /* ---- publishing ---- */
 
 static int count, rate, window;
+static const char *publish_mode; /* PUBLISH: "sync" (cm_publish) or "async" */
 static size_t size;
 static atomic_int ok, failed;
 static sem_t slots;
@@ -341,8 +344,17 @@ pub_events(const char *broker)
     svc = make_service(broker);
     uint8_t *payload = calloc(1, size);
     uint64_t t0 = now_ns();
+    int sync = strcmp(publish_mode, "async") != 0;
     for (int i = 0; i < count; i++) {
         pace(t0, i);
+        if (sync) { /* go-micro's Publish: returns once the broker took the message */
+            Bench__EchoMsg m;
+            stamp(payload, &m);
+            int rc = cm_publish(cm_service_client(svc), TOPIC, &bench__echo_msg__descriptor, &m,
+                                NULL, NULL);
+            atomic_fetch_add(rc == 0 ? &ok : &failed, 1);
+            continue;
+        }
         sem_wait(&slots);
         Bench__EchoMsg m;
         stamp(payload, &m);
@@ -352,7 +364,7 @@ pub_events(const char *broker)
             sem_post(&slots);
         }
     }
-    for (int i = 0; i < window; i++) {
+    for (int i = 0; i < window && !sync; i++) {
         sem_wait(&slots);
     }
     free(payload);
@@ -448,6 +460,7 @@ main(int argc, char **argv)
 {
     idle_ms = env_int("IDLE_MS", 3000);
     window = env_int("WINDOW", 256);
+    publish_mode = getenv("PUBLISH") ? getenv("PUBLISH") : "sync";
     if (argc == 5 && strcmp(argv[1], "sub") == 0) {
         want = atoi(argv[4]);
         lat = calloc((size_t)want + 1, sizeof(*lat));

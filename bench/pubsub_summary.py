@@ -37,7 +37,7 @@ def main():
     by = defaultdict(list)
     for r in runs:
         by[(r["broker"], r["size"], r["peer"], r["mode"])].append(r)
-    order = ["cmicro", "cmicro-asap", "cmicro-broker", "gomicro", "raw"]
+    order = ["cmicro", "cmicro-async", "cmicro-asap", "cmicro-broker", "gomicro", "raw"]
     print("| broker | payload | peer | msg/s (flood) | delivered | p50 µs (paced) | p99 µs (paced)"
           " | msg/s vs go-micro | msg/s vs raw libnats |")
     print("|---|---|---|---|---|---|---|---|---|")
