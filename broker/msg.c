@@ -57,11 +57,17 @@ utf8_len(const uint8_t *s, size_t n, uint32_t *rune)
     return len;
 }
 
-/* 1 for the ASCII bytes encoding/json writes as they are (HTML escaping on). */
+/* The ASCII bytes encoding/json writes as they are (HTML escaping on), a bit each: 0x20 to 0x7f
+ * but '"' (34), '&' (38), '<' (60), '>' (62) and '\\' (92). */
+static const uint64_t PLAIN[2] = {
+    0xffffffff00000000u & ~(1ull << '"' | 1ull << '&' | 1ull << '<' | 1ull << '>'),
+    ~(1ull << ('\\' - 64)),
+};
+
 static int
 plain(uint8_t c)
 {
-    return c >= 0x20 && c < 0x80 && c != '"' && c != '\\' && c != '<' && c != '>' && c != '&';
+    return c < 0x80 && (PLAIN[c >> 6] >> (c & 63) & 1) != 0;
 }
 
 /* The escape of the character at s (its length in *adv) into esc (at most 6 bytes: never more
