@@ -253,6 +253,7 @@ static const uint8_t B64[256] = {
 static size_t
 b64_groups(const uint8_t *s, size_t n, uint8_t *o, size_t *len)
 {
+    uint8_t *w = o + *len; /* a local pointer: a store through o could otherwise change *len */
     size_t i = 0;
     for (; i + 4 <= n; i += 4) {
         uint32_t a = B64[s[i]], b = B64[s[i + 1]], c = B64[s[i + 2]], d = B64[s[i + 3]];
@@ -260,9 +261,10 @@ b64_groups(const uint8_t *s, size_t n, uint8_t *o, size_t *len)
             break;
         }
         uint32_t v = (a - 1) << 18 | (b - 1) << 12 | (c - 1) << 6 | (d - 1);
-        o[*len] = (uint8_t)(v >> 16), o[*len + 1] = (uint8_t)(v >> 8), o[*len + 2] = (uint8_t)v;
-        *len += 3;
+        w[0] = (uint8_t)(v >> 16), w[1] = (uint8_t)(v >> 8), w[2] = (uint8_t)v;
+        w += 3;
     }
+    *len = (size_t)(w - o);
     return i;
 }
 
