@@ -282,15 +282,18 @@ requeue(shared *sh, item *it, item *last, size_t n)
 
 /* Delivers the messages from it on until a handler returns CM_EAGAIN; returns the first one not
  * delivered (NULL: all were). Sets *tail, *n and *bytes to the last delivered one, their count
- * and their bytes received. */
+ * and their bytes received. A message whose subscription has ended meanwhile (an unsubscribe
+ * while it waited, as at a graceful stop) is dropped and counted. */
 static item *
 deliver(cm_broker *b, item *it, item **tail, size_t *n, size_t *bytes)
 {
     for (; it != NULL; it = it->next) {
-        cm_broker_sub *s = b->state == BROKER_CONNECTED ? find_sub(b, it->sid) : NULL;
+        int live = b->state == BROKER_CONNECTED;
+        cm_broker_sub *s = live ? find_sub(b, it->sid) : NULL;
         if (s != NULL && cm_broker_deliver(s, it->header, it->body, it->body_len) == CM_EAGAIN) {
             return it;
         }
+        b->stats.dropped += live && s == NULL;
         *tail = it;
         (*n)++;
         *bytes += (size_t)natsMsg_GetDataLength(it->msg) + it->body_len;

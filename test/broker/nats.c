@@ -458,6 +458,22 @@ test_pause_resume(cm_broker *pub)
     cm_broker_get_stats(s, &st);
     CHECK_EQ_INT(st.delivered, 40);
     CHECK_EQ_INT(st.handler_errors + st.dropped, 0);
+
+    /* Unsubscribed while paused: what waited is dropped at the resume, and counted. */
+    pauser q = {.refusals = 1, .last = -1};
+    before = ready;
+    CHECK_EQ_INT(cm_broker_subscribe(s, "pause2", &so, on_msg_pausing, &q, &bs), 0);
+    CHECK(wait_until(&ready, before + 1, 5000));
+    CHECK_EQ_INT(publish_n(pub, "pause2", 0, 40), 0);
+    CHECK(wait_until(&q.refused, 1, 5000));
+    wait_until(NULL, 0, 200);
+    cm_broker_unsubscribe(bs);
+    cm_broker_resume(s);
+    wait_until(NULL, 0, 200);
+    cm_broker_get_stats(s, &st);
+    CHECK_EQ_INT(q.r.n, 10);
+    CHECK_EQ_INT(st.delivered, 50);
+    CHECK_EQ_INT(st.dropped, 30);
     broker_down(s);
 }
 

@@ -216,7 +216,8 @@ CM_EXTERN const char *cm_broker_sub_queue(const cm_broker_sub *s); /* NULL: none
 typedef struct cm_broker_stats {
     uint64_t published;      /* publishes accepted */
     uint64_t delivered;      /* messages handed to handlers */
-    uint64_t dropped;        /* messages dropped: the loop's queue was full */
+    uint64_t dropped;        /* messages dropped: a queue was full, or (nats) their
+                                subscription ended while they waited */
     uint64_t malformed;      /* messages received that were not a go-micro broker message */
     uint64_t handler_errors; /* handlers that returned < 0 */
     uint64_t publish_errors; /* nodes a publish could not reach (http) */
