@@ -80,7 +80,7 @@ on_ready(int status, void *arg)
 }
 
 static cm_broker_sub *
-sub(cm_broker *b, const char *topic, const char *queue, rx *r)
+sub_fn(cm_broker *b, const char *topic, const char *queue, cm_broker_handler fn, void *arg)
 {
     cm_broker_sub_opts so;
     cm_broker_sub_opts_init(&so);
@@ -88,9 +88,15 @@ sub(cm_broker *b, const char *topic, const char *queue, rx *r)
     so.ready = on_ready;
     cm_broker_sub *s = NULL;
     int before = ready;
-    CHECK_EQ_INT(cm_broker_subscribe(b, topic, &so, on_msg, r, &s), 0);
+    CHECK_EQ_INT(cm_broker_subscribe(b, topic, &so, fn, arg, &s), 0);
     CHECK(wait_until(&ready, before + 1, 5000));
     return s;
+}
+
+static cm_broker_sub *
+sub(cm_broker *b, const char *topic, const char *queue, rx *r)
+{
+    return sub_fn(b, topic, queue, on_msg, r);
 }
 
 static int connected, connect_status;
@@ -308,13 +314,7 @@ static void
 test_close_in_handler(cm_broker *pub)
 {
     self_closing = nats_broker(0);
-    cm_broker_sub_opts so;
-    cm_broker_sub_opts_init(&so);
-    so.ready = on_ready;
-    cm_broker_sub *bs = NULL;
-    int before = ready;
-    CHECK_EQ_INT(cm_broker_subscribe(self_closing, "selfclose", &so, on_msg_close, NULL, &bs), 0);
-    CHECK(wait_until(&ready, before + 1, 5000));
+    sub_fn(self_closing, "selfclose", NULL, on_msg_close, NULL);
     for (int i = 0; i < 30; i++) {
         CHECK_EQ_INT(cm_broker_publish_now(pub, "selfclose", NULL, (const uint8_t *)"x", 1), 0);
     }
@@ -369,13 +369,7 @@ test_publish_now(cm_broker *pub)
 
     cm_broker *s = nats_broker(0);
     ordered o = {0};
-    cm_broker_sub_opts so;
-    cm_broker_sub_opts_init(&so);
-    so.ready = on_ready;
-    cm_broker_sub *bs = NULL;
-    int before = ready;
-    CHECK_EQ_INT(cm_broker_subscribe(s, "now", &so, on_ordered, &o, &bs), 0);
-    CHECK(wait_until(&ready, before + 1, 5000));
+    sub_fn(s, "now", NULL, on_ordered, &o);
     cm_broker_stats st0, st;
     cm_broker_get_stats(pub, &st0);
     uv_thread_t t;
@@ -430,13 +424,7 @@ test_pause_resume(cm_broker *pub)
     CHECK_EQ_INT(cm_broker_can_pause(s), 1);
     cm_broker_resume(s); /* nothing paused: nothing happens */
     pauser p = {.refusals = 2, .last = -1};
-    cm_broker_sub_opts so;
-    cm_broker_sub_opts_init(&so);
-    so.ready = on_ready;
-    cm_broker_sub *bs = NULL;
-    int before = ready;
-    CHECK_EQ_INT(cm_broker_subscribe(s, "pause", &so, on_msg_pausing, &p, &bs), 0);
-    CHECK(wait_until(&ready, before + 1, 5000));
+    sub_fn(s, "pause", NULL, on_msg_pausing, &p);
     CHECK_EQ_INT(publish_n(pub, "pause", 0, 40), 0);
     CHECK(wait_until(&p.refused, 1, 5000));
     wait_until(NULL, 0, 200); /* the other 29 arrive meanwhile, and wait */
@@ -461,9 +449,7 @@ test_pause_resume(cm_broker *pub)
 
     /* Unsubscribed while paused: what waited is dropped at the resume, and counted. */
     pauser q = {.refusals = 1, .last = -1};
-    before = ready;
-    CHECK_EQ_INT(cm_broker_subscribe(s, "pause2", &so, on_msg_pausing, &q, &bs), 0);
-    CHECK(wait_until(&ready, before + 1, 5000));
+    cm_broker_sub *bs = sub_fn(s, "pause2", NULL, on_msg_pausing, &q);
     CHECK_EQ_INT(publish_n(pub, "pause2", 0, 40), 0);
     CHECK(wait_until(&q.refused, 1, 5000));
     wait_until(NULL, 0, 200);
@@ -493,13 +479,7 @@ test_close_flushes(void)
     enum { BURST = 20000 };
     cm_broker *s = nats_broker(0);
     int n = 0;
-    cm_broker_sub_opts so;
-    cm_broker_sub_opts_init(&so);
-    so.ready = on_ready;
-    cm_broker_sub *bs = NULL;
-    int before = ready;
-    CHECK_EQ_INT(cm_broker_subscribe(s, "flushed", &so, on_count, &n, &bs), 0);
-    CHECK(wait_until(&ready, before + 1, 5000));
+    sub_fn(s, "flushed", NULL, on_count, &n);
     for (int round = 1; round <= 5; round++) {
         cm_broker *p = nats_broker(0);
         int failed = 0;
