@@ -14,7 +14,9 @@
 #include <strings.h>
 
 #define PENDING_MAX 65536 /* messages waiting for a worker, per service */
-#define PAUSE_MIN 256     /* a broker that can pause is paused at max(this, 4 workers) waiting */
+/* A broker that can pause is paused at max(PAUSE_MIN, 4 workers) messages waiting for a worker:
+ * as many as the server's pool of contexts keeps, so that a flood allocates none. */
+#define PAUSE_MIN CM__CTX_KEEP
 #define WAITING_MAX 4096  /* publishes waiting for the broker to connect */
 #define LOG_EVERY_MS 1000 /* a repeated failure is logged once per second */
 

@@ -12,6 +12,10 @@
 #include <stdatomic.h>
 #include <uv.h>
 
+/* The free contexts a server loop keeps for the next calls; a burst past it frees the rest as its
+ * calls end. The events layer pauses its broker at this many messages waiting for a worker. */
+#define CM__CTX_KEEP 1024
+
 /* ---- wrappers (wrap.c) ---- */
 
 typedef struct cm__wraps {

@@ -12,10 +12,6 @@
  * on a thread of its own, with a transport and a listener bound to the same address
  * (SO_REUSEPORT). A connection, its requests and their replies stay on the loop that accepted
  * it. Everything here belongs to the loop's thread except the counters and what mu guards. */
-/* The free contexts a loop keeps for the next calls; a burst past it (an event flood, up to the
- * worker queue's 65,536) frees the rest as its calls end. */
-#define CM__CTX_KEEP 1024
-
 struct cm__sloop {
     cm_server *s;
     unsigned idx;

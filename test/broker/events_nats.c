@@ -335,7 +335,7 @@ test_broker_opts(int next)
 }
 
 /* Flow control: with every worker held, a burst larger than the bound of messages waiting for a
- * worker (65,536) is not dropped. Past max(256, 4 workers) waiting, the framework pauses the
+ * worker (65,536) is not dropped. Past max(1024, 4 workers) waiting, the framework pauses the
  * broker, and the rest wait in its queue (queue_max 100,000 here) until the workers go on; each
  * message is handled once. Without the pause the framework would take 65,536 and drop the rest. */
 enum { FLOW_COUNT = 70000 };
