@@ -43,7 +43,8 @@ typedef struct shared {
     int closed; /* the loop stopped listening: on_msg drops, async must not be touched */
     uv_async_t *async;
     item *head, *tail;
-    size_t n, max;
+    size_t n, max;               /* messages queued, and their bound (queue_max) */
+    size_t bytes, bytes_max;     /* their bytes (item_bytes), and their bound (queue_bytes_max) */
     uint64_t dropped, malformed; /* counted here, moved to the broker's stats by the loop */
     int dropping;                /* a drop was logged; reset when the queue drains */
     int signalled;               /* async sent since the loop last drained */
@@ -71,7 +72,7 @@ typedef struct nats_priv {
     uv_rwlock_t live_lock;
     natsConnection *live;
     atomic_uint_fast64_t slow_log_ms; /* a slow consumer was last logged (libnats's threads) */
-    int64_t wait_ms, max_ms, pending_max, send_asap;
+    int64_t wait_ms, max_ms, pending_max, pending_bytes_max, queue_bytes_max, send_asap;
     int max_reconnect;
 } nats_priv;
 
@@ -87,6 +88,13 @@ typedef struct nats_sub {
     int64_t sid;
     int64_t lib_dropped; /* libnats's count of its drops, as last moved to the stats */
 } nats_sub;
+
+/* What a queued message holds: the bytes received and its decoded body. */
+static size_t
+item_bytes(const item *it)
+{
+    return (size_t)natsMsg_GetDataLength(it->msg) + it->body_len;
+}
 
 static void
 item_free(item *it)
@@ -170,8 +178,9 @@ on_msg(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *closure)
     it->body = m.body;
     it->body_len = m.body_len;
     int log_drop = 0;
+    size_t sz = item_bytes(it);
     uv_mutex_lock(&sh->mu);
-    if (sh->closed || sh->n >= sh->max) {
+    if (sh->closed || sh->n >= sh->max || (sh->n > 0 && sh->bytes + sz > sh->bytes_max)) {
         if (!sh->closed) {
             sh->dropped++;
             log_drop = !sh->dropping;
@@ -181,8 +190,9 @@ on_msg(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *closure)
         uv_mutex_unlock(&sh->mu);
         item_free(it);
         if (log_drop) {
-            cm_log(CM_LOG_WARN, MODULE, "nats: delivery queue full (%zu messages): dropping",
-                   sh->max);
+            cm_log(CM_LOG_WARN, MODULE,
+                   "nats: delivery queue full (%zu messages or %zu bytes): dropping", sh->max,
+                   sh->bytes_max);
         }
         return;
     }
@@ -193,6 +203,7 @@ on_msg(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *closure)
     }
     sh->tail = it;
     sh->n++;
+    sh->bytes += sz;
     /* One wake-up of the loop per batch: while libnats holds more messages of this subscription
      * it calls again at once, so the loop is woken at the last one (or every WAKE_BATCH). */
     int more = 0;
@@ -264,10 +275,11 @@ on_drops_timer(uv_timer_t *t)
     spent_free(p);
 }
 
-/* Puts back at the front of the queue the n messages from it to last, which the loop did not
- * deliver (a handler returned CM_EAGAIN), and keeps the loop from being woken until it resumes. */
+/* Puts back at the front of the queue the n messages (of bytes) from it to last, which the loop
+ * did not deliver (a handler returned CM_EAGAIN), and keeps the loop from being woken until it
+ * resumes. */
 static void
-requeue(shared *sh, item *it, item *last, size_t n)
+requeue(shared *sh, item *it, item *last, size_t n, size_t bytes)
 {
     uv_mutex_lock(&sh->mu);
     last->next = sh->head;
@@ -276,6 +288,7 @@ requeue(shared *sh, item *it, item *last, size_t n)
         sh->tail = last;
     }
     sh->n += n;
+    sh->bytes += bytes;
     sh->signalled = 1; /* until nats_resume */
     uv_mutex_unlock(&sh->mu);
 }
@@ -296,7 +309,7 @@ deliver(cm_broker *b, item *it, item **tail, size_t *n, size_t *bytes)
         b->stats.dropped += live && s == NULL;
         *tail = it;
         (*n)++;
-        *bytes += (size_t)natsMsg_GetDataLength(it->msg) + it->body_len;
+        *bytes += item_bytes(it);
     }
     return NULL;
 }
@@ -310,9 +323,9 @@ on_async(uv_async_t *a)
     shared *sh = p->sh;
     uv_mutex_lock(&sh->mu);
     item *it = sh->head, *tail = sh->tail;
-    size_t taken = sh->n;
+    size_t taken = sh->n, taken_bytes = sh->bytes;
     sh->head = sh->tail = NULL;
-    sh->n = 0;
+    sh->n = sh->bytes = 0;
     sh->dropping = 0;
     sh->signalled = 0;
     b->stats.dropped += sh->dropped;
@@ -326,7 +339,7 @@ on_async(uv_async_t *a)
         last->next = NULL;
     }
     if (rest != NULL && b->state == BROKER_CONNECTED) {
-        requeue(sh, rest, tail, taken - n);
+        requeue(sh, rest, tail, taken - n, taken_bytes - bytes);
     } else {
         items_free(rest);
     }
@@ -372,8 +385,10 @@ on_error(natsConnection *nc, natsSubscription *sub, natsStatus err, void *closur
         }
         cm_log(CM_LOG_WARN, MODULE,
                "nats: the subscription on \"%s\" cannot keep up: libnats drops its messages "
-               "beyond %lld pending (counted as dropped; option pending_max)",
-               natsSubscription_GetSubject(sub), (long long)p->pending_max);
+               "beyond %lld messages or %lld bytes pending (counted as dropped; options "
+               "pending_max, pending_bytes_max)",
+               natsSubscription_GetSubject(sub), (long long)p->pending_max,
+               (long long)p->pending_bytes_max);
     } else {
         cm_log(CM_LOG_WARN, MODULE, "nats: %s", natsStatus_GetText(err));
     }
@@ -486,9 +501,6 @@ make_options(nats_priv *p, natsOptions **opts)
     if (s == NATS_OK) {
         s = natsOptions_SetErrorHandler(*opts, on_error, p);
     }
-    if (s == NATS_OK) {
-        s = natsOptions_SetMaxPendingMsgs(*opts, (int)p->pending_max);
-    }
     if (s == NATS_OK && p->send_asap) {
         s = natsOptions_SetSendAsap(*opts, true);
     }
@@ -594,6 +606,7 @@ nats_connect(cm_broker *b)
     }
     atomic_init(&sh->refs, 1);
     sh->max = cm_broker_queue_max(b);
+    sh->bytes_max = (size_t)p->queue_bytes_max;
     sh->async = &p->async;
     int rc = uv_async_init(cm_loop_uv(cm_broker_loop(b)), &p->async, on_async);
     if (rc < 0) {
@@ -842,6 +855,8 @@ nats_subscribe(cm_broker *b, cm_broker_sub *s)
         cm_broker_set_why(b, "nats: subscribe to \"%s\": %s", topic, natsStatus_GetText(st));
         return status_error(st);
     }
+    /* cannot fail on a live async subscription with positive limits */
+    (void)natsSubscription_SetPendingLimits(ns->ns, (int)p->pending_max, (int)p->pending_bytes_max);
     ns->sid = natsSubscription_GetID(ns->ns);
     atomic_store_explicit(&r->sid, ns->sid, memory_order_release);
     atomic_fetch_add(&p->sh->refs, 1);
@@ -933,11 +948,16 @@ nats_init(cm_broker *b)
         rc = opt_int(b, "pending_max", 65536, 1, &p->pending_max);
     }
     if (rc == 0) {
+        rc = opt_int(b, "pending_bytes_max", 64 * 1024 * 1024, 1, &p->pending_bytes_max);
+    }
+    if (rc == 0) {
+        rc = opt_int(b, "queue_bytes_max", 64 * 1024 * 1024, 1, &p->queue_bytes_max);
+    }
+    if (rc == 0) {
         rc = opt_int(b, "send_asap", 0, 0, &p->send_asap);
     }
-    if (p->pending_max > INT32_MAX) {
-        p->pending_max = INT32_MAX;
-    }
+    p->pending_max = p->pending_max > INT32_MAX ? INT32_MAX : p->pending_max;
+    p->pending_bytes_max = p->pending_bytes_max > INT32_MAX ? INT32_MAX : p->pending_bytes_max;
     if (rc == 0 && p->max_ms < p->wait_ms) {
         p->max_ms = p->wait_ms;
     }
@@ -957,7 +977,8 @@ nats_fini(cm_broker *b)
 }
 
 static const char *const nats_keys[] = {
-    "name", "reconnect_wait_ms", "reconnect_max_ms", "max_reconnect", "pending_max", "send_asap",
+    "name",        "reconnect_wait_ms", "reconnect_max_ms", "max_reconnect",
+    "pending_max", "pending_bytes_max", "queue_bytes_max",  "send_asap",
     NULL};
 
 const cm_broker_ops cm__broker_nats = {

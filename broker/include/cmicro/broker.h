@@ -94,6 +94,11 @@ typedef struct cm_broker_opt {
  *         "max_reconnect"      reconnect rounds before giving up; default -1: forever
  *         "pending_max"        messages libnats holds per subscription before it drops (a slow
  *                              consumer: counted as dropped and logged); default 65536
+ *         "pending_bytes_max"  and their bytes, likewise; default 67108864 (64 MiB, as libnats
+ *                              and nats.go)
+ *         "queue_bytes_max"    bytes (received, and decoded bodies) of the messages waiting for
+ *                              the loop, beside queue_max; beyond either, messages are dropped,
+ *                              counted and logged; default 67108864 (64 MiB)
  *         "send_asap"          1: every publish is written to the socket at once (libnats's
  *                              SendAsap): publish-to-delivery p50 about 0.13 ms instead of about
  *                              0.7 ms (libnats otherwise gathers writes for 1 ms), at the cost of
