@@ -398,9 +398,9 @@ drop(cm__events *ev, const char *topic)
 }
 
 /* The broker's handler of every subscription (loop thread). When many messages wait for a
- * worker, a broker that can keep them (NATS) is paused until half of them are handled, so that
- * the backlog waits in the broker's queue and libnats's, not as call contexts; others (HTTP)
- * drop beyond PENDING_MAX. */
+ * worker, a broker that can keep them (NATS) pauses the worker-pool subscriptions until half of
+ * them are handled, so that the backlog waits in the broker's queue and libnats's, not as call
+ * contexts; others (HTTP) drop beyond PENDING_MAX. */
 static int
 on_message(const cm_broker_msg *m, void *arg)
 {

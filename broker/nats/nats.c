@@ -43,7 +43,9 @@ typedef struct shared {
     int closed; /* the loop stopped listening: on_msg drops, async must not be touched */
     uv_async_t *async;
     item *head, *tail;
-    size_t n, max;               /* messages queued, and their bound (queue_max) */
+    size_t queued;               /* messages in head..tail */
+    size_t n, max;               /* messages waiting: queued, or held by the loop for a paused
+                                    subscription (nats_sub.held); their bound (queue_max) */
     size_t bytes, bytes_max;     /* their bytes (item_bytes), and their bound (queue_bytes_max) */
     uint64_t dropped, malformed; /* counted here, moved to the broker's stats by the loop */
     int dropping;                /* a drop was logged; reset when the queue drains */
@@ -87,6 +89,11 @@ typedef struct nats_sub {
     natsSubscription *ns;
     int64_t sid;
     int64_t lib_dropped; /* libnats's count of its drops, as last moved to the stats */
+    /* The loop's: the messages its handler refused (CM_EAGAIN) and those after them, oldest
+     * first, until nats_resume; counted in the shared queue's bounds. */
+    item *held, *held_tail;
+    size_t held_n, held_bytes;
+    int paused; /* its handler refused a message; nats_resume not yet run */
 } nats_sub;
 
 /* What a queued message holds: the bytes received and its decoded body. */
@@ -202,12 +209,13 @@ on_msg(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *closure)
         sh->head = it;
     }
     sh->tail = it;
+    sh->queued++;
     sh->n++;
     sh->bytes += sz;
     /* One wake-up of the loop per batch: while libnats holds more messages of this subscription
      * it calls again at once, so the loop is woken at the last one (or every WAKE_BATCH). */
     int more = 0;
-    if (sh->n >= WAKE_BATCH || sh->n >= sh->max ||
+    if (sh->queued >= WAKE_BATCH || sh->n >= sh->max ||
         natsSubscription_GetPending(sub, &more, NULL) != NATS_OK || more == 0) {
         wake(sh);
     }
@@ -275,46 +283,139 @@ on_drops_timer(uv_timer_t *t)
     spent_free(p);
 }
 
-/* Puts back at the front of the queue the n messages (of bytes) from it to last, which the loop
- * did not deliver (a handler returned CM_EAGAIN), and keeps the loop from being woken until it
- * resumes. */
+/* ---- delivery on the loop; a subscription whose handler refuses a message (CM_EAGAIN) holds it
+ * and those after it until nats_resume, while the others go on ---- */
+
+/* What a turn of the loop is done with (delivered, or dropped because the subscription ended),
+ * to be freed together (see spend). */
+typedef struct done_list {
+    item *head, *tail;
+    size_t n, bytes;
+} done_list;
+
 static void
-requeue(shared *sh, item *it, item *last, size_t n, size_t bytes)
+done_add(done_list *d, item *it)
 {
-    uv_mutex_lock(&sh->mu);
-    last->next = sh->head;
-    sh->head = it;
-    if (sh->tail == NULL) {
-        sh->tail = last;
+    it->next = NULL;
+    if (d->tail != NULL) {
+        d->tail->next = it;
+    } else {
+        d->head = it;
     }
-    sh->n += n;
-    sh->bytes += bytes;
-    sh->signalled = 1; /* until nats_resume */
-    uv_mutex_unlock(&sh->mu);
+    d->tail = it;
+    d->n++;
+    d->bytes += item_bytes(it);
 }
 
-/* Delivers the messages from it on until a handler returns CM_EAGAIN; returns the first one not
- * delivered (NULL: all were). Sets *tail, *n and *bytes to the last delivered one, their count
- * and their bytes received. A message whose subscription has ended meanwhile (an unsubscribe
- * while it waited, as at a graceful stop) is dropped and counted. */
+/* Holds it for ns: after what it holds, or first (a refused message back in front). */
+static void
+hold(nats_sub *ns, item *it, int first)
+{
+    if (first || ns->held == NULL) {
+        it->next = ns->held;
+        ns->held = it;
+        ns->held_tail = it->next == NULL ? it : ns->held_tail;
+    } else {
+        it->next = NULL;
+        ns->held_tail->next = it;
+        ns->held_tail = it;
+    }
+    ns->held_n++;
+    ns->held_bytes += item_bytes(it);
+}
+
 static item *
-deliver(cm_broker *b, item *it, item **tail, size_t *n, size_t *bytes)
+unhold(nats_sub *ns)
 {
-    for (; it != NULL; it = it->next) {
-        int live = b->state == BROKER_CONNECTED;
-        cm_broker_sub *s = live ? find_sub(b, it->sid) : NULL;
-        if (s != NULL && cm_broker_deliver(s, it->header, it->body, it->body_len) == CM_EAGAIN) {
-            return it;
-        }
-        b->stats.dropped += live && s == NULL;
-        *tail = it;
-        (*n)++;
-        *bytes += item_bytes(it);
-    }
-    return NULL;
+    item *it = ns->held;
+    ns->held = it->next;
+    ns->held_tail = ns->held != NULL ? ns->held_tail : NULL;
+    ns->held_n--;
+    ns->held_bytes -= item_bytes(it);
+    return it;
 }
 
-/* The loop: runs the handlers of the queued messages. */
+/* Frees what ns holds; counted as dropped when asked (an unsubscribe, as go-micro discards a
+ * message whose subscription ended). */
+static void
+held_free(nats_priv *p, nats_sub *ns, int count)
+{
+    if (ns->held == NULL) {
+        return;
+    }
+    if (p->sh != NULL) {
+        uv_mutex_lock(&p->sh->mu);
+        p->sh->n -= ns->held_n;
+        p->sh->bytes -= ns->held_bytes;
+        uv_mutex_unlock(&p->sh->mu);
+    }
+    p->b->stats.dropped += count ? ns->held_n : 0;
+    items_free(ns->held);
+    ns->held = ns->held_tail = NULL;
+    ns->held_n = ns->held_bytes = 0;
+}
+
+/* Runs it's handler, or holds it while its subscription is paused or holds older ones (from_held:
+ * it is the oldest of those). A message whose subscription has ended meanwhile (an unsubscribe
+ * while it waited, as at a graceful stop) is dropped and counted. */
+static void
+deliver_one(cm_broker *b, item *it, int from_held, done_list *d)
+{
+    cm_broker_sub *s = b->state == BROKER_CONNECTED ? find_sub(b, it->sid) : NULL;
+    nats_sub *ns = s != NULL ? cm_broker_sub_priv(s) : NULL;
+    if (ns != NULL && !from_held && (ns->paused || ns->held != NULL)) {
+        hold(ns, it, 0);
+        return;
+    }
+    if (s != NULL && cm_broker_deliver(s, it->header, it->body, it->body_len) == CM_EAGAIN) {
+        /* the handler may have ended its subscription, or the connection */
+        s = b->state == BROKER_CONNECTED ? find_sub(b, it->sid) : NULL;
+        if (s != NULL) {
+            ns = cm_broker_sub_priv(s);
+            ns->paused = 1;
+            hold(ns, it, 1);
+            return;
+        }
+    }
+    b->stats.dropped += b->state == BROKER_CONNECTED && s == NULL;
+    done_add(d, it);
+}
+
+/* Delivers what the subscriptions no longer paused hold, oldest first. */
+static void
+deliver_held(cm_broker *b, done_list *d)
+{
+    for (;;) {
+        nats_sub *ns = NULL;
+        for (cm_broker_sub *s = b->state == BROKER_CONNECTED ? b->subs : NULL; s != NULL;
+             s = s->next) {
+            nats_sub *x = cm_broker_sub_priv(s);
+            if (x->held != NULL && !x->paused) {
+                ns = x;
+                break;
+            }
+        }
+        if (ns == NULL) {
+            return;
+        }
+        deliver_one(b, unhold(ns), 1, d);
+    }
+}
+
+/* Are all of b's subscriptions paused? Then the queue need not wake the loop until nats_resume
+ * (or a new subscription): what it would deliver would only be held. */
+static int
+all_paused(cm_broker *b)
+{
+    for (cm_broker_sub *s = b->subs; s != NULL; s = s->next) {
+        if (!((nats_sub *)cm_broker_sub_priv(s))->paused) {
+            return 0;
+        }
+    }
+    return b->subs != NULL;
+}
+
+/* The loop: runs the handlers of the held messages that may go on, then of the queued ones. */
 static void
 on_async(uv_async_t *a)
 {
@@ -322,39 +423,45 @@ on_async(uv_async_t *a)
     cm_broker *b = p->b;
     shared *sh = p->sh;
     uv_mutex_lock(&sh->mu);
-    item *it = sh->head, *tail = sh->tail;
-    size_t taken = sh->n, taken_bytes = sh->bytes;
+    item *it = sh->head;
     sh->head = sh->tail = NULL;
-    sh->n = sh->bytes = 0;
+    sh->queued = 0;
     sh->dropping = 0;
     sh->signalled = 0;
     b->stats.dropped += sh->dropped;
     b->stats.malformed += sh->malformed;
     sh->dropped = sh->malformed = 0;
     uv_mutex_unlock(&sh->mu);
-    item *last = NULL;
-    size_t n = 0, bytes = 0;
-    item *rest = deliver(b, it, &last, &n, &bytes);
-    if (last != NULL) {
-        last->next = NULL;
+    done_list d = {0};
+    deliver_held(b, &d);
+    while (it != NULL) {
+        item *next = it->next;
+        deliver_one(b, it, 0, &d);
+        it = next;
     }
-    if (rest != NULL && b->state == BROKER_CONNECTED) {
-        requeue(sh, rest, tail, taken - n, taken_bytes - bytes);
+    int quiet = b->state == BROKER_CONNECTED && all_paused(b);
+    if (d.n > 0 || quiet) {
+        uv_mutex_lock(&sh->mu);
+        sh->n -= d.n;
+        sh->bytes -= d.bytes;
+        sh->signalled |= quiet; /* until nats_resume */
+        uv_mutex_unlock(&sh->mu);
+    }
+    if (d.head != NULL && b->state == BROKER_CONNECTED) {
+        spend(p, d.head, d.tail, d.n, d.bytes);
     } else {
-        items_free(rest);
-    }
-    if (last != NULL && b->state == BROKER_CONNECTED) {
-        spend(p, it, last, n, bytes);
-    } else if (last != NULL) {
-        items_free(it); /* a handler began the disconnect, which freed what was kept */
+        items_free(d.head); /* a handler began the disconnect, which freed what was kept */
     }
     count_lib_drops(b);
 }
 
-/* cm_broker_resume: delivers the queue again, from the message refused. */
+/* cm_broker_resume: the paused subscriptions deliver again, from the message refused. */
 static void
 nats_resume(cm_broker *b)
 {
+    for (cm_broker_sub *s = b->subs; s != NULL; s = s->next) {
+        ((nats_sub *)cm_broker_sub_priv(s))->paused = 0;
+    }
     uv_async_send(&((nats_priv *)cm_broker_priv(b))->async);
 }
 
@@ -696,6 +803,11 @@ nats_disconnect(cm_broker *b)
     uv_mutex_lock(&p->sh->mu);
     p->sh->closed = 1;
     uv_mutex_unlock(&p->sh->mu);
+    for (cm_broker_sub *s = b->subs; s != NULL; s = s->next) {
+        nats_sub *ns = cm_broker_sub_priv(s);
+        held_free(p, ns, 0);
+        ns->paused = 0;
+    }
     spent_free(p);
     p->busy = 3;
     uv_close((uv_handle_t *)&p->async, async_closed);
@@ -858,6 +970,7 @@ nats_subscribe(cm_broker *b, cm_broker_sub *s)
     /* cannot fail on a live async subscription with positive limits */
     (void)natsSubscription_SetPendingLimits(ns->ns, (int)p->pending_max, (int)p->pending_bytes_max);
     ns->sid = natsSubscription_GetID(ns->ns);
+    uv_async_send(&p->async); /* the loop may wait for a resume while all others are paused */
     atomic_store_explicit(&r->sid, ns->sid, memory_order_release);
     atomic_fetch_add(&p->sh->refs, 1);
     if (natsSubscription_SetOnCompleteCB(ns->ns, sub_ref_done, r) != NATS_OK) {
@@ -887,8 +1000,8 @@ nats_subscribe(cm_broker *b, cm_broker_sub *s)
 static void
 nats_unsubscribe(cm_broker *b, cm_broker_sub *s)
 {
-    (void)b;
     nats_sub *ns = cm_broker_sub_priv(s);
+    held_free(cm_broker_priv(b), ns, b->state == BROKER_CONNECTED);
     if (ns->ns != NULL) {
         natsSubscription_Unsubscribe(ns->ns); /* fails harmlessly while reconnecting */
         natsSubscription_Destroy(ns->ns);

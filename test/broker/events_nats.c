@@ -336,11 +336,22 @@ test_broker_opts(int next)
 
 /* Flow control: with every worker held, a burst larger than the bound of messages waiting for a
  * worker (65,536) is not dropped. Past max(1024, 4 workers) waiting, the framework pauses the
- * broker, and the rest wait in its queue (queue_max 100,000 here) until the workers go on; each
- * message is handled once. Without the pause the framework would take 65,536 and drop the rest. */
-enum { FLOW_COUNT = 70000 };
-static atomic_int flow_gate, flow_got, flow_dup, flow_range;
+ * broker's subscription, and the rest wait in its queue (queue_max 100,000 here) until the
+ * workers go on; each message is handled once. Without the pause the framework would take 65,536
+ * and drop the rest. An inline subscriber of the same service is not paused meanwhile. */
+enum { FLOW_COUNT = 70000, FLOW_INLINE = 100 };
+static atomic_int flow_gate, flow_got, flow_dup, flow_range, flow_inline;
 static atomic_int *flow_seen;
+
+static int
+on_flow_inline(cm_ctx *ctx, const void *msg, void *user)
+{
+    (void)ctx;
+    (void)msg;
+    (void)user;
+    atomic_fetch_add(&flow_inline, 1);
+    return 0;
+}
 
 static int
 on_flow(cm_ctx *ctx, const void *msg, void *user)
@@ -373,6 +384,11 @@ test_flow_control(void)
     fs.message = &rpctest__req__descriptor;
     fs.fn = on_flow;
     CHECK_EQ_INT(cm_service_subscribe(svc, &fs, NULL), 0);
+    cm_subscriber is = fs;
+    is.topic = "evn.flow-inline";
+    is.fn = on_flow_inline;
+    is.flags = CM_HANDLER_INLINE;
+    CHECK_EQ_INT(cm_service_subscribe(svc, &is, NULL), 0);
     uv_thread_t th;
     CHECK_EQ_INT(uv_thread_create(&th, run_thread, svc), 0);
     uv_sleep(300);
@@ -385,6 +401,14 @@ test_flow_control(void)
     }
     CHECK_EQ_INT(failed, 0);
     uv_sleep(500); /* all reach the subscriber, and wait */
+    for (int i = 0; i < FLOW_INLINE; i++) {
+        Rpctest__Req req = RPCTEST__REQ__INIT;
+        failed += cm_publish(pub_client, "evn.flow-inline", &rpctest__req__descriptor, &req, NULL,
+                             NULL) != 0;
+    }
+    CHECK_EQ_INT(failed, 0);
+    CHECK_EQ_INT(wait_count(&flow_inline, FLOW_INLINE, 5000), FLOW_INLINE);
+    CHECK(atomic_load(&flow_got) == 0); /* the workers are still held */
     atomic_store(&flow_gate, 1);
     CHECK_EQ_INT(wait_count(&flow_got, FLOW_COUNT, 30000), FLOW_COUNT);
     uv_sleep(100); /* time for a duplicate to show */
@@ -397,7 +421,7 @@ test_flow_control(void)
     fprintf(stderr, "   %d held: %llu handled, %llu dropped\n", FLOW_COUNT,
             (unsigned long long)st.handled, (unsigned long long)st.dropped);
     CHECK_EQ_INT(st.dropped, 0);
-    CHECK_EQ_INT(st.handled, FLOW_COUNT);
+    CHECK_EQ_INT(st.handled, FLOW_COUNT + FLOW_INLINE);
     cm_service_free(svc);
     free(flow_seen);
 }

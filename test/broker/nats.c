@@ -383,8 +383,9 @@ test_publish_now(cm_broker *pub)
 }
 
 /* Flow control: a handler that returns CM_EAGAIN leaves its message in the broker, nothing more
- * is delivered until cm_broker_resume, and delivery starts again with that message: all arrive
- * once, in order. A broker without flow control (http) says so. */
+ * of its subscription is delivered until cm_broker_resume, and delivery starts again with that
+ * message: all arrive once, in order. The other subscriptions go on meanwhile. A broker without
+ * flow control (http) says so. */
 typedef struct pauser {
     rx r;
     int refusals; /* of message 10, still to make */
@@ -425,29 +426,34 @@ test_pause_resume(cm_broker *pub)
     cm_broker_resume(s); /* nothing paused: nothing happens */
     pauser p = {.refusals = 2, .last = -1};
     sub_fn(s, "pause", NULL, on_msg_pausing, &p);
+    rx other = {0};
+    sub(s, "pause-other", NULL, &other);
     CHECK_EQ_INT(publish_n(pub, "pause", 0, 40), 0);
     CHECK(wait_until(&p.refused, 1, 5000));
-    wait_until(NULL, 0, 200); /* the other 29 arrive meanwhile, and wait */
+    CHECK_EQ_INT(publish_n(pub, "pause", 40, 50), 0);
+    CHECK_EQ_INT(publish_n(pub, "pause-other", 0, 20), 0);
+    CHECK(wait_until(&other.n, 20, 5000)); /* not held up by the paused one */
+    wait_until(NULL, 0, 200);              /* the other 39 arrive meanwhile, and wait */
     CHECK_EQ_INT(p.r.n, 10);
     cm_broker_stats st;
     cm_broker_get_stats(s, &st);
-    CHECK_EQ_INT(st.delivered, 10);
+    CHECK_EQ_INT(st.delivered, 30);
     cm_broker_resume(s); /* refused once more */
     CHECK(wait_until(&p.refused, 2, 5000));
     wait_until(NULL, 0, 100);
     CHECK_EQ_INT(p.r.n, 10);
     cm_broker_resume(s);
-    CHECK(wait_until(&p.r.n, 40, 5000));
+    CHECK(wait_until(&p.r.n, 50, 5000));
     CHECK_EQ_INT(p.out_of_order, 0);
-    CHECK_EQ_INT(p.r.bad, 0);
-    for (int i = 0; i < 40; i++) {
+    CHECK_EQ_INT(p.r.bad + other.bad, 0);
+    for (int i = 0; i < 50; i++) {
         CHECK_EQ_INT(p.r.seen[i], 1);
     }
     cm_broker_get_stats(s, &st);
-    CHECK_EQ_INT(st.delivered, 40);
+    CHECK_EQ_INT(st.delivered, 70);
     CHECK_EQ_INT(st.handler_errors + st.dropped, 0);
 
-    /* Unsubscribed while paused: what waited is dropped at the resume, and counted. */
+    /* Unsubscribed while paused: what waited is dropped, and counted. */
     pauser q = {.refusals = 1, .last = -1};
     cm_broker_sub *bs = sub_fn(s, "pause2", NULL, on_msg_pausing, &q);
     CHECK_EQ_INT(publish_n(pub, "pause2", 0, 40), 0);
@@ -458,7 +464,7 @@ test_pause_resume(cm_broker *pub)
     wait_until(NULL, 0, 200);
     cm_broker_get_stats(s, &st);
     CHECK_EQ_INT(q.r.n, 10);
-    CHECK_EQ_INT(st.delivered, 50);
+    CHECK_EQ_INT(st.delivered, 80);
     CHECK_EQ_INT(st.dropped, 30);
     broker_down(s);
 }

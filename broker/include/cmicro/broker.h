@@ -61,10 +61,11 @@ typedef struct cm_broker_msg {
  * redelivered (neither go-micro broker acknowledges).
  *
  * Flow control: on a broker where cm_broker_can_pause() is true (NATS), a handler that cannot
- * take more now returns CM_EAGAIN. The message is not delivered then: the broker keeps it, with
- * those after it, in its queue (opts.queue_max, beyond which it drops and counts), delivers
- * nothing more until cm_broker_resume(), then starts again with that message. Elsewhere CM_EAGAIN
- * is a handler error like any other. */
+ * take more now returns CM_EAGAIN. The message is not delivered then: the broker holds it, with
+ * the later messages of that subscription (within opts.queue_max and the backend's bounds,
+ * beyond which it drops and counts), delivers none of them until cm_broker_resume(), then starts
+ * again with that message. Other subscriptions go on meanwhile. Elsewhere CM_EAGAIN is a handler
+ * error like any other. */
 typedef int (*cm_broker_handler)(const cm_broker_msg *m, void *arg);
 
 /* One backend setting: both strings borrowed until cm_broker_new copies them. */
@@ -212,8 +213,8 @@ CM_EXTERN int cm_broker_subscribe(cm_broker *b, const char *topic, const cm_brok
 CM_EXTERN void cm_broker_unsubscribe(cm_broker_sub *s);
 /* Does b keep a message whose handler returned CM_EAGAIN (see cm_broker_handler)? */
 CM_EXTERN int cm_broker_can_pause(const cm_broker *b);
-/* Delivers again after a handler returned CM_EAGAIN, from the message it refused, on a later turn
- * of the loop. Does nothing when nothing is paused. */
+/* Delivers again after handlers returned CM_EAGAIN: every paused subscription, from the message it
+ * refused, on a later turn of the loop. Does nothing when nothing is paused. */
 CM_EXTERN void cm_broker_resume(cm_broker *b);
 CM_EXTERN const char *cm_broker_sub_topic(const cm_broker_sub *s);
 CM_EXTERN const char *cm_broker_sub_queue(const cm_broker_sub *s); /* NULL: none */
@@ -307,8 +308,8 @@ CM_EXTERN cm_broker *cm_broker_sub_broker(const cm_broker_sub *s);
 CM_EXTERN void cm_broker_sub_ready(cm_broker_sub *s, int status);
 /* Runs s's handler with a message (loop thread); counts it and logs a handler error. Returns
  * CM_EAGAIN when the handler refused the message for now and the backend set a resume function
- * (cm_broker_set_resume): the backend keeps it and delivers nothing more until that function
- * runs. Otherwise 0. */
+ * (cm_broker_set_resume): the backend keeps it and delivers nothing more of that subscription
+ * until that function runs. Otherwise 0. */
 CM_EXTERN int cm_broker_deliver(cm_broker_sub *s, const cm_md *header, const uint8_t *body,
                                 size_t body_len);
 /* Says that the backend keeps messages refused with CM_EAGAIN: cm_broker_resume calls fn(b) then
