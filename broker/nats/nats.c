@@ -335,10 +335,10 @@ unhold(nats_sub *ns)
     return it;
 }
 
-/* Frees what ns holds; counted as dropped when asked (an unsubscribe, as go-micro discards a
- * message whose subscription ended). */
+/* Frees what ns holds (at its unsubscribe), counted as dropped, as go-micro discards a message
+ * whose subscription ended. */
 static void
-held_free(nats_priv *p, nats_sub *ns, int count)
+held_free(nats_priv *p, nats_sub *ns)
 {
     if (ns->held == NULL) {
         return;
@@ -349,15 +349,15 @@ held_free(nats_priv *p, nats_sub *ns, int count)
         p->sh->bytes -= ns->held_bytes;
         uv_mutex_unlock(&p->sh->mu);
     }
-    p->b->stats.dropped += count ? ns->held_n : 0;
+    p->b->stats.dropped += ns->held_n;
     items_free(ns->held);
     ns->held = ns->held_tail = NULL;
     ns->held_n = ns->held_bytes = 0;
 }
 
-/* Runs it's handler, or holds it while its subscription is paused or holds older ones (from_held:
- * it is the oldest of those). A message whose subscription has ended meanwhile (an unsubscribe
- * while it waited, as at a graceful stop) is dropped and counted. */
+/* Runs the handler of it, or holds it while its subscription is paused or holds older ones
+ * (from_held: it is the oldest of those). A message whose subscription has ended meanwhile (an
+ * unsubscribe while it waited, as at a graceful stop) is dropped and counted. */
 static void
 deliver_one(cm_broker *b, item *it, int from_held, done_list *d)
 {
@@ -802,12 +802,12 @@ nats_disconnect(cm_broker *b)
     uv_rwlock_wrunlock(&p->live_lock);
     uv_mutex_lock(&p->sh->mu);
     p->sh->closed = 1;
+    /* What still waits for the loop is lost with the connection (every subscription has ended
+     * already; cm_broker_disconnect unsubscribes first): counted, as an unsubscribe counts. */
+    b->stats.dropped += p->sh->queued + p->sh->dropped;
+    b->stats.malformed += p->sh->malformed;
+    p->sh->dropped = p->sh->malformed = 0;
     uv_mutex_unlock(&p->sh->mu);
-    for (cm_broker_sub *s = b->subs; s != NULL; s = s->next) {
-        nats_sub *ns = cm_broker_sub_priv(s);
-        held_free(p, ns, 0);
-        ns->paused = 0;
-    }
     spent_free(p);
     p->busy = 3;
     uv_close((uv_handle_t *)&p->async, async_closed);
@@ -1001,7 +1001,7 @@ static void
 nats_unsubscribe(cm_broker *b, cm_broker_sub *s)
 {
     nats_sub *ns = cm_broker_sub_priv(s);
-    held_free(cm_broker_priv(b), ns, b->state == BROKER_CONNECTED);
+    held_free(cm_broker_priv(b), ns);
     if (ns->ns != NULL) {
         natsSubscription_Unsubscribe(ns->ns); /* fails harmlessly while reconnecting */
         natsSubscription_Destroy(ns->ns);

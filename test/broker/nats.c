@@ -244,8 +244,19 @@ test_malformed_and_drops(void)
     broker_down(s);
 }
 
-/* Closed with messages queued for the loop: they are freed with their libnats messages (the
- * sanitizer build's leak check fails otherwise), and none is delivered after the close. */
+/* Disconnected, then closed, with messages queued for the loop: they are freed with their libnats
+ * messages (the sanitizer build's leak check fails otherwise), none is delivered after, and they
+ * are counted as dropped. */
+static int disconnected;
+
+static void
+on_disconnect(int status, void *arg)
+{
+    (void)arg;
+    CHECK_EQ_INT(status, 0);
+    disconnected++;
+}
+
 static void
 test_close_with_queued(void)
 {
@@ -261,6 +272,12 @@ test_close_with_queued(void)
     }
     CHECK_EQ_INT(natsConnection_FlushTimeout(raw, 5000), NATS_OK);
     usleep(300000); /* the loop does not run: all 40 wait in the queue */
+    CHECK_EQ_INT(cm_broker_disconnect(s, on_disconnect, NULL), 0);
+    CHECK(wait_until(&disconnected, 1, 10000));
+    cm_broker_stats st;
+    cm_broker_get_stats(s, &st);
+    CHECK_EQ_INT(st.dropped, 40);
+    CHECK_EQ_INT(st.delivered, 0);
     broker_down(s);
     CHECK_EQ_INT(r.n + r.bad, 0);
     natsConnection_Destroy(raw);
