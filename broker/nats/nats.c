@@ -357,7 +357,8 @@ held_free(nats_priv *p, nats_sub *ns)
 
 /* Runs the handler of it, or holds it while its subscription is paused or holds older ones
  * (from_held: it is the oldest of those). A message whose subscription has ended meanwhile (an
- * unsubscribe while it waited, as at a graceful stop) is dropped and counted. */
+ * unsubscribe while it waited, as at a graceful stop), or whose connection a handler before it
+ * closed, is dropped and counted. */
 static void
 deliver_one(cm_broker *b, item *it, int from_held, done_list *d)
 {
@@ -377,7 +378,7 @@ deliver_one(cm_broker *b, item *it, int from_held, done_list *d)
             return;
         }
     }
-    b->stats.dropped += b->state == BROKER_CONNECTED && s == NULL;
+    b->stats.dropped += s == NULL;
     done_add(d, it);
 }
 

@@ -304,10 +304,10 @@ test_spent_freed(cm_broker *pub)
     broker_down(s);
 }
 
-/* A handler that closes its broker: the rest of the batch is not delivered, and it is freed (the
- * sanitizer build checks). */
+/* A handler that closes (or disconnects) its broker: the rest of the batch is not delivered, and
+ * it is freed (the sanitizer build checks). */
 static cm_broker *self_closing;
-static int self_closed, self_msgs;
+static int self_closed, self_msgs, self_disconnect;
 
 static void
 on_self_closed(void *arg)
@@ -321,7 +321,12 @@ on_msg_close(const cm_broker_msg *m, void *arg)
 {
     (void)m;
     (void)arg;
-    if (self_msgs++ == 0) {
+    if (self_msgs++ > 0) {
+        return 0;
+    }
+    if (self_disconnect) {
+        CHECK_EQ_INT(cm_broker_disconnect(self_closing, on_disconnect, NULL), 0);
+    } else {
         cm_broker_close(self_closing, on_self_closed, NULL);
     }
     return 0;
@@ -330,14 +335,25 @@ on_msg_close(const cm_broker_msg *m, void *arg)
 static void
 test_close_in_handler(cm_broker *pub)
 {
-    self_closing = nats_broker(0);
-    sub_fn(self_closing, "selfclose", NULL, on_msg_close, NULL);
-    for (int i = 0; i < 30; i++) {
-        CHECK_EQ_INT(cm_broker_publish_now(pub, "selfclose", NULL, (const uint8_t *)"x", 1), 0);
+    /* Closed, then disconnected: the 29 not delivered are counted as dropped. */
+    for (self_disconnect = 0; self_disconnect <= 1; self_disconnect++) {
+        self_closing = nats_broker(0);
+        self_msgs = self_closed = disconnected = 0;
+        sub_fn(self_closing, "selfclose", NULL, on_msg_close, NULL);
+        for (int i = 0; i < 30; i++) {
+            CHECK_EQ_INT(cm_broker_publish_now(pub, "selfclose", NULL, (const uint8_t *)"x", 1), 0);
+        }
+        usleep(300000); /* the loop does not run: it finds the 30 in one batch */
+        CHECK(wait_until(self_disconnect ? &disconnected : &self_closed, 1, 10000));
+        CHECK_EQ_INT(self_msgs, 1);
+        if (self_disconnect) {
+            cm_broker_stats st;
+            cm_broker_get_stats(self_closing, &st);
+            CHECK_EQ_INT(st.delivered, 1);
+            CHECK_EQ_INT(st.dropped, 29);
+            broker_down(self_closing);
+        }
     }
-    usleep(300000); /* the loop does not run: it finds the 30 in one batch */
-    CHECK(wait_until(&self_closed, 1, 10000));
-    CHECK_EQ_INT(self_msgs, 1);
 }
 
 /* cm_broker_publish_now from another thread: every message arrives, in the thread's order. */
