@@ -236,17 +236,28 @@ fail(char *err, size_t errlen, const char *why)
     return CM_ECODEC;
 }
 
-/* The base64 alphabet's values plus one (0: not in it), by byte. */
-static const uint8_t B64[256] = {
-    ['A'] = 1,  ['B'] = 2,  ['C'] = 3,  ['D'] = 4,  ['E'] = 5,  ['F'] = 6,  ['G'] = 7,  ['H'] = 8,
-    ['I'] = 9,  ['J'] = 10, ['K'] = 11, ['L'] = 12, ['M'] = 13, ['N'] = 14, ['O'] = 15, ['P'] = 16,
-    ['Q'] = 17, ['R'] = 18, ['S'] = 19, ['T'] = 20, ['U'] = 21, ['V'] = 22, ['W'] = 23, ['X'] = 24,
-    ['Y'] = 25, ['Z'] = 26, ['a'] = 27, ['b'] = 28, ['c'] = 29, ['d'] = 30, ['e'] = 31, ['f'] = 32,
-    ['g'] = 33, ['h'] = 34, ['i'] = 35, ['j'] = 36, ['k'] = 37, ['l'] = 38, ['m'] = 39, ['n'] = 40,
-    ['o'] = 41, ['p'] = 42, ['q'] = 43, ['r'] = 44, ['s'] = 45, ['t'] = 46, ['u'] = 47, ['v'] = 48,
-    ['w'] = 49, ['x'] = 50, ['y'] = 51, ['z'] = 52, ['0'] = 53, ['1'] = 54, ['2'] = 55, ['3'] = 56,
-    ['4'] = 57, ['5'] = 58, ['6'] = 59, ['7'] = 60, ['8'] = 61, ['9'] = 62, ['+'] = 63, ['/'] = 64,
-};
+/* The base64 alphabet's value of byte c, or -1. */
+#define B64_VAL(c)                                                                                 \
+    ((c) >= 'A' && (c) <= 'Z'   ? (c) - 'A'                                                        \
+     : (c) >= 'a' && (c) <= 'z' ? (c) - 'a' + 26                                                   \
+     : (c) >= '0' && (c) <= '9' ? (c) - '0' + 52                                                   \
+     : (c) == '+'               ? 62                                                               \
+     : (c) == '/'               ? 63                                                               \
+                                : -1)
+/* By byte: its value shifted into its place in a group of four (shift 18, 12, 6 or 0), or
+ * B64_BAD, which no OR of values reaches: a group's four ORed is its 24 bits, or has B64_BAD. */
+#define B64_BAD 0x01000000u
+#define B64_E(c, sh) (B64_VAL(c) < 0 ? B64_BAD : (uint32_t)B64_VAL(c) << (sh)),
+#define B64_R4(c, sh) B64_E(c, sh) B64_E((c) + 1, sh) B64_E((c) + 2, sh) B64_E((c) + 3, sh)
+#define B64_R16(c, sh) B64_R4(c, sh) B64_R4((c) + 4, sh) B64_R4((c) + 8, sh) B64_R4((c) + 12, sh)
+#define B64_R64(c, sh)                                                                             \
+    B64_R16(c, sh) B64_R16((c) + 16, sh) B64_R16((c) + 32, sh) B64_R16((c) + 48, sh)
+#define B64_TABLE(sh)                                                                              \
+    {                                                                                              \
+        B64_R64(0, sh) B64_R64(64, sh) B64_R64(128, sh) B64_R64(192, sh)                           \
+    }
+static const uint32_t B64_0[256] = B64_TABLE(18), B64_1[256] = B64_TABLE(12),
+                      B64_2[256] = B64_TABLE(6), B64_3[256] = B64_TABLE(0);
 
 /* Decodes the groups of four alphabet bytes at the start of s[0..n) into o: what b64_decode's
  * general loop does with them, without its checks. Returns the bytes of s consumed. */
@@ -256,11 +267,10 @@ b64_groups(const uint8_t *s, size_t n, uint8_t *o, size_t *len)
     uint8_t *w = o + *len; /* a local pointer: a store through o could otherwise change *len */
     size_t i = 0;
     for (; i + 4 <= n; i += 4) {
-        uint32_t a = B64[s[i]], b = B64[s[i + 1]], c = B64[s[i + 2]], d = B64[s[i + 3]];
-        if (a == 0 || b == 0 || c == 0 || d == 0) {
+        uint32_t v = B64_0[s[i]] | B64_1[s[i + 1]] | B64_2[s[i + 2]] | B64_3[s[i + 3]];
+        if (v >= B64_BAD) {
             break;
         }
-        uint32_t v = (a - 1) << 18 | (b - 1) << 12 | (c - 1) << 6 | (d - 1);
         w[0] = (uint8_t)(v >> 16), w[1] = (uint8_t)(v >> 8), w[2] = (uint8_t)v;
         w += 3;
     }
@@ -280,14 +290,14 @@ b64_decode(const char *s, uint8_t *o, size_t *outlen)
         if (c == '\r' || c == '\n') {
             continue;
         }
-        int v = B64[c] - 1;
+        uint32_t v = B64_3[c];
         if (c == '=' && q >= 2) {
             pad++;
             v = 0;
-        } else if (v < 0 || pad > 0) {
+        } else if (v == B64_BAD || pad > 0) {
             return CM_ECODEC;
         }
-        acc = acc << 6 | (uint32_t)v;
+        acc = acc << 6 | v;
         if (++q == 4) {
             o[len++] = (uint8_t)(acc >> 16);
             if (pad < 2) {

@@ -79,6 +79,52 @@ dec(const char *json, cm_md **h, uint8_t **body, size_t *len)
     return rc;
 }
 
+/* Every byte value in each place of a group of four ("QUJD" otherwise): the alphabet's 64 decode
+ * to their 6 bits there, every other byte is refused. CR, LF and '=' (skipped, padding) and the
+ * bytes JSON escapes are left to the tests below. */
+static void
+test_base64_bytes(void)
+{
+    static const char alphabet[] =
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    int ok = 0, refused = 0;
+    for (int at = 0; at < 4; at++) {
+        for (int c = 1; c < 256; c++) {
+            if (c < 0x20 || c == '"' || c == '\\' || c == '=') {
+                continue;
+            }
+            char json[32];
+            snprintf(json, sizeof(json), "{\"Body\":\"QUJD\"}");
+            json[9 + at] = (char)c;
+            cm_md *h = NULL;
+            uint8_t *body = NULL;
+            size_t len = 0;
+            int rc =
+                cm_broker_msg_decode((const uint8_t *)json, strlen(json), &h, &body, &len, NULL, 0);
+            const char *in = c < 128 ? strchr(alphabet, c) : NULL;
+            if (in == NULL) {
+                CHECK_EQ_INT(rc, CM_ECODEC);
+                refused++;
+                continue;
+            }
+            uint32_t v = 0, vals[4] = {16, 20, 9, 3}; /* Q U J D */
+            vals[at] = (uint32_t)(in - alphabet);
+            for (int i = 0; i < 4; i++) {
+                v = v << 6 | vals[i];
+            }
+            uint8_t want[3] = {(uint8_t)(v >> 16), (uint8_t)(v >> 8), (uint8_t)v};
+            CHECK_EQ_INT(rc, 0);
+            CHECK_EQ_INT(len, 3);
+            CHECK(body != NULL && memcmp(body, want, 3) == 0);
+            cm_md_free(h);
+            free(body);
+            ok++;
+        }
+    }
+    CHECK_EQ_INT(ok, 4 * 64);
+    CHECK_EQ_INT(refused, 4 * (255 - 31 - 3 - 64));
+}
+
 static void
 test_decode(void)
 {
@@ -215,6 +261,7 @@ main(void)
 {
     RUN(test_encode);
     RUN(test_decode);
+    RUN(test_base64_bytes);
     RUN(test_decode_block);
     TEST_DONE();
 }
