@@ -397,18 +397,15 @@ check_tree(const cJSON *root, parts *p, char *err, size_t errlen)
 static char *
 copy_str(char **at, const char *s, int key)
 {
-    const char *reject = key ? "\r\n:" : "\r\n";
-    char *c = *at;
-    size_t n = strlen(s);
-    memcpy(c, s, n + 1);
-    for (size_t i = strcspn(c, reject); i < n; i += 1 + strcspn(c + i + 1, reject)) {
-        c[i] = ' ';
+    char *c = *at, *w = c;
+    for (; *s != '\0'; s++) { /* one pass: header strings are short */
+        *w++ = *s == '\r' || *s == '\n' || (key && *s == ':') ? ' ' : *s;
     }
-    if (key && n == 0) {
-        c[n++] = ' ';
-        c[n] = '\0';
+    if (key && w == c) {
+        *w++ = ' ';
     }
-    *at = c + n + 1;
+    *w = '\0';
+    *at = w + 1;
     return c;
 }
 
