@@ -103,6 +103,19 @@ item_bytes(const item *it)
     return (size_t)natsMsg_GetDataLength(it->msg) + it->body_len;
 }
 
+/* Appends it to the list head..tail. */
+static void
+append(item **head, item **tail, item *it)
+{
+    it->next = NULL;
+    if (*tail != NULL) {
+        (*tail)->next = it;
+    } else {
+        *head = it;
+    }
+    *tail = it;
+}
+
 static void
 item_free(item *it)
 {
@@ -203,12 +216,7 @@ on_msg(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *closure)
         }
         return;
     }
-    if (sh->tail != NULL) {
-        sh->tail->next = it;
-    } else {
-        sh->head = it;
-    }
-    sh->tail = it;
+    append(&sh->head, &sh->tail, it);
     sh->queued++;
     sh->n++;
     sh->bytes += sz;
@@ -296,13 +304,7 @@ typedef struct done_list {
 static void
 done_add(done_list *d, item *it)
 {
-    it->next = NULL;
-    if (d->tail != NULL) {
-        d->tail->next = it;
-    } else {
-        d->head = it;
-    }
-    d->tail = it;
+    append(&d->head, &d->tail, it);
     d->n++;
     d->bytes += item_bytes(it);
 }
@@ -311,14 +313,11 @@ done_add(done_list *d, item *it)
 static void
 hold(nats_sub *ns, item *it, int first)
 {
-    if (first || ns->held == NULL) {
+    if (first && ns->held != NULL) {
         it->next = ns->held;
         ns->held = it;
-        ns->held_tail = it->next == NULL ? it : ns->held_tail;
     } else {
-        it->next = NULL;
-        ns->held_tail->next = it;
-        ns->held_tail = it;
+        append(&ns->held, &ns->held_tail, it);
     }
     ns->held_n++;
     ns->held_bytes += item_bytes(it);
