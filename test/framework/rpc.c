@@ -66,7 +66,7 @@ fail_plain(cm_ctx *ctx, const void *req, void *rsp, void *user)
 }
 
 static void
-srv_start(testsrv *t, unsigned drain_ms)
+srv_start(testsrv *t, unsigned drain_ms, unsigned max_calls)
 {
     cm_server_opts o;
     cm_server_opts_init(&o);
@@ -74,6 +74,7 @@ srv_start(testsrv *t, unsigned drain_ms)
     o.address = "127.0.0.1:0";
     o.workers = 4;
     o.drain_timeout_ms = drain_ms;
+    o.transport_opts.max_calls = max_calls;
     testsrv_new(t, &o);
     cm_handler h = {
         "Test.Echo", &rpctest__req__descriptor, &rpctest__rsp__descriptor, echo, 0, NULL, NULL,
@@ -459,15 +460,18 @@ typedef struct async_res {
     int n;
     int status[8];
     char msg[8][64];
+    int code[8]; /* the error's code (an HTTP status from the server), or 0 */
+    char detail[8][64];
 } async_res;
 
 static void
 on_async(int status, void *rsp, const cm_error *err, void *user)
 {
-    (void)err;
     async_res *r = user;
     uv_mutex_lock(&r->mu);
     r->status[r->n] = status;
+    r->code[r->n] = err != NULL ? (int)err->code : 0;
+    snprintf(r->detail[r->n], 64, "%s", err != NULL && err->detail ? err->detail : "");
     if (status == 0) {
         snprintf(r->msg[r->n], 64, "%s", ((Rpctest__Rsp *)rsp)->msg);
         cm_message_free(&rpctest__rsp__descriptor, rsp);
@@ -481,7 +485,7 @@ static void
 test_graceful_stop(void)
 {
     testsrv t;
-    srv_start(&t, 5000);
+    srv_start(&t, 5000, 0);
     async_res r;
     memset(&r, 0, sizeof(r));
     uv_mutex_init(&r.mu);
@@ -514,6 +518,54 @@ test_graceful_stop(void)
     uv_mutex_unlock(&r.mu);
     CHECK_EQ_INT(r.status[0], 0);
     CHECK_EQ_STR(r.msg[0], "Hello inflight");
+    testsrv_free(&t);
+    uv_cond_destroy(&r.cv);
+    uv_mutex_destroy(&r.mu);
+}
+
+/* A request that waits for the only call slot when the server stops is answered 503 "server is
+ * stopping" (not run: safe to send elsewhere) at once, not dropped with its connection. */
+static void
+test_graceful_stop_waiting(void)
+{
+    testsrv t;
+    srv_start(&t, 5000, 1);
+    async_res r;
+    memset(&r, 0, sizeof(r));
+    uv_mutex_init(&r.mu);
+    uv_cond_init(&r.cv);
+    cm_call_opts o;
+    cm_call_opts_init(&o);
+    o.address = t.addr;
+    o.max_attempts = 1;
+    Rpctest__Req req = RPCTEST__REQ__INIT;
+    const char *names[] = {"inflight", "waiting"};
+    for (int i = 0; i < 2; i++) {
+        req.name = (char *)names[i];
+        req.sleep_ms = i == 0 ? 300 : 0;
+        CHECK_EQ_INT(cm_client_call_async(client, "rpctest", "Test.Echo", &rpctest__req__descriptor,
+                                          &req, &rpctest__rsp__descriptor, &o, on_async, &r),
+                     0);
+        usleep(100 * 1000); /* the first runs in a worker; the second waits for its slot */
+    }
+    testsrv_stop(&t);
+    testsrv_wait_stopped(&t);
+    uv_mutex_lock(&r.mu);
+    while (r.n < 2) {
+        uv_cond_wait(&r.cv, &r.mu);
+    }
+    uv_mutex_unlock(&r.mu);
+    /* The waiting request is read and refused when the stop begins; the running one finishes. */
+    for (int i = 0; i < 2; i++) {
+        if (r.status[i] == 0) {
+            CHECK_EQ_STR(r.msg[i], "Hello inflight");
+        } else {
+            CHECK_EQ_INT(r.status[i], CM_EREMOTE);
+            CHECK_EQ_INT(r.code[i], 503);
+            CHECK_EQ_STR(r.detail[i], "server is stopping");
+        }
+    }
+    CHECK(r.status[0] != 0 && r.status[1] == 0);
     testsrv_free(&t);
     uv_cond_destroy(&r.cv);
     uv_mutex_destroy(&r.mu);
@@ -790,7 +842,7 @@ test_free_with_unstarted_calls(void)
 int
 main(void)
 {
-    srv_start(&S, 2000);
+    srv_start(&S, 2000, 0);
     CHECK_EQ_INT(cm_client_new(NULL, NULL, &client), 0);
     RUN(test_round_trips);
     RUN(test_errors);
@@ -804,6 +856,7 @@ main(void)
     RUN(test_borrowed_responses);
     RUN(test_free_with_unstarted_calls);
     RUN(test_graceful_stop);
+    RUN(test_graceful_stop_waiting);
     cm_client_free(client);
     testsrv_free(&S);
     TEST_DONE();

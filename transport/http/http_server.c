@@ -454,6 +454,32 @@ slot_hold(sconn *c)
     }
 }
 
+/* c waited for a call slot: it takes one (kept for it: a connection that did not wait cannot
+ * take it first) and its request is parsed one turn later. */
+static void
+slot_give(sconn *c)
+{
+    wait_unlink(c);
+    slot_hold(c);
+    if (c->rb.pos < c->rb.len) {
+        enqueue(c);
+    } else {
+        /* It was readable: its request, or its end, is read on the next turn. */
+        c->read_stopped = 0;
+        if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) < 0) {
+            conn_close(c);
+        }
+    }
+}
+
+/* Whether a new request of l waits for a call slot: every slot is taken and l still accepts
+ * (once it stops, its owner answers requests at once: a server refuses them while it drains). */
+static int
+slots_full(const listener *l)
+{
+    return l->calls >= l->t->opts.max_calls && l->accepting;
+}
+
 /* c's request is answered (or became a stream, or c closed): its slot goes to the connection
  * that has waited longest, whose bytes are parsed one turn later. */
 static void
@@ -465,20 +491,8 @@ slot_release(sconn *c)
     }
     c->counted = 0;
     l->calls--;
-    sconn *next = l->whead;
-    if (next == NULL) {
-        return;
-    }
-    wait_unlink(next);
-    slot_hold(next); /* kept for it: a connection that did not wait cannot take it first */
-    if (next->rb.pos < next->rb.len) {
-        enqueue(next); /* its request is parsed one turn later */
-    } else {
-        /* It was readable: its request, or its end, is read on the next turn. */
-        next->read_stopped = 0;
-        if (uv_read_start((uv_stream_t *)&next->tcp, on_alloc, on_read) < 0) {
-            conn_close(next);
-        }
+    if (l->whead != NULL) {
+        slot_give(l->whead);
     }
 }
 
@@ -1140,7 +1154,7 @@ process(sconn *c)
     c->parsing = 1;
     while ((c->state == S_READ || (c->state == S_STREAM && !c->spaused)) && c->rb.pos < c->rb.len) {
         if (c->state == S_READ && (c->w == NULL || !c->w->in.started) && !c->counted &&
-            c->l->calls >= c->l->t->opts.max_calls) {
+            slots_full(c->l)) {
             wait_link(c); /* a new request, and every call slot is taken */
             break;
         }
@@ -1198,8 +1212,7 @@ static int
 next_waits(const sconn *c)
 {
     const listener *l = c->l;
-    if (c->rb.pos < c->rb.len || (c->w != NULL && c->w->in.started) ||
-        l->calls < l->t->opts.max_calls) {
+    if (c->rb.pos < c->rb.len || (c->w != NULL && c->w->in.started) || !slots_full(l)) {
         return 0;
     }
     if (c->state == S_HANDLE || c->state == S_WRITE) {
@@ -1644,6 +1657,9 @@ cm__http_listener_stop_accepting(cm_listener *base)
     if (l->accepting) {
         l->accepting = 0;
         uv_close((uv_handle_t *)&l->server, on_listener_handle_closed);
+    }
+    while (l->whead != NULL) { /* requests no longer wait for a call slot */
+        slot_give(l->whead);
     }
 }
 

@@ -139,7 +139,9 @@ CM_EXTERN int cm_transport_listen(cm_transport *t, const char *addr, cm_request_
 /* The bound address, with the real port ("127.0.0.1:43567", "[::]:43567"). 0 or CM_EINVAL
  * when it does not fit in len. */
 CM_EXTERN int cm_listener_addr(const cm_listener *l, char *buf, size_t len);
-/* Stops accepting new connections; open connections go on being served. */
+/* Stops accepting new connections; open connections go on being served, and their requests no
+ * longer wait for a call slot (max_calls): they reach the callback at once, for the owner to
+ * answer while it drains (a server refuses them with 503). */
 CM_EXTERN void cm_listener_stop_accepting(cm_listener *l);
 /* Closes the listening socket and every connection. A connection whose request has not been
  * replied yet stays valid until cm_tconn_reply(), which then returns CM_ECLOSED. done (may be
