@@ -48,6 +48,33 @@ db_check(void *user, char *why, size_t whylen)
     return 0;
 }
 
+/* Hold.Wait: a call that holds its call slot while hold is set (at most 5 s). */
+static atomic_int hold;
+static atomic_int held_done;
+
+static int
+hold_wait(cm_ctx *ctx, const void *req, void *rsp, void *user)
+{
+    (void)ctx;
+    (void)req;
+    (void)rsp;
+    (void)user;
+    for (int i = 0; i < 500 && atomic_load(&hold); i++) {
+        usleep(10 * 1000);
+    }
+    return 0;
+}
+
+static void
+on_held(int status, void *rsp, const cm_error *err, void *user)
+{
+    (void)err;
+    (void)user;
+    CHECK_EQ_INT(status, 0);
+    cm_message_free(NULL, rsp);
+    atomic_fetch_add(&held_done, 1);
+}
+
 /* ---- a plain HTTP client ---- */
 
 typedef struct reply {
@@ -205,6 +232,7 @@ main(void)
 {
     curl_global_init(CURL_GLOBAL_DEFAULT);
     setenv("CMICRO_QUIET", "1", 1);
+    setenv("MICRO_SERVER_MAX_CALLS", "2", 1);
     cm_service_opts o;
     cm_service_opts_init(&o);
     o.name = "health.test";
@@ -220,6 +248,8 @@ main(void)
     CHECK_EQ_INT(cm_service_new(&o, &r.svc), 0);
     CHECK_EQ_INT(cm_service_add_health_check(r.svc, "database", db_check, NULL), 0);
     CHECK_EQ_INT(cm_service_add_health_check(r.svc, "", db_check, NULL), CM_EINVAL);
+    cm_handler h = {"Hold.Wait", NULL, NULL, hold_wait, 0, NULL, NULL, NULL};
+    CHECK_EQ_INT(cm_server_handle(cm_service_server(r.svc), &h, NULL), 0);
     CHECK_EQ_INT(uv_thread_create(&r.thread, run_main, &r), 0);
     const char *addr = NULL;
     for (int i = 0; i < 200 && (addr = cm_server_address(cm_service_server(r.svc))) == NULL; i++) {
@@ -277,6 +307,32 @@ main(void)
     CHECK(strstr(str_of(find_check(root, "registry"), "error"), "not in registry memory") != NULL);
     cJSON_Delete(root);
     CHECK_EQ_INT(wait_status(a, "/health/ready", 200, 8000, &rep), 200);
+
+    fprintf(stderr, "-- every call slot taken (and a call waiting): GETs answered meanwhile\n");
+    atomic_store(&hold, 1);
+    cm_call_opts co;
+    cm_call_opts_init(&co);
+    co.address = a;
+    co.content_type = CM_CT_BYTES;
+    co.timeout_ms = 10000;
+    ProtobufCBinaryData in = {1, (uint8_t *)"x"};
+    for (int i = 0; i < 3; i++) { /* MICRO_SERVER_MAX_CALLS is 2 */
+        CHECK_EQ_INT(cm_client_call_async(cm_service_client(r.svc), "health.test", "Hold.Wait",
+                                          NULL, &in, NULL, &co, on_held, NULL),
+                     0);
+    }
+    usleep(200 * 1000);
+    const char *gets[] = {"/health/live", "/health/ready", "/metrics"};
+    for (size_t i = 0; i < sizeof(gets) / sizeof(gets[0]); i++) {
+        request(a, "GET", gets[i], &rep);
+        CHECK_EQ_INT(rep.status, 200);
+    }
+    CHECK_EQ_INT(atomic_load(&held_done), 0); /* the slots were still taken */
+    atomic_store(&hold, 0);
+    for (int i = 0; i < 500 && atomic_load(&held_done) < 3; i++) {
+        usleep(10 * 1000);
+    }
+    CHECK_EQ_INT(atomic_load(&held_done), 3);
 
     fprintf(stderr, "-- other GETs: 404; odd paths answered\n");
     const char *odd[] = {"/",    "/healthz", "/health/",   "/health/ready/x",

@@ -1149,6 +1149,63 @@ test_slot_not_kept(void)
     server_stop(&s);
 }
 
+/* The client side of test_get_slots: "a" (a POST) takes the one slot, then six GETs (g0 to g5)
+ * and a POST "p" come, each on a connection of its own. */
+static void
+job_get_slots(void *arg)
+{
+    rawjob *j = arg;
+    const char *tags[] = {"a", "g0", "g1", "g2", "g3", "g4", "g5", "p"};
+    int fds[8];
+    for (int i = 0; i < 8; i++) {
+        fds[i] = raw_connect(j->port);
+        char *req = strdupf("%s / HTTP/1.1\r\nHost: x\r\nX-Test: %s\r\nContent-Length: 0\r\n\r\n",
+                            tags[i][0] == 'g' ? "GET" : "POST", tags[i]);
+        raw_send_str(fds[i], req);
+        free(req);
+        usleep(50000); /* the server reads them in this order */
+    }
+    char buf[4096];
+    for (int i = 0; i < 8; i++) {
+        size_t have = 0;
+        T_CHECK(j, raw_read_response(fds[i], buf, sizeof(buf), &have) > 0, 1 + i);
+        char want[32];
+        snprintf(want, sizeof(want), "X-Echo: %s\r\n", tags[i]);
+        T_CHECK(j, strstr(buf, want) != NULL, 10 + i);
+        close(fds[i]);
+    }
+}
+
+/* Every slot taken, a GET is taken all the same, up to four beyond max_calls (health probes
+ * answered under saturation); the fifth waits in line with the POSTs, and none of them gets in
+ * until the count is below max_calls again. */
+static void
+test_get_slots(void)
+{
+    server s;
+    rawjob j;
+    worker w;
+    slots_start(&s, 1, &j, &w, job_get_slots);
+    expect_seen(&s, 5); /* a, g0 to g3 */
+    run_for(300);       /* every request was sent */
+    CHECK_EQ_INT(s.seen, 5);
+    for (int i = 0; i < 4; i++) {
+        reply_oldest(&s); /* a, g0, g1, g2: the GETs left still hold the slot */
+    }
+    run_for(100);
+    CHECK_EQ_INT(s.seen, 5);
+    const char *next[] = {"g4", "g5", "p"};
+    for (int i = 0; i < 3; i++) {
+        reply_oldest(&s);
+        expect_seen(&s, 6 + i);
+        CHECK_EQ_STR(cm_msg_header(s.held_req[0], "X-Test"), next[i]);
+    }
+    reply_oldest(&s);
+    worker_wait(&w, 10000);
+    CHECK_EQ_INT(j.fail, 0);
+    server_stop(&s);
+}
+
 /* ---- corked stream writes ---- */
 
 #define CORK_MSGS 64
@@ -1384,6 +1441,7 @@ main(void)
     RUN(test_reply_early);
     RUN(test_memory_per_conn);
     RUN(test_call_slots);
+    RUN(test_get_slots);
     RUN(test_slot_not_kept);
     RUN(test_stream_cork);
     harness_done();

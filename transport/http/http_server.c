@@ -44,6 +44,8 @@
 
 /* A pooled buffer bigger than this is freed rather than kept. */
 #define POOL_KEEP_BYTES (16 * 1024)
+/* GET requests a listener takes beyond max_calls (see slots_full). */
+#define GET_SLOTS 4
 
 #define ADDR_MAX 64 /* "[v6 address]:port" and its NUL */
 
@@ -473,11 +475,31 @@ slot_give(sconn *c)
 }
 
 /* Whether a new request of l waits for a call slot: every slot is taken and l still accepts
- * (once it stops, its owner answers requests at once: a server refuses them while it drains). */
+ * (once it stops, its owner answers requests at once: a server refuses them while it drains).
+ * A GET has GET_SLOTS more: health probes, metrics and the status page are answered while calls
+ * saturate the server, as brpc's built-in services are. */
 static int
-slots_full(const listener *l)
+slots_full(const listener *l, int get)
 {
-    return l->calls >= l->t->opts.max_calls && l->accepting;
+    return l->accepting && l->calls >= l->t->opts.max_calls + (get ? GET_SLOTS : 0);
+}
+
+/* Whether the n bytes at p start a GET request. */
+static int
+is_get(const char *p, size_t n)
+{
+    return n >= 4 && memcmp(p, "GET ", 4) == 0;
+}
+
+/* Whether c's socket holds a GET request first (its bytes unread: a look, no read). */
+static int
+peek_get(const sconn *c)
+{
+    uv_os_fd_t fd;
+    char b[4];
+    return uv_fileno((const uv_handle_t *)&c->tcp, &fd) == 0 &&
+           recv(fd, b, sizeof b, MSG_PEEK | MSG_DONTWAIT) == (ssize_t)sizeof b &&
+           is_get(b, sizeof b);
 }
 
 /* c's request is answered (or became a stream, or c closed): its slot goes to the connection
@@ -491,7 +513,7 @@ slot_release(sconn *c)
     }
     c->counted = 0;
     l->calls--;
-    if (l->whead != NULL) {
+    if (l->whead != NULL && !slots_full(l, 0)) { /* a GET's slot may have been one more */
         slot_give(l->whead);
     }
 }
@@ -1154,7 +1176,7 @@ process(sconn *c)
     c->parsing = 1;
     while ((c->state == S_READ || (c->state == S_STREAM && !c->spaused)) && c->rb.pos < c->rb.len) {
         if (c->state == S_READ && (c->w == NULL || !c->w->in.started) && !c->counted &&
-            slots_full(c->l)) {
+            slots_full(c->l, is_get(c->rb.p + c->rb.pos, c->rb.len - c->rb.pos))) {
             wait_link(c); /* a new request, and every call slot is taken */
             break;
         }
@@ -1212,13 +1234,13 @@ static int
 next_waits(const sconn *c)
 {
     const listener *l = c->l;
-    if (c->rb.pos < c->rb.len || (c->w != NULL && c->w->in.started) || !slots_full(l)) {
+    if (c->rb.pos < c->rb.len || (c->w != NULL && c->w->in.started) || !slots_full(l, 0)) {
         return 0;
     }
     if (c->state == S_HANDLE || c->state == S_WRITE) {
         return l->whead != NULL;
     }
-    return c->state == S_READ && !c->counted;
+    return c->state == S_READ && !c->counted && (slots_full(l, 1) || !peek_get(c));
 }
 
 static void
