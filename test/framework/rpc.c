@@ -482,58 +482,40 @@ on_async(int status, void *rsp, const cm_error *err, void *user)
 }
 
 static void
-test_graceful_stop(void)
+async_init(async_res *r)
 {
-    testsrv t;
-    srv_start(&t, 5000, 0);
-    async_res r;
-    memset(&r, 0, sizeof(r));
-    uv_mutex_init(&r.mu);
-    uv_cond_init(&r.cv);
-    Rpctest__Req req = RPCTEST__REQ__INIT;
-    req.name = "inflight";
-    req.sleep_ms = 300;
-    cm_call_opts o;
-    cm_call_opts_init(&o);
-    o.address = t.addr;
-    o.max_attempts = 1;
-    CHECK_EQ_INT(cm_client_call_async(client, "rpctest", "Test.Echo", &rpctest__req__descriptor,
-                                      &req, &rpctest__rsp__descriptor, &o, on_async, &r),
-                 0);
-    usleep(100 * 1000); /* the call is now running in a worker */
-    testsrv_stop(&t);
-    usleep(50 * 1000);
-    /* A new call is refused while the first drains. */
-    req.sleep_ms = 0;
-    Rpctest__Rsp *rsp = NULL;
-    cm_error *err = NULL;
-    int rc = call(t.addr, "Test.Echo", CM_CT_PROTOBUF, &req, &rsp, &err, &o);
-    CHECK(rc != 0);
-    cm_error_free(err);
-    testsrv_wait_stopped(&t);
-    uv_mutex_lock(&r.mu);
-    while (r.n < 1) {
-        uv_cond_wait(&r.cv, &r.mu);
-    }
-    uv_mutex_unlock(&r.mu);
-    CHECK_EQ_INT(r.status[0], 0);
-    CHECK_EQ_STR(r.msg[0], "Hello inflight");
-    testsrv_free(&t);
-    uv_cond_destroy(&r.cv);
-    uv_mutex_destroy(&r.mu);
+    memset(r, 0, sizeof(*r));
+    uv_mutex_init(&r->mu);
+    uv_cond_init(&r->cv);
 }
 
-/* A request that waits for the only call slot when the server stops is answered 503 "server is
- * stopping" (not run: safe to send elsewhere) at once, not dropped with its connection. */
 static void
-test_graceful_stop_waiting(void)
+async_wait(async_res *r, int n)
+{
+    uv_mutex_lock(&r->mu);
+    while (r->n < n) {
+        uv_cond_wait(&r->cv, &r->mu);
+    }
+    uv_mutex_unlock(&r->mu);
+}
+
+static void
+async_fini(async_res *r)
+{
+    uv_cond_destroy(&r->cv);
+    uv_mutex_destroy(&r->mu);
+}
+
+/* With one call slot: a call in flight when the server stops finishes; one waiting for the slot
+ * is answered 503 "server is stopping" at once (not run: safe to send elsewhere), not dropped
+ * with its connection; a new call is refused. */
+static void
+test_graceful_stop(void)
 {
     testsrv t;
     srv_start(&t, 5000, 1);
     async_res r;
-    memset(&r, 0, sizeof(r));
-    uv_mutex_init(&r.mu);
-    uv_cond_init(&r.cv);
+    async_init(&r);
     cm_call_opts o;
     cm_call_opts_init(&o);
     o.address = t.addr;
@@ -549,35 +531,27 @@ test_graceful_stop_waiting(void)
         usleep(100 * 1000); /* the first runs in a worker; the second waits for its slot */
     }
     testsrv_stop(&t);
+    async_wait(&r, 1);
+    CHECK_EQ_INT(r.status[0], CM_EREMOTE); /* the waiting one */
+    CHECK_EQ_INT(r.code[0], 503);
+    CHECK_EQ_STR(r.detail[0], "server is stopping");
+    Rpctest__Rsp *rsp = NULL;
+    cm_error *err = NULL;
+    CHECK(call(t.addr, "Test.Echo", CM_CT_PROTOBUF, &req, &rsp, &err, &o) != 0);
+    cm_error_free(err);
     testsrv_wait_stopped(&t);
-    uv_mutex_lock(&r.mu);
-    while (r.n < 2) {
-        uv_cond_wait(&r.cv, &r.mu);
-    }
-    uv_mutex_unlock(&r.mu);
-    /* The waiting request is read and refused when the stop begins; the running one finishes. */
-    for (int i = 0; i < 2; i++) {
-        if (r.status[i] == 0) {
-            CHECK_EQ_STR(r.msg[i], "Hello inflight");
-        } else {
-            CHECK_EQ_INT(r.status[i], CM_EREMOTE);
-            CHECK_EQ_INT(r.code[i], 503);
-            CHECK_EQ_STR(r.detail[i], "server is stopping");
-        }
-    }
-    CHECK(r.status[0] != 0 && r.status[1] == 0);
+    async_wait(&r, 2);
+    CHECK_EQ_INT(r.status[1], 0);
+    CHECK_EQ_STR(r.msg[1], "Hello inflight");
     testsrv_free(&t);
-    uv_cond_destroy(&r.cv);
-    uv_mutex_destroy(&r.mu);
+    async_fini(&r);
 }
 
 static void
 test_async_many(void)
 {
     async_res r;
-    memset(&r, 0, sizeof(r));
-    uv_mutex_init(&r.mu);
-    uv_cond_init(&r.cv);
+    async_init(&r);
     Rpctest__Req req = RPCTEST__REQ__INIT;
     req.name = "par";
     req.sleep_ms = 100;
@@ -591,18 +565,13 @@ test_async_many(void)
                                           &rpctest__rsp__descriptor, &o, on_async, &r),
                      0);
     }
-    uv_mutex_lock(&r.mu);
-    while (r.n < 4) {
-        uv_cond_wait(&r.cv, &r.mu);
-    }
-    uv_mutex_unlock(&r.mu);
+    async_wait(&r, 4);
     /* The blocking handlers ran side by side on the worker pool. */
     CHECK(atomic_load(&max_running) >= 2);
     for (int i = 0; i < 4; i++) {
         CHECK_EQ_INT(r.status[i], 0);
     }
-    uv_cond_destroy(&r.cv);
-    uv_mutex_destroy(&r.mu);
+    async_fini(&r);
 }
 
 /* A chain of calls made from the callbacks (the loop thread), borrowing their responses: every
@@ -856,7 +825,6 @@ main(void)
     RUN(test_borrowed_responses);
     RUN(test_free_with_unstarted_calls);
     RUN(test_graceful_stop);
-    RUN(test_graceful_stop_waiting);
     cm_client_free(client);
     testsrv_free(&S);
     TEST_DONE();

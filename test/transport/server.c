@@ -1006,6 +1006,29 @@ test_memory_per_conn(void)
 
 /* ---- call slots (max_calls) ---- */
 
+/* Sends a request tagged tag (X-Test) on a new connection to port; returns the connection. */
+static int
+send_tagged(int port, const char *method, const char *tag, int n)
+{
+    int fd = raw_connect(port);
+    char *req = strdupf("%s / HTTP/1.1\r\nHost: x\r\nX-Test: %s\r\nContent-Length: %d\r\n\r\n%.*s",
+                        method, tag, n, n, "0123456789");
+    raw_send_str(fd, req);
+    free(req);
+    return fd;
+}
+
+/* Reads the response on fd and checks that it echoes tag (X-Echo); step numbers the checks. */
+static void
+expect_echo(rawjob *j, int fd, const char *tag, int step)
+{
+    char buf[4096], want[32];
+    size_t have = 0;
+    T_CHECK(j, raw_read_response(fd, buf, sizeof(buf), &have) > 0, step);
+    snprintf(want, sizeof(want), "X-Echo: %s\r\n", tag);
+    T_CHECK(j, strstr(buf, want) != NULL, 10 + step);
+}
+
 /* The client side of test_call_slots: five connections, each with one request (X-Test a0, a1,
  * a2, x, a3, sent in that order); "x" closes before it is answered. */
 static void
@@ -1015,27 +1038,15 @@ job_call_slots(void *arg)
     const char *tags[] = {"a0", "a1", "a2", "x", "a3"};
     int fds[5];
     for (int i = 0; i < 5; i++) {
-        fds[i] = raw_connect(j->port);
-        char *req = strdupf("POST / HTTP/1.1\r\nHost: x\r\nX-Test: %s\r\nContent-Length: 1\r\n\r\n"
-                            "%d",
-                            tags[i], i);
-        raw_send_str(fds[i], req);
-        free(req);
+        fds[i] = send_tagged(j->port, "POST", tags[i], 1);
         usleep(50000); /* the server reads them in this order */
     }
     close(fds[3]);
-    char buf[4096];
     for (int i = 0; i < 5; i++) {
-        if (i == 3) {
-            continue;
+        if (i != 3) {
+            expect_echo(j, fds[i], tags[i], 1 + i);
+            close(fds[i]);
         }
-        size_t have = 0;
-        size_t n = raw_read_response(fds[i], buf, sizeof(buf), &have);
-        T_CHECK(j, n > 0, 1 + i);
-        char want[32];
-        snprintf(want, sizeof(want), "X-Echo: %s\r\n", tags[i]);
-        T_CHECK(j, strstr(buf, want) != NULL, 10 + i);
-        close(fds[i]);
     }
 }
 
@@ -1158,20 +1169,11 @@ job_get_slots(void *arg)
     const char *tags[] = {"a", "g0", "g1", "g2", "g3", "g4", "g5", "p"};
     int fds[8];
     for (int i = 0; i < 8; i++) {
-        fds[i] = raw_connect(j->port);
-        char *req = strdupf("%s / HTTP/1.1\r\nHost: x\r\nX-Test: %s\r\nContent-Length: 0\r\n\r\n",
-                            tags[i][0] == 'g' ? "GET" : "POST", tags[i]);
-        raw_send_str(fds[i], req);
-        free(req);
+        fds[i] = send_tagged(j->port, tags[i][0] == 'g' ? "GET" : "POST", tags[i], 0);
         usleep(50000); /* the server reads them in this order */
     }
-    char buf[4096];
     for (int i = 0; i < 8; i++) {
-        size_t have = 0;
-        T_CHECK(j, raw_read_response(fds[i], buf, sizeof(buf), &have) > 0, 1 + i);
-        char want[32];
-        snprintf(want, sizeof(want), "X-Echo: %s\r\n", tags[i]);
-        T_CHECK(j, strstr(buf, want) != NULL, 10 + i);
+        expect_echo(j, fds[i], tags[i], 1 + i);
         close(fds[i]);
     }
 }
