@@ -527,7 +527,19 @@ cm_broker_unsubscribe(cm_broker_sub *s)
             break;
         }
     }
-    sub_free(s);
+    if (s->holds > 0) {
+        s->gone = 1; /* a delivery is under way: freed after it (sub_release) */
+    } else {
+        sub_free(s);
+    }
+}
+
+static void
+sub_release(cm_broker_sub *s)
+{
+    if (--s->holds == 0 && s->gone) {
+        sub_free(s);
+    }
 }
 
 const char *
@@ -608,16 +620,50 @@ cm_broker_deliver(cm_broker_sub *s, const cm_md *header, const uint8_t *body, si
                        .body = body != NULL ? body : (const uint8_t *)"",
                        .body_len = body_len};
     b->stats.delivered++;
-    int rc = s->handler(&m, s->arg);
-    if (rc == CM_EAGAIN && b->resume != NULL) {
+    s->holds++;
+    int rc = s->handler(&m, s->arg); /* which may unsubscribe s */
+    int again = rc == CM_EAGAIN && b->resume != NULL;
+    if (again) {
         b->stats.delivered--;
         b->paused = 1;
-        return CM_EAGAIN;
-    }
-    if (rc < 0) {
+    } else if (rc < 0) {
         b->stats.handler_errors++;
         cm_log(CM_LOG_WARN, "broker", "%s: handler of topic \"%s\" failed: %s", b->ops->name,
                s->topic, cm_strerror(rc));
     }
-    return 0;
+    sub_release(s);
+    return again ? CM_EAGAIN : 0;
+}
+
+size_t
+cm_broker_deliver_topic(cm_broker *b, const char *topic, const cm_md *header, const uint8_t *body,
+                        size_t body_len)
+{
+    size_t n = 0, k = 0;
+    for (cm_broker_sub *s = b->subs; s != NULL; s = s->next) {
+        n += strcmp(s->topic, topic) == 0;
+    }
+    cm_broker_sub *few[16], **snap = n <= 16 ? few : malloc(n * sizeof(*snap));
+    if (snap == NULL) {
+        b->stats.dropped++;
+        cm_log(CM_LOG_WARN, "broker", "%s: message of topic \"%s\" dropped: out of memory",
+               b->ops->name, topic);
+        return 0;
+    }
+    for (cm_broker_sub *s = b->subs; s != NULL; s = s->next) {
+        if (strcmp(s->topic, topic) == 0) {
+            s->holds++; /* a handler may unsubscribe it, or subscribe others */
+            snap[k++] = s;
+        }
+    }
+    for (size_t i = 0; i < k; i++) {
+        if (!snap[i]->gone) {
+            cm_broker_deliver(snap[i], header, body, body_len);
+        }
+        sub_release(snap[i]);
+    }
+    if (snap != few) {
+        free(snap);
+    }
+    return k;
 }

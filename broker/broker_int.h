@@ -20,6 +20,8 @@ struct cm_broker_sub {
     void *arg;
     cm_broker_cb ready;
     void *ready_arg;
+    unsigned holds; /* deliveries under way: an unsubscribe meanwhile frees it after them */
+    int gone;       /* unsubscribed while held */
     /* the backend's private state (ops->sub_priv_size bytes) follows */
     max_align_t priv[];
 };

@@ -11,7 +11,7 @@
  * that waits for it, and a failed lookup falls back on the last answer. Receiving: a POST's body is
  * decoded and handed to every subscription of its Micro-Topic (go-micro filters by the id parameter
  * too; the node ids of one broker and topic are all equal, so this is the same set), and answered
- * 200.
+ * 200. Subscriptions of one topic and queue share their node: it is deregistered with the last.
  *
  * Everything runs on the loop: the HTTP transport listens and sends, the registry calls back. */
 #include "broker_int.h"
@@ -87,21 +87,7 @@ on_request(cm_tconn *conn, int status, const cm_msg *req, void *user)
                    rc < 0 ? why : "no Micro-Topic header", (unsigned long long)n);
         }
     } else {
-        /* A handler may unsubscribe any subscription: walk a snapshot of the matching ones by
-         * looking each up again in the live list. */
-        for (size_t i = 0;; i++) {
-            size_t k = 0;
-            cm_broker_sub *s = b->state == BROKER_CONNECTED ? cm_broker_subs(b) : NULL;
-            for (; s != NULL; s = s->next) {
-                if (strcmp(s->topic, topic) == 0 && k++ == i) {
-                    break;
-                }
-            }
-            if (s == NULL) {
-                break;
-            }
-            cm_broker_deliver(s, header, body, len);
-        }
+        cm_broker_deliver_topic(b, topic, header, body, len);
     }
     cm_md_free(header);
     free(body);
@@ -209,6 +195,20 @@ http_subscribe(cm_broker *b, cm_broker_sub *s)
     return rc;
 }
 
+/* Whether another subscription of b than s shares s's node (its topic and queue). */
+static int
+node_shared(cm_broker *b, const cm_broker_sub *s)
+{
+    for (const cm_broker_sub *x = cm_broker_subs(b); x != NULL; x = x->next) {
+        if (x != s && strcmp(x->topic, s->topic) == 0 &&
+            (x->queue == NULL ? s->queue == NULL
+                              : s->queue != NULL && strcmp(x->queue, s->queue) == 0)) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
 static void
 http_unsubscribe(cm_broker *b, cm_broker_sub *s)
 {
@@ -217,7 +217,7 @@ http_unsubscribe(cm_broker *b, cm_broker_sub *s)
     if (hs->svc == NULL) {
         return;
     }
-    int rc = reg_call(p, s, 1, 0);
+    int rc = node_shared(b, s) ? 0 : reg_call(p, s, 1, 0); /* the node stays for the others */
     if (rc < 0) {
         cm_log(CM_LOG_WARN, MODULE, "http: deregistering %s: %s", s->topic, cm_strerror(rc));
     }

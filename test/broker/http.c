@@ -374,6 +374,85 @@ test_cache(void)
     broker_down(pub);
 }
 
+/* A handler that changes the subscriptions while it runs. */
+typedef struct edge {
+    int n;
+    cm_broker *b;
+    cm_broker_sub *self; /* set: the handler unsubscribes it (once) and returns -1 */
+    struct edge *child;  /* set: the handler subscribes it to the topic (once) */
+} edge;
+
+static cm_broker_sub *sub_edge(cm_broker *b, const char *topic, edge *e);
+
+static int
+on_edge(const cm_broker_msg *m, void *arg)
+{
+    edge *e = arg;
+    e->n++;
+    if (e->child != NULL) {
+        sub_edge(e->b, m->topic, e->child);
+        e->child = NULL;
+    }
+    if (e->self != NULL) {
+        cm_broker_unsubscribe(e->self); /* its topic, logged below, outlives it */
+        e->self = NULL;
+        return -1;
+    }
+    return 0;
+}
+
+static cm_broker_sub *
+sub_edge(cm_broker *b, const char *topic, edge *e)
+{
+    cm_broker_sub_opts so;
+    cm_broker_sub_opts_init(&so);
+    cm_broker_sub *s = NULL;
+    e->b = b;
+    CHECK_EQ_INT(cm_broker_subscribe(b, topic, &so, on_edge, e, &s), 0);
+    return s;
+}
+
+/* Handlers that unsubscribe themselves (failing) or subscribe another while a message is
+ * delivered: every subscription there when it came gets it once, and only those. Unsubscribing
+ * one of two subscriptions of a topic leaves their node registered for the other. */
+static void
+test_handler_edges(void)
+{
+    cm_broker *pub = http_broker_cached("100"), *s = http_broker();
+    edge x[3] = {{0}}, child = {0};
+    for (int i = 0; i < 3; i++) {
+        cm_broker_sub *h = sub_edge(s, "edge", &x[i]);
+        x[i].self = i != 1 ? h : NULL;
+    }
+    x[1].child = &child;
+    wait_until(NULL, 0, 100); /* registered */
+    pubres r = {0};
+    publish_n(pub, "edge", 0, 1, &r);
+    CHECK_EQ_INT(r.status, 0);
+    CHECK(x[0].n == 1 && x[1].n == 1 && x[2].n == 1 && child.n == 0);
+    cm_broker_stats st;
+    cm_broker_get_stats(s, &st);
+    CHECK_EQ_INT(st.handler_errors, 2);
+    wait_until(NULL, 0, 150); /* the publisher's lookup expires */
+    pubres r2 = {0};
+    publish_n(pub, "edge", 1, 2, &r2);
+    CHECK_EQ_INT(r2.status, 0);
+    CHECK(x[0].n == 1 && x[1].n == 2 && x[2].n == 1 && child.n == 1);
+    /* Two subscriptions of one topic share a node: unsubscribing one keeps it for the other. */
+    edge y[2] = {{0}};
+    cm_broker_sub *ys = sub_edge(s, "shared", &y[0]);
+    sub_edge(s, "shared", &y[1]);
+    wait_until(NULL, 0, 100);
+    cm_broker_unsubscribe(ys);
+    wait_until(NULL, 0, 150); /* deregistered, were it wrongly; the publisher's lookup expires */
+    pubres r3 = {0};
+    publish_n(pub, "shared", 2, 3, &r3);
+    CHECK_EQ_INT(r3.status, 0);
+    CHECK(y[0].n == 0 && y[1].n == 1);
+    broker_down(s);
+    broker_down(pub);
+}
+
 static void
 test_options(void)
 {
@@ -430,6 +509,7 @@ main(void)
     RUN(test_options);
     RUN(test_pubsub);
     RUN(test_cache);
+    RUN(test_handler_edges);
     cm_reg_service_list_free(found);
     int closed = 0;
     cm_registry_close(reg, NULL, NULL);

@@ -312,6 +312,12 @@ CM_EXTERN void cm_broker_sub_ready(cm_broker_sub *s, int status);
  * until that function runs. Otherwise 0. */
 CM_EXTERN int cm_broker_deliver(cm_broker_sub *s, const cm_md *header, const uint8_t *body,
                                 size_t body_len);
+/* Delivers a message to every subscription of topic (without a queue's choice: each), once,
+ * with cm_broker_deliver: those there when it is called, whatever their handlers subscribe or
+ * unsubscribe meanwhile. Returns how many there were. For backends that dispatch by topic; one
+ * that pauses (cm_broker_set_resume) delivers per subscription instead. */
+CM_EXTERN size_t cm_broker_deliver_topic(cm_broker *b, const char *topic, const cm_md *header,
+                                         const uint8_t *body, size_t body_len);
 /* Says that the backend keeps messages refused with CM_EAGAIN: cm_broker_resume calls fn(b) then
  * (loop thread), which must deliver again on a later turn. Call it once, in init. */
 CM_EXTERN void cm_broker_set_resume(cm_broker *b, void (*fn)(cm_broker *b));
