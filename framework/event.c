@@ -49,6 +49,7 @@ struct cm__events {
     cm_loop *loop;
     cm_server *srv;
     cm_broker *broker;
+    cm_broker *closing; /* the broker once cm__events_close has let go of it, until it closed */
     int state;
     int started; /* subscribed (the service runs) */
     ev_sub **subs;
@@ -579,6 +580,7 @@ on_broker_closed(void *arg)
 {
     cm__events *ev = arg;
     ev->broker_closed = 1;
+    ev->closing = NULL;
     if (ev->close_done != NULL) {
         ev->close_done(ev->close_arg);
     }
@@ -617,9 +619,9 @@ cm__events_close(cm__events *ev, void (*done)(void *arg), void *arg)
     ev->close_done = done;
     ev->close_arg = arg;
     /* The publishes in flight report to ev (on_published) until the broker has closed. */
-    cm_broker *b = ev->broker;
+    ev->closing = ev->broker;
     ev->broker = NULL;
-    cm_broker_close(b, on_broker_closed, ev);
+    cm_broker_close(ev->closing, on_broker_closed, ev);
 }
 
 /* ---- publish ---- */
@@ -632,12 +634,20 @@ pub_free(pub_req *p)
     free(p);
 }
 
+/* The broker a publish reports from: the service's, or the one closing (the publishes in flight
+ * report until it has closed). */
+static const cm_broker *
+pub_broker(const cm__events *ev)
+{
+    return ev->broker != NULL ? ev->broker : ev->closing;
+}
+
 static void
 publish_failed(pub_req *p, int status, const char *why)
 {
     p->ev->st.publish_errors++;
     if (p->cb != NULL) {
-        cm_broker *b = p->ev->broker;
+        const cm_broker *b = pub_broker(p->ev);
         cm_error *e = cm_error_new(
             CM__CLIENT_ERROR_ID, status == CM_ECLOSED || status == UV_ECONNREFUSED ? 503 : 500,
             "publish %s on broker %s: %s%s%s", p->topic, b ? cm_broker_name(b) : "(closed)",
@@ -667,7 +677,7 @@ on_published(int status, const cm_broker_node_err *errs, size_t nerrs, void *arg
                          errs[i].node_id, errs[i].address, cm_strerror(errs[i].status));
         len += n > 0 ? (size_t)n : 0;
     }
-    publish_failed(p, status, nerrs > 0 ? why : cm_broker_why(p->ev->broker));
+    publish_failed(p, status, nerrs > 0 ? why : cm_broker_why(pub_broker(p->ev)));
 }
 
 static void

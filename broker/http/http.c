@@ -389,6 +389,10 @@ dispatch(pub *pb, const cm_reg_service_list *list)
     if (list == NULL) {
         pb->status = p->lookup_err;
         cm_broker_set_why(pb->b, "http: looking up %s: %s", SERVICE, cm_strerror(p->lookup_err));
+    } else if (p->disconnecting) {
+        pb->status = CM_ECANCELED;
+        cm_broker_set_why(pb->b, "http: disconnected before the publish on \"%s\" was sent",
+                          pb->topic);
     }
     for (size_t i = 0; list != NULL && !p->disconnecting && i < list->n; i++) {
         const cm_reg_service *svc = list->items[i];

@@ -454,6 +454,39 @@ test_handler_edges(void)
 }
 
 static void
+on_ready_flag(int status, void *arg)
+{
+    CHECK_EQ_INT(status, 0);
+    (*(int *)arg)++;
+}
+
+/* A publish still waiting for its lookup when the broker disconnects is reported failed, not
+ * sent. */
+static void
+test_disconnect_waiting(void)
+{
+    cm_broker *pub = http_broker(), *s = http_broker();
+    rx a = {0};
+    sub(s, "late", NULL, &a);
+    pubres r = {0};
+    cm_md *h = cm_md_new();
+    cm_md_set(h, "X-Seq", "msg-0");
+    CHECK_EQ_INT(cm_broker_publish(pub, "late", h, (const uint8_t *)"msg-0", 5, on_published, &r),
+                 0);
+    cm_md_free(h);
+    int down = 0;
+    CHECK_EQ_INT(cm_broker_disconnect(pub, on_ready_flag, &down), 0);
+    CHECK(wait_until(&r.done, 1, 5000));
+    CHECK_EQ_INT(r.status, CM_ECANCELED);
+    CHECK(strstr(cm_broker_why(pub), "disconnected before the publish") != NULL);
+    CHECK(wait_until(&down, 1, 5000));
+    wait_until(NULL, 0, 50);
+    CHECK_EQ_INT(a.n, 0);
+    broker_down(s);
+    broker_down(pub);
+}
+
+static void
 test_options(void)
 {
     cm_broker_opts o;
@@ -510,6 +543,7 @@ main(void)
     RUN(test_pubsub);
     RUN(test_cache);
     RUN(test_handler_edges);
+    RUN(test_disconnect_waiting);
     cm_reg_service_list_free(found);
     int closed = 0;
     cm_registry_close(reg, NULL, NULL);

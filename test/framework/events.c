@@ -8,9 +8,13 @@
 #include "test.h"
 #include <uv.h>
 
+#include <arpa/inet.h>
 #include <cmicro/cmicro.h>
+#include <netinet/in.h>
 #include <stdatomic.h>
 #include <stdio.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #define N 20
 
@@ -369,6 +373,51 @@ test_free_with_publishes(void)
     fprintf(stderr, "   %d of 200 published before the free\n", atomic_load(&late_ok));
 }
 
+/* A publish waiting for the HTTP broker's registry lookup when the service is freed, the
+ * registry (Consul at a socket that accepts and never answers) failing it later: its callback
+ * says so once; nothing reads the broker after the free. */
+static atomic_int stuck_cbs, stuck_status;
+
+static void
+on_stuck(int status, const cm_error *err, void *user)
+{
+    (void)user;
+    atomic_fetch_add(&stuck_cbs, 1);
+    atomic_store(&stuck_status, status);
+    CHECK(err != NULL && strstr(err->detail, "broker http") != NULL);
+}
+
+static void
+test_free_with_lookup_in_flight(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof a;
+    CHECK(bind(fd, (struct sockaddr *)&a, sizeof a) == 0 && listen(fd, 16) == 0 &&
+          getsockname(fd, (struct sockaddr *)&a, &len) == 0);
+    char addr[64];
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", ntohs(a.sin_port));
+    setenv("MICRO_REGISTRY_TIMEOUT", "500ms", 1);
+    cm_service_opts o;
+    cm_service_opts_init(&o);
+    o.name = "events-stuck";
+    o.address = "127.0.0.1:0";
+    o.registry = "consul";
+    o.registry_address = addr;
+    o.log_config = 0;
+    cm_service *s = NULL;
+    CHECK_EQ_INT(cm_service_new(&o, &s), 0);
+    unsetenv("MICRO_REGISTRY_TIMEOUT");
+    ProtobufCBinaryData body = {5, (uint8_t *)"hello"};
+    CHECK_EQ_INT(
+        cm_publish_async(cm_service_client(s), "ev.stuck", NULL, &body, NULL, on_stuck, NULL), 0);
+    usleep(200 * 1000); /* connected; the lookup waits for the registry */
+    cm_service_free(s);
+    close(fd);
+    CHECK_EQ_INT(atomic_load(&stuck_cbs), 1);
+    CHECK(atomic_load(&stuck_status) < 0);
+}
+
 /* A client that is not a service's has no broker. */
 static void
 test_no_broker(void)
@@ -463,6 +512,7 @@ main(void)
     RUN(test_registry_entry);
     RUN(test_no_broker);
     RUN(test_free_with_publishes);
+    RUN(test_free_with_lookup_in_flight);
 
     cm_service_stop(a.s);
     cm_service_stop(b.s);
