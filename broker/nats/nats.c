@@ -74,6 +74,7 @@ typedef struct nats_priv {
     uv_rwlock_t live_lock;
     natsConnection *live;
     atomic_uint_fast64_t slow_log_ms; /* a slow consumer was last logged (libnats's threads) */
+    int gave_up; /* libnats closed nc after max_reconnect rounds (logged once) */
     int64_t wait_ms, max_ms, pending_max, pending_bytes_max, queue_bytes_max, send_asap;
     int max_reconnect;
 } nats_priv;
@@ -289,6 +290,14 @@ on_drops_timer(uv_timer_t *t)
     nats_priv *p = t->data;
     count_lib_drops(p->b);
     spent_free(p);
+    if (!p->gave_up && natsConnection_IsClosed(p->nc)) { /* not a disconnect: it stops this */
+        p->gave_up = 1;
+        cm_log(CM_LOG_ERROR, MODULE,
+               "nats: gave up reconnecting after %d attempts (max_reconnect): the connection is "
+               "closed; publishes fail and subscriptions receive nothing until the broker "
+               "connects again",
+               p->max_reconnect);
+    }
 }
 
 /* ---- delivery on the loop; a subscription whose handler refuses a message (CM_EAGAIN) holds it
@@ -605,6 +614,7 @@ make_options(nats_priv *p, natsOptions **opts)
     if (s == NATS_OK) {
         s = natsOptions_SetReconnectedCB(*opts, on_reconnected, p);
     }
+
     if (s == NATS_OK) {
         s = natsOptions_SetErrorHandler(*opts, on_error, p);
     }
@@ -680,6 +690,7 @@ connect_done(uv_work_t *w, int status)
     if (rc == 0) {
         natsConnection_GetConnectedUrl(p->nc, p->url, sizeof(p->url));
         cm_log(CM_LOG_DEBUG, MODULE, "nats: connected to %s", p->url);
+        p->gave_up = 0;
         uv_rwlock_wrlock(&p->live_lock);
         p->live = p->nc;
         uv_rwlock_wrunlock(&p->live_lock);
@@ -863,7 +874,12 @@ nats_publish(cm_broker *b, const char *topic, const cm_md *header, const uint8_t
     }
     natsStatus s;
     int rc = encode_publish(p->nc, &p->out, topic, header, body, body_len, &s);
-    if (rc == CM_ECLOSED && s == NATS_OK) {
+    if (rc == CM_ECLOSED && s == NATS_OK && natsConnection_IsClosed(p->nc)) {
+        cm_broker_set_why(b,
+                          "nats: the connection is closed: gave up reconnecting after %d attempts "
+                          "(max_reconnect); disconnect and connect the broker again",
+                          p->max_reconnect);
+    } else if (rc == CM_ECLOSED && s == NATS_OK) {
         cm_broker_set_why(b, "nats: not connected to the server (reconnecting)");
     } else if (rc < 0 && s != NATS_OK) {
         cm_broker_set_why(b, "nats: publish on \"%s\": %s", topic, natsStatus_GetText(s));

@@ -636,6 +636,55 @@ test_restart(cm_broker *pub, pid_t *natsd)
     broker_down(s);
 }
 
+static int gave_up_logged;
+
+static void
+catch_gave_up(cm_log_level level, const char *module, const char *msg, void *user)
+{
+    gave_up_logged += level == CM_LOG_ERROR && strstr(msg, "gave up reconnecting") != NULL;
+    cm_log_stderr(level, module, msg, user);
+}
+
+/* With max_reconnect set, libnats gives up when the server stays away: it is logged once as an
+ * error, publishes say so (not "reconnecting"), the server's return changes nothing, and
+ * connecting again recovers. */
+static void
+test_gave_up(pid_t *natsd)
+{
+    cm_log_set_handler(catch_gave_up, NULL);
+    cm_broker_opts o;
+    cm_broker_opts_init(&o);
+    o.addresses = url;
+    cm_broker_opts_set(&o, "reconnect_wait_ms", "20");
+    cm_broker_opts_set(&o, "reconnect_max_ms", "20");
+    cm_broker_opts_set(&o, "max_reconnect", "2");
+    cm_broker *g = broker_up("nats", &o);
+    CHECK_EQ_INT(publish_n(g, "gone", 0, 1), 0);
+    natsd_kill(*natsd);
+    uint64_t t0 = cm_now_ms();
+    while (strstr(cm_broker_why(g), "gave up") == NULL && cm_now_ms() - t0 < 5000) {
+        wait_until(NULL, 0, 20);
+        CHECK_EQ_INT(publish_n(g, "gone", 1, 2), CM_ECLOSED);
+    }
+    fprintf(stderr, "   %s\n", cm_broker_why(g));
+    CHECK(strstr(cm_broker_why(g), "gave up reconnecting after 2 attempts") != NULL);
+    CHECK(wait_until(&gave_up_logged, 1, 3000)); /* within a second */
+    *natsd = natsd_start(port);
+    wait_until(NULL, 0, 1200);
+    CHECK_EQ_INT(gave_up_logged, 1);
+    CHECK_EQ_INT(publish_n(g, "gone", 1, 2), CM_ECLOSED);
+    int down = 0;
+    CHECK_EQ_INT(cm_broker_disconnect(g, on_connect, &down), 0);
+    CHECK(wait_until(&connected, connected + 1, 5000));
+    int before = connected;
+    CHECK_EQ_INT(cm_broker_connect(g, on_connect, NULL), 0);
+    CHECK(wait_until(&connected, before + 1, 5000));
+    CHECK_EQ_INT(connect_status, 0);
+    CHECK_EQ_INT(publish_n(g, "gone", 2, 3), 0);
+    broker_down(g);
+    cm_log_set_handler(NULL, NULL);
+}
+
 int
 main(void)
 {
@@ -667,6 +716,8 @@ main(void)
     test_fanout_and_queue(pub);
     fprintf(stderr, "-- test_restart\n");
     test_restart(pub, &natsd);
+    fprintf(stderr, "-- test_gave_up\n");
+    test_gave_up(&natsd);
     broker_down(pub);
     natsd_kill(natsd);
     cm_loop_free(L);

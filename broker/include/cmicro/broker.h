@@ -92,7 +92,9 @@ typedef struct cm_broker_opt {
  *         "reconnect_wait_ms"  first pause between reconnect rounds (doubled each round up to
  *                              reconnect_max_ms, with jitter); default 100
  *         "reconnect_max_ms"   longest pause; default 2000
- *         "max_reconnect"      reconnect rounds before giving up; default -1: forever
+ *         "max_reconnect"      reconnect rounds before giving up; default -1: forever. After
+ *                              giving up (logged once as an error) publishes fail with
+ *                              CM_ECLOSED, saying so, until cm_broker_disconnect and connect
  *         "pending_max"        messages libnats holds per subscription before it drops (a slow
  *                              consumer: counted as dropped and logged); default 65536
  *         "pending_bytes_max"  and their bytes, likewise; default 67108864 (64 MiB, as libnats
