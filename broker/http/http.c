@@ -8,15 +8,17 @@
  * version and of one random node of each queue version. As go-micro's broker (its registry
  * cache), the lookup is kept: for publish_cache_ms, until a watch of the service reports a change,
  * a subscription of this broker changes, or a POST fails; one lookup at a time serves every publish
- * that waits for it, and a failed lookup falls back on the last answer. Receiving: a POST's body is
- * decoded and handed to every subscription of its Micro-Topic (go-micro filters by the id parameter
- * too; the node ids of one broker and topic are all equal, so this is the same set), and answered
- * 200. Subscriptions of one topic and queue share their node: it is deregistered with the last.
+ * that waits for it, and a failed lookup falls back on the last answer. Receiving: a POST whose
+ * id parameter is this broker's node of its Micro-Topic is answered 200 and its body handed to the
+ * subscriptions of the topic; anything else is answered with an error status (see refuse) and
+ * counted. Subscriptions of one topic and queue share their node: deregistered with the last.
  *
  * Everything runs on the loop: the HTTP transport listens and sends, the registry calls back. */
 #include "broker_int.h"
 
+#include <cJSON.h>
 #include <cmicro/transport.h>
+#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,6 +28,9 @@
 #define MODULE "broker"
 #define SERVICE "micro.http.broker"
 #define BROADCAST "ff.http.broadcast"
+/* The longest topic a subscription takes: "/?id=<topic>-<uuid>", percent-encoded, stays within
+ * the 2048 bytes of a request target the HTTP transport keeps. */
+#define TOPIC_MAX 400
 
 typedef struct pub pub;
 
@@ -61,32 +66,93 @@ typedef struct http_sub {
 
 /* ---- receiving ---- */
 
+/* Answers a POST that delivers nothing as go-micro's broker does (its status, and a go-micro error
+ * as the body), and counts it as malformed; logged at powers of two. */
+static void
+refuse(http_priv *p, cm_tconn *conn, int code, const char *status, const char *detail, int close)
+{
+    char body[320], num[8];
+    int n = snprintf(body, sizeof(body),
+                     "{\"id\":\"go.micro.broker\",\"code\":%d,\"detail\":\"%s\",\"status\":\"%s\"}",
+                     code == 405 ? 400 : code, detail, status);
+    snprintf(num, sizeof(num), "%d", code);
+    cm_hdr h[] = {{":status", num}, {"Content-Type", "application/json"}};
+    cm_msg m = {h, 2, (const uint8_t *)body, n > 0 && (size_t)n < sizeof(body) ? (size_t)n : 0};
+    uint64_t k = ++p->b->stats.malformed;
+    if ((k & (k - 1)) == 0) {
+        cm_log(CM_LOG_WARN, MODULE, "http: message from %s refused (%d): %s (%llu so far)",
+               cm_tconn_peer(conn), code, detail, (unsigned long long)k);
+    }
+    cm_tconn_reply(conn, &m, close);
+}
+
+/* The id parameter of a request's target ("/?id=<node id>", percent-encoded) is node_id. */
+static int
+id_matches(const cm_msg *req, const char *node_id)
+{
+    const char *path = cm_msg_header(req, ":path");
+    const char *q = path != NULL ? strstr(path, "?id=") : NULL;
+    if (q == NULL) {
+        q = path != NULL ? strstr(path, "&id=") : NULL;
+    }
+    if (q == NULL) {
+        return 0;
+    }
+    const char *v = q + 4, *want = node_id;
+    while (*v != '\0' && *v != '&') {
+        int c = (unsigned char)*v++;
+        if (c == '+') {
+            c = ' ';
+        } else if (c == '%' && isxdigit((unsigned char)v[0]) && isxdigit((unsigned char)v[1])) {
+            char hex[3] = {v[0], v[1], '\0'};
+            c = (int)strtol(hex, NULL, 16);
+            v += 2;
+        }
+        if (*want == '\0' || (unsigned char)*want++ != c) {
+            return 0;
+        }
+    }
+    return *want == '\0';
+}
+
 static void
 on_request(cm_tconn *conn, int status, const cm_msg *req, void *user)
 {
     http_priv *p = user;
     cm_broker *b = p->b;
+    const char *method = req != NULL ? cm_msg_header(req, ":method") : NULL;
     if (status < 0 || req == NULL) {
-        cm_tconn_reply(conn, NULL, 1);
+        refuse(p, conn, status == CM_ETOOBIG ? 413 : 431,
+               status == CM_ETOOBIG ? "Request Entity Too Large"
+                                    : "Request Header Fields Too Large",
+               status == CM_ETOOBIG ? "message over max_body_bytes" : "header block too large", 1);
+        return;
+    }
+    if (method != NULL && strcmp(method, "POST") != 0) {
+        refuse(p, conn, 405, "Method Not Allowed", "Method not allowed", 0);
         return;
     }
     cm_md *header = NULL;
     uint8_t *body = NULL;
     size_t len = 0;
-    char why[128];
+    char why[128], node_id[512];
     int rc = cm_broker_msg_decode(req->body, req->body_len, &header, &body, &len, why, sizeof(why));
     const char *topic = rc == 0 ? cm_md_get(header, CM_BROKER_TOPIC_HEADER) : NULL;
-    char peer[64];
-    snprintf(peer, sizeof(peer), "%s", cm_tconn_peer(conn));
-    /* Replied first: the request (and conn) are borrowed until then, and handlers may take long. */
-    cm_tconn_reply(conn, NULL, 0);
-    if (rc < 0 || topic == NULL || topic[0] == '\0') {
-        uint64_t n = ++b->stats.malformed;
-        if ((n & (n - 1)) == 0) {
-            cm_log(CM_LOG_WARN, MODULE, "http: message from %s dropped: %s (%llu so far)", peer,
-                   rc < 0 ? why : "no Micro-Topic header", (unsigned long long)n);
-        }
+    if (topic != NULL) {
+        snprintf(node_id, sizeof(node_id), "%s-%s", topic, p->id);
+    }
+    if (rc < 0) {
+        refuse(p, conn, 500, "Internal Server Error", why, 0);
+    } else if (topic == NULL || topic[0] == '\0') {
+        refuse(p, conn, 500, "Internal Server Error", "Topic not found", 0);
+    } else if (!id_matches(req, node_id)) {
+        /* Not a node of this broker (one that was at this address before): go-micro delivers
+         * nothing either. The publisher hears it, and looks the nodes up again. */
+        refuse(p, conn, 404, "Not Found", "no subscriber with this id here", 0);
     } else {
+        /* Replied first: the request (and conn) are borrowed until then, and handlers may take
+         * long. */
+        cm_tconn_reply(conn, NULL, 0);
         cm_broker_deliver_topic(b, topic, header, body, len);
     }
     cm_md_free(header);
@@ -171,6 +237,11 @@ http_subscribe(cm_broker *b, cm_broker_sub *s)
 {
     http_priv *p = cm_broker_priv(b);
     http_sub *hs = cm_broker_sub_priv(s);
+    if (strlen(s->topic) > TOPIC_MAX) {
+        cm_broker_set_why(b, "http: a topic of %zu bytes (at most %d: its node id goes in URLs)",
+                          strlen(s->topic), TOPIC_MAX);
+        return CM_EINVAL;
+    }
     char node_id[512];
     snprintf(node_id, sizeof(node_id), "%s-%s", s->topic, p->id);
     hs->svc = cm_reg_service_new(SERVICE, s->queue != NULL ? s->queue : BROADCAST);
@@ -271,19 +342,20 @@ pub_finish(pub *pb)
     maybe_disconnected(p);
 }
 
-/* Records a node the message did not reach (taking id and addr). */
+/* Records a node the message did not reach (taking id and addr); detail NULL: status says it. */
 static void
-pub_fail(pub *pb, char *id, char *addr, int status)
+pub_fail(pub *pb, char *id, char *addr, int status, const char *detail)
 {
     cm_broker *b = pb->b;
     b->stats.publish_errors++;
     ((http_priv *)cm_broker_priv(b))->cache_at = 0; /* the node may be gone: look again */
+    detail = detail != NULL ? detail : cm_strerror(status);
     cm_log(CM_LOG_DEBUG, MODULE, "http: publish on \"%s\" to %s (%s) failed: %s", pb->topic, id,
-           addr, cm_strerror(status));
+           addr, detail);
     if (pb->status == 0) {
         pb->status = status;
         cm_broker_set_why(b, "http: publish on \"%s\" to node %s at %s: %s", pb->topic, id, addr,
-                          cm_strerror(status));
+                          detail);
     }
     cm_broker_node_err *e = realloc(pb->errs, (pb->nerrs + 1) * sizeof(*e));
     if (e == NULL) {
@@ -299,11 +371,18 @@ static void
 on_posted(int status, unsigned flags, const cm_msg *rsp, void *user)
 {
     (void)flags;
-    (void)rsp;
     pub_node *n = user;
     pub *pb = n->pb;
-    if (status < 0) {
-        pub_fail(pb, n->id, n->addr, status);
+    const char *code = status == CM_EPROTO && rsp != NULL ? cm_msg_header(rsp, ":status") : NULL;
+    if (code != NULL) { /* the subscriber refused it: its status and go-micro error */
+        char detail[256];
+        cJSON *e = cJSON_ParseWithLength((const char *)rsp->body, rsp->body_len);
+        const char *d = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(e, "detail"));
+        snprintf(detail, sizeof(detail), "refused with HTTP %s: %s", code, d ? d : "(no detail)");
+        cJSON_Delete(e);
+        pub_fail(pb, n->id, n->addr, CM_EREMOTE, detail);
+    } else if (status < 0) {
+        pub_fail(pb, n->id, n->addr, status, NULL);
     } else {
         free(n->id);
         free(n->addr);
@@ -367,7 +446,7 @@ post_node(pub *pb, const cm_node *node)
         return;
     }
     if (n != NULL) {
-        pub_fail(pb, n->id, n->addr, rc);
+        pub_fail(pb, n->id, n->addr, rc, NULL);
         free(n);
     }
 }
@@ -437,7 +516,6 @@ on_lookup(int status, const cm_reg_service_list *list, void *arg)
 {
     http_priv *p = arg;
     p->looking = 0;
-    p->inflight--;
     cm_reg_service_list *dup = NULL;
     if (status == 0 && (dup = cm_reg_service_list_dup(list)) == NULL) {
         status = CM_ENOMEM;
@@ -451,7 +529,8 @@ on_lookup(int status, const cm_reg_service_list *list, void *arg)
                cm_strerror(status));
     }
     p->lookup_err = p->cache != NULL ? 0 : status;
-    flush(p);
+    flush(p);      /* its last publish must not end a disconnect (freeing p) under us: */
+    p->inflight--; /* the lookup counts until here */
     maybe_disconnected(p);
 }
 

@@ -6,7 +6,11 @@
  * disconnect deregistering, and the publisher's cache of its lookups. */
 #include "harness.h"
 
+#include <arpa/inet.h>
 #include <cmicro/transport.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 static cm_registry *reg;
 
@@ -200,16 +204,20 @@ dead_subscriber(const char *topic, char *addr, size_t len)
     return svc;
 }
 
-/* POSTs that are no go-micro message: answered, counted, never handed to a handler. */
+/* Requests that deliver nothing: answered as go-micro's broker answers them (500 for what is no
+ * message, 405 for another method) or 404 for an id that is not this broker's node (a node
+ * left at this address by a process before), counted, never handed to a handler. */
 static int posted;
+static char post_codes[8][8];
 
 static void
 on_post(int status, unsigned flags, const cm_msg *rsp, void *arg)
 {
     (void)flags;
-    (void)rsp;
-    (void)arg;
-    CHECK_EQ_INT(status, 0);
+    size_t i = (size_t)(uintptr_t)arg;
+    const char *code = rsp != NULL ? cm_msg_header(rsp, ":status") : NULL;
+    CHECK_EQ_INT(status, CM_EPROTO); /* a status other than 200 */
+    snprintf(post_codes[i], sizeof(post_codes[i]), "%s", code != NULL ? code : "?");
     posted++;
 }
 
@@ -218,19 +226,51 @@ test_malformed(cm_broker *s1, rx *a)
 {
     cm_transport *t = NULL;
     CHECK_EQ_INT(cm_transport_new(L, "http", NULL, &t), 0);
-    const char *bodies[] = {"junk", "{\"Header\":{\"X\":\"1\"},\"Body\":\"\"}", "[]",
-                            "{\"Header\":{\"Micro-Topic\":1}}"};
+    char good_path[128];
+    snprintf(good_path, sizeof(good_path), "/?id=fan-%s", "00000000-0000-4000-8000-000000000000");
+    const char *good =
+        "{\"Header\":{\"Micro-Topic\":\"fan\",\"X-Seq\":\"msg-1\"},\"Body\":\"bXNnLTE=\"}";
+    struct {
+        const char *path, *body, *code;
+    } cases[] = {
+        {"/?id=x", "junk", "500"}, {"/?id=x", "{\"Header\":{\"X\":\"1\"},\"Body\":\"\"}", "500"},
+        {"/?id=x", "[]", "500"},   {"/?id=x", "{\"Header\":{\"Micro-Topic\":1}}", "500"},
+        {good_path, good, "404"}, /* another broker's node id */
+        {"/", good, "404"},       /* none */
+    };
+    size_t n = sizeof(cases) / sizeof(cases[0]);
     posted = 0;
-    for (size_t i = 0; i < 4; i++) {
-        cm_hdr h[] = {{"Content-Type", "application/json"}, {":path", "/?id=x"}};
-        cm_msg m = {h, 2, (const uint8_t *)bodies[i], strlen(bodies[i])};
-        CHECK_EQ_INT(
-            cm_transport_roundtrip(t, cm_broker_address(s1), &m, 2000, on_post, NULL, NULL), 0);
+    for (size_t i = 0; i < n; i++) {
+        cm_hdr h[] = {{"Content-Type", "application/json"}, {":path", cases[i].path}};
+        cm_msg m = {h, 2, (const uint8_t *)cases[i].body, strlen(cases[i].body)};
+        CHECK_EQ_INT(cm_transport_roundtrip(t, cm_broker_address(s1), &m, 2000, on_post,
+                                            (void *)(uintptr_t)i, NULL),
+                     0);
     }
-    CHECK(wait_until(&posted, 4, 5000));
+    CHECK(wait_until(&posted, (int)n, 5000));
+    for (size_t i = 0; i < n; i++) {
+        CHECK_EQ_STR(post_codes[i], cases[i].code);
+    }
+    /* Another method: go-micro's 405, over a plain socket (the loop runs while it waits). */
+    const char *addr = cm_broker_address(s1);
+    struct sockaddr_in sa = {.sin_family = AF_INET,
+                             .sin_port = htons(atoi(strrchr(addr, ':') + 1))};
+    inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    CHECK(connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0);
+    const char *get = "GET /?id=x HTTP/1.1\r\nHost: x\r\n\r\n";
+    CHECK(send(fd, get, strlen(get), 0) == (ssize_t)strlen(get));
+    char rsp[512] = "";
+    ssize_t got_n = -1;
+    for (int i = 0; i < 200 && got_n <= 0; i++) {
+        wait_until(NULL, 0, 10);
+        got_n = recv(fd, rsp, sizeof(rsp) - 1, MSG_DONTWAIT);
+    }
+    close(fd);
+    CHECK(got_n > 0 && strncmp(rsp, "HTTP/1.1 405 ", 13) == 0);
     cm_broker_stats st;
     cm_broker_get_stats(s1, &st);
-    CHECK_EQ_INT(st.malformed, 4);
+    CHECK_EQ_INT(st.malformed, (uint64_t)n + 1);
     CHECK_EQ_INT(a->bad, 0);
     int closed = 0;
     cm_transport_close(t, NULL, NULL);
@@ -449,6 +489,26 @@ test_handler_edges(void)
     publish_n(pub, "shared", 2, 3, &r3);
     CHECK_EQ_INT(r3.status, 0);
     CHECK(y[0].n == 0 && y[1].n == 1);
+    /* The longest topic, every byte percent-encoded in the node id's URL, is delivered; one byte
+     * more is refused at subscribe. */
+    char longest[402];
+    memset(longest, '/', 400);
+    longest[400] = '\0';
+    edge z = {0};
+    sub_edge(s, longest, &z);
+    wait_until(NULL, 0, 150);
+    pubres r4 = {0};
+    CHECK_EQ_INT(cm_broker_publish(pub, longest, NULL, (const uint8_t *)"x", 1, on_published, &r4),
+                 0);
+    CHECK(wait_until(&r4.done, 1, 5000));
+    CHECK_EQ_INT(r4.status, 0);
+    CHECK_EQ_INT(z.n, 1);
+    strcat(longest, "/");
+    cm_broker_sub_opts so;
+    cm_broker_sub_opts_init(&so);
+    cm_broker_sub *none = NULL;
+    CHECK_EQ_INT(cm_broker_subscribe(s, longest, &so, on_edge, &z, &none), CM_EINVAL);
+    CHECK(strstr(cm_broker_why(s), "at most 400") != NULL);
     broker_down(s);
     broker_down(pub);
 }
@@ -514,6 +574,20 @@ test_options(void)
     CHECK_EQ_INT(cm_broker_publish(b, "t", NULL, big, sizeof(big), NULL, NULL), CM_ETOOBIG);
     CHECK(strstr(cm_broker_why(b), "max_body_bytes") != NULL);
     CHECK_EQ_INT(cm_broker_publish(b, "t", NULL, big, 8, NULL, NULL), 0);
+    /* A subscriber with the smaller limit refuses a bigger message: its publisher hears it (HTTP
+     * 413), the message is not lost silently. */
+    rx small = {0};
+    sub(b, "small", NULL, &small);
+    cm_broker *pub = http_broker();
+    pubres r = {0};
+    CHECK_EQ_INT(cm_broker_publish(pub, "small", NULL, big, sizeof(big), on_published, &r), 0);
+    CHECK(wait_until(&r.done, 1, 5000));
+    CHECK_EQ_INT(r.status, CM_EREMOTE);
+    CHECK_EQ_INT(r.nerrs, 1);
+    fprintf(stderr, "   %s\n", cm_broker_why(pub));
+    CHECK(strstr(cm_broker_why(pub), "refused with HTTP 413: message over max_body_bytes") != NULL);
+    CHECK_EQ_INT(small.n, 0);
+    broker_down(pub);
     broker_down(b);
 
     /* MICRO_BROKER and MICRO_BROKER_ADDRESS pick the backend and the listen address. */

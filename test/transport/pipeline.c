@@ -1,7 +1,7 @@
 /* The HTTP server's reading under pipelining: six connections each send 300 requests without
  * waiting (bodies up to 9 KB, some chunked, some with "Expect: 100-continue", targets up to
  * 1,000 bytes), cut into random pieces with short pauses; the replies come now or later. Every
- * reply must come back in order with its request's body and its target (truncated to 255).
+ * reply must come back in order with its request's body and its target (truncated to 2048 bytes).
  * This drives the lent read buffer both ways: bytes left unparsed, and more than the lending
  * threshold waiting. */
 #include "harness.h"
@@ -50,24 +50,24 @@ build(cjob *j)
         }
         r->body[blen] = 0;
         r->blen = blen;
-        char url[1200];
+        char url[2700];
         if (kind == 0) {
             strcpy(url, "/");
             r->path = NULL;
         } else {
-            size_t ul = 2 + rnd(sd) % (rnd(sd) % 3 == 0 ? 1000 : 60);
+            size_t ul = 2 + rnd(sd) % (rnd(sd) % 3 == 0 ? 2600 : 60);
             url[0] = '/';
             for (size_t k = 1; k < ul; k++) {
                 url[k] = (char)('A' + (k + (size_t)i) % 26);
             }
             url[ul] = 0;
-            r->path = strndup(url, 255);
+            r->path = strndup(url, 2048);
         }
         const char *method = kind == 0 ? "POST" : kind == 1 ? "PUT" : "POST";
         int expect = rnd(sd) % 4 == 0 && blen > 0;
         int chunked = rnd(sd) % 5 == 0;
         cm__http_buf b = {0};
-        char head[2048];
+        char head[3072];
         int n = snprintf(head, sizeof head, "%s %s HTTP/1.1\r\nHost: x\r\nX-Test: r%d\r\n%s%s",
                          method, url, i, expect ? "Expect: 100-continue\r\n" : "",
                          chunked ? "Transfer-Encoding: chunked\r\n" : "");

@@ -20,7 +20,7 @@ int cm__http_buf_append(cm__http_buf *b, const void *p, size_t n);
 void cm__http_buf_free(cm__http_buf *b);
 
 /* The longest request target kept (for the ":path" pseudo header). */
-#define CM__HTTP_URL_MAX 255
+#define CM__HTTP_URL_MAX 2048
 
 /* One incoming message (request or response) being parsed by http_parser into a cm_msg. The
  * buffers are kept from message to message of a connection. */

@@ -127,7 +127,7 @@ CM_EXTERN const char *cm_transport_name(const cm_transport *t);
  * and drained for up to 2 s first, so that the peer reads the reply rather than a reset. Idle
  * connections are never closed.
  * A request that is not a POST to "/" (as go-micro's calls are) carries two pseudo headers after
- * its own: ":method" ("GET") and ":path" (the request target, "/health?x=1", truncated to 255
+ * its own: ":method" ("GET") and ":path" (the request target, "/health?x=1", truncated to 2048
  * bytes). */
 typedef void (*cm_request_cb)(cm_tconn *conn, int status, const cm_msg *req, void *user);
 
