@@ -57,6 +57,10 @@ typedef struct http_priv {
     int looking;       /* a lookup is in flight */
     int flush_posted;  /* a flush of the waiting publishes is deferred */
     pub *wait_head, *wait_tail; /* publishes waiting for a lookup or the flush */
+    size_t npubs, pub_bytes;    /* publishes not finished, and their bodies' bytes */
+    uint64_t pub_bytes_max;     /* queue_bytes_max */
+    uint64_t node_posts;        /* max_node_posts */
+    struct node_line *lines;    /* the POSTs of each address */
     cm_watcher *watch;          /* changes of SERVICE: the cache is stale */
 } http_priv;
 
@@ -311,11 +315,26 @@ struct pub {
     size_t nerrs;
 };
 
-typedef struct pub_node {
+typedef struct pub_node pub_node;
+
+/* The POSTs to one address: at most max_node_posts on the wire, the others waiting in line,
+ * oldest first; so a slow or hung subscriber holds that many connections of this process and
+ * delays only its own messages. */
+typedef struct node_line {
+    struct node_line *next;
+    unsigned active;
+    pub_node *head, *tail; /* waiting */
+    char addr[];
+} node_line;
+
+struct pub_node {
+    pub_node *next; /* in its line, waiting */
     pub *pb;
+    node_line *line;
     char *id;
     char *addr;
-} pub_node;
+    char *path;
+};
 
 static void
 pub_free(pub *pb)
@@ -334,6 +353,8 @@ static void
 pub_finish(pub *pb)
 {
     http_priv *p = cm_broker_priv(pb->b);
+    p->npubs--;
+    p->pub_bytes -= pb->body.len;
     if (pb->cb != NULL) {
         pb->cb(pb->status, pb->errs, pb->nerrs, pb->arg);
     }
@@ -367,12 +388,75 @@ pub_fail(pub *pb, char *id, char *addr, int status, const char *detail)
     e[pb->nerrs++] = (cm_broker_node_err){.node_id = id, .address = addr, .status = status};
 }
 
+/* n is done (status 0, or its failure): freed; its publish finishes with its last node. */
+static void
+post_done(pub_node *n, int status, const char *detail)
+{
+    pub *pb = n->pb;
+    if (status < 0) {
+        pub_fail(pb, n->id, n->addr, status, detail);
+    } else {
+        free(n->id);
+        free(n->addr);
+    }
+    free(n->path);
+    free(n);
+    if (--pb->outstanding == 0) {
+        pub_finish(pb);
+    }
+}
+
+/* l has nothing on the wire and nothing waiting: it goes. */
+static void
+line_drop_idle(http_priv *p, node_line *l)
+{
+    if (l->active > 0 || l->head != NULL) {
+        return;
+    }
+    for (node_line **pp = &p->lines; *pp != NULL; pp = &(*pp)->next) {
+        if (*pp == l) {
+            *pp = l->next;
+            break;
+        }
+    }
+    free(l);
+}
+
+static void on_posted(int status, unsigned flags, const cm_msg *rsp, void *user);
+
+/* Sends n now (it counts in its line's POSTs on the wire), or fails it. */
+static void
+post_send(pub_node *n)
+{
+    http_priv *p = cm_broker_priv(n->pb->b);
+    cm_hdr hdrs[2] = {{"Content-Type", "application/json"}, {":path", n->path}};
+    cm_msg req = {hdrs, 2, n->pb->body.data, n->pb->body.len};
+    int rc = cm_transport_roundtrip(p->t, n->addr, &req, cm_broker_timeout_ms(n->pb->b), on_posted,
+                                    n, NULL);
+    if (rc == 0) {
+        n->line->active++;
+        return;
+    }
+    node_line *l = n->line;
+    post_done(n, rc, NULL);
+    line_drop_idle(p, l);
+}
+
 static void
 on_posted(int status, unsigned flags, const cm_msg *rsp, void *user)
 {
     (void)flags;
     pub_node *n = user;
-    pub *pb = n->pb;
+    http_priv *p = cm_broker_priv(n->pb->b);
+    node_line *l = n->line;
+    pub_node *next = l->head; /* its turn: sent before n's publish may finish */
+    l->active--;
+    if (next != NULL) {
+        l->head = next->next;
+        l->tail = l->head != NULL ? l->tail : NULL;
+        post_send(next);
+    }
+    line_drop_idle(p, l);
     const char *code = status == CM_EPROTO && rsp != NULL ? cm_msg_header(rsp, ":status") : NULL;
     if (code != NULL) { /* the subscriber refused it: its status and go-micro error */
         char detail[256];
@@ -380,16 +464,9 @@ on_posted(int status, unsigned flags, const cm_msg *rsp, void *user)
         const char *d = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(e, "detail"));
         snprintf(detail, sizeof(detail), "refused with HTTP %s: %s", code, d ? d : "(no detail)");
         cJSON_Delete(e);
-        pub_fail(pb, n->id, n->addr, CM_EREMOTE, detail);
-    } else if (status < 0) {
-        pub_fail(pb, n->id, n->addr, status, NULL);
+        post_done(n, CM_EREMOTE, detail);
     } else {
-        free(n->id);
-        free(n->addr);
-    }
-    free(n);
-    if (--pb->outstanding == 0) {
-        pub_finish(pb);
+        post_done(n, status < 0 ? status : 0, NULL);
     }
 }
 
@@ -418,36 +495,74 @@ id_path(const char *id)
     return out;
 }
 
+/* The line of POSTs to addr, made when there is none. NULL: out of memory. */
+static node_line *
+line_of(http_priv *p, const char *addr)
+{
+    for (node_line *l = p->lines; l != NULL; l = l->next) {
+        if (strcmp(l->addr, addr) == 0) {
+            return l;
+        }
+    }
+    size_t len = strlen(addr);
+    node_line *l = calloc(1, sizeof(*l) + len + 1);
+    if (l != NULL) {
+        memcpy(l->addr, addr, len + 1);
+        l->next = p->lines;
+        p->lines = l;
+    }
+    return l;
+}
+
 static void
 post_node(pub *pb, const cm_node *node)
 {
     http_priv *p = cm_broker_priv(pb->b);
     pub_node *n = calloc(1, sizeof(*n));
-    char *path = id_path(node->id);
-    int rc = n != NULL && path != NULL ? 0 : CM_ENOMEM;
-    if (n != NULL) {
-        n->pb = pb;
-        n->id = strdup(node->id);
-        n->addr = strdup(node->address);
-    }
-    const char *secure = cm_md_get(node->metadata, "secure");
-    if (rc == 0 && secure != NULL && strcmp(secure, "true") == 0) {
-        rc = CM_ENOTSUP; /* an https subscriber: not supported here */
-    }
-    if (rc == 0) {
-        cm_hdr hdrs[2] = {{"Content-Type", "application/json"}, {":path", path}};
-        cm_msg req = {hdrs, 2, pb->body.data, pb->body.len};
-        rc = cm_transport_roundtrip(p->t, node->address, &req, cm_broker_timeout_ms(pb->b),
-                                    on_posted, n, NULL);
-    }
-    free(path);
-    if (rc == 0) {
-        pb->outstanding++;
+    if (n == NULL) {
+        pub_fail(pb, strdup(node->id), strdup(node->address), CM_ENOMEM, NULL);
         return;
     }
-    if (n != NULL) {
-        pub_fail(pb, n->id, n->addr, rc, NULL);
-        free(n);
+    n->pb = pb;
+    n->id = strdup(node->id);
+    n->addr = strdup(node->address);
+    n->path = id_path(node->id);
+    pb->outstanding++;
+    const char *secure = cm_md_get(node->metadata, "secure");
+    if (n->id == NULL || n->addr == NULL || n->path == NULL ||
+        (n->line = line_of(p, node->address)) == NULL) {
+        post_done(n, CM_ENOMEM, NULL);
+    } else if (secure != NULL && strcmp(secure, "true") == 0) {
+        node_line *l = n->line;
+        post_done(n, CM_ENOTSUP, "an https subscriber: not supported here");
+        line_drop_idle(p, l);
+    } else if (n->line->active < p->node_posts) {
+        post_send(n);
+    } else { /* waits for a POST of its line to end */
+        node_line *l = n->line;
+        if (l->tail != NULL) {
+            l->tail->next = n;
+        } else {
+            l->head = n;
+        }
+        l->tail = n;
+    }
+}
+
+/* A disconnect: the POSTs waiting in line are not sent. */
+static void
+cancel_lines(http_priv *p)
+{
+    for (node_line *l = p->lines, *next; l != NULL; l = next) {
+        next = l->next;
+        pub_node *n = l->head;
+        l->head = l->tail = NULL;
+        while (n != NULL) {
+            pub_node *after = n->next;
+            post_done(n, CM_ECANCELED, "the broker disconnected before it was sent");
+            n = after;
+        }
+        line_drop_idle(p, l);
     }
 }
 
@@ -588,6 +703,15 @@ http_publish(cm_broker *b, const char *topic, const cm_md *header, const uint8_t
                           p->max_body);
         rc = CM_ETOOBIG;
     }
+    if (rc == 0 &&
+        (p->npubs >= cm_broker_queue_max(b) || p->pub_bytes + pb->body.len > p->pub_bytes_max)) {
+        cm_broker_set_why(b,
+                          "http: %zu publishes (%zu bytes) wait for the registry or are being "
+                          "sent: at queue_max or queue_bytes_max; the subscribers or the "
+                          "registry are slower than the publishing",
+                          p->npubs, p->pub_bytes);
+        rc = CM_EAGAIN;
+    }
     if (rc < 0) {
         if (pb != NULL) {
             pub_free(pb);
@@ -601,6 +725,8 @@ http_publish(cm_broker *b, const char *topic, const cm_md *header, const uint8_t
     }
     p->wait_tail = pb;
     p->inflight++;
+    p->npubs++;
+    p->pub_bytes += pb->body.len;
     kick(p);
     return 0;
 }
@@ -711,6 +837,7 @@ http_disconnect(cm_broker *b)
     }
     p->disconnecting = 1;
     p->busy = 1;
+    cancel_lines(p);
     cm_listener_close(p->l, listener_closed, p);
     p->l = NULL;
 }
@@ -759,6 +886,12 @@ http_init(cm_broker *b)
     }
     if (rc == 0) {
         rc = opt_u64(b, "max_body_bytes", 4u << 20, &max_body);
+    }
+    if (rc == 0) {
+        rc = opt_u64(b, "queue_bytes_max", 64u << 20, &p->pub_bytes_max);
+    }
+    if (rc == 0) {
+        rc = opt_u64(b, "max_node_posts", 64, &p->node_posts);
     }
     if (rc < 0) {
         return rc;
@@ -815,9 +948,9 @@ http_fini(cm_broker *b)
     }
 }
 
-static const char *const http_keys[] = {"advertise",        "max_body_bytes",
-                                        "register_ttl_ms",  "register_interval_ms",
-                                        "publish_cache_ms", NULL};
+static const char *const http_keys[] = {
+    "advertise",        "max_body_bytes",  "register_ttl_ms", "register_interval_ms",
+    "publish_cache_ms", "queue_bytes_max", "max_node_posts",  NULL};
 
 const cm_broker_ops cm__broker_http = {
     .abi_version = CM_ABI_VERSION,

@@ -546,6 +546,100 @@ test_disconnect_waiting(void)
     broker_down(pub);
 }
 
+/* A subscriber node that accepts connections and never answers (a hung process): the socket
+ * listens, the test accepts what comes (the loop turns meanwhile) and counts it. */
+static int
+hung_subscriber(const char *topic, char *addr, size_t len, cm_reg_service **svc)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t sl = sizeof sa;
+    CHECK(bind(fd, (struct sockaddr *)&sa, sizeof sa) == 0 && listen(fd, 64) == 0 &&
+          getsockname(fd, (struct sockaddr *)&sa, &sl) == 0);
+    snprintf(addr, len, "127.0.0.1:%d", ntohs(sa.sin_port));
+    *svc = cm_reg_service_new("micro.http.broker", "ff.http.broadcast");
+    cm_md *md = cm_md_new();
+    cm_md_set(md, "broker", "http");
+    cm_md_set(md, "topic", topic);
+    cm_md_set(md, "secure", "false");
+    cm_reg_service_add_node(*svc, "hung-00000000-0000-4000-8000-000000000000", addr, md);
+    cm_md_free(md);
+    regdone = 0;
+    CHECK_EQ_INT(cm_registry_register_service(reg, *svc, 60000, on_reg, NULL), 0);
+    CHECK(wait_until(&regdone, 1, 5000));
+    return fd;
+}
+
+/* Turns the loop for ms, accepting (and keeping) the connections that come to fd. */
+static void
+accept_for(int fd, int ms, int *conns, int *nconns)
+{
+    for (int t = 0; t < ms; t += 10) {
+        wait_until(NULL, 0, 10);
+        int c;
+        while (*nconns < 64 && (c = accept(fd, NULL, NULL)) >= 0) {
+            conns[(*nconns)++] = c;
+        }
+    }
+}
+
+/* Limits: a hung subscriber gets at most max_node_posts POSTs at once (each a connection of the
+ * publisher) while another subscriber receives everything at once; publishes not finished are
+ * bounded by queue_max, beyond which cm_broker_publish says CM_EAGAIN. */
+static void
+test_bounds(void)
+{
+    cm_broker_opts o;
+    cm_broker_opts_init(&o);
+    o.registry = reg;
+    o.timeout_ms = 800;
+    o.queue_max = 12;
+    cm_broker_opts_set(&o, "max_node_posts", "4");
+    cm_broker_opts_set(&o, "publish_cache_ms", "100");
+    cm_broker *pub = broker_up("http", &o), *s = http_broker();
+    rx a = {0};
+    sub(s, "slow", NULL, &a);
+    char hung_addr[64];
+    cm_reg_service *hung = NULL;
+    int lfd = hung_subscriber("slow", hung_addr, sizeof(hung_addr), &hung);
+    wait_until(NULL, 0, 150);
+    pubres r = {0};
+    cm_md *h = cm_md_new();
+    for (int i = 0; i < 12; i++) {
+        char body[32];
+        snprintf(body, sizeof(body), "msg-%d", i);
+        cm_md_set(h, "X-Seq", body);
+        CHECK_EQ_INT(cm_broker_publish(pub, "slow", h, (const uint8_t *)body, strlen(body),
+                                       on_published, &r),
+                     0);
+    }
+    CHECK_EQ_INT(cm_broker_publish(pub, "slow", h, (const uint8_t *)"msg-12", 6, NULL, NULL),
+                 CM_EAGAIN);
+    CHECK(strstr(cm_broker_why(pub), "queue_max") != NULL);
+    cm_md_free(h);
+    int conns[64], nconns = 0;
+    accept_for(lfd, 300, conns, &nconns);
+    CHECK_EQ_INT(a.n, 12);                 /* the other subscriber has them all */
+    CHECK_EQ_INT(nconns, 4);               /* the hung one, four at a time */
+    CHECK_EQ_INT(r.done, 0);               /* each publish waits for the hung node */
+    accept_for(lfd, 1000, conns, &nconns); /* the first four time out: four more */
+    CHECK_EQ_INT(nconns, 8);
+    CHECK(wait_until(&r.done, 12, 5000));
+    CHECK_EQ_INT(r.status, CM_ETIMEDOUT);
+    CHECK_EQ_INT(r.nerrs, 12);
+    CHECK_EQ_STR(r.err_addr, hung_addr);
+    for (int i = 0; i < nconns; i++) {
+        close(conns[i]);
+    }
+    close(lfd);
+    regdone = 0;
+    CHECK_EQ_INT(cm_registry_deregister_service(reg, hung, on_reg, NULL), 0);
+    CHECK(wait_until(&regdone, 1, 5000));
+    cm_reg_service_free(hung);
+    broker_down(s);
+    broker_down(pub);
+}
+
 static void
 test_options(void)
 {
@@ -618,6 +712,7 @@ main(void)
     RUN(test_cache);
     RUN(test_handler_edges);
     RUN(test_disconnect_waiting);
+    RUN(test_bounds);
     cm_reg_service_list_free(found);
     int closed = 0;
     cm_registry_close(reg, NULL, NULL);

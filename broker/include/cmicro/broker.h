@@ -88,6 +88,11 @@ typedef struct cm_broker_opt {
  *                              most; default 60000 (go-micro's registry cache). A watch of the
  *                              registry, a change of this broker's subscriptions and a failed
  *                              POST each drop it sooner
+ *         "max_node_posts"     POSTs on the wire to one subscriber address at most (each a
+ *                              connection); the others wait in line; default 64
+ *         "queue_bytes_max"    bytes of the publishes not finished (waiting for the registry, in
+ *                              line or on the wire); beyond them, or beyond opts.queue_max
+ *                              publishes, cm_broker_publish answers CM_EAGAIN; default 67108864
  *   nats  "name"               the connection name the server shows
  *         "reconnect_wait_ms"  first pause between reconnect rounds (doubled each round up to
  *                              reconnect_max_ms, with jitter); default 100
@@ -113,7 +118,8 @@ typedef struct cm_broker_opts {
                               ("nats://127.0.0.1:4222"). NULL: MICRO_BROKER_ADDRESS, else the
                               backend's default */
     uint64_t timeout_ms;   /* connect (nats) and one POST (http); 0: 5000 */
-    size_t queue_max;      /* messages waiting for the loop (nats); 0: 65536 */
+    size_t queue_max;      /* messages waiting for the loop (nats), publishes not finished
+                              (http); 0: 65536 */
     /* http: the registry the subscriptions go to, borrowed for the broker's life (the service
      * passes its own). NULL: the broker creates one by name from MICRO_REGISTRY (cm_registry_new)
      * and closes it with itself. */
