@@ -14,6 +14,7 @@
 #include <strings.h>
 
 #define PENDING_MAX 65536 /* messages waiting for a worker, per service */
+#define PENDING_BYTES_MAX (64u << 20) /* and their bodies' bytes */
 /* A broker that can pause is paused at max(PAUSE_MIN, 4 workers) messages waiting for a worker:
  * as many as the server's pool of contexts keeps, so that a flood allocates none. */
 #define PAUSE_MIN CM__CTX_KEEP
@@ -56,7 +57,8 @@ struct cm__events {
     size_t nsubs, cap;
     pub_req *wait_head, *wait_tail; /* publishes waiting for the connection */
     size_t nwaiting;
-    size_t pending;  /* messages waiting for a worker */
+    size_t pending;       /* messages waiting for a worker */
+    size_t pending_bytes; /* their bodies' bytes */
     size_t pause_at; /* pending at which a broker that can is paused (resumed at half) */
     int paused;      /* a handler returned CM_EAGAIN to the broker, not resumed yet */
     uint64_t dropped_log_ms;
@@ -324,6 +326,7 @@ job_done(cm__job *j)
     cm_ctx *c = (cm_ctx *)j;
     cm__events *ev = ((ev_sub *)c->event_sub)->ev;
     ev->pending--;
+    ev->pending_bytes -= c->event_bytes;
     sub_done(c);
     if (ev->paused && ev->pending <= ev->pause_at / 2) {
         ev->paused = 0;
@@ -383,7 +386,8 @@ decode(cm_ctx *c, ev_sub *es, const cm_broker_msg *m)
     return rc;
 }
 
-/* Drops a message: too many wait for a worker. Logged once per burst. */
+/* Drops a message: too many wait for a worker. Counted, and logged once per second (0: the
+ * broker does not log it again as a handler's error). */
 static int
 drop(cm__events *ev, const char *topic)
 {
@@ -391,17 +395,18 @@ drop(cm__events *ev, const char *topic)
     uint64_t now = cm_now_ms();
     if (now - ev->dropped_log_ms >= LOG_EVERY_MS) {
         cm_log(CM_LOG_WARN, "event",
-               "topic %s: message dropped, %zu messages wait for a worker (%llu dropped so far)",
-               topic, ev->pending, (unsigned long long)ev->st.dropped);
+               "topic %s: message dropped, %zu messages (%zu bytes) wait for a worker (%llu "
+               "dropped so far)",
+               topic, ev->pending, ev->pending_bytes, (unsigned long long)ev->st.dropped);
         ev->dropped_log_ms = now;
     }
-    return CM_ENOMEM;
+    return 0;
 }
 
 /* The broker's handler of every subscription (loop thread). When many messages wait for a
  * worker, a broker that can keep them (NATS) pauses the worker-pool subscriptions until half of
  * them are handled, so that the backlog waits in the broker's queue and libnats's, not as call
- * contexts; others (HTTP) drop beyond PENDING_MAX. */
+ * contexts; others (HTTP) drop beyond PENDING_MAX or PENDING_BYTES_MAX. */
 static int
 on_message(const cm_broker_msg *m, void *arg)
 {
@@ -412,7 +417,8 @@ on_message(const cm_broker_msg *m, void *arg)
         ev->paused = 1;
         return CM_EAGAIN;
     }
-    if (!inline_ && ev->pending >= PENDING_MAX) {
+    if (!inline_ && (ev->pending >= PENDING_MAX ||
+                     (ev->pending > 0 && ev->pending_bytes + m->body_len > PENDING_BYTES_MAX))) {
         return drop(ev, es->sub.topic);
     }
     cm_ctx *c = cm__ctx_get(ev->srv);
@@ -438,6 +444,8 @@ on_message(const cm_broker_msg *m, void *arg)
         return 0;
     }
     ev->pending++;
+    c->event_bytes = m->body_len;
+    ev->pending_bytes += m->body_len;
     c->job.work = job_work;
     c->job.done = job_done;
     cm__server_submit(ev->srv, &c->job);

@@ -164,6 +164,7 @@ struct cm_ctx {
     const char *tracestate;
     cm_ctx *wait_next; /* a GET request waiting for the registry's answer */
     const void *event_sub; /* a message being handled: its subscriber (event.c); else NULL */
+    size_t event_bytes;    /* its body's bytes, while it waits for a worker (event.c) */
     int hopped;            /* a GET served on loop 0 for another loop */
     cm__post hop;
     /* The reply was encoded by the worker (encode_rc its result) and, when encode_rc is 0,
