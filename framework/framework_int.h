@@ -105,6 +105,9 @@ void cm__workers_port_post(cm__wport *p, cm__job *job);
  * threads, closes the ports' handles (each port is freed when its loop runs them closed) and
  * frees. */
 void cm__workers_free(cm__workers *w);
+/* Whether a job is queued, running or waiting for its done callback (the calling thread is the
+ * loop's, or the loop no longer runs). */
+int cm__workers_busy(cm__workers *w);
 
 /* ---- server requests ---- */
 
@@ -205,6 +208,9 @@ void cm__server_submit(cm_server *s, cm__job *job);
 void cm__server_run_handler(cm_ctx *c);
 /* Non-zero once cm_server_stop() has been called. Any thread. */
 int cm__server_stopping(const cm_server *s);
+/* Whether a handler or a subscriber's message is with the worker pools (see cm__workers_busy). */
+int cm__server_busy(const cm_server *s);
+uint64_t cm__server_drain_timeout_ms(const cm_server *s);
 /* The server's name (the id of the errors it makes). */
 const char *cm__server_name(const cm_server *s);
 unsigned cm__server_workers(const cm_server *s); /* the worker pool's threads */

@@ -671,6 +671,18 @@ cm__server_submit(cm_server *s, cm__job *job)
 }
 
 int
+cm__server_busy(const cm_server *s)
+{
+    return cm__workers_busy(s->workers) || cm__workers_busy(s->stream_workers);
+}
+
+uint64_t
+cm__server_drain_timeout_ms(const cm_server *s)
+{
+    return s->drain_timeout_ms;
+}
+
+int
 cm__server_stopping(const cm_server *s)
 {
     return atomic_load_explicit(&((cm_server *)s)->stopping, memory_order_relaxed);

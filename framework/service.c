@@ -927,11 +927,36 @@ wait_events_closed(cm_service *s)
     uv_close((uv_handle_t *)&s->close_guard, NULL);
 }
 
+/* Handlers still running past the drain (or messages still queued for subscribers) may call the
+ * client or publish, which needs the loop: with the subscriptions ended, it turns here, on the
+ * freeing thread, until the worker pools are idle (their join would wait for them all the same).
+ * Only then does the client go. */
+static void
+settle_workers(cm_service *s)
+{
+    if (s->server == NULL) {
+        return;
+    }
+    if (s->events != NULL) {
+        cm__events_stop(s->events);
+    }
+    uint64_t warn_at = cm_now_ms() + cm__server_drain_timeout_ms(s->server);
+    while (cm__server_busy(s->server)) {
+        uv_run(cm_loop_uv(s->loop), UV_RUN_NOWAIT);
+        uv_sleep(1);
+        if (warn_at != 0 && cm_now_ms() >= warn_at) {
+            cm_log(CM_LOG_WARN, "service", "%s: freeing waits for handlers still running", s->name);
+            warn_at = 0;
+        }
+    }
+}
+
 static void
 free_on_loop(void *arg)
 {
     cm_service *s = arg;
     cm__health_close(s->health);
+    settle_workers(s);
     cm_client_free(s->client);
     s->client = NULL;
     /* Runs the completions of subscriber handlers still on a worker: before the events. */

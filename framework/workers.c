@@ -355,6 +355,22 @@ cm__workers_post(cm__workers *w, cm__job *job)
     cm__workers_port_post(&w->home, job);
 }
 
+int
+cm__workers_busy(cm__workers *w)
+{
+    if (w == NULL) {
+        return 0;
+    }
+    int busy = w->home.np > 0;
+    for (cm__wport *p = w->ports; p != NULL && !busy; p = p->next) {
+        busy = p->np > 0;
+    }
+    uv_mutex_lock(&w->mu);
+    busy = busy || w->nq > 0 || w->sleeping + w->starting < w->n || w->home.d_head != NULL;
+    uv_mutex_unlock(&w->mu);
+    return busy;
+}
+
 void
 cm__workers_free(cm__workers *w)
 {

@@ -418,6 +418,65 @@ test_free_with_lookup_in_flight(void)
     CHECK(atomic_load(&stuck_status) < 0);
 }
 
+/* A subscriber still running when the drain times out, which then publishes and calls with the
+ * service's client, while cm_service_free runs: both work (the loop turns while the workers
+ * finish), nothing is used after it is freed. */
+static cm_client *late_client; /* taken before the stop, as a handler's user pointer would be */
+static atomic_int late_in, late_pub_rc = 1, late_call_rc = 1;
+
+static int
+on_late_event(cm_ctx *ctx, const void *msg, void *user)
+{
+    (void)ctx;
+    (void)msg;
+    (void)user;
+    atomic_store(&late_in, 1);
+    usleep(400 * 1000); /* past the drain timeout */
+    ProtobufCBinaryData body = {3, (uint8_t *)"out"};
+    cm_client *c = late_client;
+    atomic_store(&late_pub_rc, cm_publish(c, "ev.late.out", NULL, &body, NULL, NULL));
+    cm_call_opts o;
+    cm_call_opts_init(&o);
+    o.address = "127.0.0.1:1"; /* refused: an answer, from the loop */
+    o.max_attempts = 1;
+    ProtobufCBinaryData *out = NULL;
+    atomic_store(&late_call_rc,
+                 cm_client_call(c, "nobody", "X.Y", NULL, &body, NULL, (void **)&out, &o, NULL));
+    return 0;
+}
+
+static void
+test_free_with_late_handler(void)
+{
+    cm_service_opts o;
+    cm_service_opts_init(&o);
+    o.name = "events-late-handler";
+    o.address = "127.0.0.1:0";
+    o.registry = "memory";
+    o.deregister_wait_ms = 10;
+    o.drain_timeout_ms = 100;
+    o.log_config = 0;
+    svc v = {NULL, 0, 0};
+    CHECK_EQ_INT(cm_service_new(&o, &v.s), 0);
+    late_client = cm_service_client(v.s);
+    cm_subscriber sd = {0};
+    sd.topic = "ev.late.in";
+    sd.fn = on_late_event;
+    CHECK_EQ_INT(cm_service_subscribe(v.s, &sd, NULL), 0);
+    CHECK_EQ_INT(uv_thread_create(&v.th, run_thread, &v), 0);
+    ProtobufCBinaryData body = {2, (uint8_t *)"in"};
+    for (int i = 0; i < 100 && !atomic_load(&late_in); i++) { /* until it has subscribed */
+        CHECK_EQ_INT(cm_publish(cm_service_client(v.s), "ev.late.in", NULL, &body, NULL, NULL), 0);
+        usleep(50 * 1000);
+    }
+    CHECK(atomic_load(&late_in));
+    cm_service_stop(v.s);
+    uv_thread_join(&v.th);
+    cm_service_free(v.s);
+    CHECK_EQ_INT(atomic_load(&late_pub_rc), 0);
+    CHECK_EQ_INT(atomic_load(&late_call_rc), UV_ECONNREFUSED);
+}
+
 /* A client that is not a service's has no broker. */
 static void
 test_no_broker(void)
@@ -513,6 +572,7 @@ main(void)
     RUN(test_no_broker);
     RUN(test_free_with_publishes);
     RUN(test_free_with_lookup_in_flight);
+    RUN(test_free_with_late_handler);
 
     cm_service_stop(a.s);
     cm_service_stop(b.s);
