@@ -68,6 +68,7 @@ struct cm__events {
     /* Publishes handed to the loop by any thread: one post (and one wake-up) per batch. */
     uv_mutex_t qmu;
     pub_req *q_head, *q_tail;
+    cm__post q_node; /* the drain's post */
     int q_posted; /* a drain is posted: when ev is closed meanwhile, the last of it and the
                      broker's close frees ev */
     int closed;
@@ -774,8 +775,8 @@ drain_publishes(void *arg)
     maybe_direct(ev);
 }
 
-/* Queues p for the loop: one post, and one wake-up of the loop, per batch. 0, CM_ESTATE (the
- * service is closing) or CM_ENOMEM. */
+/* Queues p for the loop: one post, and one wake-up of the loop, per batch. 0, or CM_ESTATE (the
+ * service is closing). */
 static int
 hand_over(cm__events *ev, pub_req *p)
 {
@@ -794,14 +795,10 @@ hand_over(cm__events *ev, pub_req *p)
     ev->q_tail = p;
     ev->q_posted = 1;
     uv_mutex_unlock(&ev->qmu);
-    int rc = post ? cm_loop_post(ev->loop, drain_publishes, ev) : 0;
-    if (rc < 0) {
-        uv_mutex_lock(&ev->qmu);
-        ev->q_head = ev->q_tail = NULL;
-        ev->q_posted = 0;
-        uv_mutex_unlock(&ev->qmu);
+    if (post) { /* one drain posted at a time: its node is ev's, the post cannot fail */
+        cm__loop_post_node(ev->loop, &ev->q_node, drain_publishes, ev);
     }
-    return rc;
+    return 0;
 }
 
 /* A random (version 4) UUID, as go-micro's uuid.New(), from the thread's pool of random bytes: no

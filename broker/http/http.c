@@ -800,6 +800,10 @@ http_connect(cm_broker *b)
     }
     if (rc < 0) {
         cm_broker_set_why(b, "http: cannot listen on %s: %s", addr, cm_strerror(rc));
+        if (p->watch != NULL) {
+            cm_watcher_stop(p->watch);
+            p->watch = NULL;
+        }
         if (p->l != NULL) {
             uv_timer_stop(p->timer);
             cm_listener_close(p->l, NULL, NULL);
