@@ -437,9 +437,8 @@ post_send(pub_node *n)
         n->line->active++;
         return;
     }
-    node_line *l = n->line;
+    line_drop_idle(p, n->line); /* first: post_done may run a callback that publishes */
     post_done(n, rc, NULL);
-    line_drop_idle(p, l);
 }
 
 static void
@@ -533,9 +532,8 @@ post_node(pub *pb, const cm_node *node)
         (n->line = line_of(p, node->address)) == NULL) {
         post_done(n, CM_ENOMEM, NULL);
     } else if (secure != NULL && strcmp(secure, "true") == 0) {
-        node_line *l = n->line;
+        line_drop_idle(p, n->line);
         post_done(n, CM_ENOTSUP, "an https subscriber: not supported here");
-        line_drop_idle(p, l);
     } else if (n->line->active < p->node_posts) {
         post_send(n);
     } else { /* waits for a POST of its line to end */
