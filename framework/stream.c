@@ -163,10 +163,29 @@ tell(cm_stream *s)
     uv_mutex_lock(&s->mu);
     void (*fn)(cm_stream *, void *) = s->notify;
     void *arg = s->notify_arg;
+    s->telling += fn != NULL;
     uv_mutex_unlock(&s->mu);
     if (fn != NULL) {
         fn(s, arg);
+        uv_mutex_lock(&s->mu);
+        if (--s->telling == 0) {
+            uv_cond_broadcast(&s->cv);
+        }
+        uv_mutex_unlock(&s->mu);
     }
+}
+
+void
+cm__stream_notify_off(cm_stream *s)
+{
+    uv_mutex_lock(&s->mu);
+    s->notify = NULL;
+    s->notify_arg = NULL;
+    /* A call under way ends before its arg may be freed (unless it is this thread's own). */
+    while (s->telling > 0 && !cm_loop_on_loop_thread(s->loop)) {
+        uv_cond_wait(&s->cv, &s->mu);
+    }
+    uv_mutex_unlock(&s->mu);
 }
 
 /* What a message of len body bytes weighs against the window: its body and its HTTP head (the
@@ -658,6 +677,10 @@ cm_stream_try_recv(cm_stream *s, void **msg)
 void
 cm_stream_set_notify(cm_stream *s, void (*fn)(cm_stream *s, void *arg), void *arg)
 {
+    if (fn == NULL) {
+        cm__stream_notify_off(s);
+        return;
+    }
     uv_mutex_lock(&s->mu);
     s->notify = fn;
     s->notify_arg = arg;
@@ -738,6 +761,7 @@ cm_stream_free(cm_stream *s)
     if (s == NULL || s->server) {
         return;
     }
+    cm__stream_notify_off(s); /* fn and arg are borrowed until here */
     uv_mutex_lock(&s->mu);
     s->released = 1;
     kick_locked(s);

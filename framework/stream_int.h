@@ -52,6 +52,7 @@ struct cm_stream {
     int end_status;
     cm_error *err;
     cm_stream_stats st;
+    unsigned telling; /* notify calls under way (loop): cm__stream_notify_off waits for them */
     void (*notify)(cm_stream *s, void *arg);
     void *notify_arg;
     cm__post post;
@@ -92,5 +93,8 @@ void cm__stream_flush(cm_stream *s);
 void cm__stream_loop_release(cm_stream *s);
 /* The transport stream's callbacks (user: the cm_stream). */
 extern const cm_tstream_cbs cm__stream_cbs;
+
+/* Removes the notify hook; waits for a call of it under way on the loop (not from the loop). */
+void cm__stream_notify_off(cm_stream *s);
 
 #endif

@@ -242,6 +242,7 @@ stream_job_work(cm__job *j)
     c->rsp_msg = s;
     cm__server_run_handler(c);
     s->status = c->status;
+    cm__stream_notify_off(s); /* the handler's hook and its arg end with it */
 }
 
 /* The handler returned (loop): what is queued goes out, then EOS or the error, then the

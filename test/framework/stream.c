@@ -476,6 +476,43 @@ test_async(void)
     cm_stream_free(st);
 }
 
+/* A notify hook is borrowed until cm_stream_free: a call under way (slow here) ends before the
+ * free returns, and none comes after, while the server still sends. */
+static atomic_int note_first, note_freed, note_after;
+
+static void
+on_slow_note(cm_stream *s, void *arg)
+{
+    (*(int *)arg)++; /* freed right after cm_stream_free */
+    atomic_fetch_add(&note_after, atomic_load(&note_freed));
+    void *m;
+    if (cm_stream_try_recv(s, &m) == 0) {
+        cm_message_free(&rpctest__rsp__descriptor, m);
+        if (!atomic_exchange(&note_first, 1)) {
+            uv_sleep(300);
+        }
+    }
+}
+
+static void
+test_notify_until_free(void)
+{
+    atomic_store(&note_first, 0);
+    atomic_store(&note_freed, 0);
+    cm_stream *st = open_stream("Test.Count", 0, 4 << 20, NULL);
+    int *calls = calloc(1, sizeof(*calls));
+    send_req(st, "", 20000, 0, 0);
+    cm_stream_set_notify(st, on_slow_note, calls);
+    while (!atomic_load(&note_first)) {
+        uv_sleep(1);
+    }
+    cm_stream_free(st); /* while the first call sleeps */
+    atomic_store(&note_freed, 1);
+    free(calls);
+    uv_sleep(300);
+    CHECK_EQ_INT(atomic_load(&note_after), 0);
+}
+
 /* Messages sent at once after the opening, likely before the connection is up, with a window
  * smaller than one message: each send waits for the previous one to be written, also for those
  * that were written when the connection came up (a regression: their count stayed). */
@@ -515,6 +552,7 @@ run_codec(const char *ct)
     RUN(test_flow_control);
     RUN(test_async);
     RUN(test_early_sends);
+    RUN(test_notify_until_free);
 }
 
 static void
