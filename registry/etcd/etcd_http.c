@@ -568,6 +568,14 @@ finish(void *owner, CURL *easy, CURLcode rc)
     if (res.err == CM_EREGISTRY && retry_with_new_token(c, q, &res)) {
         return;
     }
+    if (rc == CURLE_OPERATION_TIMEDOUT && q->on_line == NULL && q->endpoint == c->cur &&
+        c->nendpoints > 1) {
+        /* It took the request and said nothing (stalled, overloaded): the request fails (it may
+         * have been applied), the next ones go to the next member. */
+        c->cur = (q->endpoint + 1) % c->nendpoints;
+        cm_log(CM_LOG_WARN, "registry.etcd", "endpoint %s did not answer in time; using %s",
+               c->endpoints[q->endpoint], c->endpoints[c->cur]);
+    }
     if (res.status > 0 && q->endpoint != c->cur) {
         cm_log(CM_LOG_INFO, "registry.etcd", "now using endpoint %s", c->endpoints[q->endpoint]);
         c->cur = q->endpoint;

@@ -6,6 +6,8 @@
 #   cluster.sh start DIR          three members, waits until all are healthy
 #   cluster.sh stop DIR           stops every member (SIGKILL after 5 s), keeps DIR
 #   cluster.sh kill DIR N [SIG]   signal member N (1..3; default SIGKILL), waits for its exit
+#   cluster.sh pause DIR N        SIGSTOP member N: it keeps its sockets and answers nothing
+#   cluster.sh resume DIR N       SIGCONT member N
 #   cluster.sh restart DIR N      starts member N again with its data dir, waits until healthy
 #   cluster.sh leader DIR         the number (1..3) of the current leader
 #   cluster.sh ctl DIR ARGS...    etcdctl against the cluster (ETCDCTL_* variables apply)
@@ -17,7 +19,7 @@ set -eu
 cmd=${1:-}
 dir=${2:-}
 if [ -z "$cmd" ] || [ -z "$dir" ]; then
-    echo "usage: cluster.sh start|stop|kill|restart|leader|ctl DIR ..." >&2
+    echo "usage: cluster.sh start|stop|kill|pause|resume|restart|leader|ctl DIR ..." >&2
     exit 2
 fi
 if ! command -v etcd >/dev/null 2>&1 || ! command -v etcdctl >/dev/null 2>&1; then
@@ -104,6 +106,7 @@ stop)
         [ -f "$dir/m$n.pid" ] || continue
         pid=$(cat "$dir/m$n.pid")
         kill "$pid" 2>/dev/null || true
+        kill -s CONT "$pid" 2>/dev/null || true
     done
     for n in 1 2 3; do
         [ -f "$dir/m$n.pid" ] || continue
@@ -116,6 +119,11 @@ stop)
         kill -9 "$pid" 2>/dev/null || true
         rm -f "$dir/m$n.pid"
     done
+    ;;
+pause | resume)
+    n=${3:?member}
+    if [ "$cmd" = pause ]; then sig=STOP; else sig=CONT; fi
+    kill -s "$sig" "$(cat "$dir/m$n.pid")"
     ;;
 kill)
     n=${3:?member}

@@ -400,6 +400,33 @@ test_failover(void)
     close_registry(loop, r);
 }
 
+/* A member that takes requests and answers nothing (SIGSTOP: its sockets stay open): the request
+ * to it times out, and the next ones go to the next member. */
+static void
+test_stalled_member(void)
+{
+    int lead = leader(), stalled = lead % 3 + 1, other = stalled % 3 + 1;
+    char list[700];
+    snprintf(list, sizeof(list), "%s,%s", urls[stalled - 1], urls[other - 1]);
+    cm_registry *r = etcd_registry(list, 1000, NULL, NULL);
+    cm_reg_service *s = make_svc("cm.test.stalled", "s1", "127.0.0.1:1", "1");
+    CHECK_EQ_INT(reg_sync(loop, r, s, 10000), 0);
+    CHECK_EQ_INT(sh(NULL, "%s pause %s %d", CLUSTER_SH, dir, stalled), 0);
+    cm_reg_service *s2 = make_svc("cm.test.stalled", "s2", "127.0.0.1:2", "1");
+    CHECK_EQ_INT(reg_sync(loop, r, s2, 10000), CM_ETIMEDOUT);
+    CHECK_EQ_INT(reg_sync(loop, r, s2, 10000), 0);
+    cm_reg_service_list *l = NULL;
+    CHECK_EQ_INT(get_sync(loop, r, "cm.test.stalled", &l), 0);
+    CHECK_EQ_INT(count_nodes(l), 2);
+    cm_reg_service_list_free(l);
+    CHECK_EQ_INT(sh(NULL, "%s resume %s %d", CLUSTER_SH, dir, stalled), 0);
+    CHECK_EQ_INT(dereg_sync(loop, r, s), 0);
+    CHECK_EQ_INT(dereg_sync(loop, r, s2), 0);
+    cm_reg_service_free(s);
+    cm_reg_service_free(s2);
+    close_registry(loop, r);
+}
+
 /* Registers name/prefix<i> until it succeeds (writes fail while a leader is elected). */
 static void
 register_retrying(cm_registry *r, cm_reg_service *s, uint64_t ttl_ms)
@@ -708,6 +735,7 @@ main(void)
     RUN(test_watch);
     RUN(test_lease);
     RUN(test_failover);
+    RUN(test_stalled_member);
     RUN(test_close_in_flight);
     RUN(test_compaction);
     RUN(test_leader_killed);
