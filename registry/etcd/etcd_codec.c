@@ -4,6 +4,7 @@
  * carries keys and values in base64 and 64-bit integers as strings. */
 #include "etcd_int.h"
 
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -301,10 +302,14 @@ int64_t
 cm__etcd_int(const cJSON *o, const char *name)
 {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, name);
+    int64_t n = 0;
     if (cJSON_IsString(v)) {
-        return strtoll(v->valuestring, NULL, 10);
+        n = strtoll(v->valuestring, NULL, 10); /* saturates */
+    } else if (cJSON_IsNumber(v) && v->valuedouble >= 0 && v->valuedouble < 9.0e18) {
+        n = (int64_t)v->valuedouble;
     }
-    return cJSON_IsNumber(v) ? (int64_t)v->valuedouble : 0;
+    /* Revisions and lease ids are positive; a value that leaves no room for "+ 1" is none. */
+    return n > 0 && n < INT64_MAX ? n : 0;
 }
 
 static int

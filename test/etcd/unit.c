@@ -1,5 +1,5 @@
 /* The etcd backend's pure parts: go-micro's plugin's key paths (path.Join of the names with '/'
- * turned into '-'), base64 both ways, range ends, and the stored value's Go escaping. */
+ * turned into '-'), base64 both ways, range ends, the stored value's Go escaping, and numbers. */
 #include "etcd_int.h"
 #include "test.h"
 
@@ -88,11 +88,36 @@ test_value(void)
     cm_reg_service_free(s);
 }
 
+/* Numbers from etcd (revisions, lease ids) as JSON numbers or strings; hostile ones are none. */
+static void
+test_int(void)
+{
+    const char *cases[][2] = {
+        {"{\"a\":\"42\"}", "42"},
+        {"{\"a\":7}", "7"},
+        {"{\"a\":1e300}", "0"},
+        {"{\"a\":-5}", "0"},
+        {"{\"a\":\"9223372036854775807\"}", "0"},
+        {"{\"a\":\"99999999999999999999\"}", "0"},
+        {"{\"a\":\"-3\"}", "0"},
+        {"{\"a\":true}", "0"},
+        {"{}", "0"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        cJSON *o = cJSON_Parse(cases[i][0]);
+        char got[32];
+        snprintf(got, sizeof(got), "%lld", (long long)cm__etcd_int(o, "a"));
+        CHECK_EQ_STR(got, cases[i][1]);
+        cJSON_Delete(o);
+    }
+}
+
 int
 main(void)
 {
     RUN(test_paths);
     RUN(test_base64);
     RUN(test_value);
+    RUN(test_int);
     TEST_DONE();
 }
