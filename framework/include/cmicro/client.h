@@ -71,7 +71,8 @@ CM_EXTERN void cm_call_opts_init(cm_call_opts *o);
  * own, joined by cm_client_free(). o NULL: defaults. 0, CM_EINVAL, CM_ENOMEM or a libuv error. */
 CM_EXTERN int cm_client_new(cm_loop *loop, const cm_client_opts *o, cm_client **out);
 /* Cancels calls in flight (their callbacks run with CM_ECANCELED) and frees the client.
- * Not on the loop thread of a client that owns its loop. */
+ * Not on the loop thread of a client that owns its loop. Free the client's streams first
+ * (cm_stream_free): one still open keeps this waiting. */
 CM_EXTERN void cm_client_free(cm_client *c);
 CM_EXTERN cm_loop *cm_client_loop(cm_client *c);
 /* The client's effective options (defaults applied); strings borrowed from c. Any thread. */

@@ -79,7 +79,9 @@ CM_EXTERN const ProtobufCMessageDescriptor *cm_stream_recv_desc(const cm_stream 
 /* Milliseconds left before the stream's deadline; -1 when it has none. */
 CM_EXTERN int64_t cm_stream_remaining_ms(const cm_stream *s);
 /* Client: closes the connection (after an EOS when the sending side is still open) and frees
- * the stream. Not for a server's stream (the framework owns it). Any thread. */
+ * the stream. Not for a server's stream (the framework owns it). Any thread; before
+ * cm_client_free. What was sent before the connection came up is not sent when the stream is
+ * freed first: wait for an answer (cm_stream_recv) before freeing when it matters. */
 CM_EXTERN void cm_stream_free(cm_stream *s);
 
 /* The server's side, counters of its streams. */
